@@ -1,0 +1,88 @@
+"""Cross-products of the design (pipeline step 3): computed once, after this nothing costs per row.
+
+For random terms i, j and the augmented fixed matrix [X y]: the diagonal blocks Z_i'WZ_i (block
+diagonal: one k x k block per level), off-diagonal blocks Z_i'WZ_j (sparse), Z_i'W[X y] and
+[X y]'W[X y]. Being sums over rows, they can be accumulated over partitions of the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .design import Design, RandomBlock
+
+
+@dataclass
+class CrossProducts:
+    """Sufficient statistics of a Gaussian mixed model, stored by term pair."""
+
+    n: int
+    p: int
+    diag: list[np.ndarray]  # per term: (m, k, k)
+    off: dict[tuple[int, int], sp.csr_matrix]  # (i, j), i < j: Z_i'WZ_j, shape (q_i, q_j)
+    zxy: list[np.ndarray]  # per term: (q_i, p + 1) = Z_i'W[X y]
+    xy: np.ndarray  # (p + 1, p + 1) = [X y]'W[X y]
+    sum_log_w: float = 0.0
+
+    @property
+    def yty(self) -> float:
+        return float(self.xy[-1, -1])
+
+
+def z_matrix(block: RandomBlock) -> sp.csr_matrix:
+    """The sparse n x (m k) model matrix of one term, columns ordered level-major."""
+    n, k = block.Z.shape
+    indices = (block.codes[:, None] * k + np.arange(k)[None, :]).ravel()
+    indptr = np.arange(0, n * k + 1, k)
+    return sp.csr_matrix((block.Z.ravel(), indices, indptr), shape=(n, block.q))
+
+
+def diagonal_block(block: RandomBlock, w: np.ndarray | None) -> np.ndarray:
+    """Z'WZ of one term as (m, k, k): one k x k block per level."""
+    m, k = block.m, block.k
+    out = np.empty((m, k, k))
+    for a in range(k):
+        for b in range(a, k):
+            prod = block.Z[:, a] * block.Z[:, b]
+            if w is not None:
+                prod = prod * w
+            out[:, a, b] = out[:, b, a] = np.bincount(block.codes, weights=prod, minlength=m)
+    return out
+
+
+def grouped_sums(block: RandomBlock, V: np.ndarray) -> np.ndarray:
+    """Z'V for one term, as (q, c): sums of covariate-times-V within each level."""
+    m, k = block.m, block.k
+    out = np.empty((m, k, V.shape[1]))
+    for a in range(k):
+        za = block.Z[:, a]
+        for c in range(V.shape[1]):
+            out[:, a, c] = np.bincount(block.codes, weights=za * V[:, c], minlength=m)
+    return out.reshape(m * k, V.shape[1])
+
+
+def response(design: Design) -> np.ndarray:
+    """The response less any offset."""
+    return design.y if design.offset is None else design.y - design.offset
+
+
+def cross_products(design: Design) -> CrossProducts:
+    """All cross-products of a design, with weights (and brms se() as weights 1/se^2)."""
+    w = design.weights
+    if design.se is not None:
+        w = (1.0 if w is None else w) / design.se**2
+    Xy = np.column_stack([design.X, response(design)])
+    WXy = Xy if w is None else Xy * w[:, None]
+    diag = [diagonal_block(b, w) for b in design.blocks]
+    zxy = [grouped_sums(b, WXy) for b in design.blocks]
+    zs = [z_matrix(b) for b in design.blocks]
+    off = {}
+    for i in range(len(zs)):
+        left = zs[i].T.tocsr() if w is None else (zs[i].multiply(w[:, None])).T.tocsr()
+        for j in range(i + 1, len(zs)):
+            off[(i, j)] = (left @ zs[j]).tocsr()
+    sum_log_w = 0.0 if w is None else float(np.sum(np.log(w)))
+    return CrossProducts(design.nobs, design.p, diag, off, zxy, Xy.T @ WXy, sum_log_w)

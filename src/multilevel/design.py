@@ -1,0 +1,345 @@
+"""Formula + data to numbers (pipeline step 2): y, X with named columns, one block per random term.
+
+Every later stage reads the `Design` and nothing else of the data. Fixed-effect names follow lme4
+(``(Intercept)``, ``sectorCatholic``, ``temperature.L``, ``I(Days^2)``); see docs/formula.md.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import formulaic
+import numpy as np
+import pandas as pd
+
+from .data import (
+    as_factor,
+    as_frame,
+    check_finite,
+    drop_missing,
+    names_in,
+    prepare_categoricals,
+    unknown_column_error,
+    unknown_names,
+)
+from .errors import MultilevelError, MultilevelWarning
+from .formula import Formula, RandomTerm, _plain, _to_python_power, parse
+
+_MISSING_RE = re.compile(r"`([^`]+)` is not present")
+ALIAS_TOL = 1e-7
+
+
+@dataclass
+class RandomBlock:
+    """One random-effects term as numbers: group codes, level labels and per-row covariates."""
+
+    term: RandomTerm
+    coef_names: list[str]
+    levels: np.ndarray
+    codes: np.ndarray
+    Z: np.ndarray
+    spec: object = field(default=None, repr=False)
+
+    @property
+    def group(self) -> str:
+        return self.term.group
+
+    @property
+    def k(self) -> int:
+        """Number of coefficients that vary by group."""
+        return self.Z.shape[1]
+
+    @property
+    def m(self) -> int:
+        """Number of levels of the grouping factor."""
+        return len(self.levels)
+
+    @property
+    def q(self) -> int:
+        """Number of random effects of this term."""
+        return self.m * self.k
+
+
+@dataclass
+class Design:
+    """Numbers of a mixed model: response, fixed-effect matrix, random blocks, weights, offset."""
+
+    formula: Formula
+    y: np.ndarray
+    X: np.ndarray
+    fixed_names: list[str]
+    blocks: list[RandomBlock]
+    weights: np.ndarray | None = None
+    offset: np.ndarray | None = None
+    se: np.ndarray | None = None
+    n_dropped: int = 0
+    aliased: list[str] = field(default_factory=list)
+    frame: pd.DataFrame | None = field(default=None, repr=False)
+    fixed_spec: object = field(default=None, repr=False)
+
+    @property
+    def nobs(self) -> int:
+        return len(self.y)
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def n_levels(self) -> dict[str, int]:
+        """Grouping factor as written in the formula -> number of levels."""
+        return {b.group: b.m for b in self.blocks}
+
+    def summary(self) -> str:
+        """A short text description of the design."""
+        lines = [
+            f"Formula: {self.formula}",
+            f"Observations: {self.nobs} used" + (f", {self.n_dropped} dropped for missing values" if self.n_dropped else ""),
+            f"Fixed effects ({self.p}): {', '.join(self.fixed_names) or 'none'}",
+        ]
+        for b in self.blocks:
+            kind = "correlated" if b.term.correlated and b.k > 1 else "independent" if b.k > 1 else ""
+            lines.append(f"Random: {', '.join(b.coef_names)} | {b.group}  ({b.m} levels{', ' + kind if kind else ''})")
+        if self.aliased:
+            lines.append(f"Dropped as aliased (rank-deficient X): {', '.join(self.aliased)}")
+        return "\n".join(lines)
+
+
+def build_design(formula: str | Formula, data, weights=None, offset=None) -> Design:
+    """Evaluate the formula on the data; refuse bad input with a `MultilevelError`."""
+    f = parse(formula) if isinstance(formula, str) else formula
+    frame = as_frame(data)
+    frame, weights, offset = _attach_arrays(frame, weights, offset)
+    columns = list(frame.columns)
+    used = _used_columns(f, frame, weights, offset)
+    frame, n_dropped = drop_missing(frame, used)
+    check_finite(frame, used)
+    frame = prepare_categoricals(frame, used)
+    y = _response(f, frame)
+    X, fixed_names, fixed_spec = _fixed_matrix(f.fixed, frame, columns)
+    X, fixed_names, aliased = _drop_aliased(X, fixed_names)
+    blocks = [_random_block(t, frame, columns) for t in f.random]
+    blocks.sort(key=lambda b: -b.m)  # lme4's order: decreasing number of levels (stable)
+    n = len(y)
+    for b in blocks:
+        _check_block(b, n)
+    w = _positive_column(weights if weights is not None else f.weights, frame, "weights")
+    se = _positive_column(f.se, frame, "se()")
+    off = _numeric_column(offset, frame, "offset")
+    if n <= X.shape[1]:
+        raise MultilevelError(f"only {n} observations for {X.shape[1]} fixed effects: simplify the fixed part")
+    return Design(f, y, X, fixed_names, blocks, w, off, se, n_dropped, aliased, frame, fixed_spec)
+
+
+def _attach_arrays(frame: pd.DataFrame, weights, offset):
+    """Weights or offsets given as arrays become hidden columns, so row dropping keeps them aligned."""
+    extra, names = {}, []
+    for arg, key in ((weights, "(weights)"), (offset, "(offset)")):
+        if arg is None or isinstance(arg, str):
+            names.append(arg)
+            continue
+        values = np.asarray(arg, dtype=float).ravel()
+        if values.size != len(frame):
+            raise MultilevelError(f"{key[1:-1]} has {values.size} values for {len(frame)} rows of data")
+        extra[key] = values
+        names.append(key)
+    return (frame.assign(**extra) if extra else frame), names[0], names[1]
+
+
+def _used_columns(f: Formula, frame: pd.DataFrame, weights, offset) -> list[str]:
+    """Every data column the model reads; unknown names raise with suggestions."""
+    columns = list(frame.columns)
+    pieces = [(f.response, "the response"), (f.fixed, "the fixed part")]
+    pieces += [(t.expr, f"the random term {t}") for t in f.random]
+    used: dict[str, None] = {}
+    for expr, where in pieces:
+        for name in unknown_names(_to_python_power(expr), columns):
+            raise unknown_column_error(name, columns, where)
+        used.update(dict.fromkeys(names_in(expr, columns)))
+    for term in f.random:
+        for g in term.group_factors:
+            if g not in frame.columns:
+                raise unknown_column_error(g, columns, f"the grouping factor of {term}")
+            used.setdefault(g, None)
+    for extra, where in ((f.se, "se()"), (f.weights, "weights()")):
+        if extra is not None:
+            if extra not in frame.columns:
+                raise unknown_column_error(extra, columns, where)
+            used.setdefault(extra, None)
+    for arg, where in ((weights, "weights"), (offset, "offset")):
+        if isinstance(arg, str):
+            if arg not in frame.columns:
+                raise unknown_column_error(arg, columns, where)
+            used.setdefault(arg, None)
+    return list(used)
+
+
+def _response(f: Formula, frame: pd.DataFrame) -> np.ndarray:
+    expr = f.response.strip()
+    if expr in frame.columns:
+        col = frame[expr]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            raise MultilevelError(
+                f"the response '{expr}' is not numeric (dtype {col.dtype}): a linear mixed model needs a numeric "
+                "response; convert it, or code a binary outcome as 0/1"
+            )
+        return col.to_numpy(dtype=float)
+    mm = _evaluate(f"0 + {expr}", frame, list(frame.columns), "the response")
+    if mm.shape[1] != 1:
+        raise MultilevelError(f"the response '{expr}' is not numeric: it expands to {mm.shape[1]} columns")
+    y = np.asarray(mm, dtype=float)[:, 0]
+    if not np.all(np.isfinite(y)):
+        raise MultilevelError(f"the response '{expr}' has non-finite values after transformation")
+    return y
+
+
+def _fixed_matrix(fixed: str, frame: pd.DataFrame, columns: list[str]):
+    expr = _poly_for_ordered(fixed, frame)
+    mm = _evaluate(expr, frame, columns, "the fixed part")
+    names = [lme4_name(c) for c in mm.columns]
+    return np.ascontiguousarray(mm.to_numpy(dtype=float)), names, mm.model_spec
+
+
+def _evaluate(expr: str, frame: pd.DataFrame, columns: list[str], where: str):
+    """Materialise an expression with formulaic; its errors become ours."""
+    try:
+        return formulaic.model_matrix(_to_python_power(expr), frame, na_action="ignore")
+    except Exception as exc:  # any library failure is reported in our words
+        text = _plain(exc)
+        missing = _MISSING_RE.search(str(exc))
+        if missing:
+            raise unknown_column_error(missing.group(1), columns, where) from None
+        raise MultilevelError(f"cannot evaluate {where} '{expr}': {text}") from None
+
+
+def _poly_for_ordered(expr: str, frame: pd.DataFrame) -> str:
+    """Ordered categoricals get polynomial contrasts, as in R."""
+    for name in names_in(expr, frame.columns):
+        dtype = frame[name].dtype
+        if isinstance(dtype, pd.CategoricalDtype) and dtype.ordered:
+            expr = re.sub(rf"(?<![\w.(]){re.escape(name)}(?![\w.(])", f"C({name}, contr.poly)", expr)
+    return expr
+
+
+_POLY_RE = re.compile(r"^C\(\s*([^,]+?)\s*,\s*contr\.poly\s*\)\[(.+)\]$")
+_CAT_RE = re.compile(r"^(?:C\(\s*([^,()]+?)\s*\)|([^\[]+))\[(?:T\.)?(.+)\]$")
+
+
+def lme4_name(name: str) -> str:
+    """formulaic's column name to lme4's: 'sector[T.Catholic]' -> 'sectorCatholic'."""
+    if name == "Intercept":
+        return "(Intercept)"
+    return ":".join(_lme4_factor(part) for part in _split_interaction(name))
+
+
+def _lme4_factor(part: str) -> str:
+    poly = _POLY_RE.match(part)
+    if poly:
+        return poly.group(1) + poly.group(2)
+    cat = _CAT_RE.match(part)
+    if cat:
+        return (cat.group(1) or cat.group(2)) + cat.group(3)
+    return part.replace(" ** ", "^").replace("**", "^")
+
+
+def _split_interaction(name: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(name):
+        depth += ch in "([" 
+        depth -= ch in ")]"
+        if ch == ":" and depth == 0:
+            parts.append(name[start:i])
+            start = i + 1
+    parts.append(name[start:])
+    return parts
+
+
+def _drop_aliased(X: np.ndarray, names: list[str]):
+    """Drop columns in the span of earlier ones (lme4 drops them with a message); warn naming them."""
+    if X.shape[1] == 0:
+        return X, names, []
+    r = np.linalg.qr(X, mode="r")
+    norms = np.linalg.norm(X, axis=0)
+    diag = np.abs(np.diag(r))
+    bad = (diag <= ALIAS_TOL * np.maximum(norms, 1e-300)) | (norms == 0)
+    if not bad.any():
+        return X, names, []
+    aliased = [n for n, b in zip(names, bad) if b]
+    warnings.warn(
+        f"the fixed-effect matrix is rank deficient: dropping {len(aliased)} aliased column(s) "
+        f"{aliased} (they are linear combinations of earlier columns; their effects are not identifiable)",
+        MultilevelWarning,
+        stacklevel=3,
+    )
+    keep = ~bad
+    return np.ascontiguousarray(X[:, keep]), [n for n, k in zip(names, keep) if k], aliased
+
+
+def _random_block(term: RandomTerm, frame: pd.DataFrame, columns: list[str]) -> RandomBlock:
+    codes, levels = group_codes(frame, term.group_factors)
+    if term.expr.strip() == "1":
+        Z = np.ones((len(frame), 1))
+        names, spec = ["(Intercept)"], None
+    else:
+        mm = _evaluate(_poly_for_ordered(term.expr, frame), frame, columns, f"the random term {term}")
+        Z = np.ascontiguousarray(mm.to_numpy(dtype=float))
+        names, spec = [lme4_name(c) for c in mm.columns], mm.model_spec
+    if Z.shape[1] == 0:
+        raise MultilevelError(f"the random term {term} has no columns: write at least '1 | {term.group}'")
+    return RandomBlock(term, names, levels, codes, Z, spec)
+
+
+def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes and labels of the (interaction of the) grouping factors; unused levels dropped."""
+    cats = [as_factor(frame[g]) for g in factors]
+    if len(cats) == 1:
+        cat = cats[0].remove_unused_categories()
+        return cat.codes.astype(np.int64), np.asarray(cat.categories.astype(str), dtype=object)
+    stacked = np.stack([c.codes.astype(np.int64) for c in cats], axis=1)
+    uniq, codes = np.unique(stacked, axis=0, return_inverse=True)
+    labels = [
+        ":".join(str(cats[j].categories[u[j]]) for j in range(len(cats))) for u in uniq
+    ]
+    return codes.ravel().astype(np.int64), np.asarray(labels, dtype=object)
+
+
+def _check_block(b: RandomBlock, n: int) -> None:
+    if b.m < 2:
+        raise MultilevelError(
+            f"the grouping factor '{b.group}' has only {b.m} level in the rows used: a random effect needs at "
+            f"least two groups; drop the term {b.term} or use '{b.group}' as a fixed effect"
+        )
+    if b.m >= n:
+        raise MultilevelError(
+            f"the grouping factor '{b.group}' has {b.m} levels for {n} observations: each group needs more than "
+            f"one observation on average for its variance to be separated from the residual; drop {b.term}"
+        )
+    if b.q >= n:
+        raise MultilevelError(
+            f"the term {b.term} has {b.q} random effects for {n} observations: more random effects than "
+            "observations cannot be separated from the residual; simplify the term (fewer slopes)"
+        )
+
+
+def _positive_column(spec, frame: pd.DataFrame, what: str) -> np.ndarray | None:
+    values = _numeric_column(spec, frame, what)
+    if values is not None and not np.all(values > 0):
+        raise MultilevelError(f"{what} must be positive and finite; found {int(np.sum(~(values > 0)))} bad value(s)")
+    return values
+
+
+def _numeric_column(spec, frame: pd.DataFrame, what: str) -> np.ndarray | None:
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        col = frame[spec]
+        if not pd.api.types.is_numeric_dtype(col):
+            raise MultilevelError(f"{what} column '{spec}' is not numeric")
+        values = col.to_numpy(dtype=float)
+    else:
+        raise MultilevelError(f"{what} must be a column name or an array")
+    if not np.all(np.isfinite(values)):
+        raise MultilevelError(f"{what} has missing or infinite values")
+    return values
