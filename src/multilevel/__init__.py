@@ -6,3 +6,6 @@ from .formula import Formula, RandomTerm, parse
 
 __all__ = ["Formula", "FormulaError", "MultilevelError", "MultilevelWarning", "RandomTerm", "datasets", "parse"]
 __version__ = "0.1.0"
+from .model import Model  # noqa: E402
+
+__all__ += ["Model"]

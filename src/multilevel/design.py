@@ -198,7 +198,8 @@ def _response(f: Formula, frame: pd.DataFrame) -> np.ndarray:
 def _fixed_matrix(fixed: str, frame: pd.DataFrame, columns: list[str]):
     expr = _poly_for_ordered(fixed, frame)
     mm = _evaluate(expr, frame, columns, "the fixed part")
-    names = [lme4_name(c) for c in mm.columns]
+    order = names_in(fixed, frame.columns)
+    names = [lme4_name(c, order) for c in mm.columns]
     return np.ascontiguousarray(mm.to_numpy(dtype=float)), names, mm.model_spec
 
 
@@ -227,11 +228,19 @@ _POLY_RE = re.compile(r"^C\(\s*([^,]+?)\s*,\s*contr\.poly\s*\)\[(.+)\]$")
 _CAT_RE = re.compile(r"^(?:C\(\s*([^,()]+?)\s*\)|([^\[]+))\[(?:T\.)?(.+)\]$")
 
 
-def lme4_name(name: str) -> str:
-    """formulaic's column name to lme4's: 'sector[T.Catholic]' -> 'sectorCatholic'."""
+def lme4_name(name: str, order: list[str] | None = None) -> str:
+    """formulaic's column name to lme4's: 'sector[T.Catholic]' -> 'sectorCatholic'.
+
+    Within an interaction, variables are put in their order of first appearance in the formula (`order`),
+    as R does: 'meanses*cses + sector*cses' gives 'cses:sectorCatholic'.
+    """
     if name == "Intercept":
         return "(Intercept)"
-    return ":".join(_lme4_factor(part) for part in _split_interaction(name))
+    parts = _split_interaction(name)
+    if order and len(parts) > 1:
+        rank = {v: i for i, v in enumerate(order)}
+        parts.sort(key=lambda part: min((rank[v] for v in names_in(part, order)), default=len(order)))
+    return ":".join(_lme4_factor(part) for part in parts)
 
 
 def _lme4_factor(part: str) -> str:

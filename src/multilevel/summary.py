@@ -1,0 +1,66 @@
+"""Readable text summaries of fits, in the spirit of lme4's print."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return ""
+    return f"{x:.{digits}g}" if abs(x) < 1e-3 or abs(x) >= 1e6 else f"{x:.{digits}f}".rstrip("0").rstrip(".") if digits else f"{x}"
+
+
+def _pvalue(p: float) -> str:
+    return "<2e-16" if p < 2e-16 else f"{p:.3g}"
+
+
+def variance_lines(vc: pd.DataFrame) -> list[str]:
+    """The random-effects block: one line per variance, correlations beside."""
+    lines = [f" {'Groups':<12} {'Name':<16} {'Variance':>12} {'Std.Dev.':>10}  Corr"]
+    last_group = None
+    variances = vc[vc["term2"] == ""]
+    corr = vc[vc["term2"] != ""]
+    for _, row in variances.iterrows():
+        group = row["group"] if row["group"] != last_group else ""
+        last_group = row["group"]
+        cors = corr[(corr["group"] == row["group"]) & (corr["term2"] == row["term"])]["corr"]
+        cor_text = " ".join(f"{c:+.2f}" for c in cors)
+        lines.append(f" {group:<12} {row['term']:<16} {row['variance']:>12.5g} {row['sd']:>10.5g}  {cor_text}")
+    return lines
+
+
+def fixed_lines(fe: pd.DataFrame) -> list[str]:
+    lines = [f" {'':<22} {'Estimate':>11} {'Std. Error':>11} {'df':>8} {'t value':>8} {'Pr(>|t|)':>9}"]
+    for name, row in fe.iterrows():
+        df = "inf" if not np.isfinite(row["df"]) else f"{row['df']:.1f}"
+        lines.append(
+            f" {name:<22} {row['estimate']:>11.5g} {row['std_error']:>11.4g} {df:>8} {row['t_value']:>8.3f} {_pvalue(row['p_value']):>9}"
+        )
+    return lines
+
+
+def lmm_summary(fit) -> str:
+    """lme4-style text of a frequentist fit, with plain-words warnings."""
+    d = fit.design
+    kind = "REML" if fit.reml else "maximum likelihood"
+    head = f"Linear mixed model fit by {kind}" + (" with the zero-avoiding covariance prior (blme default)" if fit.prior else "")
+    crit = "REML criterion" if fit.reml else "Deviance"
+    lines = [head, f"Formula: {d.formula}", ""]
+    lines.append(
+        f"{crit}: {fit.objective:.4f}   logLik: {fit.loglik:.4f}   AIC: {fit.aic:.2f}   BIC: {fit.bic:.2f}"
+        + (f"   penalised: {fit.penalized_objective:.4f}" if fit.prior else "")
+    )
+    lines += ["", "Random effects:"] + variance_lines(fit.variance_components)
+    groups = ", ".join(f"{g}, {n}" for g, n in fit.model.n_levels.items())
+    lines.append(
+        f"Number of obs: {fit.nobs}" + (f" ({d.n_dropped} rows dropped for missing values)" if d.n_dropped else "")
+        + f"; groups: {groups}"
+    )
+    lines += ["", "Fixed effects (Satterthwaite df):"] + fixed_lines(fit.fixed_effects)
+    if d.aliased:
+        lines += ["", f"Dropped aliased fixed-effect columns: {', '.join(d.aliased)}"]
+    if fit.warnings:
+        lines += ["", "Warnings:"] + [f" * {w}" for w in fit.warnings]
+    return "\n".join(lines)
