@@ -11,7 +11,8 @@ import pandas as pd
 
 from .errors import MultilevelError
 
-_IDENT = re.compile(r"`([^`]+)`|([A-Za-z_.][A-Za-z0-9_.]*)")
+_IDENT = re.compile(r"`([^`]+)`|(?<![\w.])((?:[^\W\d]|\.)[\w.]*)")
+_STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
 def as_frame(data) -> pd.DataFrame:
@@ -21,10 +22,7 @@ def as_frame(data) -> pd.DataFrame:
     elif hasattr(data, "to_pandas"):  # polars DataFrame, pyarrow Table
         frame = data.to_pandas()
     elif isinstance(data, Mapping):
-        try:
-            frame = pd.DataFrame({k: np.asarray(v) if not isinstance(v, pd.Series) else v for k, v in data.items()})
-        except ValueError as exc:
-            raise MultilevelError(f"the columns given as a dict do not have equal lengths ({exc})") from None
+        frame = _dict_frame(data)
     else:
         raise MultilevelError(
             f"data must be a pandas or polars DataFrame, a pyarrow Table or a dict of columns, not {type(data).__name__}"
@@ -37,11 +35,25 @@ def as_frame(data) -> pd.DataFrame:
     return frame
 
 
+def _dict_frame(data: Mapping) -> pd.DataFrame:
+    """A dict of equally long one-dimensional columns as a DataFrame."""
+    columns = {k: v if isinstance(v, pd.Series) else np.asarray(v) for k, v in data.items()}
+    for name, values in columns.items():
+        if np.ndim(values) != 1:
+            raise MultilevelError(
+                f"column '{name}' of the dict has shape {np.shape(values)}: every column must be one-dimensional"
+            )
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise MultilevelError(f"the columns given as a dict have different lengths {lengths}: make them equal")
+    return pd.DataFrame(columns)
+
+
 def names_in(expr: str, columns: Iterable[str]) -> list[str]:
     """Column names that occur in an expression (identifiers that are data columns)."""
     cols = set(columns)
     found: dict[str, None] = {}
-    for quoted, bare in _IDENT.findall(expr):
+    for quoted, bare in _IDENT.findall(_STRING.sub("''", expr)):
         name = quoted or bare
         if name in cols:
             found.setdefault(name, None)
@@ -52,10 +64,12 @@ def unknown_names(expr: str, columns: Iterable[str]) -> list[str]:
     """Identifiers that look like variables (not functions, modules or contrasts) and are not columns."""
     cols = set(columns)
     missing = []
+    expr = _STRING.sub("''", expr)
     for match in _IDENT.finditer(expr):
         name = match.group(1) or match.group(2)
         after = expr[match.end() :].lstrip()
-        if name in cols or after.startswith("(") or _is_library_name(name) or _is_number(name):
+        is_call_or_keyword = after.startswith("(") or (after.startswith("=") and not after.startswith("=="))
+        if name in cols or is_call_or_keyword or _is_library_name(name) or _is_number(name):
             continue
         missing.append(name)
     return missing
@@ -112,30 +126,55 @@ def check_finite(frame: pd.DataFrame, used: list[str]) -> None:
                 )
 
 
+def check_types(frame: pd.DataFrame, used: list[str]) -> None:
+    """Refuse column types a model cannot use: complex numbers, dates and time spans."""
+    for name in used:
+        dtype = frame[name].dtype
+        if pd.api.types.is_complex_dtype(dtype):
+            raise MultilevelError(f"column '{name}' holds complex numbers: a model needs real numbers or categories")
+        if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+            raise MultilevelError(
+                f"column '{name}' holds dates or times ({dtype}): convert it to a number (e.g. days since the "
+                "first date) or to a category"
+            )
+
+
 def as_factor(col: pd.Series) -> pd.Categorical:
     """A column as a categorical with R's level order: its own categories, else sorted labels."""
     if isinstance(col.dtype, pd.CategoricalDtype):
         return col.cat.remove_unused_categories().array
-    values = col.to_numpy()
     if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-        levels = np.unique(values)
-        return pd.Categorical([_label(v) for v in values], categories=[_label(v) for v in levels])
+        levels, codes = np.unique(col.to_numpy(), return_inverse=True)
+        return pd.Categorical.from_codes(codes.ravel(), categories=[_label(v) for v in levels])
     labels = col.astype(str)
     return pd.Categorical(labels, categories=sorted(labels.unique()))
 
 
+def _holds_numbers(col: pd.Series) -> bool:
+    """True for an object column whose values are all numbers (e.g. from a list of Python ints)."""
+    if not pd.api.types.is_object_dtype(col.dtype):
+        return False
+    return pd.api.types.infer_dtype(col, skipna=True) in {"integer", "floating", "mixed-integer-float", "decimal"}
+
+
 def _label(value) -> str:
+    """R's label of a number or logical used as a factor level: 2.0 -> '2', True -> 'TRUE'."""
+    if isinstance(value, (bool, np.bool_)):
+        return "TRUE" if value else "FALSE"
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value)
 
 
 def prepare_categoricals(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
-    """Strings and booleans used in the model become categoricals with sorted levels (R's default)."""
+    """Strings and booleans used in the model become categoricals with sorted levels (R's default);
+    numbers stored as Python objects become floats."""
     changed = {}
     for name in used:
         col = frame[name]
-        if isinstance(col.dtype, pd.CategoricalDtype):
+        if _holds_numbers(col):
+            changed[name] = col.astype(float)
+        elif isinstance(col.dtype, pd.CategoricalDtype):
             if len(col.cat.categories) != col.nunique(dropna=True):
                 changed[name] = col.cat.remove_unused_categories()
         elif pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col) or pd.api.types.is_bool_dtype(col):

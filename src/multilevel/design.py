@@ -18,7 +18,9 @@ from .data import (
     as_factor,
     as_frame,
     check_finite,
+    check_types,
     drop_missing,
+    _holds_numbers,
     names_in,
     prepare_categoricals,
     unknown_column_error,
@@ -109,13 +111,15 @@ class Design:
 
 def build_design(formula: str | Formula, data, weights=None, offset=None) -> Design:
     """Evaluate the formula on the data; refuse bad input with a `MultilevelError`."""
-    f = parse(formula) if isinstance(formula, str) else formula
+    f = formula if isinstance(formula, Formula) else parse(formula)
     frame = as_frame(data)
     frame, weights, offset = _attach_arrays(frame, weights, offset)
     columns = list(frame.columns)
     used = _used_columns(f, frame, weights, offset)
     frame, n_dropped = drop_missing(frame, used)
+    check_types(frame, used)
     check_finite(frame, used)
+    _check_response_type(f, frame)
     frame = prepare_categoricals(frame, used)
     y = _response(f, frame)
     X, fixed_names, fixed_spec = _fixed_matrix(f.fixed, frame, columns)
@@ -176,23 +180,41 @@ def _used_columns(f: Formula, frame: pd.DataFrame, weights, offset) -> list[str]
     return list(used)
 
 
+def _check_response_type(f: Formula, frame: pd.DataFrame) -> None:
+    """A response column must hold numbers (checked before strings become categoricals)."""
+    expr = f.response.strip()
+    if expr not in frame.columns:
+        return
+    col = frame[expr]
+    numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+    if not (numeric or _holds_numbers(col)):
+        raise MultilevelError(
+            f"the response '{expr}' is not numeric (dtype {col.dtype}): a linear mixed model needs a numeric "
+            "response; convert it, or code a binary outcome as 0/1"
+        )
+
+
 def _response(f: Formula, frame: pd.DataFrame) -> np.ndarray:
     expr = f.response.strip()
     if expr in frame.columns:
-        col = frame[expr]
-        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-            raise MultilevelError(
-                f"the response '{expr}' is not numeric (dtype {col.dtype}): a linear mixed model needs a numeric "
-                "response; convert it, or code a binary outcome as 0/1"
-            )
-        return col.to_numpy(dtype=float)
+        return frame[expr].to_numpy(dtype=float)
     mm = _evaluate(f"0 + {expr}", frame, list(frame.columns), "the response")
     if mm.shape[1] != 1:
         raise MultilevelError(f"the response '{expr}' is not numeric: it expands to {mm.shape[1]} columns")
-    y = np.asarray(mm, dtype=float)[:, 0]
-    if not np.all(np.isfinite(y)):
-        raise MultilevelError(f"the response '{expr}' has non-finite values after transformation")
-    return y
+    return _finite_matrix(mm, [expr], "the response")[:, 0]
+
+
+def _finite_matrix(mm, names: list[str], where: str) -> np.ndarray:
+    """A model matrix as floats; refuse values made infinite or missing by a transformation."""
+    values = np.ascontiguousarray(np.asarray(mm, dtype=float))
+    bad = ~np.isfinite(values)
+    if bad.any():
+        cols = [n for n, b in zip(names, bad.any(axis=0)) if b]
+        raise MultilevelError(
+            f"{where} has {int(bad.any(axis=1).sum())} row(s) with missing or infinite values in {cols} after "
+            "transformation (e.g. log of zero): transform the data first or drop those rows"
+        )
+    return values
 
 
 def _fixed_matrix(fixed: str, frame: pd.DataFrame, columns: list[str]):
@@ -200,13 +222,15 @@ def _fixed_matrix(fixed: str, frame: pd.DataFrame, columns: list[str]):
     mm = _evaluate(expr, frame, columns, "the fixed part")
     order = names_in(fixed, frame.columns)
     names = [lme4_name(c, order) for c in mm.columns]
-    return np.ascontiguousarray(mm.to_numpy(dtype=float)), names, mm.model_spec
+    return _finite_matrix(mm, names, "the fixed part"), names, mm.model_spec
 
 
 def _evaluate(expr: str, frame: pd.DataFrame, columns: list[str], where: str):
     """Materialise an expression with formulaic; its errors become ours."""
     try:
-        return formulaic.model_matrix(_to_python_power(expr), frame, na_action="ignore")
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return formulaic.model_matrix(_to_python_power(expr), frame, na_action="ignore")
     except Exception as exc:  # any library failure is reported in our words
         text = _plain(exc)
         missing = _MISSING_RE.search(str(exc))
@@ -225,7 +249,7 @@ def _poly_for_ordered(expr: str, frame: pd.DataFrame) -> str:
 
 
 _POLY_RE = re.compile(r"^C\(\s*([^,]+?)\s*,\s*contr\.poly\s*\)\[(.+)\]$")
-_CAT_RE = re.compile(r"^(?:C\(\s*([^,()]+?)\s*\)|([^\[]+))\[(?:T\.)?(.+)\]$")
+_CAT_RE = re.compile(r"^([^\[]+)\[(?:T\.)?(.+)\]$")
 
 
 def lme4_name(name: str, order: list[str] | None = None) -> str:
@@ -249,7 +273,7 @@ def _lme4_factor(part: str) -> str:
         return poly.group(1) + poly.group(2)
     cat = _CAT_RE.match(part)
     if cat:
-        return (cat.group(1) or cat.group(2)) + cat.group(3)
+        return cat.group(1) + cat.group(2)
     return part.replace(" ** ", "^").replace("**", "^")
 
 
@@ -267,12 +291,7 @@ def _split_interaction(name: str) -> list[str]:
 
 def _drop_aliased(X: np.ndarray, names: list[str]):
     """Drop columns in the span of earlier ones (lme4 drops them with a message); warn naming them."""
-    if X.shape[1] == 0:
-        return X, names, []
-    r = np.linalg.qr(X, mode="r")
-    norms = np.linalg.norm(X, axis=0)
-    diag = np.abs(np.diag(r))
-    bad = (diag <= ALIAS_TOL * np.maximum(norms, 1e-300)) | (norms == 0)
+    bad = _aliased_columns(X)
     if not bad.any():
         return X, names, []
     aliased = [n for n, b in zip(names, bad) if b]
@@ -286,6 +305,28 @@ def _drop_aliased(X: np.ndarray, names: list[str]):
     return np.ascontiguousarray(X[:, keep]), [n for n, k in zip(names, keep) if k], aliased
 
 
+def _aliased_columns(X: np.ndarray) -> np.ndarray:
+    """Mask of columns whose distance to the span of the earlier kept columns is below ALIAS_TOL of their
+    norm: R's in-order rule (LINPACK dqrdc2, used by lm and lme4), so the later of two aliased columns goes."""
+    bad = np.zeros(X.shape[1], dtype=bool)
+    if X.shape[1] == 0:
+        return bad
+    R = np.linalg.qr(X, mode="r")
+    basis = np.empty((X.shape[0], 0))
+    scale = np.linalg.norm(X, axis=0)
+    if np.all(np.abs(np.diag(R)) > ALIAS_TOL * scale):
+        return bad  # full rank: the common case costs one QR
+    for j in range(X.shape[1]):
+        resid = X[:, j] - basis @ (basis.T @ X[:, j])
+        resid = resid - basis @ (basis.T @ resid)  # second pass: orthogonality to rounding error
+        size = np.linalg.norm(resid)
+        if scale[j] == 0 or size <= ALIAS_TOL * scale[j]:
+            bad[j] = True
+        else:
+            basis = np.column_stack([basis, resid / size])
+    return bad
+
+
 def _random_block(term: RandomTerm, frame: pd.DataFrame, columns: list[str]) -> RandomBlock:
     codes, levels = group_codes(frame, term.group_factors)
     if term.expr.strip() == "1":
@@ -293,8 +334,8 @@ def _random_block(term: RandomTerm, frame: pd.DataFrame, columns: list[str]) -> 
         names, spec = ["(Intercept)"], None
     else:
         mm = _evaluate(_poly_for_ordered(term.expr, frame), frame, columns, f"the random term {term}")
-        Z = np.ascontiguousarray(mm.to_numpy(dtype=float))
-        names, spec = [lme4_name(c) for c in mm.columns], mm.model_spec
+        names, spec = [lme4_name(c, names_in(term.expr, frame.columns)) for c in mm.columns], mm.model_spec
+        Z = _finite_matrix(mm, names, f"the random term {term}")
     if Z.shape[1] == 0:
         raise MultilevelError(f"the random term {term} has no columns: write at least '1 | {term.group}'")
     return RandomBlock(term, names, levels, codes, Z, spec)
@@ -306,11 +347,15 @@ def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
     if len(cats) == 1:
         cat = cats[0].remove_unused_categories()
         return cat.codes.astype(np.int64), np.asarray(cat.categories.astype(str), dtype=object)
-    stacked = np.stack([c.codes.astype(np.int64) for c in cats], axis=1)
-    uniq, codes = np.unique(stacked, axis=0, return_inverse=True)
-    labels = [
-        ":".join(str(cats[j].categories[u[j]]) for j in range(len(cats))) for u in uniq
-    ]
+    combined = np.zeros(len(frame), dtype=np.int64)
+    for cat in cats:  # mixed-radix number of the level codes: one integer per combination
+        combined = combined * len(cat.categories) + cat.codes
+    uniq, codes = np.unique(combined, return_inverse=True)
+    digits = []
+    for cat in reversed(cats):
+        digits.append(cat.categories.astype(str).to_numpy()[uniq % len(cat.categories)])
+        uniq = uniq // len(cat.categories)
+    labels = [":".join(parts) for parts in zip(*reversed(digits))]
     return codes.ravel().astype(np.int64), np.asarray(labels, dtype=object)
 
 

@@ -15,7 +15,7 @@ import formulaic
 
 from .errors import FormulaError, point_at
 
-_NAME = r"[A-Za-z_.][A-Za-z0-9_.]*"
+_NAME = r"(?:[^\W\d]|\.)[\w.]*"
 _GROUP_RE = re.compile(rf"^\s*{_NAME}(\s*[:/]\s*{_NAME})*\s*$")
 _ADDITION_RE = re.compile(rf"^\s*(se|weights)\s*\(\s*({_NAME})\s*(?:,[^)]*)?\)\s*$")
 
@@ -97,6 +97,7 @@ def _parse_cached(text: str) -> Formula:
             raise FormulaError(f"a random term cannot be subtracted (position {start}):\n{point_at(text, start)}")
         random.extend(term)
     fixed = _normalise_fixed(" ".join(fixed_parts), text, cut + 1)
+    _check_duplicate_fixed(fixed_parts, text)
     _check_duplicates(random, text)
     return Formula(response, fixed, tuple(random), se, weights, text)
 
@@ -270,6 +271,16 @@ def _normalise_fixed(fixed: str, text: str, pos: int) -> str:
     if fixed.startswith("-"):
         fixed = "1 " + fixed
     return _check_expression(fixed, text, pos)
+
+
+def _check_duplicate_fixed(parts: list[str], text: str) -> None:
+    """The same fixed term written twice ('x + x') is a slip; terms implied twice ('a*b + a') are not."""
+    seen = set()
+    for part in parts:
+        key = part.replace(" ", "")
+        if key in seen:
+            raise FormulaError(f"the fixed term '{part.lstrip('+-').strip()}' appears twice in '{text}': remove one")
+        seen.add(key)
 
 
 def _check_duplicates(random: list[RandomTerm], text: str) -> None:
