@@ -219,7 +219,8 @@ class LmmFit:
             z = stats.norm.ppf(0.5 + level / 2)
             fe = self.fixed_effects
             se = fe["std_error"]
-            return pd.DataFrame({"lower": fe["estimate"] - z * se, "upper": fe["estimate"] + z * se})
+            est = fe["estimate"]
+            return pd.DataFrame({"estimate": est, "lower": est - z * se, "upper": est + z * se})
         if method.lower() == "profile":
             from .profile import profile_intervals
 
