@@ -1,0 +1,253 @@
+"""The collapsed posterior of a Gaussian mixed model, written in JAX for NUTS (pipeline step 6).
+
+Given the SDs and correlations of each random term, sigma and the centred intercept alpha, the group
+effects and the other (centred) coefficients are jointly Gaussian, so they are integrated out exactly
+with the same blocked penalised-least-squares factorisation as the engine: the first term's k x k
+blocks per level, then a dense Schur complement for the other terms, the centred X, the intercept
+column and y. NUTS then runs only on
+
+    [log sd (per term and coefficient), CPC-transformed correlations (per term), log sigma, alpha].
+
+The data enter as runtime arguments (cross-products only), so one compiled program serves every
+data set of the same shapes; JAX's persistent compilation cache keeps it across sessions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .priors import Prior, PriorSet
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Static shape of the sampled parameter vector and the model (hashable: a jit static argument)."""
+
+    ks: tuple[int, ...]
+    ms: tuple[int, ...]
+    p_c: int  # centred coefficients integrated out
+    intercept: bool  # alpha sampled
+    has_sigma: bool  # False with known se() only
+    sd_priors: tuple[Prior, ...]
+    cor_priors: tuple[Prior | None, ...]
+    sigma_prior: Prior | None
+    intercept_prior: Prior | None
+    b_priors: tuple[Prior, ...]  # flat or normal, per centred coefficient
+
+    @property
+    def n_sd(self) -> int:
+        return sum(self.ks)
+
+    @property
+    def n_cor(self) -> int:
+        return sum(k * (k - 1) // 2 for k in self.ks)
+
+    @property
+    def dim(self) -> int:
+        return self.n_sd + self.n_cor + int(self.has_sigma) + int(self.intercept)
+
+    @property
+    def q_rest(self) -> int:
+        return sum(k * m for k, m in zip(self.ks[1:], self.ms[1:]))
+
+
+def make_layout(model, ps: PriorSet, p_c: int, intercept: bool) -> Layout:
+    blocks = model.design.blocks
+    sd = tuple(ps.sd[(i, c)] for i, b in enumerate(blocks) for c in b.coef_names)
+    cor = tuple(ps.cor.get(i) for i in range(len(blocks)))
+    names = [n for n in model.design.fixed_names if n != "(Intercept)"] if intercept else model.design.fixed_names
+    return Layout(
+        tuple(b.k for b in blocks), tuple(b.m for b in blocks), p_c, intercept, ps.sigma is not None,
+        sd, cor, ps.sigma, ps.intercept, tuple(ps.b[n] for n in names),
+    )
+
+
+def split(layout: Layout, x, xp=np):
+    """Unconstrained vector(s) (..., dim) -> (log sds, cpc values, log sigma or None, alpha or None)."""
+    i = layout.n_sd
+    log_sd = x[..., :i]
+    cpc = x[..., i : i + layout.n_cor]
+    i += layout.n_cor
+    log_sigma = x[..., i] if layout.has_sigma else None
+    i += int(layout.has_sigma)
+    alpha = x[..., i] if layout.intercept else None
+    return log_sd, cpc, log_sigma, alpha
+
+
+def corr_cholesky(z, k: int, xp=np):
+    """Cholesky factor of a correlation matrix from k(k-1)/2 values in (-1, 1) (canonical partial
+    correlations, row-wise), and the log-Jacobian of that map. Works on leading batch dimensions."""
+    batch = z.shape[:-1]
+    rows = []
+    logjac = xp.zeros(batch)
+    idx = 0
+    for i in range(k):
+        row, ssq = [], xp.zeros(batch)
+        for j in range(i):
+            w = z[..., idx]
+            idx += 1
+            logjac = logjac + 0.5 * xp.log1p(-ssq)
+            val = w * xp.sqrt(1.0 - ssq)
+            ssq = ssq + val**2
+            row.append(val)
+        row.append(xp.sqrt(1.0 - ssq) if i else xp.ones(batch))
+        row += [xp.zeros(batch)] * (k - i - 1)
+        rows.append(xp.stack(row, axis=-1))
+    return xp.stack(rows, axis=-2), logjac
+
+
+def lkj_cholesky_logpdf(L, eta: float, xp=np):
+    """LKJ(eta) density of a correlation matrix, expressed on its Cholesky factor (unnormalised)."""
+    k = L.shape[-1]
+    diag = xp.diagonal(L, axis1=-2, axis2=-1)[..., 1:]
+    powers = np.array([k - i - 1 + 2.0 * (eta - 1.0) for i in range(1, k)])
+    return xp.sum(powers * xp.log(diag), axis=-1)
+
+
+def constrain(layout: Layout, x, xp=np):
+    """Unconstrained -> (sd per term [(..., k)], corr Cholesky per term [(..., k, k)], sigma, alpha, log prior + Jacobian)."""
+    log_sd, cpc, log_sigma, alpha = split(layout, x, xp)
+    sds, chols = [], []
+    lp = xp.sum(log_sd, axis=-1)  # Jacobian of exp
+    s = c = 0
+    for t, k in enumerate(layout.ks):
+        sd = xp.exp(log_sd[..., s : s + k])
+        for a in range(k):
+            lp = lp + layout.sd_priors[s + a].logpdf(sd[..., a], xp)
+        s += k
+        ncor = k * (k - 1) // 2
+        if ncor:
+            zt = xp.tanh(cpc[..., c : c + ncor])
+            L, logjac = corr_cholesky(zt, k, xp)
+            lp = lp + logjac + xp.sum(xp.log1p(-(zt**2)), axis=-1)
+            lp = lp + lkj_cholesky_logpdf(L, layout.cor_priors[t].params[0], xp)
+            c += ncor
+        else:
+            L = xp.ones(x.shape[:-1] + (1, 1))
+        sds.append(sd)
+        chols.append(L)
+    sigma = None
+    if layout.has_sigma:
+        sigma = xp.exp(log_sigma)
+        lp = lp + log_sigma + layout.sigma_prior.logpdf(sigma, xp)
+    if layout.intercept:
+        lp = lp + layout.intercept_prior.logpdf(alpha, xp)
+    return sds, chols, sigma, alpha, lp
+
+
+def relative_factors(sds, chols, sigma, xp=np):
+    """Per term, the lower-triangular relative factor T = diag(sd) L / sigma (lme4's Lambda block)."""
+    scale = 1.0 if sigma is None else sigma
+    out = []
+    for sd, L in zip(sds, chols):
+        out.append(sd[..., :, None] * L / xp.asarray(scale)[..., None, None])
+    return out
+
+
+def jax_data(engine, layout: Layout) -> dict:
+    """The arrays the JAX density reads, from the engine built on the centred design."""
+    k0, m0 = layout.ks[0], layout.ms[0]
+    r = engine.C22.shape[0]
+    B = engine.B.toarray().reshape(r, m0, k0)
+    b_prec, b_mean = [], []
+    for p in layout.b_priors:
+        b_prec.append(0.0 if p.family == "flat" else 1.0 / p.params[1] ** 2)
+        b_mean.append(0.0 if p.family == "flat" else p.params[0])
+    return {
+        "G": np.asarray(engine.cp.diag[0]),
+        "B": B,
+        "C22": np.asarray(engine.C22),
+        "b_prec": np.asarray(b_prec, dtype=float).reshape(-1),
+        "b_mean": np.asarray(b_mean, dtype=float).reshape(-1),
+        "consts": np.array([engine.n, engine.cp.sum_log_w]),
+    }
+
+
+def _system(layout: Layout, data: dict, x):
+    """Constrained parameters and the blocked factor of the augmented system at one point (JAX)."""
+    import jax.numpy as jnp
+    import jax.scipy.linalg as jsl
+
+    sds, chols, sigma, alpha, lp = constrain(layout, x, jnp)
+    T = relative_factors(sds, chols, sigma, jnp)
+    k0 = layout.ks[0]
+    A11 = jnp.einsum("ba,gbc,cd->gad", T[0], data["G"], T[0]) + jnp.eye(k0)
+    L11 = jnp.linalg.cholesky(A11)
+    TL = jsl.solve_triangular(L11, jnp.broadcast_to(T[0].T, A11.shape), lower=True)
+    M = jnp.einsum("gba,gbc->gac", TL, TL)  # T0 A11^{-1} T0'
+    B = data["B"]
+    S = data["C22"] - jnp.einsum("rga,gab,sgb->rs", B, M, B)
+    q2, p_c = layout.q_rest, layout.p_c
+    lam = _rest_lambda(layout, T, S.shape[0], jnp)
+    S = lam.T @ S @ lam
+    sig2 = 1.0 if sigma is None else sigma**2
+    extra = jnp.concatenate([jnp.ones(q2), sig2 * data["b_prec"], jnp.zeros(S.shape[0] - q2 - p_c)])
+    S = S + jnp.diag(extra)
+    if p_c:  # normal priors on coefficients: their means enter through the y column
+        shift = sig2 * data["b_prec"] * data["b_mean"]
+        S = S.at[q2 : q2 + p_c, -1].add(shift).at[-1, q2 : q2 + p_c].add(shift)
+        S = S.at[-1, -1].add(jnp.sum(shift * data["b_mean"]))
+    L = jnp.linalg.cholesky(S)
+    return dict(T=T, A11=A11, L11=L11, L=L, lam=lam, sigma=sigma, sig2=sig2, alpha=alpha, lp=lp)
+
+
+def log_density(layout: Layout, data: dict, x):
+    """Unnormalised log posterior at one unconstrained point (JAX)."""
+    import jax.numpy as jnp
+
+    s = _system(layout, data, x)
+    L, d = s["L"], jnp.diagonal(s["L"])
+    n, sum_log_w = data["consts"][0], data["consts"][1]
+    q2, p_c = layout.q_rest, layout.p_c
+    ld = 2 * jnp.sum(jnp.log(jnp.diagonal(s["L11"], axis1=1, axis2=2))) + 2 * jnp.sum(jnp.log(d[: q2 + p_c]))
+    r2 = (L[-1, -2] - d[-2] * s["alpha"]) ** 2 + d[-1] ** 2 if layout.intercept else d[-1] ** 2
+    # integrating the centred coefficients gives (2 pi sigma^2)^(p_c/2) / |R_X|, times normal priors' normalisers
+    normal_b = jnp.sum(jnp.where(data["b_prec"] > 0, 0.5 * jnp.log(data["b_prec"] / (2 * jnp.pi)), 0.0))
+    log_sig2 = 0.0 if s["sigma"] is None else jnp.log(s["sig2"])
+    ll = -0.5 * ((n - p_c) * (jnp.log(2 * jnp.pi) + log_sig2) + ld - sum_log_w + r2 / s["sig2"]) + normal_b
+    return s["lp"] + ll
+
+
+def conditional_draw(layout: Layout, data: dict, x, z):
+    """One exact draw of (centred coefficients, group effects per term) given the sampled parameters (JAX).
+
+    Solves L' w = l_y - alpha l_alpha + sigma z blockwise: the dense trailing part, then each level of the
+    first term; group effects are returned on the response scale (b = Lambda u).
+    """
+    import jax.numpy as jnp
+    import jax.scipy.linalg as jsl
+
+    s = _system(layout, data, x)
+    L, q2, p_c = s["L"], layout.q_rest, layout.p_c
+    nt = q2 + p_c
+    sigma = 1.0 if s["sigma"] is None else s["sigma"]
+    k0, m0 = layout.ks[0], layout.ms[0]
+    z0, zt = z[: m0 * k0].reshape(m0, k0), z[m0 * k0 :]
+    v = L[-1, :nt] + sigma * zt
+    if layout.intercept:
+        v = v - s["alpha"] * L[-2, :nt]
+    wt = jsl.solve_triangular(L[:nt, :nt], v, lower=True, trans="T")
+    scaled = s["lam"][:nt, :nt] @ wt  # b_rest on the response scale, then beta_c
+    B = data["B"]
+    resid = B[-1] - jnp.einsum("rga,r->ga", B[:nt], scaled)
+    if layout.intercept:
+        resid = resid - s["alpha"] * B[-2]
+    rhs = jnp.einsum("ga,ab->gb", resid, s["T"][0])  # T0' v_g
+    u0 = jnp.linalg.solve(s["A11"], rhs[..., None])[..., 0]
+    u0 = u0 + sigma * jsl.solve_triangular(s["L11"], z0[..., None], lower=True, trans="T")[..., 0]
+    b0 = u0 @ s["T"][0].T
+    return scaled[q2:], b0, scaled[:q2]
+
+
+def _rest_lambda(layout: Layout, T, r: int, xp):
+    """Block-diagonal Lambda for the trailing terms, identity on the X, intercept and y rows."""
+    blocks = [xp.kron(xp.eye(layout.ms[i]), T[i]) for i in range(1, len(layout.ks))]
+    size = layout.q_rest
+    out = xp.eye(r)
+    if size:
+        import jax.scipy.linalg as jsl
+
+        out = out.at[:size, :size].set(jsl.block_diag(*blocks))
+    return out

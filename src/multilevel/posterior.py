@@ -1,0 +1,309 @@
+"""Bayesian results: posterior draws with brms's parameter names, tables laid out as the frequentist ones,
+diagnostics (R-hat, ESS, divergences) from ArviZ, and ArviZ's DataTree for everything else."""
+
+from __future__ import annotations
+
+import warnings
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from .errors import MultilevelError, MultilevelWarning
+from .lmm import variance_table
+from .predict import linear_predictor, predict_new, random_part
+
+RHAT_LIMIT = 1.01
+ESS_PER_CHAIN = 100  # bulk/tail ESS below 100 per chain is reported (as Stan's guidance)
+
+
+def brms_coef(name: str) -> str:
+    """lme4 coefficient name to brms's ('(Intercept)' -> 'Intercept')."""
+    return "Intercept" if name == "(Intercept)" else name
+
+
+class Posterior:
+    """Posterior draws of a Gaussian mixed model; the same vocabulary as `LmmFit`."""
+
+    def __init__(self, model, beta, sd, corr, sigma, b, stats: dict, priors, seed: int, seconds: float, sampler: str):
+        self.model, self.priors, self.seed, self.seconds, self.sampler = model, priors, seed, seconds, sampler
+        self.beta, self.sd, self.corr, self.sigma, self.b, self.stats = beta, sd, corr, sigma, b, stats
+        self.warnings = self._diagnose()
+        for message in self.warnings:
+            warnings.warn(message, MultilevelWarning, stacklevel=3)
+
+    @classmethod
+    def from_collapsed(cls, model, layout, positions, beta_c, b, means, stats, priors, seed, seconds, sampler):
+        """Assemble draws from the collapsed sampler: constrained parameters plus the exact conditional draws."""
+        from .bayes import constrained_draws
+
+        sds, chols, sigma, alpha = constrained_draws(layout, positions)
+        names = model.design.fixed_names
+        beta = np.empty(positions.shape[:2] + (len(names),))
+        others = [n for n in names if n != "(Intercept)"] if layout.intercept else names
+        for j, name in enumerate(others):
+            beta[..., names.index(name)] = beta_c[..., j]
+        if layout.intercept:
+            beta[..., names.index("(Intercept)")] = alpha - beta_c @ means
+        corr = [np.einsum("...ab,...cb->...ac", L, L) for L in chols]
+        return cls(model, beta, sds, corr, sigma, b, stats, priors, seed, seconds, sampler)
+
+    # ------------------------------------------------------------------ shapes and names
+    @property
+    def design(self):
+        return self.model.design
+
+    @property
+    def n_chains(self) -> int:
+        return self.beta.shape[0]
+
+    @property
+    def n_draws(self) -> int:
+        return self.beta.shape[1]
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Population-level, sd, cor and sigma draws (chains x draws) with brms's names."""
+        out = {}
+        for j, name in enumerate(self.design.fixed_names):
+            out[f"b_{brms_coef(name)}"] = self.beta[..., j]
+        for block, sd, corr in zip(self.design.blocks, self.sd, self.corr):
+            for a, name in enumerate(block.coef_names):
+                out[f"sd_{block.group}__{brms_coef(name)}"] = sd[..., a]
+            for a in range(block.k):
+                for c in range(a + 1, block.k):
+                    out[f"cor_{block.group}__{brms_coef(block.coef_names[a])}__{brms_coef(block.coef_names[c])}"] = corr[..., a, c]
+        if self.sigma is not None:
+            out["sigma"] = self.sigma
+        return out
+
+    def group_effect_draws(self) -> dict[str, np.ndarray]:
+        """Group effects as brms names them, r_<group>[<level>,<coef>] -> (chains x draws)."""
+        out = {}
+        for block, b in zip(self.design.blocks, self.b):
+            for j, coef in enumerate(block.coef_names):
+                for g, level in enumerate(block.levels):
+                    out[f"r_{block.group}[{level},{brms_coef(coef)}]"] = b[..., g, j]
+        return out
+
+    # ------------------------------------------------------------------ diagnostics
+    def _diagnose(self) -> list[str]:
+        out = []
+        n_div = int(np.sum(self.stats.get("diverging", 0)))
+        if n_div:
+            out.append(
+                f"{n_div} divergent transitions after warmup: the sampler may have missed part of the posterior; "
+                "results can be biased. Check the model (a variance near zero?) or give more informative priors."
+            )
+        table = self.summary()
+        bad_rhat = table.index[table["r_hat"] > RHAT_LIMIT].tolist()
+        if bad_rhat:
+            out.append(
+                f"R-hat above {RHAT_LIMIT} for {', '.join(bad_rhat)}: the chains disagree; run longer (more draws "
+                "and warmup) before trusting these estimates."
+            )
+        limit = ESS_PER_CHAIN * self.n_chains
+        low = table.index[(table["ess_bulk"] < limit) | (table["ess_tail"] < limit)].tolist()
+        if low:
+            out.append(
+                f"effective sample size below {limit} for {', '.join(low)}: means and intervals are imprecise; "
+                "draw more."
+            )
+        return out
+
+    # ------------------------------------------------------------------ tables
+    def summary(self, group_effects: bool = False, prob: float = 0.95) -> pd.DataFrame:
+        """mean, sd, quantiles, bulk/tail ESS and R-hat (ArviZ's) for every parameter."""
+        from arviz_stats.base import array_stats
+
+        params = self.parameters()
+        if group_effects:
+            params.update(self.group_effect_draws())
+        names = list(params)
+        arr = np.stack([params[n] for n in names], axis=-1)  # chains x draws x P
+        lo, hi = (1 - prob) / 2, (1 + prob) / 2
+        flat = arr.reshape(-1, arr.shape[-1])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ess_bulk = array_stats.ess(arr, chain_axis=0, draw_axis=1, method="bulk")
+            ess_tail = array_stats.ess(arr, chain_axis=0, draw_axis=1, method="tail", prob=0.05)
+            rhat = array_stats.rhat(arr, chain_axis=0, draw_axis=1, method="rank") if self.n_chains > 1 else np.full(len(names), np.nan)
+        return pd.DataFrame(
+            {
+                "mean": flat.mean(axis=0),
+                "sd": flat.std(axis=0, ddof=1),
+                f"q{100 * lo:g}": np.quantile(flat, lo, axis=0),
+                "q50": np.quantile(flat, 0.5, axis=0),
+                f"q{100 * hi:g}": np.quantile(flat, hi, axis=0),
+                "ess_bulk": ess_bulk,
+                "ess_tail": ess_tail,
+                "r_hat": rhat,
+            },
+            index=pd.Index(names, name="parameter"),
+        )
+
+    @cached_property
+    def fixed_effects(self) -> pd.DataFrame:
+        """Posterior mean (estimate), SD (std_error) and 95 % credible interval per coefficient."""
+        flat = self.beta.reshape(-1, self.beta.shape[-1])
+        return _interval_table(flat, pd.Index(self.design.fixed_names, name="term"))
+
+    @cached_property
+    def variance_components(self) -> pd.DataFrame:
+        """As the frequentist table (posterior means), plus 95 % intervals for each SD / correlation."""
+        covs_draws = [s[..., :, None] * c * s[..., None, :] for s, c in zip(self.sd, self.corr)]
+        mean_cov = [c.reshape(-1, *c.shape[-2:]).mean(axis=0) for c in covs_draws]
+        sigma_mean = None if self.sigma is None else float(self.sigma.mean())
+        table = variance_table(self.design.blocks, mean_cov, sigma_mean)
+        sds, corrs, lows, highs = [], [], [], []
+        for block, s, c in zip(self.design.blocks, self.sd, self.corr):
+            for a in range(block.k):
+                x = s[..., a].ravel()
+                sds.append(x.mean()), corrs.append(np.nan), lows.append(np.quantile(x, 0.025)), highs.append(np.quantile(x, 0.975))
+            for a in range(block.k):
+                for cc in range(a + 1, block.k):
+                    x = c[..., a, cc].ravel()
+                    sds.append(np.nan), corrs.append(x.mean()), lows.append(np.quantile(x, 0.025)), highs.append(np.quantile(x, 0.975))
+        if self.sigma is not None:
+            x = self.sigma.ravel()
+            sds.append(x.mean()), corrs.append(np.nan), lows.append(np.quantile(x, 0.025)), highs.append(np.quantile(x, 0.975))
+        table = _reorder_like(table, self.design.blocks, self.sigma is not None)
+        table["sd"], table["corr"] = sds, corrs
+        table["ci_lower"], table["ci_upper"] = lows, highs
+        return table
+
+    def group_effects(self, prob: float = 0.95) -> pd.DataFrame:
+        """Every group's effect: posterior mean, SD and credible interval (long table, as the frequentist one)."""
+        rows = []
+        for block, b in zip(self.design.blocks, self.b):
+            flat = b.reshape(-1, block.m, block.k)
+            for j, coef in enumerate(block.coef_names):
+                t = _interval_table(flat[:, :, j], None, prob)
+                t.insert(0, "term", coef)
+                t.insert(0, "level", block.levels)
+                t.insert(0, "group", block.group)
+                rows.append(t)
+        return pd.concat(rows, ignore_index=True)
+
+    def icc(self, prob: float = 0.95) -> pd.DataFrame:
+        """Intra-class correlation per grouping factor (intercept variance share), as posterior draws summarised."""
+        if self.sigma is None:
+            raise MultilevelError("the ICC needs a residual variance; this model has known standard errors")
+        total = self.sigma**2
+        parts = {}
+        for block, s in zip(self.design.blocks, self.sd):
+            if "(Intercept)" in block.coef_names:
+                v = s[..., block.coef_names.index("(Intercept)")] ** 2
+                parts[block.group] = parts.get(block.group, 0) + v
+                total = total + v
+        if not parts:
+            raise MultilevelError("the ICC needs random intercepts; this model has none")
+        draws = np.stack([(v / total).ravel() for v in parts.values()], axis=1)
+        return _interval_table(draws, pd.Index(list(parts), name="group"), prob)
+
+    # ------------------------------------------------------------------ predictions and checks
+    def linear_predictor_draws(self) -> np.ndarray:
+        """X beta + Z b for every draw: (chains, draws, nobs)."""
+        out = np.empty(self.beta.shape[:2] + (self.design.nobs,))
+        for c in range(self.n_chains):
+            for d in range(self.n_draws):
+                out[c, d] = linear_predictor(self.design, self.beta[c, d], [b[c, d] for b in self.b])
+        return out
+
+    def residual_sd(self) -> np.ndarray:
+        """Per draw and row, the residual SD (sigma / sqrt(w), or the known se)."""
+        d = self.design
+        if self.sigma is None:
+            return np.broadcast_to(d.se, self.beta.shape[:2] + (d.nobs,))
+        sd = self.sigma[..., None] * np.ones(d.nobs)
+        if d.weights is not None:
+            sd = sd / np.sqrt(d.weights)
+        if d.se is not None:
+            sd = np.sqrt(sd**2 + d.se**2)
+        return sd
+
+    def log_likelihood(self) -> np.ndarray:
+        """Pointwise log-likelihood given the group effects (as brms): (chains, draws, nobs)."""
+        mu = self.linear_predictor_draws()
+        sd = self.residual_sd()
+        return -0.5 * ((self.design.y - mu) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
+
+    def predict(self, new_data=None, include_groups: bool = True, summary: bool = True):
+        """Posterior mean (and interval) of the expected response for new (or the fitted) rows."""
+        flat_beta = self.beta.reshape(-1, self.beta.shape[-1])
+        flat_b = [b.reshape(-1, *b.shape[2:]) for b in self.b]
+        idx = range(flat_beta.shape[0])
+        if new_data is None:
+            draws = np.stack([linear_predictor(self.design, flat_beta[i], [b[i] for b in flat_b] if include_groups else None) for i in idx])
+        else:
+            draws = np.stack([predict_new(self.design, flat_beta[i], [b[i] for b in flat_b] if include_groups else None, new_data) for i in idx])
+        if not summary:
+            return draws
+        return pd.DataFrame({"estimate": draws.mean(0), "ci_lower": np.quantile(draws, 0.025, 0), "ci_upper": np.quantile(draws, 0.975, 0)})
+
+    def posterior_predictive(self, seed=None) -> np.ndarray:
+        """Replicated responses, one per draw: (chains, draws, nobs)."""
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        mu = self.linear_predictor_draws()
+        return mu + rng.standard_normal(mu.shape) * self.residual_sd()
+
+    def to_arviz(self, log_likelihood: bool = True, posterior_predictive: bool = False):
+        """An ArviZ DataTree (arviz-base): posterior, sample_stats, observed_data, log_likelihood, ..."""
+        import arviz_base
+
+        posterior = dict(self.parameters())
+        dims, coords = {}, {}
+        for block, b in zip(self.design.blocks, self.b):
+            name = f"r_{block.group}"
+            key = name if name not in posterior else f"{name}_{len(posterior)}"
+            posterior[key] = b
+            dims[key] = [block.group, f"{block.group}_coef"]
+            coords[block.group] = list(map(str, block.levels))
+            coords[f"{block.group}_coef"] = [brms_coef(c) for c in block.coef_names]
+        groups = {"posterior": posterior, "sample_stats": self.stats, "observed_data": {"y": self.design.y}}
+        dims["y"] = ["obs"]
+        if log_likelihood:
+            groups["log_likelihood"] = {"y": self.log_likelihood()}
+        if posterior_predictive:
+            groups["posterior_predictive"] = {"y": self.posterior_predictive()}
+        return arviz_base.from_dict(groups, dims=dims, coords=coords)
+
+    def loo(self):
+        """PSIS-LOO by ArviZ, with the log-likelihood conditional on the group effects (as brms)."""
+        import arviz_stats
+
+        return arviz_stats.loo(self.to_arviz(log_likelihood=True))
+
+    def waic(self) -> pd.Series:
+        """WAIC (Watanabe 2010): elpd_waic, p_waic and their SEs from the pointwise log-likelihood."""
+        from .information import waic
+
+        return waic(self.log_likelihood())
+
+    def __repr__(self) -> str:
+        head = (
+            f"Bayesian fit ({self.sampler}, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, "
+            f"{self.seconds:.1f} s)\nFormula: {self.design.formula}\n"
+        )
+        body = self.summary().round(4).to_string()
+        notes = "".join(f"\n * {w}" for w in self.warnings)
+        return head + body + ("\nWarnings:" + notes if notes else "")
+
+
+def _interval_table(flat: np.ndarray, index, prob: float = 0.95) -> pd.DataFrame:
+    lo, hi = (1 - prob) / 2, (1 + prob) / 2
+    return pd.DataFrame(
+        {
+            "estimate": flat.mean(axis=0),
+            "std_error": flat.std(axis=0, ddof=1),
+            "ci_lower": np.quantile(flat, lo, axis=0),
+            "ci_upper": np.quantile(flat, hi, axis=0),
+        },
+        index=index,
+    )
+
+
+def _reorder_like(table: pd.DataFrame, blocks, has_sigma: bool) -> pd.DataFrame:
+    """variance_table lists each block's variances then its covariances; keep that order (no-op check)."""
+    expected = sum(b.k + b.k * (b.k - 1) // 2 for b in blocks) + int(has_sigma)
+    if len(table) != expected:
+        raise MultilevelError("internal: variance table has an unexpected shape")
+    return table.reset_index(drop=True)

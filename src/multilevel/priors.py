@@ -1,0 +1,263 @@
+"""Priors for the Bayesian fits: brms's defaults, and a small API to change them.
+
+>>> import multilevel as mlv
+>>> model = mlv.Model("Reaction ~ Days + (Days | Subject)", mlv.datasets.load("sleepstudy"))
+>>> print(mlv.priors(model).loc["Intercept", "prior"])
+student_t(3, 288.7, 59.3)
+>>> custom = mlv.priors(model, sd=mlv.prior.half_normal(50), b_Days=mlv.prior.normal(0, 20))
+
+Classes (as brms): ``b`` (coefficients; ``b_<name>`` for one), ``Intercept`` (of centred predictors),
+``sd`` (``sd_<group>``, ``sd_<group>__<coef>``), ``sigma``, ``cor`` (``cor_<group>``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from .errors import MultilevelError
+
+_POSITIVE_ONLY = {"half_normal", "half_student_t", "exponential", "gamma", "inv_gamma"}
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A univariate prior (or LKJ for a correlation matrix), with a log density usable by numpy and JAX."""
+
+    family: str
+    params: tuple[float, ...] = ()
+
+    def __str__(self) -> str:
+        if self.family == "flat":
+            return "(flat)"
+        args = ", ".join(_num(p) for p in self.params)
+        return f"{self.family}({args})"
+
+    def logpdf(self, x, xp=np):
+        """Log density at x (normalised, half-distributions on x > 0); xp is numpy or jax.numpy."""
+        f, p = self.family, self.params
+        if f == "flat":
+            return 0.0 * x
+        if f == "normal":
+            mu, s = p
+            return -0.5 * ((x - mu) / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi)
+        if f in ("student_t", "half_student_t"):
+            nu, mu, s = p if f == "student_t" else (p[0], 0.0, p[1])
+            const = special.gammaln((nu + 1) / 2) - special.gammaln(nu / 2) - 0.5 * np.log(nu * np.pi) - np.log(s)
+            const += np.log(2.0) if f == "half_student_t" else 0.0
+            return const - (nu + 1) / 2 * xp.log1p(((x - mu) / s) ** 2 / nu)
+        if f == "half_normal":
+            (s,) = p
+            return -0.5 * (x / s) ** 2 - np.log(s) + 0.5 * np.log(2 / np.pi)
+        if f == "exponential":
+            (rate,) = p
+            return np.log(rate) - rate * x
+        if f == "gamma":
+            shape, rate = p
+            return shape * np.log(rate) - special.gammaln(shape) + (shape - 1) * xp.log(x) - rate * x
+        if f == "inv_gamma":
+            shape, scale = p
+            return shape * np.log(scale) - special.gammaln(shape) - (shape + 1) * xp.log(x) - scale / x
+        raise MultilevelError(f"prior family {f!r} has no univariate density")
+
+    def sample(self, rng: np.random.Generator, size=None):
+        """Draws from the prior (used by simulation-based calibration)."""
+        f, p = self.family, self.params
+        if f == "normal":
+            return rng.normal(p[0], p[1], size)
+        if f == "student_t":
+            return p[1] + p[2] * rng.standard_t(p[0], size)
+        if f == "half_student_t":
+            return np.abs(p[1] * rng.standard_t(p[0], size))
+        if f == "half_normal":
+            return np.abs(rng.normal(0, p[0], size))
+        if f == "exponential":
+            return rng.exponential(1 / p[0], size)
+        if f == "gamma":
+            return rng.gamma(p[0], 1 / p[1], size)
+        if f == "inv_gamma":
+            return p[1] / rng.gamma(p[0], 1.0, size)
+        raise MultilevelError(f"cannot draw from a {self} prior (improper or multivariate)")
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _positive(name: str, *values: float) -> None:
+    for v in values:
+        if not (np.isfinite(v) and v > 0):
+            raise MultilevelError(f"{name}: scale/shape/rate parameters must be positive and finite, got {v}")
+
+
+class prior:  # noqa: N801 - a namespace of constructors, used as mlv.prior.normal(...)
+    """Constructors for priors: ``mlv.prior.normal(0, 10)`` etc."""
+
+    @staticmethod
+    def normal(mu: float, sigma: float) -> Prior:
+        _positive("normal", sigma)
+        return Prior("normal", (float(mu), float(sigma)))
+
+    @staticmethod
+    def student_t(df: float, mu: float, sigma: float) -> Prior:
+        _positive("student_t", df, sigma)
+        return Prior("student_t", (float(df), float(mu), float(sigma)))
+
+    @staticmethod
+    def half_normal(sigma: float) -> Prior:
+        _positive("half_normal", sigma)
+        return Prior("half_normal", (float(sigma),))
+
+    @staticmethod
+    def half_student_t(df: float, sigma: float) -> Prior:
+        _positive("half_student_t", df, sigma)
+        return Prior("half_student_t", (float(df), float(sigma)))
+
+    @staticmethod
+    def exponential(rate: float) -> Prior:
+        _positive("exponential", rate)
+        return Prior("exponential", (float(rate),))
+
+    @staticmethod
+    def gamma(shape: float, rate: float) -> Prior:
+        _positive("gamma", shape, rate)
+        return Prior("gamma", (float(shape), float(rate)))
+
+    @staticmethod
+    def inv_gamma(shape: float, scale: float) -> Prior:
+        _positive("inv_gamma", shape, scale)
+        return Prior("inv_gamma", (float(shape), float(scale)))
+
+    @staticmethod
+    def lkj(eta: float) -> Prior:
+        _positive("lkj", eta)
+        return Prior("lkj", (float(eta),))
+
+    @staticmethod
+    def flat() -> Prior:
+        return Prior("flat")
+
+
+def brms_scale(y: np.ndarray) -> tuple[float, float]:
+    """brms's default location and scale: round(median(y), 1) and max(2.5, round(mad(y), 1))."""
+    med = float(np.median(y))
+    mad = 1.4826 * float(np.median(np.abs(y - med)))
+    return round(med, 1), max(2.5, round(mad, 1))
+
+
+@dataclass
+class PriorSet:
+    """Every prior of a model, keyed by brms-style parameter class names."""
+
+    intercept: Prior | None
+    b: dict[str, Prior]
+    sd: dict[tuple[int, str], Prior]  # (block index, coefficient) -> prior
+    cor: dict[int, Prior]
+    sigma: Prior | None
+
+    def table(self, model) -> pd.DataFrame:
+        rows = []
+        if self.intercept is not None:
+            rows.append(("Intercept", "Intercept", "", "", str(self.intercept)))
+        for name, p in self.b.items():
+            rows.append((f"b_{name}", "b", name, "", str(p)))
+        for (i, coef), p in self.sd.items():
+            g = model.design.blocks[i].group
+            rows.append((f"sd_{g}__{_brms(coef)}", "sd", _brms(coef), g, str(p) + " (half)" if p.family in ("student_t", "normal") else str(p)))
+        for i, p in self.cor.items():
+            g = model.design.blocks[i].group
+            rows.append((f"cor_{g}", "cor", "", g, str(p)))
+        if self.sigma is not None:
+            rows.append(("sigma", "sigma", "", "", str(self.sigma)))
+        return pd.DataFrame(rows, columns=["parameter", "class", "coef", "group", "prior"]).set_index("parameter")
+
+
+def _brms(name: str) -> str:
+    """lme4 coefficient name to brms's: '(Intercept)' -> 'Intercept'."""
+    return "Intercept" if name == "(Intercept)" else name
+
+
+def default_priors(model) -> PriorSet:
+    """brms's defaults for a Gaussian model: student-t on the centred intercept, half-t on SDs and sigma, flat b, LKJ(1)."""
+    d = model.design
+    loc, scale = brms_scale(d.y)
+    has_intercept = "(Intercept)" in d.fixed_names
+    intercept = Prior("student_t", (3.0, loc, scale)) if has_intercept else None
+    b = {n: Prior("flat") for n in d.fixed_names if n != "(Intercept)"}
+    if not has_intercept:
+        b = {n: Prior("flat") for n in d.fixed_names}
+    half_t = Prior("half_student_t", (3.0, scale))
+    sd = {(i, c): half_t for i, blk in enumerate(d.blocks) for c in blk.coef_names}
+    cor = {i: Prior("lkj", (1.0,)) for i, blk in enumerate(d.blocks) if blk.k > 1}
+    sigma = None if d.se is not None else half_t
+    return PriorSet(intercept, b, sd, cor, sigma)
+
+
+def resolve_priors(model, overrides: dict | None) -> PriorSet:
+    """Defaults with the user's overrides applied; unknown keys and impossible priors are refused."""
+    ps = default_priors(model)
+    if not overrides:
+        return ps
+    groups = [blk.group for blk in model.design.blocks]
+    for key, value in overrides.items():
+        if not isinstance(value, Prior):
+            raise MultilevelError(f"the prior for '{key}' must be built with mlv.prior (e.g. mlv.prior.normal(0, 10)), not {value!r}")
+        _apply(ps, model, key, value, groups)
+    return ps
+
+
+def _apply(ps: PriorSet, model, key: str, value: Prior, groups: list[str]) -> None:
+    d = model.design
+    if key == "Intercept":
+        if ps.intercept is None:
+            raise MultilevelError("the model has no intercept to put a prior on")
+        _check_family(key, value, {"normal", "student_t", "flat"})
+        ps.intercept = value
+    elif key == "b" or key.startswith("b_"):
+        _check_family(key, value, {"normal", "flat"})
+        names = list(ps.b) if key == "b" else [key[2:]]
+        for n in names:
+            if n not in ps.b:
+                raise MultilevelError(f"no coefficient '{n}' (prior key '{key}'); coefficients: {list(ps.b)}")
+            ps.b[n] = value
+    elif key == "sigma":
+        if ps.sigma is None:
+            raise MultilevelError("the model has no residual SD (known se()), so no prior on sigma")
+        _check_family(key, value, _POSITIVE_ONLY)
+        ps.sigma = value
+    elif key == "sd" or key.startswith("sd_"):
+        _check_family(key, value, _POSITIVE_ONLY)
+        group, _, coef = key[3:].partition("__")
+        hits = [
+            (i, c) for (i, c) in ps.sd
+            if (not group or groups[i] == group) and (not coef or _brms(c) == coef)
+        ]
+        if not hits:
+            raise MultilevelError(f"no random-effect SD matches '{key}'; groups: {groups}")
+        for h in hits:
+            ps.sd[h] = value
+    elif key == "cor" or key.startswith("cor_"):
+        _check_family(key, value, {"lkj"})
+        hits = [i for i in ps.cor if key == "cor" or groups[i] == key[4:]]
+        if not hits:
+            raise MultilevelError(f"no correlation matrix matches '{key}'")
+        for i in hits:
+            ps.cor[i] = value
+    else:
+        raise MultilevelError(
+            f"unknown prior key '{key}': use Intercept, b, b_<coef>, sd, sd_<group>, sd_<group>__<coef>, sigma, cor, cor_<group>"
+        )
+    del d
+
+
+def _check_family(key: str, value: Prior, allowed: set[str]) -> None:
+    if value.family not in allowed:
+        raise MultilevelError(f"a {value} prior is not available for '{key}'; allowed: {sorted(allowed)}")
+
+
+def priors(model, **overrides) -> pd.DataFrame:
+    """The priors a Bayesian fit of `model` will use (brms defaults unless overridden), as a table."""
+    return resolve_priors(model, overrides).table(model)
