@@ -278,6 +278,7 @@ def _check_duplicate_fixed(parts: list[str], text: str) -> None:
     seen = set()
     for part in parts:
         key = part.replace(" ", "")
+        key = key if key[0] in "+-" else "+" + key
         if key in seen:
             raise FormulaError(f"the fixed term '{part.lstrip('+-').strip()}' appears twice in '{text}': remove one")
         seen.add(key)
