@@ -203,11 +203,13 @@ class LmmFit:
     def residuals(self) -> np.ndarray:
         return self.design.y - self.fitted()
 
-    def predict(self, new_data=None, include_groups: bool = True) -> np.ndarray:
-        """Predictions for new rows; groups not seen in fitting get the population-level prediction."""
+    def predict(self, new_data=None, include_groups: bool = True, offset=None) -> np.ndarray:
+        """Predictions X beta + Z b for new rows (the fitted rows if None). A group level not seen in fitting
+        gets no group effect (its expected value, 0): the population-level prediction for that term.
+        ``include_groups=False`` gives X beta for every row; ``offset`` is needed if the model has one."""
         if new_data is None:
             return self.fitted() if include_groups else _predict.linear_predictor(self.design, self.beta, None)
-        return _predict.predict_new(self.design, self.beta, self._b if include_groups else None, new_data)
+        return _predict.predict_new(self.design, self.beta, self._b if include_groups else None, new_data, offset)
 
     def simulate(self, n: int = 1, seed=None) -> np.ndarray:
         """n new response vectors (n x nobs) drawn from the fitted model, new group effects included."""

@@ -38,9 +38,10 @@ def new_fixed_matrix(design: Design, frame: pd.DataFrame) -> np.ndarray:
     return mm.to_numpy(dtype=float)[:, keep]
 
 
-def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, data) -> np.ndarray:
+def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, data, offset=None) -> np.ndarray:
     """Predictions for new data: known groups get their effects, unseen groups none (population level)."""
     frame = as_frame(data)
+    known_offset = new_offset(design, frame, offset)
     needed = set()
     for block in design.blocks:
         needed.update(block.term.group_factors)
@@ -48,7 +49,7 @@ def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, da
         if col in needed and col not in frame.columns and b is not None:
             raise unknown_column_error(col, frame.columns, "the new data (a grouping factor)")
     frame = _match_categories(design, frame)
-    eta = new_fixed_matrix(design, frame) @ beta
+    eta = new_fixed_matrix(design, frame) @ beta + known_offset
     if b is None:
         return eta
     for block, bb in zip(design.blocks, b):
@@ -58,6 +59,22 @@ def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, da
         effect = np.where(index[:, None] >= 0, bb[np.maximum(index, 0)], 0.0)
         eta = eta + np.einsum("nk,nk->n", Z, effect)
     return eta
+
+
+def new_offset(design: Design, frame: pd.DataFrame, offset) -> np.ndarray | float:
+    """The offset of the new rows (a column name or an array); required when the model has one."""
+    if offset is None:
+        if design.offset is not None:
+            raise MultilevelError("the model was fitted with an offset: pass offset= (a column name or an array) for the new rows")
+        return 0.0
+    if isinstance(offset, str):
+        if offset not in frame.columns:
+            raise unknown_column_error(offset, frame.columns, "the new data (the offset)")
+        offset = frame[offset]
+    values = np.asarray(offset, dtype=float).reshape(-1)
+    if values.shape != (len(frame),):
+        raise MultilevelError(f"the offset has {values.size} values for {len(frame)} new rows: give one per row")
+    return values
 
 
 def _match_categories(design: Design, frame: pd.DataFrame) -> pd.DataFrame:
