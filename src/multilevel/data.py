@@ -20,7 +20,7 @@ def as_frame(data) -> pd.DataFrame:
     if isinstance(data, pd.DataFrame):
         frame = data
     elif hasattr(data, "to_pandas"):  # polars DataFrame, pyarrow Table
-        frame = data.to_pandas()
+        frame = _unordered_polars_categories(data, data.to_pandas())
     elif isinstance(data, Mapping):
         frame = _dict_frame(data)
     else:
@@ -33,6 +33,16 @@ def as_frame(data) -> pd.DataFrame:
         dup = frame.columns[frame.columns.duplicated()].tolist()
         raise MultilevelError(f"the data have duplicate column names {dup}: rename them")
     return frame
+
+
+def _unordered_polars_categories(data, frame: pd.DataFrame) -> pd.DataFrame:
+    """Polars Enum/Categorical columns arrive as ordered categoricals, but every polars Enum is ordered by
+    construction: they mean 'these levels in this order', not an ordinal scale, so they get treatment contrasts."""
+    schema = getattr(data, "schema", None)
+    if not type(data).__module__.startswith("polars") or schema is None:
+        return frame
+    names = [name for name, dtype in schema.items() if type(dtype).__name__ in {"Enum", "Categorical"}]
+    return frame.assign(**{name: frame[name].cat.as_unordered() for name in names}) if names else frame
 
 
 def _dict_frame(data: Mapping) -> pd.DataFrame:

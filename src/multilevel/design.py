@@ -128,7 +128,7 @@ def build_design(formula: str | Formula, data, weights=None, offset=None) -> Des
     blocks.sort(key=lambda b: -b.m)  # lme4's order: decreasing number of levels (stable)
     n = len(y)
     for b in blocks:
-        _check_block(b, n)
+        _check_block(b, n, known_residual=f.se is not None)
     w = _positive_column(weights if weights is not None else f.weights, frame, "weights")
     se = _positive_column(f.se, frame, "se()")
     off = _numeric_column(offset, frame, "offset")
@@ -359,12 +359,15 @@ def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
     return codes.ravel().astype(np.int64), np.asarray(labels, dtype=object)
 
 
-def _check_block(b: RandomBlock, n: int) -> None:
+def _check_block(b: RandomBlock, n: int, known_residual: bool = False) -> None:
+    """Refuse terms lme4 refuses; with known residual SDs (brms se()) a level per row is identifiable."""
     if b.m < 2:
         raise MultilevelError(
             f"the grouping factor '{b.group}' has only {b.m} level in the rows used: a random effect needs at "
             f"least two groups; drop the term {b.term} or use '{b.group}' as a fixed effect"
         )
+    if known_residual:
+        return
     if b.m >= n:
         raise MultilevelError(
             f"the grouping factor '{b.group}' has {b.m} levels for {n} observations: each group needs more than "
