@@ -262,13 +262,29 @@ def variance_table(blocks, covariances: list[np.ndarray], sigma: float | None) -
 
 
 def singular_message(fit: LmmFit) -> str:
-    """Plain words for a boundary fit: what it means and what to do."""
-    vc = fit.variance_components
-    zero = vc[(vc["term2"] == "") & (vc["group"] != "Residual") & (vc["sd"] < 1e-3 * fit.sigma)]
-    where = ", ".join(f"{g}: {t}" for g, t in zip(zero["group"], zero["term"])) or "a correlation at +/-1"
+    """Plain words for a boundary fit: which parameter is on the boundary, what it means, what to do."""
     return (
-        f"boundary (singular) fit: the estimate sits on the edge of the parameter space ({where}). "
-        "The data cannot separate that variance from the residual, or a correlation is estimated at +/-1. "
-        "Simplify the random effects (drop the term or the correlation), or fit with "
-        "prior='zero-avoiding' or model.sample(), which keep the estimate off the boundary."
+        f"boundary (singular) fit: {'; '.join(boundary_parameters(fit))}. The data show no variation of that "
+        "effect between groups beyond the residual noise (or two effects that vary together exactly), so the "
+        "estimate sits on the edge of what is possible and its uncertainty is not captured by this fit; the "
+        "fixed effects remain usable. What to do: simplify the random effects (drop that term, or its "
+        "correlation with '||'), or refit with prior='zero-avoiding' (a penalised fit that stays off the "
+        "boundary) or model.sample() (full Bayes)."
     )
+
+
+def boundary_parameters(fit: LmmFit) -> list[str]:
+    """Each zero diagonal of a relative factor, in words: a variance of 0 or a perfect correlation."""
+    out = []
+    for block, T in zip(fit.design.blocks, fit.factor.T):
+        for i, name in enumerate(block.coef_names):
+            if T[i, i] >= SINGULAR_TOL:
+                continue
+            if np.all(np.abs(T[i, :i]) < SINGULAR_TOL):
+                out.append(f"the variance of '{name}' between levels of '{block.group}' is estimated as 0")
+            else:
+                out.append(
+                    f"'{name}' by '{block.group}' is perfectly correlated with the terms before it "
+                    "(a correlation of +/-1)"
+                )
+    return out

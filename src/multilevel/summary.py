@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 
@@ -60,7 +62,13 @@ def lmm_summary(fit) -> str:
     )
     lines += ["", "Fixed effects (Satterthwaite df):"] + fixed_lines(fit.fixed_effects)
     if d.aliased:
-        lines += ["", f"Dropped aliased fixed-effect columns: {', '.join(d.aliased)}"]
+        lines += [
+            "",
+            f"Dropped aliased fixed-effect columns (linear combinations of the others, not estimable): "
+            f"{', '.join(d.aliased)}",
+        ]
     if fit.warnings:
-        lines += ["", "Warnings:"] + [f" * {w}" for w in fit.warnings]
+        lines += ["", "Warnings:"]
+        for w in fit.warnings:
+            lines += textwrap.wrap(w, width=100, initial_indent=" * ", subsequent_indent="   ", break_on_hyphens=False)
     return "\n".join(lines)
