@@ -30,7 +30,11 @@ def list() -> list[str]:  # noqa: A001 - the documented name
 
 
 def load(name: str) -> pd.DataFrame:
-    """A data set as a DataFrame, exactly as in R: doubles bit-identical, factors in R's level order."""
+    """A data set as a DataFrame, exactly as in R: doubles bit-identical, factors in R's level order.
+
+    >>> load("Hsb82").sector.cat.categories.tolist()
+    ['Public', 'Catholic']
+    """
     names = {n.lower(): n for n in list()}
     key = names.get(name.lower())
     if key is None:
@@ -43,6 +47,9 @@ def load(name: str) -> pd.DataFrame:
         labels = frame[column].astype(str)
         levels = info.get("levels") or sorted(labels.unique(), key=_natural)
         frame[column] = pd.Categorical(labels, categories=levels, ordered=bool(info.get("ordered")))
+    for column in frame.columns:  # text columns not listed (eight_schools): categories in sorted order
+        if not isinstance(frame[column].dtype, pd.CategoricalDtype) and not pd.api.types.is_numeric_dtype(frame[column]):
+            frame[column] = pd.Categorical(frame[column].astype(str), categories=sorted(frame[column].astype(str).unique()))
     return frame
 
 
