@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from functools import partial
 
 import numpy as np
 
@@ -98,8 +97,8 @@ def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
         )
     data = jax_data(engine, layout)
     inits = [_init(layout, model.design, np.random.default_rng([seed, c])) for c in range(chains)]
-    positions, stats = nuts.run_chains(layout, data, seed, inits, warmup, draws, cores, progress)
-    beta_c, b = _conditional_draws(layout, data, positions, seed)
+    positions, stats, cond = nuts.run_chains(layout, data, seed, inits, warmup, draws, cores, progress)
+    beta_c, b = _split_effects(layout, *cond)
     sampling_time = time.perf_counter() - start
     return Posterior.from_collapsed(model, layout, positions, beta_c, b, means, stats, ps, seed, sampling_time, "nuts")
 
@@ -120,41 +119,15 @@ def _init(layout: Layout, design: Design, rng: np.random.Generator) -> np.ndarra
     return x
 
 
-def _conditional_draws(layout: Layout, data: dict, positions: np.ndarray, seed: int):
-    """Exact draws of the centred coefficients and group effects for every NUTS draw (vectorised JAX)."""
-    import jax
-    import jax.numpy as jnp
-
-    from .collapsed import conditional_draw
-
-    chains, n, dim = positions.shape
-    q = sum(k * m for k, m in zip(layout.ks, layout.ms)) + layout.p_c
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), 10_000)
-    z = jax.random.normal(key, (chains * n, q))
-    jdata = {k: jnp.asarray(v) for k, v in data.items()}
-    fn = _batched_draw(layout)
-    beta_c, b0, b_rest = fn(jdata, jnp.asarray(positions.reshape(chains * n, dim)), z)
-    beta_c = np.asarray(beta_c).reshape(chains, n, layout.p_c)
-    blocks = [np.asarray(b0).reshape(chains, n, layout.ms[0], layout.ks[0])]
-    b_rest = np.asarray(b_rest).reshape(chains, n, -1)
+def _split_effects(layout: Layout, beta_c: np.ndarray, b0: np.ndarray, b_rest: np.ndarray):
+    """Per-term group effects (chains, draws, m, k) from the sampler's stacked conditional draws."""
+    chains, n = b0.shape[:2]
+    blocks = [b0.reshape(chains, n, layout.ms[0], layout.ks[0])]
     start = 0
     for k, m in zip(layout.ks[1:], layout.ms[1:]):
         blocks.append(b_rest[:, :, start : start + k * m].reshape(chains, n, m, k))
         start += k * m
-    return beta_c, blocks
-
-
-_BATCHED: dict = {}
-
-
-def _batched_draw(layout: Layout):
-    import jax
-
-    from .collapsed import conditional_draw
-
-    if layout not in _BATCHED:
-        _BATCHED[layout] = jax.jit(jax.vmap(partial(conditional_draw, layout), in_axes=(None, 0, 0)))
-    return _BATCHED[layout]
+    return beta_c.reshape(chains, n, layout.p_c), blocks
 
 
 def constrained_draws(layout: Layout, positions: np.ndarray):

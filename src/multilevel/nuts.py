@@ -1,144 +1,168 @@
-"""NUTS on the collapsed posterior with BlackJAX: window adaptation, then draws, one chain at a time.
+"""NUTS on the collapsed posterior with BlackJAX: one compiled program per chain does window adaptation,
+the draws, and the exact conditional draws of the integrated-out effects.
 
 BlackJAX was chosen by measurement (docs/bayes.md): on sleepstudy its compiled sampler costs ~10 us per
-leapfrog step against ~160 us for nutpie driven through a Python callback, and NumPyro was slower to
-compile. Each chain's key is fold_in(seed, chain), so draws do not depend on how many processes run them.
+leapfrog step against ~160 us for nutpie driven through a Python callback, and NumPyro compiled slower.
+Startup dominates small models, so the traced program is serialised with `jax.export` into the user's
+cache (keyed by the model's shapes, priors and library versions) and XLA's persistent compilation
+cache keeps the machine code: a second session skips tracing and compiling. Each chain's key is
+fold_in(seed, chain), so draws do not depend on how many processes run the chains.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-_CACHE_READY = False
+_READY = False
+_PROGRAMS: dict = {}
+
+
+def cache_dir() -> Path:
+    """Where compiled programs are kept (MULTILEVEL_CACHE overrides ~/.cache/multilevel)."""
+    return Path(os.environ.get("MULTILEVEL_CACHE", Path.home() / ".cache" / "multilevel"))
 
 
 def setup_jax() -> None:
     """float64, and JAX's persistent compilation cache in the user's cache directory."""
-    global _CACHE_READY
-    if _CACHE_READY:
+    global _READY
+    if _READY:
         return
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    cache = Path(os.environ.get("MULTILEVEL_CACHE", Path.home() / ".cache" / "multilevel")) / "jax"
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", str(cache))
+        (cache_dir() / "jax").mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    except (OSError, AttributeError):  # read-only home: compile in memory only
+    except (OSError, AttributeError):  # no writable home: compile in memory only
         pass
-    _CACHE_READY = True
+    _READY = True
 
 
-def _compiled():
-    """The jitted warmup and sampling functions (built lazily so importing the package stays cheap)."""
+def _chain_program(layout, warmup: int, draws: int):
+    """(data, key, init) -> draws, sampler statistics, step size and conditional draws of one chain."""
     import blackjax
     import jax
 
-    from .collapsed import log_density
+    from .collapsed import conditional_draw, log_density
 
-    @partial(jax.jit, static_argnums=(0, 4))
-    def warmup(layout, data, key, init, n_steps):
+    q = sum(k * m for k, m in zip(layout.ks, layout.ms)) + layout.p_c
+
+    def program(data, key, init):
         logdensity = partial(log_density, layout, data)
+        k_warm, k_draw, k_cond = jax.random.split(key, 3)
         adapt = blackjax.window_adaptation(blackjax.nuts, logdensity, target_acceptance_rate=0.8)
-        (state, params), _ = adapt.run(key, init, num_steps=n_steps)
-        return state, params["step_size"], params["inverse_mass_matrix"]
+        (state, params), _ = adapt.run(k_warm, init, num_steps=warmup)
+        kernel = blackjax.nuts(logdensity, **params)
 
-    @partial(jax.jit, static_argnums=(0,))
-    def draws(layout, data, state, step_size, inv_mass, keys):
-        logdensity = partial(log_density, layout, data)
-        kernel = blackjax.nuts(logdensity, step_size=step_size, inverse_mass_matrix=inv_mass)
-
-        def one(st, key):
-            st, info = kernel.step(key, st)
+        def one(st, k):
+            st, info = kernel.step(k, st)
             return st, (st.position, st.logdensity, info.is_divergent, info.num_integration_steps,
                         info.acceptance_rate, info.energy, info.num_trajectory_expansions)
 
-        return jax.lax.scan(one, state, keys)
+        _, out = jax.lax.scan(one, state, jax.random.split(k_draw, draws))
+        z = jax.random.normal(k_cond, (draws, q))
+        cond = jax.vmap(partial(conditional_draw, layout, data))(out[0], z)
+        return out + (params["step_size"],) + cond
 
-    return warmup, draws
+    return program
 
 
-_FUNCS = None
+def _program(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
+    """The chain program, from memory, from the on-disk export, or traced and exported now."""
+    import jax
+
+    token = repr((layout, warmup, draws, sorted((k, v.shape, str(v.dtype)) for k, v in data.items()), init.shape,
+                  jax.__version__, _versions()))
+    name = hashlib.sha256(token.encode()).hexdigest()[:32]
+    if name in _PROGRAMS:
+        return _PROGRAMS[name]
+    path = cache_dir() / "export" / f"{name}.bin"
+    exported = None
+    if path.exists():
+        try:
+            exported = jax.export.deserialize(bytearray(path.read_bytes()))
+        except Exception:  # a stale or damaged cache entry is rebuilt, never trusted
+            exported = None
+    if exported is None:
+        spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), data)
+        key_spec = jax.ShapeDtypeStruct((2,), np.uint32)
+        init_spec = jax.ShapeDtypeStruct(init.shape, np.float64)
+        exported = jax.export.export(jax.jit(_chain_program(layout, warmup, draws)))(spec, key_spec, init_spec)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(exported.serialize())
+            tmp.replace(path)
+        except OSError:
+            pass
+    fn = jax.jit(exported.call)
+    _PROGRAMS[name] = fn
+    return fn
 
 
-def run_chain(layout, data, seed: int, chain: int, init: np.ndarray, warmup: int, draws: int, bar=None):
-    """Warm up and sample one chain; returns (positions (draws, dim), sample_stats dict, step size)."""
-    global _FUNCS
+def _versions() -> str:
+    """Library versions and a digest of our density code: a change to either invalidates the cache."""
+    from importlib.metadata import version
+
+    here = Path(__file__).parent
+    code = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("collapsed.py", "nuts.py", "priors.py")))
+    return ";".join(f"{p}={version(p)}" for p in ("jaxlib", "blackjax")) + ";" + code.hexdigest()[:16]
+
+
+def run_chain(layout, data: dict, seed: int, chain: int, init: np.ndarray, warmup: int, draws: int):
+    """Warm up and sample one chain: (positions, sample_stats, (beta_c, b_first, b_rest))."""
     setup_jax()
     import jax
-    import jax.numpy as jnp
 
-    if _FUNCS is None:
-        _FUNCS = _compiled()
-    warm, sample = _FUNCS
+    fn = _program(layout, warmup, draws, data, init)
     key = jax.random.fold_in(jax.random.PRNGKey(seed), chain)
-    k_warm, k_draw = jax.random.split(key)
-    jdata = {k: jnp.asarray(v) for k, v in data.items()}
-    state, step, inv_mass = warm(layout, jdata, k_warm, jnp.asarray(init), warmup)
-    if bar is not None:
-        bar.update(warmup)
-    keys = jax.random.split(k_draw, draws)
-    chunk = draws if bar is None else max(1, -(-draws // 10))
-    outs = []
-    for start in range(0, draws, chunk):
-        part = keys[start : start + chunk]
-        state, out = sample(layout, jdata, state, step, inv_mass, part)
-        outs.append([np.asarray(o) for o in out])
-        if bar is not None:
-            bar.update(len(part))
-    cols = [np.concatenate(c) for c in zip(*outs)]
+    out = [np.asarray(o) for o in fn(data, key, init)]
     stats = {
-        "lp": cols[1], "diverging": cols[2].astype(bool), "n_steps": cols[3], "acceptance_rate": cols[4],
-        "energy": cols[5], "tree_depth": cols[6], "step_size": np.full(draws, float(step)),
+        "lp": out[1], "diverging": out[2].astype(bool), "n_steps": out[3], "acceptance_rate": out[4],
+        "energy": out[5], "tree_depth": out[6], "step_size": np.full(draws, float(out[7])),
     }
-    return cols[0], stats
+    return out[0], stats, tuple(out[8:])
 
 
 def _chain_job(args):
-    """Process-pool entry point: one chain, no progress bar."""
-    layout, data, seed, chain, init, warmup, draws = args
-    return run_chain(layout, data, seed, chain, init, warmup, draws)
+    """Process-pool entry point: one chain."""
+    return run_chain(*args)
 
 
 def run_chains(layout, data, seed: int, inits: list[np.ndarray], warmup: int, draws: int, cores: int, progress: bool):
     """All chains, sequentially or in `cores` processes; identical draws either way."""
     chains = len(inits)
     jobs = [(layout, data, seed, c, inits[c], warmup, draws) for c in range(chains)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=chains, desc="chains", unit="chain", leave=False)
     if cores > 1 and chains > 1:
         import multiprocessing as mp
 
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(min(cores, chains)) as pool:
-            results = list(_progress(pool.imap(_chain_job, jobs), chains, progress, "chains"))
+        with mp.get_context("spawn").Pool(min(cores, chains)) as pool:
+            results = []
+            for r in pool.imap(_chain_job, jobs):
+                results.append(r)
+                if bar is not None:
+                    bar.update(1)
     else:
         results = []
-        for c, job in enumerate(jobs):
-            bar = _bar(progress, warmup + draws, f"chain {c + 1}/{chains}")
-            results.append(run_chain(*job, bar=bar))
+        for job in jobs:
+            results.append(run_chain(*job))
             if bar is not None:
-                bar.close()
+                bar.update(1)
+    if bar is not None:
+        bar.close()
     positions = np.stack([r[0] for r in results])
     stats = {k: np.stack([r[1][k] for r in results]) for k in results[0][1]}
-    return positions, stats
-
-
-def _bar(progress: bool, total: int, desc: str):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False)
-
-
-def _progress(iterable, total: int, progress: bool, desc: str):
-    if not progress:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False)
+    cond = [np.stack([r[2][i] for r in results]) for i in range(3)]
+    return positions, stats, cond

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from .errors import MultilevelError, MultilevelWarning
-from .lmm import variance_table
 from .predict import linear_predictor, predict_new, random_part
 
 RHAT_LIMIT = 1.01
@@ -149,6 +148,8 @@ class Posterior:
     @cached_property
     def variance_components(self) -> pd.DataFrame:
         """As the frequentist table (posterior means), plus 95 % intervals for each SD / correlation."""
+        from .lmm import variance_table
+
         covs_draws = [s[..., :, None] * c * s[..., None, :] for s, c in zip(self.sd, self.corr)]
         mean_cov = [c.reshape(-1, *c.shape[-2:]).mean(axis=0) for c in covs_draws]
         sigma_mean = None if self.sigma is None else float(self.sigma.mean())
