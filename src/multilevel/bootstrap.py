@@ -1,0 +1,165 @@
+"""Parametric bootstrap of a frequentist fit: simulate from the fitted model, refit, summarise any statistic.
+
+Each replicate draws new group effects and residuals from the fit (`LmmFit.simulate`) and refits with the
+same method and prior. Only the response changes, so a refit needs new cross-products Z'y, X'y, y'y only;
+everything else is shared with the original model. Replicate i uses its own seed from
+``np.random.SeedSequence(seed).spawn(n)[i]``, so results do not depend on how many processes run them.
+
+>>> import multilevel as mlv
+>>> fit = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff")).fit()
+>>> boot = bootstrap(fit, n=20, seed=1)
+>>> boot.replicates.shape
+(20, 3)
+>>> list(boot.interval().columns)
+['estimate', 'lower', 'upper']
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from .crossprod import grouped_sums, response
+from .engine import Engine
+from .errors import MultilevelError, MultilevelWarning
+
+
+def parameters(fit) -> pd.Series:
+    """A frequentist fit's parameters with brms's names: b_*, sd_*, cor_*, sigma (the Bayesian vocabulary)."""
+    from .posterior import brms_coef
+
+    out = {f"b_{brms_coef(n)}": v for n, v in zip(fit.design.fixed_names, fit.beta)}
+    for block, cov in zip(fit.design.blocks, fit.covariances):
+        sd = np.sqrt(np.diag(cov))
+        names = [brms_coef(c) for c in block.coef_names]
+        for a, name in enumerate(names):
+            out[f"sd_{block.group}__{name}"] = sd[a]
+        for a in range(block.k):
+            for c in range(a + 1, block.k):
+                corr = cov[a, c] / (sd[a] * sd[c]) if sd[a] > 0 and sd[c] > 0 else np.nan
+                out[f"cor_{block.group}__{names[a]}__{names[c]}"] = corr
+    out["sigma"] = fit.sigma
+    return pd.Series(out, dtype=float)
+
+
+@dataclass
+class _Refit:
+    """What `fit_lmm` reads of a model, for a new response: the design and an engine on its cross-products."""
+
+    design: object
+    engine: Engine
+
+
+def refit_on(fit, y: np.ndarray):
+    """The fit's model refitted (same method and prior) to a new response vector y."""
+    from .lmm import fit_lmm
+
+    design = replace(fit.design, y=np.asarray(y, dtype=float))
+    cp = fit.engine.cp
+    w = design.weights
+    Xy = np.column_stack([design.X, response(design)])
+    WXy = Xy if w is None else Xy * w[:, None]
+    wy = WXy[:, -1:]
+    zxy = [np.column_stack([old[:, :-1], grouped_sums(b, wy)]) for old, b in zip(cp.zxy, design.blocks)]
+    xy = cp.xy.copy()
+    xy[:, -1] = xy[-1, :] = Xy.T @ wy[:, 0]
+    new_cp = replace(cp, zxy=zxy, xy=xy)
+    engine = Engine(new_cp, fit.engine.ks, fit.engine.ms)
+    return fit_lmm(_Refit(design, engine), method=fit.method, prior=fit.prior)
+
+
+@dataclass
+class BootstrapResult:
+    """Replicated statistics of a parametric bootstrap, with percentile and basic intervals."""
+
+    estimate: pd.Series  # the statistic on the original fit
+    replicates: pd.DataFrame  # one row per successful replicate
+    n_failed: int
+    n_singular: int
+    seed: int
+
+    def interval(self, level: float = 0.95, kind: str = "percentile") -> pd.DataFrame:
+        """Intervals per statistic: ``"percentile"`` (quantiles of the replicates) or ``"basic"`` (2 est - q)."""
+        if not 0 < level < 1:
+            raise MultilevelError(f"level must be between 0 and 1, got {level!r}")
+        q = self.replicates.quantile([(1 - level) / 2, (1 + level) / 2]).T.to_numpy()
+        est = self.estimate.to_numpy()
+        if kind == "percentile":
+            lower, upper = q[:, 0], q[:, 1]
+        elif kind == "basic":
+            lower, upper = 2 * est - q[:, 1], 2 * est - q[:, 0]
+        else:
+            raise MultilevelError(f"kind must be 'percentile' or 'basic', not {kind!r}")
+        return pd.DataFrame({"estimate": est, "lower": lower, "upper": upper}, index=self.estimate.index)
+
+    def __repr__(self) -> str:
+        head = f"Parametric bootstrap: {len(self.replicates)} refits (seed {self.seed})"
+        if self.n_failed:
+            head += f", {self.n_failed} failed"
+        if self.n_singular:
+            head += f", {self.n_singular} on the boundary (singular)"
+        return head + "\n" + self.interval().to_string()
+
+
+def bootstrap(fit, n: int = 1000, seed: int | None = None, cores: int = 1, statistic=None) -> BootstrapResult:
+    """Refit `fit` on `n` data sets simulated from it; `statistic(fit) -> Series/dict/array` (default: every
+    parameter, brms names). Parallel over `cores` processes; a seed gives the same result for any `cores`."""
+    for name, value in (("n", n), ("cores", cores)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise MultilevelError(f"{name} must be an integer >= 1, got {value!r}")
+    if not hasattr(fit, "simulate") or not hasattr(fit, "theta"):
+        raise MultilevelError("bootstrap needs a frequentist fit from model.fit(); for Bayesian fits use the draws")
+    statistic = statistic or parameters
+    estimate = _as_series(statistic(fit))
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**31))
+    seeds = np.random.SeedSequence(seed).spawn(n)
+    chunks = [c for c in np.array_split(np.arange(n), cores) if len(c)]
+    if cores == 1:
+        parts = [_run(fit, statistic, [seeds[i] for i in chunks[0]])]
+    else:
+        from joblib import Parallel, delayed
+
+        parts = Parallel(n_jobs=cores, backend="loky")(
+            delayed(_run)(fit, statistic, [seeds[i] for i in c]) for c in chunks
+        )
+    rows = [r for part in parts for r in part]
+    values = [r[0] for r in rows if r[0] is not None]
+    n_failed = sum(r[0] is None for r in rows)
+    n_singular = sum(bool(r[1]) for r in rows)
+    if not values:
+        raise MultilevelError("every bootstrap refit failed: the model cannot be refitted to data simulated from it")
+    if n_failed:
+        warnings.warn(f"{n_failed} of {n} bootstrap refits failed and were left out", MultilevelWarning, stacklevel=2)
+    table = pd.DataFrame([_as_series(v, estimate.index).to_numpy() for v in values], columns=estimate.index)
+    return BootstrapResult(estimate, table, n_failed, n_singular, seed)
+
+
+def _run(fit, statistic, seeds) -> list[tuple]:
+    """Simulate and refit once per seed: (statistic or None if the refit failed, singular flag)."""
+    out = []
+    for s in seeds:
+        y = fit.simulate(1, s)[0]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                new = refit_on(fit, y)
+            out.append((statistic(new), new.is_singular))
+        except MultilevelError:
+            out.append((None, False))
+    return out
+
+
+def _as_series(value, index=None) -> pd.Series:
+    """A statistic's value as a float Series (scalars get the name 'statistic')."""
+    if isinstance(value, pd.Series):
+        s = value.astype(float)
+    elif isinstance(value, dict):
+        s = pd.Series(value, dtype=float)
+    else:
+        arr = np.atleast_1d(np.asarray(value, dtype=float))
+        s = pd.Series(arr, index=["statistic"] if arr.size == 1 else [f"statistic[{i}]" for i in range(arr.size)])
+    return s if index is None else s.reindex(index)
