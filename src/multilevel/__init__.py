@@ -8,12 +8,14 @@
 """
 
 from . import datasets
+from .anova import anova
 from .errors import FormulaError, MultilevelError, MultilevelWarning
 from .formula import Formula, RandomTerm, parse
 from .model import Model
 from .priors import prior, priors
 
 __all__ = [
+    "anova",
     "Formula",
     "FormulaError",
     "Model",
