@@ -6,23 +6,27 @@ Penalised least squares as in Bates et al. (2015, JSS 67(1), sections 3-4). The 
     [ [X y]'WZL     [X y]'W[X y] ]
 
 is factored blockwise: the first term's block (one k x k block per level) is eliminated level by
-level; its fill into the rest is a fixed sparse pattern applied as one sparse matrix-vector product;
-the remaining Schur complement (other terms, X and y) is dense. One factorisation gives the REML/ML
-criterion, beta-hat, the conditional modes and their conditional covariances. Both the frequentist
-fit and the Bayesian samplers use it.
+level; its fill into the rest is a fixed sparse pattern applied as one matrix-vector product; the
+remaining Schur complement (other terms, X and y) is dense and only its lower triangle is formed
+and factored. One factorisation gives the REML/ML criterion, beta-hat, the conditional modes and
+their conditional covariances. Both the frequentist fit and the Bayesian samplers use it.
+docs/performance.md gives the measurements behind these choices.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 from .crossprod import CrossProducts
 
 LOG_2PI = float(np.log(2 * np.pi))
+DENSE_FILL_ENTRIES = 100_000  # a fill map this small is faster dense than through scipy.sparse's call overhead
 
 
 def tri_index(k: int) -> list[tuple[int, int]]:
@@ -30,11 +34,17 @@ def tri_index(k: int) -> list[tuple[int, int]]:
     return [(i, j) for j in range(k) for i in range(j, k)]
 
 
+@lru_cache(maxsize=None)
+def _tri_arrays(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`tri_index(k)` as (rows, cols) index arrays, computed once per k."""
+    rows, cols = zip(*tri_index(k))
+    return np.array(rows), np.array(cols)
+
+
 def theta_to_T(values: np.ndarray, k: int) -> np.ndarray:
     """The k x k lower-triangular relative factor of one term from its theta values."""
     T = np.zeros((k, k))
-    rows, cols = zip(*tri_index(k))
-    T[rows, cols] = values
+    T[_tri_arrays(k)] = values
     return T
 
 
@@ -69,8 +79,10 @@ class Engine:
         self.q = [k * m for k, m in zip(ks, ms)]
         self.q_rest = sum(self.q[1:])
         self.r = self.q_rest + self.p + 1
+        self._G0 = cp.diag[0].reshape(ms[0], ks[0] ** 2)
         self._build_trailing()
         self._build_fill()
+        self._build_scaling()
 
     # ------------------------------------------------------------------ parameters
     def theta_start(self) -> np.ndarray:
@@ -100,11 +112,9 @@ class Engine:
         for a in range(1, self.n_terms):
             sa = slice(offs[a - 1], offs[a])
             m, k = self.ms[a], self.ks[a]
-            D = cp.diag[a]
-            block = np.zeros((m * k, m * k))
-            idx = np.arange(m)[:, None] * k + np.arange(k)[None, :]
-            block[idx[:, :, None], idx[:, None, :]] = D
-            C[sa, sa] = block
+            block = np.zeros((m, k, m, k))
+            block[np.arange(m), :, np.arange(m), :] = cp.diag[a]
+            C[sa, sa] = block.reshape(m * k, m * k)
             for b in range(a + 1, self.n_terms):
                 sb = slice(offs[b - 1], offs[b])
                 C[sa, sb] = cp.off[(a, b)].toarray()
@@ -115,95 +125,112 @@ class Engine:
         self.C22 = C
 
     def _build_fill(self) -> None:
-        """Sparse map from the first term's per-level matrices M_g to their fill B M B' (lower part)."""
-        cp, k0, m0 = self.cp, self.ks[0], self.ms[0]
-        parts = [cp.off[(0, a)].T.tocsr() for a in range(1, self.n_terms)]
-        parts.append(sp.csr_matrix(cp.zxy[0].T))
-        B = sp.vstack(parts).tocsc()  # (r, q0)
+        """The linear map from the first term's per-level M_g (flattened) to the lower triangle of B M B'.
+
+        B = [Z_2..Z_t, X, y]'WZ_1 (r x q0). Within a level the entries of B are ordered by row, so each pair
+        (e1, e2) with e2 not after e1 lands in the lower triangle; a same-row pair of two coefficients
+        stands for both of its orders (M_g is symmetric). The map's rows are the r*r entries of the
+        trailing matrix, so one product gives the fill ready to subtract.
+        """
+        cp, k0, m0, r = self.cp, self.ks[0], self.ms[0], self.r
+        parts = [cp.off[(0, a)].T for a in range(1, self.n_terms)]
+        B = sp.vstack(parts + [sp.csr_matrix(cp.zxy[0].T)]).tocsr()  # (r, q0)
         B.eliminate_zeros()
-        rows, vals = B.indices.astype(np.int64), B.data
-        cols = np.repeat(np.arange(B.shape[1]), np.diff(B.indptr))
-        level, coef = cols // k0, cols % k0
-        order = np.argsort(level, kind="stable")
-        rows, vals, level, coef = rows[order], vals[order], level[order], coef[order]
+        self.B = B
+        coo = B.tocoo()
+        level, coef = coo.col // k0, coo.col % k0
+        order = np.lexsort((coef, coo.row, level))
+        rows, vals, level, coef = coo.row[order].astype(np.int64), coo.data[order], level[order], coef[order]
         counts = np.bincount(level, minlength=m0)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        reps = counts[level]
-        e1 = np.repeat(np.arange(len(rows)), reps)
-        group_start = np.repeat(np.concatenate([[0], np.cumsum(reps)[:-1]]), reps)
-        e2 = starts[level[e1]] + (np.arange(len(e1)) - group_start)
-        keep = rows[e1] >= rows[e2]
-        e1, e2 = e1[keep], e2[keep]
-        target = rows[e1] * self.r + rows[e2]
+        first = np.cumsum(counts) - counts  # position of each level's first entry
+        pos = np.arange(len(rows)) - first[level]  # position within its level
+        run = pos + 1  # pairs (e1, e2) with e2 at or before e1 in the same level
+        e1 = np.repeat(np.arange(len(rows)), run)
+        e2 = first[level[e1]] + np.arange(len(e1)) - np.repeat(np.cumsum(run) - run, run)
+        both_orders = (rows[e1] == rows[e2]) & (e1 != e2)
+        weight = vals[e1] * vals[e2] * np.where(both_orders, 2.0, 1.0)
+        target = rows[e1] * r + rows[e2]
         mcol = level[e1] * k0 * k0 + coef[e1] * k0 + coef[e2]
-        uniq, tidx = np.unique(target, return_inverse=True)
-        Q = sp.csr_matrix((vals[e1] * vals[e2], (tidx.ravel(), mcol)), shape=(len(uniq), m0 * k0 * k0))
-        self.fill_map = Q if Q.nnz < 0.3 * Q.shape[0] * Q.shape[1] else Q.toarray()
-        self.fill_i, self.fill_j = uniq // self.r, uniq % self.r
-        self.fill_off = self.fill_i != self.fill_j
-        self.B = B.tocsr()
+        Q = sp.csr_matrix((weight, (target, mcol)), shape=(r * r, m0 * k0 * k0))
+        size = Q.shape[0] * Q.shape[1]
+        self._fill = Q.toarray() if size <= DENSE_FILL_ENTRIES or Q.nnz > 0.3 * size else Q
+
+    def _build_scaling(self) -> None:
+        """Index arrays for Lambda_rest' S Lambda_rest + I on the lower triangle of the trailing matrix."""
+        offs, r = self.rest_offsets, self.r
+        self._scalar_rest = [(a, slice(offs[a - 1], offs[a])) for a in range(1, self.n_terms) if self.ks[a] == 1]
+        self._vector_rest = [(a, slice(offs[a - 1], offs[a])) for a in range(1, self.n_terms) if self.ks[a] > 1]
+        upper, lower = [], []  # strict upper triangle of each level's k x k block, and its mirror
+        for a, sa in self._vector_rest:
+            k = self.ks[a]
+            i, j = np.triu_indices(k, 1)
+            starts = sa.start + k * np.arange(self.ms[a])[:, None]
+            upper.append(((starts + i) * r + starts + j).ravel())
+            lower.append(((starts + j) * r + starts + i).ravel())
+        self._block_upper = np.concatenate(upper) if upper else None
+        self._block_lower = np.concatenate(lower) if lower else None
+        self._re_diagonal = np.arange(self.q_rest) * (r + 1)
 
     # ------------------------------------------------------------------ evaluation
-    def factor(self, theta: np.ndarray) -> Factor | None:
-        """Blocked Cholesky factor at theta; None if the system is not positive definite."""
-        theta = np.asarray(theta, dtype=float)
-        T = self.factors_of(theta)
-        T0, G, k0 = T[0], self.cp.diag[0], self.ks[0]
+    def _first_block(self, T0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Per level of the first term: A = T0'G T0 + I, its Cholesky factor, M = T0 A^-1 T0' (flat), log det."""
+        k0 = self.ks[0]
         if k0 == 1:
             t2 = T0[0, 0] ** 2
-            A11 = t2 * G + 1.0
-            L11 = np.sqrt(A11)
-            M = (t2 / A11).reshape(-1)
-            ld1 = float(np.sum(np.log(A11)))
-        else:
-            A11 = np.einsum("ba,gbc,cd->gad", T0, G, T0) + np.eye(k0)
-            L11 = np.linalg.cholesky(A11)
-            TL = np.linalg.solve(L11, np.broadcast_to(T0.T, A11.shape))  # L11^{-1} T0'
-            M = np.einsum("gba,gbc->gac", TL, TL).reshape(-1)  # T0 A11^{-1} T0'
-            ld1 = float(2 * np.sum(np.log(np.diagonal(L11, axis1=1, axis2=2))))
-        S = self.C22.copy()
-        fill = self.fill_map @ M
-        S[self.fill_i, self.fill_j] -= fill
-        S[self.fill_j[self.fill_off], self.fill_i[self.fill_off]] -= fill[self.fill_off]
-        self._scale_rest(S, T)
-        try:
-            Ls = sla.cholesky(S, lower=True, check_finite=False)
-        except sla.LinAlgError:
+            A = t2 * self._G0[:, 0] + 1.0
+            return A.reshape(-1, 1, 1), np.sqrt(A).reshape(-1, 1, 1), t2 / A, float(np.sum(np.log(A)))
+        K = (T0[:, None, :, None] * T0[None, :, None, :]).reshape(k0 * k0, k0 * k0)  # kron(T0, T0)
+        A = (self._G0 @ K).reshape(-1, k0, k0)  # T0'G_g T0 for every level g
+        A[:, np.arange(k0), np.arange(k0)] += 1.0
+        L = np.linalg.cholesky(A)
+        M = np.linalg.inv(A).reshape(-1, k0 * k0) @ K.T
+        return A, L, M.ravel(), 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
+
+    def _factor(self, theta: np.ndarray, clean: bool) -> Factor | None:
+        """The blocked factor; with clean=False the strict upper triangle of Ls is left unspecified."""
+        theta = np.asarray(theta, dtype=float)
+        T = self.factors_of(theta)
+        A11, L11, M, ld1 = self._first_block(T[0])
+        S = self.C22 - (self._fill @ M).reshape(self.r, self.r)
+        if self.n_terms > 1:
+            self._scale_rest(S, T)
+        c, info = lapack.dpotrf(S.T, lower=0, clean=int(clean), overwrite_a=1)  # S.T: Fortran order, no copy
+        if info != 0:
             return None
+        Ls = c.T
         d = np.diagonal(Ls)
-        if not np.all(np.isfinite(d)) or np.any(d[:-1] <= 0):
+        if not np.all(np.isfinite(d)):
             return None
         q2 = self.q_rest
-        ld_rest = 2 * float(np.sum(np.log(d[:q2])))
-        ldRX2 = 2 * float(np.sum(np.log(d[q2:-1])))
-        return Factor(theta, T, A11, L11, Ls, ld1 + ld_rest, ldRX2, float(d[-1] ** 2))
+        logd = 2.0 * np.log(d[:-1])
+        return Factor(theta, T, A11, L11, Ls, ld1 + float(np.sum(logd[:q2])), float(np.sum(logd[q2:])), float(d[-1] ** 2))
+
+    def factor(self, theta: np.ndarray) -> Factor | None:
+        """Blocked Cholesky factor at theta; None if the system is not positive definite."""
+        return self._factor(theta, clean=True)
 
     def _scale_rest(self, S: np.ndarray, T: list[np.ndarray]) -> None:
-        """S <- Lambda_rest' S Lambda_rest (in place) and add I for the random-effect rows."""
-        offs = self.rest_offsets
-        scale = np.ones(self.r)
-        for a in range(1, self.n_terms):
-            sa = slice(offs[a - 1], offs[a])
-            if self.ks[a] == 1:
+        """S <- Lambda_rest' S Lambda_rest (in place, lower triangle) and add I for the random-effect rows."""
+        if self._scalar_rest:
+            scale = np.ones(self.r)
+            for a, sa in self._scalar_rest:
                 scale[sa] = T[a][0, 0]
-        S *= scale[:, None]
-        S *= scale[None, :]
-        for a in range(1, self.n_terms):
-            k = self.ks[a]
-            if k == 1:
-                continue
-            sa = slice(offs[a - 1], offs[a])
-            m = self.ms[a]
-            rows = S[sa, :].reshape(m, k, self.r)
-            S[sa, :] = np.einsum("ba,gbr->gar", T[a], rows).reshape(m * k, self.r)
-            cols = S[:, sa].reshape(self.r, m, k)
-            S[:, sa] = np.einsum("rgb,ba->rga", cols, T[a]).reshape(self.r, m * k)
-        idx = np.arange(self.q_rest)
-        S[idx, idx] += 1.0
+            S *= scale[:, None]
+            S *= scale
+        flat = S.reshape(-1)
+        if self._vector_rest:
+            flat[self._block_upper] = flat[self._block_lower]  # the transforms mix within each level's block
+            for a, sa in self._vector_rest:
+                k, m = self.ks[a], self.ms[a]
+                rows = S[sa, :].reshape(m, k, self.r)
+                S[sa, :] = np.einsum("ba,gbr->gar", T[a], rows).reshape(m * k, self.r)
+                cols = S[:, sa].reshape(self.r, m, k)
+                S[:, sa] = np.einsum("rgb,ba->rga", cols, T[a]).reshape(self.r, m * k)
+        flat[self._re_diagonal] += 1.0
 
     def objective(self, theta: np.ndarray, reml: bool = True) -> float:
         """lme4's profiled criterion: the REML criterion or the deviance (-2 log-likelihood)."""
-        f = self.factor(theta)
+        f = self._factor(theta, clean=False)
         if f is None or f.r2 <= 0:
             return np.inf
         return self.criterion(f, reml)

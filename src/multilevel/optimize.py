@@ -1,9 +1,11 @@
 """Bound-constrained minimisation of the profiled criterion over theta, and convergence checks.
 
-NLopt's BOBYQA, as lme4 (nloptwrap) and MixedModels.jl use: derivative-free, respects the lower bounds
-on the diagonal of each relative factor, and needs ~10-60 evaluations on these models. We run it with
-tighter tolerances than lme4's defaults (which stop early, by up to 8.5e-4 on an SD), then check the
-gradient and Hessian at the optimum by finite differences.
+NLopt's BOBYQA, as lme4 (nloptwrap) and MixedModels.jl use: derivative-free and respects the lower
+bounds on the diagonal of each relative factor. It is run only until it is close (relative x-tolerance
+1e-3); the last digits come from a Newton step on the finite-difference gradient and Hessian, which the
+convergence check (as lme4's: scaled gradient and positive-definite Hessian) needs anyway. Tight BOBYQA
+tolerances and a second BOBYQA run cost 1.5-2x more evaluations for the same optimum
+(docs/performance.md); the second run is kept for when the Newton step says BOBYQA stopped too early.
 """
 
 from __future__ import annotations
@@ -14,10 +16,18 @@ from dataclasses import dataclass, field
 import nlopt
 import numpy as np
 
+BOBYQA_XTOL_REL = 1e-3  # BOBYQA's stop; the Newton step takes the error from ~1e-3 to ~1e-6 and below
+NEWTON_TRUST = 1e-2  # a larger Newton step means BOBYQA stopped far from the optimum: run it again
+AT_BOUND = 1e-6  # a coordinate this close to its bound is on it: no derivatives across it
+
 
 @dataclass
 class OptimumInfo:
-    """Where the optimiser stopped and what the checks found there."""
+    """Where the optimiser stopped and what the checks found there.
+
+    `gradient` and `hessian` are finite differences at `checked_at`, the point BOBYQA returned; `x` is
+    that point after the Newton step from those derivatives (when it lowered the criterion).
+    """
 
     x: np.ndarray
     fun: float
@@ -26,80 +36,126 @@ class OptimumInfo:
     gradient: np.ndarray = field(default_factory=lambda: np.zeros(0))
     hessian: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     warnings: list[str] = field(default_factory=list)
+    checked_at: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def converged(self) -> bool:
         return not self.warnings
 
 
-def bobyqa(fun: Callable[[np.ndarray], float], x0: np.ndarray, lower: np.ndarray) -> OptimumInfo:
-    """Minimise fun from x0 subject to x >= lower; keeps the best point even if NLopt stops on round-off."""
-    best = {"x": np.array(x0, dtype=float), "f": np.inf, "n": 0}
+class _Tracked:
+    """The objective, counting evaluations and keeping the best point seen."""
 
-    def wrapped(x, _grad):
+    def __init__(self, fun: Callable[[np.ndarray], float], x0: np.ndarray):
+        self.fun, self.n = fun, 0
+        self.x, self.f = np.array(x0, dtype=float), np.inf
+
+    def __call__(self, x: np.ndarray) -> float:
+        value = self.fun(x)
+        self.n += 1
+        if value < self.f:
+            self.x, self.f = np.array(x, dtype=float), value
+        return value
+
+
+def _run_bobyqa(fun: _Tracked, lower: np.ndarray, rho: float) -> str:
+    """One BOBYQA run from fun's best point; returns how it stopped."""
+
+    def objective(x, _grad):
         value = fun(x)
-        best["n"] += 1
-        if value < best["f"]:
-            best["x"], best["f"] = np.array(x), value
         return value if np.isfinite(value) else 1e300
 
-    x = np.array(x0, dtype=float)
-    message = "converged"
-    for rho in (0.2, 0.02):  # a restart with a smaller trust region polishes the optimum
-        opt = nlopt.opt(nlopt.LN_BOBYQA, len(x))
-        opt.set_min_objective(wrapped)
-        opt.set_lower_bounds(np.where(np.isfinite(lower), lower, -np.inf))
-        opt.set_initial_step(rho)
-        opt.set_ftol_abs(1e-11)
-        opt.set_xtol_abs(1e-9)
-        opt.set_maxeval(20000)
-        start = np.maximum(best["x"] if np.isfinite(best["f"]) else x, lower)
-        try:
-            opt.optimize(start)
-        except nlopt.RoundoffLimited:
-            message = "stopped by round-off (best point kept)"
-        except (RuntimeError, ValueError) as exc:  # NLopt failure: report, keep the best point
-            message = f"optimiser stopped: {exc}"
-    return OptimumInfo(best["x"], float(best["f"]), best["n"], message)
+    opt = nlopt.opt(nlopt.LN_BOBYQA, len(fun.x))
+    opt.set_min_objective(objective)
+    opt.set_lower_bounds(np.where(np.isfinite(lower), lower, -np.inf))
+    opt.set_initial_step(rho)
+    opt.set_xtol_rel(BOBYQA_XTOL_REL)
+    opt.set_maxeval(20000)
+    try:
+        opt.optimize(np.maximum(fun.x, lower))
+    except nlopt.RoundoffLimited:
+        return "stopped by round-off (best point kept)"
+    except (RuntimeError, ValueError) as exc:  # NLopt failure: report, keep the best point
+        return f"optimiser stopped: {exc}"
+    return "converged"
+
+
+def free_coordinates(x: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Coordinates not on their lower bound."""
+    return ~(np.isfinite(lower) & (x - lower < AT_BOUND))
+
+
+def _newton_step(grad: np.ndarray, hess: np.ndarray, free: np.ndarray) -> np.ndarray | None:
+    """-H^{-1} g over the free coordinates; None where the Hessian is not positive definite."""
+    idx = np.flatnonzero(free)
+    step = np.zeros(len(grad))
+    if idx.size == 0:
+        return step
+    H, g = hess[np.ix_(idx, idx)], grad[idx]
+    if not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
+        return None
+    try:
+        C = np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        return None
+    step[idx] = -np.linalg.solve(C.T, np.linalg.solve(C, g))
+    return step
+
+
+def _polish(fun: _Tracked, lower: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Derivatives at the best point and one Newton step from it (kept only if it lowers the criterion)."""
+    x, f0 = fun.x.copy(), fun.f
+    free = free_coordinates(x, lower)
+    grad, hess = gradient_hessian(fun, x, free, f0=f0)
+    step = _newton_step(grad, hess, free)
+    if step is not None and np.any(step):
+        fun(np.maximum(x + step, lower))  # _Tracked keeps it if it is better
+    return x, grad, hess, step
+
+
+def bobyqa(fun: Callable[[np.ndarray], float], x0: np.ndarray, lower: np.ndarray) -> OptimumInfo:
+    """Minimise fun from x0 subject to x >= lower; keeps the best point even if NLopt stops on round-off."""
+    tracked = _Tracked(fun, x0)
+    message = _run_bobyqa(tracked, lower, 0.2)
+    checked_at, grad, hess, step = _polish(tracked, lower)
+    if step is None or np.max(np.abs(step), initial=0.0) > NEWTON_TRUST:
+        message = _run_bobyqa(tracked, lower, 0.02)  # BOBYQA stopped early, or not near a minimum yet
+        checked_at, grad, hess, _ = _polish(tracked, lower)
+    return OptimumInfo(tracked.x, float(tracked.f), tracked.n, message, grad, hess, checked_at=checked_at)
 
 
 def finite_difference_checks(
     fun: Callable[[np.ndarray], float], info: OptimumInfo, lower: np.ndarray, tol: float = 2e-3
 ) -> OptimumInfo:
-    """Gradient and Hessian at the optimum (interior coordinates); warn as lme4 does when they fail."""
-    x = info.x
-    free = ~(np.isfinite(lower) & (x - lower < 1e-6))
-    grad, hess = gradient_hessian(fun, x, free)
-    info.gradient, info.hessian = grad, hess
-    idx = np.flatnonzero(free)
-    if idx.size == 0:
+    """lme4's checks: positive-definite Hessian and scaled gradient |H^-1 g| < tol; warn when they fail.
+
+    Reuses the derivatives `bobyqa` computed; computes them at `info.x` for an `info` from elsewhere.
+    """
+    if info.checked_at.size == 0:
+        info.checked_at = info.x.copy()
+        info.gradient, info.hessian = gradient_hessian(fun, info.x, free_coordinates(info.x, lower))
+    free = free_coordinates(info.checked_at, lower)
+    if not np.any(free):
         return info
-    H = hess[np.ix_(idx, idx)]
-    g = grad[idx]
-    try:
-        eig = np.linalg.eigvalsh(H)
-    except np.linalg.LinAlgError:
-        eig = np.array([np.nan])
-    if not np.all(np.isfinite(eig)) or eig.min() <= 0:
+    step = _newton_step(info.gradient, info.hessian, free)
+    if step is None:
         info.warnings.append(
             "the Hessian of the criterion is not positive definite at the optimum: the model is probably "
             "over-parametrised (nearly unidentifiable); simplify the random effects"
         )
-        return info
-    step = np.abs(np.linalg.solve(H, g))
-    if step.max() > tol:
+    elif np.max(np.abs(step)) > tol:
         info.warnings.append(
-            f"the fit may not have converged: the scaled gradient at the optimum is {step.max():.2g} "
+            f"the fit may not have converged: the scaled gradient at the optimum is {np.max(np.abs(step)):.2g} "
             f"(tolerance {tol}); try rescaling predictors or simplifying the model"
         )
     return info
 
 
-def gradient_hessian(fun, x: np.ndarray, free: np.ndarray, h: float = 1e-4):
-    """Central finite-difference gradient and Hessian over the free coordinates."""
+def gradient_hessian(fun, x: np.ndarray, free: np.ndarray, h: float = 1e-4, f0: float | None = None):
+    """Central finite-difference gradient and Hessian over the free coordinates (f0 = fun(x) if known)."""
     n = len(x)
     grad, hess = np.zeros(n), np.zeros((n, n))
-    f0 = fun(x)
+    f0 = fun(x) if f0 is None else f0
     steps = h * np.maximum(np.abs(x), 0.1)
     idx = np.flatnonzero(free)
     for a in idx:
