@@ -1,0 +1,220 @@
+"""The `multilevel` command: fit, compare, report, list data sets, run the demo.
+
+User errors (missing file, bad formula, unknown column, an output that exists without --force) print one
+line to stderr and exit with code 2; progress bars appear only when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from functools import wraps
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from .errors import MultilevelError
+
+USER_ERROR = 2
+METHODS = ("reml", "ml", "bayes", "all")
+
+
+def _user_errors(command):
+    """Turn MultilevelError and file errors into one line on stderr and exit code 2 (no traceback)."""
+
+    @wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (MultilevelError, OSError) as exc:
+            message = str(exc).strip().splitlines()
+            click.echo(f"error: {' '.join(line.strip() for line in message)}", err=True)
+            sys.exit(USER_ERROR)
+
+    return run
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {message}", err=True)
+
+
+@click.group()
+@click.version_option(package_name="multilevel")
+def main():
+    """Hierarchical linear models: lme4-exact ML/REML fits and Bayesian fits, side by side."""
+    warnings.showwarning = _show_warning
+    warnings.filterwarnings("ignore", module="arviz_stats")  # ArviZ's Pareto-k note is shown in the report
+
+
+# ---------------------------------------------------------------------------------------------- reading data
+def read_data(path: str) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame ('NA' and empty cells are missing, as R writes them), or a
+    shipped data set by name (see `multilevel datasets`)."""
+    from . import datasets as shipped
+
+    file = Path(path)
+    if not file.is_file():
+        if path.lower() in {n.lower() for n in shipped.list()}:
+            return shipped.load(path)
+        raise MultilevelError(f"no such data file: '{path}' (nor a shipped data set; see 'multilevel datasets')")
+    suffix = file.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(file)
+        if suffix in (".csv", ".txt", ".tsv"):
+            return pd.read_csv(file, sep="\t" if suffix == ".tsv" else ",", na_values=["NA"])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MultilevelError(f"cannot read '{path}': {exc}") from None
+    raise MultilevelError(f"'{path}': data must be a .csv, .tsv or .parquet file")
+
+
+def _sampling_options(command):
+    for option in reversed([
+        click.option("--chains", default=4, show_default=True, help="Bayesian: number of chains."),
+        click.option("--draws", default=1000, show_default=True, help="Bayesian: draws per chain after warmup."),
+        click.option("--warmup", default=1000, show_default=True, help="Bayesian: warmup iterations per chain."),
+        click.option("--seed", default=1, show_default=True, help="Bayesian: random seed."),
+        click.option("--cores", default=1, show_default=True, help="Bayesian: processes to run chains in."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _fit_all(model, method: str, sampling: dict) -> dict:
+    """method tag ('reml', 'ml', 'bayes') -> result, for the requested method(s)."""
+    out = {}
+    for tag in _tags(method):
+        out[tag] = model.sample(progress=None, **sampling) if tag == "bayes" else model.fit(method=tag.upper())
+    return out
+
+
+def _tags(method: str) -> list[str]:
+    return ["reml", "ml", "bayes"] if method == "all" else [method]
+
+
+def _save_paths(save: str, tags: list[str]) -> dict:
+    """One result: the path as given. Several: '<stem>-<tag>.json' or '.nc' beside it."""
+    if len(tags) == 1:
+        return {tags[0]: save}
+    base = Path(save)
+    stem = base.with_suffix("") if base.suffix.lower() in (".json", ".nc") else base
+    return {tag: f"{stem}-{tag}{'.nc' if tag == 'bayes' else '.json'}" for tag in tags}
+
+
+# ---------------------------------------------------------------------------------------------- commands
+@main.command()
+@click.argument("data")
+@click.argument("formula")
+@click.option("--method", type=click.Choice(METHODS, case_sensitive=False), default="reml", show_default=True)
+@_sampling_options
+@click.option("--report", "report_path", help="Write an HTML report here.")
+@click.option("--save", help="Save the result: out.json (ML/REML) or out.nc (Bayes); with --method all, a stem.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@_user_errors
+def fit(data, formula, method, chains, draws, warmup, seed, cores, report_path, save, force):
+    """Fit FORMULA (lme4/brms syntax) to DATA (.csv or .parquet) and print the results."""
+    from . import io
+    from .model import Model
+    from .plots import label
+    from .report import report
+
+    method = method.lower()
+    outputs = _save_paths(save, _tags(method)) if save else {}
+    for path in list(outputs.values()) + ([report_path] if report_path else []):
+        io.check_writable(path, force)  # refuse before the (possibly long) fit, not after
+    model = Model(formula, read_data(data))
+    results = _fit_all(model, method, {"chains": chains, "draws": draws, "warmup": warmup, "seed": seed, "cores": cores})
+    for r in results.values():
+        click.echo(f"== {label(r)} ==")
+        click.echo(r.summary() if not hasattr(r, "sampler") else repr(r))
+        click.echo()
+    for tag, path in outputs.items():
+        io.save(results[tag], path, force=force)
+        click.echo(f"saved {path}")
+    if report_path:
+        report(list(results.values()), report_path, force=force)
+        click.echo(f"report {report_path}")
+
+
+@main.command()
+@click.argument("data")
+@click.argument("formulas", nargs=-1, required=True)
+@click.option("--method", type=click.Choice(("lrt", "loo"), case_sensitive=False), default="lrt", show_default=True,
+              help="lrt: likelihood-ratio tests of nested ML fits (as lme4's anova); loo: PSIS-LOO of Bayesian fits.")
+@_sampling_options
+@_user_errors
+def compare(data, formulas, method, chains, draws, warmup, seed, cores):
+    """Compare two or more FORMULAS fitted to the same DATA."""
+    from .model import Model
+
+    if len(formulas) < 2:
+        raise MultilevelError("compare needs two or more formulas")
+    frame = read_data(data)
+    models = [Model(f, frame) for f in formulas]
+    names = [f"model{i + 1}" for i in range(len(models))]
+    for name, f in zip(names, formulas):
+        click.echo(f"{name}: {f}")
+    if method.lower() == "lrt":
+        from .anova import anova
+
+        table = anova(*[m.fit(method="ML") for m in models], names=names)
+    else:
+        import arviz_stats
+
+        posts = [m.sample(chains=chains, draws=draws, warmup=warmup, seed=seed, cores=cores, progress=None) for m in models]
+        table = arviz_stats.compare({n: p.to_arviz() for n, p in zip(names, posts)})
+    click.echo(table.to_string())
+
+
+@main.command("report")
+@click.argument("saved", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, help="The HTML file to write.")
+@click.option("--title", help="Title of the report.")
+@click.option("--force", is_flag=True, help="Overwrite an existing report.")
+@_user_errors
+def report_command(saved, output, title, force):
+    """Write one HTML report of SAVED results (.json fits and .nc posteriors)."""
+    from .io import check_writable, load
+    from .report import report
+
+    check_writable(output, force)
+    results = [load(path) for path in saved]
+    report(results, output, title=title, force=force)
+    click.echo(f"report {output}")
+
+
+@main.command()
+@_user_errors
+def datasets():
+    """List the shipped data sets (each name can stand for DATA, e.g. 'multilevel fit sleepstudy ...')."""
+    from . import datasets as shipped
+
+    for name in shipped.list():
+        frame = shipped.load(name)
+        click.echo(f"{name:<14} {frame.shape[0]:>7} rows  {', '.join(map(str, frame.columns))}")
+
+
+@main.command()
+@click.option("--report", "report_path", help="Also write an HTML report of the REML fit here.")
+@click.option("--force", is_flag=True, help="Overwrite an existing report.")
+@_user_errors
+def demo(report_path, force):
+    """Fit sleepstudy by REML and print the result (the README's first example)."""
+    from . import datasets as shipped
+    from .io import check_writable
+    from .model import Model
+    from .report import report
+
+    if report_path:
+        check_writable(report_path, force)
+    model = Model("Reaction ~ 1 + Days + (1 + Days | Subject)", shipped.load("sleepstudy"))
+    result = model.fit()
+    click.echo(result.summary())
+    if report_path:
+        report(result, report_path, force=force)
+        click.echo(f"report {report_path}")
+
+
+if __name__ == "__main__":
+    main()

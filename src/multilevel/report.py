@@ -1,0 +1,233 @@
+"""One self-contained HTML report of one or several results: model and data, estimates, side-by-side
+comparison, diagnostics with warnings highlighted, and the plots (PNG embedded; no network needed).
+
+>>> import tempfile, pathlib, multilevel as mlv
+>>> from multilevel.report import report
+>>> fit = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff")).fit()
+>>> path = report(fit, pathlib.Path(tempfile.mkdtemp()) / "report.html")
+>>> "<img" in path.read_text()
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plots
+from .errors import MultilevelError
+from .io import check_writable
+
+CSS = """
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:1rem;
+ color:#222;line-height:1.45}
+h1{font-size:1.6rem;margin:.2rem 0}h2{font-size:1.25rem;border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+h3{font-size:1.05rem;margin-bottom:.3rem}
+code{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px;word-break:break-word}
+.scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;margin:.4rem 0 1rem}
+table{border-collapse:collapse;font-size:.9rem;font-variant-numeric:tabular-nums}
+th,td{padding:.25rem .6rem;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}thead th{background:#f6f6f6}
+.warning{background:#fff3f0;border-left:5px solid #d9480f;padding:.5rem .8rem;margin:.4rem 0}
+.ok{background:#f0fbf3;border-left:5px solid #2b8a3e;padding:.5rem .8rem;margin:.4rem 0}
+figure{margin:1rem 0}figure img{max-width:100%;height:auto;display:block}
+figcaption{font-size:.85rem;color:#555}
+.meta{color:#555;font-size:.9rem}
+@media (max-width:600px){body{padding:.5rem}th,td{padding:.2rem .35rem;font-size:.8rem}}
+@media print{body{max-width:none;padding:0}h2{break-after:avoid}figure,table,.warning{break-inside:avoid}
+ .scroll{overflow:visible}a{color:inherit;text-decoration:none}}
+"""
+
+
+def report(results, path, title: str | None = None, force: bool = False, figures: dict | None = None) -> Path:
+    """Write the HTML report of `results` (a result, a list, or a dict label -> result) to `path`.
+
+    `figures` adds more matplotlib figures (caption -> Figure), e.g. a `plots.shrinkage` picture.
+    An existing file is kept unless ``force=True``.
+    """
+    path = Path(path)
+    check_writable(path, force)
+    items = _labelled(results)
+    page = render(items, title or "Multilevel model report", figures or {})
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def render(items: dict, title: str, figures: dict) -> str:
+    """The report page as one HTML string."""
+    body = [f"<h1>{_e(title)}</h1>", _model_section(items), _estimates_section(items)]
+    if len(items) > 1:
+        body.append(_comparison_section(items))
+    body += [_diagnostics_section(items), _plots_section(items, figures)]
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>"
+    )
+
+
+def _labelled(results) -> dict:
+    if isinstance(results, dict):
+        items = dict(results)
+    else:
+        values = results if isinstance(results, (list, tuple)) else [results]
+        items = {}
+        for r in values:
+            name, i = plots.label(r), 2
+            while name in items:
+                name, i = f"{plots.label(r)} #{i}", i + 1
+            items[name] = r
+    if not items:
+        raise MultilevelError("report needs at least one result (a fit or a posterior)")
+    return items
+
+
+# ---------------------------------------------------------------------------------------------- sections
+def _model_section(items: dict) -> str:
+    out = ["<h2>Model and data</h2>"]
+    seen = set()
+    for name, r in items.items():
+        d = r.design
+        key = str(d.formula)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(f"<p>Formula: <code>{_e(key)}</code></p>")
+        dropped = f", {d.n_dropped} dropped for missing values" if d.n_dropped else ", none dropped"
+        out.append(f'<p class="meta">Rows used: {d.nobs}{dropped}. Fixed effects: {_e(", ".join(d.fixed_names))}.</p>')
+        rows = []
+        for b in d.blocks:
+            sizes = np.bincount(np.asarray(b.codes), minlength=b.m)
+            rows.append([b.group, ", ".join(b.coef_names), b.m, sizes.min(), float(np.median(sizes)), sizes.max()])
+        table = pd.DataFrame(rows, columns=["group", "varying", "levels", "smallest", "median size", "largest"])
+        out.append(_table(table, f"groups-{_slug(key)}", index=False))
+    return "".join(out)
+
+
+def _estimates_section(items: dict) -> str:
+    out = ["<h2>Estimates</h2>"]
+    for name, r in items.items():
+        kind = "posterior mean, SD and 95 % credible interval" if plots.is_bayesian(r) else "estimate, standard error, Satterthwaite df"
+        out.append(f"<h3>{_e(name)}</h3><p class='meta'>Fixed effects ({kind})</p>")
+        out.append(_table(r.fixed_effects, f"fixed-{_slug(name)}"))
+        out.append("<p class='meta'>Variance components (SD and correlation of the group effects; Residual = sigma)</p>")
+        out.append(_table(r.variance_components, f"varcomp-{_slug(name)}", index=False))
+    return "".join(out)
+
+
+def _comparison_section(items: dict) -> str:
+    fixed = pd.concat({n: r.fixed_effects[["estimate", "std_error"]] for n, r in items.items()}, axis=1)
+    fixed.columns = [f"{n} {c}" for n, c in fixed.columns]
+    sds = {}
+    for n, r in items.items():
+        vc = r.variance_components
+        keys = [f"{g}: {t}" if not t2 else f"{g}: cor({t2}, {t})" for g, t, t2 in vc[["group", "term", "term2"]].itertuples(index=False)]
+        sds[n] = pd.Series(np.where(vc["term2"] == "", vc["sd"], vc["corr"]), index=pd.Index(keys, name="parameter"))
+    return (
+        "<h2>Side by side</h2><p class='meta'>Fixed effects: estimate and standard error (posterior mean and SD)</p>"
+        + _table(fixed, "compare-fixed")
+        + "<p class='meta'>Standard deviations and correlations</p>"
+        + _table(pd.DataFrame(sds), "compare-variance")
+    )
+
+
+def _diagnostics_section(items: dict) -> str:
+    out = ["<h2>Diagnostics</h2>"]
+    for name, r in items.items():
+        out.append(f"<h3>{_e(name)}</h3>")
+        out.append(_table(_diagnostics(r), f"diagnostics-{_slug(name)}", index=False))
+        if r.warnings:
+            out += [f'<div class="warning"><strong>Warning:</strong> {_e(w)}</div>' for w in r.warnings]
+        else:
+            out.append('<div class="ok">No warnings.</div>')
+    return "".join(out)
+
+
+def _diagnostics(r) -> pd.DataFrame:
+    if plots.is_bayesian(r):
+        summary = r.summary()
+        rows = [
+            ("sampler", f"{r.sampler}, {r.n_chains} chains x {r.n_draws} draws, seed {r.seed}"),
+            ("divergent transitions", int(np.sum(r.stats.get("diverging", 0)))),
+            ("largest R-hat", float(summary["r_hat"].max())),
+            ("smallest bulk ESS", float(summary["ess_bulk"].min())),
+            ("smallest tail ESS", float(summary["ess_tail"].min())),
+            ("sampling time (s)", float(r.seconds)),
+        ]
+    else:
+        crit = "REML criterion" if r.reml else "deviance"
+        rows = [
+            ("converged", "yes" if r.converged else "no"),
+            ("singular (boundary) fit", "yes" if r.is_singular else "no"),
+            (crit, r.objective), ("log-likelihood", r.loglik), ("AIC", r.aic), ("BIC", r.bic),
+        ]
+    return pd.DataFrame(rows, columns=["check", "value"])
+
+
+def _plots_section(items: dict, extra: dict) -> str:
+    results = list(items.values())
+    fits = [r for r in results if not plots.is_bayesian(r)]
+    posts = [(n, r) for n, r in items.items() if plots.is_bayesian(r)]
+    figs = [("Group effects with 95 % intervals", plots.caterpillar(items))]
+    if all(_has_intercepts(r) for r in results):
+        figs.append(("Where the variance lives (intercept variances and residual)", plots.variance_decomposition(items)))
+    figs += [(f"Residuals: {plots.label(f)}", plots.residuals(f)) for f in fits]
+    for name, post in posts:
+        figs.append((f"Posterior of the SDs with the frequentist estimates marked: {name}", plots.variance_posteriors(post, fits)))
+        figs.append((f"Trace plots: {name}", plots.trace(post)))
+        figs.append((f"Rank plots: {name}", plots.rank(post)))
+        figs.append((f"Posterior predictive check: {name}", plots.ppc_overlay(post.design.y, post.posterior_predictive())))
+        figs.append((f"PSIS-LOO Pareto k: {name}", plots.pareto_k(post.loo())))
+    figs += list(extra.items())
+    return "<h2>Plots</h2>" + "".join(_figure(caption, fig) for caption, fig in figs)
+
+
+def _has_intercepts(r) -> bool:
+    vc = r.variance_components
+    return bool(((vc["term"] == "(Intercept)") & (vc["term2"] == "")).any())
+
+
+# ---------------------------------------------------------------------------------------------- HTML pieces
+def _figure(caption: str, fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{data}"><figcaption>{_e(caption)}</figcaption></figure>'
+
+
+def _table(frame: pd.DataFrame, table_id: str, index: bool = True) -> str:
+    """An HTML table; each numeric cell keeps its full value in data-value, shown to 4 significant digits."""
+    columns = ([frame.index.name or ""] if index else []) + [str(c) for c in frame.columns]
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    rows = []
+    for key, row in zip(frame.index, frame.itertuples(index=False)):
+        cells = ([_cell(key)] if index else []) + [_cell(v) for v in row]
+        rows.append(f'<tr data-key="{_e(str(key))}">{"".join(cells)}</tr>')
+    return f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _cell(value) -> str:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return f"<td>{_e(str(value))}</td>"
+    if isinstance(value, (int, np.integer)):
+        return f'<td data-value="{int(value)}">{int(value)}</td>'
+    value = float(value)
+    if np.isnan(value):
+        return "<td></td>"
+    text = "inf" if np.isinf(value) else f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e5 else f"{value:.4f}"
+    return f'<td data-value="{value!r}">{text}</td>'
+
+
+def _e(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
