@@ -106,7 +106,7 @@ def _polish(fun: _Tracked, lower: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     """Derivatives at the best point and one Newton step from it (kept only if it lowers the criterion)."""
     x, f0 = fun.x.copy(), fun.f
     free = free_coordinates(x, lower)
-    grad, hess = gradient_hessian(fun, x, free, f0=f0)
+    grad, hess = gradient_hessian(fun, x, free, f0=f0, cheap=True)
     step = _newton_step(grad, hess, free)
     if step is not None and np.any(step):
         fun(np.maximum(x + step, lower))  # _Tracked keeps it if it is better
@@ -133,7 +133,7 @@ def finite_difference_checks(
     """
     if info.checked_at.size == 0:
         info.checked_at = info.x.copy()
-        info.gradient, info.hessian = gradient_hessian(fun, info.x, free_coordinates(info.x, lower))
+        info.gradient, info.hessian = gradient_hessian(fun, info.x, free_coordinates(info.x, lower), cheap=True)
     free = free_coordinates(info.checked_at, lower)
     if not np.any(free):
         return info
@@ -151,22 +151,34 @@ def finite_difference_checks(
     return info
 
 
-def gradient_hessian(fun, x: np.ndarray, free: np.ndarray, h: float = 1e-4, f0: float | None = None):
-    """Central finite-difference gradient and Hessian over the free coordinates (f0 = fun(x) if known)."""
+def gradient_hessian(fun, x: np.ndarray, free: np.ndarray, h: float = 1e-4, f0: float | None = None, cheap: bool = False):
+    """Central finite-difference gradient and Hessian over the free coordinates (f0 = fun(x) if known).
+
+    cheap=True takes the mixed second derivatives from one extra point per pair, f(x + e_a + e_b), instead
+    of four: error O(h) instead of O(h^2), ample for a Newton step and a convergence check, and 1 + 2n +
+    n(n-1)/2 evaluations instead of 1 + 2n + 2n(n-1).
+    """
     n = len(x)
     grad, hess = np.zeros(n), np.zeros((n, n))
     f0 = fun(x) if f0 is None else f0
     steps = h * np.maximum(np.abs(x), 0.1)
     idx = np.flatnonzero(free)
+    plus = np.zeros(n)
     for a in idx:
         ea = np.zeros(n)
         ea[a] = steps[a]
-        fp, fm = fun(x + ea), fun(x - ea)
-        grad[a] = (fp - fm) / (2 * steps[a])
-        hess[a, a] = (fp - 2 * f0 + fm) / steps[a] ** 2
+        plus[a], fm = fun(x + ea), fun(x - ea)
+        grad[a] = (plus[a] - fm) / (2 * steps[a])
+        hess[a, a] = (plus[a] - 2 * f0 + fm) / steps[a] ** 2
+    for a in idx:
+        ea = np.zeros(n)
+        ea[a] = steps[a]
         for b in idx[idx > a]:
             eb = np.zeros(n)
             eb[b] = steps[b]
-            val = (fun(x + ea + eb) - fun(x + ea - eb) - fun(x - ea + eb) + fun(x - ea - eb)) / (4 * steps[a] * steps[b])
+            if cheap:
+                val = (fun(x + ea + eb) - plus[a] - plus[b] + f0) / (steps[a] * steps[b])
+            else:
+                val = (fun(x + ea + eb) - fun(x + ea - eb) - fun(x - ea + eb) + fun(x - ea - eb)) / (4 * steps[a] * steps[b])
             hess[a, b] = hess[b, a] = val
     return grad, hess
