@@ -129,8 +129,8 @@ class Engine:
 
         B = [Z_2..Z_t, X, y]'WZ_1 (r x q0). Within a level the entries of B are ordered by row, so each pair
         (e1, e2) with e2 not after e1 lands in the lower triangle; a same-row pair of two coefficients
-        stands for both of its orders (M_g is symmetric). The map's rows are the r*r entries of the
-        trailing matrix, so one product gives the fill ready to subtract.
+        stands for both of its orders (M_g is symmetric). The map has a row for each entry of the trailing
+        matrix's lower triangle that receives fill (flat index in `_fill_targets`).
         """
         cp, k0, m0, r = self.cp, self.ks[0], self.ms[0], self.r
         parts = [cp.off[(0, a)].T for a in range(1, self.n_terms)]
@@ -152,6 +152,8 @@ class Engine:
         target = rows[e1] * r + rows[e2]
         mcol = level[e1] * k0 * k0 + coef[e1] * k0 + coef[e2]
         Q = sp.csr_matrix((weight, (target, mcol)), shape=(r * r, m0 * k0 * k0))
+        self._fill_targets = np.flatnonzero(np.diff(Q.indptr))  # entries of the r x r matrix that get fill
+        Q = Q[self._fill_targets]
         size = Q.shape[0] * Q.shape[1]
         self._fill = Q.toarray() if size <= DENSE_FILL_ENTRIES or Q.nnz > 0.3 * size else Q
 
@@ -191,7 +193,8 @@ class Engine:
         theta = np.asarray(theta, dtype=float)
         T = self.factors_of(theta)
         A11, L11, M, ld1 = self._first_block(T[0])
-        S = self.C22 - (self._fill @ M).reshape(self.r, self.r)
+        S = self.C22.copy()
+        S.reshape(-1)[self._fill_targets] -= self._fill @ M
         if self.n_terms > 1:
             self._scale_rest(S, T)
         c, info = lapack.dpotrf(S.T, lower=0, clean=int(clean), overwrite_a=1)  # S.T: Fortran order, no copy
