@@ -252,6 +252,59 @@ class Engine:
             val += f.ldRX2
         return -0.5 * float(val)
 
+    # ------------------------------------------------------------------ gradient (scalar terms)
+    @property
+    def has_gradient(self) -> bool:
+        """An analytic gradient is available when every term is scalar (one coefficient per group)."""
+        return all(k == 1 for k in self.ks)
+
+    def objective_and_gradient(self, theta: np.ndarray, reml: bool = True) -> tuple[float, np.ndarray]:
+        """The criterion and its gradient in theta, for models whose terms are all scalar.
+
+        With Omega the penalised system over [Z, X] (REML) or Z (ML): d log|Omega| / d theta_j =
+        (2 / theta_j)(q_j - tr_j(Omega^-1)), and by the envelope theorem d r^2 / d theta_j =
+        -2 |u_j|^2 / theta_j. The first term's trace is tr(A11^-1) + tr(S^-1 A21 A11^-2 A12), the second
+        part being one more fill product; S^-1 comes from the trailing factor (LAPACK dpotri).
+        """
+        theta = np.asarray(theta, dtype=float)
+        f = self._factor(theta, clean=True)
+        if f is None or f.r2 <= 0:
+            return np.inf, np.zeros_like(theta)
+        value = self.criterion(f, reml)
+        keep = self.q_rest + (self.p if reml else 0)
+        traces = np.empty(self.n_terms)
+        t0 = theta[0]
+        a = f.A11.reshape(-1)
+        traces[0] = float(np.sum(1.0 / a))
+        if keep:
+            Sinv, info = lapack.dpotri(f.Ls[:keep, :keep].T.copy(order="F"), lower=0)  # upper of the inverse
+            if info != 0:
+                return value, np.full_like(theta, np.nan)
+            Sinv = np.triu(Sinv)
+            P2 = np.zeros((self.r, self.r))
+            P2.reshape(-1)[self._fill_targets] = self._fill @ (t0**2 / a**2)
+            if self.n_terms > 1:
+                scale = np.ones(self.r)
+                for j, sj in self._scalar_rest:
+                    scale[sj] = theta[j]
+                P2 *= scale[:, None]
+                P2 *= scale
+            P2 = P2[:keep, :keep]  # lower triangle (fill targets are on or below the diagonal)
+            diag_sum = float(np.sum(np.diagonal(Sinv) * np.diagonal(P2)))
+            traces[0] += 2.0 * float(np.sum(Sinv.T * P2)) - diag_sum
+            d = np.diagonal(Sinv)
+            for j, sj in self._scalar_rest:
+                traces[j] = float(np.sum(d[sj]))
+        _, b = self.solve(f)
+        nu = (self.n - self.p) if reml else self.n
+        grad = np.zeros(self.n_terms)
+        for j in range(self.n_terms):
+            if theta[j] == 0.0:
+                continue  # the criterion is even in theta_j: its derivative at 0 is 0
+            u2 = float(np.sum(b[j] ** 2)) / theta[j] ** 2
+            grad[j] = 2.0 / theta[j] * (self.q[j] - traces[j]) - 2.0 * nu * u2 / (f.r2 * theta[j])
+        return value, grad
+
     # ------------------------------------------------------------------ solutions
     def solve(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
         """beta-hat and the conditional modes b (y units) per term, each (m, k)."""

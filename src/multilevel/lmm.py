@@ -11,7 +11,7 @@ np.float64(10.4673)
 from __future__ import annotations
 
 import warnings
-from functools import cached_property
+from functools import cached_property, partial
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from scipy import stats
 from . import predict as _predict
 from .engine import Engine, Factor, tri_index
 from .errors import MultilevelError, MultilevelWarning
-from .optimize import OptimumInfo, bobyqa, finite_difference_checks
+from .optimize import OptimumInfo, bobyqa, finite_difference_checks, lbfgsb
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on the relative factor's diagonal
 BLME_EXTRA_DF = 2.5  # blme's default Wishart df = q + 2.5
@@ -35,6 +35,16 @@ def blme_penalty(engine: Engine, theta: np.ndarray) -> float:
             return np.inf
         total -= (BLME_EXTRA_DF - 1.0) * 2.0 * float(np.sum(np.log(d)))
     return total
+
+
+def _value_and_gradient(engine: Engine, reml: bool, prior: str | None, theta: np.ndarray):
+    """Criterion and analytic gradient (scalar-term models), with blme's penalty when asked."""
+    value, grad = engine.objective_and_gradient(theta, reml)
+    if prior:
+        value += blme_penalty(engine, theta)
+        with np.errstate(divide="ignore"):
+            grad = grad - (BLME_EXTRA_DF - 1.0) * 2.0 / theta
+    return value, grad
 
 
 def fit_lmm(model, method: str = "REML", prior: str | None = None) -> LmmFit:
@@ -56,7 +66,10 @@ def fit_lmm(model, method: str = "REML", prior: str | None = None) -> LmmFit:
         return value + blme_penalty(engine, theta) if prior else value
 
     lower = engine.theta_lower()
-    info = bobyqa(objective, engine.theta_start(), lower)
+    if engine.has_gradient:
+        info = lbfgsb(partial(_value_and_gradient, engine, reml, prior), objective, engine.theta_start(), lower)
+    else:
+        info = bobyqa(objective, engine.theta_start(), lower)
     info = finite_difference_checks(objective, info, lower)
     return LmmFit(model, method, prior, info)
 

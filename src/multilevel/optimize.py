@@ -124,6 +124,53 @@ def bobyqa(fun: Callable[[np.ndarray], float], x0: np.ndarray, lower: np.ndarray
     return OptimumInfo(tracked.x, float(tracked.f), tracked.n, message, grad, hess, checked_at=checked_at)
 
 
+def lbfgsb(
+    fun_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    fun: Callable[[np.ndarray], float],
+    x0: np.ndarray,
+    lower: np.ndarray,
+) -> OptimumInfo:
+    """Minimise with an analytic gradient (L-BFGS-B, bounds x >= lower), then the same derivative checks.
+
+    Used when the engine has the gradient (scalar terms): it needs 3-5x fewer evaluations than BOBYQA,
+    which pays on large models where one evaluation costs tens of milliseconds (docs/performance.md).
+    """
+    from scipy.optimize import minimize
+
+    tracked = _Tracked(fun, x0)
+    calls = [0]
+
+    def wrapped(x):
+        calls[0] += 1
+        value, grad = fun_and_grad(x)
+        if value < tracked.f:
+            tracked.x, tracked.f = np.array(x, dtype=float), value
+        if not np.isfinite(value) or not np.all(np.isfinite(grad)):
+            return 1e300, np.zeros_like(x)
+        return value, grad
+
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+    result = minimize(wrapped, np.maximum(x0, lower), jac=True, method="L-BFGS-B", bounds=bounds,
+                      options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 1000})
+    checked_at, grad, hess, step = _polish(tracked, lower)
+    message = "converged" if result.success else f"L-BFGS-B: {result.message}"
+    if step is None or np.max(np.abs(step), initial=0.0) > NEWTON_TRUST or _leaves_bound(tracked, lower):
+        return bobyqa(fun, tracked.x, lower)  # not at a minimum: derivative-free from here
+    return OptimumInfo(tracked.x, float(tracked.f), tracked.n + calls[0], message, grad, hess, checked_at=checked_at)
+
+
+def _leaves_bound(fun: _Tracked, lower: np.ndarray, probe: float = 1e-2) -> bool:
+    """True if moving a coordinate off its bound lowers the criterion: the even criterion has zero slope at a
+    zero diagonal element, so a gradient method can stop there on a maximum along that coordinate."""
+    x, f0 = fun.x.copy(), fun.f
+    for a in np.flatnonzero(~free_coordinates(x, lower)):
+        trial = x.copy()
+        trial[a] = lower[a] + probe
+        if fun(trial) < f0:
+            return True
+    return False
+
+
 def finite_difference_checks(
     fun: Callable[[np.ndarray], float], info: OptimumInfo, lower: np.ndarray, tol: float = 2e-3
 ) -> OptimumInfo:
