@@ -15,7 +15,7 @@ Columns are used on their own scale (no standardising), as the mixed model does.
 >>> model = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff2"))
 >>> result = methods(model, include=["ML", "REML", "zero-avoiding", "ridge toward group mean"])
 >>> result.wide().loc["sd_Batch__Intercept"].round(2).tolist()
-[0.0, 0.0, 0.77, 0.44]
+[0.0, 0.0, 1.49, 0.0]
 """
 
 from __future__ import annotations

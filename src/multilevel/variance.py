@@ -13,11 +13,8 @@ the same quantities per posterior draw, summarised with credible intervals.
 
 >>> import multilevel as mlv
 >>> fit = mlv.Model("mAch ~ 1 + (1 | school)", mlv.datasets.load("Hsb82")).fit()
->>> icc(fit).round(4)
-          estimate
-component         
-school      0.1804
-Residual    0.8196
+>>> icc(fit)["estimate"].round(4).to_dict()
+{'school': 0.1804, 'Residual': 0.8196}
 """
 
 from __future__ import annotations
