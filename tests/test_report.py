@@ -10,7 +10,7 @@ import pytest
 
 import multilevel as mlv
 from multilevel.errors import MultilevelError
-from multilevel.report import report
+from multilevel.html_report import report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

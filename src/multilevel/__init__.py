@@ -12,9 +12,14 @@ from .anova import anova
 from .errors import FormulaError, MultilevelError, MultilevelWarning
 from .formula import Formula, RandomTerm, parse
 from .model import Model
+from .io import load, save
 from .priors import prior, priors
 
 __all__ = [
+    "load",
+    "plots",
+    "report",
+    "save",
     "anova",
     "Formula",
     "FormulaError",
@@ -28,3 +33,14 @@ __all__ = [
     "priors",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """Plots and the report load matplotlib: import them only when asked for (keeps `import multilevel` fast)."""
+    import importlib
+
+    if name == "plots":
+        return importlib.import_module(".plots", __name__)
+    if name == "report":
+        return importlib.import_module(".html_report", __name__).report
+    raise AttributeError(f"module 'multilevel' has no attribute {name!r}")

@@ -117,7 +117,7 @@ def fit(data, formula, method, chains, draws, warmup, seed, cores, report_path, 
     from . import io
     from .model import Model
     from .plots import label
-    from .report import report
+    from .html_report import report
 
     method = method.lower()
     outputs = _save_paths(save, _tags(method)) if save else {}
@@ -176,7 +176,7 @@ def compare(data, formulas, method, chains, draws, warmup, seed, cores):
 def report_command(saved, output, title, force):
     """Write one HTML report of SAVED results (.json fits and .nc posteriors)."""
     from .io import check_writable, load
-    from .report import report
+    from .html_report import report
 
     check_writable(output, force)
     results = [load(path) for path in saved]
@@ -204,7 +204,7 @@ def demo(report_path, force):
     from . import datasets as shipped
     from .io import check_writable
     from .model import Model
-    from .report import report
+    from .html_report import report
 
     if report_path:
         check_writable(report_path, force)

@@ -248,6 +248,12 @@ class LmmFit:
         vc = self.variance_components.assign(kind="variance")
         return pd.concat([fe, vc], ignore_index=True)
 
+    def save(self, path, force: bool = False):
+        """Write the fit to JSON (never overwrites unless force=True); reopen with `mlv.load`."""
+        from .io import save
+
+        return save(self, path, force=force)
+
     def summary(self) -> str:
         from .summary import lmm_summary
 

@@ -279,6 +279,12 @@ class Posterior:
 
         return waic(self.log_likelihood())
 
+    def save(self, path, force: bool = False):
+        """Write the draws and the model's data to netCDF (never overwrites unless force=True); `mlv.load` reopens it."""
+        from .io import save
+
+        return save(self, path, force=force)
+
     def __repr__(self) -> str:
         head = (
             f"Bayesian fit ({self.sampler}, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, "

@@ -2,7 +2,7 @@
 comparison, diagnostics with warnings highlighted, and the plots (PNG embedded; no network needed).
 
 >>> import tempfile, pathlib, multilevel as mlv
->>> from multilevel.report import report
+>>> from multilevel import report
 >>> fit = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff")).fit()
 >>> path = report(fit, pathlib.Path(tempfile.mkdtemp()) / "report.html")
 >>> "<img" in path.read_text()
