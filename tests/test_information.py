@@ -58,7 +58,12 @@ def test_loo_and_waic_match_brms(name, formula, data):
     ref = reference(name)
     post = mlv.Model(formula, mlv.datasets.load(data)).sample(chains=4, draws=1000, warmup=1000, seed=1, progress=False)
     ll = post.log_likelihood()
-    assert loo(post, log_lik=ll).elpd == pytest.approx(ref["loo"]["elpd_loo"]["estimate"], abs=1.0)
+    if ref["loo"]["pareto_k_gt_0.7"]:
+        with pytest.warns(mlv.MultilevelWarning, match="Pareto k"):
+            result = loo(post, log_lik=ll)
+    else:
+        result = loo(post, log_lik=ll)
+    assert result.elpd == pytest.approx(ref["loo"]["elpd_loo"]["estimate"], abs=1.0)
     if name == "sleepstudy_slopes_brms":
         pytest.xfail(
             "brms's elpd_waic for sleepstudy (-859.35) sits 0.75 above ours averaged over 5 seeds (-860.1, seed SD 0.3, "

@@ -81,13 +81,21 @@ def methods(model, include=None, bayes: dict | None = None, seed: int = 0) -> Me
     tables, runs, fits = [], {}, {}
     for name in include:
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # boundary warnings become the on_boundary column
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             rows, fit, penalty = runners[name]()
         seconds = time.perf_counter() - start
+        others = [w for w in caught if not str(w.message).startswith("boundary (singular)")]  # that one is a column
+        for w in others:
+            warnings.warn(f"{name}: {w.message}", w.category, stacklevel=2)
         rows.insert(0, "method", name)
         tables.append(rows)
-        runs[name] = {"seconds": seconds, "on_boundary": bool(rows["on_boundary"].fillna(False).any()), "penalty": penalty}
+        runs[name] = {
+            "seconds": seconds,
+            "on_boundary": bool(rows["on_boundary"].fillna(False).any()),
+            "penalty": penalty,
+            "warnings": len(others),
+        }
         fits[name] = fit
     table = pd.concat(tables, ignore_index=True)[COLUMNS]
     return MethodsComparison(table, pd.DataFrame(runs).T.rename_axis("method"), fits)
@@ -141,7 +149,8 @@ def _group_names(design) -> list[str]:
 
 
 def _frequentist(fit):
-    """Rows of an ML/REML fit: Wald intervals for fixed effects, conditional intervals for group effects."""
+    """Rows of an ML/REML fit: Wald intervals for fixed effects, conditional intervals for group effects, and
+    for an ML fit profile intervals for the SDs, correlations and sigma."""
     from .bootstrap import parameters
 
     params = parameters(fit)
@@ -150,7 +159,26 @@ def _frequentist(fit):
     z = stats.norm.ppf(0.975)
     ge = fit.group_effects  # block by block, coefficient by coefficient, as _group_names
     group = _rows("group", _group_names(fit.design), ge["estimate"], ge["estimate"] - z * ge["std_error"], ge["estimate"] + z * ge["std_error"])
-    return pd.concat([fixed, *_variance_rows(params.to_dict()), group], ignore_index=True), fit, "estimated"
+    lower = upper = None
+    if not fit.reml and not fit.prior:
+        lower, upper = _profile_bounds(fit)
+    return pd.concat([fixed, *_variance_rows(params.to_dict(), lower, upper), group], ignore_index=True), fit, "estimated"
+
+
+def _profile_bounds(fit) -> tuple[dict, dict]:
+    """Profile-likelihood bounds of the SDs, correlations and sigma, keyed by brms names."""
+    from .posterior import brms_coef
+
+    ci = fit.confint(method="profile")
+    names = {"sigma": "sigma"}
+    for block in fit.design.blocks:
+        coefs = block.coef_names
+        for a, coef in enumerate(coefs):
+            names[f"sd_{coef}|{block.group}"] = f"sd_{block.group}__{brms_coef(coef)}"
+            for c in range(a + 1, len(coefs)):
+                names[f"cor_{coefs[c]}.{coef}|{block.group}"] = f"cor_{block.group}__{brms_coef(coef)}__{brms_coef(coefs[c])}"
+    ci = ci[ci.index.isin(list(names))].rename(index=names)
+    return ci["lower"].to_dict(), ci["upper"].to_dict()
 
 
 def _bayes(post):
@@ -319,6 +347,9 @@ def account(result: MethodsComparison) -> str:
             lines.append(
                 f"The fixed effects differ most on {worst} (from {fixed.loc[worst].min():.4g} to {fixed.loc[worst].max():.4g})."
             )
-    if {"ML", "REML", "zero-avoiding"} & set(runs.index):
-        lines.append("ML/REML rows give no intervals for SDs: fit.confint('profile') or a parametric bootstrap does.")
+    if {"REML", "zero-avoiding"} & set(runs.index):
+        lines.append(
+            "SD intervals: profile likelihood for ML; none in the REML and zero-avoiding rows (a parametric "
+            "bootstrap gives them); credible intervals for Bayes."
+        )
     return "\n".join(f"- {line}" for line in lines)
