@@ -24,6 +24,19 @@ def test_refit_on_new_response_equals_a_model_built_from_scratch(sleep_fit):
     np.testing.assert_allclose(quick.beta, full.beta, rtol=1e-12)
 
 
+def test_refit_keeps_weights_and_offset():
+    df = mlv.datasets.load("sleepstudy")
+    rng = np.random.default_rng(0)
+    w, off = rng.uniform(0.5, 2.0, len(df)), rng.normal(0, 5, len(df))
+    fit = mlv.Model("Reaction ~ Days + (Days | Subject)", df, weights=w, offset=off).fit()
+    y = fit.simulate(1, seed=3)[0]
+    quick = refit_on(fit, y)
+    full = mlv.Model("Reaction ~ Days + (Days | Subject)", df.assign(Reaction=y), weights=w, offset=off).fit()
+    np.testing.assert_allclose(quick.engine.cp.xy, full.engine.cp.xy, rtol=1e-12)
+    np.testing.assert_allclose(quick.engine.cp.zxy[0], full.engine.cp.zxy[0], rtol=1e-12, atol=1e-9)
+    assert quick.objective == pytest.approx(full.objective, abs=1e-9)
+
+
 def test_results_do_not_depend_on_cores(sleep_fit):
     one = bootstrap(sleep_fit, n=6, seed=11, cores=1)
     two = bootstrap(sleep_fit, n=6, seed=11, cores=2)

@@ -39,6 +39,19 @@ def test_group_marginal_likelihood_equals_the_dense_multivariate_normal(sleep_po
         assert ll[c, d, g] == pytest.approx(expected, rel=1e-10)
 
 
+def test_group_marginal_with_known_standard_errors_is_normal_with_summed_variances():
+    """Eight schools: one row per school, y_j ~ N(mu, tau² + se_j²) once the school effect is integrated out."""
+    post = mlv.Model("y | se(sigma) ~ 1 + (1 | school)", mlv.datasets.load("eight_schools")).sample(
+        chains=1, draws=50, warmup=100, seed=1, progress=False
+    )
+    d = post.design
+    ll = group_marginal_log_likelihood(post)[0]
+    tau, mu = post.sd[0][0, :, 0], post.beta[0, :, 0]
+    expected = stats.norm.logpdf(d.y[None, :], mu[:, None], np.sqrt(tau[:, None] ** 2 + d.se[None, :] ** 2))
+    order = np.argsort(d.blocks[0].codes)  # one row per level: rows in level order
+    np.testing.assert_allclose(ll, expected[:, order], rtol=1e-10)
+
+
 def test_marginal_loo_scores_groups(sleep_post):
     result = loo(sleep_post, kind="marginal")
     assert result.n_data_points == 18 and np.isfinite(result.elpd)
