@@ -25,12 +25,11 @@ import pandas as pd
 from .crossprod import grouped_sums, response
 from .engine import Engine
 from .errors import MultilevelError, MultilevelWarning
+from .posterior import brms_coef
 
 
 def parameters(fit) -> pd.Series:
     """A frequentist fit's parameters with brms's names: b_*, sd_*, cor_*, sigma (the Bayesian vocabulary)."""
-    from .posterior import brms_coef
-
     out = {f"b_{brms_coef(n)}": v for n, v in zip(fit.design.fixed_names, fit.beta)}
     for block, cov in zip(fit.design.blocks, fit.covariances):
         sd = np.sqrt(np.diag(cov))

@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .crossprod import response
 from .errors import MultilevelError
+from .posterior import brms_coef
 
 SD_BOUNDARY = 1e-4  # an SD below this fraction of sigma is on the boundary (lme4's isSingular tolerance)
 COR_BOUNDARY = 1 - 1e-4
@@ -138,8 +140,6 @@ def _variance_rows(params: dict, lower: dict | None = None, upper: dict | None =
 
 
 def _group_names(design) -> list[str]:
-    from .posterior import brms_coef
-
     return [
         f"r_{block.group}[{level},{brms_coef(coef)}]"
         for block in design.blocks
@@ -167,8 +167,6 @@ def _frequentist(fit):
 
 def _profile_bounds(fit) -> tuple[dict, dict]:
     """Profile-likelihood bounds of the SDs, correlations and sigma, keyed by brms names."""
-    from .posterior import brms_coef
-
     ci = fit.confint(method="profile")
     names = {"sigma": "sigma"}
     for block in fit.design.blocks:
@@ -222,7 +220,7 @@ def _penalised(design, kind: str, seed: int):
     keep = [j for j, n in enumerate(names) if n != "(Intercept)"]
     Zg = _indicator_columns(design)
     A = np.column_stack([design.X[:, keep], Zg])
-    y = _response(design)
+    y = response(design)
     if kind == "ridge":
         est = RidgeCV(alphas=RIDGE_ALPHAS, fit_intercept=intercept).fit(A, y)
     else:
@@ -248,7 +246,7 @@ def _ridge_to_mean(design):
     """
     from sklearn.linear_model import RidgeCV
 
-    X, y, Zg = design.X, _response(design), _indicator_columns(design)
+    X, y, Zg = design.X, response(design), _indicator_columns(design)
     Q, _ = np.linalg.qr(X)
     Zr, yr = Zg - Q @ (Q.T @ Zg), y - Q @ (Q.T @ y)
     est = RidgeCV(alphas=RIDGE_ALPHAS, fit_intercept=False).fit(Zr, yr)
@@ -259,8 +257,6 @@ def _ridge_to_mean(design):
     edf = X.shape[1] + float(np.sum(d**2 / (d**2 + lam)))
     sigma = float(np.sqrt(np.sum((y - X @ beta - Zg @ b) ** 2) / (design.nobs - edf)))
     implied = {}
-    from .posterior import brms_coef
-
     for block in design.blocks:
         for coef in block.coef_names:
             implied[f"sd_{block.group}__{brms_coef(coef)}"] = sigma / np.sqrt(lam)
@@ -274,13 +270,7 @@ def _ridge_to_mean(design):
 
 
 def _fixed_names(design) -> list[str]:
-    from .posterior import brms_coef
-
     return [f"b_{brms_coef(n)}" for n in design.fixed_names]
-
-
-def _response(design) -> np.ndarray:
-    return design.y if design.offset is None else design.y - design.offset
 
 
 def _interval_width(table: pd.DataFrame, method: str) -> float:

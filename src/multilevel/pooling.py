@@ -30,6 +30,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .crossprod import response
 from .errors import MultilevelError, MultilevelWarning
 
 
@@ -67,7 +68,7 @@ def no_pooling(design, block) -> np.ndarray:
     keep_rows = ok[block.codes]
     keep_cols = np.repeat(ok, k)
     A = np.column_stack([design.X[:, common], Zg[:, keep_cols]])[keep_rows]
-    y = _response(design)[keep_rows]
+    y = response(design)[keep_rows]
     coef, _, rank, _ = np.linalg.lstsq(A, y, rcond=None)
     if rank < A.shape[1]:
         raise MultilevelError(
@@ -82,12 +83,8 @@ def no_pooling(design, block) -> np.ndarray:
 
 def complete_pooling(design, coef_names: list[str]) -> np.ndarray:
     """Least-squares coefficients ignoring the groups, for the named coefficients (0 if not in X)."""
-    beta = np.linalg.lstsq(design.X, _response(design), rcond=None)[0]
+    beta = np.linalg.lstsq(design.X, response(design), rcond=None)[0]
     return np.array([beta[design.fixed_names.index(c)] if c in design.fixed_names else 0.0 for c in coef_names])
-
-
-def _response(design) -> np.ndarray:
-    return design.y if design.offset is None else design.y - design.offset
 
 
 def _partial(result, block) -> tuple[np.ndarray, np.ndarray]:
