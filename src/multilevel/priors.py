@@ -36,6 +36,17 @@ class Prior:
         args = ", ".join(_num(p) for p in self.params)
         return f"{self.family}({args})"
 
+    def brms(self) -> str:
+        """The prior as brms prints it: half-distributions as their full form (bounded at 0 by the class)."""
+        f, p = self.family, self.params
+        if f == "half_student_t":
+            return f"student_t({_num(p[0])}, 0, {_num(p[1])})"
+        if f == "half_normal":
+            return f"normal(0, {_num(p[0])})"
+        if f == "lkj":
+            return f"lkj_corr_cholesky({_num(p[0])})"
+        return str(self)
+
     def logpdf(self, x, xp=np):
         """Log density at x (normalised, half-distributions on x > 0); xp is numpy or jax.numpy."""
         f, p = self.family, self.params
@@ -159,20 +170,22 @@ class PriorSet:
     sigma: Prior | None
 
     def table(self, model) -> pd.DataFrame:
+        """One row per parameter: class, coefficient, group, our name of the prior and brms's."""
         rows = []
         if self.intercept is not None:
-            rows.append(("Intercept", "Intercept", "", "", str(self.intercept)))
+            rows.append(("Intercept", "Intercept", "", "", self.intercept))
         for name, p in self.b.items():
-            rows.append((f"b_{name}", "b", name, "", str(p)))
+            rows.append((f"b_{name}", "b", name, "", p))
         for (i, coef), p in self.sd.items():
             g = model.design.blocks[i].group
-            rows.append((f"sd_{g}__{_brms(coef)}", "sd", _brms(coef), g, str(p) + " (half)" if p.family in ("student_t", "normal") else str(p)))
+            rows.append((f"sd_{g}__{_brms(coef)}", "sd", _brms(coef), g, p))
         for i, p in self.cor.items():
             g = model.design.blocks[i].group
-            rows.append((f"cor_{g}", "cor", "", g, str(p)))
+            rows.append((f"cor_{g}", "cor", "", g, p))
         if self.sigma is not None:
-            rows.append(("sigma", "sigma", "", "", str(self.sigma)))
-        return pd.DataFrame(rows, columns=["parameter", "class", "coef", "group", "prior"]).set_index("parameter")
+            rows.append(("sigma", "sigma", "", "", self.sigma))
+        rows = [r[:4] + (str(r[4]), r[4].brms()) for r in rows]
+        return pd.DataFrame(rows, columns=["parameter", "class", "coef", "group", "prior", "brms"]).set_index("parameter")
 
 
 def _brms(name: str) -> str:
