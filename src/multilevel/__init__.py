@@ -9,6 +9,9 @@
 
 from . import datasets
 from .anova import anova
+from .bootstrap import bootstrap
+from .compare import compare
+from .methods import methods
 from .errors import FormulaError, MultilevelError, MultilevelWarning
 from .formula import Formula, RandomTerm, parse
 from .model import Model
@@ -16,6 +19,9 @@ from .io import load, save
 from .priors import prior, priors
 
 __all__ = [
+    "bootstrap",
+    "compare",
+    "methods",
     "load",
     "plots",
     "report",

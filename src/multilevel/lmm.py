@@ -248,6 +248,41 @@ class LmmFit:
         vc = self.variance_components.assign(kind="variance")
         return pd.concat([fe, vc], ignore_index=True)
 
+    def icc(self, conditional: bool = False, level: float = 0.95, bootstrap: int = 0, seed=None) -> pd.DataFrame:
+        """Share of variance at each level (adjusted / conditional ICC); bootstrap > 0 adds intervals."""
+        from .variance import icc
+
+        return icc(self, conditional, level, bootstrap, seed)
+
+    def r2(self, level: float = 0.95, bootstrap: int = 0, seed=None) -> pd.DataFrame:
+        """Nakagawa & Schielzeth marginal and conditional R^2."""
+        from .variance import r2
+
+        return r2(self, level, bootstrap, seed)
+
+    def variance_decomposition(self) -> pd.DataFrame:
+        from .variance import variance_decomposition
+
+        return variance_decomposition(self)
+
+    def pooling(self, group: str | None = None) -> pd.DataFrame:
+        """Per group: size, no-, complete- and partial-pooling estimates and the shrinkage factor."""
+        from .pooling import pooling
+
+        return pooling(self, group)
+
+    def ppc(self, stats=None, n: int = 1000, seed=None):
+        """Parametric-bootstrap predictive check of test statistics."""
+        from .ppc import ppc
+
+        return ppc(self, stats, n, seed)
+
+    def bootstrap(self, n: int = 1000, seed=None, cores: int = 1, statistic=None):
+        """Parametric bootstrap: refits on simulated data; reproducible whatever `cores`."""
+        from .bootstrap import bootstrap
+
+        return bootstrap(self, n, seed, cores, statistic)
+
     def save(self, path, force: bool = False):
         """Write the fit to JSON (never overwrites unless force=True); reopen with `mlv.load`."""
         from .io import save

@@ -143,7 +143,7 @@ class Posterior:
     def fixed_effects(self) -> pd.DataFrame:
         """Posterior mean (estimate), SD (std_error) and 95 % credible interval per coefficient."""
         flat = self.beta.reshape(-1, self.beta.shape[-1])
-        return _interval_table(flat, pd.Index(self.design.fixed_names, name="term"))
+        return interval_table(flat, pd.Index(self.design.fixed_names, name="term"))
 
     @cached_property
     def variance_components(self) -> pd.DataFrame:
@@ -177,28 +177,39 @@ class Posterior:
         for block, b in zip(self.design.blocks, self.b):
             flat = b.reshape(-1, block.m, block.k)
             for j, coef in enumerate(block.coef_names):
-                t = _interval_table(flat[:, :, j], None, prob)
+                t = interval_table(flat[:, :, j], None, prob)
                 t.insert(0, "term", coef)
                 t.insert(0, "level", block.levels)
                 t.insert(0, "group", block.group)
                 rows.append(t)
         return pd.concat(rows, ignore_index=True)
 
-    def icc(self, prob: float = 0.95) -> pd.DataFrame:
-        """Intra-class correlation per grouping factor (intercept variance share), as posterior draws summarised."""
-        if self.sigma is None:
-            raise MultilevelError("the ICC needs a residual variance; this model has known standard errors")
-        total = self.sigma**2
-        parts = {}
-        for block, s in zip(self.design.blocks, self.sd):
-            if "(Intercept)" in block.coef_names:
-                v = s[..., block.coef_names.index("(Intercept)")] ** 2
-                parts[block.group] = parts.get(block.group, 0) + v
-                total = total + v
-        if not parts:
-            raise MultilevelError("the ICC needs random intercepts; this model has none")
-        draws = np.stack([(v / total).ravel() for v in parts.values()], axis=1)
-        return _interval_table(draws, pd.Index(list(parts), name="group"), prob)
+    def icc(self, conditional: bool = False, level: float = 0.95) -> pd.DataFrame:
+        """Share of variance at each level, as posterior draws summarised with credible intervals."""
+        from .variance import icc
+
+        return icc(self, conditional, level)
+
+    def r2(self, level: float = 0.95) -> pd.DataFrame:
+        from .variance import r2
+
+        return r2(self, level)
+
+    def pooling(self, group: str | None = None) -> pd.DataFrame:
+        from .pooling import pooling
+
+        return pooling(self, group)
+
+    def ppc(self, stats=None, seed=None):
+        """Posterior predictive check: replicated data, test statistics and posterior predictive p-values."""
+        from .ppc import ppc
+
+        return ppc(self, stats, seed=seed)
+
+    def dic(self):
+        from .information import posterior_dic
+
+        return posterior_dic(self)
 
     # ------------------------------------------------------------------ predictions and checks
     def linear_predictor_draws(self) -> np.ndarray:
@@ -267,17 +278,17 @@ class Posterior:
             groups["posterior_predictive"] = {"y": self.posterior_predictive()}
         return arviz_base.from_dict(groups, dims=dims, coords=coords)
 
-    def loo(self):
-        """PSIS-LOO by ArviZ, with the log-likelihood conditional on the group effects (as brms)."""
-        import arviz_stats
+    def loo(self, kind: str = "conditional"):
+        """PSIS-LOO by ArviZ; kind="conditional" (given the group effects, as brms) or "marginal" (new groups)."""
+        from .information import loo
 
-        return arviz_stats.loo(self.to_arviz(log_likelihood=True))
+        return loo(self, kind)
 
-    def waic(self) -> pd.Series:
-        """WAIC (Watanabe 2010): elpd_waic, p_waic and their SEs from the pointwise log-likelihood."""
-        from .information import waic
+    def waic(self, kind: str = "conditional") -> pd.Series:
+        """WAIC (Watanabe 2010) from the pointwise log-likelihood."""
+        from .information import pointwise_log_likelihood, waic
 
-        return waic(self.log_likelihood())
+        return waic(pointwise_log_likelihood(self, kind))
 
     def save(self, path, force: bool = False):
         """Write the draws and the model's data to netCDF (never overwrites unless force=True); `mlv.load` reopens it."""
@@ -295,7 +306,8 @@ class Posterior:
         return head + body + ("\nWarnings:" + notes if notes else "")
 
 
-def _interval_table(flat: np.ndarray, index, prob: float = 0.95) -> pd.DataFrame:
+def interval_table(flat: np.ndarray, index, prob: float = 0.95) -> pd.DataFrame:
+    """Mean, SD and central interval of each column of draws (draws x quantities)."""
     lo, hi = (1 - prob) / 2, (1 + prob) / 2
     return pd.DataFrame(
         {

@@ -77,15 +77,9 @@ def _table(result, values_of, name: str, level: float, bootstrap: int, seed) -> 
     flat = np.column_stack([np.asarray(v, dtype=float).ravel() for v in values.values()])
     lo, hi = (1 - level) / 2, (1 + level) / 2
     if not hasattr(result, "theta"):
-        return pd.DataFrame(
-            {
-                "estimate": flat.mean(axis=0),
-                "std_error": flat.std(axis=0, ddof=1),
-                "ci_lower": np.quantile(flat, lo, axis=0),
-                "ci_upper": np.quantile(flat, hi, axis=0),
-            },
-            index=index,
-        )
+        from .posterior import interval_table
+
+        return interval_table(flat, index, level)
     table = pd.DataFrame({"estimate": flat[0]}, index=index)
     if bootstrap:
         from .bootstrap import bootstrap as run
