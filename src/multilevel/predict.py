@@ -55,7 +55,7 @@ def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, da
     for block, bb in zip(design.blocks, b):
         labels = _labels(frame, block.term.group_factors)
         index = pd.Index(block.levels).get_indexer(labels)
-        Z = np.ones((len(frame), 1)) if block.spec is None else block.spec.get_model_matrix(frame).to_numpy(dtype=float)
+        Z = block.spec.get_model_matrix(frame).to_numpy(dtype=float)
         effect = np.where(index[:, None] >= 0, bb[np.maximum(index, 0)], 0.0)
         eta = eta + np.einsum("nk,nk->n", Z, effect)
     return eta
