@@ -23,7 +23,6 @@ import time
 
 import numpy as np
 import scipy.linalg as sla
-from scipy import stats as sps
 
 from .crossprod import cross_products, response
 from .design import Design
@@ -99,10 +98,21 @@ def log_weight(cov: np.ndarray, sd_priors: list[Prior], eta: float) -> float:
     return out
 
 
+def inv_wishart(rng, df: float, S: np.ndarray) -> np.ndarray:
+    """One draw from the inverse-Wishart(df, S) distribution (Bartlett decomposition of its inverse)."""
+    k = S.shape[0]
+    if k == 1:
+        return S / rng.chisquare(df)
+    C = np.linalg.cholesky(np.linalg.inv(S))
+    A = np.tril(rng.standard_normal((k, k)), -1)
+    A[np.diag_indices(k)] = np.sqrt(rng.chisquare(df - np.arange(k)))
+    CA = C @ A
+    return np.linalg.inv(CA @ CA.T)
+
+
 def metropolis_cov(rng, S: np.ndarray, m: float, cov: np.ndarray, sd_priors: list[Prior], eta: float) -> tuple[np.ndarray, bool]:
     """Independence Metropolis step for a covariance matrix: proposal IW(m - 1, S), exact for the target prior."""
-    k = S.shape[0]
-    prop = np.atleast_2d(sps.invwishart.rvs(df=m - 1, scale=S, random_state=rng)).reshape(k, k)
+    prop = inv_wishart(rng, m - 1, S)
     accept = np.log(rng.uniform()) < log_weight(prop, sd_priors, eta) - log_weight(cov, sd_priors, eta)
     return (prop, True) if accept else (cov, False)
 
@@ -245,6 +255,11 @@ def _run_all(design, ps, seed, chains, warmup, draws, cores, progress) -> list[d
     return results
 
 
+def _per_term(results: list[dict], key: str) -> list[np.ndarray]:
+    """Per random term, the chains' draws of `key` stacked as (chains, draws, ...)."""
+    return [np.stack([r[key][i] for r in results]) for i in range(len(results[0][key]))]
+
+
 def sample_gibbs(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: int, cores: int, progress: bool):
     """Blocked Gibbs draws of every parameter, returned as a `Posterior` (same tables as NUTS)."""
     from .bayes import centred_design
@@ -262,8 +277,7 @@ def sample_gibbs(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed
         beta[..., names.index(name)] = beta_c[..., j]
     if intercept:
         beta[..., names.index("(Intercept)")] = beta_c[..., -1] - beta_c[..., :-1] @ means
-    stack = lambda key: [np.stack([r[key][i] for r in res]) for i in range(len(design.blocks))]  # noqa: E731
     sigma = None if res[0]["sigma"] is None else np.stack([r["sigma"] for r in res])
     stats = {"accept_rate": np.stack([r["accept_rate"] for r in res])}
     seconds = time.perf_counter() - start
-    return Posterior(model, beta, stack("sd"), stack("corr"), sigma, stack("b"), stats, ps, seed, seconds, "gibbs")
+    return Posterior(model, beta, _per_term(res, "sd"), _per_term(res, "corr"), sigma, _per_term(res, "b"), stats, ps, seed, seconds, "gibbs")
