@@ -96,11 +96,12 @@ def _program(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
         init_spec = jax.ShapeDtypeStruct(init.shape, np.float64)
         exported = jax.export.export(jax.jit(_chain_program(layout, warmup, draws)))(spec, key_spec, init_spec)
         try:
+            blob = exported.serialize()
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(exported.serialize())
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(blob)
             tmp.replace(path)
-        except OSError:
+        except (OSError, ImportError):  # no writable cache (or no serialiser): this session keeps it in memory
             pass
     fn = jax.jit(exported.call)
     _PROGRAMS[name] = fn
