@@ -151,9 +151,11 @@ class Engine:
         weight = vals[e1] * vals[e2] * np.where(both_orders, 2.0, 1.0)
         target = rows[e1] * r + rows[e2]
         mcol = level[e1] * k0 * k0 + coef[e1] * k0 + coef[e2]
-        Q = sp.csr_matrix((weight, (target, mcol)), shape=(r * r, m0 * k0 * k0))
-        self._fill_targets = np.flatnonzero(np.diff(Q.indptr))  # entries of the r x r matrix that get fill
-        Q = Q[self._fill_targets]
+        hit = np.zeros(r * r, dtype=bool)
+        hit[target] = True
+        self._fill_targets = np.flatnonzero(hit)  # entries of the r x r matrix that get fill
+        row_of = np.cumsum(hit) - 1
+        Q = sp.csr_matrix((weight, (row_of[target], mcol)), shape=(len(self._fill_targets), m0 * k0 * k0))
         size = Q.shape[0] * Q.shape[1]
         self._fill = Q.toarray() if size <= DENSE_FILL_ENTRIES or Q.nnz > 0.3 * size else Q
 
