@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import reference
 from scipy import stats
@@ -117,3 +118,10 @@ def test_bad_method_and_prior_are_refused(sleep):
         model.fit(method="GLS")
     with pytest.raises(MultilevelError, match="prior"):
         model.fit(prior="flat")
+
+
+def test_group_effects_read_as_attribute_or_call():
+    """DESIGN.md's attribute and the user guide's call give the same table."""
+    fit = mlv.Model("Reaction ~ Days + (Days | Subject)", mlv.datasets.load("sleepstudy")).fit()
+    pd.testing.assert_frame_equal(pd.DataFrame(fit.group_effects), fit.group_effects())
+    assert list(fit.group_effects.columns[:4]) == ["group", "level", "term", "estimate"]

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import MultilevelError
+from .tables import callable_table
 
 FORMAT = "multilevel"
 VERSION = 1
@@ -83,7 +84,7 @@ class SavedFit:
             setattr(self, name, record[name])
         self.fixed_effects = _frame_from(record["fixed_effects"])
         self.variance_components = _frame_from(record["variance_components"])
-        self.group_effects = _frame_from(record["group_effects"])
+        self.group_effects = callable_table(_frame_from(record["group_effects"]))
         self._fitted = np.asarray(record["fitted"], float)
         self._residuals = np.asarray(record["residuals"], float)
         blocks = [

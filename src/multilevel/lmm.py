@@ -191,7 +191,12 @@ class LmmFit:
 
     @cached_property
     def group_effects(self) -> pd.DataFrame:
-        """Conditional modes (BLUPs) of every group effect with their conditional SDs."""
+        """Conditional modes (BLUPs) of every group effect with their conditional SDs (also callable)."""
+        from .tables import callable_table
+
+        return callable_table(self._group_effects())
+
+    def _group_effects(self) -> pd.DataFrame:
         rows = []
         for block, b, cov in zip(self.design.blocks, self._b, self.conditional_covariances):
             sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))

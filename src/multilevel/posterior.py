@@ -171,8 +171,15 @@ class Posterior:
         table["ci_lower"], table["ci_upper"] = lows, highs
         return table
 
-    def group_effects(self, prob: float = 0.95) -> pd.DataFrame:
-        """Every group's effect: posterior mean, SD and credible interval (long table, as the frequentist one)."""
+    @cached_property
+    def group_effects(self) -> pd.DataFrame:
+        """Every group's effect: posterior mean, SD and 95 % credible interval (long table, as the frequentist
+        one); also callable, ``post.group_effects(prob=0.9)`` for other intervals."""
+        from .tables import callable_table
+
+        return callable_table(self._group_effects(), self._group_effects)
+
+    def _group_effects(self, prob: float = 0.95) -> pd.DataFrame:
         rows = []
         for block, b in zip(self.design.blocks, self.b):
             flat = b.reshape(-1, block.m, block.k)
