@@ -282,18 +282,15 @@ class Engine:
             Sinv, info = lapack.dpotri(f.Ls[:keep, :keep].T.copy(order="F"), lower=0)  # upper of the inverse
             if info != 0:
                 return value, np.full_like(theta, np.nan)
-            Sinv = np.triu(Sinv)
-            P2 = np.zeros((self.r, self.r))
-            P2.reshape(-1)[self._fill_targets] = self._fill @ (t0**2 / a**2)
-            if self.n_terms > 1:
-                scale = np.ones(self.r)
-                for j, sj in self._scalar_rest:
-                    scale[sj] = theta[j]
-                P2 *= scale[:, None]
-                P2 *= scale
-            P2 = P2[:keep, :keep]  # lower triangle (fill targets are on or below the diagonal)
-            diag_sum = float(np.sum(np.diagonal(Sinv) * np.diagonal(P2)))
-            traces[0] += 2.0 * float(np.sum(Sinv.T * P2)) - diag_sum
+            scale = np.ones(self.r)
+            for j, sj in self._scalar_rest:
+                scale[sj] = theta[j]
+            rows, cols = self._fill_targets // self.r, self._fill_targets % self.r  # lower triangle: rows >= cols
+            inside = rows < keep
+            rows, cols = rows[inside], cols[inside]
+            p2 = (self._fill @ (t0**2 / a**2))[inside] * scale[rows] * scale[cols]
+            weight = np.where(rows == cols, 1.0, 2.0)  # each off-diagonal entry stands for its mirror too
+            traces[0] += float(np.sum(weight * p2 * Sinv[cols, rows]))
             d = np.diagonal(Sinv)
             for j, sj in self._scalar_rest:
                 traces[j] = float(np.sum(d[sj]))

@@ -24,6 +24,7 @@ from .optimize import OptimumInfo, bobyqa, finite_difference_checks, lbfgsb
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on the relative factor's diagonal
 BLME_EXTRA_DF = 2.5  # blme's default Wishart df = q + 2.5
+GRADIENT_MIN_SIZE = 200  # the analytic gradient pays only when one evaluation is expensive (docs/performance.md)
 
 
 def blme_penalty(engine: Engine, theta: np.ndarray) -> float:
@@ -66,7 +67,7 @@ def fit_lmm(model, method: str = "REML", prior: str | None = None) -> LmmFit:
         return value + blme_penalty(engine, theta) if prior else value
 
     lower = engine.theta_lower()
-    if engine.has_gradient:
+    if engine.has_gradient and engine.r > GRADIENT_MIN_SIZE:
         info = lbfgsb(partial(_value_and_gradient, engine, reml, prior), objective, engine.theta_start(), lower)
     else:
         info = bobyqa(objective, engine.theta_start(), lower)
