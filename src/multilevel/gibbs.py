@@ -80,11 +80,11 @@ def inv_gamma(rng, shape: float, scale: float) -> float:
     return scale / rng.gamma(shape)
 
 
-def huang_wand(rng, ss: float, m: float, var: float, prior: Prior) -> tuple[float, float]:
-    """One sweep (a | var, then var | a, data) for a half-t(nu, A) SD with sum of squares ss over m values."""
+def huang_wand(rng, ss: float, m: float, var: float, prior: Prior) -> float:
+    """New variance of a half-t(nu, A) SD given m values with sum of squares ss: a | var, then var | a, data."""
     nu, A = prior.params
     a = inv_gamma(rng, (nu + 1) / 2, nu / var + 1 / A**2)
-    return inv_gamma(rng, (nu + m) / 2, nu / a + ss / 2), a
+    return inv_gamma(rng, (nu + m) / 2, nu / a + ss / 2)
 
 
 def log_weight(cov: np.ndarray, sd_priors: list[Prior], eta: float) -> float:
@@ -173,7 +173,7 @@ class Chain:
         for i, blk in enumerate(design.blocks):
             b = self.b[i]
             if blk.k == 1 and self._hw(self.sd_priors[i][0]):
-                var, _ = huang_wand(rng, float(b[:, 0] @ b[:, 0]), blk.m, self.cov[i][0, 0], self.sd_priors[i][0])
+                var = huang_wand(rng, float(b[:, 0] @ b[:, 0]), blk.m, self.cov[i][0, 0], self.sd_priors[i][0])
                 self.cov[i] = np.array([[var]])
             else:
                 self.cov[i], ok = metropolis_cov(rng, b.T @ b, blk.m, self.cov[i], self.sd_priors[i], self.eta[i])
@@ -184,7 +184,7 @@ class Chain:
                 e -= np.einsum("nk,nk->n", blk.Z, b[blk.codes])
             rss = float(e @ e if self.w is None else (self.w * e) @ e)
             if self._hw(self.sigma_prior):
-                var, _ = huang_wand(rng, rss, design.nobs, self.sigma**2, self.sigma_prior)
+                var = huang_wand(rng, rss, design.nobs, self.sigma**2, self.sigma_prior)
                 self.sigma = float(np.sqrt(var))
             else:
                 cov, ok = metropolis_cov(rng, np.array([[rss]]), design.nobs, np.array([[self.sigma**2]]), [self.sigma_prior], 1.0)
