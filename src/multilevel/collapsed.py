@@ -172,16 +172,14 @@ def _system(layout: Layout, data: dict, x):
 
     sds, chols, sigma, alpha, lp = constrain(layout, x, jnp)
     T = relative_factors(sds, chols, sigma, jnp)
-    k0 = layout.ks[0]
-    A11 = jnp.einsum("ba,gbc,cd->gad", T[0], data["G"], T[0]) + jnp.eye(k0)
-    L11 = jnp.linalg.cholesky(A11)
-    TL = jsl.solve_triangular(L11, jnp.broadcast_to(T[0].T, A11.shape), lower=True)
-    M = jnp.einsum("gba,gbc->gac", TL, TL)  # T0 A11^{-1} T0'
+    first = _first_term(T[0], data["G"], layout.ks[0])
+    M = jnp.einsum("ab,gbc,dc->gad", T[0], first["Ainv"], T[0])  # T0 A11^{-1} T0'
     B = data["B"]
     S = data["C22"] - jnp.einsum("rga,gab,sgb->rs", B, M, B)
     q2, p_c = layout.q_rest, layout.p_c
     lam = _rest_lambda(layout, T, S.shape[0], jnp)
-    S = lam.T @ S @ lam
+    if q2:
+        S = lam.T @ S @ lam
     sig2 = 1.0 if sigma is None else sigma**2
     extra = jnp.concatenate([jnp.ones(q2), sig2 * data["b_prec"], jnp.zeros(S.shape[0] - q2 - p_c)])
     S = S + jnp.diag(extra)
@@ -189,8 +187,85 @@ def _system(layout: Layout, data: dict, x):
         shift = sig2 * data["b_prec"] * data["b_mean"]
         S = S.at[q2 : q2 + p_c, -1].add(shift).at[-1, q2 : q2 + p_c].add(shift)
         S = S.at[-1, -1].add(jnp.sum(shift * data["b_mean"]))
-    L = jnp.linalg.cholesky(S)
-    return dict(T=T, A11=A11, L11=L11, L=L, lam=lam, sigma=sigma, sig2=sig2, alpha=alpha, lp=lp)
+    L = _cholesky(S)
+    return dict(T=T, first=first, L=L, lam=lam, sigma=sigma, sig2=sig2, alpha=alpha, lp=lp)
+
+
+def _first_term(T0, G, k0: int) -> dict:
+    """Per level of the first term: A = T0'G T0 + I, its inverse, its Cholesky factor and sum log det A.
+
+    Scalar and 2 x 2 blocks (random intercepts; intercept and slope) are written out elementwise: XLA fuses
+    them, where batched LAPACK calls on tiny matrices cost a call per level.
+    """
+    import jax.numpy as jnp
+
+    if k0 == 1:
+        a = T0[0, 0] ** 2 * G[:, 0, 0] + 1.0
+        return dict(Ainv=(1.0 / a)[:, None, None], L=jnp.sqrt(a)[:, None, None], logdet=jnp.sum(jnp.log(a)))
+    if k0 == 2:
+        (t00, t01), (t10, t11) = T0[0], T0[1]
+        g00, g01, g11 = G[:, 0, 0], G[:, 0, 1], G[:, 1, 1]
+        a00 = t00 * (t00 * g00 + t10 * g01) + t10 * (t00 * g01 + t10 * g11) + 1.0
+        a01 = t11 * (t00 * g01 + t10 * g11)
+        a11 = t11 * t11 * g11 + 1.0
+        det = a00 * a11 - a01 * a01
+        Ainv = jnp.stack([jnp.stack([a11, -a01], -1), jnp.stack([-a01, a00], -1)], -2) / det[:, None, None]
+        l00 = jnp.sqrt(a00)
+        l10 = a01 / l00
+        zero = jnp.zeros_like(l00)
+        L = jnp.stack([jnp.stack([l00, zero], -1), jnp.stack([l10, jnp.sqrt(a11 - l10 * l10)], -1)], -2)
+        return dict(Ainv=Ainv, L=L, logdet=jnp.sum(jnp.log(det)))
+    A = jnp.einsum("ba,gbc,cd->gad", T0, G, T0) + jnp.eye(k0)
+    L = jnp.linalg.cholesky(A)
+    return dict(Ainv=jnp.linalg.inv(A), L=L, logdet=2 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=1, axis2=2))))
+
+
+SMALL = 8  # dense systems up to this size are factored by unrolled scalar code, fused by XLA
+
+
+def _cholesky(S):
+    """Lower Cholesky factor; unrolled for small systems (a LAPACK call per leapfrog step costs more)."""
+    import jax.numpy as jnp
+
+    r = S.shape[0]
+    if r > SMALL:
+        return jnp.linalg.cholesky(S)
+    L = [[None] * r for _ in range(r)]
+    for j in range(r):
+        L[j][j] = jnp.sqrt(S[j, j] - sum((L[j][k] ** 2 for k in range(j)), 0.0))
+        for i in range(j + 1, r):
+            L[i][j] = (S[i, j] - sum((L[i][k] * L[j][k] for k in range(j)), 0.0)) / L[j][j]
+    zero = jnp.zeros_like(S[0, 0])
+    return jnp.stack([jnp.stack([L[i][j] if j <= i else zero for j in range(r)]) for i in range(r)])
+
+
+def _solve_upper_from_lower(L, v):
+    """Solve L' x = v for one lower-triangular L; unrolled for small systems."""
+    import jax.numpy as jnp
+    import jax.scipy.linalg as jsl
+
+    r = L.shape[0]
+    if r > SMALL or r == 0:
+        return jsl.solve_triangular(L, v, lower=True, trans="T")
+    x = [None] * r
+    for i in reversed(range(r)):
+        x[i] = (v[i] - sum((L[k, i] * x[k] for k in range(i + 1, r)), 0.0)) / L[i, i]
+    return jnp.stack(x)
+
+
+def _solve_lt(L, z):
+    """Solve L' x = z for each level's lower-triangular L (closed form for 1 x 1 and 2 x 2)."""
+    import jax.numpy as jnp
+    import jax.scipy.linalg as jsl
+
+    k = L.shape[-1]
+    if k == 1:
+        return z / L[:, 0, :]
+    if k == 2:
+        x1 = z[:, 1] / L[:, 1, 1]
+        x0 = (z[:, 0] - L[:, 1, 0] * x1) / L[:, 0, 0]
+        return jnp.stack([x0, x1], -1)
+    return jsl.solve_triangular(L, z[..., None], lower=True, trans="T")[..., 0]
 
 
 def log_density(layout: Layout, data: dict, x):
@@ -201,7 +276,7 @@ def log_density(layout: Layout, data: dict, x):
     L, d = s["L"], jnp.diagonal(s["L"])
     n, sum_log_w = data["consts"][0], data["consts"][1]
     q2, p_c = layout.q_rest, layout.p_c
-    ld = 2 * jnp.sum(jnp.log(jnp.diagonal(s["L11"], axis1=1, axis2=2))) + 2 * jnp.sum(jnp.log(d[: q2 + p_c]))
+    ld = s["first"]["logdet"] + 2 * jnp.sum(jnp.log(d[: q2 + p_c]))
     r2 = (L[-1, -2] - d[-2] * s["alpha"]) ** 2 + d[-1] ** 2 if layout.intercept else d[-1] ** 2
     # integrating the centred coefficients gives (2 pi sigma^2)^(p_c/2) / |R_X|, times normal priors' normalisers
     normal_b = jnp.sum(jnp.where(data["b_prec"] > 0, 0.5 * jnp.log(data["b_prec"] / (2 * jnp.pi)), 0.0))
@@ -228,15 +303,14 @@ def conditional_draw(layout: Layout, data: dict, x, z):
     v = L[-1, :nt] + sigma * zt
     if layout.intercept:
         v = v - s["alpha"] * L[-2, :nt]
-    wt = jsl.solve_triangular(L[:nt, :nt], v, lower=True, trans="T")
+    wt = _solve_upper_from_lower(L[:nt, :nt], v)
     scaled = s["lam"][:nt, :nt] @ wt  # b_rest on the response scale, then beta_c
     B = data["B"]
     resid = B[-1] - jnp.einsum("rga,r->ga", B[:nt], scaled)
     if layout.intercept:
         resid = resid - s["alpha"] * B[-2]
     rhs = jnp.einsum("ga,ab->gb", resid, s["T"][0])  # T0' v_g
-    u0 = jnp.linalg.solve(s["A11"], rhs[..., None])[..., 0]
-    u0 = u0 + sigma * jsl.solve_triangular(s["L11"], z0[..., None], lower=True, trans="T")[..., 0]
+    u0 = jnp.einsum("gab,gb->ga", s["first"]["Ainv"], rhs) + sigma * _solve_lt(s["first"]["L"], z0)
     b0 = u0 @ s["T"][0].T
     return scaled[q2:], b0, scaled[:q2]
 
