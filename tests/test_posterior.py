@@ -3,18 +3,12 @@ table layouts, and the ArviZ DataTree."""
 
 from __future__ import annotations
 
-import os
+import numpy as np
+import pytest
 
-# XLA's multi-threaded Eigen pool on CPU intermittently wedges (all workers idle, the result never
-# arrives); seen here in nuts.run_chain under load. Single-threaded Eigen avoids it (reported to the lead).
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-import multilevel as mlv  # noqa: E402
-from multilevel.errors import MultilevelWarning  # noqa: E402
-from multilevel.posterior import Posterior  # noqa: E402
+import multilevel as mlv
+from multilevel.errors import MultilevelWarning
+from multilevel.posterior import Posterior
 
 
 @pytest.fixture(scope="module")

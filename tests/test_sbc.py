@@ -8,18 +8,12 @@ the centred-intercept path is exercised) with proper priors, including normal pr
 
 from __future__ import annotations
 
-import os
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
 
-# XLA's multi-threaded Eigen pool on CPU intermittently wedges (all workers idle, the result never
-# arrives); seen here in nuts.run_chain under load. Single-threaded Eigen avoids it (reported to the lead).
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from scipy import stats  # noqa: E402
-
-import multilevel as mlv  # noqa: E402
+import multilevel as mlv
 
 PRIORS = {
     "Intercept": mlv.prior.normal(0, 1),
