@@ -32,3 +32,12 @@ def _quiet_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+def pytest_configure(config):
+    """XLA reads its flags once: make every test process single-threaded before anything imports JAX."""
+    import os
+
+    from multilevel.nuts import XLA_SINGLE_THREAD
+
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *XLA_SINGLE_THREAD]).strip()

@@ -121,7 +121,9 @@ def constrain(layout: Layout, x, xp=np):
         if ncor:
             zt = xp.tanh(cpc[..., c : c + ncor])
             L, logjac = corr_cholesky(zt, k, xp)
-            lp = lp + logjac + xp.sum(xp.log1p(-(zt**2)), axis=-1)
+            y = xp.abs(cpc[..., c : c + ncor])
+            log_dtanh = 2.0 * (np.log(2.0) - y - xp.log1p(xp.exp(-2.0 * y)))  # log(1 - tanh^2), stable in the tails
+            lp = lp + logjac + xp.sum(log_dtanh, axis=-1)
             lp = lp + lkj_cholesky_logpdf(L, layout.cor_priors[t].params[0], xp)
             c += ncor
         else:
@@ -282,7 +284,8 @@ def log_density(layout: Layout, data: dict, x):
     normal_b = jnp.sum(jnp.where(data["b_prec"] > 0, 0.5 * jnp.log(data["b_prec"] / (2 * jnp.pi)), 0.0))
     log_sig2 = 0.0 if s["sigma"] is None else jnp.log(s["sig2"])
     ll = -0.5 * ((n - p_c) * (jnp.log(2 * jnp.pi) + log_sig2) + ld - sum_log_w + r2 / s["sig2"]) + normal_b
-    return s["lp"] + ll
+    total = s["lp"] + ll
+    return jnp.where(jnp.isfinite(total), total, -jnp.inf)  # degenerate corners have no mass, never NaN
 
 
 def conditional_draw(layout: Layout, data: dict, x, z):

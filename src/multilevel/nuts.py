@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 _READY = False
+# One chain's program is small: XLA's intra-op thread pool only adds overhead, and multi-threaded Eigen has
+# been seen to wedge on CPU (a chain waiting forever on an idle pool), so chains run single-threaded.
+XLA_SINGLE_THREAD = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
 _PROGRAMS: dict = {}
 
 
@@ -32,6 +36,8 @@ def setup_jax() -> None:
     global _READY
     if _READY:
         return
+    if "jax" not in sys.modules:  # XLA reads its flags once, at import
+        os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *XLA_SINGLE_THREAD]).strip()
     import jax
 
     jax.config.update("jax_enable_x64", True)
