@@ -218,6 +218,9 @@ def _finite_matrix(mm, names: list[str], where: str) -> np.ndarray:
 
 
 def _fixed_matrix(fixed: str, frame: pd.DataFrame, columns: list[str]):
+    simple = NumericColumns.parse(fixed, frame)
+    if simple is not None:  # intercept and numeric columns only: no formula machinery needed
+        return simple.matrix(frame), simple.names, simple
     expr = _poly_for_ordered(fixed, frame)
     mm = _evaluate(expr, frame, columns, "the fixed part")
     order = names_in(fixed, frame.columns)
@@ -343,9 +346,9 @@ def _random_block(term: RandomTerm, frame: pd.DataFrame, columns: list[str]) -> 
 
 @dataclass(frozen=True)
 class NumericColumns:
-    """A random-term expression that is an optional intercept plus numeric columns, evaluated directly.
+    """An expression that is an optional intercept plus numeric columns, evaluated directly.
 
-    Formula evaluation costs milliseconds a term; most random terms are '1' or '1 + x'. Gives the same
+    Formula evaluation costs milliseconds a term; most random terms, and many fixed parts, are '1 + x'. Gives the same
     matrix and names as formulaic would, and plays the part of its model spec for new data.
     """
 
@@ -375,9 +378,12 @@ class NumericColumns:
         parts = ([np.ones(len(frame))] if self.intercept else []) + [frame[c].to_numpy(dtype=float) for c in self.columns]
         return np.column_stack(parts)
 
-    def get_model_matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The columns for new data (the interface predict uses for formulaic's specs)."""
-        return pd.DataFrame(self.matrix(frame), columns=self.names, index=frame.index)
+    def get_model_matrix(self, frame: pd.DataFrame, na_action: str = "raise") -> pd.DataFrame:
+        """The columns for new data (the interface predict uses for formulaic's specs); missing values raise."""
+        values = self.matrix(frame)
+        if na_action == "raise" and not np.all(np.isfinite(values)):
+            raise ValueError(f"missing or infinite values in {', '.join(self.columns)}")
+        return pd.DataFrame(values, columns=self.names, index=frame.index)
 
 
 def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
