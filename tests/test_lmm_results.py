@@ -125,3 +125,14 @@ def test_group_effects_read_as_attribute_or_call():
     fit = mlv.Model("Reaction ~ Days + (Days | Subject)", mlv.datasets.load("sleepstudy")).fit()
     pd.testing.assert_frame_equal(pd.DataFrame(fit.group_effects), fit.group_effects())
     assert list(fit.group_effects.columns[:4]) == ["group", "level", "term", "estimate"]
+
+
+def test_moment_start_is_a_valid_interior_start():
+    """The large-model start is finite, off the boundary, one value per scalar term, and nearer the optimum than 1."""
+    from multilevel.lmm import moment_start
+
+    model = mlv.Model("diameter ~ 1 + (1 | plate) + (1 | sample)", mlv.datasets.load("Penicillin"))
+    start = moment_start(model.design)
+    assert start.shape == (2,) and np.all(start >= 0.1) and np.all(np.isfinite(start))
+    theta = model.fit().theta
+    assert np.linalg.norm(np.log(start / theta)) < np.linalg.norm(np.log(1 / theta))
