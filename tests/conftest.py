@@ -26,6 +26,14 @@ def reference_files(*kinds: str) -> list[str]:
     return out
 
 
+@pytest.fixture(scope="session")
+def sleep():
+    """The sleepstudy data, read once (tests must not modify it)."""
+    import multilevel as mlv
+
+    return mlv.datasets.load("sleepstudy")
+
+
 @pytest.fixture(autouse=True)
 def _quiet_warnings():
     """Our own warnings are asserted where they matter; elsewhere they are noise."""

@@ -15,10 +15,6 @@ SMALL = "Reaction ~ 1 + Days + (1 | Subject)"
 BIG = "Reaction ~ 1 + Days + (1 + Days | Subject)"
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mlv.datasets.load("sleepstudy")
-
 
 @pytest.fixture(scope="module")
 def table(sleep):

@@ -11,10 +11,6 @@ INTERCEPTS = "Reaction ~ Days + (1 | Subject)"
 SLOPES = "Reaction ~ Days + (Days | Subject)"
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mlv.datasets.load("sleepstudy")
-
 
 def test_frequentist_table_refits_by_ml_and_tests_the_bigger_model(sleep):
     table = compare({"intercepts": mlv.Model(INTERCEPTS, sleep).fit(), "slopes": mlv.Model(SLOPES, sleep).fit()})

@@ -10,10 +10,6 @@ import multilevel as mlv
 from multilevel.design import build_design
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mlv.datasets.load("sleepstudy")
-
 
 def test_sleepstudy_design_holds_the_data(sleep):
     d = build_design("Reaction ~ 1 + Days + (1 + Days | Subject)", sleep)

@@ -11,10 +11,6 @@ from multilevel.design import build_design
 from multilevel.errors import FormulaError, MultilevelError
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mlv.datasets.load("sleepstudy")
-
 
 def raises(formula, data, *words):
     """Build the design, expect our error, and check the message holds every word; return it."""

@@ -21,10 +21,6 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mlv.datasets.load("sleepstudy")
-
 
 def test_singular_fit_is_explained_in_plain_words_with_what_to_do():
     model = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff2"))

@@ -20,10 +20,6 @@ from multilevel.errors import MultilevelError
 SLOPES = "Reaction ~ Days + (Days | Subject)"
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mlv.datasets.load("sleepstudy")
-
 
 @pytest.fixture(scope="module")
 def model(sleep):

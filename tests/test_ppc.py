@@ -15,10 +15,6 @@ def slope_sd(y, design):
     return float(np.std(slopes, ddof=1))
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mlv.datasets.load("sleepstudy")
-
 
 def test_check_flags_a_model_without_random_slopes(sleep):
     wrong = ppc(mlv.Model("Reaction ~ Days + (1 | Subject)", sleep).fit(), {"slope_sd": slope_sd}, n=200, seed=1)

@@ -11,10 +11,6 @@ import multilevel as mlv
 from multilevel.errors import MultilevelError
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return mlv.datasets.load("sleepstudy")
-
 
 @pytest.fixture(scope="module")
 def slopes(sleep):

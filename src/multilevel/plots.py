@@ -314,12 +314,7 @@ def pareto_k(k, limit: float = PARETO_K_LIMIT) -> Figure:
     ax.scatter(np.flatnonzero(~bad), values[~bad], s=10, color=COLORS[0], label=f"k <= {limit}")
     ax.scatter(np.flatnonzero(bad), values[bad], s=18, color="C3", marker="x", label=f"k > {limit} ({bad.sum()})")
     ax.axhline(limit, color="C3", linestyle="--", linewidth=1)
-    ax.set_xlabel("observation")
-    ax.set_ylabel("Pareto k")
-    ax.set_title("PSIS-LOO diagnostics")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "observation", "Pareto k", "PSIS-LOO diagnostics")
 
 
 # ---------------------------------------------------------------------------------------------- predictive checks
@@ -336,9 +331,14 @@ def ppc_overlay(y: np.ndarray, y_rep: np.ndarray, n: int = 50, seed: int = 0) ->
         ax.plot(mids, np.histogram(row, edges, density=True)[0], color=COLORS[0], alpha=0.2, linewidth=0.8,
                 label="replicated" if i == 0 else None)
     ax.plot(mids, np.histogram(y, edges, density=True)[0], color="k", linewidth=2, label="observed")
-    ax.set_xlabel("response")
-    ax.set_ylabel("density")
-    ax.set_title("Posterior predictive check")
+    return _finish(fig, ax, "response", "density", "Posterior predictive check")
+
+
+def _finish(fig: Figure, ax, xlabel: str, ylabel: str, title: str) -> Figure:
+    """Axis labels, title and legend, then a tight layout: the last steps every single-panel plot shares."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
