@@ -79,8 +79,9 @@ def test_loo_and_waic_match_brms(name, formula, data):
     assert result.elpd == pytest.approx(ref["loo"]["elpd_loo"]["estimate"], abs=1.0)
     if name == "sleepstudy_slopes_brms":
         pytest.xfail(
-            "brms's elpd_waic for sleepstudy (-859.35) sits 0.75 above ours averaged over 5 seeds (-860.1, seed SD 0.3, "
-            "posterior means match brms): 14 observations have p_waic > 0.4, so the estimate carries more Monte "
-            "Carlo error than the 0.5 tolerance, and brms's autocorrelated draws (ESS ~1500) more than ours"
+            "brms's elpd_waic for sleepstudy (-859.35) sits 0.55 above ours from 40,000 draws (-859.90); WAIC from "
+            "1,500 effective draws (brms's ESS) has a Monte Carlo SD of 0.37 on this model (14 observations with "
+            "p_waic > 0.4), and 9.5 % of such subsamples of our draws reach brms's value: the reference's own noise "
+            "exceeds the 0.5 tolerance"
         )
     assert waic(ll)["elpd_waic"] == pytest.approx(ref["waic"]["elpd_waic"]["estimate"], abs=0.5)
