@@ -120,3 +120,14 @@ def test_user_errors_one_line_exit_2(data, tmp_path):
 def test_module_entry_point_matches_the_command():
     out = subprocess.run([sys.executable, "-m", "multilevel.cli", "datasets"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout == run("datasets").stdout
+
+
+def test_output_into_a_closed_pipe_is_not_an_error():
+    """`multilevel datasets | head -1` stops quietly with exit 0, as Unix tools do."""
+    exe = shutil.which("multilevel")
+    if exe is None:
+        pytest.skip("the multilevel command is not installed (pip install -e .)")
+    proc = subprocess.Popen([exe, "datasets"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before anything is read
+    assert proc.wait(timeout=120) == 0
+    assert b"Broken pipe" not in proc.stderr.read()

@@ -6,6 +6,7 @@ line to stderr and exit with code 2; progress bars appear only when stderr is a 
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from functools import wraps
@@ -27,6 +28,9 @@ def _user_errors(command):
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            sys.exit(0)
         except (MultilevelError, OSError) as exc:
             message = str(exc).strip().splitlines()
             click.echo(f"error: {' '.join(line.strip() for line in message)}", err=True)
