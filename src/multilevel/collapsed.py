@@ -157,10 +157,21 @@ def jax_data(engine, layout: Layout) -> dict:
     for p in layout.b_priors:
         b_prec.append(0.0 if p.family == "flat" else 1.0 / p.params[1] ** 2)
         b_mean.append(0.0 if p.family == "flat" else p.params[0])
+    import scipy.sparse as sp
+
+    fill = sp.coo_matrix(engine._fill)  # the engine's map from M (per level, flattened) to the fill's lower part
+    targets = engine._fill_targets
+    rows, cols = targets // r, targets % r
     return {
         "G": np.asarray(engine.cp.diag[0]),
         "B": B,
         "C22": np.asarray(engine.C22),
+        "fill_vals": fill.data.astype(float),
+        "fill_rows": fill.row.astype(np.int32),
+        "fill_cols": fill.col.astype(np.int32),
+        "fill_lower": targets.astype(np.int32),
+        "fill_upper": (cols * r + rows).astype(np.int32),
+        "fill_mirror": (rows != cols).astype(float),
         "b_prec": np.asarray(b_prec, dtype=float).reshape(-1),
         "b_mean": np.asarray(b_mean, dtype=float).reshape(-1),
         "consts": np.array([engine.n, engine.cp.sum_log_w]),
@@ -176,8 +187,7 @@ def _system(layout: Layout, data: dict, x):
     T = relative_factors(sds, chols, sigma, jnp)
     first = _first_term(T[0], data["G"], layout.ks[0])
     M = jnp.einsum("ab,gbc,dc->gad", T[0], first["Ainv"], T[0])  # T0 A11^{-1} T0'
-    B = data["B"]
-    S = data["C22"] - jnp.einsum("rga,gab,sgb->rs", B, M, B)
+    S = _fill_schur(data, M)
     q2, p_c = layout.q_rest, layout.p_c
     lam = _rest_lambda(layout, T, S.shape[0], jnp)
     if q2:
@@ -191,6 +201,18 @@ def _system(layout: Layout, data: dict, x):
         S = S.at[-1, -1].add(jnp.sum(shift * data["b_mean"]))
     L = _cholesky(S)
     return dict(T=T, first=first, L=L, lam=lam, sigma=sigma, sig2=sig2, alpha=alpha, lp=lp)
+
+
+def _fill_schur(data: dict, M):
+    """C22 - B M B': the engine's sparse fill map applied to the per-level M (cost ~ its nonzeros, not r^2 q0)."""
+    import jax
+    import jax.numpy as jnp
+
+    C = data["C22"]
+    contrib = data["fill_vals"] * M.reshape(-1)[data["fill_cols"]]
+    vals = jax.ops.segment_sum(contrib, data["fill_rows"], num_segments=data["fill_lower"].shape[0])
+    flat = C.reshape(-1).at[data["fill_lower"]].add(-vals).at[data["fill_upper"]].add(-vals * data["fill_mirror"])
+    return flat.reshape(C.shape)
 
 
 def _first_term(T0, G, k0: int) -> dict:
