@@ -65,3 +65,9 @@ def test_degenerate_corners_have_no_mass_and_no_nan():
     _, _, layout, jdata = setup("Reaction ~ 1 + Days + (1 + Days | Subject)", "sleepstudy")
     for x in ([3, 2, 30, 3, 250], [20, 20, 0, -10, 250]):
         assert float(log_density(layout, jdata, np.asarray(x, float))) == -np.inf
+
+
+def test_models_too_large_for_nuts_are_sent_to_gibbs_with_a_clear_error():
+    model = mlv.Model("y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)", mlv.datasets.load("InstEval"))
+    with pytest.raises(mlv.MultilevelError, match="sampler='gibbs'"):
+        model.sample(chains=1, draws=10, warmup=50, seed=1, progress=False)
