@@ -203,12 +203,17 @@ def _system(layout: Layout, data: dict, x):
     return dict(T=T, first=first, L=L, lam=lam, sigma=sigma, sig2=sig2, alpha=alpha, lp=lp)
 
 
+DENSE_FILL_FLOPS = 1_000_000  # below this a dense B M B' is cheaper in XLA than gather/scatter of the fill map
+
+
 def _fill_schur(data: dict, M):
     """C22 - B M B': the engine's sparse fill map applied to the per-level M (cost ~ its nonzeros, not r^2 q0)."""
     import jax
     import jax.numpy as jnp
 
-    C = data["C22"]
+    C, B = data["C22"], data["B"]
+    if B.shape[0] ** 2 * B.shape[1] * B.shape[2] <= DENSE_FILL_FLOPS:  # small: one fused product beats scatters
+        return C - jnp.einsum("rga,gab,sgb->rs", B, M, B)
     contrib = data["fill_vals"] * M.reshape(-1)[data["fill_cols"]]
     vals = jax.ops.segment_sum(contrib, data["fill_rows"], num_segments=data["fill_lower"].shape[0])
     flat = C.reshape(-1).at[data["fill_lower"]].add(-vals).at[data["fill_upper"]].add(-vals * data["fill_mirror"])
