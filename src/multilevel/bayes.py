@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .collapsed import Layout, constrain, jax_data, make_layout
+from .collapsed import Layout, jax_data, make_layout
 from .crossprod import cross_products
 from .design import Design
 from .engine import Engine
@@ -130,9 +130,3 @@ def _split_effects(layout: Layout, beta_c: np.ndarray, b0: np.ndarray, b_rest: n
         blocks.append(b_rest[:, :, start : start + k * m].reshape(chains, n, m, k))
         start += k * m
     return beta_c.reshape(chains, n, layout.p_c), blocks
-
-
-def constrained_draws(layout: Layout, positions: np.ndarray):
-    """SDs, correlation Cholesky factors, sigma and alpha for every draw (numpy)."""
-    sds, chols, sigma, alpha, _ = constrain(layout, positions, np)
-    return sds, chols, sigma, alpha

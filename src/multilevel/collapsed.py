@@ -181,7 +181,6 @@ def jax_data(engine, layout: Layout) -> dict:
 def _system(layout: Layout, data: dict, x):
     """Constrained parameters and the blocked factor of the augmented system at one point (JAX)."""
     import jax.numpy as jnp
-    import jax.scipy.linalg as jsl
 
     sds, chols, sigma, alpha, lp = constrain(layout, x, jnp)
     T = relative_factors(sds, chols, sigma, jnp)
@@ -322,7 +321,6 @@ def conditional_draw(layout: Layout, data: dict, x, z):
     first term; group effects are returned on the response scale (b = Lambda u).
     """
     import jax.numpy as jnp
-    import jax.scipy.linalg as jsl
 
     s = _system(layout, data, x)
     L, q2, p_c = s["L"], layout.q_rest, layout.p_c

@@ -9,6 +9,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from .engine import tri_index
 from .errors import MultilevelError, MultilevelWarning
 from .predict import linear_predictor, predict_new, random_part
 
@@ -34,9 +35,9 @@ class Posterior:
     @classmethod
     def from_collapsed(cls, model, layout, positions, beta_c, b, means, stats, priors, seed, seconds, sampler):
         """Assemble draws from the collapsed sampler: constrained parameters plus the exact conditional draws."""
-        from .bayes import constrained_draws
+        from .collapsed import constrain
 
-        sds, chols, sigma, alpha = constrained_draws(layout, positions)
+        sds, chols, sigma, alpha, _ = constrain(layout, positions, np)
         names = model.design.fixed_names
         beta = np.empty(positions.shape[:2] + (len(names),))
         others = [n for n in names if n != "(Intercept)"] if layout.intercept else names
@@ -154,22 +155,21 @@ class Posterior:
         mean_cov = [c.reshape(-1, *c.shape[-2:]).mean(axis=0) for c in covs_draws]
         sigma_mean = None if self.sigma is None else float(self.sigma.mean())
         table = variance_table(self.design.blocks, mean_cov, sigma_mean)
-        sds, corrs, lows, highs = [], [], [], []
-        for block, s, c in zip(self.design.blocks, self.sd, self.corr):
-            for a in range(block.k):
-                x = s[..., a].ravel()
-                sds.append(x.mean()), corrs.append(np.nan), lows.append(np.quantile(x, 0.025)), highs.append(np.quantile(x, 0.975))
-            for a in range(block.k):
-                for cc in range(a + 1, block.k):
-                    x = c[..., a, cc].ravel()
-                    sds.append(np.nan), corrs.append(x.mean()), lows.append(np.quantile(x, 0.025)), highs.append(np.quantile(x, 0.975))
-        if self.sigma is not None:
-            x = self.sigma.ravel()
-            sds.append(x.mean()), corrs.append(np.nan), lows.append(np.quantile(x, 0.025)), highs.append(np.quantile(x, 0.975))
-        table = _reorder_like(table, self.design.blocks, self.sigma is not None)
-        table["sd"], table["corr"] = sds, corrs
-        table["ci_lower"], table["ci_upper"] = lows, highs
+        draws = np.stack([x.ravel() for x in self._component_draws()], axis=1)  # in the table's row order
+        is_sd = (table["term2"] == "").to_numpy()
+        means = draws.mean(axis=0)
+        table["sd"] = np.where(is_sd, means, np.nan)
+        table["corr"] = np.where(is_sd, np.nan, means)
+        table["ci_lower"], table["ci_upper"] = np.quantile(draws, [0.025, 0.975], axis=0)
         return table
+
+    def _component_draws(self) -> list[np.ndarray]:
+        """Draws of each SD and correlation, then sigma, in `variance_table`'s row order."""
+        out = []
+        for block, s, c in zip(self.design.blocks, self.sd, self.corr):
+            out += [s[..., a] for a in range(block.k)]
+            out += [c[..., a, b] for b, a in tri_index(block.k) if a != b]
+        return out + ([self.sigma] if self.sigma is not None else [])
 
     @cached_property
     def group_effects(self) -> pd.DataFrame:
@@ -325,11 +325,3 @@ def interval_table(flat: np.ndarray, index, prob: float = 0.95) -> pd.DataFrame:
         },
         index=index,
     )
-
-
-def _reorder_like(table: pd.DataFrame, blocks, has_sigma: bool) -> pd.DataFrame:
-    """variance_table lists each block's variances then its covariances; keep that order (no-op check)."""
-    expected = sum(b.k + b.k * (b.k - 1) // 2 for b in blocks) + int(has_sigma)
-    if len(table) != expected:
-        raise MultilevelError("internal: variance table has an unexpected shape")
-    return table.reset_index(drop=True)
