@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
+from .data import EXACT_FLOATS
 from .errors import MultilevelError
 
 USER_ERROR = 2
@@ -67,7 +68,7 @@ def read_data(path: str) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(file)
         if suffix in (".csv", ".txt", ".tsv"):
-            return pd.read_csv(file, sep="\t" if suffix == ".tsv" else ",", na_values=["NA"])
+            return pd.read_csv(file, sep="\t" if suffix == ".tsv" else ",", na_values=["NA"], **EXACT_FLOATS)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MultilevelError(f"cannot read '{path}': {exc}") from None
     raise MultilevelError(f"'{path}': data must be a .csv, .tsv or .parquet file")

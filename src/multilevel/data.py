@@ -11,6 +11,10 @@ import pandas as pd
 
 from .errors import MultilevelError
 
+# pandas before 3.1 parses some decimals 1 ulp off unless asked for its round-trip converter; 3.1 uses
+# that converter always and deprecates the argument.
+EXACT_FLOATS = {} if tuple(int(v) for v in pd.__version__.split(".")[:2]) >= (3, 1) else {"float_precision": "round_trip"}
+
 _IDENT = re.compile(r"`([^`]+)`|(?<![\w.])((?:[^\W\d]|\.)[\w.]*)")
 _STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
 

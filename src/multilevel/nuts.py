@@ -52,30 +52,62 @@ def setup_jax() -> None:
 
 
 def _chain_program(layout, warmup: int, draws: int):
-    """(data, key, init) -> draws, sampler statistics, step size and conditional draws of one chain."""
+    """(data, key, init) -> draws, sampler statistics, step size and conditional draws of one chain.
+
+    Warmup and sampling share one NUTS kernel inside one scan: Stan's windowed adaptation (BlackJAX's
+    schedule, dual averaging and Welford mass-matrix estimator) updates the kernel's step size and
+    diagonal metric while i < warmup, then holds them. BlackJAX's `window_adaptation` runs its own scan
+    with a second copy of the kernel, which doubles the program XLA has to compile (docs/bayes.md).
+    """
     import blackjax
     import jax
+    import jax.numpy as jnp
+    from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
+    from blackjax.adaptation.step_size import dual_averaging_adaptation
+    from blackjax.adaptation.window_adaptation import build_schedule
 
     from .collapsed import conditional_draw, log_density
 
     q = sum(k * m for k, m in zip(layout.ks, layout.ms)) + layout.p_c
+    schedule = np.zeros((warmup + draws, 2), dtype=np.int32)
+    schedule[:warmup] = np.asarray(build_schedule(warmup), dtype=np.int32)
+    kernel = blackjax.mcmc.nuts.build_kernel()
+    da_init, da_update, da_final = dual_averaging_adaptation(0.8)
+    mm_init, mm_update, mm_final = mass_matrix_adaptation(True)
+
+    def pick(flag, new, old):
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(flag, a, b), new, old)
 
     def program(data, key, init):
-        logdensity = partial(log_density, layout, data)
-        k_warm, k_draw, k_cond = jax.random.split(key, 3)
-        adapt = blackjax.window_adaptation(blackjax.nuts, logdensity, target_acceptance_rate=0.8)
-        (state, params), _ = adapt.run(k_warm, init, num_steps=warmup)
-        kernel = blackjax.nuts(logdensity, **params)
+        logdensity = partial(jax.jit(log_density, static_argnums=0), layout, data)
+        k_run, k_cond = jax.random.split(key)
 
-        def one(st, k):
-            st, info = kernel.step(k, st)
-            return st, (st.position, st.logdensity, info.is_divergent, info.num_integration_steps,
-                        info.acceptance_rate, info.energy, info.num_trajectory_expansions)
+        def one(carry, xs):
+            st, da, mm, step, imm = carry
+            i, k, (slow, window_end) = xs
+            st, info = kernel(k, st, logdensity, step, imm)
+            # adaptation, applied only while i < warmup
+            da2 = da_update(da, info.acceptance_rate)
+            mm2 = pick(slow == 1, mm_update(mm, st.position), mm)
+            closed = mm_final(mm2)  # end of a slow window: new metric, step size restarts from its average
+            mm2 = pick(window_end == 1, closed, mm2)
+            imm2 = jnp.where(window_end == 1, closed.inverse_mass_matrix, imm)
+            da2 = pick(window_end == 1, da_init(da_final(da2)), da2)
+            step2 = jnp.where(i == warmup - 1, da_final(da2), jnp.exp(da2.log_step_size))
+            adapting = i < warmup
+            carry = (st, pick(adapting, da2, da), pick(adapting, mm2, mm), jnp.where(adapting, step2, step),
+                     jnp.where(adapting, imm2, imm))
+            return carry, (st.position, st.logdensity, info.is_divergent, info.num_integration_steps,
+                           info.acceptance_rate, info.energy, info.num_trajectory_expansions)
 
-        _, out = jax.lax.scan(one, state, jax.random.split(k_draw, draws))
+        mm0 = mm_init(init.shape[0])
+        start = (blackjax.nuts.init(init, logdensity), da_init(1.0), mm0, jnp.asarray(1.0), mm0.inverse_mass_matrix)
+        steps = jnp.arange(warmup + draws)
+        (_, _, _, step, _), out = jax.lax.scan(one, start, (steps, jax.random.split(k_run, warmup + draws), (schedule[:, 0], schedule[:, 1])))
+        out = tuple(o[warmup:] for o in out)
         z = jax.random.normal(k_cond, (draws, q))
         cond = jax.vmap(partial(conditional_draw, layout, data))(out[0], z)
-        return out + (params["step_size"],) + cond
+        return out + (step,) + cond
 
     return program
 
@@ -96,11 +128,10 @@ def _program(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
             exported = jax.export.deserialize(bytearray(path.read_bytes()))
         except Exception:  # a stale or damaged cache entry is rebuilt, never trusted
             exported = None
+    spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), data)
+    specs = (spec, jax.ShapeDtypeStruct((2,), np.uint32), jax.ShapeDtypeStruct(init.shape, np.float64))
     if exported is None:
-        spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), data)
-        key_spec = jax.ShapeDtypeStruct((2,), np.uint32)
-        init_spec = jax.ShapeDtypeStruct(init.shape, np.float64)
-        exported = jax.export.export(jax.jit(_chain_program(layout, warmup, draws)))(spec, key_spec, init_spec)
+        exported = jax.export.export(jax.jit(_chain_program(layout, warmup, draws)))(*specs)
         try:
             blob = exported.serialize()
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,9 +140,23 @@ def _program(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
             tmp.replace(path)
         except (OSError, ImportError):  # no writable cache (or no serialiser): this session keeps it in memory
             pass
-    fn = jax.jit(exported.call)
+    fn = jax.jit(exported.call).lower(*specs).compile(compiler_options=compile_options(data))
     _PROGRAMS[name] = fn
     return fn
+
+
+# XLA's default CPU pipeline (fusion emitters, LLVM -O3) spends 5-7 s compiling even a tiny model's sampler,
+# many times what the program then runs for; its plain emitters at -O0 compile 3-4x faster and run up to
+# 1.6x slower, which only pays for programs whose run is long (measured in docs/bayes.md).
+FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": int(os.environ.get("MLV_OPT", "0"))}
+FAST_COMPILE_MAX_WORK = 200_000  # multiply-adds per density evaluation up to which the fast pipeline is used
+
+
+def compile_options(data: dict) -> dict:
+    """XLA options for one chain's program: the fast-compiling pipeline unless the density is costly."""
+    C, B = data["C22"], data["B"]
+    work = C.shape[0] ** 3 // 3 + B.size * B.shape[-1] + data["fill_vals"].size
+    return dict(FAST_COMPILE) if work <= FAST_COMPILE_MAX_WORK else {}
 
 
 def _versions() -> str:

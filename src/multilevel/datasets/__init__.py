@@ -14,6 +14,7 @@ from importlib import resources
 
 import pandas as pd
 
+from ..data import EXACT_FLOATS
 from ..errors import MultilevelError
 
 _DATA = resources.files(__package__) / "data"
@@ -40,7 +41,7 @@ def load(name: str) -> pd.DataFrame:
     if key is None:
         raise MultilevelError(f"no data set named '{name}'; available: {', '.join(list())}")
     with (_DATA / f"{key}.csv").open("rb") as fh:
-        frame = pd.read_csv(fh, float_precision="round_trip", keep_default_na=False, na_values=["NA"])
+        frame = pd.read_csv(fh, keep_default_na=False, na_values=["NA"], **EXACT_FLOATS)
     for column, info in _levels().get(key, {}).items():
         if column not in frame.columns:
             continue
