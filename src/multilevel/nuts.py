@@ -148,7 +148,7 @@ def _program(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
 # XLA's default CPU pipeline (fusion emitters, LLVM -O3) spends 5-7 s compiling even a tiny model's sampler,
 # many times what the program then runs for; its plain emitters at -O0 compile 3-4x faster and run up to
 # 1.6x slower, which only pays for programs whose run is long (measured in docs/bayes.md).
-FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": int(os.environ.get("MLV_OPT", "0"))}
+FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
 FAST_COMPILE_MAX_WORK = 200_000  # multiply-adds per density evaluation up to which the fast pipeline is used
 
 
