@@ -340,9 +340,7 @@ class Engine:
             blocks0 = A11inv
         else:
             Lzz = f.Ls[:q2, :q2]
-            Bz = self.B[:q2].toarray()  # (q2, q0) unscaled Z_rest'WZ_0
-            scale_rows = self._rest_lambda_t(f.T)  # Lambda_rest'
-            W = scale_rows @ Bz
+            W = (self._rest_lambda_t(f.T) @ self.B[:q2]).toarray()  # (q2, q0): Lambda_rest' Z_rest'WZ_0
             W = W.reshape(q2, m0, k0) @ f.T[0]  # times T0 per level
             W = np.einsum("rga,gab->rgb", W, A11inv)
             V = sla.solve_triangular(Lzz, W.reshape(q2, m0 * k0), lower=True, check_finite=False).reshape(q2, m0, k0)
@@ -360,13 +358,7 @@ class Engine:
                 out.append(np.einsum("ab,gbc,dc->gad", f.T[a], blk, f.T[a]))
         return out
 
-    def _rest_lambda_t(self, T: list[np.ndarray]) -> np.ndarray:
-        """Dense Lambda_rest' (q2 x q2), block diagonal."""
-        out = np.zeros((self.q_rest, self.q_rest))
-        offs = self.rest_offsets
-        for a in range(1, self.n_terms):
-            k, m = self.ks[a], self.ms[a]
-            for g in range(m):
-                s = offs[a - 1] + g * k
-                out[s : s + k, s : s + k] = T[a].T
-        return out
+    def _rest_lambda_t(self, T: list[np.ndarray]) -> sp.csr_matrix:
+        """Lambda_rest' (q2 x q2, sparse): each trailing term's T' repeated down the diagonal, once per level."""
+        blocks = [sp.kron(sp.identity(self.ms[a]), T[a].T) for a in range(1, self.n_terms)]
+        return sp.block_diag(blocks, format="csr")
