@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from .priors import Prior, PriorSet
 
@@ -157,10 +158,8 @@ def jax_data(engine, layout: Layout) -> dict:
     for p in layout.b_priors:
         b_prec.append(0.0 if p.family == "flat" else 1.0 / p.params[1] ** 2)
         b_mean.append(0.0 if p.family == "flat" else p.params[0])
-    import scipy.sparse as sp
-
-    fill = sp.coo_matrix(engine._fill)  # the engine's map from M (per level, flattened) to the fill's lower part
-    targets = engine._fill_targets
+    fill = sp.coo_matrix(engine.fill_map)  # the engine's map from M (per level, flattened) to the fill's lower part
+    targets = engine.fill_targets
     rows, cols = targets // r, targets % r
     return {
         "G": np.asarray(engine.cp.diag[0]),

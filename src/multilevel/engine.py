@@ -63,7 +63,14 @@ class Factor:
 
 
 class Engine:
-    """Evaluates the profiled criterion and its by-products for one set of cross-products."""
+    """Evaluates the profiled criterion and its by-products for one set of cross-products.
+
+    Public arrays other code reads (the JAX density builds its system from them):
+    `C22`, the unscaled dense cross-product of [Z_2..Z_t, X, y] (r x r); `B`, the sparse
+    [Z_2..Z_t, X, y]'WZ_1 (r x q0); and the fill B M B' as a linear map: for the first term's
+    per-level blocks M (m0 x k0 x k0, flattened), `fill_map @ M.ravel()` gives the lower triangle of
+    B M B' at the flat r x r positions `fill_targets` (a dense array for small maps, else scipy.sparse).
+    """
 
     def __init__(self, cp: CrossProducts, ks: list[int], ms: list[int]):
         self.cp, self.ks, self.ms = cp, list(ks), list(ms)
@@ -130,7 +137,7 @@ class Engine:
         B = [Z_2..Z_t, X, y]'WZ_1 (r x q0). Within a level the entries of B are ordered by row, so each pair
         (e1, e2) with e2 not after e1 lands in the lower triangle; a same-row pair of two coefficients
         stands for both of its orders (M_g is symmetric). The map has a row for each entry of the trailing
-        matrix's lower triangle that receives fill (flat index in `_fill_targets`).
+        matrix's lower triangle that receives fill (flat index in `fill_targets`).
         """
         cp, k0, m0, r = self.cp, self.ks[0], self.ms[0], self.r
         parts = [cp.off[(0, a)].T for a in range(1, self.n_terms)]
@@ -153,11 +160,11 @@ class Engine:
         mcol = level[e1] * k0 * k0 + coef[e1] * k0 + coef[e2]
         hit = np.zeros(r * r, dtype=bool)
         hit[target] = True
-        self._fill_targets = np.flatnonzero(hit)  # entries of the r x r matrix that get fill
+        self.fill_targets = np.flatnonzero(hit)  # entries of the r x r matrix that get fill
         row_of = np.cumsum(hit) - 1
-        Q = sp.csr_matrix((weight, (row_of[target], mcol)), shape=(len(self._fill_targets), m0 * k0 * k0))
+        Q = sp.csr_matrix((weight, (row_of[target], mcol)), shape=(len(self.fill_targets), m0 * k0 * k0))
         size = Q.shape[0] * Q.shape[1]
-        self._fill = Q.toarray() if size <= DENSE_FILL_ENTRIES or Q.nnz > 0.3 * size else Q
+        self.fill_map = Q.toarray() if size <= DENSE_FILL_ENTRIES or Q.nnz > 0.3 * size else Q
 
     def _build_scaling(self) -> None:
         """Index arrays for Lambda_rest' S Lambda_rest + I on the lower triangle of the trailing matrix."""
@@ -196,7 +203,7 @@ class Engine:
         T = self.factors_of(theta)
         A11, L11, M, ld1 = self._first_block(T[0])
         S = self.C22.copy()
-        S.reshape(-1)[self._fill_targets] -= self._fill @ M
+        S.reshape(-1)[self.fill_targets] -= self.fill_map @ M
         if self.n_terms > 1:
             self._scale_rest(S, T)
         c, info = lapack.dpotrf(S.T, lower=0, clean=int(clean), overwrite_a=1)  # S.T: Fortran order, no copy
@@ -285,10 +292,10 @@ class Engine:
             scale = np.ones(self.r)
             for j, sj in self._scalar_rest:
                 scale[sj] = theta[j]
-            rows, cols = self._fill_targets // self.r, self._fill_targets % self.r  # lower triangle: rows >= cols
+            rows, cols = self.fill_targets // self.r, self.fill_targets % self.r  # lower triangle: rows >= cols
             inside = rows < keep
             rows, cols = rows[inside], cols[inside]
-            p2 = (self._fill @ (t0**2 / a**2))[inside] * scale[rows] * scale[cols]
+            p2 = (self.fill_map @ (t0**2 / a**2))[inside] * scale[rows] * scale[cols]
             weight = np.where(rows == cols, 1.0, 2.0)  # each off-diagonal entry stands for its mirror too
             traces[0] += float(np.sum(weight * p2 * Sinv[cols, rows]))
             d = np.diagonal(Sinv)
