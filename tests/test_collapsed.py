@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 import multilevel as mlv
 from multilevel.bayes import centred_design
@@ -13,7 +14,7 @@ from multilevel.engine import Engine
 from multilevel.priors import resolve_priors
 
 
-def setup(formula, data):
+def setup(formula, data, prior=None):
     from multilevel.nuts import setup_jax
 
     setup_jax()
@@ -22,7 +23,7 @@ def setup(formula, data):
     model = mlv.Model(formula, mlv.datasets.load(data))
     design, means, intercept = centred_design(model.design)
     engine = Engine(cross_products(design), [b.k for b in design.blocks], [b.m for b in design.blocks])
-    layout = make_layout(model, resolve_priors(model, None), design.p - int(intercept), intercept)
+    layout = make_layout(model, resolve_priors(model, prior), design.p - int(intercept), intercept)
     return model, design, layout, {k: jnp.asarray(v) for k, v in jax_data(engine, layout).items()}
 
 
@@ -59,6 +60,20 @@ def test_density_equals_dense_marginal_likelihood(formula, data, x):
     model, design, layout, jdata = setup(formula, data)
     ours = float(log_density(layout, jdata, np.asarray(x, float)))
     assert ours == pytest.approx(dense_log_marginal(design, layout, x), rel=1e-9)
+
+
+def test_density_with_normal_coefficient_priors_equals_dense_marginal_likelihood():
+    """beta_c ~ N(mean, s^2) integrated out: y - alpha ~ N(X_c mean, V + s^2 X_c X_c')."""
+    prior = {"b": mlv.prior.normal(8.0, 2.0)}
+    model, design, layout, jdata = setup("Reaction ~ 1 + Days + (1 + Days | Subject)", "sleepstudy", prior)
+    x = np.array([3.2, 1.8, 0.3, 3.3, 251.0])
+    sds, chols, sigma, alpha, lp = constrain(layout, x, np)
+    Z = z_matrix(design.blocks[0]).toarray()
+    cov = (sds[0][:, None] * chols[0]) @ (sds[0][:, None] * chols[0]).T
+    Xc = design.X[:, : layout.p_c]
+    V = sigma**2 * np.eye(design.nobs) + Z @ np.kron(np.eye(design.blocks[0].m), cov) @ Z.T + 2.0**2 * Xc @ Xc.T
+    dense = lp + stats.multivariate_normal(Xc @ np.full(layout.p_c, 8.0) + alpha, V).logpdf(design.y)
+    assert float(log_density(layout, jdata, x)) == pytest.approx(dense, rel=1e-9)
 
 
 def test_degenerate_corners_have_no_mass_and_no_nan():

@@ -157,3 +157,17 @@ def test_half_t_draws_follow_the_density():
 def test_improper_priors_cannot_be_drawn():
     with pytest.raises(MultilevelError, match="cannot draw"):
         mlv.prior.flat().sample(np.random.default_rng(0))
+
+
+def test_tight_normal_coefficient_prior_same_posterior_mean_in_both_samplers():
+    """b_Days ~ N(9, 0.5^2) against the data's 10.47 (SE 0.80): given the variances the posterior mean is the
+    precision-weighted average of estimate and prior mean; both samplers must land there, far from 10.47."""
+    model = mlv.Model("Reaction ~ 1 + Days + (1 | Subject)", mlv.datasets.load("sleepstudy"))
+    fixed = model.fit().fixed_effects.loc["Days"]
+    w_data, w_prior = 1 / fixed["std_error"] ** 2, 1 / 0.5**2
+    exact = (w_data * fixed["estimate"] + w_prior * 9.0) / (w_data + w_prior)
+    kw = dict(chains=2, draws=1000, warmup=500, seed=1, prior={"b_Days": mlv.prior.normal(9.0, 0.5)}, progress=False)
+    means = {s: model.sample(sampler=s, **kw).fixed_effects.loc["Days", "estimate"] for s in ("nuts", "gibbs")}
+    assert means["nuts"] == pytest.approx(exact, abs=0.05)
+    assert means["gibbs"] == pytest.approx(exact, abs=0.05)
+    assert means["nuts"] == pytest.approx(means["gibbs"], abs=0.05)
