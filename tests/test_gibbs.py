@@ -11,6 +11,7 @@ import multilevel as mlv
 from multilevel.crossprod import z_matrix
 from multilevel.errors import MultilevelError
 from multilevel.gibbs import GaussianBlock, inv_wishart
+from multilevel.priors import CoefficientPrior
 
 
 def dense_conditional(design, covs, sigma, prec, mean):
@@ -55,7 +56,7 @@ def test_joint_gaussian_draw_matches_dense_algebra(formula, data):
     n = 20000
     draws = np.empty((n, len(mu)))
     for i in range(n):
-        beta, b = block.draw(T, sigma, prec, mean, rng)
+        beta, b = block.draw(T, sigma, CoefficientPrior(prec, mean), rng)
         draws[i] = np.concatenate([beta] + [x.ravel() for x in b])
     se = np.sqrt(np.diag(V) / n)
     assert np.all(np.abs(draws.mean(0) - mu) < 4.5 * se)

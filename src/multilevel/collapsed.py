@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .priors import Prior, PriorSet
+from .priors import CoefficientPrior, Prior, PriorSet
 
 
 @dataclass(frozen=True)
@@ -154,10 +154,7 @@ def jax_data(engine, layout: Layout) -> dict:
     k0, m0 = layout.ks[0], layout.ms[0]
     r = engine.C22.shape[0]
     B = engine.B.toarray().reshape(r, m0, k0)
-    b_prec, b_mean = [], []
-    for p in layout.b_priors:
-        b_prec.append(0.0 if p.family == "flat" else 1.0 / p.params[1] ** 2)
-        b_mean.append(0.0 if p.family == "flat" else p.params[0])
+    prior = CoefficientPrior.of(list(layout.b_priors) + [Prior("flat")] * int(layout.intercept))  # alpha is sampled
     fill = sp.coo_matrix(engine.fill_map)  # the engine's map from M (per level, flattened) to the fill's lower part
     targets = engine.fill_targets
     rows, cols = targets // r, targets % r
@@ -171,8 +168,8 @@ def jax_data(engine, layout: Layout) -> dict:
         "fill_lower": targets.astype(np.int32),
         "fill_upper": (cols * r + rows).astype(np.int32),
         "fill_mirror": (rows != cols).astype(float),
-        "b_prec": np.asarray(b_prec, dtype=float).reshape(-1),
-        "b_mean": np.asarray(b_mean, dtype=float).reshape(-1),
+        "b_prec": prior.precision,  # one per column of the centred X, intercept column last (flat)
+        "b_mean": prior.mean,
         "consts": np.array([engine.n, engine.cp.sum_log_w]),
     }
 
@@ -191,12 +188,9 @@ def _system(layout: Layout, data: dict, x):
     if q2:
         S = lam.T @ S @ lam
     sig2 = 1.0 if sigma is None else sigma**2
-    extra = jnp.concatenate([jnp.ones(q2), sig2 * data["b_prec"], jnp.zeros(S.shape[0] - q2 - p_c)])
-    S = S + jnp.diag(extra)
-    if p_c:  # normal priors on coefficients: their means enter through the y column
-        shift = sig2 * data["b_prec"] * data["b_mean"]
-        S = S.at[q2 : q2 + p_c, -1].add(shift).at[-1, q2 : q2 + p_c].add(shift)
-        S = S.at[-1, -1].add(jnp.sum(shift * data["b_mean"]))
+    S = S + jnp.diag(jnp.concatenate([jnp.ones(q2), jnp.zeros(S.shape[0] - q2)]))  # + I on the group-effect rows
+    if p_c:  # normal priors on the centred coefficients, on the relative scale (hence sigma^2)
+        S = S.at[q2:, q2:].add(CoefficientPrior(data["b_prec"], data["b_mean"]).augmentation(sig2, jnp))
     L = _cholesky(S)
     return dict(T=T, first=first, L=L, lam=lam, sigma=sigma, sig2=sig2, alpha=alpha, lp=lp)
 

@@ -9,7 +9,8 @@ is factored blockwise: the first term's block (one k x k block per level) is eli
 level; its fill into the rest is a fixed sparse pattern applied as one matrix-vector product; the
 remaining Schur complement (other terms, X and y) is dense and only its lower triangle is formed
 and factored. One factorisation gives the REML/ML criterion, beta-hat, the conditional modes and
-their conditional covariances. Both the frequentist fit and the Bayesian samplers use it.
+their conditional covariances. Both the frequentist fit and the Bayesian samplers use it; normal
+priors on the coefficients (`priors.CoefficientPrior`) enter the samplers' system in its [X y] block.
 docs/performance.md gives the measurements behind these choices.
 """
 
@@ -24,6 +25,7 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from .crossprod import CrossProducts
+from .priors import CoefficientPrior
 
 LOG_2PI = float(np.log(2 * np.pi))
 DENSE_FILL_ENTRIES = 100_000  # a fill map this small is faster dense than through scipy.sparse's call overhead
@@ -197,12 +199,14 @@ class Engine:
         M = np.linalg.inv(A).reshape(-1, k0 * k0) @ K.T
         return A, L, M.ravel(), 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
 
-    def _factor(self, theta: np.ndarray, clean: bool) -> Factor | None:
+    def _factor(self, theta: np.ndarray, clean: bool, prior: CoefficientPrior | None = None, sigma: float = 1.0) -> Factor | None:
         """The blocked factor; with clean=False the strict upper triangle of Ls is left unspecified."""
         theta = np.asarray(theta, dtype=float)
         T = self.factors_of(theta)
         A11, L11, M, ld1 = self._first_block(T[0])
         S = self.C22.copy()
+        if prior is not None:
+            S[self.q_rest :, self.q_rest :] += prior.augmentation(sigma**2)
         S.reshape(-1)[self.fill_targets] -= self.fill_map @ M
         if self.n_terms > 1:
             self._scale_rest(S, T)
@@ -217,9 +221,13 @@ class Engine:
         logd = 2.0 * np.log(d[:-1])
         return Factor(theta, T, A11, L11, Ls, ld1 + float(np.sum(logd[:q2])), float(np.sum(logd[q2:])), float(d[-1] ** 2))
 
-    def factor(self, theta: np.ndarray) -> Factor | None:
-        """Blocked Cholesky factor at theta; None if the system is not positive definite."""
-        return self._factor(theta, clean=True)
+    def factor(self, theta: np.ndarray, prior: CoefficientPrior | None = None, sigma: float = 1.0) -> Factor | None:
+        """Blocked Cholesky factor at theta; None if the system is not positive definite.
+
+        With `prior`, of the system augmented by normal priors on the coefficients at residual SD `sigma`
+        (the Bayesian conditional of beta and b given the variances); without, the likelihood's own system.
+        """
+        return self._factor(theta, clean=True, prior=prior, sigma=sigma)
 
     def _scale_rest(self, S: np.ndarray, T: list[np.ndarray]) -> None:
         """S <- Lambda_rest' S Lambda_rest (in place, lower triangle) and add I for the random-effect rows."""

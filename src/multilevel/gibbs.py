@@ -28,7 +28,7 @@ from .crossprod import cross_products, response
 from .design import Design
 from .engine import Engine, tri_index
 from .errors import MultilevelError
-from .priors import Prior, PriorSet
+from .priors import CoefficientPrior, Prior, PriorSet
 
 
 class GaussianBlock:
@@ -38,23 +38,15 @@ class GaussianBlock:
         self.engine = Engine(cross_products(design), [b.k for b in design.blocks], [b.m for b in design.blocks])
         e = self.engine
         self.p, self.q2 = design.p, e.q_rest
-        self.xs = slice(self.q2, self.q2 + self.p)
-        self.base_xx = e.C22[self.xs, self.xs].copy()
-        self.base_xy = e.C22[self.xs, -1].copy()
-        self.base_yy = float(e.C22[-1, -1])
         self.B_y = np.asarray(e.B[-1].toarray()).ravel()
         self.B_t = e.B[:-1].T.tocsr()  # (q0, r - 1)
         self.tri = [tuple(np.array(ix) for ix in zip(*tri_index(k))) for k in e.ks]
 
-    def draw(self, T: list[np.ndarray], sigma: float, prec: np.ndarray, mean: np.ndarray, rng) -> tuple[np.ndarray, list]:
+    def draw(self, T: list[np.ndarray], sigma: float, prior: CoefficientPrior, rng) -> tuple[np.ndarray, list]:
         """(beta, [b per term (m, k)]) from their joint Gaussian conditional; T are the relative factors chol(Sigma)/sigma."""
-        e, q2, p, xs = self.engine, self.q2, self.p, self.xs
-        shift = sigma**2 * prec
-        e.C22[xs, xs] = self.base_xx + np.diag(shift)
-        e.C22[xs, -1] = e.C22[-1, xs] = self.base_xy + shift * mean
-        e.C22[-1, -1] = self.base_yy + float(shift @ mean**2)  # keeps the augmented system positive definite
+        e, q2, p = self.engine, self.q2, self.p
         theta = np.concatenate([t[ix] for t, ix in zip(T, self.tri)])
-        f = e.factor(theta)
+        f = e.factor(theta, prior, sigma)
         if f is None:
             raise MultilevelError("the Gibbs sampler met a system that is not positive definite; check the design for collinear columns")
         nt = q2 + p
@@ -148,23 +140,13 @@ class Chain:
     def _hw(prior: Prior) -> bool:
         return prior.family == "half_student_t"
 
-    def _prior_precision(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per coefficient, the Gaussian prior precision and mean given the mixture weights (0 = flat)."""
-        prec, mean = np.zeros(len(self.b_priors)), np.zeros(len(self.b_priors))
-        for j, p in enumerate(self.b_priors):
-            if p.family == "normal":
-                mean[j], prec[j] = p.params[0], 1 / p.params[1] ** 2
-            elif p.family == "student_t":
-                mean[j], prec[j] = p.params[1], self.lam[j] / p.params[2] ** 2
-        return prec, mean
-
     def sweep(self) -> float:
         """One Gibbs iteration; returns the share of Metropolis steps accepted (1 if there were none)."""
         rng, design = self.rng, self.design
         sigma = 1.0 if self.sigma is None else self.sigma
         T = [np.linalg.cholesky(c) / sigma for c in self.cov]
-        prec, mean = self._prior_precision()
-        self.beta, self.b = self.block.draw(T, sigma, prec, mean, rng)
+        prior = CoefficientPrior.of(self.b_priors, self.lam)  # student-t priors as normals given their mixture weights
+        self.beta, self.b = self.block.draw(T, sigma, prior, rng)
         for j, p in enumerate(self.b_priors):
             if p.family == "student_t":
                 nu, mu, s = p.params
