@@ -76,6 +76,9 @@ def test_sbc_quick(sampler):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", list(RUNS))
-def test_sbc_200_replicates(sampler):
-    p = uniformity_pvalues(ranks(sampler, range(1000, 1200)), bins=10)
+def test_sbc_400_replicates(sampler):
+    """400 replicates, ten bins. 200 proved too few to separate chance from miscalibration: on replicates
+    1000-1199 b_x's ranks piled into one bin for every NUTS variant tried (p 0.0003-0.28), while 800 other
+    replicates gave p = 0.22 for the same sampler (docs/bayes.md)."""
+    p = uniformity_pvalues(ranks(sampler, range(1000, 1400)), bins=10)
     assert min(p.values()) > 0.001, p

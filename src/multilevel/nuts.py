@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import MultilevelError
+
 _READY = False
 # One chain's program is small: XLA's intra-op thread pool only adds overhead, and multi-threaded Eigen has
 # been seen to wedge on CPU (a chain waiting forever on an idle pool), so chains run single-threaded.
@@ -51,13 +53,21 @@ def setup_jax() -> None:
     _READY = True
 
 
-def _chain_program(layout, warmup: int, draws: int):
-    """(data, key, init) -> draws, sampler statistics, step size and conditional draws of one chain.
+def segments(total: int, target: int = 20) -> int:
+    """How many equal segments a chain of `total` steps runs in (progress is reported after each)."""
+    divisors = [n for n in range(1, min(total, 200) + 1) if total % n == 0]
+    return min(divisors, key=lambda n: (abs(n - target), n))
+
+
+def _chain_programs(layout, warmup: int, draws: int, dim: int):
+    """The two traced functions of one chain: a segment of NUTS steps, and the conditional draws.
 
     Warmup and sampling share one NUTS kernel inside one scan: Stan's windowed adaptation (BlackJAX's
     schedule, dual averaging and Welford mass-matrix estimator) updates the kernel's step size and
     diagonal metric while i < warmup, then holds them. BlackJAX's `window_adaptation` runs its own scan
-    with a second copy of the kernel, which doubles the program XLA has to compile (docs/bayes.md).
+    with a second copy of the kernel, which doubles the program XLA has to compile (docs/bayes.md). The
+    chain runs in equal segments (fixed by warmup and draws alone) so that progress can be shown between
+    them; every step's key is drawn from the chain's key up front.
     """
     import blackjax
     import jax
@@ -68,23 +78,41 @@ def _chain_program(layout, warmup: int, draws: int):
 
     from .collapsed import conditional_draw, log_density
 
-    q = sum(k * m for k, m in zip(layout.ks, layout.ms)) + layout.p_c
-    schedule = np.zeros((warmup + draws, 2), dtype=np.int32)
+    total = warmup + draws
+    length = total // segments(total)
+    q = sum(k * m for k, m in zip(layout.ks, layout.ms)) + layout.p_c  # effects drawn given each draw
+    schedule = np.zeros((total, 2), dtype=np.int32)
     schedule[:warmup] = np.asarray(build_schedule(warmup), dtype=np.int32)
     kernel = blackjax.mcmc.nuts.build_kernel()
     da_init, da_update, da_final = dual_averaging_adaptation(0.8)
     mm_init, mm_update, mm_final = mass_matrix_adaptation(True)
+    density = jax.jit(log_density, static_argnums=0)  # traced once, called from every place NUTS needs it
+
+    shapes = jax.eval_shape(lambda x: (blackjax.nuts.init(x, lambda y: 0.0 * y.sum()), da_init(1.0), mm_init(dim), 1.0, 1.0),
+                            jax.ShapeDtypeStruct((dim,), np.float64))
+    carry_tree = jax.tree_util.tree_structure(shapes)
+    assert shapes[0].position is jax.tree_util.tree_leaves(shapes)[0]  # run_chain puts the start in leaf 0
 
     def pick(flag, new, old):
         return jax.tree_util.tree_map(lambda a, b: jnp.where(flag, a, b), new, old)
 
-    def program(data, key, init):
-        logdensity = partial(jax.jit(log_density, static_argnums=0), layout, data)
-        k_run, k_cond = jax.random.split(key)
+    def fresh(data, x):
+        """The state a chain starts from at x: NUTS state, dual averaging, Welford, step size, metric."""
+        mm0 = mm_init(x.shape[0])
+        nuts0 = blackjax.nuts.init(x, partial(density, layout, data))
+        return (nuts0, da_init(1.0), mm0, jnp.asarray(1.0), mm0.inverse_mass_matrix)
+
+    def segment(data, leaves, key, start):
+        """(data, carry's leaves, chain key, first step) -> (carry's leaves, per-step draws and statistics)."""
+        logdensity = partial(density, layout, data)
+        carry = jax.tree_util.tree_unflatten(carry_tree, leaves)  # flat at the boundary: exports serialise leaves
+        carry = jax.lax.cond(start == 0, lambda c: fresh(data, c[0].position), lambda c: c, carry)
+        keys = jax.lax.dynamic_slice_in_dim(jax.random.split(key, total), start, length)
+        slow, window_end = jax.lax.dynamic_slice_in_dim(jnp.asarray(schedule), start, length).T
 
         def one(carry, xs):
             st, da, mm, step, imm = carry
-            i, k, (slow, window_end) = xs
+            i, k, slow, window_end = xs
             st, info = kernel(k, st, logdensity, step, imm)
             # adaptation, applied only while i < warmup
             da2 = da_update(da, info.acceptance_rate)
@@ -98,51 +126,73 @@ def _chain_program(layout, warmup: int, draws: int):
             carry = (st, pick(adapting, da2, da), pick(adapting, mm2, mm), jnp.where(adapting, step2, step),
                      jnp.where(adapting, imm2, imm))
             return carry, (st.position, st.logdensity, info.is_divergent, info.num_integration_steps,
-                           info.acceptance_rate, info.energy, info.num_trajectory_expansions)
+                           info.acceptance_rate, info.energy, info.num_trajectory_expansions, step)
 
-        mm0 = mm_init(init.shape[0])
-        start = (blackjax.nuts.init(init, logdensity), da_init(1.0), mm0, jnp.asarray(1.0), mm0.inverse_mass_matrix)
-        steps = jnp.arange(warmup + draws)
-        (_, _, _, step, _), out = jax.lax.scan(one, start, (steps, jax.random.split(k_run, warmup + draws), (schedule[:, 0], schedule[:, 1])))
-        out = tuple(o[warmup:] for o in out)
-        z = jax.random.normal(k_cond, (draws, q))
-        cond = jax.vmap(partial(conditional_draw, layout, data))(out[0], z)
-        return out + (step,) + cond
+        carry, out = jax.lax.scan(one, carry, (start + jnp.arange(length), keys, slow, window_end))
+        return jax.tree_util.tree_leaves(carry), out
 
-    return program
+    def conditional(data, positions, key):
+        z = jax.random.normal(key, (positions.shape[0], q))
+        return jax.vmap(partial(conditional_draw, layout, data))(positions, z)
+
+    return fresh, segment, conditional, length
 
 
-def _program(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
-    """The chain program, from memory, from the on-disk export, or traced and exported now."""
+def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
+    """The compiled (segment, conditional) programs, the carry's leaf shapes and the segment length: from
+    memory, from the on-disk exports (nothing traced), or traced and exported now."""
     import jax
 
-    token = repr((layout, warmup, draws, sorted((k, v.shape, str(v.dtype)) for k, v in data.items()), init.shape,
+    length = (warmup + draws) // segments(warmup + draws)
+    token = repr((layout, warmup, draws, length, sorted((k, v.shape, str(v.dtype)) for k, v in data.items()), init.shape,
                   jax.__version__, _versions()))
     name = hashlib.sha256(token.encode()).hexdigest()[:32]
-    if name in _PROGRAMS:
-        return _PROGRAMS[name]
+    if name not in _PROGRAMS:
+        traced = []  # the traced functions, built only if an export is missing
+
+        def build(part: str):
+            if not traced:
+                traced.append(_chain_programs(layout, warmup, draws, init.shape[0]))
+            fresh, segment, conditional, _ = traced[0]
+            spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), data)
+            key = jax.ShapeDtypeStruct((2,), np.uint32)
+            if part == "conditional":
+                return conditional, (spec, jax.ShapeDtypeStruct((draws, init.shape[0]), np.float64), key)
+            leaves = jax.tree_util.tree_leaves(jax.eval_shape(fresh, spec, jax.ShapeDtypeStruct(init.shape, np.float64)))
+            return segment, (spec, leaves, key, jax.ShapeDtypeStruct((), np.int32))
+
+        options = compile_options(data)
+        compiled = {}
+        for part in ("segment", "conditional"):
+            exported = _load_or_export(f"{name}-{part}", partial(build, part))
+            args, _ = jax.tree_util.tree_unflatten(exported.in_tree, exported.in_avals)
+            compiled[part] = (jax.jit(exported.call).lower(*args).compile(compiler_options=options), args)
+        segment, (_, leaves, _, _) = compiled["segment"]
+        _PROGRAMS[name] = (segment, compiled["conditional"][0], leaves, length)
+    return _PROGRAMS[name]
+
+
+def _load_or_export(name: str, build):
+    """The export of build() -> (function, argument specs), read from the cache directory or made and saved."""
+    import jax
+
     path = cache_dir() / "export" / f"{name}.bin"
-    exported = None
     if path.exists():
         try:
-            exported = jax.export.deserialize(bytearray(path.read_bytes()))
+            return jax.export.deserialize(bytearray(path.read_bytes()))
         except Exception:  # a stale or damaged cache entry is rebuilt, never trusted
-            exported = None
-    spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), data)
-    specs = (spec, jax.ShapeDtypeStruct((2,), np.uint32), jax.ShapeDtypeStruct(init.shape, np.float64))
-    if exported is None:
-        exported = jax.export.export(jax.jit(_chain_program(layout, warmup, draws)))(*specs)
-        try:
-            blob = exported.serialize()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(blob)
-            tmp.replace(path)
-        except (OSError, ImportError):  # no writable cache (or no serialiser): this session keeps it in memory
             pass
-    fn = jax.jit(exported.call).lower(*specs).compile(compiler_options=compile_options(data))
-    _PROGRAMS[name] = fn
-    return fn
+    fn, specs = build()
+    exported = jax.export.export(jax.jit(fn))(*specs)
+    try:
+        blob = exported.serialize()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        tmp.replace(path)
+    except (OSError, ImportError):  # no writable cache (or no serialiser): this session keeps it in memory
+        pass
+    return exported
 
 
 # XLA's default CPU pipeline (fusion emitters, LLVM -O3) spends 5-7 s compiling even a tiny model's sampler,
@@ -168,53 +218,106 @@ def _versions() -> str:
     return ";".join(f"{p}={version(p)}" for p in ("jaxlib", "blackjax")) + ";" + code.hexdigest()[:16]
 
 
-def run_chain(layout, data: dict, seed: int, chain: int, init: np.ndarray, warmup: int, draws: int):
-    """Warm up and sample one chain: (positions, sample_stats, (beta_c, b_first, b_rest))."""
+def run_chain(layout, data: dict, seed: int, chain: int, init: np.ndarray, warmup: int, draws: int, report=None):
+    """Warm up and sample one chain: (positions, sample_stats, (beta_c, b_first, b_rest)).
+
+    `report(chain, steps_done)` is called after each segment (progress bars)."""
     setup_jax()
     import jax
 
-    fn = _program(layout, warmup, draws, data, init)
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), chain)
-    out = [np.asarray(o) for o in fn(data, key, init)]
+    segment, conditional, leaves, length = _programs(layout, warmup, draws, data, init)
+    k_run, k_cond = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), chain))
+    carry = [init] + [np.zeros(a.shape, a.dtype) for a in leaves[1:]]  # leaf 0 is the position: start there
+    parts = []
+    for start in range(0, warmup + draws, length):
+        carry, out = segment(data, carry, k_run, np.int32(start))
+        parts.append(out)
+        if report is not None:
+            jax.block_until_ready(carry)
+            report(chain, start + length)
+    out = [np.concatenate([np.asarray(p[i]) for p in parts])[warmup:] for i in range(len(parts[0]))]
+    cond = tuple(np.asarray(c) for c in conditional(data, out[0], k_cond))
     stats = {
         "lp": out[1], "diverging": out[2].astype(bool), "n_steps": out[3], "acceptance_rate": out[4],
-        "energy": out[5], "tree_depth": out[6], "step_size": np.full(draws, float(out[7])),
+        "energy": out[5], "tree_depth": out[6], "step_size": out[7],
     }
-    return out[0], stats, tuple(out[8:])
+    return out[0], stats, cond
+
+
+_QUEUE = None  # in a worker process: where chain progress goes
+
+
+def _worker_init(queue) -> None:
+    global _QUEUE
+    _QUEUE = queue
 
 
 def _chain_job(args):
-    """Process-pool entry point: one chain."""
-    return run_chain(*args)
+    """Process-pool entry point: one chain, its progress sent to the parent's queue."""
+    report = None if _QUEUE is None else (lambda chain, done: _QUEUE.put((chain, done)))
+    return run_chain(*args, report=report)
+
+
+class ChainBars:
+    """One tqdm bar per chain, labelled warmup or sampling."""
+
+    def __init__(self, chains: int, warmup: int, draws: int):
+        from tqdm.auto import tqdm
+
+        self.warmup = warmup
+        self.bars = [tqdm(total=warmup + draws, desc=f"chain {c + 1} warmup", unit="it", position=c, leave=False)
+                     for c in range(chains)]
+
+    def __call__(self, chain: int, done: int) -> None:
+        bar = self.bars[chain]
+        if done > self.warmup and bar.n <= self.warmup:
+            bar.set_description(f"chain {chain + 1} sampling", refresh=False)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars:
+            bar.close()
 
 
 def run_chains(layout, data, seed: int, inits: list[np.ndarray], warmup: int, draws: int, cores: int, progress: bool):
     """All chains, sequentially or in `cores` processes; identical draws either way."""
     chains = len(inits)
     jobs = [(layout, data, seed, c, inits[c], warmup, draws) for c in range(chains)]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=chains, desc="chains", unit="chain", leave=False)
-    if cores > 1 and chains > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(min(cores, chains)) as pool:
-            results = []
-            for r in pool.imap(_chain_job, jobs):
-                results.append(r)
-                if bar is not None:
-                    bar.update(1)
-    else:
-        results = []
-        for job in jobs:
-            results.append(run_chain(*job))
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+    bars = ChainBars(chains, warmup, draws) if progress else None
+    try:
+        if cores > 1 and chains > 1:
+            results = _in_processes(jobs, min(cores, chains), bars)
+        else:
+            results = [run_chain(*job, report=bars) for job in jobs]
+    finally:
+        if bars is not None:
+            bars.close()
     positions = np.stack([r[0] for r in results])
     stats = {k: np.stack([r[1][k] for r in results]) for k in results[0][1]}
     cond = [np.stack([r[2][i] for r in results]) for i in range(3)]
     return positions, stats, cond
+
+
+def _in_processes(jobs: list, processes: int, bars) -> list:
+    """Chains in spawned worker processes; their progress reaches the parent's bars through a queue."""
+    import multiprocessing as mp
+    import queue as queues
+    from concurrent.futures import ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = mp.get_context("spawn")
+    progress = context.Queue() if bars is not None else None
+    try:
+        with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_init, initargs=(progress,)) as pool:
+            futures = [pool.submit(_chain_job, job) for job in jobs]
+            while progress is not None and wait(futures, timeout=0).not_done:
+                try:
+                    bars(*progress.get(timeout=0.1))
+                except queues.Empty:
+                    pass
+            return [f.result() for f in futures]
+    except BrokenProcessPool:
+        raise MultilevelError(
+            "the worker processes for cores > 1 died before finishing; in a script, start sampling under "
+            "'if __name__ == \"__main__\":' (worker processes re-import the script), or use cores=1"
+        ) from None

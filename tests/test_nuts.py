@@ -1,0 +1,55 @@
+"""The NUTS driver: segmented chains, per-chain progress, processes."""
+
+import subprocess
+import sys
+
+import pytest
+
+import multilevel as mlv
+from multilevel import nuts
+
+
+@pytest.mark.parametrize("total", [2000, 600, 1009, 97, 51])
+def test_segments_divide_the_chain(total):
+    n = nuts.segments(total)
+    assert total % n == 0 and 1 <= n <= 200
+    if total == 2000:
+        assert n == 20
+
+
+class RecordingBars(nuts.ChainBars):
+    """The real bars, recording what each chain reported."""
+
+    calls: list = []
+
+    def __call__(self, chain, done):
+        super().__call__(chain, done)
+        RecordingBars.calls.append((chain, done, self.bars[chain].desc))
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_one_progress_bar_per_chain(monkeypatch, cores):
+    RecordingBars.calls = []
+    monkeypatch.setattr(nuts, "ChainBars", RecordingBars)
+    model = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff"))
+    model.sample(chains=2, draws=100, warmup=100, seed=1, progress=True, cores=cores)
+    for chain in (0, 1):
+        done = [d for c, d, _ in RecordingBars.calls if c == chain]
+        assert done == sorted(done) and done[-1] == 200 and len(done) == nuts.segments(200)
+    descriptions = {desc.rstrip(": ") for _, _, desc in RecordingBars.calls}
+    assert {"chain 1 warmup", "chain 2 warmup", "chain 1 sampling", "chain 2 sampling"} <= descriptions
+
+
+SCRIPT = """
+import multilevel as mlv
+model = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff"))
+model.sample(chains=2, draws=50, warmup=50, seed=1, cores=2, progress=False)
+"""
+
+
+def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text(SCRIPT)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "if __name__ == \"__main__\"" in run.stderr and "cores=1" in run.stderr
