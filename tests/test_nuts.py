@@ -53,3 +53,19 @@ def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path):
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
     assert "if __name__ == \"__main__\"" in run.stderr and "cores=1" in run.stderr
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(chains=0), "chains"),
+    (dict(draws=2.5), "draws"),
+    (dict(warmup=10), "warmup=10"),
+    (dict(cores=0), "cores"),
+    (dict(seed=-1), "seed"),
+    (dict(seed=2**64), "seed"),
+    (dict(seed="1"), "seed"),
+    (dict(sampler="hmc"), "sampler"),
+])
+def test_bad_sampling_arguments_are_named(kwargs, words):
+    model = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff"))
+    with pytest.raises(mlv.MultilevelError, match=words):
+        model.sample(progress=False, **kwargs)

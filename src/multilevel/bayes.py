@@ -58,6 +58,8 @@ def sample(
     _check_counts(chains, draws, warmup, cores)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**31))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise MultilevelError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
     if progress is None:
         import sys
 

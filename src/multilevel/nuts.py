@@ -88,26 +88,32 @@ def _chain_programs(layout, warmup: int, draws: int, dim: int):
     mm_init, mm_update, mm_final = mass_matrix_adaptation(True)
     density = jax.jit(log_density, static_argnums=0)  # traced once, called from every place NUTS needs it
 
-    shapes = jax.eval_shape(lambda x: (blackjax.nuts.init(x, lambda y: 0.0 * y.sum()), da_init(1.0), mm_init(dim), 1.0, 1.0),
-                            jax.ShapeDtypeStruct((dim,), np.float64))
+    def fresh(data, x, logdensity=None):
+        """The state a chain starts from at x: NUTS state, dual averaging, Welford, step size, metric."""
+        mm0 = mm_init(x.shape[0])
+        nuts0 = blackjax.nuts.init(x, logdensity or partial(density, layout, data))
+        return (nuts0, da_init(1.0), mm0, jnp.asarray(1.0), mm0.inverse_mass_matrix)
+
+    # the carry's shapes, without tracing the density (a stand-in of the same output shapes)
+    shapes = jax.eval_shape(lambda x: fresh(None, x, lambda y: 0.0 * y.sum()), jax.ShapeDtypeStruct((dim,), np.float64))
     carry_tree = jax.tree_util.tree_structure(shapes)
-    assert shapes[0].position is jax.tree_util.tree_leaves(shapes)[0]  # run_chain puts the start in leaf 0
+    leaves = jax.tree_util.tree_leaves(shapes)
+    assert shapes[0].position is leaves[0]  # run_chain puts the start in leaf 0
 
     def pick(flag, new, old):
         return jax.tree_util.tree_map(lambda a, b: jnp.where(flag, a, b), new, old)
 
-    def fresh(data, x):
-        """The state a chain starts from at x: NUTS state, dual averaging, Welford, step size, metric."""
-        mm0 = mm_init(x.shape[0])
-        nuts0 = blackjax.nuts.init(x, partial(density, layout, data))
-        return (nuts0, da_init(1.0), mm0, jnp.asarray(1.0), mm0.inverse_mass_matrix)
+    def keys(seed, chain):
+        """The chain's keys for its NUTS steps and for its conditional draws (derived in the program: no
+        eager JAX calls, each a compilation of its own, in the driver)."""
+        return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), chain))
 
-    def segment(data, leaves, key, start):
-        """(data, carry's leaves, chain key, first step) -> (carry's leaves, per-step draws and statistics)."""
+    def segment(data, leaves, seed, chain, start):
+        """(data, carry's leaves, seed, chain, first step) -> (carry's leaves, per-step draws and statistics)."""
         logdensity = partial(density, layout, data)
         carry = jax.tree_util.tree_unflatten(carry_tree, leaves)  # flat at the boundary: exports serialise leaves
         carry = jax.lax.cond(start == 0, lambda c: fresh(data, c[0].position), lambda c: c, carry)
-        keys = jax.lax.dynamic_slice_in_dim(jax.random.split(key, total), start, length)
+        steps = jax.lax.dynamic_slice_in_dim(jax.random.split(keys(seed, chain)[0], total), start, length)
         slow, window_end = jax.lax.dynamic_slice_in_dim(jnp.asarray(schedule), start, length).T
 
         def one(carry, xs):
@@ -128,14 +134,14 @@ def _chain_programs(layout, warmup: int, draws: int, dim: int):
             return carry, (st.position, st.logdensity, info.is_divergent, info.num_integration_steps,
                            info.acceptance_rate, info.energy, info.num_trajectory_expansions, step)
 
-        carry, out = jax.lax.scan(one, carry, (start + jnp.arange(length), keys, slow, window_end))
+        carry, out = jax.lax.scan(one, carry, (start + jnp.arange(length), steps, slow, window_end))
         return jax.tree_util.tree_leaves(carry), out
 
-    def conditional(data, positions, key):
-        z = jax.random.normal(key, (positions.shape[0], q))
+    def conditional(data, positions, seed, chain):
+        z = jax.random.normal(keys(seed, chain)[1], (positions.shape[0], q))
         return jax.vmap(partial(conditional_draw, layout, data))(positions, z)
 
-    return fresh, segment, conditional, length
+    return segment, conditional, leaves, length
 
 
 def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
@@ -153,13 +159,12 @@ def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
         def build(part: str):
             if not traced:
                 traced.append(_chain_programs(layout, warmup, draws, init.shape[0]))
-            fresh, segment, conditional, _ = traced[0]
+            segment, conditional, leaves, _ = traced[0]
             spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), data)
-            key = jax.ShapeDtypeStruct((2,), np.uint32)
+            seed, chain = jax.ShapeDtypeStruct((), np.int64), jax.ShapeDtypeStruct((), np.int32)
             if part == "conditional":
-                return conditional, (spec, jax.ShapeDtypeStruct((draws, init.shape[0]), np.float64), key)
-            leaves = jax.tree_util.tree_leaves(jax.eval_shape(fresh, spec, jax.ShapeDtypeStruct(init.shape, np.float64)))
-            return segment, (spec, leaves, key, jax.ShapeDtypeStruct((), np.int32))
+                return conditional, (spec, jax.ShapeDtypeStruct((draws, init.shape[0]), np.float64), seed, chain)
+            return segment, (spec, leaves, seed, chain, jax.ShapeDtypeStruct((), np.int32))
 
         options = compile_options(data)
         compiled = {}
@@ -167,7 +172,7 @@ def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
             exported = _load_or_export(f"{name}-{part}", partial(build, part))
             args, _ = jax.tree_util.tree_unflatten(exported.in_tree, exported.in_avals)
             compiled[part] = (jax.jit(exported.call).lower(*args).compile(compiler_options=options), args)
-        segment, (_, leaves, _, _) = compiled["segment"]
+        segment, (_, leaves, _, _, _) = compiled["segment"]
         _PROGRAMS[name] = (segment, compiled["conditional"][0], leaves, length)
     return _PROGRAMS[name]
 
@@ -226,17 +231,16 @@ def run_chain(layout, data: dict, seed: int, chain: int, init: np.ndarray, warmu
     import jax
 
     segment, conditional, leaves, length = _programs(layout, warmup, draws, data, init)
-    k_run, k_cond = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), chain))
     carry = [init] + [np.zeros(a.shape, a.dtype) for a in leaves[1:]]  # leaf 0 is the position: start there
     parts = []
     for start in range(0, warmup + draws, length):
-        carry, out = segment(data, carry, k_run, np.int32(start))
+        carry, out = segment(data, carry, np.int64(seed), np.int32(chain), np.int32(start))
         parts.append(out)
         if report is not None:
             jax.block_until_ready(carry)
             report(chain, start + length)
     out = [np.concatenate([np.asarray(p[i]) for p in parts])[warmup:] for i in range(len(parts[0]))]
-    cond = tuple(np.asarray(c) for c in conditional(data, out[0], k_cond))
+    cond = tuple(np.asarray(c) for c in conditional(data, out[0], np.int64(seed), np.int32(chain)))
     stats = {
         "lp": out[1], "diverging": out[2].astype(bool), "n_steps": out[3], "acceptance_rate": out[4],
         "energy": out[5], "tree_depth": out[6], "step_size": out[7],
