@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import multilevel as mlv
@@ -69,3 +70,11 @@ def test_bad_sampling_arguments_are_named(kwargs, words):
     model = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff"))
     with pytest.raises(mlv.MultilevelError, match=words):
         model.sample(progress=False, **kwargs)
+
+
+def test_small_models_compile_fast_large_ones_optimised():
+    def data(r, m0, k0, fill):
+        return {"C22": np.zeros((r, r)), "B": np.zeros((r, m0, k0)), "fill_vals": np.zeros(fill)}
+
+    assert nuts.compile_options(data(3, 85, 1, 3)) == nuts.FAST_COMPILE  # radon
+    assert nuts.compile_options(data(123, 1721, 2, 10_000)) == {}  # egsingle's 3-level growth model

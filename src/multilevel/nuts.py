@@ -171,7 +171,8 @@ def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
         for part in ("segment", "conditional"):
             exported = _load_or_export(f"{name}-{part}", partial(build, part))
             args, _ = jax.tree_util.tree_unflatten(exported.in_tree, exported.in_avals)
-            compiled[part] = (jax.jit(exported.call).lower(*args).compile(compiler_options=options), args)
+            opts = options if part == "segment" else ONCE  # the conditional draws run once per chain
+            compiled[part] = (jax.jit(exported.call).lower(*args).compile(compiler_options=opts), args)
         segment, (_, leaves, _, _, _) = compiled["segment"]
         _PROGRAMS[name] = (segment, compiled["conditional"][0], leaves, length)
     return _PROGRAMS[name]
@@ -201,9 +202,11 @@ def _load_or_export(name: str, build):
 
 
 # XLA's default CPU pipeline (fusion emitters, LLVM -O3) spends 5-7 s compiling even a tiny model's sampler,
-# many times what the program then runs for; its plain emitters at -O0 compile 3-4x faster and run up to
-# 1.6x slower, which only pays for programs whose run is long (measured in docs/bayes.md).
-FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
+# many times what the program then runs for. Its plain emitters at -O1 compile it about twice as fast and run
+# as fast; the conditional draws, run once per chain, compile at -O0. A costly density (egsingle's 3-level
+# growth model) runs 15 % faster with the default pipeline, which then pays for its compile (docs/bayes.md).
+FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1}
+ONCE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
 FAST_COMPILE_MAX_WORK = 200_000  # multiply-adds per density evaluation up to which the fast pipeline is used
 
 
