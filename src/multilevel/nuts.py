@@ -1,13 +1,12 @@
-"""NUTS on the collapsed posterior with BlackJAX: one compiled program per chain does window adaptation,
-the draws, and the exact conditional draws of the integrated-out effects.
+"""NUTS on the collapsed posterior with BlackJAX: per chain, one compiled program runs segments of NUTS
+steps with Stan's windowed adaptation, and another draws the integrated-out effects exactly.
 
 BlackJAX was chosen by measurement (docs/bayes.md): on sleepstudy its compiled sampler costs ~10 us per
 leapfrog step against ~160 us for nutpie driven through a Python callback, and NumPyro compiled slower.
-Startup dominates small models, so the traced program is serialised with `jax.export` into the user's
+Startup dominates small models, so the traced programs are serialised with `jax.export` into the user's
 cache (keyed by the model's shapes, priors and library versions) and XLA's persistent compilation
 cache keeps the machine code: a second session skips tracing and compiling. Each chain's key is
-fold_in(seed, chain), so draws do not depend on how many processes run the chains.
-"""
+fold_in(seed, chain), so draws do not depend on how many processes run the chains."""
 
 from __future__ import annotations
 
