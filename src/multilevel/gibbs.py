@@ -24,6 +24,7 @@ import time
 import numpy as np
 import scipy.linalg as sla
 
+from .chains import run as run_chains
 from .crossprod import cross_products, response
 from .design import Design
 from .engine import Engine, tri_index
@@ -175,8 +176,10 @@ class Chain:
         return float(np.mean(moves)) if moves else 1.0
 
 
-def run_chain(design: Design, ps: PriorSet, seed: int, chain: int, warmup: int, draws: int, bar=None) -> dict:
-    """Burn in, then keep `draws` sweeps of one chain (its own generator: default_rng([seed, chain]))."""
+def run_chain(design: Design, ps: PriorSet, seed: int, chain: int, warmup: int, draws: int, report=None) -> dict:
+    """Burn in, then keep `draws` sweeps of one chain (its own generator: default_rng([seed, chain])).
+
+    `report(chain, sweeps_done)` is called about a hundred times along the way (progress bars)."""
     ch = Chain(design, ps, np.random.default_rng([seed, chain]))
     blocks = design.blocks
     out = {
@@ -190,8 +193,8 @@ def run_chain(design: Design, ps: PriorSet, seed: int, chain: int, warmup: int, 
     step = max(1, (warmup + draws) // 100)
     for it in range(warmup + draws):
         rate = ch.sweep()
-        if bar is not None and (it + 1) % step == 0:
-            bar.update(step)
+        if report is not None and ((it + 1) % step == 0 or it + 1 == warmup + draws):
+            report(chain, it + 1)
         d = it - warmup
         if d < 0:
             continue
@@ -205,36 +208,6 @@ def run_chain(design: Design, ps: PriorSet, seed: int, chain: int, warmup: int, 
         if ch.sigma is not None:
             out["sigma"][d] = ch.sigma
     return out
-
-
-def _chain_job(args):
-    """Process-pool entry point: one chain, no progress bar."""
-    return run_chain(*args)
-
-
-def _run_all(design, ps, seed, chains, warmup, draws, cores, progress) -> list[dict]:
-    jobs = [(design, ps, seed, c, warmup, draws) for c in range(chains)]
-    if cores > 1 and chains > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(min(cores, chains)) as pool:
-            it = pool.imap(_chain_job, jobs)
-            if progress:
-                from tqdm.auto import tqdm
-
-                it = tqdm(it, total=chains, desc="gibbs chains", leave=False)
-            return list(it)
-    results = []
-    for c, job in enumerate(jobs):
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=warmup + draws, desc=f"gibbs chain {c + 1}/{chains}", leave=False)
-        results.append(run_chain(*job, bar=bar))
-        if bar is not None:
-            bar.close()
-    return results
 
 
 def _per_term(results: list[dict], key: str) -> list[np.ndarray]:
@@ -251,7 +224,8 @@ def sample_gibbs(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed
     design, means, intercept = centred_design(model.design)
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)'")
-    res = _run_all(design, ps, seed, chains, warmup, draws, cores, progress)
+    jobs = [(design, ps, seed, c, warmup, draws) for c in range(chains)]
+    res = run_chains(run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain")
     beta_c = np.stack([r["beta"] for r in res])
     names = model.design.fixed_names
     beta = np.empty_like(beta_c)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MultilevelError
+from . import chains
 
 _READY = False
 # One chain's program is small: XLA's intra-op thread pool only adds overhead, and multi-threaded Eigen has
@@ -250,80 +250,11 @@ def run_chain(layout, data: dict, seed: int, chain: int, init: np.ndarray, warmu
     return out[0], stats, cond
 
 
-_QUEUE = None  # in a worker process: where chain progress goes
-
-
-def _worker_init(queue) -> None:
-    global _QUEUE
-    _QUEUE = queue
-
-
-def _chain_job(args):
-    """Process-pool entry point: one chain, its progress sent to the parent's queue."""
-    report = None if _QUEUE is None else (lambda chain, done: _QUEUE.put((chain, done)))
-    return run_chain(*args, report=report)
-
-
-class ChainBars:
-    """One tqdm bar per chain, labelled warmup or sampling."""
-
-    def __init__(self, chains: int, warmup: int, draws: int):
-        from tqdm.auto import tqdm
-
-        self.warmup = warmup
-        self.bars = [tqdm(total=warmup + draws, desc=f"chain {c + 1} warmup", unit="it", position=c, leave=False)
-                     for c in range(chains)]
-
-    def __call__(self, chain: int, done: int) -> None:
-        bar = self.bars[chain]
-        if done > self.warmup and bar.n <= self.warmup:
-            bar.set_description(f"chain {chain + 1} sampling", refresh=False)
-        bar.update(done - bar.n)
-
-    def close(self) -> None:
-        for bar in self.bars:
-            bar.close()
-
-
 def run_chains(layout, data, seed: int, inits: list[np.ndarray], warmup: int, draws: int, cores: int, progress: bool):
     """All chains, sequentially or in `cores` processes; identical draws either way."""
-    chains = len(inits)
-    jobs = [(layout, data, seed, c, inits[c], warmup, draws) for c in range(chains)]
-    bars = ChainBars(chains, warmup, draws) if progress else None
-    try:
-        if cores > 1 and chains > 1:
-            results = _in_processes(jobs, min(cores, chains), bars)
-        else:
-            results = [run_chain(*job, report=bars) for job in jobs]
-    finally:
-        if bars is not None:
-            bars.close()
+    jobs = [(layout, data, seed, c, inits[c], warmup, draws) for c in range(len(inits))]
+    results = chains.run(run_chain, jobs, cores, warmup, draws, progress)
     positions = np.stack([r[0] for r in results])
     stats = {k: np.stack([r[1][k] for r in results]) for k in results[0][1]}
     cond = [np.stack([r[2][i] for r in results]) for i in range(3)]
     return positions, stats, cond
-
-
-def _in_processes(jobs: list, processes: int, bars) -> list:
-    """Chains in spawned worker processes; their progress reaches the parent's bars through a queue."""
-    import multiprocessing as mp
-    import queue as queues
-    from concurrent.futures import ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    context = mp.get_context("spawn")
-    progress = context.Queue() if bars is not None else None
-    try:
-        with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_init, initargs=(progress,)) as pool:
-            futures = [pool.submit(_chain_job, job) for job in jobs]
-            while progress is not None and wait(futures, timeout=0).not_done:
-                try:
-                    bars(*progress.get(timeout=0.1))
-                except queues.Empty:
-                    pass
-            return [f.result() for f in futures]
-    except BrokenProcessPool:
-        raise MultilevelError(
-            "the worker processes for cores > 1 died before finishing; in a script, start sampling under "
-            "'if __name__ == \"__main__\":' (worker processes re-import the script), or use cores=1"
-        ) from None

@@ -1,0 +1,84 @@
+"""Running a sampler's chains: one after another or in worker processes, with a progress bar per chain.
+
+Both samplers hand over a module-level function `run_chain(*job, report=None)` that calls
+`report(chain, steps_done)` as it goes; in worker processes the reports reach the parent's bars through
+a queue. A chain's draws depend only on its job (seed, chain index), never on where it ran.
+"""
+
+from __future__ import annotations
+
+from .errors import MultilevelError
+
+_QUEUE = None  # in a worker process: where chain progress goes
+
+
+class ChainBars:
+    """One tqdm bar per chain, labelled warmup or sampling."""
+
+    def __init__(self, chains: int, warmup: int, draws: int, label: str = "chain"):
+        from tqdm.auto import tqdm
+
+        self.warmup, self.label = warmup, label
+        self.bars = [tqdm(total=warmup + draws, desc=f"{label} {c + 1} warmup", unit="it", position=c, leave=False)
+                     for c in range(chains)]
+
+    def __call__(self, chain: int, done: int) -> None:
+        bar = self.bars[chain]
+        if done > self.warmup and bar.n <= self.warmup:
+            bar.set_description(f"{self.label} {chain + 1} sampling", refresh=False)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars:
+            bar.close()
+
+
+def run(run_chain, jobs: list[tuple], cores: int, warmup: int, draws: int, progress: bool, label: str = "chain") -> list:
+    """run_chain(*job, report=...) for every job, in min(cores, len(jobs)) processes when cores > 1."""
+    bars = ChainBars(len(jobs), warmup, draws, label) if progress else None
+    try:
+        if cores > 1 and len(jobs) > 1:
+            return _in_processes(run_chain, jobs, min(cores, len(jobs)), bars)
+        return [run_chain(*job, report=bars) for job in jobs]
+    finally:
+        if bars is not None:
+            bars.close()
+
+
+def _worker_init(queue) -> None:
+    global _QUEUE
+    _QUEUE = queue
+
+
+def _report(chain: int, done: int) -> None:
+    _QUEUE.put((chain, done))
+
+
+def _job(run_chain, job: tuple):
+    """Worker entry point: one chain, its progress sent to the parent's queue."""
+    return run_chain(*job, report=None if _QUEUE is None else _report)
+
+
+def _in_processes(run_chain, jobs: list, processes: int, bars) -> list:
+    """Chains in spawned worker processes; their progress reaches the parent's bars through a queue."""
+    import multiprocessing as mp
+    import queue as queues
+    from concurrent.futures import ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = mp.get_context("spawn")
+    progress = context.Queue() if bars is not None else None
+    try:
+        with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_init, initargs=(progress,)) as pool:
+            futures = [pool.submit(_job, run_chain, job) for job in jobs]
+            while progress is not None and wait(futures, timeout=0).not_done:
+                try:
+                    bars(*progress.get(timeout=0.1))
+                except queues.Empty:
+                    pass
+            return [f.result() for f in futures]
+    except BrokenProcessPool:
+        raise MultilevelError(
+            "the worker processes for cores > 1 died before finishing; in a script, start sampling under "
+            "'if __name__ == \"__main__\":' (worker processes re-import the script), or use cores=1"
+        ) from None
