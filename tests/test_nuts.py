@@ -37,7 +37,10 @@ def test_one_progress_bar_per_chain(monkeypatch, cores, sampler, label):
     model.sample(chains=2, draws=100, warmup=100, seed=1, progress=True, cores=cores, sampler=sampler)
     for chain in (0, 1):
         done = [d for c, d, _ in RecordingBars.calls if c == chain]
-        assert done == sorted(done) and done[-1] == 200 and len(done) >= nuts.segments(200)
+        assert done == sorted(done) and done[-1] == 200
+        # in one process every segment reports; from workers, reports still in the queue when the chain
+        # returns are superseded by the bar being filled
+        assert len(done) >= (nuts.segments(200) if cores == 1 else 2)
     descriptions = {desc.rstrip(": ") for _, _, desc in RecordingBars.calls}
     assert {f"{label} {c} {phase}" for c in (1, 2) for phase in ("warmup", "sampling")} <= descriptions
 

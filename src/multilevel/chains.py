@@ -24,9 +24,16 @@ class ChainBars:
 
     def __call__(self, chain: int, done: int) -> None:
         bar = self.bars[chain]
+        if done <= bar.n:  # a late report from a worker
+            return
         if done > self.warmup and bar.n <= self.warmup:
             bar.set_description(f"{self.label} {chain + 1} sampling", refresh=False)
         bar.update(done - bar.n)
+
+    def finish(self) -> None:
+        """Every chain has returned: fill the bars whose last reports are still in flight."""
+        for chain, bar in enumerate(self.bars):
+            self(chain, bar.total)
 
     def close(self) -> None:
         for bar in self.bars:
@@ -76,7 +83,10 @@ def _in_processes(run_chain, jobs: list, processes: int, bars) -> list:
                     bars(*progress.get(timeout=0.1))
                 except queues.Empty:
                     pass
-            return [f.result() for f in futures]
+            results = [f.result() for f in futures]
+            if bars is not None:
+                bars.finish()
+            return results
     except BrokenProcessPool:
         raise MultilevelError(
             "the worker processes for cores > 1 died before finishing; in a script, start sampling under "
