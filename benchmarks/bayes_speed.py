@@ -69,9 +69,10 @@ def main(names: list[str]) -> None:
                 rows[f"{name}/{run_name}"] = dict(r, ess_per_s=rate)
                 print(f"{name:<11} {run_name:<6} {r['sample_s']:>10.2f} {r['min_ess']:>8.0f} {rate:>8.0f} "
                       f"{10 * brms:>9.0f} {peer:>9.0f}  {'ok' if ok else 'below target'}")
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    (results / "bayes_speed.json").write_text(json.dumps(rows, indent=2))
+    out = HERE / "results" / "bayes_speed.json"
+    out.parent.mkdir(exist_ok=True)
+    kept = json.loads(out.read_text()) if out.exists() else {}  # models not run this time keep their rows
+    out.write_text(json.dumps(kept | rows, indent=2))
 
 
 if __name__ == "__main__":
