@@ -1,5 +1,6 @@
-"""NUTS on the collapsed posterior with BlackJAX: per chain, one compiled program runs segments of NUTS
-steps with Stan's windowed adaptation, and another draws the integrated-out effects exactly.
+"""NUTS on the collapsed posterior with BlackJAX: per chain, one compiled program gives the starting state,
+one runs segments of NUTS steps with Stan's windowed adaptation, and one draws the integrated-out effects
+exactly.
 
 BlackJAX was chosen by measurement (docs/bayes.md): on sleepstudy its compiled sampler costs ~10 us per
 leapfrog step against ~160 us for nutpie driven through a Python callback, and NumPyro compiled slower.
@@ -59,7 +60,7 @@ def segments(total: int, target: int = 20) -> int:
 
 
 def _chain_programs(layout, warmup: int, draws: int, dim: int):
-    """The two traced functions of one chain: a segment of NUTS steps, and the conditional draws.
+    """The traced functions of one chain: its starting state, a segment of NUTS steps, the conditional draws.
 
     Warmup and sampling share one NUTS kernel inside one scan: Stan's windowed adaptation (BlackJAX's
     schedule, dual averaging and Welford mass-matrix estimator) updates the kernel's step size and
@@ -97,7 +98,6 @@ def _chain_programs(layout, warmup: int, draws: int, dim: int):
     shapes = jax.eval_shape(lambda x: fresh(None, x, lambda y: 0.0 * y.sum()), jax.ShapeDtypeStruct((dim,), np.float64))
     carry_tree = jax.tree_util.tree_structure(shapes)
     leaves = jax.tree_util.tree_leaves(shapes)
-    assert shapes[0].position is leaves[0]  # run_chain puts the start in leaf 0
 
     def pick(flag, new, old):
         return jax.tree_util.tree_map(lambda a, b: jnp.where(flag, a, b), new, old)
@@ -111,7 +111,6 @@ def _chain_programs(layout, warmup: int, draws: int, dim: int):
         """(data, carry's leaves, seed, chain, first step) -> (carry's leaves, per-step draws and statistics)."""
         logdensity = partial(density, layout, data)
         carry = jax.tree_util.tree_unflatten(carry_tree, leaves)  # flat at the boundary: exports serialise leaves
-        carry = jax.lax.cond(start == 0, lambda c: fresh(data, c[0].position), lambda c: c, carry)
         steps = jax.lax.dynamic_slice_in_dim(jax.random.split(keys(seed, chain)[0], total), start, length)
         slow, window_end = jax.lax.dynamic_slice_in_dim(jnp.asarray(schedule), start, length).T
 
@@ -140,12 +139,17 @@ def _chain_programs(layout, warmup: int, draws: int, dim: int):
         z = jax.random.normal(keys(seed, chain)[1], (positions.shape[0], q))
         return jax.vmap(partial(conditional_draw, layout, data))(positions, z)
 
-    return segment, conditional, leaves, length
+    def begin(data, x):
+        """The first carry's leaves (its own program: in the segment it would be one more copy of the
+        density's gradient for XLA to compile)."""
+        return jax.tree_util.tree_leaves(fresh(data, x))
+
+    return begin, segment, conditional, leaves, length
 
 
 def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
-    """The compiled (segment, conditional) programs, the carry's leaf shapes and the segment length: from
-    memory, from the on-disk exports (nothing traced), or traced and exported now."""
+    """The compiled (begin, segment, conditional) programs and the segment length: from memory, from the
+    on-disk exports (nothing traced), or traced and exported now."""
     import jax
 
     length = (warmup + draws) // segments(warmup + draws)
@@ -158,22 +162,24 @@ def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
         def build(part: str):
             if not traced:
                 traced.append(_chain_programs(layout, warmup, draws, init.shape[0]))
-            segment, conditional, leaves, _ = traced[0]
+            begin, segment, conditional, leaves, _ = traced[0]
             spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), data)
             seed, chain = jax.ShapeDtypeStruct((), np.int64), jax.ShapeDtypeStruct((), np.int32)
+            if part == "begin":
+                return begin, (spec, jax.ShapeDtypeStruct(init.shape, np.float64))
             if part == "conditional":
                 return conditional, (spec, jax.ShapeDtypeStruct((draws, init.shape[0]), np.float64), seed, chain)
             return segment, (spec, leaves, seed, chain, jax.ShapeDtypeStruct((), np.int32))
 
         options = compile_options(data)
         compiled = {}
-        for part in ("segment", "conditional"):
+        for part in ("begin", "segment", "conditional"):
             exported = _load_or_export(f"{name}-{part}", partial(build, part))
             args, _ = jax.tree_util.tree_unflatten(exported.in_tree, exported.in_avals)
-            opts = options if part == "segment" else ONCE  # the conditional draws run once per chain
+            opts = options if part == "segment" else ONCE  # the others run once per chain
             compiled[part] = (jax.jit(exported.call).lower(*args).compile(compiler_options=opts), args)
-        segment, (_, leaves, _, _, _) = compiled["segment"]
-        _PROGRAMS[name] = (segment, compiled["conditional"][0], leaves, length)
+        segment = compiled["segment"][0]
+        _PROGRAMS[name] = (compiled["begin"][0], segment, compiled["conditional"][0], length)
     return _PROGRAMS[name]
 
 
@@ -232,8 +238,8 @@ def run_chain(layout, data: dict, seed: int, chain: int, init: np.ndarray, warmu
     setup_jax()
     import jax
 
-    segment, conditional, leaves, length = _programs(layout, warmup, draws, data, init)
-    carry = [init] + [np.zeros(a.shape, a.dtype) for a in leaves[1:]]  # leaf 0 is the position: start there
+    begin, segment, conditional, length = _programs(layout, warmup, draws, data, init)
+    carry = begin(data, init)
     parts = []
     for start in range(0, warmup + draws, length):
         carry, out = segment(data, carry, np.int64(seed), np.int32(chain), np.int32(start))
