@@ -59,7 +59,7 @@ def segments(total: int, target: int = 20) -> int:
     return min(divisors, key=lambda n: (abs(n - target), n))
 
 
-def _chain_programs(layout, warmup: int, draws: int, dim: int):
+def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
     """The traced functions of one chain: its starting state, a segment of NUTS steps, the conditional draws.
 
     Warmup and sampling share one NUTS kernel inside one scan: Stan's windowed adaptation (BlackJAX's
@@ -79,7 +79,6 @@ def _chain_programs(layout, warmup: int, draws: int, dim: int):
     from .collapsed import conditional_draw, log_density
 
     total = warmup + draws
-    length = total // segments(total)
     q = sum(k * m for k, m in zip(layout.ks, layout.ms)) + layout.p_c  # effects drawn given each draw
     schedule = np.zeros((total, 2), dtype=np.int32)
     schedule[:warmup] = np.asarray(build_schedule(warmup), dtype=np.int32)
@@ -144,7 +143,7 @@ def _chain_programs(layout, warmup: int, draws: int, dim: int):
         density's gradient for XLA to compile)."""
         return jax.tree_util.tree_leaves(fresh(data, x))
 
-    return begin, segment, conditional, leaves, length
+    return begin, segment, conditional, leaves
 
 
 def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
@@ -161,8 +160,8 @@ def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
 
         def build(part: str):
             if not traced:
-                traced.append(_chain_programs(layout, warmup, draws, init.shape[0]))
-            begin, segment, conditional, leaves, _ = traced[0]
+                traced.append(_chain_programs(layout, warmup, draws, length, init.shape[0]))
+            begin, segment, conditional, leaves = traced[0]
             spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), data)
             seed, chain = jax.ShapeDtypeStruct((), np.int64), jax.ShapeDtypeStruct((), np.int32)
             if part == "begin":
@@ -177,9 +176,8 @@ def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
             exported = _load_or_export(f"{name}-{part}", partial(build, part))
             args, _ = jax.tree_util.tree_unflatten(exported.in_tree, exported.in_avals)
             opts = options if part == "segment" else ONCE  # the others run once per chain
-            compiled[part] = (jax.jit(exported.call).lower(*args).compile(compiler_options=opts), args)
-        segment = compiled["segment"][0]
-        _PROGRAMS[name] = (compiled["begin"][0], segment, compiled["conditional"][0], length)
+            compiled[part] = jax.jit(exported.call).lower(*args).compile(compiler_options=opts)
+        _PROGRAMS[name] = (compiled["begin"], compiled["segment"], compiled["conditional"], length)
     return _PROGRAMS[name]
 
 
@@ -208,7 +206,7 @@ def _load_or_export(name: str, build):
 
 # XLA's default CPU pipeline (fusion emitters, LLVM -O3) spends 5-7 s compiling even a tiny model's sampler,
 # many times what the program then runs for. Its plain emitters at -O1 compile it about twice as fast and run
-# as fast; the conditional draws, run once per chain, compile at -O0. A costly density (egsingle's 3-level
+# as fast; the starting state and the conditional draws, run once per chain, compile at -O0. A costly density (egsingle's 3-level
 # growth model) runs 15 % faster with the default pipeline, which then pays for its compile (docs/bayes.md).
 FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1}
 ONCE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
