@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from .crossprod import grouped_sums, response
+from .crossprod import grouped_sums, weighted_columns
 from .engine import Engine
 from .errors import MultilevelError, MultilevelWarning
 from .posterior import brms_coef
@@ -58,14 +58,9 @@ def refit_on(fit, y: np.ndarray):
 
     design = replace(fit.design, y=np.asarray(y, dtype=float))
     cp = fit.engine.cp
-    w = design.weights
-    Xy = np.column_stack([design.X, response(design)])
-    WXy = Xy if w is None else Xy * w[:, None]
-    wy = WXy[:, -1:]
-    zxy = [np.column_stack([old[:, :-1], grouped_sums(b, wy)]) for old, b in zip(cp.zxy, design.blocks)]
-    xy = cp.xy.copy()
-    xy[:, -1] = xy[-1, :] = Xy.T @ wy[:, 0]
-    new_cp = replace(cp, zxy=zxy, xy=xy)
+    Xy, WXy, _ = weighted_columns(design)
+    zxy = [np.column_stack([old[:, :-1], grouped_sums(b, WXy[:, -1:])]) for old, b in zip(cp.zxy, design.blocks)]
+    new_cp = replace(cp, zxy=zxy, xy=Xy.T @ WXy)  # as cross_products computes it: the same rounding
     engine = Engine(new_cp, fit.engine.ks, fit.engine.ms)
     return fit_lmm(_Refit(design, engine), method=fit.method, prior=fit.prior)
 

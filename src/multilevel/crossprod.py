@@ -69,13 +69,18 @@ def response(design: Design) -> np.ndarray:
     return design.y if design.offset is None else design.y - design.offset
 
 
-def cross_products(design: Design) -> CrossProducts:
-    """All cross-products of a design, with weights (and brms se() as weights 1/se^2)."""
+def weighted_columns(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """[X y], W[X y] and the weights (brms se() enters as weights 1/se^2; None when unweighted)."""
     w = design.weights
     if design.se is not None:
         w = (1.0 if w is None else w) / design.se**2
     Xy = np.column_stack([design.X, response(design)])
-    WXy = Xy if w is None else Xy * w[:, None]
+    return Xy, (Xy if w is None else Xy * w[:, None]), w
+
+
+def cross_products(design: Design) -> CrossProducts:
+    """All cross-products of a design, with weights (and brms se() as weights 1/se^2)."""
+    Xy, WXy, w = weighted_columns(design)
     diag = [diagonal_block(b, w) for b in design.blocks]
     zxy = [grouped_sums(b, WXy) for b in design.blocks]
     zs = [z_matrix(b) for b in design.blocks]
