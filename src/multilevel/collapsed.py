@@ -53,6 +53,11 @@ class Layout:
     def q_rest(self) -> int:
         return sum(k * m for k, m in zip(self.ks[1:], self.ms[1:]))
 
+    @property
+    def n_effects(self) -> int:
+        """Group effects and centred coefficients: integrated out, then drawn exactly for each draw."""
+        return self.ks[0] * self.ms[0] + self.q_rest + self.p_c
+
 
 def make_layout(model, ps: PriorSet, p_c: int, intercept: bool) -> Layout:
     blocks = model.design.blocks

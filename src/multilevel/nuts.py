@@ -79,7 +79,6 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
     from .collapsed import conditional_draw, log_density
 
     total = warmup + draws
-    q = sum(k * m for k, m in zip(layout.ks, layout.ms)) + layout.p_c  # effects drawn given each draw
     schedule = np.zeros((total, 2), dtype=np.int32)
     schedule[:warmup] = np.asarray(build_schedule(warmup), dtype=np.int32)
     kernel = blackjax.mcmc.nuts.build_kernel()
@@ -135,7 +134,7 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
         return jax.tree_util.tree_leaves(carry), out
 
     def conditional(data, positions, seed, chain):
-        z = jax.random.normal(keys(seed, chain)[1], (positions.shape[0], q))
+        z = jax.random.normal(keys(seed, chain)[1], (positions.shape[0], layout.n_effects))
         return jax.vmap(partial(conditional_draw, layout, data))(positions, z)
 
     def begin(data, x):
