@@ -83,3 +83,29 @@ def test_small_models_compile_fast_large_ones_optimised():
 
     assert nuts.compile_options(data(3, 85, 1, 3)) == nuts.FAST_COMPILE  # radon
     assert nuts.compile_options(data(123, 1721, 2, 10_000)) == {}  # egsingle's 3-level growth model
+
+
+def test_sampling_pauses_the_cycle_collector_and_restores_it(monkeypatch):
+    import gc
+
+    seen = []
+    real = nuts.run_chain
+
+    def spy(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nuts, "run_chain", spy)
+    model = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff"))
+    assert gc.isenabled()
+    model.sample(chains=1, draws=100, warmup=100, seed=1, progress=False)
+    assert seen == [False] and gc.isenabled()
+    gc.disable()  # a user who turned it off keeps it off
+    try:
+        model.sample(chains=1, draws=100, warmup=100, seed=1, progress=False)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(ZeroDivisionError), chains.gc_paused():
+        1 / 0
+    assert gc.isenabled()  # restored after an error too

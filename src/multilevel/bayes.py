@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .chains import gc_paused
 from .collapsed import Layout, jax_data, make_layout
 from .crossprod import cross_products
 from .design import Design
@@ -64,14 +65,15 @@ def sample(
         import sys
 
         progress = sys.stderr.isatty()
+    if sampler not in ("nuts", "gibbs"):
+        raise MultilevelError(f"sampler must be 'nuts' or 'gibbs', not {sampler!r}")
     ps = resolve_priors(model, prior)
     if sampler == "gibbs":
         from .gibbs import sample_gibbs
 
         return sample_gibbs(model, ps, chains, draws, warmup, seed, cores, progress)
-    if sampler != "nuts":
-        raise MultilevelError(f"sampler must be 'nuts' or 'gibbs', not {sampler!r}")
-    return _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress)
+    with gc_paused():  # JAX's tracing and imports (docs/bayes.md, "Speed")
+        return _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress)
 
 
 def _check_counts(chains: int, draws: int, warmup: int, cores: int) -> None:

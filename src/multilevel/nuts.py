@@ -228,6 +228,7 @@ def _versions() -> str:
     return ";".join(f"{p}={version(p)}" for p in ("jaxlib", "blackjax")) + ";" + code.hexdigest()[:16]
 
 
+@chains.gc_paused()  # in a worker process too (docs/bayes.md, "Speed")
 def run_chain(layout, data: dict, seed: int, chain: int, init: np.ndarray, warmup: int, draws: int, report=None):
     """Warm up and sample one chain: (positions, sample_stats, (beta_c, b_first, b_rest)).
 
