@@ -27,16 +27,9 @@ class ChainBars:
 
     def __call__(self, chain: int, done: int) -> None:
         bar = self.bars[chain]
-        if done <= bar.n:  # a late report from a worker
-            return
         if done > self.warmup and bar.n <= self.warmup:
             bar.set_description(f"{self.label} {chain + 1} sampling", refresh=False)
         bar.update(done - bar.n)
-
-    def finish(self) -> None:
-        """Every chain has returned: fill the bars whose last reports are still in flight."""
-        for chain, bar in enumerate(self.bars):
-            self(chain, bar.total)
 
     def close(self) -> None:
         for bar in self.bars:
@@ -85,26 +78,27 @@ def _job(run_chain, job: tuple):
 
 
 def _in_processes(run_chain, jobs: list, processes: int, bars) -> list:
-    """Chains in spawned worker processes; their progress reaches the parent's bars through a queue."""
+    """Chains in spawned worker processes; their progress reaches the parent's bars through a pipe.
+
+    A SimpleQueue writes each report into the pipe before `put` returns (a Queue hands it to a feeder
+    thread), so a chain's reports are all readable once its result is in: the last drain shows every one.
+    """
     import multiprocessing as mp
-    import queue as queues
     from concurrent.futures import ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     context = mp.get_context("spawn")
-    progress = context.Queue() if bars is not None else None
+    progress = context.SimpleQueue() if bars is not None else None
     try:
         with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_init, initargs=(progress,)) as pool:
             futures = [pool.submit(_job, run_chain, job) for job in jobs]
-            while progress is not None and wait(futures, timeout=0).not_done:
-                try:
-                    bars(*progress.get(timeout=0.1))
-                except queues.Empty:
-                    pass
-            results = [f.result() for f in futures]
-            if bars is not None:
-                bars.finish()
-            return results
+            while progress is not None:
+                running = wait(futures, timeout=0.1).not_done
+                while not progress.empty():
+                    bars(*progress.get())
+                if not running:
+                    break
+            return [f.result() for f in futures]
     except BrokenProcessPool:
         raise MultilevelError(
             "the worker processes for cores > 1 died before finishing; in a script, start sampling under "
