@@ -85,20 +85,32 @@ def test_small_models_compile_fast_large_ones_optimised():
 
 
 def test_sampling_pauses_the_cycle_collector_and_restores_it(monkeypatch):
+    import contextlib
     import gc
 
-    seen = []
-    real = nuts.run_chain
+    from multilevel import bayes
 
-    def spy(*args, **kwargs):
-        seen.append(gc.isenabled())
-        return real(*args, **kwargs)
+    seen = {"run_chain": [], "inside run_chain": []}
+    real_chain, real_setup = nuts.run_chain, nuts.setup_jax
 
-    monkeypatch.setattr(nuts, "run_chain", spy)
+    def spy_chain(*args, **kwargs):
+        seen["run_chain"].append(gc.isenabled())
+        return real_chain(*args, **kwargs)
+
+    def spy_setup():
+        seen["inside run_chain"].append(gc.isenabled())
+        real_setup()
+
+    monkeypatch.setattr(nuts, "run_chain", spy_chain)
+    monkeypatch.setattr(nuts, "setup_jax", spy_setup)
     model = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff"))
     assert gc.isenabled()
     model.sample(chains=1, draws=100, warmup=100, seed=1, progress=False)
-    assert seen == [False] and gc.isenabled()
+    assert seen == {"run_chain": [False], "inside run_chain": [False]} and gc.isenabled()
+    # run_chain pauses it itself, as it must in a worker process, where sample()'s pause does not reach
+    monkeypatch.setattr(bayes, "gc_paused", contextlib.nullcontext)
+    model.sample(chains=1, draws=100, warmup=100, seed=1, progress=False)
+    assert seen == {"run_chain": [False, True], "inside run_chain": [False, False]} and gc.isenabled()
     gc.disable()  # a user who turned it off keeps it off
     try:
         model.sample(chains=1, draws=100, warmup=100, seed=1, progress=False)
