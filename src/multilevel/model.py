@@ -8,12 +8,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cached_property
 
-from .crossprod import CrossProducts, cross_products
+import numpy as np
+
+from .bayes import sample
+from .crossprod import CrossProducts, cross_products, with_response
 from .design import Design, build_design
 from .engine import Engine
 from .errors import MultilevelError
+from .families import GAUSSIAN, Family, family_of
+from .lmm import fit_lmm
 
 
 class Model:
@@ -27,10 +33,31 @@ class Model:
         pandas or polars DataFrame, pyarrow Table, or dict of columns.
     weights, offset : column name or array, optional
         Prior weights (residual variance sigma^2 / w) and a known offset.
+    family : str or `multilevel.families.Family`, optional
+        The response distribution (default Gaussian).
     """
 
-    def __init__(self, formula: str, data, weights=None, offset=None):
+    def __init__(self, formula: str, data, weights=None, offset=None, family=None):
+        self.family: Family = family_of(family)
         self.design: Design = build_design(formula, data, weights=weights, offset=offset)
+
+    @classmethod
+    def from_design(cls, design: Design, family: Family = GAUSSIAN, cross_products: CrossProducts | None = None) -> Model:
+        """A model on a design already built (and, optionally, its cross-products already computed)."""
+        model = cls.__new__(cls)
+        model.design, model.family = design, family
+        if cross_products is not None:
+            model.__dict__["cross_products"] = cross_products
+        return model
+
+    def with_response(self, y) -> Model:
+        """The same model for a new response vector (rows as used here): the design is shared and only the
+        response's cross-products are recomputed. Bootstrap, profiles and studies refit through this."""
+        y = np.asarray(y, dtype=float)
+        if y.shape != (self.nobs,):
+            raise MultilevelError(f"the new response has shape {y.shape}; this model uses {self.nobs} rows")
+        design = replace(self.design, y=y)
+        return Model.from_design(design, self.family, with_response(self.cross_products, design))
 
     @property
     def formula(self):
@@ -62,17 +89,14 @@ class Model:
             )
         return Engine(self.cross_products, [b.k for b in self.design.blocks], [b.m for b in self.design.blocks])
 
-    def fit(self, method: str = "REML", prior: str | None = None):
+    def fit(self, method: str = "REML", prior: str | None = None, warn: bool = True):
         """Maximum-likelihood fit: ``method="REML"`` (default) or ``"ML"``; ``prior="zero-avoiding"``
-        adds blme's default covariance prior (a penalised fit that never sits on the boundary)."""
-        from .lmm import fit_lmm
-
-        return fit_lmm(self, method=method, prior=prior)
+        adds blme's default covariance prior (a penalised fit that never sits on the boundary).
+        ``warn=False`` keeps convergence and boundary warnings in ``fit.warnings`` without raising them."""
+        return fit_lmm(self, method=method, prior=prior, warn=warn)
 
     def sample(self, **kwargs):
         """Full Bayesian fit by MCMC; see `multilevel.bayes.sample` for the arguments."""
-        from .bayes import sample
-
         return sample(self, **kwargs)
 
     def __repr__(self) -> str:

@@ -107,15 +107,15 @@ def _labels(frame: pd.DataFrame, factors: tuple[str, ...]) -> np.ndarray:
     return out
 
 
-def simulate(design: Design, beta, covariances, sigma: float, n: int, seed) -> np.ndarray:
+def simulate(design: Design, family, beta, covariances, sigma: float, n: int, seed) -> np.ndarray:
     """n response vectors from the model: new group effects and residuals, fixed effects as given."""
     rng = np.random.default_rng(seed)
     eta = linear_predictor(design, beta, None)
-    resid_sd = _residual_sd(design, sigma)
+    resid_sd = residual_sd(design, sigma)
     out = np.empty((n, design.nobs))
     for i in range(n):
         b = [draw_group_effects(rng, cov, block.m) for block, cov in zip(design.blocks, covariances)]
-        out[i] = eta + random_part(design, b) + rng.standard_normal(design.nobs) * resid_sd
+        out[i] = family.simulate(rng, eta + random_part(design, b), resid_sd)
     return out
 
 
@@ -126,10 +126,14 @@ def draw_group_effects(rng: np.random.Generator, cov: np.ndarray, m: int) -> np.
     return rng.standard_normal((m, cov.shape[0])) @ root.T
 
 
-def _residual_sd(design: Design, sigma: float) -> np.ndarray:
-    sd = np.full(design.nobs, sigma)
+def residual_sd(design: Design, sigma) -> np.ndarray:
+    """Each row's residual SD: sigma / sqrt(weight), combined with a known se() (sigma None: the se alone).
+    sigma may be one value or draws (..., 1) broadcasting against the rows."""
+    if sigma is None:
+        return design.se
+    sd = np.full(np.broadcast_shapes(np.shape(sigma), (design.nobs,)), sigma, dtype=float)
     if design.weights is not None:
         sd = sd / np.sqrt(design.weights)
     if design.se is not None:
-        sd = np.sqrt(sd**2 + design.se**2) if sigma else design.se
+        sd = np.sqrt(sd**2 + design.se**2)
     return sd

@@ -55,7 +55,7 @@ def lmm_summary(fit) -> str:
         + (f"   penalised: {fit.penalized_objective:.4f}" if fit.prior else "")
     )
     lines += ["", "Random effects:"] + variance_lines(fit.variance_components)
-    groups = ", ".join(f"{g}, {n}" for g, n in fit.model.n_levels.items())
+    groups = ", ".join(f"{g}, {n}" for g, n in fit.design.n_levels.items())
     lines.append(
         f"Number of obs: {fit.nobs}" + (f" ({d.n_dropped} rows dropped for missing values)" if d.n_dropped else "")
         + f"; groups: {groups}"
