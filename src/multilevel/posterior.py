@@ -11,13 +11,14 @@ import pandas as pd
 from . import saving
 from .components import covariance, variance_table
 from .diagnostics import draw_summary
+from .design import apply_coding
 from .engine import tri_index
 from .information import loo, pointwise_log_likelihood, posterior_dic, waic
 from .kinds import Bayesian
 from .names import brms_coef, fixed_name, group_effect_name, variance_names
 from .pooling import pooling
 from .ppc import ppc
-from .predict import linear_predictor, predict_new, residual_sd
+from .predict import linear_predictor, residual_sd
 from .tables import callable_table, interval_table
 from .variance import icc, r2
 
@@ -156,15 +157,15 @@ class Posterior(Bayesian):
         """Pointwise log-likelihood given the group effects (as brms): (chains, draws, nobs)."""
         return self.model.family.log_likelihood(self.design.y, self.linear_predictor_draws(), self.residual_sd())
 
-    def predict(self, new_data=None, include_groups: bool = True, summary: bool = True):
-        """Posterior mean (and interval) of the expected response for new (or the fitted) rows."""
+    def predict(self, new_data=None, include_groups: bool = True, summary: bool = True, offset=None):
+        """Posterior mean (and interval) of the expected response for new (or the fitted) rows; the new rows are
+        coded once, as the fitted data (unseen groups get no group effect)."""
+        rows = self.design if new_data is None else apply_coding(self.design.coding, new_data, offset=offset, new=True,
+                                                                 random=include_groups)
         flat_beta = self.beta.reshape(-1, self.beta.shape[-1])
         flat_b = [b.reshape(-1, *b.shape[2:]) for b in self.b]
-        idx = range(flat_beta.shape[0])
-        if new_data is None:
-            draws = np.stack([linear_predictor(self.design, flat_beta[i], [b[i] for b in flat_b] if include_groups else None) for i in idx])
-        else:
-            draws = np.stack([predict_new(self.design, flat_beta[i], [b[i] for b in flat_b] if include_groups else None, new_data) for i in idx])
+        draws = np.stack([linear_predictor(rows, flat_beta[i], [b[i] for b in flat_b] if include_groups else None)
+                          for i in range(flat_beta.shape[0])])
         if not summary:
             return draws
         return pd.DataFrame({"estimate": draws.mean(0), "ci_lower": np.quantile(draws, 0.025, 0), "ci_upper": np.quantile(draws, 0.975, 0)})
