@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .priors import CoefficientPrior, Prior, PriorSet
+from .coefficient_prior import CoefficientPrior
+from .priors import Prior, PriorSet, coefficient_prior
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def jax_data(engine, layout: Layout) -> dict:
     k0, m0 = layout.ks[0], layout.ms[0]
     r = engine.C22.shape[0]
     B = engine.B.toarray().reshape(r, m0, k0)
-    prior = CoefficientPrior.of(list(layout.b_priors) + [Prior("flat")] * int(layout.intercept))  # alpha is sampled
+    prior = coefficient_prior(list(layout.b_priors) + [Prior("flat")] * int(layout.intercept))  # alpha is sampled
     fill = sp.coo_matrix(engine.fill_map)  # the engine's map from M (per level, flattened) to the fill's lower part
     targets = engine.fill_targets
     rows, cols = targets // r, targets % r

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from .coefficient_prior import CoefficientPrior
 from .errors import MultilevelError
 
 _POSITIVE_ONLY = {"half_normal", "half_student_t", "exponential", "gamma", "inv_gamma"}
@@ -94,38 +95,18 @@ class Prior:
         raise MultilevelError(f"cannot draw from a {self} prior (improper or multivariate)")
 
 
-@dataclass(frozen=True)
-class CoefficientPrior:
-    """Independent normal priors beta_j ~ N(mean_j, 1 / precision_j) on the columns of X (precision 0: flat).
-
-    On the relative scale of the penalised least-squares system (every term divided by sigma^2) prior j
-    adds sigma^2 precision_j (beta_j - mean_j)^2 to the penalised residual. The engine's factor and the
-    collapsed JAX density both add it through `augmentation`, so the samplers share one definition.
-    """
-
-    precision: np.ndarray
-    mean: np.ndarray
-
-    @classmethod
-    def of(cls, priors: list[Prior], mix: np.ndarray | None = None) -> CoefficientPrior:
-        """From per-coefficient priors: flat gives precision 0, normal(mu, s) gives (1 / s^2, mu), and
-        student_t(nu, mu, s) the normal of its scale mixture with weight mix_j: (mix_j / s^2, mu)."""
-        precision, mean = np.zeros(len(priors)), np.zeros(len(priors))
-        for j, p in enumerate(priors):
-            if p.family == "normal":
-                mean[j], precision[j] = p.params[0], 1 / p.params[1] ** 2
-            elif p.family == "student_t" and mix is not None:
-                mean[j], precision[j] = p.params[1], mix[j] / p.params[2] ** 2
-            elif p.family != "flat":
-                raise ValueError(f"a {p} prior on a coefficient is not a normal (or a scale mixture with weights given)")
-        return cls(precision, mean)
-
-    def augmentation(self, sigma2, xp=np):
-        """The (p + 1) x (p + 1) addition to the [X y]'[X y] block at sigma^2 (numpy or JAX): sigma^2 P on X'X,
-        sigma^2 P mean on X'y and sigma^2 mean'P mean on y'y, which keeps the augmented system positive definite."""
-        w = sigma2 * self.precision
-        shift = w * self.mean
-        return xp.block([[xp.diag(w), shift[:, None]], [shift[None, :], xp.reshape(shift @ self.mean, (1, 1))]])
+def coefficient_prior(priors: list[Prior], mix: np.ndarray | None = None) -> CoefficientPrior:
+    """The engine's normal priors on X's columns from per-coefficient priors: flat gives precision 0, normal(mu, s)
+    gives (1 / s^2, mu), and student_t(nu, mu, s) the normal of its scale mixture with weight mix_j: (mix_j / s^2, mu)."""
+    precision, mean = np.zeros(len(priors)), np.zeros(len(priors))
+    for j, p in enumerate(priors):
+        if p.family == "normal":
+            mean[j], precision[j] = p.params[0], 1 / p.params[1] ** 2
+        elif p.family == "student_t" and mix is not None:
+            mean[j], precision[j] = p.params[1], mix[j] / p.params[2] ** 2
+        elif p.family != "flat":
+            raise ValueError(f"a {p} prior on a coefficient is not a normal (or a scale mixture with weights given)")
+    return CoefficientPrior(precision, mean)
 
 
 def _num(x: float) -> str:
