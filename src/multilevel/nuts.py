@@ -5,7 +5,8 @@ exactly.
 BlackJAX was chosen by measurement (docs/bayes.md): on sleepstudy its compiled sampler costs ~10 us per
 leapfrog step against ~160 us for nutpie driven through a Python callback, and NumPyro compiled slower.
 Startup dominates small models, so the traced programs are serialised with `jax.export` into the user's
-cache (keyed by the model's shapes, priors and library versions) and XLA's persistent compilation
+cache (keyed by the model's shapes, prior families and library versions; the data and the priors' values,
+which brms's defaults take from y, are runtime arguments) and XLA's persistent compilation
 cache keeps the machine code: a second session skips tracing and compiling. Each chain's key is
 fold_in(seed, chain), so draws do not depend on how many processes run the chains."""
 

@@ -24,6 +24,51 @@ from .errors import MultilevelError
 _POSITIVE_ONLY = {"half_normal", "half_student_t", "exponential", "gamma", "inv_gamma"}
 
 
+PARAM_WIDTH = 3  # the most parameters a prior family has (student_t): the width of a prior's row of runtime data
+
+
+def log_normaliser(family: str, params) -> float:
+    """The part of a prior's log density free of x (numpy, on the host: compiled samplers take it as data)."""
+    p = params
+    if family in ("flat", "lkj"):  # LKJ's density is used unnormalised
+        return 0.0
+    if family == "normal":
+        return -np.log(p[1]) - 0.5 * np.log(2 * np.pi)
+    if family in ("student_t", "half_student_t"):
+        nu, s = p[0], p[-1]
+        const = special.gammaln((nu + 1) / 2) - special.gammaln(nu / 2) - 0.5 * np.log(nu * np.pi) - np.log(s)
+        return const + (np.log(2.0) if family == "half_student_t" else 0.0)
+    if family == "half_normal":
+        return -np.log(p[0]) + 0.5 * np.log(2 / np.pi)
+    if family == "exponential":
+        return np.log(p[0])
+    if family in ("gamma", "inv_gamma"):
+        return p[0] * np.log(p[1]) - special.gammaln(p[0])
+    raise MultilevelError(f"prior family {family!r} has no univariate density")
+
+
+def log_kernel(family: str, params, x, xp=np):
+    """The rest of the log density at x: `params` are floats or arrays JAX traces (then one compiled sampler
+    serves every value of them); xp is numpy or jax.numpy."""
+    p = params
+    if family == "flat":
+        return 0.0 * x
+    if family == "normal":
+        return -0.5 * ((x - p[0]) / p[1]) ** 2
+    if family in ("student_t", "half_student_t"):
+        nu, mu, s = (p[0], p[1], p[2]) if family == "student_t" else (p[0], 0.0, p[1])
+        return -(nu + 1) / 2 * xp.log1p(((x - mu) / s) ** 2 / nu)
+    if family == "half_normal":
+        return -0.5 * (x / p[0]) ** 2
+    if family == "exponential":
+        return -p[0] * x
+    if family == "gamma":
+        return (p[0] - 1) * xp.log(x) - p[1] * x
+    if family == "inv_gamma":
+        return -(p[0] + 1) * xp.log(x) - p[1] / x
+    raise MultilevelError(f"prior family {family!r} has no univariate density")
+
+
 @dataclass(frozen=True)
 class Prior:
     """A univariate prior (or LKJ for a correlation matrix), with a log density usable by numpy and JAX."""
@@ -50,30 +95,7 @@ class Prior:
 
     def logpdf(self, x, xp=np):
         """Log density at x (normalised, half-distributions on x > 0); xp is numpy or jax.numpy."""
-        f, p = self.family, self.params
-        if f == "flat":
-            return 0.0 * x
-        if f == "normal":
-            mu, s = p
-            return -0.5 * ((x - mu) / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi)
-        if f in ("student_t", "half_student_t"):
-            nu, mu, s = p if f == "student_t" else (p[0], 0.0, p[1])
-            const = special.gammaln((nu + 1) / 2) - special.gammaln(nu / 2) - 0.5 * np.log(nu * np.pi) - np.log(s)
-            const += np.log(2.0) if f == "half_student_t" else 0.0
-            return const - (nu + 1) / 2 * xp.log1p(((x - mu) / s) ** 2 / nu)
-        if f == "half_normal":
-            (s,) = p
-            return -0.5 * (x / s) ** 2 - np.log(s) + 0.5 * np.log(2 / np.pi)
-        if f == "exponential":
-            (rate,) = p
-            return np.log(rate) - rate * x
-        if f == "gamma":
-            shape, rate = p
-            return shape * np.log(rate) - special.gammaln(shape) + (shape - 1) * xp.log(x) - rate * x
-        if f == "inv_gamma":
-            shape, scale = p
-            return shape * np.log(scale) - special.gammaln(shape) - (shape + 1) * xp.log(x) - scale / x
-        raise MultilevelError(f"prior family {f!r} has no univariate density")
+        return log_kernel(self.family, self.params, x, xp) + log_normaliser(self.family, self.params)
 
     def sample(self, rng: np.random.Generator, size=None):
         """Draws from the prior (used by simulation-based calibration)."""
