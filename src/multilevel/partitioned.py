@@ -1,0 +1,276 @@
+"""Data in partitions — a Dask DataFrame or a folder/glob of Parquet files — to cross-products (pipeline step 3
+without the rows in memory).
+
+Two passes over the partitions, each tree-reduced on the user's Dask client (the synchronous scheduler when
+there is none): the distinct levels of the level-bearing columns, from which the coding is learned once; then
+per partition `apply_coding` and `cross_products` (per-level sums by bincount over the global level codes),
+summed. Aliasing comes from the summed X'X. Everything that reads only cross-products then runs unchanged;
+what needs rows is a lazy second pass (`fitted`, `residuals`) or refused. docs/scale.md has the measurements.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from .crossprod import CrossProducts, cross_products
+from .design import (
+    Coding,
+    Design,
+    RandomBlock,
+    aliased_in_gram,
+    apply_coding,
+    check_counts,
+    learn_coding,
+    used_columns,
+    warn_aliased,
+)
+from .errors import MultilevelError
+from .formula import parse
+from .data import names_in
+from .predict import linear_predictor
+
+SPLIT_EVERY = 8  # partial results combined per task of the reduction tree (measured: DESIGN.md, "Dask")
+
+
+def is_partitioned(data) -> bool:
+    """True for a Dask DataFrame or a path (folder or glob) of Parquet files."""
+    return isinstance(data, (str, os.PathLike)) or type(data).__module__.split(".")[0] == "dask"
+
+
+def as_dask(data):
+    """The data as a Dask DataFrame (a path is read as Parquet)."""
+    import dask.dataframe as dd
+
+    if not isinstance(data, (str, os.PathLike)):
+        if not hasattr(data, "to_delayed"):
+            raise MultilevelError(f"partitioned data must be a Dask DataFrame or a Parquet path, not {type(data).__name__}")
+        return data
+    try:
+        return dd.read_parquet(os.fspath(data))
+    except Exception as exc:  # the reader's many error types, reported in our words
+        raise MultilevelError(f"cannot read Parquet files from '{os.fspath(data)}': {exc}") from None
+
+
+def compute(*values):
+    """Compute Dask values on the user's scheduler (a distributed Client, or one set in dask.config), else
+    synchronously in this process (out of core needs no cluster)."""
+    import dask
+
+    options = {} if dask.config.get("scheduler", None) else {"scheduler": "synchronous"}
+    return dask.compute(*values, **options)
+
+
+def tree_reduce(parts: list, combine):
+    """A tree of `combine` calls over delayed parts, SPLIT_EVERY at a time, down to one delayed value."""
+    from dask import delayed
+
+    parts = list(parts)
+    while len(parts) > 1:
+        parts = [delayed(combine, pure=True)(*parts[i : i + SPLIT_EVERY]) for i in range(0, len(parts), SPLIT_EVERY)]
+    return parts[0]
+
+
+@dataclass
+class Seen:
+    """What the levels pass saw: one row for each distinct value of each level-bearing column set, and the
+    rows kept and dropped (missing values) over all partitions."""
+
+    rows: pd.DataFrame
+    n: int
+    n_dropped: int
+
+
+def _complete(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
+    """Model rows of one partition: those complete in every used column."""
+    return frame[frame[used].notna().all(axis=1)] if used else frame
+
+
+def _distinct(rows: pd.DataFrame, sets: list[tuple[str, ...]]) -> pd.DataFrame:
+    """One row per distinct value of each column set (and the first row, so that a frame is never empty)."""
+    return pd.concat([rows.head(1)] + [rows.drop_duplicates(subset=list(s)) for s in sets])
+
+
+def seen_in(frame: pd.DataFrame, used: list[str], sets: list[tuple[str, ...]]) -> Seen:
+    """The levels pass on one partition."""
+    rows = _complete(frame, used)
+    return Seen(_distinct(rows, sets), len(rows), len(frame) - len(rows))
+
+
+def merge_seen(*parts: Seen, sets: list[tuple[str, ...]]) -> Seen:
+    """Several partitions' `Seen` as one."""
+    rows = pd.concat([s.rows for s in parts])
+    return Seen(_distinct(rows, sets), sum(s.n for s in parts), sum(s.n_dropped for s in parts))
+
+
+def partial_cross_products(frame: pd.DataFrame, coding: Coding) -> CrossProducts | None:
+    """The cross-products of one partition's model rows with the global coding (None if it has none)."""
+    if not len(_complete(frame, list(coding.columns))):
+        return None
+    return cross_products(apply_coding(coding, frame))
+
+
+def add_cross_products(*parts: CrossProducts | None) -> CrossProducts | None:
+    """The sum of partial cross-products (None parts are partitions without model rows)."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    first = parts[0]
+    return CrossProducts(
+        sum(p.n for p in parts),
+        first.p,
+        [sum(p.diag[i] for p in parts) for i in range(len(first.diag))],
+        {key: sum((p.off[key] for p in parts[1:]), first.off[key]).tocsr() for key in first.off},
+        [sum(p.zxy[i] for p in parts) for i in range(len(first.zxy))],
+        sum(p.xy for p in parts),
+        sum(p.sum_log_w for p in parts),
+    )
+
+
+def level_sets(f, meta: pd.DataFrame, used: list[str]) -> list[tuple[str, ...]]:
+    """Column sets whose distinct values the coding needs: each non-numeric column (its levels), each grouping
+    factor, and each interaction of grouping factors (its level combinations)."""
+    sets = [(c,) for c in used if _is_levels(meta[c]) or any(c in t.group_factors for t in f.random)]
+    sets += [t.group_factors for t in f.random if len(t.group_factors) > 1]
+    return list(dict.fromkeys(sets))
+
+
+def _is_levels(col: pd.Series) -> bool:
+    return not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype)
+
+
+def check_learnable(coding: Coding, sets: list[tuple[str, ...]]) -> None:
+    """Refuse what the levels pass cannot learn: transforms whose state needs all rows (center, scale, poly,
+    splines) and numeric columns used as factors (their levels were not collected)."""
+    level_columns = {c for s in sets for c in s}
+    specs = [coding.fixed_spec, coding.response_spec] + [t.spec for t in coding.terms]
+    for spec in specs:
+        for name in getattr(spec, "transform_state", {}) or {}:
+            raise MultilevelError(
+                f"'{name}' learns its values from all rows, which partitioned data are not read for: compute the "
+                "transformed column in the data first (e.g. subtract a known mean), or fit in memory"
+            )
+        for expr, (kind, _) in (getattr(spec, "encoder_state", {}) or {}).items():
+            numeric = [c for c in names_in(expr, coding.columns) if c not in level_columns]
+            if getattr(kind, "value", kind) == "categorical" and numeric:
+                raise MultilevelError(
+                    f"'{expr}' uses the numeric column(s) {numeric} as a factor: with partitioned data store them as "
+                    "strings or categoricals, so that one pass over the data finds their levels"
+                )
+
+
+def drop_aliased(coding: Coding, cp: CrossProducts) -> tuple[Coding, CrossProducts]:
+    """Fixed columns aliased in the summed X'X dropped from the coding and the cross-products (with lme4's warning)."""
+    bad = aliased_in_gram(cp.xy[: cp.p, : cp.p])
+    if not bad.any():
+        return coding, cp
+    names = list(coding.fixed_names)
+    aliased = [n for n, b in zip(names, bad) if b]
+    warn_aliased(aliased, stacklevel=6)
+    keep = np.append(np.flatnonzero(~bad), cp.p)  # and the response column
+    coding = replace(coding, fixed_names=tuple(n for n, b in zip(names, bad) if not b), aliased=tuple(aliased))
+    cp = replace(cp, p=len(keep) - 1, zxy=[z[:, keep] for z in cp.zxy], xy=cp.xy[np.ix_(keep, keep)])
+    return coding, cp
+
+
+def partitioned_design(formula, data, weights=None, offset=None) -> tuple[PartitionedDesign, CrossProducts]:
+    """The design (without rows) and cross-products of partitioned data: levels pass, coding, accumulation pass."""
+    for arg, what in ((weights, "weights"), (offset, "offset")):
+        if arg is not None and not isinstance(arg, str):
+            raise MultilevelError(f"with partitioned data give {what} as a column name: an array cannot follow the partitions")
+    f = parse(formula) if isinstance(formula, str) else formula
+    source = as_dask(data)
+    used = used_columns(f, source._meta, weights, offset)
+    source = source[used]
+    sets = level_sets(f, source._meta, used)
+    seen = _levels_pass(source, used, sets)
+    coding = learn_coding(f, seen.rows, weights, offset, aliasing=False)
+    check_learnable(coding, sets)
+    (cp,) = compute(tree_reduce([_delayed(partial_cross_products)(p, coding) for p in source.to_delayed()], add_cross_products))
+    coding, cp = drop_aliased(coding, cp)
+    check_counts(coding, cp.n)
+    return PartitionedDesign(coding, source, cp.n, seen.n_dropped), cp
+
+
+def _levels_pass(source, used: list[str], sets: list[tuple[str, ...]]) -> Seen:
+    from functools import partial
+
+    parts = [_delayed(seen_in)(p, used, sets) for p in source.to_delayed()]
+    (seen,) = compute(tree_reduce(parts, partial(merge_seen, sets=sets)))
+    if seen.n == 0:
+        raise MultilevelError(f"no rows are left after dropping rows with missing values in {used}: check those columns")
+    return seen
+
+
+def _delayed(function):
+    from dask import delayed
+
+    return delayed(function, pure=True)
+
+
+class PartitionedDesign(Design):
+    """A design whose rows stay in their partitions: the coding, the counts and the random terms' levels.
+    Reading its rows (`X`, `y`, ...) is refused naming the alternatives; `fitted` and `residuals` are lazy."""
+
+    def __init__(self, coding: Coding, source, nobs: int, n_dropped: int):
+        self.coding, self.source, self._nobs, self.n_dropped = coding, source, nobs, n_dropped
+        self.formula, self.fixed_names, self.aliased = coding.formula, list(coding.fixed_names), list(coding.aliased)
+        self.blocks = [
+            RandomBlock(t.term, list(t.coef_names), t.levels, np.empty(0, np.int64), np.empty((0, len(t.coef_names))), t.spec)
+            for t in coding.terms
+        ]
+
+    def __repr__(self) -> str:
+        return f"PartitionedDesign({str(self.formula)!r}, nobs={self.nobs}, partitions={self.source.npartitions})"
+
+    @property
+    def nobs(self) -> int:
+        return self._nobs
+
+    @property
+    def p(self) -> int:
+        return len(self.fixed_names)
+
+    y = property(lambda self: _refuse("the response"))
+    X = property(lambda self: _refuse("the fixed-effect matrix"))
+    frame = property(lambda self: _refuse("the data rows"))
+    weights = property(lambda self: None if self.coding.weights is None else _refuse("the weights"))
+    offset = property(lambda self: None if self.coding.offset is None else _refuse("the offset"))
+    se = property(lambda self: None if self.coding.se is None else _refuse("the known standard errors (se())"))
+
+    def fitted(self, beta: np.ndarray, b: list[np.ndarray] | None):
+        """X beta (+ Z b) (+ offset) of every model row, as a lazy Dask Series in the data's partitions."""
+        return self.source.map_partitions(_fitted, self.coding, beta, b, meta=("fitted", float))
+
+    def residuals(self, beta: np.ndarray, b: list[np.ndarray]):
+        """y - fitted of every model row, as a lazy Dask Series."""
+        return self.source.map_partitions(_residuals, self.coding, beta, b, meta=("residual", float))
+
+
+def _model_rows(frame: pd.DataFrame, coding: Coding) -> tuple[pd.Index, Design | None]:
+    rows = _complete(frame, list(coding.columns))
+    return rows.index, (apply_coding(coding, rows) if len(rows) else None)
+
+
+def _fitted(frame: pd.DataFrame, coding: Coding, beta, b) -> pd.Series:
+    index, design = _model_rows(frame, coding)
+    values = linear_predictor(design, beta, b) if design is not None else np.empty(0)
+    return pd.Series(values, index=index, name="fitted")
+
+
+def _residuals(frame: pd.DataFrame, coding: Coding, beta, b) -> pd.Series:
+    index, design = _model_rows(frame, coding)
+    values = design.y - linear_predictor(design, beta, b) if design is not None else np.empty(0)
+    return pd.Series(values, index=index, name="residual")
+
+
+def _refuse(what: str):
+    raise MultilevelError(
+        f"{what} of partitioned data are not held in memory. Everything computed from the cross-products works "
+        "(fit, summaries, intervals, Satterthwaite, profiles, sampling); fit.fitted() and fit.residuals() are lazy "
+        "Dask series, predict(new_data) works on new rows; for per-row checks (LOO, predictive checks, bootstrap) "
+        "fit a subsample in memory or use group-level K-fold"
+    )
