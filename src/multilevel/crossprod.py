@@ -83,9 +83,9 @@ def cross_products(design: Design) -> CrossProducts:
     Xy, WXy, w = weighted_columns(design)
     diag = [diagonal_block(b, w) for b in design.blocks]
     zxy = [grouped_sums(b, WXy) for b in design.blocks]
-    zs = [z_matrix(b) for b in design.blocks]
+    zs = [z_matrix(b) for b in design.blocks] if len(design.blocks) > 1 else []  # only cross blocks need Z
     off = {}
-    for i in range(len(zs)):
+    for i in range(len(zs) - 1):
         left = zs[i].T.tocsr() if w is None else (zs[i].multiply(w[:, None])).T.tocsr()
         for j in range(i + 1, len(zs)):
             off[(i, j)] = (left @ zs[j]).tocsr()
