@@ -10,12 +10,14 @@ what needs rows is a lazy second pass (`fitted`, `residuals`) or refused. docs/s
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from .centring import centred_cross_products, centred_design
 from .crossprod import CrossProducts, cross_products
 from .design import (
     Coding,
@@ -34,6 +36,7 @@ from .data import names_in
 from .predict import linear_predictor
 
 SPLIT_EVERY = 8  # partial results combined per task of the reduction tree (measured: DESIGN.md, "Dask")
+SKETCH_SIZE = 4001  # quantiles kept of the response: brms's default priors within 1/4001 in rank (docs/scale.md)
 
 
 def is_partitioned(data) -> bool:
@@ -106,18 +109,70 @@ def merge_seen(*parts: Seen, sets: list[tuple[str, ...]]) -> Seen:
     return Seen(_distinct(rows, sets), sum(s.n for s in parts), sum(s.n_dropped for s in parts))
 
 
-def partial_cross_products(frame: pd.DataFrame, coding: Coding) -> CrossProducts | None:
-    """The cross-products of one partition's model rows with the global coding (None if it has none)."""
+@dataclass
+class Reduced:
+    """What the accumulation pass sums: the cross-products, the unweighted column sums of X (the samplers centre
+    by the plain means, as brms) and a quantile sketch of the response (brms's default priors)."""
+
+    cp: CrossProducts
+    x_sums: np.ndarray
+    sketch: Sketch
+
+
+@dataclass
+class Sketch:
+    """Sorted response values with weights (rows each stands for): exact while there are at most SKETCH_SIZE
+    values, else SKETCH_SIZE weighted quantiles (each merge moves a quantile by at most 1/SKETCH_SIZE in rank)."""
+
+    values: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def of(cls, values: np.ndarray, weights: np.ndarray) -> Sketch:
+        order = np.argsort(values, kind="stable")
+        values, weights = values[order], weights[order]
+        if len(values) <= SKETCH_SIZE:
+            return cls(values, weights)
+        return cls(_weighted_quantiles(values, weights, SKETCH_SIZE), np.full(SKETCH_SIZE, weights.sum() / SKETCH_SIZE))
+
+    @classmethod
+    def merge(cls, *sketches: Sketch) -> Sketch:
+        """The sketch of several sketches' values together."""
+        return cls.of(np.concatenate([s.values for s in sketches]), np.concatenate([s.weights for s in sketches]))
+
+    def sample(self) -> np.ndarray:
+        """Values standing for the response in its summaries (median, MAD, mean, SD): all of them when they are
+        few and unweighted, else SKETCH_SIZE equally weighted quantiles."""
+        if np.all(self.weights == 1.0):
+            return self.values
+        return _weighted_quantiles(self.values, self.weights, SKETCH_SIZE)
+
+
+def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    """`size` quantiles at ranks (i + 1/2) / size of sorted weighted values (interpolated at weight midpoints)."""
+    middle = (np.cumsum(weights) - weights / 2) / weights.sum()
+    return np.interp((np.arange(size) + 0.5) / size, middle, values)
+
+
+def partial_sums(frame: pd.DataFrame, coding: Coding) -> Reduced | None:
+    """The sums of one partition's model rows with the global coding (None if it has none)."""
     if not len(_complete(frame, list(coding.columns))):
         return None
-    return cross_products(apply_coding(coding, frame))
+    design = apply_coding(coding, frame)
+    return Reduced(cross_products(design), design.X.sum(axis=0), Sketch.of(design.y, np.ones(design.nobs)))
 
 
-def add_cross_products(*parts: CrossProducts | None) -> CrossProducts | None:
-    """The sum of partial cross-products (None parts are partitions without model rows)."""
+def add_partial_sums(*parts: Reduced | None) -> Reduced | None:
+    """Several partitions' sums as one (None parts are partitions without model rows)."""
     parts = [p for p in parts if p is not None]
     if not parts:
         return None
+    sketch = Sketch.merge(*(p.sketch for p in parts))
+    return Reduced(add_cross_products(*(p.cp for p in parts)), sum(p.x_sums for p in parts), sketch)
+
+
+def add_cross_products(*parts: CrossProducts) -> CrossProducts:
+    """The sum of partial cross-products."""
     first = parts[0]
     return CrossProducts(
         sum(p.n for p in parts),
@@ -162,18 +217,19 @@ def check_learnable(coding: Coding, sets: list[tuple[str, ...]]) -> None:
                 )
 
 
-def drop_aliased(coding: Coding, cp: CrossProducts) -> tuple[Coding, CrossProducts]:
-    """Fixed columns aliased in the summed X'X dropped from the coding and the cross-products (with lme4's warning)."""
+def drop_aliased(coding: Coding, sums: Reduced) -> tuple[Coding, Reduced]:
+    """Fixed columns aliased in the summed X'X dropped from the coding and the sums (with lme4's warning)."""
+    cp = sums.cp
     bad = aliased_in_gram(cp.xy[: cp.p, : cp.p])
     if not bad.any():
-        return coding, cp
+        return coding, sums
     names = list(coding.fixed_names)
     aliased = [n for n, b in zip(names, bad) if b]
     warn_aliased(aliased, stacklevel=6)
     keep = np.append(np.flatnonzero(~bad), cp.p)  # and the response column
     coding = replace(coding, fixed_names=tuple(n for n, b in zip(names, bad) if not b), aliased=tuple(aliased))
     cp = replace(cp, p=len(keep) - 1, zxy=[z[:, keep] for z in cp.zxy], xy=cp.xy[np.ix_(keep, keep)])
-    return coding, cp
+    return coding, replace(sums, cp=cp, x_sums=sums.x_sums[~bad])
 
 
 def partitioned_design(formula, data, weights=None, offset=None) -> tuple[PartitionedDesign, CrossProducts]:
@@ -189,10 +245,11 @@ def partitioned_design(formula, data, weights=None, offset=None) -> tuple[Partit
     seen = _levels_pass(source, used, sets)
     coding = learn_coding(f, seen.rows, weights, offset, aliasing=False)
     check_learnable(coding, sets)
-    (cp,) = compute(tree_reduce([_delayed(partial_cross_products)(p, coding) for p in source.to_delayed()], add_cross_products))
-    coding, cp = drop_aliased(coding, cp)
-    check_counts(coding, cp.n)
-    return PartitionedDesign(coding, source, cp.n, seen.n_dropped), cp
+    (sums,) = compute(tree_reduce([_delayed(partial_sums)(p, coding) for p in source.to_delayed()], add_partial_sums))
+    coding, sums = drop_aliased(coding, sums)
+    n = sums.cp.n
+    check_counts(coding, n)
+    return PartitionedDesign(coding, source, n, seen.n_dropped, sums.x_sums / n, sums.sketch.sample()), sums.cp
 
 
 def _levels_pass(source, used: list[str], sets: list[tuple[str, ...]]) -> Seen:
@@ -215,8 +272,9 @@ class PartitionedDesign(Design):
     """A design whose rows stay in their partitions: the coding, the counts and the random terms' levels.
     Reading its rows (`X`, `y`, ...) is refused naming the alternatives; `fitted` and `residuals` are lazy."""
 
-    def __init__(self, coding: Coding, source, nobs: int, n_dropped: int):
+    def __init__(self, coding: Coding, source, nobs: int, n_dropped: int, x_means: np.ndarray, response_sample: np.ndarray):
         self.coding, self.source, self._nobs, self.n_dropped = coding, source, nobs, n_dropped
+        self.x_means, self.response_sample = x_means, response_sample
         self.formula, self.fixed_names, self.aliased = coding.formula, list(coding.fixed_names), list(coding.aliased)
         self.blocks = [
             RandomBlock(t.term, list(t.coef_names), t.levels, np.empty(0, np.int64), np.empty((0, len(t.coef_names))), t.spec)
@@ -274,3 +332,27 @@ def _refuse(what: str):
         "Dask series, predict(new_data) works on new rows; for per-row checks (LOO, predictive checks, bootstrap) "
         "fit a subsample in memory or use group-level K-fold"
     )
+
+
+def response_values(design: Design) -> np.ndarray:
+    """The response for its summaries (brms's default priors, starting values): all of it in memory, the
+    quantile sketch's sample for partitioned data."""
+    return design.response_sample if isinstance(design, PartitionedDesign) else design.y
+
+
+def sampler_inputs(model) -> tuple[Design, CrossProducts, np.ndarray, bool]:
+    """The samplers' design (non-intercept columns centred, the intercept last) and its cross-products, with the
+    column means and whether there is an intercept; for partitioned data by the exact linear map of the
+    cross-products (`centring.centred_cross_products`) instead of the rows."""
+    design = model.design
+    if not isinstance(design, PartitionedDesign):
+        centred, means, intercept = centred_design(design)
+        return centred, cross_products(centred), means, intercept
+    names = design.fixed_names
+    if "(Intercept)" not in names:
+        return design, model.cross_products, np.zeros(len(names)), False
+    centred = copy.copy(design)
+    keep = [j for j, n in enumerate(names) if n != "(Intercept)"]
+    centred.fixed_names = [names[j] for j in keep] + ["(Intercept)"]
+    means = design.x_means[keep]
+    return centred, centred_cross_products(model.cross_products, names, means), means, True
