@@ -276,10 +276,7 @@ class PartitionedDesign(Design):
         self.coding, self.source, self._nobs, self.n_dropped = coding, source, nobs, n_dropped
         self.x_means, self.response_sample = x_means, response_sample
         self.formula, self.fixed_names, self.aliased = coding.formula, list(coding.fixed_names), list(coding.aliased)
-        self.blocks = [
-            RandomBlock(t.term, list(t.coef_names), t.levels, np.empty(0, np.int64), np.empty((0, len(t.coef_names))), t.spec)
-            for t in coding.terms
-        ]
+        self.blocks = [PartitionedBlock(t) for t in coding.terms]
 
     def __repr__(self) -> str:
         return f"PartitionedDesign({str(self.formula)!r}, nobs={self.nobs}, partitions={self.source.npartitions})"
@@ -308,6 +305,23 @@ class PartitionedDesign(Design):
         return self.source.map_partitions(_residuals, self.coding, beta, b, meta=("residual", float))
 
 
+class PartitionedBlock(RandomBlock):
+    """A random term of partitioned data: its names and levels; its rows (`codes`, `Z`) are refused."""
+
+    def __init__(self, t):
+        self.term, self.coef_names, self.levels, self.spec = t.term, list(t.coef_names), t.levels, t.spec
+
+    def __repr__(self) -> str:
+        return f"PartitionedBlock({self.term}, levels={self.m})"
+
+    @property
+    def k(self) -> int:
+        return len(self.coef_names)
+
+    codes = property(lambda self: _refuse("the group codes of the rows"))
+    Z = property(lambda self: _refuse("the random-effect covariates of the rows"))
+
+
 def _model_rows(frame: pd.DataFrame, coding: Coding) -> tuple[pd.Index, Design | None]:
     rows = _complete(frame, list(coding.columns))
     return rows.index, (apply_coding(coding, rows) if len(rows) else None)
@@ -327,7 +341,7 @@ def _residuals(frame: pd.DataFrame, coding: Coding, beta, b) -> pd.Series:
 
 def _refuse(what: str):
     raise MultilevelError(
-        f"{what} of partitioned data are not held in memory. Everything computed from the cross-products works "
+        f"this needs {what}, and the rows of partitioned data are not held in memory. Everything computed from the cross-products works "
         "(fit, summaries, intervals, Satterthwaite, profiles, sampling); fit.fitted() and fit.residuals() are lazy "
         "Dask series, predict(new_data) works on new rows; for per-row checks (LOO, predictive checks, bootstrap) "
         "fit a subsample in memory or use group-level K-fold"
