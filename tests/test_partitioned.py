@@ -14,6 +14,7 @@ from conftest import reference
 import multilevel as mlv
 from multilevel.errors import MultilevelError, MultilevelWarning
 from multilevel.crossprod import residual_sum_of_squares
+from multilevel.design import apply_coding, learn_coding
 from multilevel.lmm import fit_at
 from multilevel.optimize import OptimumInfo
 from multilevel.partitioned import SKETCH_SIZE, Sketch, sampler_inputs
@@ -256,3 +257,17 @@ def test_response_sketch_keeps_quantiles_within_its_rank_bound():
     assert abs(np.mean(y <= med) - 0.5) < 2 / SKETCH_SIZE
     mad = np.median(np.abs(sample - med))
     assert abs(np.mean(np.abs(y - np.median(y)) <= mad) - 0.5) < 3 / SKETCH_SIZE
+
+
+@pytest.mark.parametrize("groups", [np.array([30, 4, 7, 4, 30, 12]), np.array([0.5, -2.0, 1e-3, 0.5, 3.0, -2.0])])
+def test_numeric_grouping_factors_are_coded_by_their_learned_levels(groups):
+    """Numeric group columns take the binary-search path: the codes of the labels' path (sorted numeric levels),
+    -1 for new rows' unseen or missing levels, and the labels' refusal of model rows with an unseen level."""
+    data = pd.DataFrame({"y": np.arange(12.0), "g": np.tile(groups, 2)})
+    coding = learn_coding("y ~ 1 + (1 | g)", data)
+    levels = np.unique(groups)
+    np.testing.assert_array_equal(apply_coding(coding, data.iloc[3:9]).blocks[0].codes, np.searchsorted(levels, data.g[3:9]))
+    new = pd.DataFrame({"g": [groups[1], 99.0, np.nan]})
+    np.testing.assert_array_equal(apply_coding(coding, new, new=True).blocks[0].codes, [np.searchsorted(levels, groups[1]), -1, -1])
+    with pytest.raises(MultilevelError, match="level\\(s\\) \\['99'\\] the coding"):
+        apply_coding(coding, pd.DataFrame({"y": [1.0], "g": [99]}))

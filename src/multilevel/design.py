@@ -575,6 +575,10 @@ def _apply_term(t: TermCoding, frame: pd.DataFrame, columns: list[str], new: boo
     """A random term on the rows: each row's index into the learned levels, and its covariates."""
     factors = t.term.group_factors
     col = frame[factors[0]]
+    codes = _numeric_codes(col, t.levels, new) if len(factors) == 1 else None
+    if codes is not None:
+        Z, _ = _apply_spec(t.spec, t.term.expr, frame, columns, f"the random term {t.term}")
+        return RandomBlock(t.term, list(t.coef_names), t.levels, codes, Z, t.spec)
     if len(factors) == 1 and isinstance(col.dtype, pd.CategoricalDtype):  # learned categories: no pass to drop unused
         local, labels = col.cat.codes.to_numpy(dtype=np.int64), np.asarray(col.cat.categories.astype(str), dtype=object)
     else:
@@ -587,6 +591,26 @@ def _apply_term(t: TermCoding, frame: pd.DataFrame, columns: list[str], new: boo
         )
     Z, _ = _apply_spec(t.spec, t.term.expr, frame, columns, f"the random term {t.term}")
     return RandomBlock(t.term, list(t.coef_names), t.levels, codes, Z, t.spec)
+
+
+def _numeric_codes(col: pd.Series, levels: np.ndarray, new: bool) -> np.ndarray | None:
+    """Codes of a numeric grouping column by binary search in its learned levels when they are ascending numbers
+    (labels cost a Python call per level, which dominates large partitions); None to take the labels' path (other
+    columns, model rows with an unseen level, integers beyond 2^53)."""
+    if not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype) or not len(col):
+        return None
+    if pd.api.types.is_integer_dtype(col.dtype) and np.abs(col.to_numpy()).max() > 2**53:
+        return None
+    try:
+        learned = np.asarray(levels, dtype=float)
+    except ValueError:
+        return None
+    if np.any(np.diff(learned) <= 0):
+        return None
+    values, inverse = np.unique(col.to_numpy(dtype=float, na_value=np.nan), return_inverse=True)
+    at = np.minimum(np.searchsorted(learned, values), len(learned) - 1)  # sorted needles: a cache-friendly search
+    codes = np.where(learned[at] == values, at, -1).astype(np.int64)[inverse.ravel()]
+    return None if not new and (codes < 0).any() else codes
 
 
 def _recode(local: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -129,8 +129,11 @@ class Sketch:
 
     @classmethod
     def of(cls, values: np.ndarray, weights: np.ndarray) -> Sketch:
-        order = np.argsort(values, kind="stable")
-        values, weights = values[order], weights[order]
+        if np.all(weights == 1.0):
+            values = np.sort(values)
+        else:
+            order = np.argsort(values)
+            values, weights = values[order], weights[order]
         if len(values) <= SKETCH_SIZE:
             return cls(values, weights)
         return cls(_weighted_quantiles(values, weights, SKETCH_SIZE), np.full(SKETCH_SIZE, weights.sum() / SKETCH_SIZE))
