@@ -88,8 +88,9 @@ class Seen:
 
 
 def _complete(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
-    """Model rows of one partition: those complete in every used column."""
-    return frame[frame[used].notna().all(axis=1)] if used else frame
+    """Model rows of one partition: those complete in every used column (the frame itself, not a copy, if all are)."""
+    keep = frame[used].notna().all(axis=1).to_numpy()
+    return frame if keep.all() else frame[keep]
 
 
 def _distinct(rows: pd.DataFrame, sets: list[tuple[str, ...]]) -> pd.DataFrame:
