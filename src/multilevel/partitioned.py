@@ -13,12 +13,14 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from .centring import centred_cross_products, centred_design
 from .crossprod import CrossProducts, cross_products
+from .data import names_in
 from .design import (
     Coding,
     Design,
@@ -32,7 +34,6 @@ from .design import (
 )
 from .errors import MultilevelError
 from .formula import parse
-from .data import names_in
 from .predict import linear_predictor
 
 SPLIT_EVERY = 8  # partial results combined per task of the reduction tree (measured: DESIGN.md, "Dask")
@@ -94,7 +95,8 @@ def _complete(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
 
 
 def _distinct(rows: pd.DataFrame, sets: list[tuple[str, ...]]) -> pd.DataFrame:
-    """One row per distinct value of each column set (and the first row, so that a frame is never empty)."""
+    """One row per distinct value of each column set (and the first row: a model without level columns still
+    has a row to learn its columns' types from)."""
     return pd.concat([rows.head(1)] + [rows.drop_duplicates(subset=list(s)) for s in sets])
 
 
@@ -249,7 +251,10 @@ def partitioned_design(formula, data, weights=None, offset=None) -> tuple[Partit
     seen = _levels_pass(source, used, sets)
     coding = learn_coding(f, seen.rows, weights, offset, aliasing=False)
     check_learnable(coding, sets)
-    (sums,) = compute(tree_reduce([_delayed(partial_sums)(p, coding) for p in source.to_delayed()], add_partial_sums))
+    from dask import delayed
+
+    shared = delayed(coding, pure=True, traverse=False)  # one task holding the coding, not a copy in every task
+    (sums,) = compute(tree_reduce([_delayed(partial_sums)(p, shared) for p in source.to_delayed()], add_partial_sums))
     coding, sums = drop_aliased(coding, sums)
     n = sums.cp.n
     check_counts(coding, n)
@@ -257,8 +262,6 @@ def partitioned_design(formula, data, weights=None, offset=None) -> tuple[Partit
 
 
 def _levels_pass(source, used: list[str], sets: list[tuple[str, ...]]) -> Seen:
-    from functools import partial
-
     parts = [_delayed(seen_in)(p, used, sets) for p in source.to_delayed()]
     (seen,) = compute(tree_reduce(parts, partial(merge_seen, sets=sets)))
     if seen.n == 0:
