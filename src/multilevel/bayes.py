@@ -14,15 +14,15 @@ import time
 import numpy as np
 
 from . import nuts
-from .centring import centred_design, uncentre
+from .centring import uncentre
 from .chains import gc_paused
 from .collapsed import Layout, constrain, jax_data, make_layout
-from .crossprod import cross_products
 from .design import Design
 from .diagnostics import sampler_warnings
 from .engine import Engine
 from .errors import MultilevelError, emit
 from .gibbs import sample_gibbs
+from .partitioned import response_values, sampler_inputs
 from .posterior import Posterior
 from .priors import brms_scale, resolve_priors
 
@@ -85,10 +85,10 @@ def _check_counts(chains: int, draws: int, warmup: int, cores: int) -> None:
 
 def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
     start = time.perf_counter()
-    design, means, intercept = centred_design(model.design)
+    design, cp, means, intercept = sampler_inputs(model)
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)'")
-    engine = Engine(cross_products(design), [b.k for b in design.blocks], [b.m for b in design.blocks])
+    engine = Engine(cp, [b.k for b in design.blocks], [b.m for b in design.blocks])
     p_c = design.p - int(intercept)
     layout = make_layout(model, ps, p_c, intercept)
     if engine.B.shape[0] * engine.B.shape[1] > MAX_DENSE or engine.r > MAX_TRAILING:
@@ -112,8 +112,9 @@ def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
 
 def _init(layout: Layout, design: Design, rng: np.random.Generator) -> np.ndarray:
     """Random start near the data's scale (like Stan's uniform(-2, 2), but on a sensible scale)."""
-    loc, scale = brms_scale(design.y)
-    sd_y = float(np.std(design.y)) or scale
+    y = response_values(design)
+    loc, scale = brms_scale(y)
+    sd_y = float(np.std(y)) or scale
     x = np.empty(layout.dim)
     x[: layout.n_sd] = np.log(sd_y / 2) + rng.uniform(-1, 1, layout.n_sd)
     x[layout.n_sd : layout.n_sd + layout.n_cor] = rng.uniform(-0.5, 0.5, layout.n_cor)
@@ -122,7 +123,7 @@ def _init(layout: Layout, design: Design, rng: np.random.Generator) -> np.ndarra
         x[i] = np.log(sd_y / 2) + rng.uniform(-1, 1)
         i += 1
     if layout.intercept:
-        x[i] = float(np.mean(design.y)) + rng.uniform(-0.5, 0.5) * sd_y / np.sqrt(len(design.y))
+        x[i] = float(np.mean(y)) + rng.uniform(-0.5, 0.5) * sd_y / np.sqrt(design.nobs)
     return x
 
 

@@ -83,9 +83,9 @@ def cross_products(design: Design) -> CrossProducts:
     Xy, WXy, w = weighted_columns(design)
     diag = [diagonal_block(b, w) for b in design.blocks]
     zxy = [grouped_sums(b, WXy) for b in design.blocks]
-    zs = [z_matrix(b) for b in design.blocks]
+    zs = [z_matrix(b) for b in design.blocks] if len(design.blocks) > 1 else []  # only cross blocks need Z
     off = {}
-    for i in range(len(zs)):
+    for i in range(len(zs) - 1):
         left = zs[i].T.tocsr() if w is None else (zs[i].multiply(w[:, None])).T.tocsr()
         for j in range(i + 1, len(zs)):
             off[(i, j)] = (left @ zs[j]).tocsr()
@@ -99,3 +99,17 @@ def with_response(cp: CrossProducts, design: Design) -> CrossProducts:
     Xy, WXy, _ = weighted_columns(design)
     zxy = [np.column_stack([old[:, :-1], grouped_sums(b, WXy[:, -1:])]) for old, b in zip(cp.zxy, design.blocks)]
     return replace(cp, zxy=zxy, xy=Xy.T @ WXy)
+
+
+def residual_sum_of_squares(cp: CrossProducts, beta: np.ndarray, b: list[np.ndarray]) -> float:
+    """|y - X beta - sum_i Z_i b_i|^2_W as a quadratic form in the cross-products (no rows needed); b per term
+    (m, k). Rounding grows with y'y / rss, as in the engine's r2."""
+    p = cp.p
+    xy, yx = cp.xy[:p, :p], cp.xy[:p, p]
+    rss = cp.yty - 2.0 * beta @ yx + beta @ xy @ beta
+    flat = [bi.ravel() for bi in b]
+    for i, (bi, v) in enumerate(zip(b, flat)):
+        rss += -2.0 * v @ (cp.zxy[i][:, p] - cp.zxy[i][:, :p] @ beta) + v @ np.einsum("gab,gb->ga", cp.diag[i], bi).ravel()
+        for j in range(i + 1, len(b)):
+            rss += 2.0 * v @ (cp.off[(i, j)] @ flat[j])
+    return float(rss)

@@ -161,18 +161,19 @@ def build_design(formula: str | Formula, data, weights=None, offset=None) -> Des
     return design
 
 
-def learn_coding(formula: str | Formula, data, weights=None, offset=None) -> Coding:
+def learn_coding(formula: str | Formula, data, weights=None, offset=None, aliasing: bool = True) -> Coding:
     """Learn from the data how to code rows: levels, contrasts, stateful transforms, aliased fixed columns and
-    group levels. `weights`/`offset` are column names or arrays, as for `build_design`."""
+    group levels. `weights`/`offset` are column names or arrays, as for `build_design`. ``aliasing=False`` keeps
+    every fixed column (rows that are not all the data: aliasing is then found from X'X, `aliased_in_gram`)."""
     f = formula if isinstance(formula, Formula) else parse(formula)
     frame = as_frame(data)
     frame, weights, offset = _attach_arrays(frame, weights, offset)
-    used = _used_columns(f, frame, weights, offset)
+    used = used_columns(f, frame, weights, offset)
     frame = prepare_categoricals(_clean(f, frame, used)[0], used)
     columns = list(frame.columns)
     response_spec = _response_spec(f, frame)
     X, names, fixed_spec = _fixed_matrix(f.fixed, frame, columns)
-    aliased = _aliased(X, names)
+    aliased = _aliased(X, names) if aliasing else []
     terms = sorted((_learn_term(t, frame, columns) for t in f.random), key=lambda t: -len(t.levels))  # lme4's order
     for t in terms:
         _check_levels(t)
@@ -331,7 +332,7 @@ def _learned_categories(coding: Coding, frame: pd.DataFrame, needed: list[str], 
     return frame.assign(**changed) if changed else frame
 
 
-def _used_columns(f: Formula, frame: pd.DataFrame, weights, offset) -> list[str]:
+def used_columns(f: Formula, frame: pd.DataFrame, weights, offset) -> list[str]:
     """Every data column the model reads; unknown names raise with suggestions."""
     columns = list(frame.columns)
     pieces = [(f.response, "the response"), (f.fixed, "the fixed part")]
@@ -501,16 +502,37 @@ def _split_interaction(name: str) -> list[str]:
 
 def _aliased(X: np.ndarray, names: list[str]) -> list[str]:
     """Columns in the span of earlier ones, which are dropped (lme4 drops them with a message); warn naming them."""
-    bad = _aliased_columns(X)
-    aliased = [n for n, b in zip(names, bad) if b]
+    aliased = [n for n, b in zip(names, _aliased_columns(X)) if b]
+    warn_aliased(aliased, stacklevel=5)
+    return aliased
+
+
+def warn_aliased(aliased: list[str], stacklevel: int) -> None:
+    """Warn naming the aliased fixed-effect columns that are dropped (if any)."""
     if aliased:
         warnings.warn(
             f"the fixed-effect matrix is rank deficient: dropping {len(aliased)} aliased column(s) "
             f"{aliased} (they are linear combinations of earlier columns; their effects are not identifiable)",
             MultilevelWarning,
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
-    return aliased
+
+
+def aliased_in_gram(G: np.ndarray) -> np.ndarray:
+    """`_aliased_columns`' in-order rule from X'X alone (data in partitions): a column is aliased when its
+    squared distance to the span of the earlier kept ones is below ALIAS_TOL^2 of its squared norm."""
+    scale = np.sqrt(np.diag(G))
+    bad = scale == 0
+    R = np.divide(G, np.outer(scale, scale), out=np.zeros_like(G), where=~(bad[:, None] | bad[None, :]))
+    kept: list[int] = []
+    for j in np.flatnonzero(~bad):
+        g = R[kept, j]
+        resid = 1.0 - g @ np.linalg.solve(R[np.ix_(kept, kept)], g) if kept else 1.0
+        if resid <= ALIAS_TOL**2:
+            bad[j] = True
+        else:
+            kept.append(j)
+    return bad
 
 
 def _aliased_columns(X: np.ndarray) -> np.ndarray:
@@ -553,6 +575,10 @@ def _apply_term(t: TermCoding, frame: pd.DataFrame, columns: list[str], new: boo
     """A random term on the rows: each row's index into the learned levels, and its covariates."""
     factors = t.term.group_factors
     col = frame[factors[0]]
+    codes = _numeric_codes(col, t.levels, new) if len(factors) == 1 else None
+    if codes is not None:
+        Z, _ = _apply_spec(t.spec, t.term.expr, frame, columns, f"the random term {t.term}")
+        return RandomBlock(t.term, list(t.coef_names), t.levels, codes, Z, t.spec)
     if len(factors) == 1 and isinstance(col.dtype, pd.CategoricalDtype):  # learned categories: no pass to drop unused
         local, labels = col.cat.codes.to_numpy(dtype=np.int64), np.asarray(col.cat.categories.astype(str), dtype=object)
     else:
@@ -565,6 +591,26 @@ def _apply_term(t: TermCoding, frame: pd.DataFrame, columns: list[str], new: boo
         )
     Z, _ = _apply_spec(t.spec, t.term.expr, frame, columns, f"the random term {t.term}")
     return RandomBlock(t.term, list(t.coef_names), t.levels, codes, Z, t.spec)
+
+
+def _numeric_codes(col: pd.Series, levels: np.ndarray, new: bool) -> np.ndarray | None:
+    """Codes of a numeric grouping column by binary search in its learned levels when they are ascending numbers
+    (labels cost a Python call per level, which dominates large partitions); None to take the labels' path (other
+    columns, model rows with an unseen level, integers beyond 2^53)."""
+    if not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype) or not len(col):
+        return None
+    if pd.api.types.is_integer_dtype(col.dtype) and np.abs(col.to_numpy()).max() > 2**53:
+        return None
+    try:
+        learned = np.asarray(levels, dtype=float)
+    except ValueError:
+        return None
+    if np.any(np.diff(learned) <= 0):
+        return None
+    values, inverse = np.unique(col.to_numpy(dtype=float, na_value=np.nan), return_inverse=True)
+    at = np.minimum(np.searchsorted(learned, values), len(learned) - 1)  # sorted needles: a cache-friendly search
+    codes = np.where(learned[at] == values, at, -1).astype(np.int64)[inverse.ravel()]
+    return None if not new and (codes < 0).any() else codes
 
 
 def _recode(local: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -24,13 +24,14 @@ import time
 import numpy as np
 import scipy.linalg as sla
 
-from .centring import centred_design, uncentre
+from .centring import uncentre
 from .chains import run as run_chains
 from .coefficient_prior import CoefficientPrior
-from .crossprod import cross_products, response
+from .crossprod import CrossProducts, cross_products, residual_sum_of_squares, response
 from .design import Design
 from .engine import Engine, tri_index
 from .errors import MultilevelError
+from .partitioned import PartitionedDesign, response_values, sampler_inputs
 from .posterior import Posterior
 from .priors import Prior, PriorSet, coefficient_prior
 
@@ -38,8 +39,9 @@ from .priors import Prior, PriorSet, coefficient_prior
 class GaussianBlock:
     """Joint draws of the (centred) coefficients and all group effects given the variances."""
 
-    def __init__(self, design: Design):
-        self.engine = Engine(cross_products(design), [b.k for b in design.blocks], [b.m for b in design.blocks])
+    def __init__(self, design: Design, cp: CrossProducts | None = None):
+        cp = cross_products(design) if cp is None else cp
+        self.engine = Engine(cp, [b.k for b in design.blocks], [b.m for b in design.blocks])
         e = self.engine
         self.p, self.q2 = design.p, e.q_rest
         self.B_y = np.asarray(e.B[-1].toarray()).ravel()
@@ -116,14 +118,16 @@ def metropolis_cov(rng, S: np.ndarray, m: float, cov: np.ndarray, sd_priors: lis
 class Chain:
     """One Gibbs chain: the state and one full sweep of conditional draws."""
 
-    def __init__(self, design: Design, ps: PriorSet, rng: np.random.Generator):
+    def __init__(self, design: Design, ps: PriorSet, rng: np.random.Generator, cp: CrossProducts | None = None):
         self.design, self.rng = design, rng
-        self.block = GaussianBlock(design)
-        self.y = response(design)
-        w = design.weights
-        if design.se is not None:
-            w = (1.0 if w is None else w) / design.se**2
-        self.w = w
+        self.block = GaussianBlock(design, cp)
+        self.rows = not isinstance(design, PartitionedDesign)  # else residual sums from the cross-products
+        if self.rows:
+            self.y = response(design)
+            w = design.weights
+            if design.se is not None:
+                w = (1.0 if w is None else w) / design.se**2
+            self.w = w
         names = design.fixed_names
         self.b_priors = [ps.intercept if n == "(Intercept)" else ps.b[n] for n in names]
         self.sd_priors = [[ps.sd[(i, c)] for c in blk.coef_names] for i, blk in enumerate(design.blocks)]
@@ -135,7 +139,7 @@ class Chain:
                     f"the Gibbs sampler needs more levels than coefficients in '({' + '.join(blk.coef_names)} | {blk.group})' "
                     f"({blk.m} levels): use sampler='nuts'"
                 )
-        sd_y = float(np.std(self.y)) or 1.0
+        sd_y = float(np.std(response_values(design) if not self.rows else self.y)) or 1.0
         self.cov = [np.diag((sd_y / 2 * np.exp(rng.uniform(-1, 1, blk.k))) ** 2) for blk in design.blocks]
         self.sigma = sd_y / 2 * np.exp(rng.uniform(-1, 1)) if ps.sigma is not None else None
         self.lam = np.ones(len(names))  # student-t scale-mixture weights (1 where unused)
@@ -165,10 +169,7 @@ class Chain:
                 self.cov[i], ok = metropolis_cov(rng, b.T @ b, blk.m, self.cov[i], self.sd_priors[i], self.eta[i])
                 moves.append(ok)
         if self.sigma is not None:
-            e = self.y - design.X @ self.beta
-            for blk, b in zip(design.blocks, self.b):
-                e -= np.einsum("nk,nk->n", blk.Z, b[blk.codes])
-            rss = float(e @ e if self.w is None else (self.w * e) @ e)
+            rss = self._rss()
             if self._hw(self.sigma_prior):
                 var = huang_wand(rng, rss, design.nobs, self.sigma**2, self.sigma_prior)
                 self.sigma = float(np.sqrt(var))
@@ -178,12 +179,23 @@ class Chain:
                 moves.append(ok)
         return float(np.mean(moves)) if moves else 1.0
 
+    def _rss(self) -> float:
+        """The weighted residual sum of squares at the current beta and b: over the rows in memory, else as a
+        quadratic form in the cross-products."""
+        if not self.rows:
+            return residual_sum_of_squares(self.block.engine.cp, self.beta, self.b)
+        e = self.y - self.design.X @ self.beta
+        for blk, b in zip(self.design.blocks, self.b):
+            e -= np.einsum("nk,nk->n", blk.Z, b[blk.codes])
+        return float(e @ e if self.w is None else (self.w * e) @ e)
 
-def run_chain(design: Design, ps: PriorSet, seed: int, chain: int, warmup: int, draws: int, report=None) -> dict:
-    """Burn in, then keep `draws` sweeps of one chain (its own generator: default_rng([seed, chain])).
+
+def run_chain(design: Design, ps: PriorSet, seed: int, chain: int, warmup: int, draws: int, cp=None, report=None) -> dict:
+    """Burn in, then keep `draws` sweeps of one chain (its own generator: default_rng([seed, chain])); `cp`, the
+    design's cross-products, when they are not computed from its rows.
 
     `report(chain, sweeps_done)` is called about a hundred times along the way (progress bars)."""
-    ch = Chain(design, ps, np.random.default_rng([seed, chain]))
+    ch = Chain(design, ps, np.random.default_rng([seed, chain]), cp)
     blocks = design.blocks
     out = {
         "beta": np.empty((draws, design.p)),
@@ -221,10 +233,10 @@ def _per_term(results: list[dict], key: str) -> list[np.ndarray]:
 def sample_gibbs(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: int, cores: int, progress: bool):
     """Blocked Gibbs draws of every parameter, returned as a `Posterior` (same tables as NUTS)."""
     start = time.perf_counter()
-    design, means, _ = centred_design(model.design)
+    design, cp, means, _ = sampler_inputs(model)
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)'")
-    jobs = [(design, ps, seed, c, warmup, draws) for c in range(chains)]
+    jobs = [(design, ps, seed, c, warmup, draws, cp) for c in range(chains)]
     res = run_chains(run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain")
     beta = uncentre(model.design.fixed_names, design.fixed_names, np.stack([r["beta"] for r in res]), means)
     sigma = None if res[0]["sigma"] is None else np.stack([r["sigma"] for r in res])

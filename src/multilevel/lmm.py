@@ -16,10 +16,12 @@ from functools import partial
 import numpy as np
 
 from .components import SINGULAR_TOL
+from .crossprod import CrossProducts
 from .engine import Engine
 from .errors import MultilevelError, emit
 from .lmm_fit import LmmFit
 from .optimize import OptimumInfo, bobyqa, finite_difference_checks, lbfgsb
+from .partitioned import PartitionedDesign
 
 BLME_EXTRA_DF = 2.5  # blme's default Wishart df = q + 2.5
 GRADIENT_MIN_SIZE = 200  # the analytic gradient pays only when one evaluation is expensive (docs/performance.md)
@@ -66,6 +68,26 @@ def moment_start(design) -> np.ndarray:
     return np.clip(np.sqrt(np.maximum(tau2, 0.0) / s2), 0.1, 10.0)
 
 
+def moment_start_from(cp: CrossProducts) -> np.ndarray:
+    """`moment_start` from the cross-products alone (partitioned data): the same sweep, with each term's
+    Z'e updated through the cross blocks instead of the rows, and the residual variance as e'e / n."""
+    p, n_terms = cp.p, len(cp.diag)
+    beta = np.linalg.lstsq(cp.xy[:p, :p], cp.xy[:p, p], rcond=None)[0] if p else np.zeros(0)
+    ze = [z[:, p] - z[:, :p] @ beta for z in cp.zxy]  # Z_i'e for the least-squares residuals e
+    ee = cp.yty - 2.0 * beta @ cp.xy[:p, p] + beta @ cp.xy[:p, :p] @ beta
+    coefs = []
+    for i in range(n_terms):
+        szz = cp.diag[i][:, 0, 0]
+        coef = np.divide(ze[i], szz, out=np.zeros_like(szz), where=szz > 0)
+        ee -= 2.0 * coef @ ze[i] - coef @ (szz * coef)
+        for j in range(i + 1, n_terms):
+            ze[j] = ze[j] - cp.off[(i, j)].T @ coef
+        coefs.append((coef[szz > 0], szz[szz > 0]))
+    s2 = max(float(ee) / cp.n, 0.0) or 1.0
+    tau2 = [float(np.var(coef) - np.mean(s2 / szz)) for coef, szz in coefs]
+    return np.clip(np.sqrt(np.maximum(tau2, 0.0) / s2), 0.1, 10.0)
+
+
 def fit_lmm(model, method: str = "REML", prior: str | None = None, warn: bool = True) -> LmmFit:
     """Fit a linear mixed model by REML or ML, optionally with the zero-avoiding covariance prior; with
     ``warn=False`` the warnings are only kept in ``fit.warnings`` (refits in a loop)."""
@@ -87,7 +109,8 @@ def fit_lmm(model, method: str = "REML", prior: str | None = None, warn: bool = 
 
     lower = engine.theta_lower()
     if engine.has_gradient and engine.r > GRADIENT_MIN_SIZE:
-        start = moment_start(model.design)
+        partitioned = isinstance(model.design, PartitionedDesign)
+        start = moment_start_from(model.cross_products) if partitioned else moment_start(model.design)
         info = lbfgsb(partial(_value_and_gradient, engine, reml, prior), objective, start, lower)
     else:
         info = bobyqa(objective, engine.theta_start(), lower)

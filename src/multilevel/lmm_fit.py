@@ -22,6 +22,7 @@ from .engine import Engine, Factor
 from .errors import MultilevelError
 from .kinds import Frequentist
 from .optimize import OptimumInfo
+from .partitioned import PartitionedDesign
 from .pooling import pooling
 from .ppc import ppc
 from .profile import profile_intervals
@@ -158,18 +159,25 @@ class LmmFit(Frequentist):
 
     # ------------------------------------------------------------------ data-scale quantities
     def fitted(self) -> np.ndarray:
-        """Fitted values X beta + Z b (plus offset) for the rows used."""
-        return _predict.linear_predictor(self.design, self.beta, self._b)
+        """Fitted values X beta + Z b (plus offset) for the rows used (partitioned data: a lazy Dask series)."""
+        return self._linear_predictor(self._b)
 
     def residuals(self) -> np.ndarray:
+        if isinstance(self.design, PartitionedDesign):
+            return self.design.residuals(self.beta, self._b)
         return self.design.y - self.fitted()
+
+    def _linear_predictor(self, b: list[np.ndarray] | None):
+        if isinstance(self.design, PartitionedDesign):
+            return self.design.fitted(self.beta, b)
+        return _predict.linear_predictor(self.design, self.beta, b)
 
     def predict(self, new_data=None, include_groups: bool = True, offset=None) -> np.ndarray:
         """Predictions X beta + Z b for new rows (the fitted rows if None). A group level not seen in fitting
         gets no group effect (its expected value, 0): the population-level prediction for that term.
         ``include_groups=False`` gives X beta for every row; ``offset`` is needed if the model has one."""
         if new_data is None:
-            return self.fitted() if include_groups else _predict.linear_predictor(self.design, self.beta, None)
+            return self._linear_predictor(self._b if include_groups else None)
         return _predict.predict_new(self.design, self.beta, self._b if include_groups else None, new_data, offset)
 
     def simulate(self, n: int = 1, seed=None) -> np.ndarray:

@@ -20,6 +20,7 @@ from .engine import Engine
 from .errors import MultilevelError
 from .families import GAUSSIAN, Family, family_of
 from .lmm import fit_lmm
+from .partitioned import is_partitioned, partitioned_design
 
 
 class Model:
@@ -29,8 +30,9 @@ class Model:
     ----------
     formula : str
         e.g. ``"Reaction ~ Days + (Days | Subject)"``.
-    data : DataFrame-like
-        pandas or polars DataFrame, pyarrow Table, or dict of columns.
+    data : DataFrame-like or partitioned
+        pandas or polars DataFrame, pyarrow Table, or dict of columns; or, for data beyond memory, a Dask
+        DataFrame or a folder/glob of Parquet files (cross-products accumulated per partition; docs/scale.md).
     weights, offset : column name or array, optional
         Prior weights (residual variance sigma^2 / w) and a known offset.
     family : str or `multilevel.families.Family`, optional
@@ -39,7 +41,10 @@ class Model:
 
     def __init__(self, formula: str, data, weights=None, offset=None, family=None):
         self.family: Family = family_of(family)
-        self.design: Design = build_design(formula, data, weights=weights, offset=offset)
+        if is_partitioned(data):
+            self.design, self.__dict__["cross_products"] = partitioned_design(formula, data, weights, offset)
+        else:
+            self.design: Design = build_design(formula, data, weights=weights, offset=offset)
 
     @classmethod
     def from_design(cls, design: Design, family: Family = GAUSSIAN, cross_products: CrossProducts | None = None) -> Model:

@@ -21,6 +21,7 @@ from scipy import special
 from .coefficient_prior import CoefficientPrior
 from .errors import MultilevelError
 from .names import brms_coef, sd_name
+from .partitioned import response_values
 
 _POSITIVE_ONLY = {"half_normal", "half_student_t", "exponential", "gamma", "inv_gamma"}
 
@@ -229,7 +230,7 @@ class PriorSet:
 def default_priors(model) -> PriorSet:
     """brms's defaults for a Gaussian model: student-t on the centred intercept, half-t on SDs and sigma, flat b, LKJ(1)."""
     d = model.design
-    loc, scale = brms_scale(d.y)
+    loc, scale = brms_scale(response_values(d))
     has_intercept = "(Intercept)" in d.fixed_names
     intercept = Prior("student_t", (3.0, loc, scale)) if has_intercept else None
     b = {n: Prior("flat") for n in d.fixed_names if n != "(Intercept)"}

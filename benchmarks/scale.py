@@ -1,0 +1,89 @@
+"""Partitioned (Dask) against in-memory on a Parquet folder: CPU, wall and peak memory, each path in a fresh
+process, single-threaded BLAS, synchronous Dask scheduler.
+
+    PYTHONPATH=src python benchmarks/scale_data.py nested 10000000 /tmp/nested_1e7
+    OPENBLAS_NUM_THREADS=1 PYTHONPATH=src python benchmarks/scale.py nested /tmp/nested_1e7 [--only dask]
+
+The in-memory path reads the folder with pandas, then Model() and fit(); the Dask path gives Model() the
+folder. "model" is reading plus Model() (design and cross-products); "fit" adds the REML fit. Peak memory is
+the process's maximum resident set (imports included; "import" shows that baseline). Targets (issue 14): at
+10^7 nested rows, Dask CPU <= 0.25x and peak memory <= 0.3x the in-memory path. Results: docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from scale_data import FORMULAS  # noqa: E402
+
+CHILD = """
+import json, resource, time, warnings
+warnings.simplefilter("ignore")
+import multilevel as mlv, pandas as pd
+def mark():
+    return {"cpu": time.process_time(), "wall": time.perf_counter(), "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+out = {"import": mark()}
+data = pd.read_parquet(FOLDER) if PATH == "memory" else FOLDER
+model = mlv.Model(FORMULA, data)
+model.cross_products
+out["model"] = mark()
+fit = model.fit()
+out["fit"] = mark()
+out["objective"], out["theta"] = fit.objective, list(fit.theta)
+print(json.dumps(out))
+"""
+
+
+def run(path: str, folder: Path, formula: str) -> dict:
+    """One path in a fresh process: its marks (CPU and wall since start, peak RSS) and its fit."""
+    code = f"FOLDER, PATH, FORMULA = {str(folder)!r}, {path!r}, {formula!r}\n" + CHILD
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise SystemExit(f"the {path} path failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(results: dict[str, dict]) -> str:
+    """Markdown rows: per path and stage, CPU and wall seconds (from the start of the process's work) and
+    peak memory, with the Dask/in-memory ratios."""
+    lines = ["| path | stage | CPU s | wall s | peak MB |", "|---|---|---|---|---|"]
+    for path, marks in results.items():
+        start = marks["import"]
+        for stage in ("import", "model", "fit"):
+            m = marks[stage]
+            lines.append(f"| {path} | {stage} | {m['cpu'] - start['cpu']:.1f} | {m['wall'] - start['wall']:.1f} | {m['rss_mb']:.0f} |")
+    if set(results) == {"memory", "dask"}:
+        mem, dsk = results["memory"], results["dask"]
+        for stage in ("model", "fit"):
+            cpu = (dsk[stage]["cpu"] - dsk["import"]["cpu"]) / (mem[stage]["cpu"] - mem["import"]["cpu"])
+            wall = (dsk[stage]["wall"] - dsk["import"]["wall"]) / (mem[stage]["wall"] - mem["import"]["wall"])
+            peak = dsk[stage]["rss_mb"] / mem[stage]["rss_mb"]
+            lines.append(f"| dask / memory | {stage} | {cpu:.2f}x | {wall:.2f}x | {peak:.2f}x |")
+        lines.append(f"\nobjective difference {dsk['objective'] - mem['objective']:.3g}, "
+                     f"max theta difference {max(abs(a - b) for a, b in zip(dsk['theta'], mem['theta'])):.3g}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=sorted(FORMULAS))
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--only", choices=["memory", "dask"])
+    args = parser.parse_args()
+    paths = [args.only] if args.only else ["memory", "dask"]
+    results = {path: run(path, args.folder, FORMULAS[args.kind]) for path in paths}
+    print(f"{args.kind}: {FORMULAS[args.kind]}, {args.folder}; load average {os.getloadavg()[0]:.1f}")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

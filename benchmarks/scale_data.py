@@ -1,0 +1,66 @@
+"""Write large nested or crossed data sets as Parquet folders, one file per chunk (little memory whatever n).
+
+    PYTHONPATH=src python benchmarks/scale_data.py nested 10000000 /tmp/nested_1e7
+    PYTHONPATH=src python benchmarks/scale_data.py crossed 1000000 /tmp/crossed_1e6 --items 2000
+
+nested:  y = 1 + 0.5 x + a_g + b_g x + e, 50 rows per group g (a ~ N(0, 1), b ~ N(0, 0.3^2), corr 0.3, e ~ N(0, 1));
+         formula "y ~ x + (1 + x | g)".
+crossed: y = 1 + 0.5 x + u_user + v_item + e, 20 rows per user, --items items (u ~ N(0, 0.8^2), v ~ N(0, 0.5^2));
+         formula "y ~ x + (1 | user) + (1 | item)".
+Groups are integers; the rows of a group are spread over all files (row order random), as logged data are.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CHUNK = 1_000_000  # rows per file
+FORMULAS = {"nested": "y ~ x + (1 + x | g)", "crossed": "y ~ x + (1 | user) + (1 | item)"}
+
+
+def nested_effects(n_groups: int, rng: np.random.Generator) -> np.ndarray:
+    """Per group (intercept, slope) deviations with SDs 1 and 0.3, correlation 0.3."""
+    cov = np.array([[1.0, 0.3 * 0.3], [0.3 * 0.3, 0.09]])
+    return rng.multivariate_normal(np.zeros(2), cov, size=n_groups)
+
+
+def write(kind: str, n: int, folder: Path, items: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "nested":
+        effects = nested_effects(max(2, n // 50), rng)
+    else:
+        users, item_effects = rng.normal(0, 0.8, max(2, n // 20)), rng.normal(0, 0.5, items)
+    for i, start in enumerate(range(0, n, CHUNK)):
+        size = min(CHUNK, n - start)
+        x = rng.normal(size=size)
+        e = rng.normal(size=size)
+        if kind == "nested":
+            g = rng.integers(0, len(effects), size)
+            y = 1 + 0.5 * x + effects[g, 0] + effects[g, 1] * x + e
+            table = pa.table({"y": y, "x": x, "g": g})
+        else:
+            user, item = rng.integers(0, len(users), size), rng.integers(0, items, size)
+            y = 1 + 0.5 * x + users[user] + item_effects[item] + e
+            table = pa.table({"y": y, "x": x, "user": user, "item": item})
+        pq.write_table(table, folder / f"part-{i:05d}.parquet")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=sorted(FORMULAS))
+    parser.add_argument("rows", type=int)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    write(args.kind, args.rows, args.folder, args.items, args.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,379 @@
+"""Data in partitions — a Dask DataFrame or a folder/glob of Parquet files — to cross-products (pipeline step 3
+without the rows in memory).
+
+Two passes over the partitions, each tree-reduced on the user's Dask client (the synchronous scheduler when
+there is none): the distinct levels of the level-bearing columns, from which the coding is learned once; then
+per partition `apply_coding` and `cross_products` (per-level sums by bincount over the global level codes),
+summed. Aliasing comes from the summed X'X. Everything that reads only cross-products then runs unchanged;
+what needs rows is a lazy second pass (`fitted`, `residuals`) or refused. docs/scale.md has the measurements.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, replace
+from functools import partial
+
+import numpy as np
+import pandas as pd
+
+from .centring import centred_cross_products, centred_design
+from .crossprod import CrossProducts, cross_products
+from .data import names_in
+from .design import (
+    Coding,
+    Design,
+    RandomBlock,
+    aliased_in_gram,
+    apply_coding,
+    check_counts,
+    learn_coding,
+    used_columns,
+    warn_aliased,
+)
+from .errors import MultilevelError
+from .formula import parse
+from .predict import linear_predictor
+
+SPLIT_EVERY = 8  # partial results combined per task of the reduction tree (measured: DESIGN.md, "Dask")
+SKETCH_SIZE = 4001  # quantiles kept of the response: brms's default priors within 1/4001 in rank (docs/scale.md)
+
+
+def is_partitioned(data) -> bool:
+    """True for a Dask DataFrame or a path (folder or glob) of Parquet files."""
+    return isinstance(data, (str, os.PathLike)) or type(data).__module__.split(".")[0] == "dask"
+
+
+def as_dask(data):
+    """The data as a Dask DataFrame (a path is read as Parquet)."""
+    import dask.dataframe as dd
+
+    if not isinstance(data, (str, os.PathLike)):
+        if not hasattr(data, "to_delayed"):
+            raise MultilevelError(f"partitioned data must be a Dask DataFrame or a Parquet path, not {type(data).__name__}")
+        return data
+    try:
+        return dd.read_parquet(os.fspath(data))
+    except Exception as exc:  # the reader's many error types, reported in our words
+        raise MultilevelError(f"cannot read Parquet files from '{os.fspath(data)}': {exc}") from None
+
+
+def compute(*values):
+    """Compute Dask values on the user's scheduler (a distributed Client, or one set in dask.config), else
+    synchronously in this process (out of core needs no cluster)."""
+    import dask
+
+    options = {} if dask.config.get("scheduler", None) else {"scheduler": "synchronous"}
+    return dask.compute(*values, **options)
+
+
+def tree_reduce(parts: list, combine):
+    """A tree of `combine` calls over delayed parts, SPLIT_EVERY at a time, down to one delayed value."""
+    from dask import delayed
+
+    parts = list(parts)
+    while len(parts) > 1:
+        parts = [delayed(combine, pure=True)(*parts[i : i + SPLIT_EVERY]) for i in range(0, len(parts), SPLIT_EVERY)]
+    return parts[0]
+
+
+@dataclass
+class Seen:
+    """What the levels pass saw: one row for each distinct value of each level-bearing column set, and the
+    rows kept and dropped (missing values) over all partitions."""
+
+    rows: pd.DataFrame
+    n: int
+    n_dropped: int
+
+
+def _complete(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
+    """Model rows of one partition: those complete in every used column (the frame itself, not a copy, if all are)."""
+    keep = frame[used].notna().all(axis=1).to_numpy()
+    return frame if keep.all() else frame[keep]
+
+
+def _distinct(rows: pd.DataFrame, sets: list[tuple[str, ...]]) -> pd.DataFrame:
+    """One row per distinct value of each column set (and the first row: a model without level columns still
+    has a row to learn its columns' types from)."""
+    return pd.concat([rows.head(1)] + [rows.drop_duplicates(subset=list(s)) for s in sets])
+
+
+def seen_in(frame: pd.DataFrame, used: list[str], sets: list[tuple[str, ...]]) -> Seen:
+    """The levels pass on one partition."""
+    rows = _complete(frame, used)
+    return Seen(_distinct(rows, sets), len(rows), len(frame) - len(rows))
+
+
+def merge_seen(*parts: Seen, sets: list[tuple[str, ...]]) -> Seen:
+    """Several partitions' `Seen` as one."""
+    rows = pd.concat([s.rows for s in parts])
+    return Seen(_distinct(rows, sets), sum(s.n for s in parts), sum(s.n_dropped for s in parts))
+
+
+@dataclass
+class Reduced:
+    """What the accumulation pass sums: the cross-products, the unweighted column sums of X (the samplers centre
+    by the plain means, as brms) and a quantile sketch of the response (brms's default priors)."""
+
+    cp: CrossProducts
+    x_sums: np.ndarray
+    sketch: Sketch
+
+
+@dataclass
+class Sketch:
+    """Sorted response values with weights (rows each stands for): exact while there are at most SKETCH_SIZE
+    values, else SKETCH_SIZE weighted quantiles (each merge moves a quantile by at most 1/SKETCH_SIZE in rank)."""
+
+    values: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def of(cls, values: np.ndarray, weights: np.ndarray) -> Sketch:
+        if np.all(weights == 1.0):
+            values = np.sort(values)
+        else:
+            order = np.argsort(values)
+            values, weights = values[order], weights[order]
+        if len(values) <= SKETCH_SIZE:
+            return cls(values, weights)
+        return cls(_weighted_quantiles(values, weights, SKETCH_SIZE), np.full(SKETCH_SIZE, weights.sum() / SKETCH_SIZE))
+
+    @classmethod
+    def merge(cls, *sketches: Sketch) -> Sketch:
+        """The sketch of several sketches' values together."""
+        return cls.of(np.concatenate([s.values for s in sketches]), np.concatenate([s.weights for s in sketches]))
+
+    def sample(self) -> np.ndarray:
+        """Values standing for the response in its summaries (median, MAD, mean, SD): all of them when they are
+        few and unweighted, else SKETCH_SIZE equally weighted quantiles."""
+        if np.all(self.weights == 1.0):
+            return self.values
+        return _weighted_quantiles(self.values, self.weights, SKETCH_SIZE)
+
+
+def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    """`size` quantiles at ranks (i + 1/2) / size of sorted weighted values (interpolated at weight midpoints)."""
+    middle = (np.cumsum(weights) - weights / 2) / weights.sum()
+    return np.interp((np.arange(size) + 0.5) / size, middle, values)
+
+
+def partial_sums(frame: pd.DataFrame, coding: Coding) -> Reduced | None:
+    """The sums of one partition's model rows with the global coding (None if it has none)."""
+    if not len(_complete(frame, list(coding.columns))):
+        return None
+    design = apply_coding(coding, frame)
+    return Reduced(cross_products(design), design.X.sum(axis=0), Sketch.of(design.y, np.ones(design.nobs)))
+
+
+def add_partial_sums(*parts: Reduced | None) -> Reduced | None:
+    """Several partitions' sums as one (None parts are partitions without model rows)."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    sketch = Sketch.merge(*(p.sketch for p in parts))
+    return Reduced(add_cross_products(*(p.cp for p in parts)), sum(p.x_sums for p in parts), sketch)
+
+
+def add_cross_products(*parts: CrossProducts) -> CrossProducts:
+    """The sum of partial cross-products."""
+    first = parts[0]
+    return CrossProducts(
+        sum(p.n for p in parts),
+        first.p,
+        [sum(p.diag[i] for p in parts) for i in range(len(first.diag))],
+        {key: sum((p.off[key] for p in parts[1:]), first.off[key]).tocsr() for key in first.off},
+        [sum(p.zxy[i] for p in parts) for i in range(len(first.zxy))],
+        sum(p.xy for p in parts),
+        sum(p.sum_log_w for p in parts),
+    )
+
+
+def level_sets(f, meta: pd.DataFrame, used: list[str]) -> list[tuple[str, ...]]:
+    """Column sets whose distinct values the coding needs: each non-numeric column (its levels), each grouping
+    factor, and each interaction of grouping factors (its level combinations)."""
+    sets = [(c,) for c in used if _is_levels(meta[c]) or any(c in t.group_factors for t in f.random)]
+    sets += [t.group_factors for t in f.random if len(t.group_factors) > 1]
+    return list(dict.fromkeys(sets))
+
+
+def _is_levels(col: pd.Series) -> bool:
+    return not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype)
+
+
+def check_learnable(coding: Coding, sets: list[tuple[str, ...]]) -> None:
+    """Refuse what the levels pass cannot learn: transforms whose state needs all rows (center, scale, poly,
+    splines) and numeric columns used as factors (their levels were not collected)."""
+    level_columns = {c for s in sets for c in s}
+    specs = [coding.fixed_spec, coding.response_spec] + [t.spec for t in coding.terms]
+    for spec in specs:
+        for name in getattr(spec, "transform_state", {}) or {}:
+            raise MultilevelError(
+                f"'{name}' learns its values from all rows, which partitioned data are not read for: compute the "
+                "transformed column in the data first (e.g. subtract a known mean), or fit in memory"
+            )
+        for expr, (kind, _) in (getattr(spec, "encoder_state", {}) or {}).items():
+            numeric = [c for c in names_in(expr, coding.columns) if c not in level_columns]
+            if getattr(kind, "value", kind) == "categorical" and numeric:
+                raise MultilevelError(
+                    f"'{expr}' uses the numeric column(s) {numeric} as a factor: with partitioned data store them as "
+                    "strings or categoricals, so that one pass over the data finds their levels"
+                )
+
+
+def drop_aliased(coding: Coding, sums: Reduced) -> tuple[Coding, Reduced]:
+    """Fixed columns aliased in the summed X'X dropped from the coding and the sums (with lme4's warning)."""
+    cp = sums.cp
+    bad = aliased_in_gram(cp.xy[: cp.p, : cp.p])
+    if not bad.any():
+        return coding, sums
+    names = list(coding.fixed_names)
+    aliased = [n for n, b in zip(names, bad) if b]
+    warn_aliased(aliased, stacklevel=6)
+    keep = np.append(np.flatnonzero(~bad), cp.p)  # and the response column
+    coding = replace(coding, fixed_names=tuple(n for n, b in zip(names, bad) if not b), aliased=tuple(aliased))
+    cp = replace(cp, p=len(keep) - 1, zxy=[z[:, keep] for z in cp.zxy], xy=cp.xy[np.ix_(keep, keep)])
+    return coding, replace(sums, cp=cp, x_sums=sums.x_sums[~bad])
+
+
+def partitioned_design(formula, data, weights=None, offset=None) -> tuple[PartitionedDesign, CrossProducts]:
+    """The design (without rows) and cross-products of partitioned data: levels pass, coding, accumulation pass."""
+    for arg, what in ((weights, "weights"), (offset, "offset")):
+        if arg is not None and not isinstance(arg, str):
+            raise MultilevelError(f"with partitioned data give {what} as a column name: an array cannot follow the partitions")
+    f = parse(formula) if isinstance(formula, str) else formula
+    source = as_dask(data)
+    used = used_columns(f, source._meta, weights, offset)
+    source = source[used]
+    sets = level_sets(f, source._meta, used)
+    seen = _levels_pass(source, used, sets)
+    coding = learn_coding(f, seen.rows, weights, offset, aliasing=False)
+    check_learnable(coding, sets)
+    from dask import delayed
+
+    shared = delayed(coding, pure=True, traverse=False)  # one task holding the coding, not a copy in every task
+    (sums,) = compute(tree_reduce([_delayed(partial_sums)(p, shared) for p in source.to_delayed()], add_partial_sums))
+    coding, sums = drop_aliased(coding, sums)
+    n = sums.cp.n
+    check_counts(coding, n)
+    return PartitionedDesign(coding, source, n, seen.n_dropped, sums.x_sums / n, sums.sketch.sample()), sums.cp
+
+
+def _levels_pass(source, used: list[str], sets: list[tuple[str, ...]]) -> Seen:
+    parts = [_delayed(seen_in)(p, used, sets) for p in source.to_delayed()]
+    (seen,) = compute(tree_reduce(parts, partial(merge_seen, sets=sets)))
+    if seen.n == 0:
+        raise MultilevelError(f"no rows are left after dropping rows with missing values in {used}: check those columns")
+    return seen
+
+
+def _delayed(function):
+    from dask import delayed
+
+    return delayed(function, pure=True)
+
+
+class PartitionedDesign(Design):
+    """A design whose rows stay in their partitions: the coding, the counts and the random terms' levels.
+    Reading its rows (`X`, `y`, ...) is refused naming the alternatives; `fitted` and `residuals` are lazy."""
+
+    def __init__(self, coding: Coding, source, nobs: int, n_dropped: int, x_means: np.ndarray, response_sample: np.ndarray):
+        self.coding, self.source, self._nobs, self.n_dropped = coding, source, nobs, n_dropped
+        self.x_means, self.response_sample = x_means, response_sample
+        self.formula, self.fixed_names, self.aliased = coding.formula, list(coding.fixed_names), list(coding.aliased)
+        self.blocks = [PartitionedBlock(t) for t in coding.terms]
+
+    def __repr__(self) -> str:
+        return f"PartitionedDesign({str(self.formula)!r}, nobs={self.nobs}, partitions={self.source.npartitions})"
+
+    @property
+    def nobs(self) -> int:
+        return self._nobs
+
+    @property
+    def p(self) -> int:
+        return len(self.fixed_names)
+
+    y = property(lambda self: _refuse("the response"))
+    X = property(lambda self: _refuse("the fixed-effect matrix"))
+    frame = property(lambda self: _refuse("the data rows"))
+    weights = property(lambda self: None if self.coding.weights is None else _refuse("the weights"))
+    offset = property(lambda self: None if self.coding.offset is None else _refuse("the offset"))
+    se = property(lambda self: None if self.coding.se is None else _refuse("the known standard errors (se())"))
+
+    def fitted(self, beta: np.ndarray, b: list[np.ndarray] | None):
+        """X beta (+ Z b) (+ offset) of every model row, as a lazy Dask Series in the data's partitions."""
+        return self.source.map_partitions(_fitted, self.coding, beta, b, meta=("fitted", float))
+
+    def residuals(self, beta: np.ndarray, b: list[np.ndarray]):
+        """y - fitted of every model row, as a lazy Dask Series."""
+        return self.source.map_partitions(_residuals, self.coding, beta, b, meta=("residual", float))
+
+
+class PartitionedBlock(RandomBlock):
+    """A random term of partitioned data: its names and levels; its rows (`codes`, `Z`) are refused."""
+
+    def __init__(self, t):
+        self.term, self.coef_names, self.levels, self.spec = t.term, list(t.coef_names), t.levels, t.spec
+
+    def __repr__(self) -> str:
+        return f"PartitionedBlock({self.term}, levels={self.m})"
+
+    @property
+    def k(self) -> int:
+        return len(self.coef_names)
+
+    codes = property(lambda self: _refuse("the group codes of the rows"))
+    Z = property(lambda self: _refuse("the random-effect covariates of the rows"))
+
+
+def _model_rows(frame: pd.DataFrame, coding: Coding) -> tuple[pd.Index, Design | None]:
+    rows = _complete(frame, list(coding.columns))
+    return rows.index, (apply_coding(coding, rows) if len(rows) else None)
+
+
+def _fitted(frame: pd.DataFrame, coding: Coding, beta, b) -> pd.Series:
+    index, design = _model_rows(frame, coding)
+    values = linear_predictor(design, beta, b) if design is not None else np.empty(0)
+    return pd.Series(values, index=index, name="fitted")
+
+
+def _residuals(frame: pd.DataFrame, coding: Coding, beta, b) -> pd.Series:
+    index, design = _model_rows(frame, coding)
+    values = design.y - linear_predictor(design, beta, b) if design is not None else np.empty(0)
+    return pd.Series(values, index=index, name="residual")
+
+
+def _refuse(what: str):
+    raise MultilevelError(
+        f"this needs {what}, and the rows of partitioned data are not held in memory. Everything computed from the cross-products works "
+        "(fit, summaries, intervals, Satterthwaite, profiles, sampling); fit.fitted() and fit.residuals() are lazy "
+        "Dask series, predict(new_data) works on new rows; for per-row checks (LOO, predictive checks, bootstrap) "
+        "fit a subsample in memory or use group-level K-fold"
+    )
+
+
+def response_values(design: Design) -> np.ndarray:
+    """The response for its summaries (brms's default priors, starting values): all of it in memory, the
+    quantile sketch's sample for partitioned data."""
+    return design.response_sample if isinstance(design, PartitionedDesign) else design.y
+
+
+def sampler_inputs(model) -> tuple[Design, CrossProducts, np.ndarray, bool]:
+    """The samplers' design (non-intercept columns centred, the intercept last) and its cross-products, with the
+    column means and whether there is an intercept; for partitioned data by the exact linear map of the
+    cross-products (`centring.centred_cross_products`) instead of the rows."""
+    design = model.design
+    if not isinstance(design, PartitionedDesign):
+        centred, means, intercept = centred_design(design)
+        return centred, cross_products(centred), means, intercept
+    names = design.fixed_names
+    if "(Intercept)" not in names:
+        return design, model.cross_products, np.zeros(len(names)), False
+    centred = copy.copy(design)
+    keep = [j for j, n in enumerate(names) if n != "(Intercept)"]
+    centred.fixed_names = [names[j] for j in keep] + ["(Intercept)"]
+    means = design.x_means[keep]
+    return centred, centred_cross_products(model.cross_products, names, means), means, True

@@ -1,0 +1,273 @@
+"""Partitioned data (Dask DataFrames, Parquet folders): the same cross-products (1e-12 relative) and the same fit
+as the in-memory path on the reference models, whatever the partitioning, row order and scheduler."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import reference
+
+import multilevel as mlv
+from multilevel.errors import MultilevelError, MultilevelWarning
+from multilevel.crossprod import residual_sum_of_squares
+from multilevel.design import apply_coding, learn_coding
+from multilevel.lmm import fit_at
+from multilevel.optimize import OptimumInfo
+from multilevel.partitioned import SKETCH_SIZE, Sketch, sampler_inputs
+from multilevel.predict import linear_predictor
+from multilevel.priors import default_priors
+
+MODELS = [
+    ("Reaction ~ 1 + Days + (1 + Days | Subject)", "sleepstudy"),
+    ("Reaction ~ 1 + Days + (1 + Days || Subject)", "sleepstudy"),
+    ("Yield ~ 1 + (1 | Batch)", "Dyestuff"),
+    ("diameter ~ 1 + (1 | plate) + (1 | sample)", "Penicillin"),
+    ("strength ~ 1 + (1 | batch/cask)", "Pastes"),
+    ("mAch ~ meanses*cses + sector*cses + (1 + cses | school)", "Hsb82"),
+    ("log_radon ~ floor + (1 + floor | county)", "radon"),
+]
+INSTEVAL = "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)"
+
+
+@lru_cache(maxsize=None)
+def in_memory(formula: str, dataset: str) -> mlv.Model:
+    return mlv.Model(formula, mlv.datasets.load(dataset))
+
+
+def shuffled(data: pd.DataFrame, partitions: int) -> dd.DataFrame:
+    """The rows in a random order (seeded by the partition count), as a Dask DataFrame."""
+    return dd.from_pandas(data.sample(frac=1, random_state=partitions), npartitions=partitions, sort=False)
+
+
+def assert_same_cross_products(a, b):
+    """Every array of two CrossProducts equal to 1e-12 of its largest entry."""
+    assert (a.n, a.p) == (b.n, b.p) and a.off.keys() == b.off.keys()
+    pairs = list(zip(a.diag + a.zxy + [a.xy], b.diag + b.zxy + [b.xy]))
+    pairs += [(a.off[key].toarray(), b.off[key].toarray()) for key in a.off]
+    for x, y in pairs:
+        np.testing.assert_allclose(y, x, rtol=0, atol=1e-12 * np.max(np.abs(x)))
+    assert b.sum_log_w == pytest.approx(a.sum_log_w, rel=1e-12, abs=1e-12)
+
+
+def assert_same_fit(a, b):
+    """The same fit: at a's theta both models give the same criterion, sigma and beta (1e-10: the residual sum
+    of squares is y'y less its fitted part, so rounding of y'y grows by y'y / r2, 5e3 on Pastes); optimised on
+    their own they reach the same criterion (1e-10), theta within the optimiser's stopping precision (1e-5)."""
+    info = OptimumInfo(a.theta, 0.0, 0, "")
+    at_a = fit_at(b.model, a.method, None, info, warn=False)
+    assert at_a.objective == pytest.approx(a.objective, rel=1e-10)
+    assert at_a.sigma == pytest.approx(a.sigma, rel=1e-10)
+    np.testing.assert_allclose(at_a.beta, a.beta, rtol=1e-10, atol=1e-10 * np.max(np.abs(a.beta)))
+    assert b.objective == pytest.approx(a.objective, rel=1e-10)
+    np.testing.assert_allclose(b.theta, a.theta, atol=1e-5)
+
+
+@pytest.mark.parametrize("formula, dataset", MODELS)
+@pytest.mark.parametrize("partitions", [1, 3, 17])
+def test_same_cross_products_and_fit_as_in_memory(formula, dataset, partitions):
+    whole = in_memory(formula, dataset)
+    model = mlv.Model(formula, shuffled(mlv.datasets.load(dataset), partitions))
+    assert (model.nobs, model.fixed_names, model.n_levels) == (whole.nobs, whole.fixed_names, whole.n_levels)
+    for ours, theirs in zip(model.design.blocks, whole.design.blocks, strict=True):
+        np.testing.assert_array_equal(ours.levels, theirs.levels)
+    assert_same_cross_products(whole.cross_products, model.cross_products)
+    for method in ("REML", "ML"):
+        assert_same_fit(whole.fit(method=method), model.fit(method=method))
+
+
+@pytest.mark.parametrize("name", ["insteval_reml", "insteval_ml"])
+def test_insteval_at_lme4s_optimum(name):
+    """InstEval (73k rows, 4k effects) in 17 shuffled partitions: the same cross-products, and at lme4's theta
+    the same criterion and beta as in memory (and lme4's criterion to 1e-8)."""
+    ref = reference(name)
+    whole = in_memory(INSTEVAL, "InstEval")
+    model = mlv.Model(INSTEVAL, shuffled(mlv.datasets.load("InstEval"), 17))
+    assert_same_cross_products(whole.cross_products, model.cross_products)
+    optimum = ref["objective_checks"]["points"][0]
+    info = OptimumInfo(np.asarray(optimum["theta"]), 0.0, 0, "")
+    method = "REML" if ref["REML"] else "ML"
+    a, b = fit_at(whole, method, None, info, warn=False), fit_at(model, method, None, info, warn=False)
+    assert b.objective == pytest.approx(a.objective, rel=1e-12)
+    assert b.objective == pytest.approx(optimum["objective"], rel=1e-8)
+    np.testing.assert_allclose(b.beta, a.beta, rtol=1e-10)
+
+
+def test_in_process_cluster_gives_the_same_fit():
+    distributed = pytest.importorskip("distributed")
+    formula, dataset = MODELS[4]
+    with distributed.LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster, distributed.Client(cluster):
+        model = mlv.Model(formula, shuffled(mlv.datasets.load(dataset), 3))
+        fit = model.fit()
+    assert_same_cross_products(in_memory(formula, dataset).cross_products, model.cross_products)
+    assert_same_fit(in_memory(formula, dataset).fit(), fit)
+
+
+@pytest.mark.slow
+def test_process_cluster_gives_the_same_fit():
+    distributed = pytest.importorskip("distributed")
+    formula, dataset = MODELS[5]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, distributed.Client(cluster):
+        model = mlv.Model(formula, shuffled(mlv.datasets.load(dataset), 5))
+    assert_same_cross_products(in_memory(formula, dataset).cross_products, model.cross_products)
+    assert_same_fit(in_memory(formula, dataset).fit(), model.fit())
+
+
+@pytest.fixture
+def messy_sleep(sleep):
+    """sleepstudy with missing values, weights, an offset and an aliased column."""
+    rng = np.random.default_rng(3)
+    data = sleep.assign(w=rng.uniform(0.5, 2.0, len(sleep)), off=rng.normal(size=len(sleep)), Days2=2.0 * sleep.Days)
+    data.loc[data.index[::17], "Reaction"] = np.nan
+    return data
+
+
+def test_parquet_folder_with_missing_values_weights_offset_and_aliasing(messy_sleep, tmp_path):
+    formula = "Reaction ~ Days + Days2 + (Days | Subject)"
+    with pytest.warns(MultilevelWarning, match="Days2"):
+        whole = mlv.Model(formula, messy_sleep, weights="w", offset="off")
+    dd.from_pandas(messy_sleep, npartitions=4).to_parquet(tmp_path / "sleep")
+    with pytest.warns(MultilevelWarning, match="Days2"):
+        model = mlv.Model(formula, str(tmp_path / "sleep"), weights="w", offset="off")
+    assert (model.nobs, model.design.n_dropped, model.fixed_names) == (whole.nobs, whole.design.n_dropped, whole.fixed_names)
+    assert model.design.aliased == ["Days2"]
+    assert_same_cross_products(whole.cross_products, model.cross_products)
+    assert_same_fit(whole.fit(), model.fit())
+    glob = mlv.Model(formula, str(tmp_path / "sleep" / "*.parquet"), weights="w", offset="off")
+    assert_same_cross_products(whole.cross_products, glob.cross_products)
+
+
+def test_empty_partitions_and_partitions_without_complete_rows(messy_sleep):
+    formula = "Reaction ~ Days + (Days | Subject)"
+    empty = messy_sleep.iloc[:0]
+    incomplete = messy_sleep.iloc[:5].assign(Reaction=np.nan)
+    parts = [dd.from_pandas(frame, npartitions=1) for frame in (empty, messy_sleep, incomplete)]
+    model = mlv.Model(formula, dd.concat(parts))
+    whole = mlv.Model(formula, pd.concat([messy_sleep, incomplete]))
+    assert model.design.n_dropped == whole.design.n_dropped
+    assert_same_cross_products(whole.cross_products, model.cross_products)
+
+
+def test_string_levels_unseen_in_some_partitions_get_global_codes(sleep):
+    """Partitions holding a few groups each (sorted by group) still code every row by the global levels."""
+    data = sleep.assign(Subject=sleep.Subject.astype(str), phase=np.where(sleep.Days < 5, "early", "late"))
+    formula = "Reaction ~ Days * phase + (1 | Subject)"
+    model = mlv.Model(formula, dd.from_pandas(data, npartitions=6, sort=False))
+    whole = mlv.Model(formula, data)
+    assert model.fixed_names == whole.fixed_names
+    assert_same_cross_products(whole.cross_products, model.cross_products)
+
+
+def test_fitted_and_residuals_are_a_lazy_second_pass(messy_sleep):
+    formula = "Reaction ~ Days + (Days | Subject)"
+    whole = mlv.Model(formula, messy_sleep, offset="off").design
+    fit = mlv.Model(formula, dd.from_pandas(messy_sleep, npartitions=3), offset="off").fit()
+    fitted, residuals = fit.fitted(), fit.residuals()
+    assert isinstance(fitted, dd.Series)
+    expected = linear_predictor(whole, fit.beta, fit.random_effects)
+    np.testing.assert_array_equal(fitted.compute(scheduler="synchronous").to_numpy(), expected)
+    np.testing.assert_array_equal(residuals.compute(scheduler="synchronous").to_numpy(), whole.y - expected)
+    fixed_only = fit.predict(include_groups=False).compute(scheduler="synchronous").to_numpy()
+    np.testing.assert_array_equal(fixed_only, linear_predictor(whole, fit.beta, None))
+    new = messy_sleep.dropna().iloc[:10]
+    np.testing.assert_array_equal(fit.predict(new, offset="off"), expected[:10])
+
+
+def test_reading_rows_is_refused_naming_the_alternatives(sleep):
+    fit = mlv.Model("Reaction ~ Days + (Days | Subject)", dd.from_pandas(sleep, npartitions=2)).fit()
+    with pytest.raises(MultilevelError, match="not held in memory.*fitted.*K-fold"):
+        fit.simulate(2)
+    with pytest.raises(MultilevelError, match="not held in memory"):
+        fit.model.design.X
+
+
+@pytest.mark.parametrize(
+    "formula, match",
+    [
+        ("Reaction ~ center(Days) + (1 | Subject)", "center\\(Days\\).*learns its values from all rows"),
+        ("Reaction ~ C(Days) + (1 | Subject)", "numeric column.*\\['Days'\\] as a factor"),
+    ],
+)
+def test_what_one_pass_cannot_learn_is_refused(sleep, formula, match):
+    with pytest.raises(MultilevelError, match=match):
+        mlv.Model(formula, dd.from_pandas(sleep, npartitions=2))
+
+
+def test_arrays_for_weights_are_refused(sleep):
+    with pytest.raises(MultilevelError, match="weights as a column name"):
+        mlv.Model("Reaction ~ Days + (1 | Subject)", dd.from_pandas(sleep, npartitions=2), weights=np.ones(len(sleep)))
+
+
+def test_a_missing_parquet_folder_is_refused(tmp_path):
+    with pytest.raises(MultilevelError, match="cannot read Parquet"):
+        mlv.Model("y ~ 1 + (1 | g)", str(tmp_path / "nothing"))
+
+
+# ---------------------------------------------------------------------------- Bayesian fits from the sums
+def test_sampler_inputs_are_the_centred_cross_products(messy_sleep):
+    """The samplers' centred design comes from the linear map of the cross-products: the same as from the rows."""
+    formula = "Reaction ~ Days + w + (Days | Subject)"
+    whole = mlv.Model(formula, messy_sleep, weights="w")
+    model = mlv.Model(formula, dd.from_pandas(messy_sleep, npartitions=3), weights="w")
+    d0, cp0, means0, _ = sampler_inputs(whole)
+    d1, cp1, means1, _ = sampler_inputs(model)
+    assert d1.fixed_names == d0.fixed_names == ["Days", "w", "(Intercept)"]
+    np.testing.assert_allclose(means1, means0, rtol=1e-12)
+    assert_same_cross_products(cp0, cp1)
+    assert default_priors(model) == default_priors(whole)  # few rows: the sketch holds them all
+
+
+def test_gibbs_draws_equal_those_in_memory(sleep):
+    """The Gibbs sampler's residual sums as a quadratic form of the cross-products: the same seeded draws."""
+    formula = "Reaction ~ Days + (Days | Subject)"
+    kwargs = dict(chains=1, draws=100, warmup=100, seed=4, sampler="gibbs", progress=False)
+    a = mlv.Model(formula, sleep).sample(**kwargs).summary()
+    b = mlv.Model(formula, dd.from_pandas(sleep, npartitions=3)).sample(**kwargs).summary()
+    np.testing.assert_allclose(b["mean"], a["mean"], rtol=0, atol=1e-9 * a["sd"].min())
+
+
+def test_nuts_from_partitions_agrees_with_memory(sleep):
+    """NUTS reads only the cross-products; trajectories part at rounding level, so means agree within Monte
+    Carlo error (0.5 posterior SD is over 7 of its standard errors here)."""
+    formula = "Reaction ~ Days + (Days | Subject)"
+    kwargs = dict(chains=2, draws=300, warmup=300, seed=2, progress=False)
+    a = mlv.Model(formula, sleep).sample(**kwargs).summary()
+    b = mlv.Model(formula, dd.from_pandas(sleep, npartitions=3)).sample(**kwargs).summary()
+    assert ((b["mean"] - a["mean"]).abs() < 0.5 * a["sd"]).all()
+
+
+def test_residual_sum_of_squares_as_a_quadratic_form():
+    pen = mlv.datasets.load("Penicillin").assign(w=np.linspace(0.5, 2.0, 144), x=np.cos(np.arange(144)))
+    model = mlv.Model("diameter ~ x + (1 + x | plate) + (1 | sample)", pen, weights="w")
+    fit = model.fit()
+    e = model.design.y - fit.fitted()
+    expected = float((model.design.weights * e) @ e)
+    assert residual_sum_of_squares(model.cross_products, fit.beta, fit.random_effects) == pytest.approx(expected, rel=1e-9)
+
+
+def test_response_sketch_keeps_quantiles_within_its_rank_bound():
+    """200k values in 17 partitions merged in a tree: median and MAD within 2 / SKETCH_SIZE in rank."""
+    y = np.random.default_rng(5).lognormal(size=200_000)
+    parts = [Sketch.of(chunk, np.ones(len(chunk))) for chunk in np.array_split(y, 17)]
+    sample = Sketch.merge(Sketch.merge(*parts[:8]), Sketch.merge(*parts[8:])).sample()
+    med = np.median(sample)
+    assert abs(np.mean(y <= med) - 0.5) < 2 / SKETCH_SIZE
+    mad = np.median(np.abs(sample - med))
+    assert abs(np.mean(np.abs(y - np.median(y)) <= mad) - 0.5) < 3 / SKETCH_SIZE
+
+
+@pytest.mark.parametrize("groups", [np.array([30, 4, 7, 4, 30, 12]), np.array([0.5, -2.0, 1e-3, 0.5, 3.0, -2.0])])
+def test_numeric_grouping_factors_are_coded_by_their_learned_levels(groups):
+    """Numeric group columns take the binary-search path: the codes of the labels' path (sorted numeric levels),
+    -1 for new rows' unseen or missing levels, and the labels' refusal of model rows with an unseen level."""
+    data = pd.DataFrame({"y": np.arange(12.0), "g": np.tile(groups, 2)})
+    coding = learn_coding("y ~ 1 + (1 | g)", data)
+    levels = np.unique(groups)
+    np.testing.assert_array_equal(apply_coding(coding, data.iloc[3:9]).blocks[0].codes, np.searchsorted(levels, data.g[3:9]))
+    new = pd.DataFrame({"g": [groups[1], 99.0, np.nan]})
+    np.testing.assert_array_equal(apply_coding(coding, new, new=True).blocks[0].codes, [np.searchsorted(levels, groups[1]), -1, -1])
+    with pytest.raises(MultilevelError, match="level\\(s\\) \\['99'\\] the coding"):
+        apply_coding(coding, pd.DataFrame({"y": [1.0], "g": [99]}))
