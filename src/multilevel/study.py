@@ -243,13 +243,24 @@ def _run_chunk(model, truth, methods, bayes, profile, replicates, report=None) -
     return out
 
 
-def _replicate(model, truth, methods, bayes, profile, index: int, seed: np.random.SeedSequence):
-    """Simulate one data set, fit every method: (estimate rows, run rows)."""
-    rng = np.random.default_rng(seed)
+def simulate(model, truth, seed=None) -> np.ndarray:
+    """One response vector on `model`'s rows drawn from `truth` (as `study` takes it), as a replicate draws it."""
+    return _simulated(model, _truth(model, truth, {}), np.random.default_rng(seed))[0]
+
+
+def _simulated(model, truth, rng: np.random.Generator):
+    """A response drawn from the truth: (y, beta, covariances, sigma, group effects)."""
     beta, covs, sigma = truth.draw(rng)
     design = model.design
     b = [draw_group_effects(rng, cov, block.m) for block, cov in zip(design.blocks, covs)]
     y = model.family.simulate(rng, linear_predictor(design, beta, b), residual_sd(design, sigma))
+    return y, beta, covs, sigma, b
+
+
+def _replicate(model, truth, methods, bayes, profile, index: int, seed: np.random.SeedSequence):
+    """Simulate one data set, fit every method: (estimate rows, run rows)."""
+    y, beta, covs, sigma, b = _simulated(model, truth, np.random.default_rng(seed))
+    design = model.design
     replica = model.with_response(y)
     true = _named_values(design, beta, covs, sigma) | _group_values(design, b)
     true |= {f"icc_{g}": v for g, v in icc_at(design, beta, covs, sigma).items()}
@@ -324,17 +335,18 @@ def _icc_rows(fit, method: str) -> pd.DataFrame:
 def _scored(rows: pd.DataFrame, true: dict, pooled: dict) -> list[tuple]:
     """(kind, parameter, truth, estimate, error, squared error, covered, width, on boundary) per parameter;
     group effects averaged within the replicate into one row per term coefficient."""
-    t = rows.assign(truth=rows["parameter"].map(true))
-    t["parameter"] = t["parameter"].map(pooled).fillna(t["parameter"])
-    t["error"] = t["estimate"] - t["truth"]
-    t["sq_error"] = t["error"] ** 2
-    has_ci = t["ci_lower"].notna() & t["ci_upper"].notna()
-    t["covered"] = ((t["ci_lower"] <= t["truth"]) & (t["truth"] <= t["ci_upper"])).astype(float).where(has_ci)
-    t["width"] = t["ci_upper"] - t["ci_lower"]
-    t["on_boundary"] = t["on_boundary"].astype("Float64").astype(float)
-    columns = ["truth", "estimate", "error", "sq_error", "covered", "width", "on_boundary"]
-    means = t.groupby(["kind", "parameter"], sort=False)[columns].mean().reset_index()
-    return list(means.itertuples(index=False, name=None))
+    names = rows["parameter"].to_numpy()
+    truth = np.array([true.get(n, np.nan) for n in names])
+    est, lo, hi = (rows[c].to_numpy(dtype=float) for c in ("estimate", "ci_lower", "ci_upper"))
+    error = est - truth
+    covered = np.where(np.isnan(lo) | np.isnan(hi), np.nan, (lo <= truth) & (truth <= hi))
+    boundary = rows["on_boundary"].to_numpy(dtype=float, na_value=np.nan)
+    codes, keys = pd.factorize(np.array([pooled.get(n, n) for n in names], dtype=object))
+    counts = np.bincount(codes)
+    means = [np.bincount(codes, weights=v) / counts for v in (truth, est, error, error**2, covered, hi - lo, boundary)]
+    first = np.unique(codes, return_index=True)[1]
+    kinds = rows["kind"].to_numpy()[first]
+    return [(kinds[i], keys[i], *(float(m[i]) for m in means)) for i in range(len(keys))]
 
 
 def _prediction(rows: pd.DataFrame, design, beta, b, covs, sigma) -> list[tuple]:
