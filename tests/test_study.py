@@ -245,3 +245,26 @@ def test_scenarios_build_and_run():
 def test_docstring_examples():
     for module in (study_module, study_scenarios):
         assert doctest.testmod(module).failed == 0
+
+
+def test_plots_report_and_command_line(tmp_path, one_way):
+    from click.testing import CliRunner
+
+    from multilevel import plots
+    from multilevel.cli import main
+
+    assert len(plots.study_coverage(one_way).axes) == 2  # b_Intercept and the pooled group effects
+    assert len(plots.study_errors(one_way).axes) == 7
+    few = {g: mlv.study(one_way_model(g, 3), ONE_WAY_TRUTH, ["REML"], replicates=3, seed=1) for g in (3, 6)}
+    ax = plots.study_boundary(few, "sd_g__Intercept").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["3", "6"]
+    page = mlv.report({"one-way": one_way}, tmp_path / "r.html").read_text()
+    assert "Repeated-sampling study: one-way" in page and page.count("<img") == 2
+    result = CliRunner().invoke(main, ["study", "Dyestuff", "Yield ~ 1 + (1 | Batch)", "--methods", "REML",
+                                       "--replicates", "3", "--truth", "b_Intercept=1500", "--truth", "sd_Batch__Intercept=40",
+                                       "--truth", "sigma=50", "--save", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(tmp_path / "s.csv")["truth"].iloc[0] == 1500
+    assert load(tmp_path / "s.json").settings["replicates"] == 3
+    bad = CliRunner().invoke(main, ["study", "Dyestuff", "Yield ~ 1 + (1 | Batch)", "--truth", "sigma"])
+    assert bad.exit_code == 2 and "NAME=VALUE" in bad.output
