@@ -12,6 +12,8 @@ from .anova import anova
 from .bootstrap import bootstrap
 from .compare import compare
 from .methods import methods
+from .study import study
+from .study_scenarios import SCENARIOS, study_data
 from .errors import FormulaError, MultilevelError, MultilevelWarning
 from .formula import Formula, RandomTerm, parse
 from .model import Model
@@ -22,6 +24,9 @@ __all__ = [
     "bootstrap",
     "compare",
     "methods",
+    "study",
+    "study_data",
+    "SCENARIOS",
     "load",
     "plots",
     "report",

@@ -38,13 +38,24 @@ class ChainBars:
             bar.close()
 
 
-def run(run_chain, jobs: list[tuple], cores: int, warmup: int, draws: int, progress: bool, label: str = "chain") -> list:
-    """run_chain(*job, report=...) for every job, in min(cores, len(jobs)) processes when cores > 1."""
-    bars = ChainBars(len(jobs), warmup, draws, label) if progress else None
+def run(run_chain, jobs: list[tuple], cores: int, warmup: int, draws: int, progress, label: str = "chain",
+        interruptible: bool = False) -> list:
+    """run_chain(*job, report=...) for every job, in min(cores, len(jobs)) processes when cores > 1.
+
+    `progress` is a bool (one bar per chain) or a reporter of one's own (called as report(job, done), with a
+    close()). With `interruptible`, Ctrl-C returns the finished jobs' results and None for the others."""
+    bars = progress if callable(progress) else ChainBars(len(jobs), warmup, draws, label) if progress else None
+    results = [None] * len(jobs)
     try:
         if cores > 1 and len(jobs) > 1:
-            return _in_processes(run_chain, jobs, min(cores, len(jobs)), bars)
-        return [run_chain(*job, report=bars) for job in jobs]
+            return _in_processes(run_chain, jobs, min(cores, len(jobs)), bars, interruptible)
+        for i, job in enumerate(jobs):
+            results[i] = run_chain(*job, report=bars)
+        return results
+    except KeyboardInterrupt:
+        if not interruptible:
+            raise
+        return results
     finally:
         if bars is not None:
             bars.close()
@@ -81,7 +92,7 @@ def _job(payload: bytes):
     return run_chain(*job, report=None if _QUEUE is None else _report)
 
 
-def _in_processes(run_chain, jobs: list, processes: int, bars) -> list:
+def _in_processes(run_chain, jobs: list, processes: int, bars, interruptible: bool = False) -> list:
     """Chains in spawned worker processes; their progress reaches the parent's bars through a pipe.
 
     A SimpleQueue writes each report into the pipe before `put` returns (a Queue hands it to a feeder
@@ -98,15 +109,28 @@ def _in_processes(run_chain, jobs: list, processes: int, bars) -> list:
     try:
         with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_init, initargs=(progress,)) as pool:
             futures = [pool.submit(_job, cloudpickle.dumps((run_chain, job))) for job in jobs]
-            while progress is not None:
-                running = wait(futures, timeout=0.1).not_done
-                while not progress.empty():
-                    bars(*progress.get())
-                if not running:
-                    break
-            return [f.result() for f in futures]
+            try:
+                while progress is not None:
+                    running = wait(futures, timeout=0.1).not_done
+                    while not progress.empty():
+                        bars(*progress.get())
+                    if not running:
+                        break
+                return [f.result() for f in futures]
+            except KeyboardInterrupt:
+                if not interruptible:
+                    raise
+                pool.shutdown(wait=True, cancel_futures=True)  # running jobs end (or die of the same Ctrl-C)
+                return [_finished(f) for f in futures]
     except BrokenProcessPool:
         raise MultilevelError(
             "the worker processes for cores > 1 died before finishing; in a script, start sampling under "
             "'if __name__ == \"__main__\":' (worker processes re-import the script), or use cores=1"
         ) from None
+
+
+def _finished(future):
+    """A future's result if it ran to completion, else None (cancelled, interrupted or its worker gone)."""
+    if future.cancelled() or future.exception() is not None:
+        return None
+    return future.result()

@@ -173,6 +173,54 @@ def compare(data, formulas, method, chains, draws, warmup, seed, cores):
     click.echo(table.to_string())
 
 
+@main.command("study")
+@click.argument("data")
+@click.argument("formula")
+@click.option("--truth", "truth", multiple=True, metavar="NAME=VALUE",
+              help="A true parameter value by brms or lme4 name (repeat); none: the REML estimates on DATA.")
+@click.option("--methods", default="ML,REML,zero-avoiding", show_default=True,
+              help="Comma-separated methods of mlv.methods, plus 'Bayes median'.")
+@click.option("--replicates", default=100, show_default=True, help="Data sets to simulate.")
+@click.option("--seed", default=1, show_default=True, help="Random seed (the result does not depend on --cores).")
+@click.option("--cores", default=1, show_default=True, help="Processes to run replicates in.")
+@click.option("--save", help="Save the study as .json (reload with multilevel.load).")
+@click.option("--csv", "csv_path", help="Write the scores table as CSV.")
+@click.option("--report", "report_path", help="Write an HTML report of the study here.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@_user_errors
+def study_command(data, formula, truth, methods, replicates, seed, cores, save, csv_path, report_path, force):
+    """Simulate REPLICATES data sets on DATA's design from a known truth, fit every method, score them."""
+    from .io import check_writable
+    from .model import Model
+    from .study import study
+    from .html_report import report
+
+    for path in [p for p in (save, csv_path, report_path) if p]:
+        check_writable(path, force)
+    values = dict(_name_value(item) for item in truth) or None
+    result = study(Model(formula, read_data(data)), values, [m.strip() for m in methods.split(",")], replicates=replicates,
+                   seed=seed, cores=cores)
+    click.echo(repr(result))
+    if save:
+        result.save(save, force=force)
+        click.echo(f"saved {save}")
+    if csv_path:
+        result.table.to_csv(csv_path, index=False)
+        click.echo(f"table {csv_path}")
+    if report_path:
+        report({"study": result}, report_path, force=force)
+        click.echo(f"report {report_path}")
+
+
+def _name_value(item: str) -> tuple[str, float]:
+    """'sd_g__Intercept=0.5' -> ('sd_g__Intercept', 0.5)."""
+    name, sep, value = item.partition("=")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise MultilevelError(f"--truth takes NAME=VALUE with a number, e.g. sigma=1, not {item!r}") from None
+
+
 @main.command("report")
 @click.argument("saved", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, help="The HTML file to write.")

@@ -23,6 +23,7 @@ import pandas as pd
 from . import plots
 from .errors import MultilevelError
 from .saving import check_writable
+from .study_result import StudyResult
 
 CSS = """
 *{box-sizing:border-box}
@@ -61,11 +62,16 @@ def report(results, path, title: str | None = None, force: bool = False, figures
 
 
 def render(items: dict, title: str, figures: dict) -> str:
-    """The report page as one HTML string."""
-    body = [f"<h1>{_e(title)}</h1>", _model_section(items), _estimates_section(items)]
-    if len(items) > 1:
-        body.append(_comparison_section(items))
-    body += [_diagnostics_section(items), _plots_section(items, figures)]
+    """The report page as one HTML string (studies get their own section, after the fits')."""
+    studies = {n: r for n, r in items.items() if isinstance(r, StudyResult)}
+    items = {n: r for n, r in items.items() if n not in studies}
+    body = [f"<h1>{_e(title)}</h1>"]
+    if items:
+        body += [_model_section(items), _estimates_section(items)]
+        if len(items) > 1:
+            body.append(_comparison_section(items))
+        body += [_diagnostics_section(items), _plots_section(items, figures)]
+    body += [_study_section(name, study) for name, study in studies.items()]
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -80,9 +86,10 @@ def _labelled(results) -> dict:
         values = results if isinstance(results, (list, tuple)) else [results]
         items = {}
         for r in values:
-            name, i = plots.label(r), 2
+            base = "study" if isinstance(r, StudyResult) else plots.label(r)
+            name, i = base, 2
             while name in items:
-                name, i = f"{plots.label(r)} #{i}", i + 1
+                name, i = f"{base} #{i}", i + 1
             items[name] = r
     if not items:
         raise MultilevelError("report needs at least one result (a fit or a posterior)")
@@ -187,6 +194,25 @@ def _plots_section(items: dict, extra: dict) -> str:
         figs.append((f"PSIS-LOO Pareto k: {name}", plots.pareto_k(post.loo())))
     figs += list(extra.items())
     return "<h2>Plots</h2>" + "".join(_figure(caption, fig) for caption, fig in figs)
+
+
+def _study_section(name: str, study: StudyResult) -> str:
+    """A repeated-sampling study: its settings, the scores table and the coverage and error plots."""
+    s = study.settings
+    out = [f"<h2>Repeated-sampling study: {_e(name)}</h2>",
+           f"<p>Formula: <code>{_e(s['formula'])}</code>; {s['finished']} replicates, seed {s['seed']}; "
+           f"methods: {_e(', '.join(s['methods']))}.</p>",
+           f"<p class='meta'>Truth: {_e(s['truth'])}</p>"]
+    if study.partial:
+        out.append(f'<div class="warning"><strong>Partial:</strong> interrupted after {s["finished"]} of '
+                   f'{s["replicates"]} replicates.</div>')
+    columns = ["method", "parameter", "truth", "bias", "bias_mcse", "rmse", "rmse_mcse", "coverage", "coverage_mcse",
+               "width", "boundary_share", "failures", "warnings", "seconds"]
+    out.append(_table(study.table[columns], f"study-{_slug(name)}", index=False))
+    if study.table["coverage"].notna().any():
+        out.append(_figure("Coverage of the 95 % intervals (bars: 2 Monte Carlo SE)", plots.study_coverage(study)))
+    out.append(_figure("Bias (points) and RMSE (bars) by method", plots.study_errors(study)))
+    return "".join(out)
 
 
 def _has_intercepts(r) -> bool:

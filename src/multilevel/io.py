@@ -30,6 +30,7 @@ from .posterior import Posterior
 from .priors import Prior, PriorSet
 from .saved_fit import SavedFit
 from .stored_formula import check_stored_formula
+from .study_result import StudyResult
 from .saving import FIT_SUFFIXES, FORMAT, POSTERIOR_SUFFIXES, POSTERIOR_VERSION, VERSION, check_writable, save
 
 __all__ = ["load", "save", "check_writable"]
@@ -37,7 +38,7 @@ __all__ = ["load", "save", "check_writable"]
 
 def load(path):
     """Read a result written by `save`: an `LmmFit` from JSON (a `SavedFit` from files of version 1, which
-    hold no data), a `Posterior` from netCDF."""
+    hold no data; a `StudyResult` from a study's file), a `Posterior` from netCDF."""
     path = Path(path)
     if not path.is_file():
         raise MultilevelError(f"no such file: '{path}'")
@@ -55,6 +56,8 @@ def _load_fit(path: Path):
         record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MultilevelError(f"'{path}' is not a saved fit (not valid JSON: {exc})") from None
+    if isinstance(record, dict) and record.get("format") == FORMAT and record.get("kind") == "study":
+        return StudyResult.from_record(record)
     if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("kind") != "fit":
         raise MultilevelError(f"'{path}' is JSON but not a fit saved by multilevel")
     if record.get("version", 0) > VERSION:

@@ -67,29 +67,11 @@ class MethodsComparison:
 
 def methods(model, include=None, bayes: dict | None = None, seed: int = 0) -> MethodsComparison:
     """Fit `model` by every method in `include` (default all) and tabulate; `bayes` passes sampler options."""
-    include = list(ALL_METHODS if include is None else include)
-    unknown = [m for m in include if m not in ALL_METHODS]
-    if unknown:
-        raise MultilevelError(f"unknown method(s) {unknown}: choose from {list(ALL_METHODS)}")
-    if model.design.se is not None:
-        raise MultilevelError("methods() compares fits with an estimated residual variance; this model has se(): use model.sample()")
-    runners = {
-        "ML": lambda: _frequentist(model.fit(method="ML")),
-        "REML": lambda: _frequentist(model.fit()),
-        "zero-avoiding": lambda: _frequentist(model.fit(prior="zero-avoiding")),
-        "Bayes": lambda: _bayes(model.sample(**{"seed": seed, "progress": False, **(bayes or {})})),
-        "ridge": lambda: _penalised(model.design, "ridge", seed),
-        "elastic net": lambda: _penalised(model.design, "elastic net", seed),
-        "ridge toward group mean": lambda: _ridge_to_mean(model.design),
-    }
+    include = checked_methods(include, ALL_METHODS)
+    check_model(model)
     tables, runs, fits = [], {}, {}
     for name in include:
-        start = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            rows, fit, penalty = runners[name]()
-        seconds = time.perf_counter() - start
-        others = [w for w in caught if not str(w.message).startswith("boundary (singular)")]  # that one is a column
+        rows, fit, penalty, seconds, others = run_method(model, name, bayes, seed)
         for w in others:
             warnings.warn(f"{name}: {w.message}", w.category, stacklevel=2)
         rows.insert(0, "method", name)
@@ -103,6 +85,42 @@ def methods(model, include=None, bayes: dict | None = None, seed: int = 0) -> Me
         fits[name] = fit
     table = pd.concat(tables, ignore_index=True)[COLUMNS]
     return MethodsComparison(table, pd.DataFrame(runs).T.rename_axis("method"), fits)
+
+
+def checked_methods(include, allowed) -> list[str]:
+    """The methods asked for (all of `allowed` if None), unknown names refused."""
+    include = list(allowed if include is None else include)
+    unknown = [m for m in include if m not in allowed]
+    if unknown or not include:
+        raise MultilevelError(f"unknown method(s) {unknown}: choose from {list(allowed)}")
+    return include
+
+
+def check_model(model) -> None:
+    """Refuse models whose methods cannot be compared (known residual SDs)."""
+    if model.design.se is not None:
+        raise MultilevelError("methods() compares fits with an estimated residual variance; this model has se(): use model.sample()")
+
+
+def run_method(model, name: str, bayes: dict | None = None, seed: int = 0, profile: bool = True):
+    """One method on `model`, timed: (rows, fit, penalty, seconds, warnings raised other than the boundary
+    one, which is a column). `profile=False` leaves out ML's profile intervals for the SDs."""
+    runners = {
+        "ML": lambda: _frequentist(model.fit(method="ML"), profile),
+        "REML": lambda: _frequentist(model.fit()),
+        "zero-avoiding": lambda: _frequentist(model.fit(prior="zero-avoiding")),
+        "Bayes": lambda: bayes_rows(model.sample(**{"seed": seed, "progress": False, **(bayes or {})})),
+        "ridge": lambda: _penalised(model.design, "ridge", seed),
+        "elastic net": lambda: _penalised(model.design, "elastic net", seed),
+        "ridge toward group mean": lambda: _ridge_to_mean(model.design),
+    }
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows, fit, penalty = runners[name]()
+    seconds = time.perf_counter() - start
+    others = [w for w in caught if not str(w.message).startswith("boundary (singular)")]
+    return rows, fit, penalty, seconds, others
 
 
 def _rows(kind, names, estimate, lower=None, upper=None, boundary=None) -> pd.DataFrame:
@@ -150,9 +168,9 @@ def _group_names(design) -> list[str]:
     ]
 
 
-def _frequentist(fit):
+def _frequentist(fit, profile: bool = True):
     """Rows of an ML/REML fit: Wald intervals for fixed effects, conditional intervals for group effects, and
-    for an ML fit profile intervals for the SDs, correlations and sigma."""
+    for an ML fit (if `profile`) profile intervals for the SDs, correlations and sigma."""
     params = parameters(fit)
     fe = fit.fixed_effects
     fixed = _rows("fixed", [n for n in params.index if n.startswith("b_")], fe["estimate"], fe["ci_lower"], fe["ci_upper"])
@@ -160,7 +178,7 @@ def _frequentist(fit):
     ge = fit.group_effects  # block by block, coefficient by coefficient, as _group_names
     group = _rows("group", _group_names(fit.design), ge["estimate"], ge["estimate"] - z * ge["std_error"], ge["estimate"] + z * ge["std_error"])
     lower = upper = None
-    if not fit.reml and not fit.prior:
+    if profile and not fit.reml and not fit.prior:
         lower, upper = _profile_bounds(fit)
     return pd.concat([fixed, *_variance_rows(params.to_dict(), lower, upper), group], ignore_index=True), fit, "estimated"
 
@@ -177,24 +195,25 @@ def _profile_bounds(fit) -> tuple[dict, dict]:
     return ci["lower"].to_dict(), ci["upper"].to_dict()
 
 
-def _bayes(post):
-    """Rows of a Bayesian fit: posterior means and 95 % equal-tailed credible intervals."""
+def bayes_rows(post, point: str = "mean"):
+    """Rows of a Bayesian fit: posterior means (or medians, `point="median"`) and 95 % equal-tailed intervals."""
+    center = {"mean": np.mean, "median": np.median}[point]
     params = {k: v.ravel() for k, v in post.parameters().items()}
-    mean = {k: float(v.mean()) for k, v in params.items()}
+    est = {k: float(center(v)) for k, v in params.items()}
     lo = {k: float(np.quantile(v, 0.025)) for k, v in params.items()}
     hi = {k: float(np.quantile(v, 0.975)) for k, v in params.items()}
     b = [n for n in params if n.startswith("b_")]
-    fixed = _rows("fixed", b, [mean[n] for n in b], [lo[n] for n in b], [hi[n] for n in b])
+    fixed = _rows("fixed", b, [est[n] for n in b], [lo[n] for n in b], [hi[n] for n in b])
     draws = {k: v.ravel() for k, v in post.group_effect_draws().items()}
     names = _group_names(post.design)
     group = _rows(
         "group",
         names,
-        [draws[n].mean() for n in names],
+        [center(draws[n]) for n in names],
         [np.quantile(draws[n], 0.025) for n in names],
         [np.quantile(draws[n], 0.975) for n in names],
     )
-    return pd.concat([fixed, *_variance_rows(mean, lo, hi), group], ignore_index=True), post, "prior (brms default)"
+    return pd.concat([fixed, *_variance_rows(est, lo, hi), group], ignore_index=True), post, "prior (brms default)"
 
 
 def _indicator_columns(design) -> np.ndarray:

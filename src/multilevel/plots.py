@@ -376,3 +376,76 @@ def residuals(fit) -> Figure:
     right.set_title("Normal QQ plot")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------- studies
+def _study_panels(table: pd.DataFrame, column: str) -> tuple[Figure, np.ndarray, list[str], list[str]]:
+    """One panel per parameter that has `column`, one row of points per method."""
+    t = table.dropna(subset=[column])
+    if t.empty:
+        raise MultilevelError(f"no method in this study reports {column}")
+    parameters = list(dict.fromkeys(t["parameter"]))
+    methods = list(dict.fromkeys(t["method"]))
+    fig, axes = _grid(len(parameters), 3, width=3.6, height=0.8 + 0.35 * len(methods))
+    return fig, axes, parameters, methods
+
+
+def study_coverage(result, level: float = 0.95) -> Figure:
+    """Coverage of each method's 95 % intervals per parameter, with +/- 2 Monte Carlo SE bars, against the
+    nominal line."""
+    table = result.table
+    fig, axes, parameters, methods = _study_panels(table, "coverage")
+    for ax, parameter in zip(axes, parameters):
+        t = table[(table["parameter"] == parameter)].set_index("method").reindex(methods)
+        y = np.arange(len(methods))
+        ax.errorbar(t["coverage"], y, xerr=2 * t["coverage_mcse"].fillna(0), fmt="o", color=COLORS[0], capsize=3)
+        ax.axvline(level, color="k", linestyle="--", linewidth=1)
+        ax.set_yticks(y, methods, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(parameter, fontsize=9)
+        ax.set_xlabel("coverage", fontsize=8)
+    fig.suptitle(f"Interval coverage (nominal {level:.0%}; bars: 2 MC SE)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def study_errors(result) -> Figure:
+    """Bias (+/- 2 MC SE) and RMSE of each method per parameter: bias as points, RMSE as bars."""
+    table = result.table
+    fig, axes, parameters, methods = _study_panels(table, "rmse")
+    for ax, parameter in zip(axes, parameters):
+        t = table[(table["parameter"] == parameter)].set_index("method").reindex(methods)
+        y = np.arange(len(methods))
+        ax.barh(y, t["rmse"], color=COLORS[1], alpha=0.35, label="RMSE")
+        ax.errorbar(t["bias"], y, xerr=2 * t["bias_mcse"].fillna(0), fmt="o", color=COLORS[0], capsize=3, label="bias")
+        ax.axvline(0, color="k", linewidth=0.8)
+        ax.set_yticks(y, methods, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(parameter, fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Bias (points, 2 MC SE bars) and RMSE (bars)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def study_boundary(results: dict, parameter: str) -> Figure:
+    """Share of boundary estimates of `parameter` (e.g. an SD) against the number of groups, one line per
+    method; `results` maps any label to a study, its number of groups read from the study's settings."""
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
+    tables = [(sum(r.settings["n_levels"].values()), r.table) for r in results.values()]
+    tables.sort(key=lambda pair: pair[0])
+    methods = list(dict.fromkeys(m for _, t in tables for m in t.loc[t["parameter"] == parameter, "method"]))
+    if not methods:
+        raise MultilevelError(f"no study has the parameter '{parameter}'")
+    for j, method in enumerate(methods):
+        points = [(n, t.set_index(["method", "parameter"]).loc[(method, parameter)]) for n, t in tables
+                  if ((t["method"] == method) & (t["parameter"] == parameter)).any()]
+        n = [p[0] for p in points]
+        share = np.array([p[1]["boundary_share"] for p in points], dtype=float)
+        mcse = np.array([p[1]["boundary_mcse"] for p in points], dtype=float)
+        ax.errorbar(n, share, yerr=2 * np.nan_to_num(mcse), marker="o", capsize=3, color=COLORS[j % len(COLORS)], label=method)
+    ax.set_xscale("log")
+    ax.set_xticks([n for n, _ in tables], [str(n) for n, _ in tables])
+    ax.minorticks_off()
+    return _finish(fig, ax, "number of groups", "share on the boundary", f"Boundary estimates of {parameter}")

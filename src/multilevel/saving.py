@@ -36,12 +36,26 @@ def save(result, path, force: bool = False) -> None:
         kind = "a Bayesian result" if bayesian else "a frequentist fit"
         raise MultilevelError(f"{kind} is saved as {' or '.join(suffixes)}, not '{path.suffix or path.name}': rename the file")
     check_writable(path, force)
+    if bayesian:
+        _write_atomic(path, lambda partial: _posterior_tree(result).to_netcdf(partial, engine="h5netcdf"))
+    else:
+        _write_atomic(path, lambda partial: partial.write_text(json.dumps(fit_record(result), indent=1, allow_nan=False)))
+
+
+def save_record(record: dict, path, force: bool = False) -> None:
+    """Write a plain record (a study's, say) as JSON, atomically as `save`; ``force`` overwrites."""
+    path = Path(path)
+    if path.suffix.lower() not in FIT_SUFFIXES:
+        raise MultilevelError(f"this result is saved as .json, not '{path.suffix or path.name}': rename the file")
+    check_writable(path, force)
+    _write_atomic(path, lambda partial: partial.write_text(json.dumps(record, indent=1, allow_nan=False)))
+
+
+def _write_atomic(path: Path, write) -> None:
+    """write(partial) beside the target, then rename into place: a failure never leaves half a file."""
     partial = path.with_name(f".{path.name}.partial")
     try:
-        if bayesian:
-            _posterior_tree(result).to_netcdf(partial, engine="h5netcdf")
-        else:
-            partial.write_text(json.dumps(fit_record(result), indent=1, allow_nan=False))
+        write(partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

@@ -61,6 +61,17 @@ def _draws(result) -> dict[str, np.ndarray]:
     return _components(design, beta, covs, result.sigma.ravel())
 
 
+def icc_draws(result) -> dict[str, np.ndarray]:
+    """Each grouping factor's ICC (adjusted) per posterior draw, or as one value of a frequentist fit."""
+    return {k: np.ravel(v) for k, v in _icc_values(_draws(result), False).items() if k != "Residual"}
+
+
+def icc_at(design, beta: np.ndarray, covariances: list[np.ndarray], sigma: float) -> dict[str, float]:
+    """Each grouping factor's ICC (adjusted) at given parameter values (a study's truth)."""
+    parts = _components(design, beta[None], [c[None] for c in covariances], np.array([sigma]))
+    return {k: float(v[0]) for k, v in _icc_values(parts, False).items() if k != "Residual"}
+
+
 def _icc_values(parts: dict[str, np.ndarray], conditional: bool) -> dict[str, np.ndarray]:
     """Shares of each grouping factor and the residual; with `conditional` the fixed part joins the total."""
     levels = {k: v for k, v in parts.items() if k != "fixed"}
