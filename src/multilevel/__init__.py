@@ -7,7 +7,7 @@
 25.592
 """
 
-from . import datasets
+from . import datasets, families
 from .anova import anova
 from .bootstrap import bootstrap
 from .compare import compare
@@ -34,6 +34,7 @@ __all__ = [
     "MultilevelWarning",
     "RandomTerm",
     "datasets",
+    "families",
     "parse",
     "prior",
     "priors",

@@ -27,7 +27,7 @@ from .data import (
     unknown_names,
 )
 from .errors import MultilevelError, MultilevelWarning
-from .formula import Formula, RandomTerm, _plain, _to_python_power, parse
+from .formula import Formula, RandomTerm, _plain, _to_python_power, cbind_parts, parse
 
 _MISSING_RE = re.compile(r"`([^`]+)` is not present")
 ALIAS_TOL = 1e-7
@@ -80,6 +80,7 @@ class Design:
     aliased: list[str] = field(default_factory=list)
     frame: pd.DataFrame | None = field(default=None, repr=False)
     fixed_spec: object = field(default=None, repr=False)
+    trials: np.ndarray | None = None  # binomial trials (cbind or trials()); y is then the proportion
 
     @property
     def nobs(self) -> int:
@@ -109,8 +110,9 @@ class Design:
         return "\n".join(lines)
 
 
-def build_design(formula: str | Formula, data, weights=None, offset=None) -> Design:
-    """Evaluate the formula on the data; refuse bad input with a `MultilevelError`."""
+def build_design(formula: str | Formula, data, weights=None, offset=None, residual: bool = True) -> Design:
+    """Evaluate the formula on the data; refuse bad input with a `MultilevelError`. `residual=False` (binomial,
+    Poisson: no residual variance) allows a level per row, e.g. an observation-level random effect."""
     f = formula if isinstance(formula, Formula) else parse(formula)
     frame = as_frame(data)
     frame, weights, offset = _attach_arrays(frame, weights, offset)
@@ -122,19 +124,25 @@ def build_design(formula: str | Formula, data, weights=None, offset=None) -> Des
     _check_response_type(f, frame)
     frame = prepare_categoricals(frame, used)
     y = _response(f, frame)
+    trials = _trials(f, frame, y)
+    if trials is not None:
+        y = y / trials
     X, fixed_names, fixed_spec = _fixed_matrix(f.fixed, frame, columns)
     X, fixed_names, aliased = _drop_aliased(X, fixed_names)
     blocks = [_random_block(t, frame, columns) for t in f.random]
     blocks.sort(key=lambda b: -b.m)  # lme4's order: decreasing number of levels (stable)
     n = len(y)
     for b in blocks:
-        _check_block(b, n, known_residual=f.se is not None)
+        _check_block(b, n, known_residual=f.se is not None or not residual)
     w = _positive_column(weights if weights is not None else f.weights, frame, "weights")
     se = _positive_column(f.se, frame, "se()")
     off = _numeric_column(offset, frame, "offset")
+    for expr in f.offsets:
+        values = _expression(expr, frame, f"offset({expr})")
+        off = values if off is None else off + values
     if n <= X.shape[1]:
         raise MultilevelError(f"only {n} observations for {X.shape[1]} fixed effects: simplify the fixed part")
-    return Design(f, y, X, fixed_names, blocks, w, off, se, n_dropped, aliased, frame, fixed_spec)
+    return Design(f, y, X, fixed_names, blocks, w, off, se, n_dropped, aliased, frame, fixed_spec, trials)
 
 
 def _attach_arrays(frame: pd.DataFrame, weights, offset):
@@ -156,6 +164,7 @@ def _used_columns(f: Formula, frame: pd.DataFrame, weights, offset) -> list[str]
     """Every data column the model reads; unknown names raise with suggestions."""
     columns = list(frame.columns)
     pieces = [(f.response, "the response"), (f.fixed, "the fixed part")]
+    pieces += [(o, f"offset({o})") for o in f.offsets]
     pieces += [(t.expr, f"the random term {t}") for t in f.random]
     used: dict[str, None] = {}
     for expr, where in pieces:
@@ -167,7 +176,7 @@ def _used_columns(f: Formula, frame: pd.DataFrame, weights, offset) -> list[str]
             if g not in frame.columns:
                 raise unknown_column_error(g, columns, f"the grouping factor of {term}")
             used.setdefault(g, None)
-    for extra, where in ((f.se, "se()"), (f.weights, "weights()")):
+    for extra, where in ((f.se, "se()"), (f.weights, "weights()"), (f.trials, "trials()")):
         if extra is not None:
             if extra not in frame.columns:
                 raise unknown_column_error(extra, columns, where)
@@ -195,13 +204,44 @@ def _check_response_type(f: Formula, frame: pd.DataFrame) -> None:
 
 
 def _response(f: Formula, frame: pd.DataFrame) -> np.ndarray:
-    expr = f.response.strip()
+    """The response column; for cbind(successes, failures), the successes."""
+    parts = cbind_parts(f.response)
+    return _expression(parts[0] if parts else f.response, frame, "the response")
+
+
+def _expression(expr: str, frame: pd.DataFrame, where: str) -> np.ndarray:
+    """One numeric column from a column name or an expression such as 'size - incidence' or 'log(x)'."""
+    expr = expr.strip()
     if expr in frame.columns:
         return frame[expr].to_numpy(dtype=float)
-    mm = _evaluate(f"0 + {expr}", frame, list(frame.columns), "the response")
+    mm = _evaluate(f"0 + I({expr})", frame, list(frame.columns), where)
     if mm.shape[1] != 1:
-        raise MultilevelError(f"the response '{expr}' is not numeric: it expands to {mm.shape[1]} columns")
-    return _finite_matrix(mm, [expr], "the response")[:, 0]
+        raise MultilevelError(f"{where} '{expr}' is not numeric: it expands to {mm.shape[1]} columns")
+    return _finite_matrix(mm, [expr], where)[:, 0]
+
+
+def _trials(f: Formula, frame: pd.DataFrame, successes: np.ndarray) -> np.ndarray | None:
+    """Binomial trials from cbind(successes, failures) or brms's trials(n); None for other responses."""
+    parts = cbind_parts(f.response)
+    if parts is None and f.trials is None:
+        return None
+    if parts is not None:
+        failures = _expression(parts[1], frame, "the failures in cbind()")
+        _refuse_rows(failures < 0, f"cbind({parts[0]}, {parts[1]}): the failures are negative (more successes than "
+                     "trials)", frame)
+        trials = successes + failures
+    else:
+        trials = _expression(f.trials, frame, "trials()")
+        _refuse_rows(successes > trials, f"{f.response} | trials({f.trials}): more successes than trials", frame)
+    _refuse_rows(trials <= 0, "rows with no trials carry no information about a proportion: drop them", frame)
+    return trials
+
+
+def _refuse_rows(bad: np.ndarray, message: str, frame: pd.DataFrame) -> None:
+    """Raise naming up to five offending rows by their data index."""
+    if np.any(bad):
+        rows = list(frame.index[bad][:5])
+        raise MultilevelError(f"{message}: {int(np.sum(bad))} row(s), e.g. rows {rows}")
 
 
 def _finite_matrix(mm, names: list[str], where: str) -> np.ndarray:

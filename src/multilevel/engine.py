@@ -322,24 +322,27 @@ class Engine:
     # ------------------------------------------------------------------ solutions
     def solve(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
         """beta-hat and the conditional modes b (y units) per term, each (m, k)."""
+        beta, u = self.solve_spherical(f)
+        return beta, [uu @ T.T for uu, T in zip(u, f.T)]
+
+    def solve_spherical(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
+        """beta-hat and the spherical modes u (b = Lambda u) per term, each (m, k): what a GLMM's penalty needs."""
         Ls, q2, p = f.Ls, self.q_rest, self.p
         x2 = sla.solve_triangular(Ls[:-1, :-1], Ls[-1, :-1], lower=True, trans="T", check_finite=False)
-        b_rest = []
+        u_rest = []
         scaled = x2.copy()
         offs = self.rest_offsets
         for a in range(1, self.n_terms):
             sa = slice(offs[a - 1], offs[a])
             u = x2[sa].reshape(self.ms[a], self.ks[a])
-            b = u @ f.T[a].T
-            b_rest.append(b)
-            scaled[sa] = b.ravel()
+            u_rest.append(u)
+            scaled[sa] = (u @ f.T[a].T).ravel()
         beta = x2[q2 : q2 + p]
         v = self.B[-1].toarray().ravel() - self.B[:-1].T @ scaled
         k0, m0 = self.ks[0], self.ms[0]
         rhs = v.reshape(m0, k0) @ f.T[0]  # T0' v_g
         u0 = np.linalg.solve(f.A11, rhs[:, :, None])[:, :, 0] if k0 > 1 else rhs / f.A11.reshape(m0, 1)
-        b0 = u0 @ f.T[0].T
-        return beta, [b0] + b_rest
+        return beta, [u0] + u_rest
 
     def beta_precision_factor(self, f: Factor) -> np.ndarray:
         """R_X (lower, p x p): (R_X R_X')^{-1} sigma^2 is the covariance of beta-hat."""

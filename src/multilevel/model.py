@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from . import families
 from .crossprod import CrossProducts, cross_products
 from .design import Design, build_design
 from .engine import Engine
@@ -26,11 +27,18 @@ class Model:
     data : DataFrame-like
         pandas or polars DataFrame, pyarrow Table, or dict of columns.
     weights, offset : column name or array, optional
-        Prior weights (residual variance sigma^2 / w) and a known offset.
+        Prior weights (residual variance sigma^2 / w; binomial: trials of a proportion) and a known offset.
+    family : str or `multilevel.families.Family`, optional
+        ``"binomial"``, ``"binomial(probit)"``, ``"poisson"``, ``"negbinomial"``...; Gaussian by default.
     """
 
-    def __init__(self, formula: str, data, weights=None, offset=None):
-        self.design: Design = build_design(formula, data, weights=weights, offset=offset)
+    def __init__(self, formula: str, data, weights=None, offset=None, family=None):
+        from .glmm import prepare_data, validate
+
+        self.family = families.parse(family)
+        self.design: Design = build_design(formula, prepare_data(formula, data, self.family), weights=weights,
+                                           offset=offset, residual=isinstance(self.family, families.Gaussian))
+        validate(self.design, self.family)
 
     @property
     def formula(self):
@@ -62,12 +70,21 @@ class Model:
             )
         return Engine(self.cross_products, [b.k for b in self.design.blocks], [b.m for b in self.design.blocks])
 
-    def fit(self, method: str = "REML", prior: str | None = None):
+    def fit(self, method: str | None = None, prior: str | None = None, **glmm_options):
         """Maximum-likelihood fit: ``method="REML"`` (default) or ``"ML"``; ``prior="zero-avoiding"``
-        adds blme's default covariance prior (a penalised fit that never sits on the boundary)."""
+        adds blme's default covariance prior (a penalised fit that never sits on the boundary).
+        Non-Gaussian families are fitted by ML (`multilevel.glmm.fit_glmm`: ``nAGQ=``, ``information=``)."""
+        if not isinstance(self.family, families.Gaussian):
+            from .glmm import fit_glmm
+
+            if method not in (None, "ML") or prior is not None:
+                raise MultilevelError("a GLMM is fitted by maximum likelihood: method='REML' and prior= do not apply")
+            return fit_glmm(self, **glmm_options)
+        if glmm_options:
+            raise MultilevelError(f"{sorted(glmm_options)} apply to non-Gaussian families only")
         from .lmm import fit_lmm
 
-        return fit_lmm(self, method=method, prior=prior)
+        return fit_lmm(self, method=method or "REML", prior=prior)
 
     def sample(self, **kwargs):
         """Full Bayesian fit by MCMC; see `multilevel.bayes.sample` for the arguments."""
