@@ -136,3 +136,32 @@ def test_agq_with_one_node_is_laplace():
 
     mode = pirls.mode(np.array([0.7]), np.array([-1.4, -1.0, -1.1, -1.6]))
     assert agq_deviance(pirls, mode, model.family, 1) == pytest.approx(mode.laplace, rel=1e-13)
+
+
+NB_FORMULA = ("TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", "grouseticks", "negbinomial")
+
+
+@pytest.mark.parametrize("information, block", [("expected", "laplace_exact"), ("observed", "laplace_observed_information")])
+def test_grouseticks_nb_both_laplace_definitions(information, block):
+    """lme4's glmer.nb optimises the expected-information Laplace, TMB the observed one: both optima are matched."""
+    ref = reference("grouseticks_nb")
+    opt = ref[block]["optimum"]
+    fit = model_of("grouseticks_nb", {"grouseticks_nb": NB_FORMULA}).fit(information=information)
+    check_optimum(fit, opt)
+    ours, _ = lme4_sds(fit, ref["varcomp"])
+    np.testing.assert_allclose(ours, opt["theta"], rtol=1e-3)
+    assert fit.nb_theta == pytest.approx(opt["nb_theta"], rel=1e-3)
+    assert fit.dispersion.loc["log theta", "std_error_log"] == pytest.approx(opt["log_nb_theta_se"], rel=1e-3)
+    assert fit.n_params == ref["logLik_df"]
+
+
+def test_salamanders_nb2_is_glmmtmb():
+    ref = reference("salamanders_nb2")
+    fit = mlv.Model("count ~ spp + mined + (1 | site)", mlv.datasets.load("Salamanders"), family="nbinom2").fit()
+    opt = ref["laplace_exact"]["optimum"]
+    check_optimum(fit, opt)
+    np.testing.assert_allclose(fit.theta, opt["theta"], rtol=1e-3)
+    np.testing.assert_allclose(np.sqrt(np.diag(fit.vcov)), ref["fixef"]["std_error"], rtol=1e-3)
+    assert fit.nb_theta == pytest.approx(ref["dispersion"]["value"], rel=1e-3)
+    assert fit.dispersion.loc["log theta", "std_error_log"] == pytest.approx(ref["dispersion"]["log_value_se"], rel=1e-3)
+    assert fit.aic == pytest.approx(ref["AIC"], rel=1e-6)
