@@ -415,7 +415,7 @@ class GlmmFit:
             b = [_predict.draw_group_effects(rng, cov, block.m) for block, cov in zip(self.design.blocks, self.covariances)]
             mu = self.family.link.linkinv(eta0 + _predict.random_part(self.design, b))
             y = self.family.simulate(mu, pirls.prior_weights, rng)
-            out[i] = y * self.design.trials if self.design.trials is not None else y
+            out[i] = np.round(y * self.design.trials) if self.design.trials is not None else y
         return out
 
     def to_frame(self) -> pd.DataFrame:
