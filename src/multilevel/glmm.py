@@ -68,8 +68,8 @@ def validate(design: Design, family: Family) -> None:
         raise MultilevelError("se() in the response is for Gaussian models with known standard errors")
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)': this is a GLM, not a mixed model")
-    weights = design.weights if design.trials is None else (design.weights if design.weights is not None else 1.0) * design.trials
-    family.check_response(design.y, None if weights is None else np.broadcast_to(weights, design.y.shape))
+    trials = np.ones(design.nobs) if design.trials is None else design.trials
+    family.check_response(design.y, trials if design.weights is None else trials * design.weights)
 
 
 # ---------------------------------------------------------------------- objective
@@ -230,9 +230,7 @@ class GlmmFit:
         self.information = information if not self.family.canonical else "observed = expected (canonical link)"
         self.theta, self.beta = mode.theta, mode.beta
         self.factor = mode.factor
-        self.objective = float(info.fun) if n_agq != 1 else mode.laplace
-        if n_agq == 0:
-            self.objective = mode.laplace
+        self.objective = float(info.fun) if n_agq > 1 else mode.laplace
         self.warnings = list(info.warnings)
         if self.is_singular:
             self.warnings.append("boundary (singular) fit: a random-effect variance is estimated as 0 (or a correlation "
@@ -287,7 +285,7 @@ class GlmmFit:
     @property
     def nb_theta(self) -> float | None:
         """The negative-binomial size theta (lme4/MASS theta = glmmTMB's phi = brms's shape); None otherwise."""
-        return self.family.dispersion if self._objective.estimate_size or self.family.name == "negative_binomial" else None
+        return self.family.dispersion if self.family.name == "negative_binomial" else None
 
     # ---- covariances
     @cached_property
