@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 import multilevel as mlv
-from multilevel.bayes import centred_design
+from multilevel.centring import centred_design
 from multilevel.collapsed import constrain, jax_data, log_density, make_layout
 from multilevel.crossprod import cross_products, z_matrix
 from multilevel.engine import Engine

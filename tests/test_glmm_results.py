@@ -111,3 +111,37 @@ def test_options_that_do_not_apply_are_refused(cbpp):
                   family="poisson").fit(nAGQ=5)
     with pytest.raises(MultilevelError, match="information"):
         model.fit(information="fisher")
+
+
+def test_glmm_fit_is_a_frequentist_result(cbpp_fit):
+    from multilevel.kinds import Bayesian, Frequentist
+
+    assert isinstance(cbpp_fit, Frequentist) and not isinstance(cbpp_fit, Bayesian)
+
+
+def test_singular_fit_warns_once_or_keeps_the_warning_with_warn_false():
+    """Poisson counts with no group variation: theta = 0, and then beta-hat's information is sum(y) (mu = ybar)."""
+    rng = np.random.default_rng(1)
+    data = pd.DataFrame({"y": rng.poisson(3.0, 60), "g": np.repeat(list("abcdefghij"), 6)})
+    model = mlv.Model("y ~ 1 + (1 | g)", data, family="poisson")
+    with pytest.warns(mlv.MultilevelWarning, match="boundary") as caught:
+        fit = model.fit()
+    assert len(caught) == 1 and fit.is_singular
+    np.testing.assert_allclose(fit.vcov_rx.to_numpy(), [[1 / data["y"].sum()]], rtol=1e-9)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = model.fit(warn=False)
+    assert quiet.warnings == fit.warnings and any("boundary" in w for w in quiet.warnings)
+
+
+def test_what_a_glmm_does_not_do_is_refused(cbpp):
+    model = mlv.Model(CBPP, cbpp, family="binomial")
+    with pytest.raises(MultilevelError, match="Bayesian fits of binomial"):
+        model.sample()
+    sleep = mlv.datasets.load("sleepstudy")
+    with pytest.raises(MultilevelError, match="identity link"):
+        mlv.Model("Reaction ~ Days + (1 | Subject)", sleep, family=mlv.families.Gaussian(link="log"))
+    with pytest.raises(MultilevelError, match="nAGQ"):
+        mlv.Model("Reaction ~ Days + (1 | Subject)", sleep).fit(nAGQ=5)

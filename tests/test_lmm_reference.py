@@ -18,7 +18,7 @@ from conftest import reference, reference_files
 
 import multilevel as mlv
 from multilevel.engine import theta_to_T
-from multilevel.lmm import LmmFit
+from multilevel.lmm import fit_at
 from multilevel.optimize import OptimumInfo
 
 NAMES = [n for n in reference_files("lme4::lmer", "blme::blmer") if not n.startswith("insteval")]
@@ -251,7 +251,7 @@ def test_conditional_modes_at_lme4_theta(name):
     for (key, terms, sl), block_slice in zip(ref_terms(ref), term_slices(fit, ref)):
         theta[block_slice] = ref["theta"]["values"][sl]
     info = OptimumInfo(theta, np.nan, 0, "lme4's theta")
-    at_lme4 = LmmFit(fit.model, fit.method, fit.prior, info)
+    at_lme4 = fit_at(fit.model, fit.method, fit.prior, info)
     assert at_lme4.sigma == pytest.approx(ref["sigma"], rel=1e-6)
     check_conditional_modes(ref["ranef"], at_lme4)
 

@@ -12,7 +12,7 @@ from scipy import stats
 
 import multilevel as mlv
 from multilevel.errors import MultilevelError, MultilevelWarning
-from multilevel.lmm import LmmFit
+from multilevel.lmm import fit_at
 from multilevel.optimize import OptimumInfo, finite_difference_checks
 
 
@@ -39,7 +39,7 @@ def test_perfect_correlation_is_named_as_such(sleep):
     model = mlv.Model("Reaction ~ Days + (Days | Subject)", sleep)
     info = OptimumInfo(np.array([1.0, 0.2, 0.0]), np.nan, 0, "boundary point")
     with pytest.warns(MultilevelWarning, match="perfectly correlated"):
-        fit = LmmFit(model, "REML", None, info)
+        fit = fit_at(model, "REML", None, info)
     assert fit.is_singular
     assert "'Days' by 'Subject' is perfectly correlated" in flat(fit.summary())
 
@@ -61,7 +61,7 @@ def test_convergence_failure_is_reported(sleep):
     info = OptimumInfo(off, engine.objective(off), 0, "stopped early")
     info = finite_difference_checks(lambda th: engine.objective(th, True), info, engine.theta_lower())
     with pytest.warns(MultilevelWarning, match="may not have converged"):
-        fit = LmmFit(model, "REML", None, info)
+        fit = fit_at(model, "REML", None, info)
     assert not fit.converged
     assert "may not have converged" in flat(fit.summary())
 

@@ -8,6 +8,7 @@ import pytest
 
 import multilevel as mlv
 from multilevel.errors import MultilevelWarning
+from multilevel.bayes import diagnosed
 from multilevel.posterior import Posterior
 
 
@@ -25,8 +26,8 @@ def rebuild(post: Posterior, **changes) -> Posterior:
     """The same draws as a new Posterior, some arrays replaced (to create known diagnostic situations)."""
     parts = dict(beta=post.beta, sd=post.sd, corr=post.corr, sigma=post.sigma, b=post.b, stats=post.stats)
     parts.update(changes)
-    return Posterior(post.model, parts["beta"], parts["sd"], parts["corr"], parts["sigma"], parts["b"], parts["stats"],
-                     post.priors, post.seed, post.seconds, post.sampler)
+    return diagnosed(Posterior(post.model, parts["beta"], parts["sd"], parts["corr"], parts["sigma"], parts["b"],
+                               parts["stats"], post.priors, post.seed, post.seconds, post.sampler))
 
 
 def test_low_effective_sample_size_is_reported(dyestuff):

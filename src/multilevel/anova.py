@@ -17,8 +17,6 @@ model2     6   1751.94  42.14  2.0
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -78,6 +76,4 @@ def ml_fit(fit, name: str):
         )
     if not fit.reml:
         return fit
-    with warnings.catch_warnings():  # the user has seen this model's warnings already
-        warnings.simplefilter("ignore")
-        return fit.model.fit(method="ML")
+    return fit.model.fit(method="ML", warn=False)  # the user has seen this model's warnings already

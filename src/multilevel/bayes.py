@@ -10,33 +10,24 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import numpy as np
 
+from . import nuts
+from .centring import centred_design, uncentre
 from .chains import gc_paused
-from .collapsed import Layout, jax_data, make_layout
+from .collapsed import Layout, constrain, jax_data, make_layout
 from .crossprod import cross_products
 from .design import Design
+from .diagnostics import sampler_warnings
 from .engine import Engine
-from .errors import MultilevelError
+from .errors import MultilevelError, emit
+from .gibbs import sample_gibbs
+from .posterior import Posterior
 from .priors import brms_scale, resolve_priors
 
 MAX_DENSE = 4_000_000  # entries of the dense first-term cross block the NUTS path handles
 MAX_TRAILING = 400  # rows of the dense system factored at every leapfrog step; beyond it NUTS takes hours
-
-
-def centred_design(design: Design) -> tuple[Design, np.ndarray, bool]:
-    """The design with non-intercept columns centred (as brms) and the intercept column moved last."""
-    names = design.fixed_names
-    intercept = "(Intercept)" in names
-    if not intercept:
-        return design, np.zeros(len(names)), False
-    keep = [j for j, n in enumerate(names) if n != "(Intercept)"]
-    Xc = design.X[:, keep]
-    means = Xc.mean(axis=0)
-    X = np.column_stack([Xc - means, np.ones(design.nobs)])
-    return replace(design, X=X, fixed_names=[names[j] for j in keep] + ["(Intercept)"]), means, True
 
 
 def sample(
@@ -69,11 +60,19 @@ def sample(
         raise MultilevelError(f"sampler must be 'nuts' or 'gibbs', not {sampler!r}")
     ps = resolve_priors(model, prior)
     if sampler == "gibbs":
-        from .gibbs import sample_gibbs
+        post = sample_gibbs(model, ps, chains, draws, warmup, seed, cores, progress)
+    else:
+        with gc_paused():  # JAX's tracing and imports (docs/bayes.md, "Speed")
+            post = _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress)
+    return diagnosed(post)
 
-        return sample_gibbs(model, ps, chains, draws, warmup, seed, cores, progress)
-    with gc_paused():  # JAX's tracing and imports (docs/bayes.md, "Speed")
-        return _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress)
+
+def diagnosed(post: Posterior, warn: bool = True) -> Posterior:
+    """The posterior with the sampler's diagnostics (divergences, R-hat, ESS) in `warnings`, raised once."""
+    post.warnings = sampler_warnings(post)
+    if warn:
+        emit(post.warnings)
+    return post
 
 
 def _check_counts(chains: int, draws: int, warmup: int, cores: int) -> None:
@@ -85,9 +84,6 @@ def _check_counts(chains: int, draws: int, warmup: int, cores: int) -> None:
 
 
 def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
-    from . import nuts
-    from .posterior import Posterior
-
     start = time.perf_counter()
     design, means, intercept = centred_design(model.design)
     if not design.blocks:
@@ -106,7 +102,12 @@ def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
     positions, stats, cond = nuts.run_chains(layout, data, seed, inits, warmup, draws, cores, progress)
     beta_c, b = _split_effects(layout, *cond)
     sampling_time = time.perf_counter() - start
-    return Posterior.from_collapsed(model, layout, positions, beta_c, b, means, stats, ps, seed, sampling_time, "nuts")
+    sds, chols, sigma, alpha, _ = constrain(layout, positions, np)
+    if intercept:
+        beta_c = np.concatenate([beta_c, alpha[..., None]], axis=-1)
+    beta = uncentre(model.design.fixed_names, design.fixed_names, beta_c, means)
+    corr = [np.einsum("...ab,...cb->...ac", L, L) for L in chols]
+    return Posterior(model, beta, sds, corr, sigma, b, stats, ps, seed, sampling_time, "nuts")
 
 
 def _init(layout: Layout, design: Design, rng: np.random.Generator) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Parametric bootstrap of a frequentist fit: simulate from the fitted model, refit, summarise any statistic.
 
 Each replicate draws new group effects and residuals from the fit (`LmmFit.simulate`) and refits with the
-same method and prior. Only the response changes, so a refit needs new cross-products Z'y, X'y, y'y only;
-everything else is shared with the original model. Replicate i uses its own seed from
+same method and prior through `Model.with_response`: only the response changes, so a refit needs new
+cross-products Z'y, X'y, y'y only; everything else is shared with the original model. Replicate i uses its own seed from
 ``np.random.SeedSequence(seed).spawn(n)[i]``, so results do not depend on how many processes run them.
 
 >>> import multilevel as mlv
@@ -17,52 +17,33 @@ everything else is shared with the original model. Replicate i uses its own seed
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .crossprod import grouped_sums, weighted_columns
-from .engine import Engine
+from .chains import run
 from .errors import MultilevelError, MultilevelWarning
-from .posterior import brms_coef
+from .kinds import Frequentist
+from .names import fixed_name, variance_names
 
 
 def parameters(fit) -> pd.Series:
     """A frequentist fit's parameters with brms's names: b_*, sd_*, cor_*, sigma (the Bayesian vocabulary)."""
-    out = {f"b_{brms_coef(n)}": v for n, v in zip(fit.design.fixed_names, fit.beta)}
+    out = {fixed_name(n): v for n, v in zip(fit.design.fixed_names, fit.beta)}
     for block, cov in zip(fit.design.blocks, fit.covariances):
         sd = np.sqrt(np.diag(cov))
-        names = [brms_coef(c) for c in block.coef_names]
-        for a, name in enumerate(names):
-            out[f"sd_{block.group}__{name}"] = sd[a]
-        for a in range(block.k):
-            for c in range(a + 1, block.k):
-                corr = cov[a, c] / (sd[a] * sd[c]) if sd[a] > 0 and sd[c] > 0 else np.nan
-                out[f"cor_{block.group}__{names[a]}__{names[c]}"] = corr
+        sd_names, cor_entries = variance_names(block)
+        out.update(zip(sd_names, sd))
+        for a, c, name in cor_entries:
+            out[name] = cov[a, c] / (sd[a] * sd[c]) if sd[a] > 0 and sd[c] > 0 else np.nan
     out["sigma"] = fit.sigma
     return pd.Series(out, dtype=float)
 
 
-@dataclass
-class _Refit:
-    """What `fit_lmm` reads of a model, for a new response: the design and an engine on its cross-products."""
-
-    design: object
-    engine: Engine
-
-
 def refit_on(fit, y: np.ndarray):
-    """The fit's model refitted (same method and prior) to a new response vector y."""
-    from .lmm import fit_lmm
-
-    design = replace(fit.design, y=np.asarray(y, dtype=float))
-    cp = fit.engine.cp
-    Xy, WXy, _ = weighted_columns(design)
-    zxy = [np.column_stack([old[:, :-1], grouped_sums(b, WXy[:, -1:])]) for old, b in zip(cp.zxy, design.blocks)]
-    new_cp = replace(cp, zxy=zxy, xy=Xy.T @ WXy)  # as cross_products computes it: the same rounding
-    engine = Engine(new_cp, fit.engine.ks, fit.engine.ms)
-    return fit_lmm(_Refit(design, engine), method=fit.method, prior=fit.prior)
+    """The fit's model refitted (same method and prior) to a new response vector y, warnings kept in the fit."""
+    return fit.model.with_response(y).fit(method=fit.method, prior=fit.prior, warn=False)
 
 
 @dataclass
@@ -104,7 +85,7 @@ def bootstrap(fit, n: int = 1000, seed: int | None = None, cores: int = 1, stati
     for name, value in (("n", n), ("cores", cores)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise MultilevelError(f"{name} must be an integer >= 1, got {value!r}")
-    if not hasattr(fit, "simulate") or not hasattr(fit, "theta"):
+    if not isinstance(fit, Frequentist):
         raise MultilevelError("bootstrap needs a frequentist fit from model.fit(); for Bayesian fits use the draws")
     statistic = statistic or parameters
     estimate = _as_series(statistic(fit))
@@ -112,14 +93,7 @@ def bootstrap(fit, n: int = 1000, seed: int | None = None, cores: int = 1, stati
         seed = int(np.random.SeedSequence().entropy % (2**31))
     seeds = np.random.SeedSequence(seed).spawn(n)
     chunks = [c for c in np.array_split(np.arange(n), cores) if len(c)]
-    if cores == 1:
-        parts = [_run(fit, statistic, [seeds[i] for i in chunks[0]])]
-    else:
-        from joblib import Parallel, delayed
-
-        parts = Parallel(n_jobs=cores, backend="loky")(
-            delayed(_run)(fit, statistic, [seeds[i] for i in c]) for c in chunks
-        )
+    parts = run(_run, [(fit, statistic, [seeds[i] for i in c]) for c in chunks], cores, 0, 0, progress=False)
     rows = [r for part in parts for r in part]
     values = [r[0] for r in rows if r[0] is not None]
     n_failed = sum(r[0] is None for r in rows)
@@ -132,15 +106,13 @@ def bootstrap(fit, n: int = 1000, seed: int | None = None, cores: int = 1, stati
     return BootstrapResult(estimate, table, n_failed, n_singular, seed)
 
 
-def _run(fit, statistic, seeds) -> list[tuple]:
+def _run(fit, statistic, seeds, report=None) -> list[tuple]:
     """Simulate and refit once per seed: (statistic or None if the refit failed, singular flag)."""
     out = []
     for s in seeds:
         y = fit.simulate(1, s)[0]
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                new = refit_on(fit, y)
+            new = refit_on(fit, y)
             out.append((statistic(new), new.is_singular))
         except MultilevelError:
             out.append((None, False))

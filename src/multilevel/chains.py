@@ -1,6 +1,7 @@
-"""Running a sampler's chains: one after another or in worker processes, with a progress bar per chain.
+"""Running a sampler's chains (or bootstrap refits): one after another or in worker processes, with a
+progress bar per chain.
 
-Both samplers hand over a module-level function `run_chain(*job, report=None)` that calls
+Both samplers (and the bootstrap) hand over a module-level function `run_chain(*job, report=None)` that calls
 `report(chain, steps_done)` as it goes; in worker processes the reports reach the parent's bars through
 a queue. A chain's draws depend only on its job (seed, chain index), never on where it ran.
 """
@@ -8,6 +9,7 @@ a queue. A chain's draws depend only on its job (seed, chain index), never on wh
 from __future__ import annotations
 
 import gc
+import pickle
 from contextlib import contextmanager
 
 from .errors import MultilevelError
@@ -72,8 +74,10 @@ def _report(chain: int, done: int) -> None:
     _QUEUE.put((chain, done))
 
 
-def _job(run_chain, job: tuple):
-    """Worker entry point: one chain, its progress sent to the parent's queue."""
+def _job(payload: bytes):
+    """Worker entry point: one job (pickled by cloudpickle, so closures such as a user's statistic travel),
+    its progress sent to the parent's queue."""
+    run_chain, job = pickle.loads(payload)
     return run_chain(*job, report=None if _QUEUE is None else _report)
 
 
@@ -87,11 +91,13 @@ def _in_processes(run_chain, jobs: list, processes: int, bars) -> list:
     from concurrent.futures import ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
+    import cloudpickle
+
     context = mp.get_context("spawn")
     progress = context.SimpleQueue() if bars is not None else None
     try:
         with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_init, initargs=(progress,)) as pool:
-            futures = [pool.submit(_job, run_chain, job) for job in jobs]
+            futures = [pool.submit(_job, cloudpickle.dumps((run_chain, job))) for job in jobs]
             while progress is not None:
                 running = wait(futures, timeout=0.1).not_done
                 while not progress.empty():

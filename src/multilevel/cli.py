@@ -17,6 +17,7 @@ import pandas as pd
 
 from .data import EXACT_FLOATS
 from .errors import MultilevelError
+from .kinds import is_bayesian
 
 USER_ERROR = 2
 METHODS = ("reml", "ml", "bayes", "all")
@@ -132,7 +133,7 @@ def fit(data, formula, method, chains, draws, warmup, seed, cores, report_path, 
     results = _fit_all(model, method, {"chains": chains, "draws": draws, "warmup": warmup, "seed": seed, "cores": cores})
     for r in results.values():
         click.echo(f"== {label(r)} ==")
-        click.echo(r.summary() if not hasattr(r, "sampler") else repr(r))
+        click.echo(repr(r) if is_bayesian(r) else r.summary())
         click.echo()
     for tag, path in outputs.items():
         io.save(results[tag], path, force=force)

@@ -22,6 +22,7 @@ import pandas as pd
 from .anova import anova, check_same_data
 from .errors import MultilevelError
 from .information import loo, pointwise_log_likelihood, posterior_dic, waic
+from .kinds import is_bayesian
 
 
 def compare(fits: dict, kind: str = "conditional") -> pd.DataFrame:
@@ -33,7 +34,7 @@ def compare(fits: dict, kind: str = "conditional") -> pd.DataFrame:
     if not isinstance(fits, dict) or len(fits) < 2:
         raise MultilevelError("compare takes a dict of two or more fits, e.g. compare({'small': fit1, 'big': fit2})")
     names, values = list(fits), list(fits.values())
-    bayes = [not hasattr(f, "theta") for f in values]
+    bayes = [is_bayesian(f) for f in values]
     if all(bayes):
         return _compare_bayes(names, values, kind)
     if any(bayes):

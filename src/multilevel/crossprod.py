@@ -7,7 +7,7 @@ diagonal: one k x k block per level), off-diagonal blocks Z_i'WZ_j (sparse), Z_i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -91,3 +91,11 @@ def cross_products(design: Design) -> CrossProducts:
             off[(i, j)] = (left @ zs[j]).tocsr()
     sum_log_w = 0.0 if w is None else float(np.sum(np.log(w)))
     return CrossProducts(design.nobs, design.p, diag, off, zxy, Xy.T @ WXy, sum_log_w)
+
+
+def with_response(cp: CrossProducts, design: Design) -> CrossProducts:
+    """The cross-products for the design's (new) response: only Z'Wy, X'Wy and y'Wy change, and they are
+    computed as `cross_products` computes them (the same rounding, so a refit equals a fit from scratch)."""
+    Xy, WXy, _ = weighted_columns(design)
+    zxy = [np.column_stack([old[:, :-1], grouped_sums(b, WXy[:, -1:])]) for old, b in zip(cp.zxy, design.blocks)]
+    return replace(cp, zxy=zxy, xy=Xy.T @ WXy)

@@ -64,27 +64,88 @@ class RandomBlock:
         return self.m * self.k
 
 
-@dataclass
-class Design:
-    """Numbers of a mixed model: response, fixed-effect matrix, random blocks, weights, offset."""
+@dataclass(frozen=True, eq=False)
+class TermCoding:
+    """What was learned of one random term: its coefficient names, its grouping factor's levels (the order of
+    the group effects) and the spec that computes its covariates for any rows."""
+
+    term: RandomTerm
+    coef_names: tuple[str, ...]
+    levels: np.ndarray = field(repr=False)
+    spec: object = field(repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Column:
+    """One learned numeric column: a column name, or an expression with the spec that evaluates it on any rows
+    (the response, binomial trials, a formula offset)."""
+
+    expr: str
+    spec: object = field(default=None, repr=False)  # None: a plain column
+
+    def values(self, frame: pd.DataFrame, where: str) -> np.ndarray:
+        """The column's values on the rows."""
+        if self.spec is None:
+            return frame[self.expr].to_numpy(dtype=float)
+        mm = _evaluate(self.expr, frame, list(frame.columns), where, self.spec)
+        return _finite_matrix(mm, [self.expr], where)[:, 0]
+
+
+@dataclass(frozen=True, eq=False)
+class Coding:
+    """Everything learned from the data to turn rows into numbers: used columns, categorical levels (and
+    ordered flags), the response (and binomial trials), the fixed-part spec, the fixed columns kept and aliased,
+    per random term (in lme4's order) its levels and spec, and the formula's offsets. Learned once (`learn_coding`), applied alike to the fitted rows,
+    to partitions of them and to new data (`apply_coding`), so every one gets the same columns and codes."""
 
     formula: Formula
-    y: np.ndarray
+    columns: tuple[str, ...]
+    categories: dict[str, pd.CategoricalDtype] = field(repr=False)
+    response: Column
+    fixed_spec: object = field(repr=False)
+    fixed_names: tuple[str, ...]
+    aliased: tuple[str, ...]
+    terms: tuple[TermCoding, ...]
+    weights: str | None = None
+    offset: str | None = None
+    trials: Column | None = None
+    offsets: tuple[Column, ...] = ()
+
+    @property
+    def se(self) -> str | None:
+        """The column of known residual standard errors (brms's se()), if any."""
+        return self.formula.se
+
+
+@dataclass
+class Design:
+    """Numbers of a mixed model: response, fixed-effect matrix, random blocks, weights, offset.
+
+    Rows of new data (``apply_coding(..., new=True)``) have no response (`y` is None), and code -1 for a group
+    level not seen in fitting."""
+
+    formula: Formula
+    y: np.ndarray | None
     X: np.ndarray
     fixed_names: list[str]
     blocks: list[RandomBlock]
+    coding: Coding = field(repr=False)
     weights: np.ndarray | None = None
     offset: np.ndarray | None = None
     se: np.ndarray | None = None
     n_dropped: int = 0
     aliased: list[str] = field(default_factory=list)
     frame: pd.DataFrame | None = field(default=None, repr=False)
-    fixed_spec: object = field(default=None, repr=False)
     trials: np.ndarray | None = None  # binomial trials (cbind or trials()); y is then the proportion
 
     @property
+    def fixed_spec(self):
+        """What computes the fixed-effect columns of any rows (a formulaic model spec or `NumericColumns`)."""
+        return self.coding.fixed_spec
+
+    @property
     def nobs(self) -> int:
-        return len(self.y)
+        return self.X.shape[0]
 
     @property
     def p(self) -> int:
@@ -94,6 +155,12 @@ class Design:
     def n_levels(self) -> dict[str, int]:
         """Grouping factor as written in the formula -> number of levels."""
         return {b.group: b.m for b in self.blocks}
+
+    @property
+    def family_weights(self) -> np.ndarray:
+        """Each row's weight in a family's log-likelihood: prior weights times binomial trials (1 where none)."""
+        weights = np.ones(self.nobs) if self.weights is None else self.weights
+        return weights if self.trials is None else weights * self.trials
 
     def summary(self) -> str:
         """A short text description of the design."""
@@ -111,38 +178,91 @@ class Design:
 
 
 def build_design(formula: str | Formula, data, weights=None, offset=None, residual: bool = True) -> Design:
-    """Evaluate the formula on the data; refuse bad input with a `MultilevelError`. `residual=False` (binomial,
-    Poisson: no residual variance) allows a level per row, e.g. an observation-level random effect."""
+    """Evaluate the formula on the data (learn the coding, apply it to the same rows); refuse bad input with a
+    `MultilevelError`. `residual=False` (binomial, Poisson: no residual variance) allows a level per row."""
+    coding = learn_coding(formula, data, weights, offset)
+    design = apply_coding(coding, data, weights, offset)
+    check_counts(coding, design.nobs, residual)
+    return design
+
+
+def learn_coding(formula: str | Formula, data, weights=None, offset=None) -> Coding:
+    """Learn from the data how to code rows: levels, contrasts, stateful transforms, aliased fixed columns and
+    group levels. `weights`/`offset` are column names or arrays, as for `build_design`."""
     f = formula if isinstance(formula, Formula) else parse(formula)
     frame = as_frame(data)
     frame, weights, offset = _attach_arrays(frame, weights, offset)
-    columns = list(frame.columns)
     used = _used_columns(f, frame, weights, offset)
-    frame, n_dropped = drop_missing(frame, used)
-    check_types(frame, used)
-    check_finite(frame, used)
-    _check_response_type(f, frame)
-    frame = prepare_categoricals(frame, used)
-    y = _response(f, frame)
-    trials = _trials(f, frame, y)
-    if trials is not None:
-        y = y / trials
-    X, fixed_names, fixed_spec = _fixed_matrix(f.fixed, frame, columns)
-    X, fixed_names, aliased = _drop_aliased(X, fixed_names)
-    blocks = [_random_block(t, frame, columns) for t in f.random]
-    blocks.sort(key=lambda b: -b.m)  # lme4's order: decreasing number of levels (stable)
-    n = len(y)
-    for b in blocks:
-        _check_block(b, n, known_residual=f.se is not None or not residual)
-    w = _positive_column(weights if weights is not None else f.weights, frame, "weights")
-    se = _positive_column(f.se, frame, "se()")
-    off = _numeric_column(offset, frame, "offset")
-    for expr in f.offsets:
-        values = _expression(expr, frame, f"offset({expr})")
+    frame = prepare_categoricals(_clean(f, frame, used)[0], used)
+    columns = list(frame.columns)
+    response, trials = _learn_response(f, frame)
+    X, names, fixed_spec = _fixed_matrix(f.fixed, frame, columns)
+    aliased = _aliased(X, names)
+    terms = sorted((_learn_term(t, frame, columns) for t in f.random), key=lambda t: -len(t.levels))  # lme4's order
+    for t in terms:
+        _check_levels(t)
+    categories = {c: frame[c].dtype for c in used if isinstance(frame[c].dtype, pd.CategoricalDtype)}
+    kept = tuple(n for n in names if n not in aliased)
+    w = weights if weights is not None else f.weights
+    offsets = tuple(learn_column(o, frame, f"offset({o})") for o in f.offsets)
+    return Coding(f, tuple(used), categories, response, fixed_spec, kept, tuple(aliased), tuple(terms), w, offset,
+                  trials, offsets)
+
+
+def apply_coding(coding: Coding, data, weights=None, offset=None, *, new: bool = False, random: bool = True) -> Design:
+    """Rows to numbers with a learned coding: the learned columns, contrasts and group codes, whatever rows.
+
+    For model rows (``new=False``) rows with missing values are dropped and counted, every check of
+    `build_design` applies, and a level the coding lacks is refused; arrays the coding was learned with are
+    passed again as `weights`/`offset`. For new data (``new=True``) the response, weights and se are not read,
+    `offset` (a column name or an array) is needed if the model has one, a group level not learned gets code -1
+    (no group effect), an unseen level of a fixed factor is refused, and ``random=False`` leaves out the random
+    terms (whose columns are then not needed). Offsets written in the formula are evaluated on any rows."""
+    f = coding.formula
+    frame = as_frame(data)
+    frame, weights, offset = _attach_arrays(frame, weights, offset)
+    if new:
+        if coding.offset is not None and offset is None:
+            raise MultilevelError("the model was fitted with an offset: pass offset= (a column name or an array) for the new rows")
+        needed = _new_columns(coding, frame, offset, random)
+        n_dropped = 0
+    else:
+        needed = _model_columns(coding, frame, weights, offset)
+        frame, n_dropped = _clean(f, frame, needed)
+    frame = _learned_categories(coding, frame, needed, new)
+    columns = list(frame.columns)
+    blocks = [_apply_term(t, frame, columns, new) for t in coding.terms] if random else []
+    y, trials = (None, None) if new else _response(coding, frame)
+    X = _apply_fixed(coding, frame, columns)
+    w = None if new else _positive_column(coding.weights, frame, "weights")
+    se = None if new else _positive_column(coding.se, frame, "se()")
+    off = _numeric_column(offset if new else coding.offset, frame, "offset")
+    for column in coding.offsets:
+        values = column.values(frame, f"offset({column.expr})")
         off = values if off is None else off + values
-    if n <= X.shape[1]:
-        raise MultilevelError(f"only {n} observations for {X.shape[1]} fixed effects: simplify the fixed part")
-    return Design(f, y, X, fixed_names, blocks, w, off, se, n_dropped, aliased, frame, fixed_spec, trials)
+    return Design(f, y, X, list(coding.fixed_names), blocks, coding, w, off, se, n_dropped, list(coding.aliased), frame,
+                  trials)
+
+
+def check_counts(coding: Coding, n: int, residual: bool = True) -> None:
+    """Refuse models the n rows of the data (all partitions together) cannot identify, as lme4 does: a level per
+    row, more random or fixed effects than rows. With known residual SDs (brms se()) or no residual variance
+    (``residual=False``: binomial, Poisson) a level per row is fine (an observation-level random effect)."""
+    for t in coding.terms if coding.se is None and residual else ():
+        m, q, group = len(t.levels), len(t.levels) * len(t.coef_names), t.term.group
+        if m >= n:
+            raise MultilevelError(
+                f"the grouping factor '{group}' has {m} levels for {n} observations: each group needs more than "
+                f"one observation on average for its variance to be separated from the residual; drop {t.term}"
+            )
+        if q >= n:
+            raise MultilevelError(
+                f"the term {t.term} has {q} random effects for {n} observations: more random effects than "
+                "observations cannot be separated from the residual; simplify the term (fewer slopes)"
+            )
+    p = len(coding.fixed_names)
+    if n <= p:
+        raise MultilevelError(f"only {n} observations for {p} fixed effects: simplify the fixed part")
 
 
 def _attach_arrays(frame: pd.DataFrame, weights, offset):
@@ -158,6 +278,91 @@ def _attach_arrays(frame: pd.DataFrame, weights, offset):
         extra[key] = values
         names.append(key)
     return (frame.assign(**extra) if extra else frame), names[0], names[1]
+
+
+def _clean(f: Formula, frame: pd.DataFrame, used: list[str]) -> tuple[pd.DataFrame, int]:
+    """Model rows: drop rows missing a used value (and count them); refuse values a model cannot use."""
+    frame, n_dropped = drop_missing(frame, used)
+    check_types(frame, used)
+    check_finite(frame, used)
+    _check_response_type(f, frame)
+    return frame, n_dropped
+
+
+def _model_columns(coding: Coding, frame: pd.DataFrame, weights, offset) -> list[str]:
+    """The learned columns, all present in model rows; the weights/offset given must be the ones learned."""
+    for given, learned, what in ((weights, coding.weights, "weights"), (offset, coding.offset, "offset")):
+        if given is not None and given != learned:
+            raise MultilevelError(f"{what} given as '{given}', but the coding reads them from '{learned}': pass the {what} it was learned with")
+    for name in coding.columns:
+        if name not in frame.columns:
+            if name in ("(weights)", "(offset)"):
+                raise MultilevelError(f"the coding was learned with {name[1:-1]} given as an array: pass {name[1:-1]}= for these rows")
+            raise unknown_column_error(name, frame.columns, "the data")
+    return list(coding.columns)
+
+
+def _new_columns(coding: Coding, frame: pd.DataFrame, offset, random: bool) -> list[str]:
+    """The columns new rows need (the fixed part, offsets, and the random terms unless left out), all present and
+    complete except grouping factors, whose missing values just mean no group effect."""
+    f = coding.formula
+    model = names_in(f.fixed, coding.columns)
+    groups = []
+    if random:
+        for t in coding.terms:
+            model += names_in(t.term.expr, coding.columns)
+            groups += list(t.term.group_factors)
+    model += [offset] if offset is not None else []
+    for column in coding.offsets:
+        model += names_in(column.expr, coding.columns)
+    for name in dict.fromkeys(model + groups):
+        if name not in frame.columns:
+            where = "the new data (a grouping factor)" if name in groups else "the new data"
+            raise unknown_column_error(name, frame.columns, where)
+    needed = list(dict.fromkeys(model + groups))
+    check_types(frame, needed)
+    for name in dict.fromkeys(model):
+        col = frame[name]
+        numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+        bad = col.isna().to_numpy() | (np.isinf(col.to_numpy(dtype=float, na_value=np.nan)) if numeric else False)
+        if bad.any():
+            raise MultilevelError(
+                f"column '{name}' of the new data has {int(bad.sum())} missing or infinite value(s): predictions "
+                "need a value in every column of the model other than grouping factors"
+            )
+    return needed
+
+
+def _learned_categories(coding: Coding, frame: pd.DataFrame, needed: list[str], new: bool) -> pd.DataFrame:
+    """Give categorical columns the learned categories (codes of rows then mean the learned levels, and contrasts
+    line up); refuse levels the coding lacks, except new rows' grouping levels, which become missing."""
+    f = coding.formula
+    frame = prepare_categoricals(frame, needed)
+    fixed = names_in(f.fixed, needed)
+    model = set(fixed).union(*(names_in(t.term.expr, needed) for t in coding.terms))
+    changed = {}
+    for name, dtype in coding.categories.items():
+        if name not in needed:
+            continue
+        col = frame[name]
+        if isinstance(col.dtype, pd.CategoricalDtype) and col.cat.categories.equals(dtype.categories) and col.cat.ordered == dtype.ordered:
+            continue  # coded as learned already (the learning rows themselves)
+        cat = as_factor(col)
+        learned = dtype.categories.astype(str)
+        index = pd.Index(learned).get_indexer(cat.categories.astype(str))
+        unknown = sorted(cat.categories[index < 0].astype(str))
+        if unknown and new and name in model:
+            effects = "fixed effects" if name in fixed else "group-level coefficients"
+            raise MultilevelError(
+                f"column '{name}' has level(s) {unknown[:5]} not seen in fitting: {effects} exist only for {list(learned)}"
+            )
+        if unknown and not new:
+            raise MultilevelError(
+                f"column '{name}' has level(s) {unknown[:5]} the coding was not learned with: learn it from data "
+                f"holding every level (it knows {list(learned)[:20]})"
+            )
+        changed[name] = pd.Series(pd.Categorical.from_codes(_recode(cat.codes, index), dtype=dtype), index=frame.index)
+    return frame.assign(**changed) if changed else frame
 
 
 def _used_columns(f: Formula, frame: pd.DataFrame, weights, offset) -> list[str]:
@@ -203,38 +408,38 @@ def _check_response_type(f: Formula, frame: pd.DataFrame) -> None:
         )
 
 
-def _response(f: Formula, frame: pd.DataFrame) -> np.ndarray:
-    """The response column; for cbind(successes, failures), the successes."""
-    parts = cbind_parts(f.response)
-    return _expression(parts[0] if parts else f.response, frame, "the response")
-
-
-def _expression(expr: str, frame: pd.DataFrame, where: str) -> np.ndarray:
-    """One numeric column from a column name or an expression such as 'size - incidence' or 'log(x)'."""
+def learn_column(expr: str, frame: pd.DataFrame, where: str) -> Column:
+    """Learn one numeric column: a column name, or an expression ('log(y)', 'size - incidence') and its spec."""
     expr = expr.strip()
     if expr in frame.columns:
-        return frame[expr].to_numpy(dtype=float)
+        return Column(expr, None)
     mm = _evaluate(f"0 + I({expr})", frame, list(frame.columns), where)
     if mm.shape[1] != 1:
         raise MultilevelError(f"{where} '{expr}' is not numeric: it expands to {mm.shape[1]} columns")
-    return _finite_matrix(mm, [expr], where)[:, 0]
+    return Column(expr, mm.model_spec)
 
 
-def _trials(f: Formula, frame: pd.DataFrame, successes: np.ndarray) -> np.ndarray | None:
-    """Binomial trials from cbind(successes, failures) or brms's trials(n); None for other responses."""
+def _learn_response(f: Formula, frame: pd.DataFrame) -> tuple[Column, Column | None]:
+    """The response (for cbind(successes, failures), the successes) and the binomial trials: successes +
+    failures, or brms's trials(n); no trials for other responses."""
     parts = cbind_parts(f.response)
-    if parts is None and f.trials is None:
-        return None
     if parts is not None:
-        failures = _expression(parts[1], frame, "the failures in cbind()")
-        _refuse_rows(failures < 0, f"cbind({parts[0]}, {parts[1]}): the failures are negative (more successes than "
-                     "trials)", frame)
-        trials = successes + failures
-    else:
-        trials = _expression(f.trials, frame, "trials()")
-        _refuse_rows(successes > trials, f"{f.response} | trials({f.trials}): more successes than trials", frame)
+        return learn_column(parts[0], frame, "the response"), learn_column(f"{parts[0]} + ({parts[1]})", frame, "cbind()")
+    trials = None if f.trials is None else learn_column(f.trials, frame, "trials()")
+    return learn_column(f.response, frame, "the response"), trials
+
+
+def _response(coding: Coding, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """The response of model rows and their binomial trials (None without); with trials, y is the proportion."""
+    y = coding.response.values(frame, "the response")
+    if coding.trials is None:
+        return y, None
+    trials = coding.trials.values(frame, "the trials")
+    f = coding.formula
+    what = f"the failures in {f.response} are negative" if f.trials is None else f"{f.response} | trials({f.trials})"
+    _refuse_rows(y > trials, f"{what}: more successes than trials", frame)
     _refuse_rows(trials <= 0, "rows with no trials carry no information about a proportion: drop them", frame)
-    return trials
+    return y / trials, trials
 
 
 def _refuse_rows(bad: np.ndarray, message: str, frame: pd.DataFrame) -> None:
@@ -258,21 +463,40 @@ def _finite_matrix(mm, names: list[str], where: str) -> np.ndarray:
 
 
 def _fixed_matrix(fixed: str, frame: pd.DataFrame, columns: list[str]):
+    """Learn the fixed part: its spec, and its matrix and names on the learning rows (for the aliasing check)."""
     simple = NumericColumns.parse(fixed, frame)
     if simple is not None:  # intercept and numeric columns only: no formula machinery needed
         return simple.matrix(frame), simple.names, simple
-    expr = _poly_for_ordered(fixed, frame)
-    mm = _evaluate(expr, frame, columns, "the fixed part")
-    order = names_in(fixed, frame.columns)
-    names = [lme4_name(c, order) for c in mm.columns]
+    mm = _evaluate(_poly_for_ordered(fixed, frame), frame, columns, "the fixed part")
+    names = [lme4_name(c, names_in(fixed, frame.columns)) for c in mm.columns]
     return _finite_matrix(mm, names, "the fixed part"), names, mm.model_spec
 
 
-def _evaluate(expr: str, frame: pd.DataFrame, columns: list[str], where: str):
-    """Materialise an expression with formulaic; its errors become ours."""
+def _apply_fixed(coding: Coding, frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """The fixed-effect matrix of the rows, aliased columns left out."""
+    fixed = coding.formula.fixed
+    X, names = _apply_spec(coding.fixed_spec, fixed, frame, columns, "the fixed part")
+    if not coding.aliased:
+        return X
+    return np.ascontiguousarray(X[:, [names.index(n) for n in coding.fixed_names]])
+
+
+def _apply_spec(spec, expr: str, frame: pd.DataFrame, columns: list[str], where: str) -> tuple[np.ndarray, list[str]]:
+    """The columns a learned spec gives for the rows, and their lme4 names."""
+    if isinstance(spec, NumericColumns):
+        return spec.matrix(frame), spec.names
+    mm = _evaluate(expr, frame, columns, where, spec)
+    names = [lme4_name(c, names_in(expr, frame.columns)) for c in mm.columns]
+    return _finite_matrix(mm, names, where), names
+
+
+def _evaluate(expr: str, frame: pd.DataFrame, columns: list[str], where: str, spec=None):
+    """Materialise an expression with formulaic (with a learned `spec`: the learned coding); its errors become ours."""
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
+            if spec is not None:
+                return spec.get_model_matrix(frame, na_action="ignore")
             return formulaic.model_matrix(_to_python_power(expr), frame, na_action="ignore")
     except Exception as exc:  # any library failure is reported in our words
         text = _plain(exc)
@@ -332,20 +556,18 @@ def _split_interaction(name: str) -> list[str]:
     return parts
 
 
-def _drop_aliased(X: np.ndarray, names: list[str]):
-    """Drop columns in the span of earlier ones (lme4 drops them with a message); warn naming them."""
+def _aliased(X: np.ndarray, names: list[str]) -> list[str]:
+    """Columns in the span of earlier ones, which are dropped (lme4 drops them with a message); warn naming them."""
     bad = _aliased_columns(X)
-    if not bad.any():
-        return X, names, []
     aliased = [n for n, b in zip(names, bad) if b]
-    warnings.warn(
-        f"the fixed-effect matrix is rank deficient: dropping {len(aliased)} aliased column(s) "
-        f"{aliased} (they are linear combinations of earlier columns; their effects are not identifiable)",
-        MultilevelWarning,
-        stacklevel=3,
-    )
-    keep = ~bad
-    return np.ascontiguousarray(X[:, keep]), [n for n, k in zip(names, keep) if k], aliased
+    if aliased:
+        warnings.warn(
+            f"the fixed-effect matrix is rank deficient: dropping {len(aliased)} aliased column(s) "
+            f"{aliased} (they are linear combinations of earlier columns; their effects are not identifiable)",
+            MultilevelWarning,
+            stacklevel=4,
+        )
+    return aliased
 
 
 def _aliased_columns(X: np.ndarray) -> np.ndarray:
@@ -370,18 +592,45 @@ def _aliased_columns(X: np.ndarray) -> np.ndarray:
     return bad
 
 
-def _random_block(term: RandomTerm, frame: pd.DataFrame, columns: list[str]) -> RandomBlock:
-    codes, levels = group_codes(frame, term.group_factors)
+def _learn_term(term: RandomTerm, frame: pd.DataFrame, columns: list[str]) -> TermCoding:
+    """Learn a random term: its grouping factor's levels, and the spec and names of its covariates."""
+    _, levels = group_codes(frame, term.group_factors)
     simple = NumericColumns.parse(term.expr, frame)
     if simple is not None:  # '1', '1 + x', '0 + x + z' of numeric columns: no formula machinery needed
-        Z, names, spec = simple.matrix(frame), simple.names, simple
+        names, spec = simple.names, simple
     else:
         mm = _evaluate(_poly_for_ordered(term.expr, frame), frame, columns, f"the random term {term}")
         names, spec = [lme4_name(c, names_in(term.expr, frame.columns)) for c in mm.columns], mm.model_spec
-        Z = _finite_matrix(mm, names, f"the random term {term}")
-    if Z.shape[1] == 0:
+    if not names:
         raise MultilevelError(f"the random term {term} has no columns: write at least '1 | {term.group}'")
-    return RandomBlock(term, names, levels, codes, Z, spec)
+    return TermCoding(term, tuple(names), levels, spec)
+
+
+def _apply_term(t: TermCoding, frame: pd.DataFrame, columns: list[str], new: bool) -> RandomBlock:
+    """A random term on the rows: each row's index into the learned levels, and its covariates."""
+    factors = t.term.group_factors
+    col = frame[factors[0]]
+    if len(factors) == 1 and isinstance(col.dtype, pd.CategoricalDtype):  # learned categories: no pass to drop unused
+        local, labels = col.cat.codes.to_numpy(dtype=np.int64), np.asarray(col.cat.categories.astype(str), dtype=object)
+    else:
+        local, labels = group_codes(frame, factors)
+    codes = _recode(local, pd.Index(t.levels).get_indexer(labels))
+    if not new and (codes < 0).any():
+        raise MultilevelError(
+            f"the grouping factor '{t.term.group}' has level(s) {sorted(set(labels[local[codes < 0]]))[:5]} the coding "
+            "was not learned with: learn it from data holding every level"
+        )
+    Z, _ = _apply_spec(t.spec, t.term.expr, frame, columns, f"the random term {t.term}")
+    return RandomBlock(t.term, list(t.coef_names), t.levels, codes, Z, t.spec)
+
+
+def _recode(local: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Codes into local levels to codes into the learned ones (`index`: local level -> learned, -1 if none);
+    -1 (missing) stays -1."""
+    codes = np.full(len(local), -1, dtype=np.int64)
+    known = local >= 0
+    codes[known] = index[local[known]]
+    return codes
 
 
 @dataclass(frozen=True)
@@ -418,16 +667,10 @@ class NumericColumns:
         parts = ([np.ones(len(frame))] if self.intercept else []) + [frame[c].to_numpy(dtype=float) for c in self.columns]
         return np.column_stack(parts)
 
-    def get_model_matrix(self, frame: pd.DataFrame, na_action: str = "raise") -> pd.DataFrame:
-        """The columns for new data (the interface predict uses for formulaic's specs); missing values raise."""
-        values = self.matrix(frame)
-        if na_action == "raise" and not np.all(np.isfinite(values)):
-            raise ValueError(f"missing or infinite values in {', '.join(self.columns)}")
-        return pd.DataFrame(values, columns=self.names, index=frame.index)
-
 
 def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes and labels of the (interaction of the) grouping factors; unused levels dropped."""
+    """Integer codes and labels of the (interaction of the) grouping factors; unused levels dropped, and code -1
+    for a row missing a factor (only new rows have them)."""
     cats = [as_factor(frame[g]) for g in factors]
     if len(cats) == 1:
         cat = cats[0].remove_unused_categories()
@@ -435,33 +678,25 @@ def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
     combined = np.zeros(len(frame), dtype=np.int64)
     for cat in cats:  # mixed-radix number of the level codes: one integer per combination
         combined = combined * len(cat.categories) + cat.codes
-    uniq, codes = np.unique(combined, return_inverse=True)
+    missing = np.any([cat.codes < 0 for cat in cats], axis=0)
+    uniq, codes = np.unique(combined[~missing], return_inverse=True)
     digits = []
     for cat in reversed(cats):
         digits.append(cat.categories.astype(str).to_numpy()[uniq % len(cat.categories)])
         uniq = uniq // len(cat.categories)
     labels = [":".join(parts) for parts in zip(*reversed(digits))]
-    return codes.ravel().astype(np.int64), np.asarray(labels, dtype=object)
+    out = np.full(len(frame), -1, dtype=np.int64)
+    out[~missing] = codes.ravel()
+    return out, np.asarray(labels, dtype=object)
 
 
-def _check_block(b: RandomBlock, n: int, known_residual: bool = False) -> None:
-    """Refuse terms lme4 refuses; with known residual SDs (brms se()) a level per row is identifiable."""
-    if b.m < 2:
+def _check_levels(t: TermCoding) -> None:
+    """Refuse a grouping factor with one level, as lme4 does."""
+    if len(t.levels) < 2:
+        group = t.term.group
         raise MultilevelError(
-            f"the grouping factor '{b.group}' has only {b.m} level in the rows used: a random effect needs at "
-            f"least two groups; drop the term {b.term} or use '{b.group}' as a fixed effect"
-        )
-    if known_residual:
-        return
-    if b.m >= n:
-        raise MultilevelError(
-            f"the grouping factor '{b.group}' has {b.m} levels for {n} observations: each group needs more than "
-            f"one observation on average for its variance to be separated from the residual; drop {b.term}"
-        )
-    if b.q >= n:
-        raise MultilevelError(
-            f"the term {b.term} has {b.q} random effects for {n} observations: more random effects than "
-            "observations cannot be separated from the residual; simplify the term (fewer slopes)"
+            f"the grouping factor '{group}' has only {len(t.levels)} level in the rows used: a random effect needs at "
+            f"least two groups; drop the term {t.term} or use '{group}' as a fixed effect"
         )
 
 

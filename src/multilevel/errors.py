@@ -17,3 +17,11 @@ def point_at(text: str, pos: int) -> str:
     """Render `text` with a caret under position `pos`, for error messages."""
     pos = max(0, min(pos, len(text)))
     return f"    {text}\n    {' ' * pos}^"
+
+
+def emit(messages: list[str], stacklevel: int = 5) -> None:
+    """Raise each message as a MultilevelWarning (fitting computes them once; results only store them)."""
+    import warnings
+
+    for message in messages:
+        warnings.warn(message, MultilevelWarning, stacklevel=stacklevel)

@@ -1,10 +1,14 @@
 """Response distributions and link functions: the family seam of the pipeline.
 
 A family says how the mean mu = g^-1(eta) of each response relates to the linear predictor and what the
-response's distribution is. Everything the fits need of it lives here: link, inverse link and their
-derivatives, variance function, log-likelihood on the absolute scale (binomial coefficient included, so
--2 log-likelihood is lme4's), deviance residuals, scores and the observed and expected information in eta
-(penalised IRLS and the Laplace approximation), simulation. R-style strings are parsed by `parse`.
+response's distribution is, so formula, design, cross-products and engine never assume it. Everything the fits
+need of it lives here: link, inverse link and their derivatives, variance function, log-likelihood on the
+absolute scale (binomial coefficient included, so -2 log-likelihood is lme4's), deviance residuals, scores and
+the observed and expected information in eta (penalised IRLS and the Laplace approximation), simulation. The
+Gaussian family with the identity link is the special case where one weighted least-squares step is exact,
+which is why the linear mixed model profiles its likelihood in closed form; its log-density and draws with
+each row's SD given (`Gaussian.log_likelihood`, `Gaussian.draw`) serve the linear model's results and
+posteriors. R-style strings are parsed by `parse`.
 
 Conventions (R's glm): a binomial response is the proportion of successes with the number of trials as
 its weight; other weights are prior weights multiplying each row's log-likelihood.
@@ -12,6 +16,8 @@ its weight; other weights are prior weights multiplying each row's log-likelihoo
 >>> fam = parse("binomial(probit)")
 >>> fam.name, fam.link.name
 ('binomial', 'probit')
+>>> float(GAUSSIAN.log_likelihood(np.array([1.0]), np.array([0.0]), np.array([1.0]))[0])  # log N(1 | 0, 1)
+-1.4189385332046727
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ EPS = np.finfo(float).eps
 LOGIT_BOUND = -np.log(EPS)  # R's logit clamps eta to +-36: mu stays inside (0, 1)
 PROBIT_BOUND = -stats.norm.ppf(EPS)  # R's probit clamp, about 8.1
 INTEGER_TOL = 1e-8
+LOG_2PI = float(np.log(2 * np.pi))
 
 
 # ---------------------------------------------------------------------- links
@@ -219,15 +226,22 @@ class Gaussian(Family):
     def variance_deriv(self, mu):
         return np.zeros_like(np.asarray(mu, float))
 
+    def log_likelihood(self, y: np.ndarray, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """Pointwise log density of y given its mean and each row's SD (shapes broadcast: posterior draws)."""
+        return -0.5 * ((y - mu) / scale) ** 2 - np.log(scale) - 0.5 * LOG_2PI
+
+    def draw(self, rng: np.random.Generator, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """One draw of y per mean given each row's SD (the normal noise drawn in mu's shape)."""
+        return mu + rng.standard_normal(np.shape(mu)) * scale
+
     def _logpdf(self, y, mu, w):
-        sd = float(self.dispersion) / np.sqrt(w)
-        return stats.norm.logpdf(y, mu, sd)
+        return self.log_likelihood(y, mu, float(self.dispersion) / np.sqrt(w))
 
     def unit_deviance(self, y, mu):
         return (y - mu) ** 2
 
     def _draw(self, mu, w, rng):
-        return mu + rng.standard_normal(mu.shape) * float(self.dispersion) / np.sqrt(w)
+        return self.draw(rng, mu, float(self.dispersion) / np.sqrt(w))
 
 
 class Binomial(Family):
@@ -375,6 +389,7 @@ def _check_counts(y: np.ndarray, what: str) -> None:
     _refuse(np.abs(y - np.round(y)) > INTEGER_TOL, y, f"a {what} response must be a count: non-integer values found")
 
 
+GAUSSIAN = Gaussian()
 _FAMILIES = {
     "gaussian": Gaussian,
     "normal": Gaussian,

@@ -24,11 +24,13 @@ import time
 import numpy as np
 import scipy.linalg as sla
 
+from .centring import centred_design, uncentre
 from .chains import run as run_chains
 from .crossprod import cross_products, response
 from .design import Design
 from .engine import Engine, tri_index
 from .errors import MultilevelError
+from .posterior import Posterior
 from .priors import CoefficientPrior, Prior, PriorSet
 
 
@@ -217,22 +219,13 @@ def _per_term(results: list[dict], key: str) -> list[np.ndarray]:
 
 def sample_gibbs(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: int, cores: int, progress: bool):
     """Blocked Gibbs draws of every parameter, returned as a `Posterior` (same tables as NUTS)."""
-    from .bayes import centred_design
-    from .posterior import Posterior
-
     start = time.perf_counter()
-    design, means, intercept = centred_design(model.design)
+    design, means, _ = centred_design(model.design)
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)'")
     jobs = [(design, ps, seed, c, warmup, draws) for c in range(chains)]
     res = run_chains(run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain")
-    beta_c = np.stack([r["beta"] for r in res])
-    names = model.design.fixed_names
-    beta = np.empty_like(beta_c)
-    for j, name in enumerate(design.fixed_names):
-        beta[..., names.index(name)] = beta_c[..., j]
-    if intercept:
-        beta[..., names.index("(Intercept)")] = beta_c[..., -1] - beta_c[..., :-1] @ means
+    beta = uncentre(model.design.fixed_names, design.fixed_names, np.stack([r["beta"] for r in res]), means)
     sigma = None if res[0]["sigma"] is None else np.stack([r["sigma"] for r in res])
     stats = {"accept_rate": np.stack([r["accept_rate"] for r in res])}
     seconds = time.perf_counter() - start

@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import plots
 from .errors import MultilevelError
-from .io import check_writable
+from .saving import check_writable
 
 CSS = """
 *{box-sizing:border-box}

@@ -10,9 +10,10 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.special import logsumexp
 
+from .components import covariance
 from .errors import MultilevelError, MultilevelWarning
-
-LOG_2PI = float(np.log(2 * np.pi))
+from .families import LOG_2PI
+from .predict import linear_predictor, residual_sd
 
 
 def waic(log_lik: np.ndarray) -> pd.Series:
@@ -102,7 +103,7 @@ def _stacked_factors(post) -> np.ndarray:
     parts = []
     for sd, corr in zip(post.sd, post.corr):
         k = sd.shape[-1]
-        cov = (sd[..., :, None] * corr * sd[..., None, :]).reshape(-1, k, k)
+        cov = covariance(sd, corr).reshape(-1, k, k)
         w, V = np.linalg.eigh(cov)  # a square root that tolerates a singular covariance
         parts.append(V * np.sqrt(np.clip(w, 0, None))[:, None, :])
     K = sum(p.shape[-1] for p in parts)
@@ -152,11 +153,9 @@ def loo(post, kind: str = "conditional", log_lik: np.ndarray | None = None):
 def posterior_dic(post, log_lik: np.ndarray | None = None) -> pd.Series:
     """DIC of a Bayesian fit from the conditional log-likelihood (`log_lik`, if already computed), plugging in
     the posterior means of beta, b and sigma."""
-    from .predict import _residual_sd, linear_predictor
-
     beta = post.beta.reshape(-1, post.beta.shape[-1]).mean(axis=0)
     b = [x.reshape(-1, *x.shape[2:]).mean(axis=0) for x in post.b]
     mu = linear_predictor(post.design, beta, b)
-    sd = _residual_sd(post.design, 0.0 if post.sigma is None else float(post.sigma.mean()))
-    at_mean = -0.5 * ((post.design.y - mu) / sd) ** 2 - np.log(sd) - 0.5 * LOG_2PI
+    sd = residual_sd(post.design, None if post.sigma is None else float(post.sigma.mean()))
+    at_mean = post.model.family.log_likelihood(post.design.y, mu, sd)
     return dic(post.log_likelihood() if log_lik is None else log_lik, at_mean)

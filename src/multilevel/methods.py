@@ -30,10 +30,12 @@ from scipy import stats
 
 from .crossprod import response
 from .errors import MultilevelError
-from .posterior import brms_coef
+from .bootstrap import parameters
+from .components import SINGULAR_TOL
+from .names import fixed_name, group_effect_name, sd_name, variance_names
 
-SD_BOUNDARY = 1e-4  # an SD below this fraction of sigma is on the boundary (lme4's isSingular tolerance)
-COR_BOUNDARY = 1 - 1e-4
+SD_BOUNDARY = SINGULAR_TOL  # an SD below this fraction of sigma is on the boundary (lme4's isSingular tolerance)
+COR_BOUNDARY = 1 - SINGULAR_TOL
 RIDGE_ALPHAS = np.logspace(-4, 6, 81)
 ALL_METHODS = ("ML", "REML", "zero-avoiding", "Bayes", "ridge", "elastic net", "ridge toward group mean")
 COLUMNS = ["method", "kind", "parameter", "estimate", "ci_lower", "ci_upper", "on_boundary"]
@@ -141,7 +143,7 @@ def _variance_rows(params: dict, lower: dict | None = None, upper: dict | None =
 
 def _group_names(design) -> list[str]:
     return [
-        f"r_{block.group}[{level},{brms_coef(coef)}]"
+        group_effect_name(block.group, level, coef)
         for block in design.blocks
         for coef in block.coef_names
         for level in block.levels
@@ -151,8 +153,6 @@ def _group_names(design) -> list[str]:
 def _frequentist(fit):
     """Rows of an ML/REML fit: Wald intervals for fixed effects, conditional intervals for group effects, and
     for an ML fit profile intervals for the SDs, correlations and sigma."""
-    from .bootstrap import parameters
-
     params = parameters(fit)
     fe = fit.fixed_effects
     fixed = _rows("fixed", [n for n in params.index if n.startswith("b_")], fe["estimate"], fe["ci_lower"], fe["ci_upper"])
@@ -170,11 +170,9 @@ def _profile_bounds(fit) -> tuple[dict, dict]:
     ci = fit.confint(method="profile")
     names = {"sigma": "sigma"}
     for block in fit.design.blocks:
-        coefs = block.coef_names
-        for a, coef in enumerate(coefs):
-            names[f"sd_{coef}|{block.group}"] = f"sd_{block.group}__{brms_coef(coef)}"
-            for c in range(a + 1, len(coefs)):
-                names[f"cor_{coefs[c]}.{coef}|{block.group}"] = f"cor_{block.group}__{brms_coef(coef)}__{brms_coef(coefs[c])}"
+        (lme4_sds, lme4_cors), (sds, cors) = variance_names(block, "lme4"), variance_names(block)
+        names.update(zip(lme4_sds, sds))
+        names.update((lme4[2], brms[2]) for lme4, brms in zip(lme4_cors, cors))
     ci = ci[ci.index.isin(list(names))].rename(index=names)
     return ci["lower"].to_dict(), ci["upper"].to_dict()
 
@@ -259,7 +257,7 @@ def _ridge_to_mean(design):
     implied = {}
     for block in design.blocks:
         for coef in block.coef_names:
-            implied[f"sd_{block.group}__{brms_coef(coef)}"] = sigma / np.sqrt(lam)
+            implied[sd_name(block.group, coef)] = sigma / np.sqrt(lam)
     implied["sigma"] = sigma
     variance = _variance_rows(implied)
     at_edge = lam >= RIDGE_ALPHAS[-1]  # the largest penalty tried: group effects shrunk to 0, the ridge's boundary
@@ -270,7 +268,7 @@ def _ridge_to_mean(design):
 
 
 def _fixed_names(design) -> list[str]:
-    return [f"b_{brms_coef(n)}" for n in design.fixed_names]
+    return [fixed_name(n) for n in design.fixed_names]
 
 
 def _interval_width(table: pd.DataFrame, method: str) -> float:

@@ -74,8 +74,7 @@ class Pirls:
             raise MultilevelError(f"information must be 'observed' or 'expected', not {information!r}")
         self.design, self.family, self.information = design, family, information
         self.y = design.y
-        weights = np.ones(design.nobs) if design.weights is None else design.weights
-        self.prior_weights = weights if design.trials is None else weights * design.trials
+        self.prior_weights = design.family_weights
         self.offset = np.zeros(design.nobs) if design.offset is None else design.offset
         self.ks = [b.k for b in design.blocks]
         self.ms = [b.m for b in design.blocks]
@@ -107,9 +106,12 @@ class Pirls:
             w = np.where(w > 0, w, family.expected_information(eta, self.prior_weights))
         return np.maximum(w, np.finfo(float).tiny)
 
-    def engine(self, weights: np.ndarray, response: np.ndarray, joint: bool) -> Engine:
-        """The engine of the weighted least-squares problem in u (and beta when joint)."""
-        design = replace(self._joint if joint else self._spherical, y=response, weights=weights)
+    def engine(self, eta: np.ndarray, fixed: np.ndarray, family: Family, kind: str, joint: bool) -> Engine:
+        """The penalised weighted least-squares problem at eta in u (and beta when joint): information weights of
+        `kind` and the working response z = eta - fixed + score / w (`fixed`: the offset, plus X beta unless joint)."""
+        w = self.weights(eta, family, kind)
+        working = eta - fixed + family.score(self.y, eta, self.prior_weights) / w
+        design = replace(self._joint if joint else self._spherical, y=working, weights=w)
         cp: CrossProducts = cross_products(design)
         return Engine(cp, self.ks, self.ms)
 
@@ -124,10 +126,8 @@ class Pirls:
         eta = self.eta(theta, beta, u)
         pdev = self.minus2_loglik(eta, family) + _sumsq(u)
         for iteration in range(1, MAX_ITERATIONS + 1):
-            w = self.weights(eta, family, "observed")
             fixed = self.offset if joint else self.offset + self.design.X @ beta
-            working = eta - fixed + family.score(self.y, eta, self.prior_weights) / w
-            engine = self.engine(w, working, joint)
+            engine = self.engine(eta, fixed, family, "observed", joint)
             factor = engine.factor(theta)
             if factor is None:
                 raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
@@ -161,7 +161,7 @@ class Pirls:
         self.u, self.beta = [x.copy() for x in u], beta.copy()
         if self.information == "expected" and not family.canonical:
             fixed = self.offset if engine.p else self.offset + self.design.X @ beta
-            engine = self.engine(self.weights(eta, family, "expected"), eta - fixed, engine.p > 0)
+            engine = self.engine(eta, fixed, family, "expected", engine.p > 0)
             factor = engine.factor(theta)
         penalty = _sumsq(u)
         return Mode(theta, beta, u, eta, factor, engine, pdev - penalty, penalty, iterations)

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from .errors import MultilevelError
+from .kinds import is_bayesian
 
 Z95 = 1.959963984540054  # normal 97.5 % quantile: frequentist group-effect intervals are estimate +/- Z95 * SE
 PARETO_K_LIMIT = 0.7  # above this, PSIS-LOO is unreliable for that observation (Vehtari et al. 2024)
@@ -30,13 +31,9 @@ COLORS = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
 # ---------------------------------------------------------------------------------------------- helpers
 def label(result) -> str:
     """Short name of a result: 'REML', 'ML', 'REML (zero-avoiding)' or 'Bayes (nuts)'."""
-    if hasattr(result, "sampler"):
+    if is_bayesian(result):
         return f"Bayes ({result.sampler})"
     return result.method + (f" ({result.prior})" if getattr(result, "prior", None) else "")
-
-
-def is_bayesian(result) -> bool:
-    return hasattr(result, "parameters") and hasattr(result, "sampler")
 
 
 def group_effect_table(result) -> pd.DataFrame:

@@ -32,6 +32,7 @@ import pandas as pd
 
 from .crossprod import response
 from .errors import MultilevelError, MultilevelWarning
+from .kinds import Frequentist
 
 
 def _block(design, group: str | None):
@@ -92,7 +93,7 @@ def _partial(result, block) -> tuple[np.ndarray, np.ndarray]:
     names = result.design.fixed_names
     idx = [names.index(c) if c in names else None for c in block.coef_names]
     t = result.design.blocks.index(block)
-    if hasattr(result, "theta"):
+    if isinstance(result, Frequentist):
         pop = np.array([result.beta[j] if j is not None else 0.0 for j in idx])
         return pop, pop + result.random_effects[t]
     beta = result.beta.reshape(-1, result.beta.shape[-1])

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import MultilevelError
+from .kinds import Frequentist
 
 DEFAULT_STATS = ("mean", "sd", "min", "max", "between_sd")
 
@@ -109,7 +110,7 @@ def ppc(result, stats=None, n: int = 1000, seed=None) -> PredictiveCheck:
     """
     design = result.design
     functions = _statistics(stats, design)
-    if hasattr(result, "theta"):
+    if isinstance(result, Frequentist):
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise MultilevelError(f"n must be an integer >= 1, got {n!r}")
         yrep, kind = result.simulate(n, seed), "parametric bootstrap"

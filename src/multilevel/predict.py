@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
-from .data import as_frame, names_in, unknown_column_error
-from .design import Design, lme4_name
-from .errors import MultilevelError
+from .design import Design, apply_coding
 
 
 def linear_predictor(design: Design, beta: np.ndarray, b: list[np.ndarray] | None) -> np.ndarray:
@@ -19,103 +16,38 @@ def linear_predictor(design: Design, beta: np.ndarray, b: list[np.ndarray] | Non
 
 
 def random_part(design: Design, b: list[np.ndarray]) -> np.ndarray:
-    """Z b: each row's group effects times its covariates, summed over terms."""
+    """Z b: each row's group effects times its covariates, summed over terms; code -1 (a level not seen in
+    fitting) has no group effect."""
     out = np.zeros(design.nobs)
     for block, bb in zip(design.blocks, b):
-        out += np.einsum("nk,nk->n", block.Z, bb[block.codes])
+        effects = np.concatenate([bb, np.zeros((1, bb.shape[1]))])  # row -1: no effect
+        out += np.einsum("nk,nk->n", block.Z, effects[block.codes])
     return out
-
-
-def new_fixed_matrix(design: Design, frame: pd.DataFrame) -> np.ndarray:
-    """The fixed-effect matrix for new rows, with the fitted data's coding and aliased columns dropped."""
-    try:
-        mm = design.fixed_spec.get_model_matrix(frame, na_action="raise")
-    except Exception as exc:  # formulaic's failure in our words
-        raise MultilevelError(f"cannot build the fixed-effect columns for the new data: {exc}") from None
-    order = names_in(design.formula.fixed, design.frame.columns)
-    names = [lme4_name(c, order) for c in mm.columns]
-    keep = [names.index(n) for n in design.fixed_names]
-    return mm.to_numpy(dtype=float)[:, keep]
 
 
 def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, data, offset=None) -> np.ndarray:
-    """Predictions for new data: known groups get their effects, unseen groups none (population level)."""
-    frame = as_frame(data)
-    known_offset = new_offset(design, frame, offset)
-    needed = set()
-    for block in design.blocks:
-        needed.update(block.term.group_factors)
-    for col in design.frame.columns:
-        if col in needed and col not in frame.columns and b is not None:
-            raise unknown_column_error(col, frame.columns, "the new data (a grouping factor)")
-    frame = _match_categories(design, frame)
-    eta = new_fixed_matrix(design, frame) @ beta + known_offset
-    if b is None:
-        return eta
-    for block, bb in zip(design.blocks, b):
-        labels = _labels(frame, block.term.group_factors)
-        index = pd.Index(block.levels).get_indexer(labels)
-        Z = block.spec.get_model_matrix(frame).to_numpy(dtype=float)
-        effect = np.where(index[:, None] >= 0, bb[np.maximum(index, 0)], 0.0)
-        eta = eta + np.einsum("nk,nk->n", Z, effect)
-    return eta
+    """Predictions for new data, coded as the fitted data: known groups get their effects, unseen groups none
+    (population level); without group effects (b None) the grouping columns are not needed."""
+    new = apply_coding(design.coding, data, offset=offset, new=True, random=b is not None)
+    return linear_predictor(new, beta, b)
 
 
-def new_offset(design: Design, frame: pd.DataFrame, offset) -> np.ndarray | float:
-    """The offset of the new rows (a column name or an array); required when the model has one."""
-    if offset is None:
-        if design.offset is not None:
-            raise MultilevelError("the model was fitted with an offset: pass offset= (a column name or an array) for the new rows")
-        return 0.0
-    if isinstance(offset, str):
-        if offset not in frame.columns:
-            raise unknown_column_error(offset, frame.columns, "the new data (the offset)")
-        offset = frame[offset]
-    values = np.asarray(offset, dtype=float).reshape(-1)
-    if values.shape != (len(frame),):
-        raise MultilevelError(f"the offset has {values.size} values for {len(frame)} new rows: give one per row")
-    return values
-
-
-def _match_categories(design: Design, frame: pd.DataFrame) -> pd.DataFrame:
-    """Give new categorical columns the categories seen in fitting (so contrasts line up)."""
-    changed = {}
-    for col in frame.columns:
-        if col in design.frame.columns and isinstance(design.frame[col].dtype, pd.CategoricalDtype):
-            cats = design.frame[col].cat.categories
-            values = frame[col].astype(str)
-            unknown = sorted(set(values) - set(map(str, cats)))
-            if unknown and _is_fixed_factor(design, col):
-                raise MultilevelError(
-                    f"column '{col}' has level(s) {unknown[:5]} not seen in fitting: fixed effects exist only "
-                    f"for {list(map(str, cats))}"
-                )
-            changed[col] = pd.Categorical(values, categories=list(map(str, cats)) + unknown,
-                                          ordered=design.frame[col].dtype.ordered)
-    return frame.assign(**changed) if changed else frame
-
-
-def _is_fixed_factor(design: Design, col: str) -> bool:
-    return col in names_in(design.formula.fixed, [col])
-
-
-def _labels(frame: pd.DataFrame, factors: tuple[str, ...]) -> np.ndarray:
-    parts = [frame[g].astype(str).to_numpy() for g in factors]
-    out = parts[0].astype(object)
-    for p in parts[1:]:
-        out = out + ":" + p
-    return out
-
-
-def simulate(design: Design, beta, covariances, sigma: float, n: int, seed) -> np.ndarray:
-    """n response vectors from the model: new group effects and residuals, fixed effects as given."""
+def simulate(design: Design, family, beta, covariances, sigma: float | None, n: int, seed) -> np.ndarray:
+    """n response vectors from the model: new group effects, then the responses given them, fixed effects as
+    given. With `sigma` Gaussian residuals; without (binomial, Poisson, negative binomial) draws from the family
+    at the means, binomial responses with trials as success counts."""
     rng = np.random.default_rng(seed)
     eta = linear_predictor(design, beta, None)
-    resid_sd = _residual_sd(design, sigma)
+    resid_sd = None if sigma is None else residual_sd(design, sigma)
     out = np.empty((n, design.nobs))
     for i in range(n):
         b = [draw_group_effects(rng, cov, block.m) for block, cov in zip(design.blocks, covariances)]
-        out[i] = eta + random_part(design, b) + rng.standard_normal(design.nobs) * resid_sd
+        eta_i = eta + random_part(design, b)
+        if resid_sd is not None:
+            out[i] = family.draw(rng, eta_i, resid_sd)
+        else:
+            y = family.simulate(family.link.linkinv(eta_i), design.family_weights, rng)
+            out[i] = y if design.trials is None else np.round(y * design.trials)
     return out
 
 
@@ -126,10 +58,14 @@ def draw_group_effects(rng: np.random.Generator, cov: np.ndarray, m: int) -> np.
     return rng.standard_normal((m, cov.shape[0])) @ root.T
 
 
-def _residual_sd(design: Design, sigma: float) -> np.ndarray:
-    sd = np.full(design.nobs, sigma)
+def residual_sd(design: Design, sigma) -> np.ndarray:
+    """Each row's residual SD: sigma / sqrt(weight), combined with a known se() (sigma None: the se alone).
+    sigma may be one value or draws (..., 1) broadcasting against the rows."""
+    if sigma is None:
+        return design.se
+    sd = np.full(np.broadcast_shapes(np.shape(sigma), (design.nobs,)), sigma, dtype=float)
     if design.weights is not None:
         sd = sd / np.sqrt(design.weights)
     if design.se is not None:
-        sd = np.sqrt(sd**2 + design.se**2) if sigma else design.se
+        sd = np.sqrt(sd**2 + design.se**2)
     return sd

@@ -21,7 +21,6 @@ sigma                 38.23  67.66
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import nlopt
 import numpy as np
@@ -30,6 +29,7 @@ from scipy import optimize, stats
 
 from .engine import tri_index
 from .errors import MultilevelError
+from .names import variance_names
 from .optimize import bobyqa
 
 
@@ -63,9 +63,7 @@ def ml_refit(fit):
     """The ML fit of the same model (lme4 profiles the ML deviance even for REML fits)."""
     if not fit.reml:
         return fit
-    with warnings.catch_warnings():  # the user has seen this fit's warnings already
-        warnings.simplefilter("ignore")
-        return fit.model.fit(method="ML")
+    return fit.model.fit(method="ML", warn=False)  # the user has seen this fit's warnings already
 
 
 def interval_end(zeta, w: int, target: float, est: float, bound: float, scale: float) -> float:
@@ -153,16 +151,15 @@ def sdcor_parameters(fit) -> tuple[list[str], np.ndarray, np.ndarray]:
     """lme4's profile parameters: per term the SDs then the correlations, then sigma (names as lme4's)."""
     names, values, kinds = [], [], []
     for block, cov in zip(fit.design.blocks, fit.covariances):
-        coef, sd = block.coef_names, np.sqrt(np.diag(cov))
-        for a, c in enumerate(coef):
-            names.append(f"sd_{c}|{block.group}")
-            values.append(sd[a])
-            kinds.append("sd")
-        for i, j in tri_index(len(coef)):
-            if i != j:
-                names.append(f"cor_{coef[i]}.{coef[j]}|{block.group}")
-                values.append(cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else 0.0)
-                kinds.append("cor")
+        sd = np.sqrt(np.diag(cov))
+        sd_names, cor_entries = variance_names(block, style="lme4")
+        names += sd_names
+        values += list(sd)
+        kinds += ["sd"] * len(sd_names)
+        for a, c, name in cor_entries:
+            names.append(name)
+            values.append(cov[a, c] / (sd[a] * sd[c]) if sd[a] > 0 and sd[c] > 0 else 0.0)
+            kinds.append("cor")
     names.append("sigma")
     values.append(fit.sigma)
     kinds.append("sigma")

@@ -1,4 +1,5 @@
-"""A table that can also be called: `fit.group_effects` and `fit.group_effects()` give the same DataFrame.
+"""Result tables: one that can also be called (`fit.group_effects` and `fit.group_effects()` give the same
+DataFrame), and the interval table of draws.
 
 DESIGN.md lists group effects as an attribute of both result types and the user's guide calls them;
 this keeps both spellings working, with arguments (e.g. ``prob=0.9``) recomputing the table.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 
@@ -31,3 +33,17 @@ def callable_table(frame: pd.DataFrame, maker: Callable[..., pd.DataFrame] | Non
     table = CallableTable(frame)
     table._maker = maker
     return table
+
+
+def interval_table(flat: np.ndarray, index, prob: float = 0.95) -> pd.DataFrame:
+    """Mean, SD and central interval of each column of draws (draws x quantities)."""
+    lo, hi = (1 - prob) / 2, (1 + prob) / 2
+    return pd.DataFrame(
+        {
+            "estimate": flat.mean(axis=0),
+            "std_error": flat.std(axis=0, ddof=1),
+            "ci_lower": np.quantile(flat, lo, axis=0),
+            "ci_upper": np.quantile(flat, hi, axis=0),
+        },
+        index=index,
+    )

@@ -22,7 +22,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .bootstrap import bootstrap as run_bootstrap
+from .components import covariance
 from .errors import MultilevelError
+from .kinds import Frequentist
+from .tables import interval_table
 
 
 def _term_moments(design) -> list[np.ndarray]:
@@ -49,11 +53,11 @@ def _draws(result) -> dict[str, np.ndarray]:
             "variance shares need an estimated residual variance; this model has known standard errors (se()), "
             "so there is no residual level to share with"
         )
-    if hasattr(result, "theta"):
+    if isinstance(result, Frequentist):
         covs = [c[None] for c in result.covariances]
         return _components(design, result.beta[None], covs, np.array([result.sigma]))
     beta = result.beta.reshape(-1, result.beta.shape[-1])
-    covs = [(s[..., :, None] * c * s[..., None, :]).reshape(-1, s.shape[-1], s.shape[-1]) for s, c in zip(result.sd, result.corr)]
+    covs = [covariance(s, c).reshape(-1, s.shape[-1], s.shape[-1]) for s, c in zip(result.sd, result.corr)]
     return _components(design, beta, covs, result.sigma.ravel())
 
 
@@ -76,18 +80,15 @@ def _table(result, values_of, name: str, level: float, bootstrap: int, seed) -> 
     index = pd.Index(list(values), name=name)
     flat = np.column_stack([np.asarray(v, dtype=float).ravel() for v in values.values()])
     lo, hi = (1 - level) / 2, (1 + level) / 2
-    if not hasattr(result, "theta"):
-        from .posterior import interval_table
-
+    if not isinstance(result, Frequentist):
         return interval_table(flat, index, level)
     table = pd.DataFrame({"estimate": flat[0]}, index=index)
     if bootstrap:
-        from .bootstrap import bootstrap as run
 
         def statistic(fit):
             return pd.Series({k: float(np.ravel(v)[0]) for k, v in values_of(_draws(fit)).items()})
 
-        ci = run(result, n=bootstrap, seed=seed, statistic=statistic).interval(level)
+        ci = run_bootstrap(result, n=bootstrap, seed=seed, statistic=statistic).interval(level)
         table["ci_lower"], table["ci_upper"] = ci["lower"].to_numpy(), ci["upper"].to_numpy()
     return table
 

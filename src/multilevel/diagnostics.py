@@ -1,0 +1,63 @@
+"""Sampler diagnostics: ArviZ's summary of draws (mean, SD, quantiles, bulk/tail ESS, rank R-hat) and the
+warnings a sampler attaches to its posterior (divergences, R-hat above 1.01, too few effective draws)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+RHAT_LIMIT = 1.01
+ESS_PER_CHAIN = 100  # bulk/tail ESS below 100 per chain is reported (as Stan's guidance)
+
+
+def draw_summary(params: dict[str, np.ndarray], prob: float = 0.95) -> pd.DataFrame:
+    """mean, sd, quantiles, bulk/tail ESS and R-hat for named draws (chains x draws each)."""
+    from arviz_stats.base import array_stats
+
+    names = list(params)
+    arr = np.stack([params[n] for n in names], axis=-1)  # chains x draws x P
+    lo, hi = (1 - prob) / 2, (1 + prob) / 2
+    flat = arr.reshape(-1, arr.shape[-1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ess_bulk = array_stats.ess(arr, chain_axis=0, draw_axis=1, method="bulk")
+        ess_tail = array_stats.ess(arr, chain_axis=0, draw_axis=1, method="tail", prob=0.05)
+        rhat = array_stats.rhat(arr, chain_axis=0, draw_axis=1, method="rank") if arr.shape[0] > 1 else np.full(len(names), np.nan)
+    return pd.DataFrame(
+        {
+            "mean": flat.mean(axis=0),
+            "sd": flat.std(axis=0, ddof=1),
+            f"q{100 * lo:g}": np.quantile(flat, lo, axis=0),
+            "q50": np.quantile(flat, 0.5, axis=0),
+            f"q{100 * hi:g}": np.quantile(flat, hi, axis=0),
+            "ess_bulk": ess_bulk,
+            "ess_tail": ess_tail,
+            "r_hat": rhat,
+        },
+        index=pd.Index(names, name="parameter"),
+    )
+
+
+def sampler_warnings(post) -> list[str]:
+    """Plain-words warnings for divergent transitions, chains that disagree and too few effective draws."""
+    out = []
+    n_div = int(np.sum(post.stats.get("diverging", 0)))
+    if n_div:
+        out.append(
+            f"{n_div} divergent transitions after warmup: the sampler may have missed part of the posterior; "
+            "results can be biased. Check the model (a variance near zero?) or give more informative priors."
+        )
+    table = post.summary()
+    bad_rhat = table.index[table["r_hat"] > RHAT_LIMIT].tolist()
+    if bad_rhat:
+        out.append(
+            f"R-hat above {RHAT_LIMIT} for {', '.join(bad_rhat)}: the chains disagree; run longer (more draws "
+            "and warmup) before trusting these estimates."
+        )
+    limit = ESS_PER_CHAIN * post.n_chains
+    low = table.index[(table["ess_bulk"] < limit) | (table["ess_tail"] < limit)].tolist()
+    if low:
+        out.append(
+            f"effective sample size below {limit} for {', '.join(low)}: means and intervals are imprecise; "
+            "draw more."
+        )
+    return out

@@ -1,0 +1,228 @@
+"""`LmmFit`: the values of an ML/REML fit (pipeline step 7), read by the checks it delegates to.
+
+A fit stores what fitting computed (theta, the Cholesky factor, sigma, beta, the conditional modes, the
+criterion, the warnings) and derives tables from those values; statistics that take a fit (Satterthwaite
+df, profile intervals, ICC, pooling, predictive checks, bootstrap, saving) live in their own modules and
+receive the fit, never the other way round. Refits go through the model (`fit.model.with_response`).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import predict as _predict
+from . import saving
+from .bootstrap import bootstrap
+from .components import SINGULAR_TOL, variance_table
+from .engine import Engine, Factor
+from .errors import MultilevelError
+from .kinds import Frequentist
+from .optimize import OptimumInfo
+from .pooling import pooling
+from .ppc import ppc
+from .profile import profile_intervals
+from .satterthwaite import satterthwaite_df
+from .summary import lmm_summary
+from .tables import callable_table
+from .variance import icc, r2, variance_decomposition
+
+
+class LmmFit(Frequentist):
+    """Results of an ML/REML fit; the same vocabulary as the Bayesian results."""
+
+    def __init__(self, model, method: str, prior: str | None, info: OptimumInfo, factor: Factor, sigma: float,
+                 beta: np.ndarray, b: list[np.ndarray], objective: float, penalized_objective: float, warnings: list[str]):
+        self.model, self.method, self.prior, self.info = model, method, prior, info
+        self.engine: Engine = model.engine
+        self.reml = method == "REML"
+        self.theta = info.x
+        self.factor, self.sigma, self.beta, self._b = factor, sigma, beta, b
+        self.objective, self.penalized_objective = objective, penalized_objective
+        self.warnings = warnings
+
+    # ------------------------------------------------------------------ scalars
+    @property
+    def design(self):
+        return self.model.design
+
+    @property
+    def nobs(self) -> int:
+        return self.engine.n
+
+    @property
+    def converged(self) -> bool:
+        return self.info.converged
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood (the REML log-likelihood for REML fits, as lme4 reports)."""
+        return -0.5 * self.objective
+
+    @property
+    def n_params(self) -> int:
+        return self.engine.p + self.engine.n_theta + 1
+
+    @property
+    def aic(self) -> float:
+        return -2 * self.loglik + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return -2 * self.loglik + np.log(self.nobs) * self.n_params
+
+    @property
+    def deviance(self) -> float:
+        """-2 log-likelihood; for a REML fit, the ML criterion at the REML estimate of theta."""
+        return self.objective if not self.reml else self.engine.criterion(self.factor, reml=False)
+
+    @property
+    def is_singular(self) -> bool:
+        """lme4's rule: a diagonal element of a relative factor within 1e-4 of its bound 0."""
+        lower = self.engine.theta_lower()
+        bounded = np.isfinite(lower)
+        return bool(np.any(self.theta[bounded] < SINGULAR_TOL))
+
+    # ------------------------------------------------------------------ tables
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance of the fixed-effect estimates, sigma^2 (R_X'R_X)^{-1}."""
+        RX = self.engine.beta_precision_factor(self.factor)
+        inv = np.linalg.inv(RX)
+        names = self.design.fixed_names
+        return pd.DataFrame(self.sigma**2 * inv.T @ inv, index=names, columns=names)
+
+    @cached_property
+    def satterthwaite_df(self) -> np.ndarray:
+        return satterthwaite_df(self)
+
+    @cached_property
+    def fixed_effects(self) -> pd.DataFrame:
+        """Estimates, standard errors, t values, Satterthwaite df and p-values (as lmerTest), Wald 95 % CIs."""
+        se = np.sqrt(np.diag(self.vcov.to_numpy()))
+        t = self.beta / se
+        df = self.satterthwaite_df
+        z = stats.norm.ppf(0.975)
+        return pd.DataFrame(
+            {
+                "estimate": self.beta,
+                "std_error": se,
+                "t_value": t,
+                "df": df,
+                "p_value": 2 * stats.t.sf(np.abs(t), df),
+                "ci_lower": self.beta - z * se,
+                "ci_upper": self.beta + z * se,
+            },
+            index=pd.Index(self.design.fixed_names, name="term"),
+        )
+
+    @cached_property
+    def covariances(self) -> list[np.ndarray]:
+        """Covariance matrix of each random term, sigma^2 T T' (y units squared)."""
+        return [self.sigma**2 * T @ T.T for T in self.factor.T]
+
+    @cached_property
+    def variance_components(self) -> pd.DataFrame:
+        """Variances, SDs and correlations of each random term, then the residual (as lme4's VarCorr)."""
+        return variance_table(self.design.blocks, self.covariances, self.sigma)
+
+    @cached_property
+    def conditional_covariances(self) -> list[np.ndarray]:
+        """Per term (m, k, k): conditional covariance of the group effects given the data and beta-hat."""
+        return [self.sigma**2 * c for c in self.engine.conditional_covariances(self.factor)]
+
+    @cached_property
+    def group_effects(self) -> pd.DataFrame:
+        """Conditional modes (BLUPs) of every group effect with their conditional SDs (also callable)."""
+        return callable_table(self._group_effects())
+
+    def _group_effects(self) -> pd.DataFrame:
+        rows = []
+        for block, b, cov in zip(self.design.blocks, self._b, self.conditional_covariances):
+            sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+            for j, name in enumerate(block.coef_names):
+                rows.append(
+                    pd.DataFrame(
+                        {"group": block.group, "level": block.levels, "term": name, "estimate": b[:, j], "std_error": sd[:, j]}
+                    )
+                )
+        return pd.concat(rows, ignore_index=True)
+
+    @property
+    def random_effects(self) -> list[np.ndarray]:
+        """Conditional modes per term as (levels x coefficients) arrays."""
+        return [b.copy() for b in self._b]
+
+    # ------------------------------------------------------------------ data-scale quantities
+    def fitted(self) -> np.ndarray:
+        """Fitted values X beta + Z b (plus offset) for the rows used."""
+        return _predict.linear_predictor(self.design, self.beta, self._b)
+
+    def residuals(self) -> np.ndarray:
+        return self.design.y - self.fitted()
+
+    def predict(self, new_data=None, include_groups: bool = True, offset=None) -> np.ndarray:
+        """Predictions X beta + Z b for new rows (the fitted rows if None). A group level not seen in fitting
+        gets no group effect (its expected value, 0): the population-level prediction for that term.
+        ``include_groups=False`` gives X beta for every row; ``offset`` is needed if the model has one."""
+        if new_data is None:
+            return self.fitted() if include_groups else _predict.linear_predictor(self.design, self.beta, None)
+        return _predict.predict_new(self.design, self.beta, self._b if include_groups else None, new_data, offset)
+
+    def simulate(self, n: int = 1, seed=None) -> np.ndarray:
+        """n new response vectors (n x nobs) drawn from the fitted model, new group effects included."""
+        return _predict.simulate(self.design, self.model.family, self.beta, self.covariances, self.sigma, n, seed)
+
+    def confint(self, method: str = "Wald", level: float = 0.95) -> pd.DataFrame:
+        """Intervals: ``"Wald"`` for fixed effects, ``"profile"`` for every parameter (as lme4's confint)."""
+        if method.lower() == "wald":
+            z = stats.norm.ppf(0.5 + level / 2)
+            fe = self.fixed_effects
+            se = fe["std_error"]
+            est = fe["estimate"]
+            return pd.DataFrame({"estimate": est, "lower": est - z * se, "upper": est + z * se})
+        if method.lower() == "profile":
+            return profile_intervals(self, level)
+        raise MultilevelError(f"confint method must be 'Wald' or 'profile', not {method!r}")
+
+    def to_frame(self) -> pd.DataFrame:
+        """Fixed effects and variance components in one long table."""
+        fe = self.fixed_effects.reset_index().assign(kind="fixed")
+        vc = self.variance_components.assign(kind="variance")
+        return pd.concat([fe, vc], ignore_index=True)
+
+    def icc(self, conditional: bool = False, level: float = 0.95, bootstrap: int = 0, seed=None) -> pd.DataFrame:
+        """Share of variance at each level (adjusted / conditional ICC); bootstrap > 0 adds intervals."""
+        return icc(self, conditional, level, bootstrap, seed)
+
+    def r2(self, level: float = 0.95, bootstrap: int = 0, seed=None) -> pd.DataFrame:
+        """Nakagawa & Schielzeth marginal and conditional R^2."""
+        return r2(self, level, bootstrap, seed)
+
+    def variance_decomposition(self) -> pd.DataFrame:
+        return variance_decomposition(self)
+
+    def pooling(self, group: str | None = None) -> pd.DataFrame:
+        """Per group: size, no-, complete- and partial-pooling estimates and the shrinkage factor."""
+        return pooling(self, group)
+
+    def ppc(self, stats=None, n: int = 1000, seed=None):
+        """Parametric-bootstrap predictive check of test statistics."""
+        return ppc(self, stats, n, seed)
+
+    def bootstrap(self, n: int = 1000, seed=None, cores: int = 1, statistic=None):
+        """Parametric bootstrap: refits on simulated data; reproducible whatever `cores`."""
+        return bootstrap(self, n, seed, cores, statistic)
+
+    def save(self, path, force: bool = False):
+        """Write the fit (and its data) to JSON (never overwrites unless force=True); reopen with `mlv.load`."""
+        return saving.save(self, path, force=force)
+
+    def summary(self) -> str:
+        return lmm_summary(self)
+
+    def __repr__(self) -> str:
+        return self.summary()

@@ -1,0 +1,158 @@
+"""Saving results without pickle: frequentist fits as JSON, Bayesian fits as netCDF (ArviZ's DataTree), each
+with the model's data and formula beside the numbers, so `multilevel.io.load` reopens a result that every
+check, comparison and plot accepts — and a file from someone else is only data.
+
+A fit's file holds theta (exact decimal), the optimiser's report, the data and the tables; loading
+refits nothing: it recomputes the closed-form values at the stored theta, the same numbers bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import MultilevelError
+from .kinds import Bayesian
+
+FORMAT = "multilevel"
+VERSION = 2  # fits: 2 carries theta, the optimiser's report and the data (version 1 files still load)
+POSTERIOR_VERSION = 1
+FIT_SUFFIXES = (".json",)
+POSTERIOR_SUFFIXES = (".nc",)
+
+
+def save(result, path, force: bool = False) -> None:
+    """Write a fit to ``.json`` or a posterior to ``.nc``; an existing file is kept unless ``force=True``.
+    The file is written beside the target and renamed into place, so a failure never leaves half a file."""
+    path = Path(path)
+    bayesian = isinstance(result, Bayesian)
+    suffixes = POSTERIOR_SUFFIXES if bayesian else FIT_SUFFIXES
+    if path.suffix.lower() not in suffixes:
+        kind = "a Bayesian result" if bayesian else "a frequentist fit"
+        raise MultilevelError(f"{kind} is saved as {' or '.join(suffixes)}, not '{path.suffix or path.name}': rename the file")
+    check_writable(path, force)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        if bayesian:
+            _posterior_tree(result).to_netcdf(partial, engine="h5netcdf")
+        else:
+            partial.write_text(json.dumps(fit_record(result), indent=1, allow_nan=False))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def check_writable(path, force: bool) -> None:
+    """Refuse to overwrite an existing file unless asked; refuse a missing directory."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise MultilevelError(f"'{path}' already exists: choose another name or overwrite it with force=True (--force)")
+    if not path.parent.is_dir():
+        raise MultilevelError(f"the folder '{path.parent}' does not exist: create it first")
+
+
+def plain(values) -> list:
+    """numpy values as JSON-safe Python values (NaN -> None)."""
+    out = np.asarray(values).tolist()
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in out]
+
+
+def encode_column(values: pd.Series) -> tuple[np.ndarray, dict]:
+    """A data column as plain values and the attributes that restore its type: categoricals as codes with
+    their levels and ordered flag, booleans as 0/1, numbers as they are, anything else as text."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        attrs = {"levels": json.dumps(plain(values.cat.categories)), "ordered": int(values.cat.ordered)}
+        return values.cat.codes.to_numpy(np.int32), attrs
+    if values.dtype.kind == "b":
+        return values.to_numpy(np.int8), {"bool": 1}
+    if values.dtype.kind in "iuf":
+        return values.to_numpy(), {}
+    return values.astype(str).to_numpy(str), {}
+
+
+def fit_record(fit) -> dict:
+    """Everything a fit's file holds, as JSON-ready values."""
+    d = fit.design
+    info = fit.info
+    return {
+        "format": FORMAT, "version": VERSION, "kind": "fit", "formula": str(d.formula),
+        "method": fit.method, "prior": fit.prior,
+        "sigma": fit.sigma, "loglik": fit.loglik, "aic": fit.aic, "bic": fit.bic, "objective": fit.objective,
+        "deviance": fit.deviance, "penalized_objective": fit.penalized_objective, "nobs": fit.nobs,
+        "n_params": fit.n_params, "converged": bool(fit.converged), "is_singular": fit.is_singular,
+        "warnings": list(fit.warnings), "fixed_names": list(d.fixed_names), "n_dropped": int(d.n_dropped),
+        "aliased": list(d.aliased),
+        "blocks": [
+            {"group": b.group, "coef_names": list(b.coef_names), "levels": plain(b.levels), "codes": np.asarray(b.codes).tolist()}
+            for b in d.blocks
+        ],
+        "theta": plain(fit.theta),
+        "optimizer": {"fun": _finite_or_none(info.fun), "evaluations": int(info.evaluations), "message": info.message,
+                      "warnings": list(info.warnings)},
+        "data": [_column_record(name, d.frame[name]) for name in d.frame.columns],
+        "fixed_effects": _frame_record(fit.fixed_effects),
+        "variance_components": _frame_record(fit.variance_components),
+        "group_effects": _frame_record(fit.group_effects),
+        "fitted": plain(fit.fitted()),
+        "residuals": plain(fit.residuals()),
+    }
+
+
+def _finite_or_none(x: float):
+    return float(x) if np.isfinite(x) else None
+
+
+def _column_record(name, values: pd.Series) -> dict:
+    data, attrs = encode_column(values)
+    return {"name": str(name), "dtype": str(data.dtype), "values": plain(data), "attrs": attrs}
+
+
+def _frame_record(frame: pd.DataFrame) -> dict:
+    """A DataFrame as {index name, index, column -> values}, floats kept exactly (JSON's repr round-trips)."""
+    return {
+        "index_name": frame.index.name,
+        "index": plain(frame.index) if frame.index.name else None,
+        "columns": {str(c): plain(frame[c]) for c in frame.columns},
+        "dtypes": {str(c): frame[c].dtype.kind for c in frame.columns},
+    }
+
+
+def _posterior_tree(post):
+    """ArviZ's DataTree of the posterior, plus the model's data (constant_data) and what rebuilds it (attrs)."""
+    import xarray as xr
+
+    tree = post.to_arviz(log_likelihood=True)
+    tree["constant_data"] = xr.DataTree(_data_set(post.design.frame))
+    tree.attrs.update({
+        "multilevel_format": FORMAT, "multilevel_version": POSTERIOR_VERSION, "formula": str(post.design.formula),
+        "sampler": post.sampler, "seed": int(post.seed), "seconds": float(post.seconds),
+        "priors": json.dumps(_priors_record(post.priors)), "warnings": json.dumps(list(post.warnings)),
+    })
+    return tree
+
+
+def _data_set(frame: pd.DataFrame):
+    """The model's data as an xarray Dataset over 'row' (column types in each variable's attrs)."""
+    import xarray as xr
+
+    variables = {}
+    for i, column in enumerate(frame.columns):
+        data, attrs = encode_column(frame[column])
+        variables[f"col{i}"] = xr.DataArray(data, dims=["row"], attrs={"column": str(column)} | attrs)
+    return xr.Dataset(variables)
+
+
+def _priors_record(ps) -> dict:
+    def one(p):
+        return None if p is None else [p.family, list(p.params)]
+
+    return {
+        "intercept": one(ps.intercept), "b": {k: one(v) for k, v in ps.b.items()},
+        "sd": [[i, c, one(p)] for (i, c), p in ps.sd.items()], "cor": [[i, one(p)] for i, p in ps.cor.items()],
+        "sigma": one(ps.sigma),
+    }
