@@ -8,10 +8,10 @@ import pytest
 from conftest import reference
 
 import multilevel as mlv
+from multilevel.coefficient_prior import CoefficientPrior
 from multilevel.crossprod import z_matrix
 from multilevel.errors import MultilevelError
 from multilevel.gibbs import GaussianBlock, inv_wishart
-from multilevel.priors import CoefficientPrior
 
 
 def dense_conditional(design, covs, sigma, prec, mean):

@@ -117,3 +117,11 @@ def test_result_kinds_are_types(dyestuff_fit):
     post = dyestuff_fit.model.sample(sampler="gibbs", chains=1, draws=50, warmup=50, seed=1, progress=False)
     assert isinstance(dyestuff_fit, Frequentist) and not isinstance(dyestuff_fit, Bayesian)
     assert isinstance(post, Bayesian) and not isinstance(post, Frequentist)
+
+
+def test_import_layers_contract():
+    """import-linter's layers contract in pyproject.toml: no circle, no import up the pipeline."""
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    assert exe, "import-linter is a test dependency: pip install -e '.[test]'"
+    run = subprocess.run([exe, str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr

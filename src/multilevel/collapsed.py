@@ -8,34 +8,38 @@ column and y. NUTS then runs only on
 
     [log sd (per term and coefficient), CPC-transformed correlations (per term), log sigma, alpha].
 
-The data enter as runtime arguments (cross-products only), so one compiled program serves every
-data set of the same shapes; JAX's persistent compilation cache keeps it across sessions.
+The data enter as runtime arguments (cross-products, and the priors' values, which brms's defaults take
+from y), so one compiled program serves every data set of the same shapes and prior families; JAX's
+persistent compilation cache keeps it across sessions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
-from .priors import CoefficientPrior, Prior, PriorSet
+from .coefficient_prior import CoefficientPrior
+from .priors import PARAM_WIDTH, Prior, PriorSet, coefficient_prior, log_kernel, log_normaliser
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Static shape of the sampled parameter vector and the model (hashable: a jit static argument)."""
+    """Static shape of the sampled parameter vector and the model (hashable: a jit static argument and the compiled
+    programs' key). The priors' families belong to it; their values do not (compare=False): they are runtime data."""
 
     ks: tuple[int, ...]
     ms: tuple[int, ...]
     p_c: int  # centred coefficients integrated out
     intercept: bool  # alpha sampled
     has_sigma: bool  # False with known se() only
-    sd_priors: tuple[Prior, ...]
-    cor_priors: tuple[Prior | None, ...]
-    sigma_prior: Prior | None
-    intercept_prior: Prior | None
-    b_priors: tuple[Prior, ...]  # flat or normal, per centred coefficient
+    priors: tuple[Prior, ...] = field(compare=False, repr=False)  # sds, then correlations (terms with k > 1), sigma, alpha
+    b_priors: tuple[Prior, ...] = field(compare=False, repr=False)  # flat or normal, per centred coefficient
+    families: tuple[str, ...] = field(init=False)  # of `priors`
+
+    def __post_init__(self):
+        object.__setattr__(self, "families", tuple(p.family for p in self.priors))
 
     @property
     def n_sd(self) -> int:
@@ -61,13 +65,29 @@ class Layout:
 
 def make_layout(model, ps: PriorSet, p_c: int, intercept: bool) -> Layout:
     blocks = model.design.blocks
-    sd = tuple(ps.sd[(i, c)] for i, b in enumerate(blocks) for c in b.coef_names)
-    cor = tuple(ps.cor.get(i) for i in range(len(blocks)))
+    sd = [ps.sd[(i, c)] for i, b in enumerate(blocks) for c in b.coef_names]
+    cor = [ps.cor[i] for i, b in enumerate(blocks) if b.k > 1]
+    rest = [p for p in (ps.sigma, ps.intercept) if p is not None]
     names = [n for n in model.design.fixed_names if n != "(Intercept)"] if intercept else model.design.fixed_names
     return Layout(
         tuple(b.k for b in blocks), tuple(b.m for b in blocks), p_c, intercept, ps.sigma is not None,
-        sd, cor, ps.sigma, ps.intercept, tuple(ps.b[n] for n in names),
+        tuple(sd + cor + rest), tuple(ps.b[n] for n in names),
     )
+
+
+def prior_params(layout: Layout) -> np.ndarray:
+    """The priors' values (runtime data of the compiled density), a row per prior of `layout.priors`: its
+    parameters, zero-padded, then its log normaliser (computed here: in XLA log-gamma costs compile time)."""
+    out = np.zeros((len(layout.priors), PARAM_WIDTH + 1))
+    for i, p in enumerate(layout.priors):
+        out[i, : len(p.params)] = p.params
+        out[i, -1] = log_normaliser(p.family, p.params)
+    return out
+
+
+def _log_prior(layout: Layout, params, i: int, x, xp):
+    """Log density of the layout's i-th prior at x, its values read from the `prior_params` rows `params`."""
+    return log_kernel(layout.families[i], params[i], x, xp) + params[i][PARAM_WIDTH]
 
 
 def split(layout: Layout, x, xp=np):
@@ -104,24 +124,28 @@ def corr_cholesky(z, k: int, xp=np):
     return xp.stack(rows, axis=-2), logjac
 
 
-def lkj_cholesky_logpdf(L, eta: float, xp=np):
+def lkj_cholesky_logpdf(L, eta, xp=np):
     """LKJ(eta) density of a correlation matrix, expressed on its Cholesky factor (unnormalised)."""
     k = L.shape[-1]
     diag = xp.diagonal(L, axis1=-2, axis2=-1)[..., 1:]
-    powers = np.array([k - i - 1 + 2.0 * (eta - 1.0) for i in range(1, k)])
+    powers = xp.asarray([k - i - 1.0 for i in range(1, k)]) + 2.0 * (eta - 1.0)
     return xp.sum(powers * xp.log(diag), axis=-1)
 
 
-def constrain(layout: Layout, x, xp=np):
-    """Unconstrained -> (sd per term [(..., k)], corr Cholesky per term [(..., k, k)], sigma, alpha, log prior + Jacobian)."""
+def constrain(layout: Layout, x, xp=np, params=None):
+    """Unconstrained -> (sd per term [(..., k)], corr Cholesky per term [(..., k, k)], sigma, alpha, log prior + Jacobian).
+
+    `params` are the priors' values as `prior_params` gives them (traced in JAX); by default the layout's own."""
+    params = prior_params(layout) if params is None else params
     log_sd, cpc, log_sigma, alpha = split(layout, x, xp)
     sds, chols = [], []
     lp = xp.sum(log_sd, axis=-1)  # Jacobian of exp
     s = c = 0
-    for t, k in enumerate(layout.ks):
+    j = layout.n_sd  # the next prior after the sds'
+    for k in layout.ks:
         sd = xp.exp(log_sd[..., s : s + k])
         for a in range(k):
-            lp = lp + layout.sd_priors[s + a].logpdf(sd[..., a], xp)
+            lp = lp + _log_prior(layout, params, s + a, sd[..., a], xp)
         s += k
         ncor = k * (k - 1) // 2
         if ncor:
@@ -130,8 +154,9 @@ def constrain(layout: Layout, x, xp=np):
             y = xp.abs(cpc[..., c : c + ncor])
             log_dtanh = 2.0 * (np.log(2.0) - y - xp.log1p(xp.exp(-2.0 * y)))  # log(1 - tanh^2), stable in the tails
             lp = lp + logjac + xp.sum(log_dtanh, axis=-1)
-            lp = lp + lkj_cholesky_logpdf(L, layout.cor_priors[t].params[0], xp)
+            lp = lp + lkj_cholesky_logpdf(L, params[j][0], xp)
             c += ncor
+            j += 1
         else:
             L = xp.ones(x.shape[:-1] + (1, 1))
         sds.append(sd)
@@ -139,9 +164,10 @@ def constrain(layout: Layout, x, xp=np):
     sigma = None
     if layout.has_sigma:
         sigma = xp.exp(log_sigma)
-        lp = lp + log_sigma + layout.sigma_prior.logpdf(sigma, xp)
+        lp = lp + log_sigma + _log_prior(layout, params, j, sigma, xp)
+        j += 1
     if layout.intercept:
-        lp = lp + layout.intercept_prior.logpdf(alpha, xp)
+        lp = lp + _log_prior(layout, params, j, alpha, xp)
     return sds, chols, sigma, alpha, lp
 
 
@@ -159,7 +185,7 @@ def jax_data(engine, layout: Layout) -> dict:
     k0, m0 = layout.ks[0], layout.ms[0]
     r = engine.C22.shape[0]
     B = engine.B.toarray().reshape(r, m0, k0)
-    prior = CoefficientPrior.of(list(layout.b_priors) + [Prior("flat")] * int(layout.intercept))  # alpha is sampled
+    prior = coefficient_prior(list(layout.b_priors) + [Prior("flat")] * int(layout.intercept))  # alpha is sampled
     fill = sp.coo_matrix(engine.fill_map)  # the engine's map from M (per level, flattened) to the fill's lower part
     targets = engine.fill_targets
     rows, cols = targets // r, targets % r
@@ -175,6 +201,7 @@ def jax_data(engine, layout: Layout) -> dict:
         "fill_mirror": (rows != cols).astype(float),
         "b_prec": prior.precision,  # one per column of the centred X, intercept column last (flat)
         "b_mean": prior.mean,
+        "priors": prior_params(layout),
         "consts": np.array([engine.n, engine.cp.sum_log_w]),
     }
 
@@ -183,7 +210,7 @@ def _system(layout: Layout, data: dict, x):
     """Constrained parameters and the blocked factor of the augmented system at one point (JAX)."""
     import jax.numpy as jnp
 
-    sds, chols, sigma, alpha, lp = constrain(layout, x, jnp)
+    sds, chols, sigma, alpha, lp = constrain(layout, x, jnp, data["priors"])
     T = relative_factors(sds, chols, sigma, jnp)
     first = _first_term(T[0], data["G"], layout.ks[0])
     M = jnp.einsum("ab,gbc,dc->gad", T[0], first["Ainv"], T[0])  # T0 A11^{-1} T0'

@@ -10,7 +10,7 @@ level; its fill into the rest is a fixed sparse pattern applied as one matrix-ve
 remaining Schur complement (other terms, X and y) is dense and only its lower triangle is formed
 and factored. One factorisation gives the REML/ML criterion, beta-hat, the conditional modes and
 their conditional covariances. Both the frequentist fit and the Bayesian samplers use it; normal
-priors on the coefficients (`priors.CoefficientPrior`) enter the samplers' system in its [X y] block.
+priors on the coefficients (`coefficient_prior.CoefficientPrior`) enter the samplers' system in its [X y] block.
 docs/performance.md gives the measurements behind these choices.
 """
 
@@ -24,8 +24,8 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from .coefficient_prior import CoefficientPrior
 from .crossprod import CrossProducts
-from .priors import CoefficientPrior
 
 LOG_2PI = float(np.log(2 * np.pi))
 DENSE_FILL_ENTRIES = 100_000  # a fill map this small is faster dense than through scipy.sparse's call overhead

@@ -26,12 +26,13 @@ import scipy.linalg as sla
 
 from .centring import centred_design, uncentre
 from .chains import run as run_chains
+from .coefficient_prior import CoefficientPrior
 from .crossprod import cross_products, response
 from .design import Design
 from .engine import Engine, tri_index
 from .errors import MultilevelError
 from .posterior import Posterior
-from .priors import CoefficientPrior, Prior, PriorSet
+from .priors import Prior, PriorSet, coefficient_prior
 
 
 class GaussianBlock:
@@ -148,7 +149,7 @@ class Chain:
         rng, design = self.rng, self.design
         sigma = 1.0 if self.sigma is None else self.sigma
         T = [np.linalg.cholesky(c) / sigma for c in self.cov]
-        prior = CoefficientPrior.of(self.b_priors, self.lam)  # student-t priors as normals given their mixture weights
+        prior = coefficient_prior(self.b_priors, self.lam)  # student-t priors as normals given their mixture weights
         self.beta, self.b = self.block.draw(T, sigma, prior, rng)
         for j, p in enumerate(self.b_priors):
             if p.family == "student_t":

@@ -14,6 +14,7 @@ True
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from .optimize import OptimumInfo
 from .posterior import Posterior
 from .priors import Prior, PriorSet
 from .saved_fit import SavedFit
+from .stored_formula import check_stored_formula
 from .saving import FIT_SUFFIXES, FORMAT, POSTERIOR_SUFFIXES, POSTERIOR_VERSION, VERSION, check_writable, save
 
 __all__ = ["load", "save", "check_writable"]
@@ -57,15 +59,24 @@ def _load_fit(path: Path):
         raise MultilevelError(f"'{path}' is JSON but not a fit saved by multilevel")
     if record.get("version", 0) > VERSION:
         raise MultilevelError(f"'{path}' was written by a newer multilevel (format {record['version']}): upgrade")
-    if "data" not in record:
-        return SavedFit(record)
-    return _rebuilt_fit(record)
+    with _damaged(path, "fit"):
+        return SavedFit(record) if "data" not in record else _rebuilt_fit(record)
+
+
+@contextmanager
+def _damaged(path: Path, kind: str):
+    """Any structural failure while reading a file (a missing key, a wrong type or shape) in our words."""
+    try:
+        yield
+    except MultilevelError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError) as exc:
+        raise MultilevelError(f"'{path}' is a damaged or altered {kind} file ({type(exc).__name__}: {exc})") from None
 
 
 def _rebuilt_fit(record: dict):
     """The fit at its stored theta on its stored data: the closed-form values recomputed, nothing re-optimised."""
-    frame = pd.DataFrame({c["name"]: _decode(np.asarray(c["values"], dtype=c["dtype"]) if c["values"] else
-                                            np.zeros(0, c["dtype"]), c["attrs"]) for c in record["data"]})
+    frame = pd.DataFrame({str(c["name"]): _decode(_column(c), c["attrs"]) for c in record["data"]})
     model = _model(record["formula"], frame)
     model.design = replace(model.design, n_dropped=int(record["n_dropped"]))
     opt = record["optimizer"]
@@ -80,9 +91,19 @@ def _rebuilt_fit(record: dict):
 
 
 def _model(formula: str, frame: pd.DataFrame) -> Model:
-    """The model of a saved result, from its formula and data (weights and offset as saved columns)."""
+    """The model of a saved result, from its formula (checked to hold nothing but columns, operators and
+    whitelisted transforms: never code) and data (weights and offset as saved columns)."""
+    check_stored_formula(formula, frame.columns)
     return Model(formula, frame, weights="(weights)" if "(weights)" in frame else None,
                  offset="(offset)" if "(offset)" in frame else None)
+
+
+def _column(record: dict) -> np.ndarray:
+    """A saved column's values as an array of a plain type (numbers, booleans, text; never objects)."""
+    dtype = np.dtype(record["dtype"])
+    if dtype.kind not in "biufU":
+        raise MultilevelError(f"column '{record['name']}' has type '{dtype}', which multilevel never writes")
+    return np.asarray(record["values"], dtype=dtype) if record["values"] else np.zeros(0, dtype)
 
 
 def _decode(values: np.ndarray, attrs: dict):
@@ -112,7 +133,7 @@ def _load_posterior(path: Path) -> Posterior:
         tree = xr.open_datatree(path, engine="h5netcdf")
     except (OSError, ValueError) as exc:
         raise MultilevelError(f"'{path}' is not a readable netCDF file ({exc})") from None
-    with tree:
+    with tree, _damaged(path, "posterior"):
         attrs = dict(tree.attrs)
         if attrs.get("multilevel_format") != FORMAT or "constant_data" not in tree.children:
             raise MultilevelError(f"'{path}' is netCDF but not a posterior saved by multilevel")
@@ -122,6 +143,12 @@ def _load_posterior(path: Path) -> Posterior:
         frame = pd.DataFrame({data[v].attrs["column"]: _decode(data[v].values, data[v].attrs) for v in data.data_vars})
         posterior = tree["posterior"].to_dataset().load()
         stats = {k: v.values for k, v in tree["sample_stats"].to_dataset().load().data_vars.items()}
+    with _damaged(path, "posterior"):
+        return _posterior(attrs, frame, posterior, stats)
+
+
+def _posterior(attrs: dict, frame: pd.DataFrame, posterior, stats: dict) -> Posterior:
+    """The posterior of a saved file, its arrays checked against its own formula."""
     model = _model(attrs["formula"], frame)
     d = model.design
     beta = np.stack([posterior[fixed_name(n)].values for n in d.fixed_names], axis=-1)
@@ -133,8 +160,11 @@ def _load_posterior(path: Path) -> Posterior:
         for a, c, name in cor_entries:
             corr[..., a, c] = corr[..., c, a] = posterior[name].values
         corrs.append(corr)
-    group_vars = [v for v in posterior.data_vars if v.startswith("r_")]
-    b = [posterior[v].values for v in group_vars]
+    b = [posterior[v].values for v in posterior.data_vars if v.startswith("r_")]
+    expected = [beta.shape[:2] + (block.m, block.k) for block in d.blocks]
+    if [x.shape for x in b] != expected:
+        raise MultilevelError(f"the saved group effects have shapes {[x.shape for x in b]} but the file's formula and "
+                              f"data need {expected}: the file is damaged or altered")
     sigma = posterior["sigma"].values if "sigma" in posterior else None
     return Posterior(model, beta, sds, corrs, sigma, b, stats, _priors_from(json.loads(attrs["priors"])),
                      int(attrs["seed"]), float(attrs["seconds"]), str(attrs["sampler"]), json.loads(attrs["warnings"]))

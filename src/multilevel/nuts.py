@@ -5,7 +5,8 @@ exactly.
 BlackJAX was chosen by measurement (docs/bayes.md): on sleepstudy its compiled sampler costs ~10 us per
 leapfrog step against ~160 us for nutpie driven through a Python callback, and NumPyro compiled slower.
 Startup dominates small models, so the traced programs are serialised with `jax.export` into the user's
-cache (keyed by the model's shapes, priors and library versions) and XLA's persistent compilation
+cache (keyed by the model's shapes, prior families and library versions; the data and the priors' values,
+which brms's defaults take from y, are runtime arguments) and XLA's persistent compilation
 cache keeps the machine code: a second session skips tracing and compiling. Each chain's key is
 fold_in(seed, chain), so draws do not depend on how many processes run the chains."""
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import chains
+from .collapsed import conditional_draw, log_density
 
 _READY = False
 # One chain's program is small: XLA's intra-op thread pool only adds overhead, and multi-threaded Eigen has
@@ -75,8 +77,6 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
     from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
     from blackjax.adaptation.step_size import dual_averaging_adaptation
     from blackjax.adaptation.window_adaptation import build_schedule
-
-    from .collapsed import conditional_draw, log_density
 
     total = warmup + draws
     schedule = np.zeros((total, 2), dtype=np.int32)
@@ -224,7 +224,7 @@ def _versions() -> str:
     from importlib.metadata import version
 
     here = Path(__file__).parent
-    code = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("collapsed.py", "nuts.py", "priors.py")))
+    code = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("collapsed.py", "nuts.py", "priors.py", "coefficient_prior.py")))
     return ";".join(f"{p}={version(p)}" for p in ("jaxlib", "blackjax")) + ";" + code.hexdigest()[:16]
 
 

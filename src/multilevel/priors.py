@@ -18,9 +18,56 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from .coefficient_prior import CoefficientPrior
 from .errors import MultilevelError
+from .names import brms_coef, sd_name
 
 _POSITIVE_ONLY = {"half_normal", "half_student_t", "exponential", "gamma", "inv_gamma"}
+
+
+PARAM_WIDTH = 3  # the most parameters a prior family has (student_t): the width of a prior's row of runtime data
+
+
+def log_normaliser(family: str, params) -> float:
+    """The part of a prior's log density free of x (numpy, on the host: compiled samplers take it as data)."""
+    p = params
+    if family in ("flat", "lkj"):  # LKJ's density is used unnormalised
+        return 0.0
+    if family == "normal":
+        return -np.log(p[1]) - 0.5 * np.log(2 * np.pi)
+    if family in ("student_t", "half_student_t"):
+        nu, s = p[0], p[-1]
+        const = special.gammaln((nu + 1) / 2) - special.gammaln(nu / 2) - 0.5 * np.log(nu * np.pi) - np.log(s)
+        return const + (np.log(2.0) if family == "half_student_t" else 0.0)
+    if family == "half_normal":
+        return -np.log(p[0]) + 0.5 * np.log(2 / np.pi)
+    if family == "exponential":
+        return np.log(p[0])
+    if family in ("gamma", "inv_gamma"):
+        return p[0] * np.log(p[1]) - special.gammaln(p[0])
+    raise MultilevelError(f"prior family {family!r} has no univariate density")
+
+
+def log_kernel(family: str, params, x, xp=np):
+    """The rest of the log density at x: `params` are floats or arrays JAX traces (then one compiled sampler
+    serves every value of them); xp is numpy or jax.numpy."""
+    p = params
+    if family == "flat":
+        return 0.0 * x
+    if family == "normal":
+        return -0.5 * ((x - p[0]) / p[1]) ** 2
+    if family in ("student_t", "half_student_t"):
+        nu, mu, s = (p[0], p[1], p[2]) if family == "student_t" else (p[0], 0.0, p[1])
+        return -(nu + 1) / 2 * xp.log1p(((x - mu) / s) ** 2 / nu)
+    if family == "half_normal":
+        return -0.5 * (x / p[0]) ** 2
+    if family == "exponential":
+        return -p[0] * x
+    if family == "gamma":
+        return (p[0] - 1) * xp.log(x) - p[1] * x
+    if family == "inv_gamma":
+        return -(p[0] + 1) * xp.log(x) - p[1] / x
+    raise MultilevelError(f"prior family {family!r} has no univariate density")
 
 
 @dataclass(frozen=True)
@@ -49,30 +96,7 @@ class Prior:
 
     def logpdf(self, x, xp=np):
         """Log density at x (normalised, half-distributions on x > 0); xp is numpy or jax.numpy."""
-        f, p = self.family, self.params
-        if f == "flat":
-            return 0.0 * x
-        if f == "normal":
-            mu, s = p
-            return -0.5 * ((x - mu) / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi)
-        if f in ("student_t", "half_student_t"):
-            nu, mu, s = p if f == "student_t" else (p[0], 0.0, p[1])
-            const = special.gammaln((nu + 1) / 2) - special.gammaln(nu / 2) - 0.5 * np.log(nu * np.pi) - np.log(s)
-            const += np.log(2.0) if f == "half_student_t" else 0.0
-            return const - (nu + 1) / 2 * xp.log1p(((x - mu) / s) ** 2 / nu)
-        if f == "half_normal":
-            (s,) = p
-            return -0.5 * (x / s) ** 2 - np.log(s) + 0.5 * np.log(2 / np.pi)
-        if f == "exponential":
-            (rate,) = p
-            return np.log(rate) - rate * x
-        if f == "gamma":
-            shape, rate = p
-            return shape * np.log(rate) - special.gammaln(shape) + (shape - 1) * xp.log(x) - rate * x
-        if f == "inv_gamma":
-            shape, scale = p
-            return shape * np.log(scale) - special.gammaln(shape) - (shape + 1) * xp.log(x) - scale / x
-        raise MultilevelError(f"prior family {f!r} has no univariate density")
+        return log_kernel(self.family, self.params, x, xp) + log_normaliser(self.family, self.params)
 
     def sample(self, rng: np.random.Generator, size=None):
         """Draws from the prior (used by simulation-based calibration)."""
@@ -94,38 +118,18 @@ class Prior:
         raise MultilevelError(f"cannot draw from a {self} prior (improper or multivariate)")
 
 
-@dataclass(frozen=True)
-class CoefficientPrior:
-    """Independent normal priors beta_j ~ N(mean_j, 1 / precision_j) on the columns of X (precision 0: flat).
-
-    On the relative scale of the penalised least-squares system (every term divided by sigma^2) prior j
-    adds sigma^2 precision_j (beta_j - mean_j)^2 to the penalised residual. The engine's factor and the
-    collapsed JAX density both add it through `augmentation`, so the samplers share one definition.
-    """
-
-    precision: np.ndarray
-    mean: np.ndarray
-
-    @classmethod
-    def of(cls, priors: list[Prior], mix: np.ndarray | None = None) -> CoefficientPrior:
-        """From per-coefficient priors: flat gives precision 0, normal(mu, s) gives (1 / s^2, mu), and
-        student_t(nu, mu, s) the normal of its scale mixture with weight mix_j: (mix_j / s^2, mu)."""
-        precision, mean = np.zeros(len(priors)), np.zeros(len(priors))
-        for j, p in enumerate(priors):
-            if p.family == "normal":
-                mean[j], precision[j] = p.params[0], 1 / p.params[1] ** 2
-            elif p.family == "student_t" and mix is not None:
-                mean[j], precision[j] = p.params[1], mix[j] / p.params[2] ** 2
-            elif p.family != "flat":
-                raise ValueError(f"a {p} prior on a coefficient is not a normal (or a scale mixture with weights given)")
-        return cls(precision, mean)
-
-    def augmentation(self, sigma2, xp=np):
-        """The (p + 1) x (p + 1) addition to the [X y]'[X y] block at sigma^2 (numpy or JAX): sigma^2 P on X'X,
-        sigma^2 P mean on X'y and sigma^2 mean'P mean on y'y, which keeps the augmented system positive definite."""
-        w = sigma2 * self.precision
-        shift = w * self.mean
-        return xp.block([[xp.diag(w), shift[:, None]], [shift[None, :], xp.reshape(shift @ self.mean, (1, 1))]])
+def coefficient_prior(priors: list[Prior], mix: np.ndarray | None = None) -> CoefficientPrior:
+    """The engine's normal priors on X's columns from per-coefficient priors: flat gives precision 0, normal(mu, s)
+    gives (1 / s^2, mu), and student_t(nu, mu, s) the normal of its scale mixture with weight mix_j: (mix_j / s^2, mu)."""
+    precision, mean = np.zeros(len(priors)), np.zeros(len(priors))
+    for j, p in enumerate(priors):
+        if p.family == "normal":
+            mean[j], precision[j] = p.params[0], 1 / p.params[1] ** 2
+        elif p.family == "student_t" and mix is not None:
+            mean[j], precision[j] = p.params[1], mix[j] / p.params[2] ** 2
+        elif p.family != "flat":
+            raise ValueError(f"a {p} prior on a coefficient is not a normal (or a scale mixture with weights given)")
+    return CoefficientPrior(precision, mean)
 
 
 def _num(x: float) -> str:
@@ -212,7 +216,7 @@ class PriorSet:
             rows.append((f"b_{name}", "b", name, "", p))
         for (i, coef), p in self.sd.items():
             g = model.design.blocks[i].group
-            rows.append((f"sd_{g}__{_brms(coef)}", "sd", _brms(coef), g, p))
+            rows.append((sd_name(g, coef), "sd", brms_coef(coef), g, p))
         for i, p in self.cor.items():
             g = model.design.blocks[i].group
             rows.append((f"cor_{g}", "cor", "", g, p))
@@ -220,11 +224,6 @@ class PriorSet:
             rows.append(("sigma", "sigma", "", "", self.sigma))
         rows = [r[:4] + (str(r[4]), r[4].brms()) for r in rows]
         return pd.DataFrame(rows, columns=["parameter", "class", "coef", "group", "prior", "brms"]).set_index("parameter")
-
-
-def _brms(name: str) -> str:
-    """lme4 coefficient name to brms's: '(Intercept)' -> 'Intercept'."""
-    return "Intercept" if name == "(Intercept)" else name
 
 
 def default_priors(model) -> PriorSet:
@@ -280,7 +279,7 @@ def _apply(ps: PriorSet, model, key: str, value: Prior, groups: list[str]) -> No
         group, _, coef = key[3:].partition("__")
         hits = [
             (i, c) for (i, c) in ps.sd
-            if (not group or groups[i] == group) and (not coef or _brms(c) == coef)
+            if (not group or groups[i] == group) and (not coef or brms_coef(c) == coef)
         ]
         if not hits:
             raise MultilevelError(f"no random-effect SD matches '{key}'; groups: {groups}")
