@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .crossprod import CrossProducts, cross_products
+from .crossprod import Reweighting
 from .design import Design
 from .engine import Engine, Factor, theta_to_T
 from .errors import MultilevelError
@@ -80,8 +80,9 @@ class Pirls:
         self.ms = [b.m for b in design.blocks]
         sizes = np.cumsum([0] + [k * (k + 1) // 2 for k in self.ks])
         self.theta_slices = [slice(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
-        self._spherical = replace(design, X=np.empty((design.nobs, 0)), offset=None, se=None)
-        self._joint = replace(design, offset=None, se=None)
+        spherical = replace(design, X=np.empty((design.nobs, 0)), offset=None, se=None)
+        self._systems = {False: Reweighting(spherical), True: Reweighting(replace(design, offset=None, se=None))}
+        self._engines: dict[bool, Engine] = {}  # the last engine of each system: the next one refreshes its values
         self.u = [np.zeros((m, k)) for m, k in zip(self.ms, self.ks)]
         self.beta = np.zeros(design.p)
 
@@ -111,9 +112,11 @@ class Pirls:
         `kind` and the working response z = eta - fixed + score / w (`fixed`: the offset, plus X beta unless joint)."""
         w = self.weights(eta, family, kind)
         working = eta - fixed + family.score(self.y, eta, self.prior_weights) / w
-        design = replace(self._joint if joint else self._spherical, y=working, weights=w)
-        cp: CrossProducts = cross_products(design)
-        return Engine(cp, self.ks, self.ms)
+        cp = self._systems[joint].at(w, working)
+        base = self._engines.get(joint)
+        engine = Engine(cp, self.ks, self.ms) if base is None else base.refresh(cp)
+        self._engines[joint] = engine  # a refresh that needed a new pattern passes it on
+        return engine
 
     # ------------------------------------------------------------------ the iteration
     def mode(self, theta: np.ndarray, beta: np.ndarray | None = None, family: Family | None = None) -> Mode:
