@@ -172,3 +172,39 @@ def test_boolean_factors_and_numeric_grouping_factors_predict_as_fitted(sleep):
     assert fit.design.fixed_names == ["(Intercept)", "Days", "evenTRUE"]
     np.testing.assert_array_equal(fit.predict(data), fit.fitted())
     np.testing.assert_array_equal(fit.predict(data.iloc[::-1]), fit.fitted()[::-1])
+
+
+CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+OWLS = "SiblingNegotiation ~ FoodTreatment*SexParent + offset(log(BroodSize)) + (1 | Nest)"
+
+
+@pytest.mark.parametrize("formula, dataset", [(CBPP, "cbpp"), ("incidence | trials(size) ~ period + (1 | herd)", "cbpp"),
+                                              (OWLS, "Owls")])
+def test_binomial_trials_and_formula_offsets_are_learned_and_applied_per_partition(formula, dataset):
+    data = mlv.datasets.load(dataset)
+    whole = build_design(formula, data, residual=False)
+    coding = learn_coding(formula, data)
+    for rows in np.array_split(np.arange(len(data)), 3):
+        part = apply_coding(coding, data.iloc[rows])
+        assert_rows(part, whole, rows)
+        for name in ("trials", "offset"):
+            if getattr(whole, name) is not None:
+                np.testing.assert_array_equal(getattr(part, name), getattr(whole, name)[rows])
+
+
+def test_new_rows_get_the_formula_offset_and_an_offset_argument_adds_to_it():
+    owls = mlv.datasets.load("Owls")
+    coding = learn_coding(OWLS, owls)
+    new = owls.iloc[:5].drop(columns="SiblingNegotiation")
+    log_brood = np.log(owls["BroodSize"].to_numpy()[:5])
+    np.testing.assert_array_equal(apply_coding(coding, new, new=True).offset, log_brood)
+    np.testing.assert_array_equal(apply_coding(coding, new, offset=np.ones(5), new=True).offset, log_brood + 1)
+    with pytest.raises(MultilevelError, match="BroodSize"):
+        apply_coding(coding, new.drop(columns="BroodSize"), new=True)
+
+
+def test_a_level_per_row_needs_a_family_without_residual_variance():
+    ticks = mlv.datasets.load("grouseticks")
+    with pytest.raises(MultilevelError, match="403 levels for 403 observations"):
+        build_design("TICKS ~ 1 + (1 | INDEX)", ticks)
+    assert build_design("TICKS ~ 1 + (1 | INDEX)", ticks, residual=False).blocks[0].m == 403

@@ -15,7 +15,8 @@ from conftest import reference, reference_files
 
 import multilevel as mlv
 from multilevel.crossprod import z_matrix
-from multilevel.engine import theta_to_T
+from multilevel.design import build_design
+from multilevel.engine import Engine, theta_to_T
 
 LMER_BLME = reference_files("lme4::lmer", "blme::blmer")
 BLME_EXTRA_DF = 2.5  # blme's default Wishart df = q + 2.5 (reference README)
@@ -173,3 +174,27 @@ def test_analytic_gradient_matches_finite_differences(data, formula, reml):
         for e in np.eye(len(theta))
     ]
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("formula, data", [("TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)", "grouseticks"),
+                                           ("Reaction ~ Days + (Days | Subject)", "sleepstudy")])
+def test_refreshed_engine_equals_a_fresh_build(formula, data):
+    """PIRLS refreshes one engine's values at each step: the result is the engine built from scratch, bit for bit,
+    also when an entry that was zero when the pattern was made (here a response of zeros) becomes nonzero."""
+    from multilevel.crossprod import Reweighting
+
+    design = build_design(formula, mlv.datasets.load(data), residual=False)
+    system = Reweighting(design)
+    rng = np.random.default_rng(3)
+    base = Engine(system.at(np.ones(design.nobs), np.zeros(design.nobs)), [b.k for b in design.blocks],
+                  [b.m for b in design.blocks])
+    theta = base.theta_start() * 0.7
+    for _ in range(2):
+        cp = system.at(rng.uniform(0.5, 2.0, design.nobs), rng.normal(size=design.nobs))
+        fresh, refreshed = Engine(cp, base.ks, base.ms), base.refresh(cp)
+        a, b = fresh.factor(theta), refreshed.factor(theta)
+        np.testing.assert_array_equal(a.Ls, b.Ls)
+        assert a.ldL2 == b.ldL2
+        for x, y in zip(fresh.solve_spherical(a)[1], refreshed.solve_spherical(b)[1]):
+            np.testing.assert_array_equal(x, y)
+        base = refreshed

@@ -7,7 +7,7 @@
 25.592
 """
 
-from . import datasets
+from . import datasets, families
 from .anova import anova
 from .bootstrap import bootstrap
 from .compare import compare
@@ -39,6 +39,7 @@ __all__ = [
     "MultilevelWarning",
     "RandomTerm",
     "datasets",
+    "families",
     "parse",
     "prior",
     "priors",

@@ -256,7 +256,7 @@ def _first_term(T0, G, k0: int) -> dict:
         a = T0[0, 0] ** 2 * G[:, 0, 0] + 1.0
         return dict(Ainv=(1.0 / a)[:, None, None], L=jnp.sqrt(a)[:, None, None], logdet=jnp.sum(jnp.log(a)))
     if k0 == 2:
-        (t00, t01), (t10, t11) = T0[0], T0[1]
+        (t00, _), (t10, t11) = T0[0], T0[1]  # lower triangular: T0[0, 1] is 0
         g00, g01, g11 = G[:, 0, 0], G[:, 0, 1], G[:, 1, 1]
         a00 = t00 * (t00 * g00 + t10 * g01) + t10 * (t00 * g01 + t10 * g11) + 1.0
         a01 = t11 * (t00 * g01 + t10 * g11)

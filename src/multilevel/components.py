@@ -1,5 +1,5 @@
-"""Variance components as values: covariances from SDs and correlations, lme4's VarCorr table, and the
-boundary tolerance shared by singular-fit detection and the methods table."""
+"""Variance components as values: covariances from SDs and correlations, lme4's VarCorr table, the boundary
+tolerance shared by singular-fit detection and the methods table, and the parameters on the boundary in words."""
 
 from __future__ import annotations
 
@@ -31,3 +31,20 @@ def variance_table(blocks, covariances: list[np.ndarray], sigma: float | None) -
     if sigma is not None:
         rows.append(("Residual", "", "", sigma**2, sigma, np.nan))
     return pd.DataFrame(rows, columns=["group", "term", "term2", "variance", "sd", "corr"])
+
+
+def boundary_parameters(blocks, factors: list[np.ndarray]) -> list[str]:
+    """Each zero diagonal of a relative factor, in words: a variance of 0 or a perfect correlation."""
+    out = []
+    for block, T in zip(blocks, factors):
+        for i, name in enumerate(block.coef_names):
+            if T[i, i] >= SINGULAR_TOL:
+                continue
+            if np.all(np.abs(T[i, :i]) < SINGULAR_TOL):
+                out.append(f"the variance of '{name}' between levels of '{block.group}' is estimated as 0")
+            else:
+                out.append(
+                    f"'{name}' by '{block.group}' is perfectly correlated with the terms before it "
+                    "(a correlation of +/-1)"
+                )
+    return out

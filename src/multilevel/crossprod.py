@@ -113,3 +113,43 @@ def residual_sum_of_squares(cp: CrossProducts, beta: np.ndarray, b: list[np.ndar
         for j in range(i + 1, len(b)):
             rss += 2.0 * v @ (cp.off[(i, j)] @ flat[j])
     return float(rss)
+
+
+class Reweighting:
+    """Cross-products of one design at any weights and response with one sparsity pattern (penalised IRLS: the
+    weights and working response change at every step, the pattern never does). Each off-diagonal block
+    Z_i'WZ_j keeps the pattern of the design's rows, zeros included, so an engine built once can `refresh`."""
+
+    def __init__(self, design: Design):
+        self.design = design
+        self.pairs = {}
+        for i, bi in enumerate(design.blocks):
+            for j in range(i + 1, len(design.blocks)):
+                self.pairs[(i, j)] = _pair_pattern(bi, design.blocks[j])
+
+    def at(self, weights: np.ndarray, y: np.ndarray) -> CrossProducts:
+        """The cross-products of the design with these weights and response."""
+        design = replace(self.design, y=y, weights=weights)
+        Xy, WXy, w = weighted_columns(design)
+        diag = [diagonal_block(b, w) for b in design.blocks]
+        zxy = [grouped_sums(b, WXy) for b in design.blocks]
+        off = {}
+        for key, (slot, rows, values, indices, indptr, shape) in self.pairs.items():
+            data = np.bincount(slot, weights=values * w[rows], minlength=len(indices))
+            off[key] = sp.csr_matrix((data, indices, indptr), shape=shape)
+        return CrossProducts(design.nobs, design.p, diag, off, zxy, Xy.T @ WXy, float(np.sum(np.log(w))))
+
+
+def _pair_pattern(bi: RandomBlock, bj: RandomBlock):
+    """Where each row's products Z_i[r, a] Z_j[r, b] land in the CSR data of Z_i'Z_j (slot per contribution)."""
+    n = len(bi.codes)
+    a, b = np.meshgrid(np.arange(bi.k), np.arange(bj.k), indexing="ij")
+    a, b = a.ravel(), b.ravel()
+    rows = np.repeat(np.arange(n), a.size)
+    row_idx = (bi.codes[:, None] * bi.k + a[None, :]).ravel()
+    col_idx = (bj.codes[:, None] * bj.k + b[None, :]).ravel()
+    values = (bi.Z[:, a] * bj.Z[:, b]).ravel()
+    keys, slot = np.unique(row_idx * bj.q + col_idx, return_inverse=True)
+    indices = (keys % bj.q).astype(np.int32)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(keys // bj.q, minlength=bi.q))]).astype(np.int32)
+    return slot.ravel(), rows, values, indices, indptr, (bi.q, bj.q)

@@ -27,7 +27,7 @@ from .data import (
     unknown_names,
 )
 from .errors import MultilevelError, MultilevelWarning
-from .formula import Formula, RandomTerm, _plain, _to_python_power, parse
+from .formula import Formula, RandomTerm, _plain, _to_python_power, cbind_parts, parse
 
 _MISSING_RE = re.compile(r"`([^`]+)` is not present")
 ALIAS_TOL = 1e-7
@@ -76,22 +76,40 @@ class TermCoding:
 
 
 @dataclass(frozen=True, eq=False)
+class Column:
+    """One learned numeric column: a column name, or an expression with the spec that evaluates it on any rows
+    (the response, binomial trials, a formula offset)."""
+
+    expr: str
+    spec: object = field(default=None, repr=False)  # None: a plain column
+
+    def values(self, frame: pd.DataFrame, where: str) -> np.ndarray:
+        """The column's values on the rows."""
+        if self.spec is None:
+            return frame[self.expr].to_numpy(dtype=float)
+        mm = _evaluate(self.expr, frame, list(frame.columns), where, self.spec)
+        return _finite_matrix(mm, [self.expr], where)[:, 0]
+
+
+@dataclass(frozen=True, eq=False)
 class Coding:
     """Everything learned from the data to turn rows into numbers: used columns, categorical levels (and
-    ordered flags), the response and fixed-part specs, the fixed columns kept and aliased, and per random term
-    (in lme4's order) its levels and spec. Learned once (`learn_coding`), applied alike to the fitted rows,
+    ordered flags), the response (and binomial trials), the fixed-part spec, the fixed columns kept and aliased,
+    per random term (in lme4's order) its levels and spec, and the formula's offsets. Learned once (`learn_coding`), applied alike to the fitted rows,
     to partitions of them and to new data (`apply_coding`), so every one gets the same columns and codes."""
 
     formula: Formula
     columns: tuple[str, ...]
     categories: dict[str, pd.CategoricalDtype] = field(repr=False)
-    response_spec: object | None = field(repr=False)
+    response: Column
     fixed_spec: object = field(repr=False)
     fixed_names: tuple[str, ...]
     aliased: tuple[str, ...]
     terms: tuple[TermCoding, ...]
     weights: str | None = None
     offset: str | None = None
+    trials: Column | None = None
+    offsets: tuple[Column, ...] = ()
 
     @property
     def se(self) -> str | None:
@@ -118,6 +136,7 @@ class Design:
     n_dropped: int = 0
     aliased: list[str] = field(default_factory=list)
     frame: pd.DataFrame | None = field(default=None, repr=False)
+    trials: np.ndarray | None = None  # binomial trials (cbind or trials()); y is then the proportion
 
     @property
     def fixed_spec(self):
@@ -137,6 +156,12 @@ class Design:
         """Grouping factor as written in the formula -> number of levels."""
         return {b.group: b.m for b in self.blocks}
 
+    @property
+    def family_weights(self) -> np.ndarray:
+        """Each row's weight in a family's log-likelihood: prior weights times binomial trials (1 where none)."""
+        weights = np.ones(self.nobs) if self.weights is None else self.weights
+        return weights if self.trials is None else weights * self.trials
+
     def summary(self) -> str:
         """A short text description of the design."""
         lines = [
@@ -152,12 +177,12 @@ class Design:
         return "\n".join(lines)
 
 
-def build_design(formula: str | Formula, data, weights=None, offset=None) -> Design:
+def build_design(formula: str | Formula, data, weights=None, offset=None, residual: bool = True) -> Design:
     """Evaluate the formula on the data (learn the coding, apply it to the same rows); refuse bad input with a
-    `MultilevelError`."""
+    `MultilevelError`. `residual=False` (binomial, Poisson: no residual variance) allows a level per row."""
     coding = learn_coding(formula, data, weights, offset)
     design = apply_coding(coding, data, weights, offset)
-    check_counts(coding, design.nobs)
+    check_counts(coding, design.nobs, residual)
     return design
 
 
@@ -171,7 +196,7 @@ def learn_coding(formula: str | Formula, data, weights=None, offset=None, aliasi
     used = used_columns(f, frame, weights, offset)
     frame = prepare_categoricals(_clean(f, frame, used)[0], used)
     columns = list(frame.columns)
-    response_spec = _response_spec(f, frame)
+    response, trials = _learn_response(f, frame)
     X, names, fixed_spec = _fixed_matrix(f.fixed, frame, columns)
     aliased = _aliased(X, names) if aliasing else []
     terms = sorted((_learn_term(t, frame, columns) for t in f.random), key=lambda t: -len(t.levels))  # lme4's order
@@ -180,7 +205,9 @@ def learn_coding(formula: str | Formula, data, weights=None, offset=None, aliasi
     categories = {c: frame[c].dtype for c in used if isinstance(frame[c].dtype, pd.CategoricalDtype)}
     kept = tuple(n for n in names if n not in aliased)
     w = weights if weights is not None else f.weights
-    return Coding(f, tuple(used), categories, response_spec, fixed_spec, kept, tuple(aliased), tuple(terms), w, offset)
+    offsets = tuple(learn_column(o, frame, f"offset({o})") for o in f.offsets)
+    return Coding(f, tuple(used), categories, response, fixed_spec, kept, tuple(aliased), tuple(terms), w, offset,
+                  trials, offsets)
 
 
 def apply_coding(coding: Coding, data, weights=None, offset=None, *, new: bool = False, random: bool = True) -> Design:
@@ -191,7 +218,7 @@ def apply_coding(coding: Coding, data, weights=None, offset=None, *, new: bool =
     passed again as `weights`/`offset`. For new data (``new=True``) the response, weights and se are not read,
     `offset` (a column name or an array) is needed if the model has one, a group level not learned gets code -1
     (no group effect), an unseen level of a fixed factor is refused, and ``random=False`` leaves out the random
-    terms (whose columns are then not needed)."""
+    terms (whose columns are then not needed). Offsets written in the formula are evaluated on any rows."""
     f = coding.formula
     frame = as_frame(data)
     frame, weights, offset = _attach_arrays(frame, weights, offset)
@@ -206,18 +233,23 @@ def apply_coding(coding: Coding, data, weights=None, offset=None, *, new: bool =
     frame = _learned_categories(coding, frame, needed, new)
     columns = list(frame.columns)
     blocks = [_apply_term(t, frame, columns, new) for t in coding.terms] if random else []
-    y = None if new else _response(coding, frame)
+    y, trials = (None, None) if new else _response(coding, frame)
     X = _apply_fixed(coding, frame, columns)
     w = None if new else _positive_column(coding.weights, frame, "weights")
     se = None if new else _positive_column(coding.se, frame, "se()")
     off = _numeric_column(offset if new else coding.offset, frame, "offset")
-    return Design(f, y, X, list(coding.fixed_names), blocks, coding, w, off, se, n_dropped, list(coding.aliased), frame)
+    for column in coding.offsets:
+        values = column.values(frame, f"offset({column.expr})")
+        off = values if off is None else off + values
+    return Design(f, y, X, list(coding.fixed_names), blocks, coding, w, off, se, n_dropped, list(coding.aliased), frame,
+                  trials)
 
 
-def check_counts(coding: Coding, n: int) -> None:
+def check_counts(coding: Coding, n: int, residual: bool = True) -> None:
     """Refuse models the n rows of the data (all partitions together) cannot identify, as lme4 does: a level per
-    row, more random or fixed effects than rows. With known residual SDs (brms se()) a level per row is fine."""
-    for t in coding.terms if coding.se is None else ():
+    row, more random or fixed effects than rows. With known residual SDs (brms se()) or no residual variance
+    (``residual=False``: binomial, Poisson) a level per row is fine (an observation-level random effect)."""
+    for t in coding.terms if coding.se is None and residual else ():
         m, q, group = len(t.levels), len(t.levels) * len(t.coef_names), t.term.group
         if m >= n:
             raise MultilevelError(
@@ -272,7 +304,7 @@ def _model_columns(coding: Coding, frame: pd.DataFrame, weights, offset) -> list
 
 
 def _new_columns(coding: Coding, frame: pd.DataFrame, offset, random: bool) -> list[str]:
-    """The columns new rows need (the fixed part, and the random terms unless left out), all present and
+    """The columns new rows need (the fixed part, offsets, and the random terms unless left out), all present and
     complete except grouping factors, whose missing values just mean no group effect."""
     f = coding.formula
     model = names_in(f.fixed, coding.columns)
@@ -282,6 +314,8 @@ def _new_columns(coding: Coding, frame: pd.DataFrame, offset, random: bool) -> l
             model += names_in(t.term.expr, coding.columns)
             groups += list(t.term.group_factors)
     model += [offset] if offset is not None else []
+    for column in coding.offsets:
+        model += names_in(column.expr, coding.columns)
     for name in dict.fromkeys(model + groups):
         if name not in frame.columns:
             where = "the new data (a grouping factor)" if name in groups else "the new data"
@@ -336,6 +370,7 @@ def used_columns(f: Formula, frame: pd.DataFrame, weights, offset) -> list[str]:
     """Every data column the model reads; unknown names raise with suggestions."""
     columns = list(frame.columns)
     pieces = [(f.response, "the response"), (f.fixed, "the fixed part")]
+    pieces += [(o, f"offset({o})") for o in f.offsets]
     pieces += [(t.expr, f"the random term {t}") for t in f.random]
     used: dict[str, None] = {}
     for expr, where in pieces:
@@ -347,7 +382,7 @@ def used_columns(f: Formula, frame: pd.DataFrame, weights, offset) -> list[str]:
             if g not in frame.columns:
                 raise unknown_column_error(g, columns, f"the grouping factor of {term}")
             used.setdefault(g, None)
-    for extra, where in ((f.se, "se()"), (f.weights, "weights()")):
+    for extra, where in ((f.se, "se()"), (f.weights, "weights()"), (f.trials, "trials()")):
         if extra is not None:
             if extra not in frame.columns:
                 raise unknown_column_error(extra, columns, where)
@@ -374,23 +409,45 @@ def _check_response_type(f: Formula, frame: pd.DataFrame) -> None:
         )
 
 
-def _response_spec(f: Formula, frame: pd.DataFrame):
-    """How to compute the response: None for a plain column, else the spec of its expression (e.g. log(y))."""
-    expr = f.response.strip()
+def learn_column(expr: str, frame: pd.DataFrame, where: str) -> Column:
+    """Learn one numeric column: a column name, or an expression ('log(y)', 'size - incidence') and its spec."""
+    expr = expr.strip()
     if expr in frame.columns:
-        return None
-    mm = _evaluate(f"0 + {expr}", frame, list(frame.columns), "the response")
+        return Column(expr, None)
+    mm = _evaluate(f"0 + I({expr})", frame, list(frame.columns), where)
     if mm.shape[1] != 1:
-        raise MultilevelError(f"the response '{expr}' is not numeric: it expands to {mm.shape[1]} columns")
-    return mm.model_spec
+        raise MultilevelError(f"{where} '{expr}' is not numeric: it expands to {mm.shape[1]} columns")
+    return Column(expr, mm.model_spec)
 
 
-def _response(coding: Coding, frame: pd.DataFrame) -> np.ndarray:
-    expr = coding.formula.response.strip()
-    if coding.response_spec is None:
-        return frame[expr].to_numpy(dtype=float)
-    mm = _evaluate(expr, frame, list(frame.columns), "the response", coding.response_spec)
-    return _finite_matrix(mm, [expr], "the response")[:, 0]
+def _learn_response(f: Formula, frame: pd.DataFrame) -> tuple[Column, Column | None]:
+    """The response (for cbind(successes, failures), the successes) and the binomial trials: successes +
+    failures, or brms's trials(n); no trials for other responses."""
+    parts = cbind_parts(f.response)
+    if parts is not None:
+        return learn_column(parts[0], frame, "the response"), learn_column(f"{parts[0]} + ({parts[1]})", frame, "cbind()")
+    trials = None if f.trials is None else learn_column(f.trials, frame, "trials()")
+    return learn_column(f.response, frame, "the response"), trials
+
+
+def _response(coding: Coding, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """The response of model rows and their binomial trials (None without); with trials, y is the proportion."""
+    y = coding.response.values(frame, "the response")
+    if coding.trials is None:
+        return y, None
+    trials = coding.trials.values(frame, "the trials")
+    f = coding.formula
+    what = f"the failures in {f.response} are negative" if f.trials is None else f"{f.response} | trials({f.trials})"
+    _refuse_rows(y > trials, f"{what}: more successes than trials", frame)
+    _refuse_rows(trials <= 0, "rows with no trials carry no information about a proportion: drop them", frame)
+    return y / trials, trials
+
+
+def _refuse_rows(bad: np.ndarray, message: str, frame: pd.DataFrame) -> None:
+    """Raise naming up to five offending rows by their data index."""
+    if np.any(bad):
+        rows = list(frame.index[bad][:5])
+        raise MultilevelError(f"{message}: {int(np.sum(bad))} row(s), e.g. rows {rows}")
 
 
 def _finite_matrix(mm, names: list[str], where: str) -> np.ndarray:

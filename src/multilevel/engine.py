@@ -16,6 +16,7 @@ docs/performance.md gives the measurements behind these choices.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -167,6 +168,13 @@ class Engine:
         Q = sp.csr_matrix((weight, (row_of[target], mcol)), shape=(len(self.fill_targets), m0 * k0 * k0))
         size = Q.shape[0] * Q.shape[1]
         self.fill_map = Q.toarray() if size <= DENSE_FILL_ENTRIES or Q.nnz > 0.3 * size else Q
+        # for `refresh`: each pair's two entries of B.data and its place in the map (one pair per place)
+        csr = np.lexsort((mcol, row_of[target]))
+        self._fill_pairs = (order[e1][csr], order[e2][csr], np.where(both_orders, 2.0, 1.0)[csr],
+                            mcol[csr].astype(np.int32), row_of[target][csr] * Q.shape[1] + mcol[csr])
+        self._fill_rows = np.concatenate([[0], np.cumsum(np.bincount(row_of[target], minlength=Q.shape[0]))])
+        self._fill_unique = Q.nnz == len(weight)
+        self._B_slots = None
 
     def _build_scaling(self) -> None:
         """Index arrays for Lambda_rest' S Lambda_rest + I on the lower triangle of the trailing matrix."""
@@ -183,6 +191,64 @@ class Engine:
         self._block_upper = np.concatenate(upper) if upper else None
         self._block_lower = np.concatenate(lower) if lower else None
         self._re_diagonal = np.arange(self.q_rest) * (r + 1)
+
+    # ------------------------------------------------------------------ new values, same structure
+    def refresh(self, cp: CrossProducts) -> Engine:
+        """An engine for new cross-products of the same design and sparsity pattern (`crossprod.Reweighting`:
+        a penalised IRLS step's weights and working response). The fill map's pattern and the index arrays are
+        reused and only values recomputed; a different pattern gets a full build."""
+        data = self._B_data(cp)
+        if data is None:
+            return Engine(cp, self.ks, self.ms)
+        new = copy.copy(self)
+        new.cp, new.B = cp, sp.csr_matrix((data, self.B.indices, self.B.indptr), shape=self.B.shape)
+        new._G0 = cp.diag[0].reshape(self.ms[0], self.ks[0] ** 2)
+        new._build_trailing()
+        d1, d2, mult, cols, flat = self._fill_pairs
+        weight = data[d1] * data[d2] * mult
+        if isinstance(self.fill_map, np.ndarray):
+            new.fill_map = np.zeros(self.fill_map.shape)
+            new.fill_map.ravel()[flat] = weight
+        else:
+            new.fill_map = sp.csr_matrix((weight, cols, self._fill_rows), shape=self.fill_map.shape)
+        return new
+
+    def _B_data(self, cp: CrossProducts) -> np.ndarray | None:
+        """B's values (in this engine's pattern) from new cross-products; None if they do not fit the pattern."""
+        if not self._fill_unique:
+            return None
+        parts = [cp.off[(0, a)] for a in range(1, self.n_terms)]
+        mine = [self.cp.off[(0, a)] for a in range(1, self.n_terms)]
+        if any(x.nnz != y.nnz or not (np.array_equal(x.indices, y.indices) and np.array_equal(x.indptr, y.indptr))
+               for x, y in zip(parts, mine)):
+            return None
+        if self._B_slots is None:
+            self._B_slots = self._source_slots()
+        source = np.concatenate([x.data for x in parts] + [cp.zxy[0].T.ravel()])
+        slots = self._B_slots
+        if np.any(source[slots < 0] != 0):
+            return None  # an entry that was zero when the pattern was made is not any more
+        data = np.zeros(self.B.nnz)
+        data[slots[slots >= 0]] = source[slots >= 0]
+        return data
+
+    def _source_slots(self) -> np.ndarray:
+        """For each source value (the blocks Z_0'WZ_a, then Z_0'W[X y] transposed), its index in B.data (-1: not
+        in B's pattern)."""
+        q0 = self.q[0]
+        B = self.B
+        b_keys = np.repeat(np.arange(B.shape[0]), np.diff(B.indptr)) * q0 + B.indices
+        keys = []
+        for a in range(1, self.n_terms):
+            off = self.cp.off[(0, a)]
+            c0 = np.repeat(np.arange(off.shape[0]), np.diff(off.indptr))
+            keys.append((self.rest_offsets[a - 1] + off.indices) * q0 + c0)
+        keys.append(self.q_rest * q0 + np.arange((self.p + 1) * q0))
+        keys = np.concatenate(keys)
+        order = np.argsort(b_keys)
+        pos = np.minimum(np.searchsorted(b_keys[order], keys), len(order) - 1)
+        slots = order[pos]
+        return np.where(b_keys[slots] == keys, slots, -1)
 
     # ------------------------------------------------------------------ evaluation
     def _first_block(self, T0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -322,24 +388,27 @@ class Engine:
     # ------------------------------------------------------------------ solutions
     def solve(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
         """beta-hat and the conditional modes b (y units) per term, each (m, k)."""
+        beta, u = self.solve_spherical(f)
+        return beta, [uu @ T.T for uu, T in zip(u, f.T)]
+
+    def solve_spherical(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
+        """beta-hat and the spherical modes u (b = Lambda u) per term, each (m, k): what a GLMM's penalty needs."""
         Ls, q2, p = f.Ls, self.q_rest, self.p
         x2 = sla.solve_triangular(Ls[:-1, :-1], Ls[-1, :-1], lower=True, trans="T", check_finite=False)
-        b_rest = []
+        u_rest = []
         scaled = x2.copy()
         offs = self.rest_offsets
         for a in range(1, self.n_terms):
             sa = slice(offs[a - 1], offs[a])
             u = x2[sa].reshape(self.ms[a], self.ks[a])
-            b = u @ f.T[a].T
-            b_rest.append(b)
-            scaled[sa] = b.ravel()
+            u_rest.append(u)
+            scaled[sa] = (u @ f.T[a].T).ravel()
         beta = x2[q2 : q2 + p]
         v = self.B[-1].toarray().ravel() - self.B[:-1].T @ scaled
         k0, m0 = self.ks[0], self.ms[0]
         rhs = v.reshape(m0, k0) @ f.T[0]  # T0' v_g
         u0 = np.linalg.solve(f.A11, rhs[:, :, None])[:, :, 0] if k0 > 1 else rhs / f.A11.reshape(m0, 1)
-        b0 = u0 @ f.T[0].T
-        return beta, [b0] + b_rest
+        return beta, [u0] + u_rest
 
     def beta_precision_factor(self, f: Factor) -> np.ndarray:
         """R_X (lower, p x p): (R_X R_X')^{-1} sigma^2 is the covariance of beta-hat."""

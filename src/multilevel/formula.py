@@ -1,8 +1,9 @@
 """lme4/brms formula text to a small `Formula` object (pipeline step 1).
 
 The fixed part and the expressions inside random terms are left as text for formulaic to evaluate;
-only the random-term layer (`(expr | g)`, `(expr || g)`, `g1/g2`, `g1:g2`) and brms's response
-additions (`y | se(s)`, `y | weights(w)`) are parsed here.
+only the random-term layer (`(expr | g)`, `(expr || g)`, `g1/g2`, `g1:g2`), brms's response
+additions (`y | se(s)`, `y | weights(w)`, `y | trials(n)`), `offset(expr)` terms and lme4's
+`cbind(successes, failures)` response are parsed here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from .errors import FormulaError, point_at
 
 _NAME = r"(?:[^\W\d]|\.)[\w.]*"
 _GROUP_RE = re.compile(rf"^\s*{_NAME}(\s*[:/]\s*{_NAME})*\s*$")
-_ADDITION_RE = re.compile(rf"^\s*(se|weights)\s*\(\s*({_NAME})\s*(?:,[^)]*)?\)\s*$")
+_ADDITION_RE = re.compile(rf"^\s*(se|weights|trials)\s*\(\s*({_NAME})\s*(?:,[^)]*)?\)\s*$")
+_OFFSET_RE = re.compile(r"^\s*offset\s*\((.*)\)\s*$", re.S)
+_CBIND_RE = re.compile(r"^\s*cbind\s*\((.*)\)\s*$", re.S)
 
 
 @dataclass(frozen=True)
@@ -48,14 +51,15 @@ class Formula:
     se: str | None = None
     weights: str | None = None
     text: str = field(default="", compare=False)
+    trials: str | None = None
+    offsets: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         lhs = self.response
-        adds = [f"se({self.se})" if self.se else "", f"weights({self.weights})" if self.weights else ""]
-        adds = [a for a in adds if a]
+        adds = [f"{name}({value})" for name, value in (("se", self.se), ("weights", self.weights), ("trials", self.trials)) if value]
         if adds:
             lhs += " | " + " + ".join(adds)
-        rhs = " + ".join([self.fixed] + [str(t) for t in self.random])
+        rhs = " + ".join([self.fixed] + [f"offset({o})" for o in self.offsets] + [str(t) for t in self.random])
         return f"{lhs} ~ {rhs}"
 
     @property
@@ -85,10 +89,17 @@ def _parse_cached(text: str) -> Formula:
     if len(tildes) > 1:
         raise FormulaError("the formula has more than one '~' at position %d:\n%s" % (tildes[1], point_at(text, tildes[1])))
     cut = tildes[0]
-    response, se, weights = _parse_lhs(text, cut)
+    response, additions = _parse_lhs(text, cut)
     fixed_parts: list[str] = []
     random: list[RandomTerm] = []
+    offsets: list[str] = []
     for start, sign, segment in _split_rhs(text, cut + 1):
+        offset = _OFFSET_RE.match(segment)
+        if offset:
+            if sign == "-":
+                raise FormulaError(f"an offset cannot be subtracted (position {start}):\n{point_at(text, start)}")
+            offsets.append(_check_expression(offset.group(1), text, start))
+            continue
         term = _random_term(text, start, segment)
         if term is None:
             fixed_parts.append((sign + " " if sign == "-" or fixed_parts else "") + segment.strip())
@@ -99,7 +110,8 @@ def _parse_cached(text: str) -> Formula:
     fixed = _normalise_fixed(" ".join(fixed_parts), text, cut + 1)
     _check_duplicate_fixed(fixed_parts, text)
     _check_duplicates(random, text)
-    return Formula(response, fixed, tuple(random), se, weights, text)
+    return Formula(response, fixed, tuple(random), additions.get("se"), additions.get("weights"), text,
+                   additions.get("trials"), tuple(offsets))
 
 
 def _top_level(text: str):
@@ -129,29 +141,49 @@ def _check_parentheses(text: str) -> None:
         raise FormulaError(f"'(' at position {opened[-1]} is never closed:\n{point_at(text, opened[-1])}")
 
 
-def _parse_lhs(text: str, cut: int) -> tuple[str, str | None, str | None]:
+def _parse_lhs(text: str, cut: int) -> tuple[str, dict[str, str]]:
+    """The response and brms's additions after '|' (name -> column)."""
     lhs = text[:cut]
     if not lhs.strip():
         raise FormulaError(f"the formula has no response before '~':\n{point_at(text, cut)}")
     bars = [i for i, d in _top_level(lhs) if lhs[i] == "|" and d == 0]
     if not bars:
-        return _check_expression(lhs, text, 0), None, None
-    response = _check_expression(lhs[: bars[0]], text, 0)
-    se = weights = None
+        return _check_response(lhs, text), {}
+    response = _check_response(lhs[: bars[0]], text)
+    additions = {}
     rest = lhs[bars[0] + 1 :]
     for part in rest.split("+"):
         match = _ADDITION_RE.match(part)
         if not match:
             pos = bars[0] + 1
             raise FormulaError(
-                "after '|' in the response only brms's se(column) or weights(column) are understood:\n"
-                + point_at(text, pos)
+                "after '|' in the response only brms's se(column) or weights(column), and trials(column) for a "
+                "binomial model, are understood:\n" + point_at(text, pos)
             )
-        if match.group(1) == "se":
-            se = match.group(2)
-        else:
-            weights = match.group(2)
-    return response, se, weights
+        additions[match.group(1)] = match.group(2)
+    return response, additions
+
+
+def _check_response(expr: str, text: str) -> str:
+    """A response expression, or lme4's cbind(successes, failures) with both parts checked."""
+    parts = cbind_parts(expr)
+    if parts is None:
+        return _check_expression(expr, text, 0)
+    for part in parts:
+        _check_expression(part, text, text.index("cbind"))
+    return expr.strip()
+
+
+def cbind_parts(response: str) -> tuple[str, str] | None:
+    """(successes, failures) of a 'cbind(s, f)' response; None for any other response."""
+    match = _CBIND_RE.match(response)
+    if match is None:
+        return None
+    inner = match.group(1)
+    commas = [i for i, d in _top_level(inner) if inner[i] == "," and d == 0]
+    if len(commas) != 1:
+        raise FormulaError(f"cbind() in the response takes two columns, successes and failures: '{response.strip()}'")
+    return inner[: commas[0]].strip(), inner[commas[0] + 1 :].strip()
 
 
 def _split_rhs(text: str, offset: int) -> list[tuple[int, str, str]]:

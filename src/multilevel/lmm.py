@@ -15,7 +15,7 @@ from functools import partial
 
 import numpy as np
 
-from .components import SINGULAR_TOL
+from .components import boundary_parameters
 from .crossprod import CrossProducts
 from .engine import Engine
 from .errors import MultilevelError, emit
@@ -147,20 +147,3 @@ def singular_message(blocks, factors: list[np.ndarray]) -> str:
         "correlation with '||'), or refit with prior='zero-avoiding' (a penalised fit that stays off the "
         "boundary) or model.sample() (full Bayes)."
     )
-
-
-def boundary_parameters(blocks, factors: list[np.ndarray]) -> list[str]:
-    """Each zero diagonal of a relative factor, in words: a variance of 0 or a perfect correlation."""
-    out = []
-    for block, T in zip(blocks, factors):
-        for i, name in enumerate(block.coef_names):
-            if T[i, i] >= SINGULAR_TOL:
-                continue
-            if np.all(np.abs(T[i, :i]) < SINGULAR_TOL):
-                out.append(f"the variance of '{name}' between levels of '{block.group}' is estimated as 0")
-            else:
-                out.append(
-                    f"'{name}' by '{block.group}' is perfectly correlated with the terms before it "
-                    "(a correlation of +/-1)"
-                )
-    return out

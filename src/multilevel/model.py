@@ -18,13 +18,14 @@ from .crossprod import CrossProducts, cross_products, with_response
 from .design import Design, build_design
 from .engine import Engine
 from .errors import MultilevelError
-from .families import GAUSSIAN, Family, family_of
+from .families import GAUSSIAN, Family, Gaussian, parse
+from .glmm import fit_glmm, prepare_data, validate
 from .lmm import fit_lmm
 from .partitioned import is_partitioned, partitioned_design
 
 
 class Model:
-    """A linear mixed model: formula (lme4/brms syntax) evaluated on data.
+    """A mixed model: formula (lme4/brms syntax) evaluated on data, with a response family (Gaussian by default).
 
     Parameters
     ----------
@@ -34,17 +35,24 @@ class Model:
         pandas or polars DataFrame, pyarrow Table, or dict of columns; or, for data beyond memory, a Dask
         DataFrame or a folder/glob of Parquet files (cross-products accumulated per partition; docs/scale.md).
     weights, offset : column name or array, optional
-        Prior weights (residual variance sigma^2 / w) and a known offset.
+        Prior weights (residual variance sigma^2 / w; binomial: trials of a proportion) and a known offset.
     family : str or `multilevel.families.Family`, optional
-        The response distribution (default Gaussian).
+        ``"binomial"``, ``"binomial(probit)"``, ``"poisson"``, ``"negbinomial"``...; Gaussian by default.
     """
 
     def __init__(self, formula: str, data, weights=None, offset=None, family=None):
-        self.family: Family = family_of(family)
+        self.family: Family = parse(family)
         if is_partitioned(data):
+            if not self.gaussian:
+                raise MultilevelError(
+                    f"the {self.family!r} family is fitted on data in memory only: partitioned (Dask, Parquet) data are "
+                    "supported for Gaussian models; load the rows into a pandas DataFrame"
+                )
             self.design, self.__dict__["cross_products"] = partitioned_design(formula, data, weights, offset)
         else:
-            self.design: Design = build_design(formula, data, weights=weights, offset=offset)
+            self.design: Design = build_design(formula, prepare_data(formula, data, self.family), weights=weights,
+                                               offset=offset, residual=self.gaussian)
+            validate(self.design, self.family)
 
     @classmethod
     def from_design(cls, design: Design, family: Family = GAUSSIAN, cross_products: CrossProducts | None = None) -> Model:
@@ -57,12 +65,20 @@ class Model:
 
     def with_response(self, y) -> Model:
         """The same model for a new response vector (rows as used here): the design is shared and only the
-        response's cross-products are recomputed. Bootstrap, profiles and studies refit through this."""
+        response's cross-products are recomputed (a GLMM's are PIRLS's, per fit). Bootstrap, profiles and studies
+        refit through this."""
         y = np.asarray(y, dtype=float)
         if y.shape != (self.nobs,):
             raise MultilevelError(f"the new response has shape {y.shape}; this model uses {self.nobs} rows")
         design = replace(self.design, y=y)
+        if not self.gaussian:
+            return Model.from_design(design, self.family)
         return Model.from_design(design, self.family, with_response(self.cross_products, design))
+
+    @property
+    def gaussian(self) -> bool:
+        """Whether this is a linear mixed model (Gaussian family), fitted by the profiled ML/REML criterion."""
+        return isinstance(self.family, Gaussian)
 
     @property
     def formula(self):
@@ -94,14 +110,26 @@ class Model:
             )
         return Engine(self.cross_products, [b.k for b in self.design.blocks], [b.m for b in self.design.blocks])
 
-    def fit(self, method: str = "REML", prior: str | None = None, warn: bool = True):
+    def fit(self, method: str | None = None, prior: str | None = None, warn: bool = True, *, nAGQ: int | None = None,
+            information: str | None = None):
         """Maximum-likelihood fit: ``method="REML"`` (default) or ``"ML"``; ``prior="zero-avoiding"``
         adds blme's default covariance prior (a penalised fit that never sits on the boundary).
-        ``warn=False`` keeps convergence and boundary warnings in ``fit.warnings`` without raising them."""
-        return fit_lmm(self, method=method, prior=prior, warn=warn)
+        ``warn=False`` keeps convergence and boundary warnings in ``fit.warnings`` without raising them.
+        Binomial, Poisson and negative-binomial models are fitted by ML (`multilevel.glmm.fit_glmm`: ``nAGQ``
+        quadrature nodes, 1 = Laplace; ``information="observed" | "expected"``)."""
+        if self.gaussian:
+            if nAGQ is not None or information is not None:
+                raise MultilevelError("nAGQ= and information= apply to binomial, Poisson and negative-binomial models only")
+            return fit_lmm(self, method=method or "REML", prior=prior, warn=warn)
+        if (method is not None and str(method).upper() != "ML") or prior is not None:
+            raise MultilevelError("a GLMM is fitted by maximum likelihood: method='REML' and prior= do not apply")
+        return fit_glmm(self, 1 if nAGQ is None else nAGQ, information or "observed", warn)
 
     def sample(self, **kwargs):
         """Full Bayesian fit by MCMC; see `multilevel.bayes.sample` for the arguments."""
+        if not self.gaussian:
+            raise MultilevelError(f"Bayesian fits of {self.family.name} models are not available yet: use model.fit() "
+                                  "(maximum likelihood, as glmer)")
         return sample(self, **kwargs)
 
     def __repr__(self) -> str:

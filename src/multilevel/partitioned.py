@@ -207,7 +207,8 @@ def check_learnable(coding: Coding, sets: list[tuple[str, ...]]) -> None:
     """Refuse what the levels pass cannot learn: transforms whose state needs all rows (center, scale, poly,
     splines) and numeric columns used as factors (their levels were not collected)."""
     level_columns = {c for s in sets for c in s}
-    specs = [coding.fixed_spec, coding.response_spec] + [t.spec for t in coding.terms]
+    columns = [coding.response, coding.trials, *coding.offsets]
+    specs = [coding.fixed_spec] + [c.spec for c in columns if c is not None] + [t.spec for t in coding.terms]
     for spec in specs:
         for name in getattr(spec, "transform_state", {}) or {}:
             raise MultilevelError(

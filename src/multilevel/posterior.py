@@ -173,7 +173,7 @@ class Posterior(Bayesian):
     def posterior_predictive(self, seed=None) -> np.ndarray:
         """Replicated responses, one per draw: (chains, draws, nobs)."""
         rng = np.random.default_rng(self.seed if seed is None else seed)
-        return self.model.family.simulate(rng, self.linear_predictor_draws(), self.residual_sd())
+        return self.model.family.draw(rng, self.linear_predictor_draws(), self.residual_sd())
 
     def to_arviz(self, log_likelihood: bool = True, posterior_predictive: bool = False):
         """An ArviZ DataTree (arviz-base): posterior, sample_stats, observed_data, log_likelihood, ..."""

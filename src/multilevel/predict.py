@@ -32,15 +32,22 @@ def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, da
     return linear_predictor(new, beta, b)
 
 
-def simulate(design: Design, family, beta, covariances, sigma: float, n: int, seed) -> np.ndarray:
-    """n response vectors from the model: new group effects and residuals, fixed effects as given."""
+def simulate(design: Design, family, beta, covariances, sigma: float | None, n: int, seed) -> np.ndarray:
+    """n response vectors from the model: new group effects, then the responses given them, fixed effects as
+    given. With `sigma` Gaussian residuals; without (binomial, Poisson, negative binomial) draws from the family
+    at the means, binomial responses with trials as success counts."""
     rng = np.random.default_rng(seed)
     eta = linear_predictor(design, beta, None)
-    resid_sd = residual_sd(design, sigma)
+    resid_sd = None if sigma is None else residual_sd(design, sigma)
     out = np.empty((n, design.nobs))
     for i in range(n):
         b = [draw_group_effects(rng, cov, block.m) for block, cov in zip(design.blocks, covariances)]
-        out[i] = family.simulate(rng, eta + random_part(design, b), resid_sd)
+        eta_i = eta + random_part(design, b)
+        if resid_sd is not None:
+            out[i] = family.draw(rng, eta_i, resid_sd)
+        else:
+            y = family.simulate(family.link.linkinv(eta_i), design.family_weights, rng)
+            out[i] = y if design.trials is None else np.round(y * design.trials)
     return out
 
 

@@ -253,7 +253,7 @@ def _simulated(model, truth, rng: np.random.Generator):
     beta, covs, sigma = truth.draw(rng)
     design = model.design
     b = [draw_group_effects(rng, cov, block.m) for block, cov in zip(design.blocks, covs)]
-    y = model.family.simulate(rng, linear_predictor(design, beta, b), residual_sd(design, sigma))
+    y = model.family.draw(rng, linear_predictor(design, beta, b), residual_sd(design, sigma))
     return y, beta, covs, sigma, b
 
 

@@ -67,8 +67,31 @@ def lmm_summary(fit) -> str:
             f"Dropped aliased fixed-effect columns (linear combinations of the others, not estimable): "
             f"{', '.join(d.aliased)}",
         ]
-    if fit.warnings:
-        lines += ["", "Warnings:"]
-        for w in fit.warnings:
-            lines += textwrap.wrap(w, width=100, initial_indent=" * ", subsequent_indent="   ", break_on_hyphens=False)
-    return "\n".join(lines)
+    return "\n".join(lines + warning_lines(fit.warnings))
+
+
+def warning_lines(warnings: list[str]) -> list[str]:
+    """A fit's warnings as a wrapped list (nothing when there are none)."""
+    lines = ["", "Warnings:"] if warnings else []
+    for w in warnings:
+        lines += textwrap.wrap(w, width=100, initial_indent=" * ", subsequent_indent="   ", break_on_hyphens=False)
+    return lines
+
+
+def glmm_summary(fit) -> str:
+    """glmer-style text of a GLMM fit: family and link, approximation, likelihood scale, random and fixed effects."""
+    fam = fit.family
+    lines = [f"Generalized linear mixed model fit by maximum likelihood ({fit.approximation})",
+             f" Family: {fam.name} ({fam.link.name})" + (f", theta = {fam.dispersion:.5g}" if fit.nb_theta else ""),
+             f"Formula: {fit.design.formula}"]
+    if not fam.canonical:
+        lines.append(f"Laplace log-determinant: {fit.information} information")
+    lines += ["", "     AIC      BIC   logLik  deviance", f"{fit.aic:8.1f} {fit.bic:8.1f} {fit.loglik:8.1f} {fit.deviance:9.1f}",
+              "", "Random effects:"] + variance_lines(fit.variance_components)
+    groups = ", ".join(f"{g}, {m}" for g, m in fit.design.n_levels.items())
+    lines.append(f"Number of obs: {fit.nobs}; groups: {groups}")
+    lines += ["", "Fixed effects:", f" {'':<24} {'Estimate':>10} {'Std. Error':>10} {'z value':>8} {'Pr(>|z|)':>9}"]
+    for name, row in fit.fixed_effects.iterrows():
+        lines.append(f" {name:<24} {row['estimate']:>10.5g} {row['std_error']:>10.4g} {row['z_value']:>8.3f} "
+                     f"{_pvalue(row['p_value']):>9}")
+    return "\n".join(lines + warning_lines(fit.warnings))

@@ -90,7 +90,6 @@ def _table(result, values_of, name: str, level: float, bootstrap: int, seed) -> 
     values = values_of(_draws(result))
     index = pd.Index(list(values), name=name)
     flat = np.column_stack([np.asarray(v, dtype=float).ravel() for v in values.values()])
-    lo, hi = (1 - level) / 2, (1 + level) / 2
     if not isinstance(result, Frequentist):
         return interval_table(flat, index, level)
     table = pd.DataFrame({"estimate": flat[0]}, index=index)

@@ -1,0 +1,249 @@
+"""Generalized linear mixed models by maximum likelihood (binomial, Poisson, negative binomial), as glmer.
+
+Fitting follows lme4: stage 1 optimises theta with the fixed effects inside PIRLS (nAGQ = 0); stage 2 optimises
+theta and beta jointly on the Laplace approximation (nAGQ = 1) or adaptive Gauss-Hermite quadrature (nAGQ > 1,
+one scalar random-effect term). Stage 2 works in fixed effects whitened by stage 1's information, so the
+optimiser sees a round problem whatever the scaling of the predictors. Every objective value is exact (PIRLS
+converged to rounding): the optimum is the true Laplace / quadrature optimum, which lme4's defaults approach
+to ~1e-3. Negative-binomial sizes are estimated jointly on the log scale. Standard errors come from the
+Hessian of -2 log-likelihood in all parameters (lme4's default; the PIRLS-based ones are `vcov_rx`). The values
+at the optimum become a `GlmmFit`; the warnings are raised here, once.
+
+>>> import multilevel as mlv
+>>> m = mlv.Model("cbind(incidence, size - incidence) ~ period + (1 | herd)", mlv.datasets.load("cbpp"),
+...               family="binomial")
+>>> round(m.fit().deviance, 4)
+184.0526
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.linalg as sla
+from scipy import special
+
+from .components import boundary_parameters
+from .data import as_frame
+from .design import Design
+from .errors import MultilevelError, emit
+from .families import Binomial, Family, Gaussian, Poisson
+from .formula import Formula, parse
+from .glmm_fit import GlmmFit
+from .optimize import OptimumInfo, bobyqa, free_coordinates, gradient_hessian
+from .pirls import Mode, Pirls
+
+HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
+LOG2PI = float(np.log(2 * np.pi))
+
+
+# ---------------------------------------------------------------------- input
+def prepare_data(formula, data, family: Family):
+    """A binomial response given as a two-level factor, strings or booleans becomes 0/1 (first level = 0, as R)."""
+    if not isinstance(family, Binomial):
+        return data
+    frame = as_frame(data)
+    name = (formula if isinstance(formula, Formula) else parse(formula)).response.strip()
+    if name not in frame.columns:
+        return data
+    col = frame[name]
+    if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        return data
+    levels = list(col.cat.categories) if isinstance(col.dtype, pd.CategoricalDtype) else sorted(col.dropna().unique())
+    if len(levels) > 2:
+        raise MultilevelError(f"the binomial response '{name}' has {len(levels)} levels {levels[:5]}: a binary outcome "
+                              "has two; recode it as 0/1")
+    coded = pd.Series(np.where(col.isna(), np.nan, (col != levels[0]).astype(float)), index=frame.index)
+    return frame.assign(**{name: coded})
+
+
+def validate(design: Design, family: Family) -> None:
+    """Refuse what the family cannot fit: responses outside its support (naming the rows), se(), no random term."""
+    if isinstance(family, Gaussian):
+        if design.trials is not None:
+            raise MultilevelError("cbind(successes, failures) and trials() describe binomial data: add family='binomial'")
+        if family.link.name != "identity":
+            raise MultilevelError(f"Gaussian models are fitted with the identity link, not {family.link.name!r}: "
+                                  "transform the response instead (e.g. log(y) ~ ...)")
+        return
+    if design.se is not None:
+        raise MultilevelError("se() in the response is for Gaussian models with known standard errors")
+    if not design.blocks:
+        raise MultilevelError("the formula has no random term such as '(1 | group)': this is a GLM, not a mixed model")
+    family.check_response(design.y, design.family_weights)
+
+
+# ---------------------------------------------------------------------- objective
+class GlmmObjective:
+    """-2 log-likelihood of one parameter vector x = (theta, gamma, [log NB size]) with beta = beta0 + J gamma."""
+
+    def __init__(self, pirls: Pirls, n_agq: int, estimate_size: bool):
+        self.pirls, self.n_agq, self.estimate_size = pirls, n_agq, estimate_size
+        self.n_theta = sum(sl.stop - sl.start for sl in pirls.theta_slices)
+        self.beta0 = np.zeros(pirls.design.p)
+        self.J = np.eye(pirls.design.p)
+
+    def whiten(self, beta0: np.ndarray, precision_factor: np.ndarray) -> None:
+        """beta = beta0 + L'^-1 gamma, L the lower Cholesky factor of beta's information (cov(gamma) ~ I)."""
+        self.beta0 = beta0.copy()
+        self.J = sla.solve_triangular(precision_factor.T, np.eye(len(beta0)), lower=False)
+
+    def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, Family]:
+        theta = x[: self.n_theta]
+        gamma = x[self.n_theta : self.n_theta + self.pirls.design.p]
+        return theta, self.beta0 + self.J @ gamma, self.family(x)
+
+    def family(self, x: np.ndarray) -> Family:
+        fam = self.pirls.family
+        return fam.with_dispersion(float(np.exp(x[-1]))) if self.estimate_size else fam
+
+    def stage1(self, x: np.ndarray) -> float:
+        """nAGQ = 0: x = (theta, [log size]), beta inside PIRLS."""
+        fam = self.family(x)
+        return self.pirls.laplace(x[: self.n_theta], None, fam)
+
+    def __call__(self, x: np.ndarray) -> float:
+        theta, beta, fam = self.split(x)
+        try:
+            mode = self.pirls.mode(theta, beta, fam)
+        except MultilevelError:
+            return np.inf
+        return mode.laplace if self.n_agq == 1 else agq_deviance(self.pirls, mode, fam, self.n_agq)
+
+
+def agq_deviance(pirls: Pirls, mode: Mode, family: Family, n_nodes: int) -> float:
+    """-2 log-likelihood by adaptive Gauss-Hermite quadrature, one scalar random-effect term: each group's
+    integral over its u, with nodes centred at the mode and scaled by the curvature there (absolute scale)."""
+    block = pirls.design.blocks[0]
+    x, w = np.polynomial.hermite.hermgauss(n_nodes)
+    scale = 1.0 / np.sqrt(mode.factor.A11.reshape(-1))
+    u_hat = mode.u[0][:, 0]
+    shift = np.sqrt(2.0) * scale[:, None] * x[None, :]  # (m, K): u - u-hat at the nodes
+    eta = mode.eta[:, None] + mode.theta[0] * block.Z[:, :1] * shift[block.codes]
+    ll = family.loglik(pirls.y[:, None], family.link.linkinv(eta), pirls.prior_weights[:, None])
+    group_ll = np.stack([np.bincount(block.codes, ll[:, k], block.m) for k in range(n_nodes)], axis=1)
+    u = u_hat[:, None] + shift
+    log_terms = group_ll - 0.5 * u**2 + x[None, :] ** 2 + np.log(w)[None, :]
+    log_integral = special.logsumexp(log_terms, axis=1) + np.log(np.sqrt(2.0) * scale) - 0.5 * LOG2PI
+    return float(-2.0 * np.sum(log_integral))
+
+
+# ---------------------------------------------------------------------- fitting
+def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = True) -> GlmmFit:
+    """Maximum-likelihood fit of a GLMM: Laplace (nAGQ = 1, default), adaptive quadrature (nAGQ > 1, one
+    scalar random-effect term) or lme4's fast nAGQ = 0. `information` picks the Laplace log-determinant for
+    non-canonical links: "observed" (the Laplace approximation proper, glmmTMB) or "expected" (lme4). With
+    ``warn=False`` the warnings are only kept in ``fit.warnings`` (refits in a loop)."""
+    design, family = model.design, model.family
+    n_agq = _check_nagq(nAGQ, design)
+    pirls = Pirls(design, family, information)
+    estimate_size = family.has_dispersion and family.dispersion is None
+    objective = GlmmObjective(pirls, n_agq, estimate_size)
+    start = np.concatenate([_theta_start(pirls), [_log_size_start(pirls)] if estimate_size else []])
+    lower1 = np.concatenate([_theta_lower(pirls), [-np.inf] if estimate_size else []])
+    stage1 = bobyqa(objective.stage1, start, lower1)
+    mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
+    rx = mode1.engine.beta_precision_factor(mode1.factor)
+    if n_agq == 0:
+        return _fit_at(model, objective, stage1, mode1, None, mode1.laplace, warn)
+    objective.whiten(mode1.beta, rx)
+    x0 = np.concatenate([stage1.x[: objective.n_theta], np.zeros(design.p), stage1.x[objective.n_theta :]])
+    lower = np.concatenate([_theta_lower(pirls), np.full(design.p + estimate_size, -np.inf)])
+    info = bobyqa(objective, x0, lower)
+    hessian = _final_hessian(objective, info, lower)
+    theta, beta, fam = objective.split(info.x)
+    mode = pirls.mode(theta, beta, fam)
+    return _fit_at(model, objective, info, mode, hessian, float(info.fun) if n_agq > 1 else mode.laplace, warn)
+
+
+def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hessian: np.ndarray | None, value: float,
+            warn: bool) -> GlmmFit:
+    """The fit at the optimum: covariances of the estimates (Hessian-based and PIRLS-based) and the warnings."""
+    pirls, p, n_theta = objective.pirls, model.design.p, objective.n_theta
+    family = objective.family(info.x)
+    kind = "expected" if pirls.information == "expected" else "observed"
+    engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
+    inv = np.linalg.inv(engine.beta_precision_factor(engine.factor(mode.theta)))
+    vcov_rx = inv.T @ inv
+    cov, vcov, log_size_se = None, vcov_rx, np.nan
+    if hessian is not None:
+        lower = np.concatenate([_theta_lower(pirls), np.full(len(info.x) - n_theta, -np.inf)])
+        idx = np.flatnonzero(free_coordinates(info.x, lower))
+        cov = np.full(hessian.shape, np.nan)
+        cov[np.ix_(idx, idx)] = 2.0 * np.linalg.inv(hessian[np.ix_(idx, idx)])
+        vcov = objective.J @ cov[n_theta : n_theta + p, n_theta : n_theta + p] @ objective.J.T
+        if objective.estimate_size:
+            log_size_se = float(np.sqrt(cov[-1, -1]))
+    messages = list(info.warnings)
+    boundary = boundary_parameters(model.design.blocks, mode.factor.T)
+    if boundary:
+        messages.append(f"boundary (singular) fit: {'; '.join(boundary)}. Simplify the random effects (drop that term, "
+                        "or its correlation with '||')")
+    if warn:
+        emit(messages)
+    n_params = p + n_theta + int(objective.estimate_size)
+    return GlmmFit(model, family, info, mode, objective.n_agq, pirls.information, value, n_params, vcov, vcov_rx, cov,
+                   log_size_se, messages)
+
+
+def _check_nagq(nAGQ, design: Design) -> int:
+    n = int(nAGQ)
+    if n != nAGQ or n < 0:
+        raise MultilevelError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
+    if n > 1 and (len(design.blocks) != 1 or design.blocks[0].k != 1):
+        raise MultilevelError(
+            "adaptive Gauss-Hermite quadrature (nAGQ > 1) needs a single scalar random-effect term such as "
+            "(1 | group), as in glmer; use nAGQ = 1 (Laplace) for this model"
+        )
+    return n
+
+
+def _theta_start(pirls: Pirls) -> np.ndarray:
+    """lme4's start: identity relative factors."""
+    return np.isfinite(_theta_lower(pirls)).astype(float)
+
+
+def _theta_lower(pirls: Pirls) -> np.ndarray:
+    """0 on the diagonal of each relative factor, unbounded elsewhere."""
+    out = []
+    for k in pirls.ks:
+        out += [0.0 if i == j else -np.inf for j in range(k) for i in range(j, k)]
+    return np.array(out)
+
+
+def _log_size_start(pirls: Pirls) -> float:
+    """A moment estimate of the negative-binomial size from a Poisson fit of the fixed part (kept in [0.01, 1000])."""
+    mode = pirls.mode(np.zeros(sum(sl.stop - sl.start for sl in pirls.theta_slices)), None, Poisson())
+    mu = np.exp(mode.eta)
+    excess = np.sum((pirls.y - mu) ** 2 - mu)
+    size = np.sum(mu**2) / excess if excess > 0 else 1000.0
+    pirls.u = [np.zeros_like(u) for u in pirls.u]
+    return float(np.log(np.clip(size, 0.01, 1000.0)))
+
+
+def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarray) -> np.ndarray:
+    """Central-difference Hessian of -2 log L at the optimum (all free parameters); a last Newton step is
+    taken first when it lowers the objective."""
+    free = free_coordinates(info.x, lower)
+    objective(info.x)
+    pirls = objective.pirls
+    u, beta = [x.copy() for x in pirls.u], pirls.beta.copy()
+
+    def from_optimum(x):  # every evaluation starts PIRLS from the optimum's modes: a smooth function for differences
+        pirls.u, pirls.beta = [a.copy() for a in u], beta.copy()
+        return objective(x)
+
+    grad, hess = gradient_hessian(from_optimum, info.x, free, h=HESSIAN_STEP, f0=info.fun)
+    idx = np.flatnonzero(free)
+    try:
+        step = -np.linalg.solve(hess[np.ix_(idx, idx)], grad[idx])
+    except np.linalg.LinAlgError:
+        return hess
+    trial = info.x.copy()
+    trial[idx] += step
+    trial = np.maximum(trial, lower)
+    value = objective(trial)
+    if value < info.fun:
+        info.x, info.fun = trial, value
+    info.gradient, info.hessian, info.checked_at = grad, hess, info.x.copy()
+    return hess

@@ -1,0 +1,189 @@
+"""`GlmmFit`: the values of a GLMM fit by maximum likelihood (pipeline step 7), laid out as `LmmFit`.
+
+Fitting (`glmm.fit_glmm`) computes the optimum, the conditional modes there, both covariances of the fixed
+effects and the warnings; the fit stores them and derives tables. Parameters are on the linear-predictor
+scale: the covariances of the group effects are T T' (no residual variance scales them).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import predict as _predict
+from .components import SINGULAR_TOL, variance_table
+from .errors import MultilevelError
+from .families import Family
+from .kinds import Frequentist
+from .optimize import OptimumInfo
+from .pirls import Mode
+from .summary import glmm_summary
+from .tables import callable_table
+
+APPROXIMATIONS = {0: "Laplace, fixed effects inside PIRLS (nAGQ = 0)", 1: "Laplace"}
+
+
+class GlmmFit(Frequentist):
+    """Results of a GLMM fit, with the vocabulary of the Gaussian `LmmFit`."""
+
+    def __init__(self, model, family: Family, info: OptimumInfo, mode: Mode, n_agq: int, information: str,
+                 objective: float, n_params: int, vcov: np.ndarray, vcov_rx: np.ndarray,
+                 parameter_covariance: np.ndarray | None, log_size_se: float, warnings: list[str]):
+        self.model, self.family, self.info, self.mode, self.nAGQ = model, family, info, mode, n_agq
+        self.information = information if not family.canonical else "observed = expected (canonical link)"
+        self.theta, self.beta, self.factor = mode.theta, mode.beta, mode.factor
+        self.objective, self.n_params = objective, n_params
+        self._vcov, self._vcov_rx, self._log_size_se = vcov, vcov_rx, log_size_se
+        self.parameter_covariance = parameter_covariance  # 2 H^-1 of the optimiser's parameters (None for nAGQ = 0)
+        self.warnings = warnings
+
+    # ---- scalars
+    @property
+    def design(self):
+        return self.model.design
+
+    @property
+    def nobs(self) -> int:
+        return self.design.nobs
+
+    @property
+    def converged(self) -> bool:
+        return self.info.converged
+
+    @property
+    def approximation(self) -> str:
+        return APPROXIMATIONS.get(self.nAGQ, f"adaptive Gauss-Hermite quadrature, {self.nAGQ} nodes")
+
+    @property
+    def deviance(self) -> float:
+        """-2 log-likelihood on the absolute scale (what glmer prints as deviance for nAGQ = 1)."""
+        return self.objective
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        return self.objective + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return self.objective + np.log(self.nobs) * self.n_params
+
+    @property
+    def is_singular(self) -> bool:
+        """lme4's rule: a diagonal element of a relative factor within 1e-4 of its bound 0."""
+        bounded = np.isfinite(self.mode.engine.theta_lower())
+        return bool(np.any(self.theta[bounded] < SINGULAR_TOL))
+
+    @property
+    def nb_theta(self) -> float | None:
+        """The negative-binomial size theta (lme4/MASS theta = glmmTMB's phi = brms's shape); None otherwise."""
+        return self.family.dispersion if self.family.name == "negative_binomial" else None
+
+    # ---- tables
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance of the fixed effects: Hessian-based (lme4's default) for nAGQ >= 1, else `vcov_rx`."""
+        return self._frame(self._vcov)
+
+    @cached_property
+    def vcov_rx(self) -> pd.DataFrame:
+        """Covariance of beta-hat from the PIRLS information given theta (lme4's use.hessian = FALSE)."""
+        return self._frame(self._vcov_rx)
+
+    def _frame(self, values: np.ndarray) -> pd.DataFrame:
+        names = self.design.fixed_names
+        return pd.DataFrame(values, index=names, columns=names)
+
+    @cached_property
+    def fixed_effects(self) -> pd.DataFrame:
+        """Estimates, standard errors, Wald z and p values and 95 % intervals."""
+        se = np.sqrt(np.diag(self._vcov))
+        z = self.beta / se
+        q = stats.norm.ppf(0.975)
+        return pd.DataFrame(
+            {"estimate": self.beta, "std_error": se, "z_value": z, "p_value": 2 * stats.norm.sf(np.abs(z)),
+             "ci_lower": self.beta - q * se, "ci_upper": self.beta + q * se},
+            index=pd.Index(self.design.fixed_names, name="term"),
+        )
+
+    @cached_property
+    def covariances(self) -> list[np.ndarray]:
+        """Covariance matrix of each random term on the linear-predictor scale, T T'."""
+        return [T @ T.T for T in self.factor.T]
+
+    @cached_property
+    def variance_components(self) -> pd.DataFrame:
+        """Variances, SDs and correlations of each random term (no residual row: the family fixes it)."""
+        return variance_table(self.design.blocks, self.covariances, None)
+
+    @cached_property
+    def dispersion(self) -> pd.DataFrame | None:
+        """The negative-binomial size in both conventions, with the SE of its log: theta (= glmmTMB phi, brms
+        shape; Var = mu + mu^2 / theta) and alpha = 1 / theta (Stata, statsmodels)."""
+        if self.nb_theta is None:
+            return None
+        theta, se = float(self.nb_theta), self._log_size_se
+        return pd.DataFrame({"estimate": [theta, 1 / theta, np.log(theta)], "std_error_log": [se, se, se]},
+                            index=pd.Index(["theta (size; glmmTMB phi)", "alpha = 1/theta", "log theta"], name="parameter"))
+
+    @cached_property
+    def group_effects(self) -> pd.DataFrame:
+        """Conditional modes of the group effects with conditional SDs (lme4's ranef with condVar)."""
+        cond = self.mode.engine.conditional_covariances(self.factor)
+        rows = []
+        for block, b, cov in zip(self.design.blocks, self.mode.b, cond):
+            sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+            for j, name in enumerate(block.coef_names):
+                rows.append(pd.DataFrame({"group": block.group, "level": block.levels, "term": name,
+                                          "estimate": b[:, j], "std_error": sd[:, j]}))
+        return callable_table(pd.concat(rows, ignore_index=True))
+
+    @property
+    def random_effects(self) -> list[np.ndarray]:
+        """Conditional modes per term as (levels x coefficients) arrays."""
+        return [b.copy() for b in self.mode.b]
+
+    # ---- data scale
+    def fitted(self, type: str = "response") -> np.ndarray:
+        """Fitted values on the link or response scale (group effects included)."""
+        return self._scale(self.mode.eta, type)
+
+    def _scale(self, eta: np.ndarray, type: str) -> np.ndarray:
+        if type == "link":
+            return eta
+        if type == "response":
+            return self.family.link.linkinv(eta)
+        raise MultilevelError(f"type must be 'link' or 'response', not {type!r}")
+
+    def predict(self, new_data=None, type: str = "link", include_groups: bool = True, offset=None) -> np.ndarray:
+        """Predictions on the link or response scale; unseen group levels get no group effect. Offsets written
+        in the formula are evaluated on the new rows; ``offset`` is needed if the model was given one."""
+        b = self.mode.b if include_groups else None
+        if new_data is None:
+            eta = self.mode.eta if include_groups else _predict.linear_predictor(self.design, self.beta, None)
+        else:
+            eta = _predict.predict_new(self.design, self.beta, b, new_data, offset)
+        return self._scale(eta, type)
+
+    def simulate(self, n: int = 1, seed=None) -> np.ndarray:
+        """n new response vectors (n x nobs) with new group effects; binomial responses as success counts
+        when the model has trials (cbind or trials()), else on the response's own scale."""
+        return _predict.simulate(self.design, self.family, self.beta, self.covariances, None, n, seed)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Fixed effects and variance components in one long table."""
+        fe = self.fixed_effects.reset_index().assign(kind="fixed")
+        vc = self.variance_components.assign(kind="variance")
+        return pd.concat([fe, vc], ignore_index=True)
+
+    def summary(self) -> str:
+        return glmm_summary(self)
+
+    def __repr__(self) -> str:
+        return self.summary()

@@ -1,0 +1,188 @@
+"""Penalised iteratively reweighted least squares (PIRLS) on the blocked engine, and the Laplace objective.
+
+At covariance parameters theta (and fixed effects beta, or with beta found jointly) the conditional modes u of
+the spherical random effects (b = Lambda u) maximise log f(y | u) - |u|^2 / 2. Each Newton step is a
+penalised weighted least-squares problem with the observed information as weights and a working response:
+exactly the engine's system, so one engine factorisation per step (Bates et al. 2015; MixedModels.jl's GLMM
+holds an LMM as its working model in the same way). The steps are taken to convergence (Newton, quadratic), so
+the objective below is the exact Laplace approximation, not lme4's value at a not-quite-converged mode:
+
+    -2 log L(theta, beta) ~ -2 log f(y | u-hat) + |u-hat|^2 + log det(Lambda' Z' W Z Lambda + I),
+
+W the observed information at u-hat (the Laplace approximation proper, as TMB / glmmTMB) or, as lme4 for
+non-canonical links, the expected (Fisher) information.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .crossprod import Reweighting
+from .design import Design
+from .engine import Engine, Factor, theta_to_T
+from .errors import MultilevelError
+from .families import Family
+from .predict import random_part
+
+MAX_ITERATIONS = 100
+MAX_HALVINGS = 30
+STEP_TOL = 1e-11  # Newton steps this small (relative): the mode is exact to rounding, the objective to ~1e-12
+INFORMATION_KINDS = ("observed", "expected")
+
+
+@dataclass
+class Mode:
+    """The conditional modes at one (theta, beta) and what the Laplace objective is made of."""
+
+    theta: np.ndarray
+    beta: np.ndarray
+    u: list[np.ndarray]  # spherical modes per term, (m, k)
+    eta: np.ndarray  # linear predictor at the modes, offset included
+    factor: Factor  # engine factor with the information weights at the modes
+    engine: Engine
+    minus2_cond_loglik: float  # -2 log f(y | u-hat)
+    penalty: float  # |u-hat|^2
+    iterations: int
+
+    @property
+    def logdet(self) -> float:
+        """log det(Lambda' Z' W Z Lambda + I)."""
+        return self.factor.ldL2
+
+    @property
+    def laplace(self) -> float:
+        """The Laplace approximation to -2 log-likelihood."""
+        return self.minus2_cond_loglik + self.penalty + self.logdet
+
+    @property
+    def b(self) -> list[np.ndarray]:
+        """Random effects on the data scale, b = Lambda u, per term."""
+        return [u @ T.T for u, T in zip(self.u, self.factor.T)]
+
+
+class Pirls:
+    """PIRLS for one design and family: modes and the Laplace objective as functions of theta and beta.
+
+    Keeps the last modes as the start of the next call (as lme4): an optimiser's neighbouring points then need
+    two or three Newton steps.
+    """
+
+    def __init__(self, design: Design, family: Family, information: str = "observed"):
+        if information not in INFORMATION_KINDS:
+            raise MultilevelError(f"information must be 'observed' or 'expected', not {information!r}")
+        self.design, self.family, self.information = design, family, information
+        self.y = design.y
+        self.prior_weights = design.family_weights
+        self.offset = np.zeros(design.nobs) if design.offset is None else design.offset
+        self.ks = [b.k for b in design.blocks]
+        self.ms = [b.m for b in design.blocks]
+        sizes = np.cumsum([0] + [k * (k + 1) // 2 for k in self.ks])
+        self.theta_slices = [slice(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+        spherical = replace(design, X=np.empty((design.nobs, 0)), offset=None, se=None)
+        self._systems = {False: Reweighting(spherical), True: Reweighting(replace(design, offset=None, se=None))}
+        self._engines: dict[bool, Engine] = {}  # the last engine of each system: the next one refreshes its values
+        self.u = [np.zeros((m, k)) for m, k in zip(self.ms, self.ks)]
+        self.beta = np.zeros(design.p)
+
+    # ------------------------------------------------------------------ pieces
+    def factors(self, theta: np.ndarray) -> list[np.ndarray]:
+        """Each term's relative factor T from theta."""
+        return [theta_to_T(theta[sl], k) for k, sl in zip(self.ks, self.theta_slices)]
+
+    def eta(self, theta: np.ndarray, beta: np.ndarray, u: list[np.ndarray]) -> np.ndarray:
+        """X beta + Z Lambda u + offset."""
+        b = [uu @ T.T for uu, T in zip(u, self.factors(theta))]
+        return self.design.X @ beta + self.offset + random_part(self.design, b)
+
+    def minus2_loglik(self, eta: np.ndarray, family: Family) -> float:
+        """-2 log f(y | eta), summed over rows."""
+        return -2.0 * float(np.sum(family.loglik(self.y, family.link.linkinv(eta), self.prior_weights)))
+
+    def weights(self, eta: np.ndarray, family: Family, kind: str) -> np.ndarray:
+        """Observed or expected information in eta; the expected where the observed is not positive."""
+        w = family.information(self.y, eta, self.prior_weights, kind)
+        if kind == "observed" and not np.all(w > 0):
+            w = np.where(w > 0, w, family.expected_information(eta, self.prior_weights))
+        return np.maximum(w, np.finfo(float).tiny)
+
+    def engine(self, eta: np.ndarray, fixed: np.ndarray, family: Family, kind: str, joint: bool) -> Engine:
+        """The penalised weighted least-squares problem at eta in u (and beta when joint): information weights of
+        `kind` and the working response z = eta - fixed + score / w (`fixed`: the offset, plus X beta unless joint)."""
+        w = self.weights(eta, family, kind)
+        working = eta - fixed + family.score(self.y, eta, self.prior_weights) / w
+        cp = self._systems[joint].at(w, working)
+        base = self._engines.get(joint)
+        engine = Engine(cp, self.ks, self.ms) if base is None else base.refresh(cp)
+        self._engines[joint] = engine  # a refresh that needed a new pattern passes it on
+        return engine
+
+    # ------------------------------------------------------------------ the iteration
+    def mode(self, theta: np.ndarray, beta: np.ndarray | None = None, family: Family | None = None) -> Mode:
+        """Conditional modes at theta and beta; with beta None, beta is found jointly (lme4's nAGQ = 0)."""
+        theta = np.asarray(theta, dtype=float)
+        family = family or self.family
+        joint = beta is None
+        beta = self.beta.copy() if joint else np.asarray(beta, dtype=float)
+        u = [x.copy() for x in self.u]
+        eta = self.eta(theta, beta, u)
+        pdev = self.minus2_loglik(eta, family) + _sumsq(u)
+        for iteration in range(1, MAX_ITERATIONS + 1):
+            fixed = self.offset if joint else self.offset + self.design.X @ beta
+            engine = self.engine(eta, fixed, family, "observed", joint)
+            factor = engine.factor(theta)
+            if factor is None:
+                raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
+            new_beta, new_u = engine.solve_spherical(factor)
+            if not joint:
+                new_beta = beta
+            if _step_size(beta, u, new_beta, new_u) < STEP_TOL:
+                return self._finish(theta, beta, u, eta, pdev, engine, factor, family, iteration)
+            beta, u, eta, pdev = self._halve(theta, beta, u, new_beta, new_u, pdev, family)
+        raise MultilevelError(
+            f"penalised IRLS did not converge in {MAX_ITERATIONS} iterations at theta = {np.round(theta, 4)}: the "
+            "model may be too complex for the data (complete separation, or a group with all-zero responses); "
+            "simplify the model"
+        )
+
+    def _halve(self, theta, beta, u, new_beta, new_u, pdev, family):
+        """Take the Newton step, halving it until the penalised deviance does not increase."""
+        t = 1.0
+        for _ in range(MAX_HALVINGS):
+            cand_beta = beta + t * (new_beta - beta)
+            cand_u = [a + t * (b - a) for a, b in zip(u, new_u)]
+            eta = self.eta(theta, cand_beta, cand_u)
+            value = self.minus2_loglik(eta, family) + _sumsq(cand_u)
+            if value <= pdev + 1e-10 * (1.0 + abs(pdev)):
+                return cand_beta, cand_u, eta, value
+            t /= 2.0
+        raise MultilevelError("penalised IRLS failed: step halving could not reduce the penalised deviance")
+
+    def _finish(self, theta, beta, u, eta, pdev, engine, factor, family, iterations) -> Mode:
+        """Store the modes for the next start; refactor with the expected information if asked for."""
+        self.u, self.beta = [x.copy() for x in u], beta.copy()
+        if self.information == "expected" and not family.canonical:
+            fixed = self.offset if engine.p else self.offset + self.design.X @ beta
+            engine = self.engine(eta, fixed, family, "expected", engine.p > 0)
+            factor = engine.factor(theta)
+        penalty = _sumsq(u)
+        return Mode(theta, beta, u, eta, factor, engine, pdev - penalty, penalty, iterations)
+
+    def laplace(self, theta: np.ndarray, beta: np.ndarray | None = None, family: Family | None = None) -> float:
+        """The Laplace objective (-2 log-likelihood); inf where PIRLS fails."""
+        try:
+            return self.mode(theta, beta, family).laplace
+        except MultilevelError:
+            return np.inf
+
+
+def _sumsq(u: list[np.ndarray]) -> float:
+    return float(sum(np.sum(x * x) for x in u))
+
+
+def _step_size(beta, u, new_beta, new_u) -> float:
+    """Largest change relative to the size of the values."""
+    old = np.concatenate([beta] + [x.ravel() for x in u])
+    new = np.concatenate([new_beta] + [x.ravel() for x in new_u])
+    return float(np.max(np.abs(new - old), initial=0.0) / (1.0 + np.max(np.abs(old), initial=0.0)))

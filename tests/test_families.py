@@ -1,0 +1,136 @@
+"""Families and links checked against mathematics: inverses, finite differences, scipy.stats densities."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from multilevel import families as F
+from multilevel.errors import MultilevelError
+
+ETA = np.linspace(-3, 3, 13)
+ALL = [
+    F.Gaussian(sigma=1.7),
+    F.Gaussian(link="log", sigma=0.5),
+    F.Binomial(),
+    F.Binomial("probit"),
+    F.Binomial("cloglog"),
+    F.Poisson(),
+    F.NegativeBinomial(2.5),
+]
+
+
+@pytest.mark.parametrize("name", ["identity", "log", "logit", "probit", "cloglog"])
+def test_link_inverse_and_derivatives(name):
+    link = F.Link(name)
+    mu = link.linkinv(ETA)
+    # cloglog at eta = 3 has 1 - mu = 2e-9: the round trip keeps only ~8 digits there
+    np.testing.assert_allclose(link.linkfun(mu), ETA, rtol=1e-8, atol=1e-10)
+    h = 1e-5
+    np.testing.assert_allclose(link.mu_eta(ETA), (link.linkinv(ETA + h) - link.linkinv(ETA - h)) / (2 * h),
+                               rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(link.mu_eta2(ETA), (link.mu_eta(ETA + h) - link.mu_eta(ETA - h)) / (2 * h),
+                               rtol=1e-6, atol=1e-10)
+
+
+def _responses(fam, rng):
+    mu = fam.link.linkinv(ETA)
+    w = np.full(ETA.shape, 7.0) if fam.name == "binomial" else np.linspace(0.5, 2, ETA.size)
+    return fam.simulate(mu, w, rng), w
+
+
+@pytest.mark.parametrize("fam", ALL, ids=repr)
+def test_score_and_observed_information_are_derivatives_of_loglik(fam):
+    y, w = _responses(fam, np.random.default_rng(1))
+    h = 1e-5
+
+    def ll(eta):
+        return fam.loglik(y, fam.link.linkinv(eta), w)
+
+    np.testing.assert_allclose(fam.score(y, ETA, w), (ll(ETA + h) - ll(ETA - h)) / (2 * h), rtol=1e-6, atol=1e-8)
+    second = (ll(ETA + h) - 2 * ll(ETA) + ll(ETA - h)) / h**2
+    np.testing.assert_allclose(fam.observed_information(y, ETA, w), -second, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fam", ALL, ids=repr)
+def test_expected_information_is_mean_of_observed(fam):
+    mu = fam.link.linkinv(ETA)
+    w = np.full(ETA.shape, 3.0)
+    # the observed information is linear in y: at y = E(y) = mu it is the expected information
+    np.testing.assert_allclose(fam.observed_information(mu, ETA, w), fam.expected_information(ETA, w), rtol=1e-10)
+
+
+def test_loglik_matches_scipy_stats():
+    mu = np.array([0.2, 0.5, 0.9])
+    n = np.array([10.0, 4.0, 1.0])
+    k = np.array([3.0, 4.0, 0.0])
+    np.testing.assert_allclose(F.Binomial().loglik(k / n, mu, n), stats.binom.logpmf(k, n, mu), rtol=1e-12)
+    counts, lam = np.array([0.0, 3.0, 12.0]), np.array([0.5, 2.0, 10.0])
+    np.testing.assert_allclose(F.Poisson().loglik(counts, lam), stats.poisson.logpmf(counts, lam), rtol=1e-12)
+    theta = 1.7
+    np.testing.assert_allclose(F.NegativeBinomial(theta).loglik(counts, lam),
+                               stats.nbinom.logpmf(counts, theta, theta / (theta + lam)), rtol=1e-12)
+    y = np.array([0.3, -1.0, 2.0])
+    np.testing.assert_allclose(F.Gaussian(sigma=2.0).loglik(y, lam, n), stats.norm.logpdf(y, lam, 2.0 / np.sqrt(n)),
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("fam", ALL, ids=repr)
+def test_deviance_is_twice_loglik_gap_to_saturated(fam):
+    y, w = _responses(fam, np.random.default_rng(2))
+    mu = fam.link.linkinv(ETA)
+    r = fam.deviance_residuals(y, mu, w)
+    scale = fam.dispersion**2 if fam.name == "gaussian" else 1.0
+    gap = 2 * (fam.saturated_loglik(y, w) - fam.loglik(y, mu, w)) * scale
+    np.testing.assert_allclose(r**2, gap, rtol=1e-9, atol=1e-10)
+    assert np.all(np.sign(r) == np.sign(y - mu))
+
+
+@pytest.mark.parametrize("fam", [F.Binomial(), F.Poisson(), F.NegativeBinomial(3.0)], ids=repr)
+def test_simulation_has_the_family_mean_and_variance(fam):
+    mu = np.full(200_000, 0.3 if fam.name == "binomial" else 4.0)
+    w = np.full(mu.size, 5.0) if fam.name == "binomial" else None
+    y = fam.simulate(mu, w, rng=3)
+    var = fam.variance(mu[0]) / (5.0 if fam.name == "binomial" else 1.0)
+    assert abs(y.mean() - mu[0]) < 4 * np.sqrt(var / mu.size)
+    assert abs(y.var() / var - 1) < 0.02
+
+
+def test_working_response_is_a_fisher_scoring_step():
+    fam, y = F.Poisson(), np.array([0.0, 2.0, 5.0])
+    eta = np.log(np.array([1.0, 1.5, 6.0]))
+    w, z = fam.working(y, eta)
+    np.testing.assert_allclose(w * (z - eta), fam.score(y, eta), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "text, cls, link",
+    [("binomial", F.Binomial, "logit"), ("binomial(probit)", F.Binomial, "probit"),
+     ('binomial(link = "cloglog")', F.Binomial, "cloglog"), ("poisson", F.Poisson, "log"),
+     ("negbinomial", F.NegativeBinomial, "log"), ("nbinom2", F.NegativeBinomial, "log"),
+     ("gaussian", F.Gaussian, "identity"), (None, F.Gaussian, "identity")],
+)
+def test_parse_r_style_strings(text, cls, link):
+    fam = F.parse(text)
+    assert isinstance(fam, cls) and fam.link.name == link
+
+
+@pytest.mark.parametrize("text", ["binomal", "poisson(logit)", "binomial(log)", 3])
+def test_parse_refuses_unknown(text):
+    with pytest.raises(MultilevelError):
+        F.parse(text)
+
+
+def test_bad_responses_are_refused_naming_rows():
+    with pytest.raises(MultilevelError, match="negative"):
+        F.Poisson().check_response(np.array([1.0, -2.0]))
+    with pytest.raises(MultilevelError, match="count"):
+        F.NegativeBinomial().check_response(np.array([1.5, 2.0]))
+    with pytest.raises(MultilevelError, match=r"\[0, 1\].*row 2: 1.2"):
+        F.Binomial().check_response(np.array([0.5, 1.2]))
+    with pytest.raises(MultilevelError, match="successes"):
+        F.Binomial().check_response(np.array([0.5, 0.3]), np.array([2.0, 2.0]))
+
+
+def test_canonical_links():
+    assert F.Binomial().canonical and F.Poisson().canonical and F.Gaussian().canonical
+    assert not F.Binomial("probit").canonical and not F.NegativeBinomial(1.0).canonical

@@ -1,0 +1,147 @@
+"""GLMM results (predict, simulate, summary, tables), response syntax and bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import multilevel as mlv
+from multilevel.errors import MultilevelError
+
+CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+OWLS = "SiblingNegotiation ~ FoodTreatment*SexParent + offset(log(BroodSize)) + (1 | Nest)"
+
+
+@pytest.fixture(scope="module")
+def cbpp():
+    return mlv.datasets.load("cbpp")
+
+
+@pytest.fixture(scope="module")
+def cbpp_fit(cbpp):
+    return mlv.Model(CBPP, cbpp, family="binomial").fit()
+
+
+def test_trials_syntax_and_proportion_with_weights_equal_cbind(cbpp, cbpp_fit):
+    brms = mlv.Model("incidence | trials(size) ~ period + (1 | herd)", cbpp, family="binomial").fit()
+    props = cbpp.assign(p=cbpp["incidence"] / cbpp["size"])
+    weighted = mlv.Model("p ~ period + (1 | herd)", props, weights="size", family="binomial").fit()
+    for fit in (brms, weighted):
+        assert fit.deviance == pytest.approx(cbpp_fit.deviance, rel=1e-10)
+        np.testing.assert_allclose(fit.beta, cbpp_fit.beta, rtol=1e-6)
+
+
+def test_tables_have_the_lmm_vocabulary(cbpp_fit):
+    assert list(cbpp_fit.fixed_effects.columns[:4]) == ["estimate", "std_error", "z_value", "p_value"]
+    vc = cbpp_fit.variance_components
+    assert list(vc.columns) == ["group", "term", "term2", "variance", "sd", "corr"]
+    assert "Residual" not in set(vc["group"])
+    ge = cbpp_fit.group_effects
+    assert len(ge) == 15 and {"estimate", "std_error"} <= set(ge.columns)
+    assert cbpp_fit.bic == pytest.approx(cbpp_fit.deviance + np.log(56) * 5)
+    text = cbpp_fit.summary()
+    assert "binomial (logit)" in text and "Laplace" in text and "period4" in text
+
+
+def test_predict_link_response_and_new_groups(cbpp, cbpp_fit):
+    np.testing.assert_allclose(cbpp_fit.predict(type="response"), 1 / (1 + np.exp(-cbpp_fit.predict())), rtol=1e-12)
+    np.testing.assert_allclose(cbpp_fit.predict(cbpp), cbpp_fit.predict(), rtol=1e-10)
+    new = pd.DataFrame({"herd": ["1", "no such herd"], "period": ["2", "2"]})
+    eta = cbpp_fit.predict(new)
+    b1 = cbpp_fit.group_effects.query("level == '1'")["estimate"].iloc[0]
+    population = cbpp_fit.beta[0] + cbpp_fit.beta[1]
+    np.testing.assert_allclose(eta, [population + b1, population], rtol=1e-10)
+    with pytest.raises(MultilevelError, match="type"):
+        cbpp_fit.predict(type="probability")
+
+
+def test_predict_evaluates_formula_offsets_on_new_data():
+    owls = mlv.datasets.load("Owls")
+    fit = mlv.Model(OWLS, owls, family="poisson").fit()
+    np.testing.assert_allclose(fit.predict(owls.iloc[:5], type="response"), fit.fitted()[:5], rtol=1e-10)
+
+
+def test_simulate_counts_successes_with_the_fitted_mean(cbpp, cbpp_fit):
+    sims = cbpp_fit.simulate(400, seed=1)
+    assert sims.shape == (400, 56)
+    assert np.all(sims >= 0) and np.all(sims <= cbpp["size"].to_numpy()) and np.all(sims == np.round(sims))
+    assert sims.mean() == pytest.approx(cbpp["incidence"].mean(), rel=0.15)
+    np.testing.assert_array_equal(sims, cbpp_fit.simulate(400, seed=1))
+
+
+def test_factor_response_is_coded_as_r_does():
+    toenail = mlv.datasets.load("toenail")
+    model = mlv.Model("outcome ~ visit + (1 | patientID)", toenail, family="binomial")
+    np.testing.assert_array_equal(model.design.y, (toenail["outcome"] == "moderate or severe").to_numpy(float))
+
+
+def test_nagq0_is_the_fast_start(cbpp, cbpp_fit):
+    fit0 = mlv.Model(CBPP, cbpp, family="binomial").fit(nAGQ=0)
+    assert fit0.deviance >= cbpp_fit.deviance - 1e-9
+    np.testing.assert_allclose(fit0.beta, cbpp_fit.beta, atol=0.05)
+    assert np.all(np.isfinite(fit0.fixed_effects["std_error"]))
+
+
+@pytest.mark.parametrize(
+    "formula, data, family, match",
+    [
+        ("y ~ 1 + (1 | g)", {"y": [1, -1, 2, 3], "g": list("aabb")}, "poisson", "negative"),
+        ("y ~ 1 + (1 | g)", {"y": [1, 1.5, 2, 3], "g": list("aabb")}, "negbinomial", "count"),
+        ("y ~ 1 + (1 | g)", {"y": [0, 1.2, 0.5, 1], "g": list("aabb")}, "binomial", r"\[0, 1\]"),
+        ("cbind(s, f) ~ 1 + (1 | g)", {"s": [1, 2, 3, 1], "f": [1, -1, 0, 2], "g": list("aabb")}, "binomial",
+         "more successes than"),
+        ("s | trials(n) ~ 1 + (1 | g)", {"s": [1, 5, 3, 1], "n": [2, 4, 3, 2], "g": list("aabb")}, "binomial",
+         "more successes than trials"),
+        ("s | trials(n) ~ 1 + (1 | g)", {"s": [1, 1.5, 3, 1], "n": [2, 4, 3, 2], "g": list("aabb")}, "binomial",
+         "whole numbers"),
+        ("cbind(s, f) ~ 1 + (1 | g)", {"s": [1, 2, 3, 1], "f": [1, 1, 0, 2], "g": list("aabb")}, None, "family='binomial'"),
+        ("y ~ 1 + (1 | g)", {"y": [1, 2, 3, 4], "g": list("aabb")}, "poison", "unknown family"),
+    ],
+)
+def test_bad_input_is_refused_clearly(formula, data, family, match):
+    with pytest.raises(MultilevelError, match=match):
+        mlv.Model(formula, pd.DataFrame(data), family=family)
+
+
+def test_options_that_do_not_apply_are_refused(cbpp):
+    model = mlv.Model(CBPP, cbpp, family="binomial")
+    with pytest.raises(MultilevelError, match="maximum likelihood"):
+        model.fit(method="REML")
+    with pytest.raises(MultilevelError, match="single scalar"):
+        mlv.Model("TICKS ~ 1 + (1 | BROOD) + (1 | LOCATION)", mlv.datasets.load("grouseticks"),
+                  family="poisson").fit(nAGQ=5)
+    with pytest.raises(MultilevelError, match="information"):
+        model.fit(information="fisher")
+
+
+def test_glmm_fit_is_a_frequentist_result(cbpp_fit):
+    from multilevel.kinds import Bayesian, Frequentist
+
+    assert isinstance(cbpp_fit, Frequentist) and not isinstance(cbpp_fit, Bayesian)
+
+
+def test_singular_fit_warns_once_or_keeps_the_warning_with_warn_false():
+    """Poisson counts with no group variation: theta = 0, and then beta-hat's information is sum(y) (mu = ybar)."""
+    rng = np.random.default_rng(1)
+    data = pd.DataFrame({"y": rng.poisson(3.0, 60), "g": np.repeat(list("abcdefghij"), 6)})
+    model = mlv.Model("y ~ 1 + (1 | g)", data, family="poisson")
+    with pytest.warns(mlv.MultilevelWarning, match="boundary") as caught:
+        fit = model.fit()
+    assert len(caught) == 1 and fit.is_singular
+    np.testing.assert_allclose(fit.vcov_rx.to_numpy(), [[1 / data["y"].sum()]], rtol=1e-9)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = model.fit(warn=False)
+    assert quiet.warnings == fit.warnings and any("boundary" in w for w in quiet.warnings)
+
+
+def test_what_a_glmm_does_not_do_is_refused(cbpp):
+    model = mlv.Model(CBPP, cbpp, family="binomial")
+    with pytest.raises(MultilevelError, match="Bayesian fits of binomial"):
+        model.sample()
+    sleep = mlv.datasets.load("sleepstudy")
+    with pytest.raises(MultilevelError, match="identity link"):
+        mlv.Model("Reaction ~ Days + (1 | Subject)", sleep, family=mlv.families.Gaussian(link="log"))
+    with pytest.raises(MultilevelError, match="nAGQ"):
+        mlv.Model("Reaction ~ Days + (1 | Subject)", sleep).fit(nAGQ=5)
