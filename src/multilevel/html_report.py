@@ -22,7 +22,8 @@ import pandas as pd
 
 from . import plots
 from .errors import MultilevelError
-from .saving import check_writable
+from .kinds import require_result
+from .saving import check_writable, write_atomically
 
 CSS = """
 *{box-sizing:border-box}
@@ -56,7 +57,7 @@ def report(results, path, title: str | None = None, force: bool = False, figures
     check_writable(path, force)
     items = _labelled(results)
     page = render(items, title or "Multilevel model report", figures or {})
-    path.write_text(page, encoding="utf-8")
+    write_atomically(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path
 
 
@@ -74,18 +75,22 @@ def render(items: dict, title: str, figures: dict) -> str:
 
 
 def _labelled(results) -> dict:
+    """Results as label -> result (labels made unique); anything but results is refused first."""
     if isinstance(results, dict):
-        items = dict(results)
+        named = list(results.items())
     else:
-        values = results if isinstance(results, (list, tuple)) else [results]
-        items = {}
-        for r in values:
-            name, i = plots.label(r), 2
-            while name in items:
-                name, i = f"{plots.label(r)} #{i}", i + 1
-            items[name] = r
-    if not items:
+        named = [(None, r) for r in (results if isinstance(results, (list, tuple)) else [results])]
+    if not named:
         raise MultilevelError("report needs at least one result (a fit or a posterior)")
+    for i, (name, r) in enumerate(named):
+        require_result(r, f"report's results[{i if name is None else repr(name)}]")
+    items = {}
+    for name, r in named:
+        base, i = name if name is not None else plots.label(r), 2
+        name = base
+        while name in items:
+            name, i = f"{base} #{i}", i + 1
+        items[name] = r
     return items
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .errors import MultilevelError
-from .kinds import Bayesian
+from .kinds import Bayesian, require_result
 
 FORMAT = "multilevel"
 VERSION = 2  # fits: 2 carries theta, the optimiser's report and the data (version 1 files still load)
@@ -29,6 +30,7 @@ POSTERIOR_SUFFIXES = (".nc",)
 def save(result, path, force: bool = False) -> None:
     """Write a fit to ``.json`` or a posterior to ``.nc``; an existing file is kept unless ``force=True``.
     The file is written beside the target and renamed into place, so a failure never leaves half a file."""
+    require_result(result, "save's result")
     path = Path(path)
     bayesian = isinstance(result, Bayesian)
     suffixes = POSTERIOR_SUFFIXES if bayesian else FIT_SUFFIXES
@@ -36,12 +38,19 @@ def save(result, path, force: bool = False) -> None:
         kind = "a Bayesian result" if bayesian else "a frequentist fit"
         raise MultilevelError(f"{kind} is saved as {' or '.join(suffixes)}, not '{path.suffix or path.name}': rename the file")
     check_writable(path, force)
+    if bayesian:
+        write_atomically(path, lambda tmp: _posterior_tree(result).to_netcdf(tmp, engine="h5netcdf"))
+    else:
+        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(fit_record(result), indent=1, allow_nan=False)))
+
+
+def write_atomically(path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` to a hidden file beside `path`, renamed over it only when complete (removed on any error,
+    Ctrl-C included), so `path` is either the old file or the whole new one."""
+    path = Path(path)
     partial = path.with_name(f".{path.name}.partial")
     try:
-        if bayesian:
-            _posterior_tree(result).to_netcdf(partial, engine="h5netcdf")
-        else:
-            partial.write_text(json.dumps(fit_record(result), indent=1, allow_nan=False))
+        write(partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
