@@ -30,6 +30,7 @@ from .errors import MultilevelError, MultilevelWarning
 from .formula import Formula, RandomTerm, _plain, _to_python_power, parse
 
 _MISSING_RE = re.compile(r"`([^`]+)` is not present")
+_OFFSET_RE = re.compile(r"name 'offset' is not defined")
 ALIAS_TOL = 1e-7
 
 
@@ -165,6 +166,10 @@ def learn_coding(formula: str | Formula, data, weights=None, offset=None) -> Cod
     """Learn from the data how to code rows: levels, contrasts, stateful transforms, aliased fixed columns and
     group levels. `weights`/`offset` are column names or arrays, as for `build_design`."""
     f = formula if isinstance(formula, Formula) else parse(formula)
+    if weights is not None and f.weights is not None:
+        raise MultilevelError(
+            f"weights are given twice: in the formula (weights({f.weights})) and as weights=: give them once"
+        )
     frame = as_frame(data)
     frame, weights, offset = _attach_arrays(frame, weights, offset)
     used = _used_columns(f, frame, weights, offset)
@@ -446,6 +451,11 @@ def _evaluate(expr: str, frame: pd.DataFrame, columns: list[str], where: str, sp
         missing = _MISSING_RE.search(str(exc))
         if missing:
             raise unknown_column_error(missing.group(1), columns, where) from None
+        if _OFFSET_RE.search(str(exc)):
+            raise MultilevelError(
+                f"offset() inside a formula is not supported here ({where} '{expr}'): remove it and pass the column "
+                "as Model(..., offset='name') (or an array)"
+            ) from None
         raise MultilevelError(f"cannot evaluate {where} '{expr}': {text}") from None
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .arguments import check_level
+
 RHAT_LIMIT = 1.01
 ESS_PER_CHAIN = 100  # bulk/tail ESS below 100 per chain is reported (as Stan's guidance)
 
@@ -14,6 +16,7 @@ def draw_summary(params: dict[str, np.ndarray], prob: float = 0.95) -> pd.DataFr
     """mean, sd, quantiles, bulk/tail ESS and R-hat for named draws (chains x draws each)."""
     from arviz_stats.base import array_stats
 
+    check_level(prob, "prob")
     names = list(params)
     arr = np.stack([params[n] for n in names], axis=-1)  # chains x draws x P
     lo, hi = (1 - prob) / 2, (1 + prob) / 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arguments import check_count, check_seed
 from .design import Design, apply_coding
 
 
@@ -34,7 +35,8 @@ def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, da
 
 def simulate(design: Design, family, beta, covariances, sigma: float, n: int, seed) -> np.ndarray:
     """n response vectors from the model: new group effects and residuals, fixed effects as given."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
+    n = check_count(n, "n")
     eta = linear_predictor(design, beta, None)
     resid_sd = residual_sd(design, sigma)
     out = np.empty((n, design.nobs))
