@@ -17,6 +17,7 @@ import pandas as pd
 from .data import (
     as_factor,
     as_frame,
+    check_group_ids,
     check_finite,
     check_types,
     drop_missing,
@@ -173,7 +174,10 @@ def learn_coding(formula: str | Formula, data, weights=None, offset=None) -> Cod
     frame = as_frame(data)
     frame, weights, offset = _attach_arrays(frame, weights, offset)
     used = _used_columns(f, frame, weights, offset)
-    frame = prepare_categoricals(_clean(f, frame, used)[0], used)
+    frame = _clean(f, frame, used)[0]
+    for g in _group_factors(f):
+        check_group_ids(frame[g], g)
+    frame = prepare_categoricals(frame, used, _group_factors(f))
     columns = list(frame.columns)
     response_spec = _response_spec(f, frame)
     X, names, fixed_spec = _fixed_matrix(f.fixed, frame, columns)
@@ -308,7 +312,7 @@ def _learned_categories(coding: Coding, frame: pd.DataFrame, needed: list[str], 
     """Give categorical columns the learned categories (codes of rows then mean the learned levels, and contrasts
     line up); refuse levels the coding lacks, except new rows' grouping levels, which become missing."""
     f = coding.formula
-    frame = prepare_categoricals(frame, needed)
+    frame = prepare_categoricals(frame, needed, _group_factors(f))
     fixed = names_in(f.fixed, needed)
     model = set(fixed).union(*(names_in(t.term.expr, needed) for t in coding.terms))
     changed = {}
@@ -334,6 +338,11 @@ def _learned_categories(coding: Coding, frame: pd.DataFrame, needed: list[str], 
             )
         changed[name] = pd.Series(pd.Categorical.from_codes(_recode(cat.codes, index), dtype=dtype), index=frame.index)
     return frame.assign(**changed) if changed else frame
+
+
+def _group_factors(f: Formula) -> list[str]:
+    """The columns that name groups (each factor of every random term's grouping)."""
+    return list(dict.fromkeys(g for t in f.random for g in t.group_factors))
 
 
 def _used_columns(f: Formula, frame: pd.DataFrame, weights, offset) -> list[str]:
