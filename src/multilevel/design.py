@@ -160,7 +160,41 @@ def build_design(formula: str | Formula, data, weights=None, offset=None) -> Des
     coding = learn_coding(formula, data, weights, offset)
     design = apply_coding(coding, data, weights, offset)
     check_counts(coding, design.nobs)
+    if design.se is None:
+        check_variation(design)
     return design
+
+
+def check_variation(design: Design) -> None:
+    """Refuse a response with no variation left for the residual (constant, or constant within every level of a
+    grouping factor); warn about a group slope whose covariate never varies within a group."""
+    y, name = design.y, design.formula.response.strip()
+    if np.all(y == y[0]):
+        raise MultilevelError(
+            f"the response '{name}' is constant (every one of its {y.size} values is {y[0]:g}): there is no variation "
+            "for a model to explain; check the column"
+        )
+    for block in design.blocks:
+        if "(Intercept)" in block.coef_names and _constant_within(y, block):
+            raise MultilevelError(
+                f"the response '{name}' is constant within every level of '{block.group}': all its variation is "
+                "between those groups, so the residual variance is 0 and the likelihood has no maximum. Model one "
+                "value per group (a regression of the group values), or check the response"
+            )
+        for j, coef in enumerate(block.coef_names):
+            if coef != "(Intercept)" and _constant_within(block.Z[:, j], block):
+                warnings.warn(
+                    f"'{coef}' does not vary within any level of '{block.group}': its slope by '{block.group}' cannot "
+                    f"be told apart from the intercept of {block.term}. A predictor measured once per group belongs "
+                    "in the fixed part only; drop it from the random term", MultilevelWarning, stacklevel=4,
+                )
+
+
+def _constant_within(values: np.ndarray, block: RandomBlock) -> bool:
+    """True if the values are exactly equal within every level of the block's grouping factor."""
+    first = np.empty(block.m)
+    first[block.codes[::-1]] = values[::-1]  # the last assignment wins: each level's first value
+    return bool(np.all(values == first[block.codes]))
 
 
 def learn_coding(formula: str | Formula, data, weights=None, offset=None) -> Coding:
@@ -522,10 +556,12 @@ def _aliased(X: np.ndarray, names: list[str]) -> list[str]:
     """Columns in the span of earlier ones, which are dropped (lme4 drops them with a message); warn naming them."""
     bad = _aliased_columns(X)
     aliased = [n for n, b in zip(names, bad) if b]
+    constant = [f"'{n}' is constant ({X[0, j]:g} in every row)" for j, n in enumerate(names) if bad[j] and np.all(X[:, j] == X[0, j])]
     if aliased:
         warnings.warn(
             f"the fixed-effect matrix is rank deficient: dropping {len(aliased)} aliased column(s) "
-            f"{aliased} (they are linear combinations of earlier columns; their effects are not identifiable)",
+            f"{aliased} (they are linear combinations of earlier columns; their effects are not identifiable)"
+            + (f": {'; '.join(constant)}, the intercept again" if constant else ""),
             MultilevelWarning,
             stacklevel=4,
         )

@@ -16,6 +16,7 @@ from functools import partial
 import numpy as np
 
 from .components import SINGULAR_TOL
+from .diagnostics import exact_fit_message
 from .engine import Engine
 from .errors import MultilevelError, emit
 from .lmm_fit import LmmFit
@@ -106,7 +107,7 @@ def fit_at(model, method: str, prior: str | None, info: OptimumInfo, warn: bool 
     beta, b = engine.solve(factor)
     objective = engine.criterion(factor, reml)
     penalized = objective + (blme_penalty(engine, info.x) if prior else 0.0)
-    messages = list(info.warnings)
+    messages = exact_fit_message(sigma, model.design) + list(info.warnings)
     if boundary_parameters(model.design.blocks, factor.T):
         messages.append(singular_message(model.design.blocks, factor.T))
     if warn:

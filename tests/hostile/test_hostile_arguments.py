@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import grouped, refused, warned
+from hostile_support import grouped, refused, warned, sleep_fit, sleep_post  # noqa: F401 (fixtures)
 from scipy import stats
 
 import multilevel as mlv

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import refused
+from hostile_support import refused, sleep_fit  # noqa: F401 (fixtures)
 
 import multilevel as mlv
 from multilevel.cli import main

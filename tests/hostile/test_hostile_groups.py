@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import grouped, warned
+from hostile_support import grouped, warned
 
 import multilevel as mlv
 

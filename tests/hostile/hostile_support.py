@@ -1,4 +1,4 @@
-"""Shared pieces of the hostile corpus: small fits made once, and the outcome checks every case uses."""
+"""Shared pieces of the hostile corpus (imported by its test modules: a second conftest would shadow tests/conftest.py): small fits made once, and the outcome checks every case uses."""
 
 from __future__ import annotations
 
