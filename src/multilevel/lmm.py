@@ -20,7 +20,7 @@ from .diagnostics import exact_fit_message
 from .engine import Engine
 from .errors import MultilevelError, emit
 from .lmm_fit import LmmFit
-from .optimize import OptimumInfo, bobyqa, finite_difference_checks, lbfgsb
+from .optimize import OptimumInfo, bobyqa, boundary_polish, finite_difference_checks, lbfgsb
 
 BLME_EXTRA_DF = 2.5  # blme's default Wishart df = q + 2.5
 GRADIENT_MIN_SIZE = 200  # the analytic gradient pays only when one evaluation is expensive (docs/performance.md)
@@ -92,7 +92,7 @@ def fit_lmm(model, method: str = "REML", prior: str | None = None, warn: bool = 
         info = lbfgsb(partial(_value_and_gradient, engine, reml, prior), objective, start, lower)
     else:
         info = bobyqa(objective, engine.theta_start(), lower)
-    info = finite_difference_checks(objective, info, lower)
+    info = finite_difference_checks(objective, boundary_polish(objective, info, lower), lower)
     return fit_at(model, method, prior, info, warn)
 
 
