@@ -81,6 +81,13 @@ def _job(payload: bytes):
     return run_chain(*job, report=None if _QUEUE is None else _report)
 
 
+def _stop(pool) -> None:
+    """End a pool's worker processes at once (an interrupted sampler must not run on in the background)."""
+    for process in list((pool._processes or {}).values()):  # no public call before Python 3.14's terminate_workers
+        process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _in_processes(run_chain, jobs: list, processes: int, bars) -> list:
     """Chains in spawned worker processes; their progress reaches the parent's bars through a pipe.
 
@@ -95,18 +102,27 @@ def _in_processes(run_chain, jobs: list, processes: int, bars) -> list:
 
     context = mp.get_context("spawn")
     progress = context.SimpleQueue() if bars is not None else None
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_init, initargs=(progress,))
     try:
-        with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_init, initargs=(progress,)) as pool:
-            futures = [pool.submit(_job, cloudpickle.dumps((run_chain, job))) for job in jobs]
-            while progress is not None:
-                running = wait(futures, timeout=0.1).not_done
-                while not progress.empty():
-                    bars(*progress.get())
-                if not running:
-                    break
-            return [f.result() for f in futures]
+        futures = [pool.submit(_job, cloudpickle.dumps((run_chain, job))) for job in jobs]
+        while wait(futures, timeout=0.1).not_done:  # short waits: Ctrl-C is seen within 0.1 s
+            _drain(progress, bars)
+        _drain(progress, bars)
+        results = [f.result() for f in futures]
     except BrokenProcessPool:
+        _stop(pool)
         raise MultilevelError(
             "the worker processes for cores > 1 died before finishing; in a script, start sampling under "
             "'if __name__ == \"__main__\":' (worker processes re-import the script), or use cores=1"
         ) from None
+    except BaseException:  # Ctrl-C included: stop the workers now instead of waiting for their chains
+        _stop(pool)
+        raise
+    pool.shutdown()
+    return results
+
+
+def _drain(progress, bars) -> None:
+    """Show every progress report waiting in the pipe."""
+    while progress is not None and not progress.empty():
+        bars(*progress.get())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,10 +46,12 @@ def save(result, path, force: bool = False) -> None:
 
 
 def write_atomically(path, write: Callable[[Path], object]) -> None:
-    """`write(tmp)` to a hidden file beside `path`, renamed over it only when complete (removed on any error,
-    Ctrl-C included), so `path` is either the old file or the whole new one."""
+    """`write(tmp)` to a hidden file of its own beside `path`, renamed over it only when complete (removed on any
+    error, Ctrl-C included), so `path` is either the old file or the whole new one."""
     path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)  # unique: writers may race
+    os.close(handle)
+    partial = Path(name)
     try:
         write(partial)
         os.replace(partial, path)
