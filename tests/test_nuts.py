@@ -10,12 +10,13 @@ import multilevel as mlv
 from multilevel import chains, nuts
 
 
-@pytest.mark.parametrize("total", [2000, 600, 1009, 97, 51])
-def test_segments_divide_the_chain(total):
-    n = nuts.segments(total)
-    assert total % n == 0 and 1 <= n <= 200
-    if total == 2000:
-        assert n == 20
+@pytest.mark.parametrize("total", [2000, 600, 1009, 97, 51, 200003])
+def test_segments_cut_any_chain_finely(total):
+    """A prime length is cut as finely as any other (one segment of 200003 steps took 10-20 s to see Ctrl-C)."""
+    length = nuts.segment_length(total)
+    count = -(-total // length)
+    assert count * length >= total > (count - 1) * length
+    assert length <= min(-(-total // nuts.SEGMENTS), nuts.MAX_SEGMENT)
 
 
 class RecordingBars(chains.ChainBars):
@@ -39,7 +40,7 @@ def test_one_progress_bar_per_chain(monkeypatch, cores, sampler, label):
         done = [d for c, d, _ in RecordingBars.calls if c == chain]
         assert done == sorted(done) and done[-1] == 200
         # every segment's report reaches the bar, from worker processes too
-        assert len(done) >= nuts.segments(200)
+        assert len(done) >= -(-200 // nuts.segment_length(200))
     descriptions = {desc.rstrip(": ") for _, _, desc in RecordingBars.calls}
     assert {f"{label} {c} {phase}" for c in (1, 2) for phase in ("warmup", "sampling")} <= descriptions
 

@@ -14,9 +14,11 @@ import time
 import numpy as np
 
 from . import nuts
+from .arguments import check_count, check_seed
 from .centring import uncentre
 from .chains import gc_paused
 from .collapsed import Layout, constrain, jax_data, make_layout
+from .dense_memory import check_dense_size
 from .design import Design
 from .diagnostics import sampler_warnings
 from .engine import Engine
@@ -48,10 +50,9 @@ def sample(
     Gibbs sampler. Chains run in `cores` processes; a seed gives the same draws whatever `cores` is.
     """
     _check_counts(chains, draws, warmup, cores)
+    seed = check_seed(seed, generators=False)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**31))
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
-        raise MultilevelError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
     if progress is None:
         import sys
 
@@ -59,6 +60,8 @@ def sample(
     if sampler not in ("nuts", "gibbs"):
         raise MultilevelError(f"sampler must be 'nuts' or 'gibbs', not {sampler!r}")
     ps = resolve_priors(model, prior)
+    if model.design.blocks:
+        check_dense_size(model.design)
     if sampler == "gibbs":
         post = sample_gibbs(model, ps, chains, draws, warmup, seed, cores, progress)
     else:
@@ -77,8 +80,7 @@ def diagnosed(post: Posterior, warn: bool = True) -> Posterior:
 
 def _check_counts(chains: int, draws: int, warmup: int, cores: int) -> None:
     for name, value, low in (("chains", chains, 1), ("draws", draws, 1), ("warmup", warmup, 0), ("cores", cores, 1)):
-        if not isinstance(value, (int, np.integer)) or value < low:
-            raise MultilevelError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_count(value, name, low)
     if warmup < 50:
         raise MultilevelError(f"warmup={warmup} is too short for NUTS to adapt its step size; use at least 50 (default 1000)")
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .arguments import check_count, check_level, check_seed
 from .chains import run
 from .errors import MultilevelError, MultilevelWarning
 from .kinds import Frequentist
@@ -58,8 +59,7 @@ class BootstrapResult:
 
     def interval(self, level: float = 0.95, kind: str = "percentile") -> pd.DataFrame:
         """Intervals per statistic: ``"percentile"`` (quantiles of the replicates) or ``"basic"`` (2 est - q)."""
-        if not 0 < level < 1:
-            raise MultilevelError(f"level must be between 0 and 1, got {level!r}")
+        check_level(level)
         q = self.replicates.quantile([(1 - level) / 2, (1 + level) / 2]).T.to_numpy()
         est = self.estimate.to_numpy()
         if kind == "percentile":
@@ -82,9 +82,7 @@ class BootstrapResult:
 def bootstrap(fit, n: int = 1000, seed: int | None = None, cores: int = 1, statistic=None) -> BootstrapResult:
     """Refit `fit` on `n` data sets simulated from it; `statistic(fit) -> Series/dict/array` (default: every
     parameter, brms names). Parallel over `cores` processes; a seed gives the same result for any `cores`."""
-    for name, value in (("n", n), ("cores", cores)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise MultilevelError(f"{name} must be an integer >= 1, got {value!r}")
+    n, cores, seed = check_count(n, "n"), check_count(cores, "cores"), check_seed(seed, generators=False)
     if not isinstance(fit, Frequentist):
         raise MultilevelError("bootstrap needs a frequentist fit from model.fit(); for Bayesian fits use the draws")
     statistic = statistic or parameters

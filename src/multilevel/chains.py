@@ -92,11 +92,20 @@ def _job(payload: bytes):
     return run_chain(*job, report=None if _QUEUE is None else _report)
 
 
+def _stop(pool) -> None:
+    """End a pool's worker processes at once (an interrupted sampler must not run on in the background)."""
+    for process in list((pool._processes or {}).values()):  # no public call before Python 3.14's terminate_workers
+        process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _in_processes(run_chain, jobs: list, processes: int, bars, interruptible: bool = False) -> list:
     """Chains in spawned worker processes; their progress reaches the parent's bars through a pipe.
 
     A SimpleQueue writes each report into the pipe before `put` returns (a Queue hands it to a feeder
     thread), so a chain's reports are all readable once its result is in: the last drain shows every one.
+    On Ctrl-C the workers are stopped at once; with `interruptible` the finished jobs' results are returned
+    (None for the others), else the interrupt goes on to the caller.
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, wait
@@ -106,27 +115,30 @@ def _in_processes(run_chain, jobs: list, processes: int, bars, interruptible: bo
 
     context = mp.get_context("spawn")
     progress = context.SimpleQueue() if bars is not None else None
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_init, initargs=(progress,))
+    futures = []
     try:
-        with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_init, initargs=(progress,)) as pool:
-            futures = [pool.submit(_job, cloudpickle.dumps((run_chain, job))) for job in jobs]
-            try:
-                while progress is not None:
-                    running = wait(futures, timeout=0.1).not_done
-                    while not progress.empty():
-                        bars(*progress.get())
-                    if not running:
-                        break
-                return [f.result() for f in futures]
-            except KeyboardInterrupt:
-                if not interruptible:
-                    raise
-                pool.shutdown(wait=True, cancel_futures=True)  # running jobs end (or die of the same Ctrl-C)
-                return [_finished(f) for f in futures]
+        futures = [pool.submit(_job, cloudpickle.dumps((run_chain, job))) for job in jobs]
+        while wait(futures, timeout=0.1).not_done:  # short waits: Ctrl-C is seen within 0.1 s
+            _drain(progress, bars)
+        _drain(progress, bars)
+        results = [f.result() for f in futures]
     except BrokenProcessPool:
+        _stop(pool)
         raise MultilevelError(
             "the worker processes for cores > 1 died before finishing; in a script, start sampling under "
             "'if __name__ == \"__main__\":' (worker processes re-import the script), or use cores=1"
         ) from None
+    except KeyboardInterrupt:
+        _stop(pool)
+        if not interruptible:
+            raise
+        return [_finished(f) for f in futures]
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown()
+    return results
 
 
 def _finished(future):
@@ -134,3 +146,9 @@ def _finished(future):
     if future.cancelled() or future.exception() is not None:
         return None
     return future.result()
+
+
+def _drain(progress, bars) -> None:
+    """Show every progress report waiting in the pipe."""
+    while progress is not None and not progress.empty():
+        bars(*progress.get())

@@ -20,11 +20,13 @@ from .errors import MultilevelError
 from .kinds import is_bayesian
 
 USER_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 METHODS = ("reml", "ml", "bayes", "all")
 
 
 def _user_errors(command):
-    """Turn MultilevelError and file errors into one line on stderr and exit code 2 (no traceback)."""
+    """Turn MultilevelError and file errors into one line on stderr and exit code 2, Ctrl-C into one line and
+    exit code 130 (no traceback)."""
 
     @wraps(command)
     def run(*args, **kwargs):
@@ -37,6 +39,9 @@ def _user_errors(command):
             message = str(exc).strip().splitlines()
             click.echo(f"error: {' '.join(line.strip() for line in message)}", err=True)
             sys.exit(USER_ERROR)
+        except KeyboardInterrupt:  # outputs are written atomically, after the fits
+            click.echo("interrupted: no output file is left half-written", err=True)
+            sys.exit(INTERRUPTED)
 
     return run
 

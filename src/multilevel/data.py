@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from .errors import MultilevelError
+from .errors import MultilevelError, MultilevelWarning
 
 # pandas before 3.1 parses some decimals 1 ulp off unless asked for its round-trip converter; 3.1 uses
 # that converter always and deprecates the argument.
@@ -154,14 +155,24 @@ def check_types(frame: pd.DataFrame, used: list[str]) -> None:
 
 
 def as_factor(col: pd.Series) -> pd.Categorical:
-    """A column as a categorical with R's level order: its own categories, else sorted labels."""
+    """A column as a categorical with R's level order: its own categories, else sorted labels (numbers in
+    numeric order). Labels are `level_key`s, so 1, 1.0, np.int64(1) and '1' name one level wherever they occur."""
     if isinstance(col.dtype, pd.CategoricalDtype):
         return col.cat.remove_unused_categories().array
     if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
         levels, codes = np.unique(col.to_numpy(), return_inverse=True)
-        return pd.Categorical.from_codes(codes.ravel(), categories=[_label(v) for v in levels])
-    labels = col.astype(str)
-    return pd.Categorical(labels, categories=sorted(labels.unique()))
+        return pd.Categorical.from_codes(codes.ravel(), categories=[level_key(v) for v in levels])
+    keys = col.map(level_key, na_action="ignore")
+    first = dict(zip(keys.dropna(), col.dropna()))  # one value per label, to order the labels by
+    order = sorted(first, key=lambda k: _level_order(first[k], k))
+    return pd.Categorical(keys, categories=order)
+
+
+def _level_order(value, key: str) -> tuple:
+    """Numbers (exactly, Python ints of any size) before text, text alphabetically."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        return (0, value, key)
+    return (1, 0, key)
 
 
 def _holds_numbers(col: pd.Series) -> bool:
@@ -171,22 +182,49 @@ def _holds_numbers(col: pd.Series) -> bool:
     return pd.api.types.infer_dtype(col, skipna=True) in {"integer", "floating", "mixed-integer-float", "decimal"}
 
 
-def _label(value) -> str:
-    """R's label of a number or logical used as a factor level: 2.0 -> '2', True -> 'TRUE'."""
+def level_key(value) -> str:
+    """The one label of a group id, whatever its type: R's labels of numbers and logicals (2.0 -> '2',
+    True -> 'TRUE'), Python ints exactly at any size, text as it is."""
     if isinstance(value, (bool, np.bool_)):
         return "TRUE" if value else "FALSE"
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
         return str(int(value))
     return str(value)
 
 
-def prepare_categoricals(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
+EXACT_INTEGERS = 2**53  # floats hold every integer below this; above it neighbouring ids can become one
+
+
+def check_group_ids(col: pd.Series, name: str) -> None:
+    """Warn where group ids cannot be told apart exactly: integers too large for the floats they are stored as,
+    and text equal to a number's label in the same column ('1' and 1 are one group)."""
+    values = pd.unique(col.dropna())
+    floats = [v for v in values if isinstance(v, (float, np.floating))]
+    if any(abs(v) >= EXACT_INTEGERS for v in floats if np.isfinite(v)):
+        warnings.warn(
+            f"the grouping factor '{name}' holds ids of 2**53 or more stored as floating-point numbers: they may "
+            "have been rounded, merging different groups; store such ids as integers or text", MultilevelWarning,
+            stacklevel=5,
+        )
+    text = {v for v in values if isinstance(v, str)}
+    numbers = {level_key(v) for v in values if not isinstance(v, str)}
+    if text & numbers:
+        warnings.warn(
+            f"the grouping factor '{name}' mixes text and numbers that read the same ({sorted(text & numbers)[:5]}): "
+            "they are one group each; convert the column to one type if they are not", MultilevelWarning, stacklevel=5,
+        )
+
+
+def prepare_categoricals(frame: pd.DataFrame, used: list[str], factors: Iterable[str] = ()) -> pd.DataFrame:
     """Strings and booleans used in the model become categoricals with sorted levels (R's default);
-    numbers stored as Python objects become floats."""
-    changed = {}
+    numbers stored as Python objects become floats, except in grouping `factors`, whose ids keep their exact
+    labels (a float would merge Python ints beyond 2**53)."""
+    changed, factors = {}, set(factors)
     for name in used:
         col = frame[name]
-        if _holds_numbers(col):
+        if _holds_numbers(col) and name not in factors:
             changed[name] = col.astype(float)
         elif isinstance(col.dtype, pd.CategoricalDtype):
             if len(col.cat.categories) != col.nunique(dropna=True):

@@ -17,6 +17,7 @@ import pandas as pd
 from .data import (
     as_factor,
     as_frame,
+    check_group_ids,
     check_finite,
     check_types,
     drop_missing,
@@ -30,6 +31,7 @@ from .errors import MultilevelError, MultilevelWarning
 from .formula import Formula, RandomTerm, _plain, _to_python_power, cbind_parts, parse
 
 _MISSING_RE = re.compile(r"`([^`]+)` is not present")
+_OFFSET_RE = re.compile(r"name 'offset' is not defined")
 ALIAS_TOL = 1e-7
 
 
@@ -183,7 +185,41 @@ def build_design(formula: str | Formula, data, weights=None, offset=None, residu
     coding = learn_coding(formula, data, weights, offset)
     design = apply_coding(coding, data, weights, offset)
     check_counts(coding, design.nobs, residual)
+    if residual and design.se is None:  # Gaussian: the residual variance needs variation within groups
+        check_variation(design)
     return design
+
+
+def check_variation(design: Design) -> None:
+    """Refuse a response with no variation left for the residual (constant, or constant within every level of a
+    grouping factor); warn about a group slope whose covariate never varies within a group."""
+    y, name = design.y, design.formula.response.strip()
+    if np.all(y == y[0]):
+        raise MultilevelError(
+            f"the response '{name}' is constant (every one of its {y.size} values is {y[0]:g}): there is no variation "
+            "for a model to explain; check the column"
+        )
+    for block in design.blocks:
+        if "(Intercept)" in block.coef_names and _constant_within(y, block):
+            raise MultilevelError(
+                f"the response '{name}' is constant within every level of '{block.group}': all its variation is "
+                "between those groups, so the residual variance is 0 and the likelihood has no maximum. Model one "
+                "value per group (a regression of the group values), or check the response"
+            )
+        for j, coef in enumerate(block.coef_names):
+            if coef != "(Intercept)" and _constant_within(block.Z[:, j], block):
+                warnings.warn(
+                    f"'{coef}' does not vary within any level of '{block.group}': its slope by '{block.group}' cannot "
+                    f"be told apart from the intercept of {block.term}. A predictor measured once per group belongs "
+                    "in the fixed part only; drop it from the random term", MultilevelWarning, stacklevel=4,
+                )
+
+
+def _constant_within(values: np.ndarray, block: RandomBlock) -> bool:
+    """True if the values are exactly equal within every level of the block's grouping factor."""
+    first = np.empty(block.m)
+    first[block.codes[::-1]] = values[::-1]  # the last assignment wins: each level's first value
+    return bool(np.all(values == first[block.codes]))
 
 
 def learn_coding(formula: str | Formula, data, weights=None, offset=None, aliasing: bool = True) -> Coding:
@@ -191,10 +227,17 @@ def learn_coding(formula: str | Formula, data, weights=None, offset=None, aliasi
     group levels. `weights`/`offset` are column names or arrays, as for `build_design`. ``aliasing=False`` keeps
     every fixed column (rows that are not all the data: aliasing is then found from X'X, `aliased_in_gram`)."""
     f = formula if isinstance(formula, Formula) else parse(formula)
+    if weights is not None and f.weights is not None:
+        raise MultilevelError(
+            f"weights are given twice: in the formula (weights({f.weights})) and as weights=: give them once"
+        )
     frame = as_frame(data)
     frame, weights, offset = _attach_arrays(frame, weights, offset)
     used = used_columns(f, frame, weights, offset)
-    frame = prepare_categoricals(_clean(f, frame, used)[0], used)
+    frame = _clean(f, frame, used)[0]
+    for g in _group_factors(f):
+        check_group_ids(frame[g], g)
+    frame = prepare_categoricals(frame, used, _group_factors(f))
     columns = list(frame.columns)
     response, trials = _learn_response(f, frame)
     X, names, fixed_spec = _fixed_matrix(f.fixed, frame, columns)
@@ -338,7 +381,7 @@ def _learned_categories(coding: Coding, frame: pd.DataFrame, needed: list[str], 
     """Give categorical columns the learned categories (codes of rows then mean the learned levels, and contrasts
     line up); refuse levels the coding lacks, except new rows' grouping levels, which become missing."""
     f = coding.formula
-    frame = prepare_categoricals(frame, needed)
+    frame = prepare_categoricals(frame, needed, _group_factors(f))
     fixed = names_in(f.fixed, needed)
     model = set(fixed).union(*(names_in(t.term.expr, needed) for t in coding.terms))
     changed = {}
@@ -364,6 +407,11 @@ def _learned_categories(coding: Coding, frame: pd.DataFrame, needed: list[str], 
             )
         changed[name] = pd.Series(pd.Categorical.from_codes(_recode(cat.codes, index), dtype=dtype), index=frame.index)
     return frame.assign(**changed) if changed else frame
+
+
+def _group_factors(f: Formula) -> list[str]:
+    """The columns that name groups (each factor of every random term's grouping)."""
+    return list(dict.fromkeys(g for t in f.random for g in t.group_factors))
 
 
 def used_columns(f: Formula, frame: pd.DataFrame, weights, offset) -> list[str]:
@@ -504,6 +552,11 @@ def _evaluate(expr: str, frame: pd.DataFrame, columns: list[str], where: str, sp
         missing = _MISSING_RE.search(str(exc))
         if missing:
             raise unknown_column_error(missing.group(1), columns, where) from None
+        if _OFFSET_RE.search(str(exc)):
+            raise MultilevelError(
+                f"offset() inside a formula is not supported here ({where} '{expr}'): remove it and pass the column "
+                "as Model(..., offset='name') (or an array)"
+            ) from None
         raise MultilevelError(f"cannot evaluate {where} '{expr}': {text}") from None
 
 
@@ -559,17 +612,20 @@ def _split_interaction(name: str) -> list[str]:
 
 def _aliased(X: np.ndarray, names: list[str]) -> list[str]:
     """Columns in the span of earlier ones, which are dropped (lme4 drops them with a message); warn naming them."""
-    aliased = [n for n, b in zip(names, _aliased_columns(X)) if b]
-    warn_aliased(aliased, stacklevel=5)
+    bad = _aliased_columns(X)
+    aliased = [n for n, b in zip(names, bad) if b]
+    constant = [f"'{n}' is constant ({X[0, j]:g} in every row)" for j, n in enumerate(names) if bad[j] and np.all(X[:, j] == X[0, j])]
+    warn_aliased(aliased, stacklevel=5, constant=constant)
     return aliased
 
 
-def warn_aliased(aliased: list[str], stacklevel: int) -> None:
-    """Warn naming the aliased fixed-effect columns that are dropped (if any)."""
+def warn_aliased(aliased: list[str], stacklevel: int, constant: list[str] = ()) -> None:
+    """Warn naming the aliased fixed-effect columns that are dropped (if any), and which of them are constant."""
     if aliased:
         warnings.warn(
             f"the fixed-effect matrix is rank deficient: dropping {len(aliased)} aliased column(s) "
-            f"{aliased} (they are linear combinations of earlier columns; their effects are not identifiable)",
+            f"{aliased} (they are linear combinations of earlier columns; their effects are not identifiable)"
+            + (f": {'; '.join(constant)}, the intercept again" if constant else ""),
             MultilevelWarning,
             stacklevel=stacklevel,
         )

@@ -6,6 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .arguments import check_level
+from .partitioned import response_values
+
 RHAT_LIMIT = 1.01
 ESS_PER_CHAIN = 100  # bulk/tail ESS below 100 per chain is reported (as Stan's guidance)
 
@@ -14,6 +17,7 @@ def draw_summary(params: dict[str, np.ndarray], prob: float = 0.95) -> pd.DataFr
     """mean, sd, quantiles, bulk/tail ESS and R-hat for named draws (chains x draws each)."""
     from arviz_stats.base import array_stats
 
+    check_level(prob, "prob")
     names = list(params)
     arr = np.stack([params[n] for n in names], axis=-1)  # chains x draws x P
     lo, hi = (1 - prob) / 2, (1 + prob) / 2
@@ -37,9 +41,25 @@ def draw_summary(params: dict[str, np.ndarray], prob: float = 0.95) -> pd.DataFr
     )
 
 
+EXACT_FIT = 1e-4  # a residual SD this small a fraction of the response's SD: the data carry no noise
+
+
+def exact_fit_message(sigma: float | None, design) -> list[str]:
+    """A warning when the model reproduces the response exactly (noise-free data: the variances mean nothing)."""
+    spread = float(np.std(response_values(design)))
+    if sigma is None or design.se is not None or not sigma < EXACT_FIT * spread:
+        return []
+    return [
+        f"the model reproduces the response almost exactly (residual SD {sigma:.2g}, {sigma / spread:.1g} of the "
+        "response's SD): the data look noise-free, e.g. y computed from the predictors and the groups, so the residual "
+        "variance is about 0 and the variance estimates are meaningless. Check the response column"
+    ]
+
+
 def sampler_warnings(post) -> list[str]:
-    """Plain-words warnings for divergent transitions, chains that disagree and too few effective draws."""
-    out = []
+    """Plain-words warnings for divergent transitions, chains that disagree, too few effective draws, and
+    noise-free data."""
+    out = exact_fit_message(None if post.sigma is None else float(np.median(post.sigma)), post.design)
     n_div = int(np.sum(post.stats.get("diverging", 0)))
     if n_div:
         out.append(

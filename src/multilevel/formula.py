@@ -282,11 +282,19 @@ def _terms(expr: str) -> list:
         raise FormulaError(f"cannot read the expression '{expr}': {_plain(exc)}") from None
 
 
+_DOT = re.compile(r"(?<![\w.'\"])\.(?![\w.'\"])")
+
+
 def _check_expression(expr: str, text: str, pos: int) -> str:
     """Validate an expression with formulaic's parser and return it stripped."""
     expr = expr.strip()
     if not expr:
         raise FormulaError(f"an expression is missing:\n{point_at(text, pos)}")
+    if _DOT.search(expr):
+        raise FormulaError(
+            "'.' (R's 'every other column') is not supported: name the predictors, e.g. 'y ~ x1 + x2 + (1 | g)'"
+            f"\n{point_at(text, _DOT.search(text, pos).start())}"
+        )
     try:
         formulaic.Formula(_to_python_power(expr))
     except Exception as exc:

@@ -54,7 +54,11 @@ class GaussianBlock:
         theta = np.concatenate([t[ix] for t, ix in zip(T, self.tri)])
         f = e.factor(theta, prior, sigma)
         if f is None:
-            raise MultilevelError("the Gibbs sampler met a system that is not positive definite; check the design for collinear columns")
+            raise MultilevelError(
+                f"the Gibbs sampler met a system that is not positive definite at a residual SD of {sigma:.2g}: check "
+                "the design for collinear columns, and if that SD is about 0, whether the data are noise-free (the model "
+                "reproduces the response exactly, e.g. y computed from the predictors and the groups)"
+            )
         nt = q2 + p
         k0, m0 = e.ks[0], e.ms[0]
         z0 = rng.standard_normal((m0, k0))

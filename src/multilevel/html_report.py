@@ -22,8 +22,8 @@ import pandas as pd
 
 from . import plots
 from .errors import MultilevelError
-from .saving import check_writable
-from .study_result import StudyResult
+from .kinds import Study, require_result
+from .saving import check_writable, write_atomically
 
 CSS = """
 *{box-sizing:border-box}
@@ -57,13 +57,13 @@ def report(results, path, title: str | None = None, force: bool = False, figures
     check_writable(path, force)
     items = _labelled(results)
     page = render(items, title or "Multilevel model report", figures or {})
-    path.write_text(page, encoding="utf-8")
+    write_atomically(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path
 
 
 def render(items: dict, title: str, figures: dict) -> str:
     """The report page as one HTML string (studies get their own section, after the fits')."""
-    studies = {n: r for n, r in items.items() if isinstance(r, StudyResult)}
+    studies = {n: r for n, r in items.items() if isinstance(r, Study)}
     items = {n: r for n, r in items.items() if n not in studies}
     body = [f"<h1>{_e(title)}</h1>"]
     if items:
@@ -80,19 +80,22 @@ def render(items: dict, title: str, figures: dict) -> str:
 
 
 def _labelled(results) -> dict:
+    """Results as label -> result (labels made unique); anything but results is refused first."""
     if isinstance(results, dict):
-        items = dict(results)
+        named = list(results.items())
     else:
-        values = results if isinstance(results, (list, tuple)) else [results]
-        items = {}
-        for r in values:
-            base = "study" if isinstance(r, StudyResult) else plots.label(r)
-            name, i = base, 2
-            while name in items:
-                name, i = f"{base} #{i}", i + 1
-            items[name] = r
-    if not items:
+        named = [(None, r) for r in (results if isinstance(results, (list, tuple)) else [results])]
+    if not named:
         raise MultilevelError("report needs at least one result (a fit or a posterior)")
+    for i, (name, r) in enumerate(named):
+        require_result(r, f"report's results[{i if name is None else repr(name)}]")
+    items = {}
+    for name, r in named:
+        base, i = name if name is not None else "study" if isinstance(r, Study) else plots.label(r), 2
+        name = base
+        while name in items:
+            name, i = f"{base} #{i}", i + 1
+        items[name] = r
     return items
 
 
@@ -196,7 +199,7 @@ def _plots_section(items: dict, extra: dict) -> str:
     return "<h2>Plots</h2>" + "".join(_figure(caption, fig) for caption, fig in figs)
 
 
-def _study_section(name: str, study: StudyResult) -> str:
+def _study_section(name: str, study) -> str:
     """A repeated-sampling study: its settings, the scores table and the coverage and error plots."""
     s = study.settings
     out = [f"<h2>Repeated-sampling study: {_e(name)}</h2>",

@@ -3,6 +3,8 @@ Frequentist)` instead of sniffing attributes, and never import a concrete result
 
 from __future__ import annotations
 
+from .errors import MultilevelError
+
 
 class Frequentist:
     """A maximum-likelihood (ML/REML, penalised) fit: point estimates, `beta`, `covariances`, `sigma`."""
@@ -14,3 +16,15 @@ class Bayesian:
 
 def is_bayesian(result) -> bool:
     return isinstance(result, Bayesian)
+
+
+class Study:
+    """A repeated-sampling study: per method and parameter, scores against a known truth."""
+
+
+def require_result(value, argument: str) -> None:
+    """Refuse anything but a fit, a posterior or a study where one is expected, naming the argument."""
+    if not isinstance(value, (Frequentist, Bayesian, Study)):
+        raise MultilevelError(
+            f"{argument} must be a result of model.fit() or model.sample() (or mlv.load), not {type(value).__name__}"
+        )

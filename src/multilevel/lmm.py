@@ -17,10 +17,11 @@ import numpy as np
 
 from .components import boundary_parameters
 from .crossprod import CrossProducts
+from .diagnostics import exact_fit_message
 from .engine import Engine
 from .errors import MultilevelError, emit
 from .lmm_fit import LmmFit
-from .optimize import OptimumInfo, bobyqa, finite_difference_checks, lbfgsb
+from .optimize import OptimumInfo, bobyqa, boundary_polish, finite_difference_checks, lbfgsb
 from .partitioned import PartitionedDesign
 
 BLME_EXTRA_DF = 2.5  # blme's default Wishart df = q + 2.5
@@ -114,7 +115,7 @@ def fit_lmm(model, method: str = "REML", prior: str | None = None, warn: bool = 
         info = lbfgsb(partial(_value_and_gradient, engine, reml, prior), objective, start, lower)
     else:
         info = bobyqa(objective, engine.theta_start(), lower)
-    info = finite_difference_checks(objective, info, lower)
+    info = finite_difference_checks(objective, boundary_polish(objective, info, lower), lower)
     return fit_at(model, method, prior, info, warn)
 
 
@@ -129,7 +130,7 @@ def fit_at(model, method: str, prior: str | None, info: OptimumInfo, warn: bool 
     beta, b = engine.solve(factor)
     objective = engine.criterion(factor, reml)
     penalized = objective + (blme_penalty(engine, info.x) if prior else 0.0)
-    messages = list(info.warnings)
+    messages = exact_fit_message(sigma, model.design) + list(info.warnings)
     if boundary_parameters(model.design.blocks, factor.T):
         messages.append(singular_message(model.design.blocks, factor.T))
     if warn:

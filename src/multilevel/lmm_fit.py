@@ -16,6 +16,7 @@ from scipy import stats
 
 from . import predict as _predict
 from . import saving
+from .arguments import check_level
 from .bootstrap import bootstrap
 from .components import SINGULAR_TOL, variance_table
 from .engine import Engine, Factor
@@ -186,13 +187,14 @@ class LmmFit(Frequentist):
 
     def confint(self, method: str = "Wald", level: float = 0.95) -> pd.DataFrame:
         """Intervals: ``"Wald"`` for fixed effects, ``"profile"`` for every parameter (as lme4's confint)."""
-        if method.lower() == "wald":
+        check_level(level)
+        if str(method).lower() == "wald":
             z = stats.norm.ppf(0.5 + level / 2)
             fe = self.fixed_effects
             se = fe["std_error"]
             est = fe["estimate"]
             return pd.DataFrame({"estimate": est, "lower": est - z * se, "upper": est + z * se})
-        if method.lower() == "profile":
+        if str(method).lower() == "profile":
             return profile_intervals(self, level)
         raise MultilevelError(f"confint method must be 'Wald' or 'profile', not {method!r}")
 

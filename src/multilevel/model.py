@@ -15,6 +15,7 @@ import numpy as np
 
 from .bayes import sample
 from .crossprod import CrossProducts, cross_products, with_response
+from .dense_memory import check_dense_size
 from .design import Design, build_design
 from .engine import Engine
 from .errors import MultilevelError
@@ -108,6 +109,7 @@ class Model:
             raise MultilevelError(
                 "the formula has no random term such as '(1 | group)': this is a linear model, not a mixed one"
             )
+        check_dense_size(self.design)
         return Engine(self.cross_products, [b.k for b in self.design.blocks], [b.m for b in self.design.blocks])
 
     def fit(self, method: str | None = None, prior: str | None = None, warn: bool = True, *, nAGQ: int | None = None,

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import chains
 from .collapsed import conditional_draw, log_density
+from .saving import write_atomically
 
 _READY = False
 # One chain's program is small: XLA's intra-op thread pool only adds overhead, and multi-threaded Eigen has
@@ -55,10 +56,14 @@ def setup_jax() -> None:
     _READY = True
 
 
-def segments(total: int, target: int = 20) -> int:
-    """How many equal segments a chain of `total` steps runs in (progress is reported after each)."""
-    divisors = [n for n in range(1, min(total, 200) + 1) if total % n == 0]
-    return min(divisors, key=lambda n: (abs(n - target), n))
+SEGMENTS = 50  # a chain runs in at least this many compiled calls: Ctrl-C and progress are seen between two
+MAX_SEGMENT = 200  # and in calls of at most this many steps, so a long chain is cut as finely (~0.1 ms a call)
+
+
+def segment_length(total: int, target: int = SEGMENTS) -> int:
+    """Steps per compiled call for a chain of `total` steps; the last call may run past the end (those steps
+    change nothing and are dropped), so a prime length is cut as finely as any other."""
+    return min(-(-total // min(total, target)), MAX_SEGMENT)
 
 
 def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
@@ -79,7 +84,8 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
     from blackjax.adaptation.window_adaptation import build_schedule
 
     total = warmup + draws
-    schedule = np.zeros((total, 2), dtype=np.int32)
+    padded = -(-total // length) * length  # whole segments, past the end of the chain
+    schedule = np.zeros((padded, 2), dtype=np.int32)
     schedule[:warmup] = np.asarray(build_schedule(warmup), dtype=np.int32)
     kernel = blackjax.mcmc.nuts.build_kernel()
     da_init, da_update, da_final = dual_averaging_adaptation(0.8)
@@ -105,11 +111,16 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
         eager JAX calls, each a compilation of its own, in the driver)."""
         return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), chain))
 
+    def step_keys(seed, chain):
+        """One key per step of the chain (as many as it has, whatever the segments), repeated past its end."""
+        per_step = jax.random.split(keys(seed, chain)[0], total)
+        return jnp.concatenate([per_step, jnp.repeat(per_step[-1:], padded - total, axis=0)])
+
     def segment(data, leaves, seed, chain, start):
         """(data, carry's leaves, seed, chain, first step) -> (carry's leaves, per-step draws and statistics)."""
         logdensity = partial(density, layout, data)
         carry = jax.tree_util.tree_unflatten(carry_tree, leaves)  # flat at the boundary: exports serialise leaves
-        steps = jax.lax.dynamic_slice_in_dim(jax.random.split(keys(seed, chain)[0], total), start, length)
+        steps = jax.lax.dynamic_slice_in_dim(step_keys(seed, chain), start, length)
         slow, window_end = jax.lax.dynamic_slice_in_dim(jnp.asarray(schedule), start, length).T
 
         def one(carry, xs):
@@ -125,8 +136,9 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
             da2 = pick(window_end == 1, da_init(da_final(da2)), da2)
             step2 = jnp.where(i == warmup - 1, da_final(da2), jnp.exp(da2.log_step_size))
             adapting = i < warmup
-            carry = (st, pick(adapting, da2, da), pick(adapting, mm2, mm), jnp.where(adapting, step2, step),
-                     jnp.where(adapting, imm2, imm))
+            new = (st, pick(adapting, da2, da), pick(adapting, mm2, mm), jnp.where(adapting, step2, step),
+                   jnp.where(adapting, imm2, imm))
+            carry = pick(i < total, new, carry)  # steps past the chain's end change nothing
             return carry, (st.position, st.logdensity, info.is_divergent, info.num_integration_steps,
                            info.acceptance_rate, info.energy, info.num_trajectory_expansions, step)
 
@@ -150,7 +162,7 @@ def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
     on-disk exports (nothing traced), or traced and exported now."""
     import jax
 
-    length = (warmup + draws) // segments(warmup + draws)
+    length = segment_length(warmup + draws)
     token = repr((layout, warmup, draws, length, sorted((k, v.shape, str(v.dtype)) for k, v in data.items()), init.shape,
                   jax.__version__, _versions()))
     name = hashlib.sha256(token.encode()).hexdigest()[:32]
@@ -195,9 +207,7 @@ def _load_or_export(name: str, build):
     try:
         blob = exported.serialize()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(blob)
-        tmp.replace(path)
+        write_atomically(path, lambda tmp: tmp.write_bytes(blob))
     except (OSError, ImportError):  # no writable cache (or no serialiser): this session keeps it in memory
         pass
     return exported
@@ -238,14 +248,14 @@ def run_chain(layout, data: dict, seed: int, chain: int, init: np.ndarray, warmu
 
     begin, segment, conditional, length = _programs(layout, warmup, draws, data, init)
     carry = begin(data, init)
-    parts = []
-    for start in range(0, warmup + draws, length):
+    parts, total = [], warmup + draws
+    for start in range(0, total, length):
         carry, out = segment(data, carry, np.int64(seed), np.int32(chain), np.int32(start))
         parts.append(out)
+        jax.block_until_ready(carry)  # one segment at a time, so Ctrl-C is seen between two (docs/reliability.md)
         if report is not None:
-            jax.block_until_ready(carry)
-            report(chain, start + length)
-    out = [np.concatenate([np.asarray(p[i]) for p in parts])[warmup:] for i in range(len(parts[0]))]
+            report(chain, min(start + length, total))
+    out = [np.concatenate([np.asarray(p[i]) for p in parts])[warmup:total] for i in range(len(parts[0]))]
     cond = tuple(np.asarray(c) for c in conditional(data, out[0], np.int64(seed), np.int32(chain)))
     stats = {
         "lp": out[1], "diverging": out[2].astype(bool), "n_steps": out[3], "acceptance_rate": out[4],

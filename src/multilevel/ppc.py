@@ -111,8 +111,6 @@ def ppc(result, stats=None, n: int = 1000, seed=None) -> PredictiveCheck:
     design = result.design
     functions = _statistics(stats, design)
     if isinstance(result, Frequentist):
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise MultilevelError(f"n must be an integer >= 1, got {n!r}")
         yrep, kind = result.simulate(n, seed), "parametric bootstrap"
     else:
         yrep = result.posterior_predictive(seed).reshape(-1, design.nobs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arguments import check_count, check_seed
 from .design import Design, apply_coding
 
 
@@ -36,7 +37,8 @@ def simulate(design: Design, family, beta, covariances, sigma: float | None, n: 
     """n response vectors from the model: new group effects, then the responses given them, fixed effects as
     given. With `sigma` Gaussian residuals; without (binomial, Poisson, negative binomial) draws from the family
     at the means, binomial responses with trials as success counts."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
+    n = check_count(n, "n")
     eta = linear_predictor(design, beta, None)
     resid_sd = None if sigma is None else residual_sd(design, sigma)
     out = np.empty((n, design.nobs))

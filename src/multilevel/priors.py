@@ -12,6 +12,7 @@ Classes (as brms): ``b`` (coefficients; ``b_<name>`` for one), ``Intercept`` (of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -245,6 +246,10 @@ def default_priors(model) -> PriorSet:
 
 def resolve_priors(model, overrides: dict | None) -> PriorSet:
     """Defaults with the user's overrides applied; unknown keys and impossible priors are refused."""
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise MultilevelError(
+            f"prior must be a dict of parameter -> prior, e.g. {{'b': mlv.prior.normal(0, 10)}}, not {overrides!r}"
+        )
     ps = default_priors(model)
     if not overrides:
         return ps

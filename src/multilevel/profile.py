@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from .arguments import check_level
 from .engine import tri_index
 from .errors import MultilevelError
 from .names import variance_names
@@ -40,8 +41,7 @@ def profile_intervals(fit, level: float = 0.95) -> pd.DataFrame:
             "profile intervals are defined for the plain likelihood, not the penalised zero-avoiding fit: "
             "use confint(method='profile') on model.fit() or model.fit(method='ML')"
         )
-    if not 0 < level < 1:
-        raise MultilevelError(f"level must be between 0 and 1, not {level!r}")
+    check_level(level)
     ml = ml_refit(fit)
     z = stats.norm.ppf(0.5 + level / 2)
     prof = VarianceProfile(ml)

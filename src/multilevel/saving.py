@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .errors import MultilevelError
-from .kinds import Bayesian
+from .kinds import Bayesian, Study, require_result
 
 FORMAT = "multilevel"
 VERSION = 2  # fits: 2 carries theta, the optimiser's report and the data (version 1 files still load)
@@ -29,6 +31,9 @@ POSTERIOR_SUFFIXES = (".nc",)
 def save(result, path, force: bool = False) -> None:
     """Write a fit to ``.json`` or a posterior to ``.nc``; an existing file is kept unless ``force=True``.
     The file is written beside the target and renamed into place, so a failure never leaves half a file."""
+    require_result(result, "save's result")
+    if isinstance(result, Study):
+        return result.save(path, force=force)
     path = Path(path)
     bayesian = isinstance(result, Bayesian)
     suffixes = POSTERIOR_SUFFIXES if bayesian else FIT_SUFFIXES
@@ -37,9 +42,9 @@ def save(result, path, force: bool = False) -> None:
         raise MultilevelError(f"{kind} is saved as {' or '.join(suffixes)}, not '{path.suffix or path.name}': rename the file")
     check_writable(path, force)
     if bayesian:
-        _write_atomic(path, lambda partial: _posterior_tree(result).to_netcdf(partial, engine="h5netcdf"))
+        write_atomically(path, lambda tmp: _posterior_tree(result).to_netcdf(tmp, engine="h5netcdf"))
     else:
-        _write_atomic(path, lambda partial: partial.write_text(json.dumps(fit_record(result), indent=1, allow_nan=False)))
+        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(fit_record(result), indent=1, allow_nan=False)))
 
 
 def save_record(record: dict, path, force: bool = False) -> None:
@@ -48,12 +53,16 @@ def save_record(record: dict, path, force: bool = False) -> None:
     if path.suffix.lower() not in FIT_SUFFIXES:
         raise MultilevelError(f"this result is saved as .json, not '{path.suffix or path.name}': rename the file")
     check_writable(path, force)
-    _write_atomic(path, lambda partial: partial.write_text(json.dumps(record, indent=1, allow_nan=False)))
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1, allow_nan=False)))
 
 
-def _write_atomic(path: Path, write) -> None:
-    """write(partial) beside the target, then rename into place: a failure never leaves half a file."""
-    partial = path.with_name(f".{path.name}.partial")
+def write_atomically(path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` to a hidden file of its own beside `path`, renamed over it only when complete (removed on any
+    error, Ctrl-C included), so `path` is either the old file or the whole new one."""
+    path = Path(path)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)  # unique: writers may race
+    os.close(handle)
+    partial = Path(name)
     try:
         write(partial)
         os.replace(partial, path)

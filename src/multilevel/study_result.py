@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import MultilevelError
+from .kinds import Study
 from .saving import FORMAT, plain, save_record
 
 STUDY_VERSION = 1
@@ -29,7 +30,7 @@ TABLE_COLUMNS = ["method", "kind", "parameter", "truth", "mean", "bias", "bias_m
 
 
 @dataclass
-class StudyResult:
+class StudyResult(Study):
     """Estimates of every method on every replicate, the runs' costs and failures, and the settings."""
 
     estimates: pd.DataFrame  # ESTIMATE_COLUMNS

@@ -25,7 +25,8 @@ from .study import study
 
 
 def study_data(formula: str, groups: int, size, seed: int = 0) -> pd.DataFrame:
-    """Rows for `formula` on `groups` groups of `size` rows (int, or one int per group); covariates N(0, 1)."""
+    """Rows for `formula` on `groups` groups of `size` rows (int, or one int per group); covariates N(0, 1). The
+    response column holds N(0, 1) placeholders (a model needs a varying response); a study replaces it."""
     f = parse(formula)
     if len(f.groups) != 1 or ":" in f.groups[0]:
         raise MultilevelError(f"study_data generates one grouping factor; the formula has {list(f.groups) or 'none'}")
@@ -40,6 +41,7 @@ def study_data(formula: str, groups: int, size, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     for name in sorted(_covariates(f) - {group, f.response}):
         frame[name] = rng.standard_normal(len(frame))
+    frame[f.response] = rng.standard_normal(len(frame))
     return frame
 
 

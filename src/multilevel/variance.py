@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .bootstrap import bootstrap as run_bootstrap
+from .arguments import check_level
 from .components import covariance
 from .errors import MultilevelError
 from .kinds import Frequentist
@@ -87,6 +88,7 @@ def _r2_values(parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _table(result, values_of, name: str, level: float, bootstrap: int, seed) -> pd.DataFrame:
     """One row per quantity: the estimate, plus intervals (posterior quantiles or bootstrap percentiles)."""
+    check_level(level)
     values = values_of(_draws(result))
     index = pd.Index(list(values), name=name)
     flat = np.column_stack([np.asarray(v, dtype=float).ravel() for v in values.values()])

@@ -1,0 +1,92 @@
+"""Files and faults: a full disk or Ctrl-C while writing a report or a result leaves nothing behind (the old
+file, if any, stays whole), and anything but a result is refused before writing."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hostile_support import refused, sleep_fit  # noqa: F401 (fixtures)
+
+import multilevel as mlv
+from multilevel.cli import main
+
+REAL_WRITE_TEXT = Path.write_text
+
+
+def half_then(error):
+    """A Path.write_text that writes half the text, then fails as a full disk (or an interrupt) would."""
+
+    def write_text(self, data, *args, **kwargs):
+        REAL_WRITE_TEXT(self, data[: len(data) // 2], *args, **kwargs)
+        raise error
+
+    return write_text
+
+
+FAULTS = [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()]
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=["disk-full", "ctrl-c"])
+def test_report_interrupted_leaves_no_file(sleep_fit, tmp_path, monkeypatch, fault):
+    monkeypatch.setattr(Path, "write_text", half_then(fault))
+    with pytest.raises(type(fault)):
+        mlv.report(sleep_fit, tmp_path / "r.html")
+    assert _leftovers(tmp_path) == []
+    monkeypatch.undo()
+    mlv.report(sleep_fit, tmp_path / "r.html")  # the rerun is not refused: nothing half-written is in the way
+    assert (tmp_path / "r.html").read_text().endswith("</html>")
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=["disk-full", "ctrl-c"])
+def test_save_interrupted_keeps_the_old_file(sleep_fit, tmp_path, monkeypatch, fault):
+    target = tmp_path / "fit.json"
+    mlv.save(sleep_fit, target)
+    before = target.read_bytes()
+    monkeypatch.setattr(Path, "write_text", half_then(fault))
+    with pytest.raises(type(fault)):
+        mlv.save(sleep_fit, target, force=True)
+    assert target.read_bytes() == before and _leftovers(tmp_path) == ["fit.json"]
+
+
+def test_overwritten_report_is_whole_or_old(sleep_fit, tmp_path, monkeypatch):
+    target = tmp_path / "r.html"
+    mlv.report(sleep_fit, target)
+    before = target.read_text()
+    monkeypatch.setattr(Path, "write_text", half_then(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(OSError):
+        mlv.report(sleep_fit, target, force=True)
+    assert target.read_text() == before and _leftovers(tmp_path) == ["r.html"]
+
+
+def test_cli_report_on_a_full_disk_is_one_line_and_no_file(sleep_fit, tmp_path, monkeypatch):
+    mlv.save(sleep_fit, tmp_path / "fit.json")
+    monkeypatch.setattr(Path, "write_text", half_then(OSError(errno.ENOSPC, "No space left on device")))
+    out = CliRunner().invoke(main, ["report", str(tmp_path / "fit.json"), "-o", str(tmp_path / "r.html")])
+    assert out.exit_code == 2 and "No space left on device" in out.stderr
+    assert _leftovers(tmp_path) == ["fit.json"]
+
+
+NOT_RESULTS = ["not a result", 3.5, None, {"a": "b"}, [1, 2], mlv.Model]
+
+
+@pytest.mark.parametrize("value", NOT_RESULTS, ids=["str", "float", "none", "dict-of-str", "list-of-int", "class"])
+def test_report_refuses_what_is_not_a_result(value, tmp_path):
+    refused(lambda: mlv.report(value, tmp_path / "r.html"), "results", "model.fit()")
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("value", ["not a result", 3.5, None, mlv.datasets.load("sleepstudy")], ids=["str", "float", "none", "frame"])
+def test_save_refuses_what_is_not_a_result(value, tmp_path):
+    refused(lambda: mlv.save(value, tmp_path / "r.json"), "result", "model.fit()")
+    assert _leftovers(tmp_path) == []
+
+
+def test_report_names_the_bad_entry_of_a_dict(sleep_fit, tmp_path):
+    refused(lambda: mlv.report({"good": sleep_fit, "bad": "text"}, tmp_path / "r.html"), "'bad'", "str")
