@@ -111,3 +111,11 @@ def test_methods_study_bootstrap_and_ppc_show_their_tables(boundary_fit):
     page = result._repr_html_()
     assert head in page
     holds(page, table)
+
+
+def test_docstring_example():
+    import doctest
+
+    from multilevel import html_tables
+
+    assert doctest.testmod(html_tables).failed == 0
