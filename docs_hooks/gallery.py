@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import base64
 import contextlib
+import html
 import io
 import time
 import warnings
@@ -76,10 +77,11 @@ def render(script: Path) -> tuple[str, str, float]:
         printed, caught, value = run_cell(source, offset, namespace, script)
         if printed:
             parts.append(f"```text\n{printed.rstrip()}\n```")
+        shown = "" if value is None else display(value)
         messages = dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, MultilevelWarning))
-        parts += [f'!!! warning "Warning"\n    {message}' for message in messages]
-        if value is not None:
-            parts.append(display(value))
+        parts += [f'!!! warning "Warning"\n    {m}' for m in messages if html.escape(m) not in shown]  # not twice
+        if shown:
+            parts.append(shown)
     seconds = time.perf_counter() - start
     source = f"*Source: `examples/{script.name}`; ran in {seconds:.1f} s when this page was built.*"
     return title, "\n\n".join([*parts, source]) + "\n", seconds

@@ -7,7 +7,7 @@ import pytest
 
 import multilevel as mlv
 from multilevel import nuts
-from multilevel.bayes import centred_design
+from multilevel.centring import centred_design
 from multilevel.collapsed import jax_data, log_density, make_layout
 from multilevel.crossprod import cross_products
 from multilevel.engine import Engine
