@@ -145,3 +145,13 @@ def test_what_a_glmm_does_not_do_is_refused(cbpp):
         mlv.Model("Reaction ~ Days + (1 | Subject)", sleep, family=mlv.families.Gaussian(link="log"))
     with pytest.raises(MultilevelError, match="nAGQ"):
         mlv.Model("Reaction ~ Days + (1 | Subject)", sleep).fit(nAGQ=5)
+
+
+def test_notebook_block_shows_the_summary_numbers():
+    """A GLMM fit's _repr_html_ holds its fixed effects and variance components to the summary's precision."""
+    fit = mlv.Model("cbind(incidence, size - incidence) ~ period + (1 | herd)", mlv.datasets.load("cbpp"),
+                    family="binomial").fit()
+    html = fit._repr_html_()
+    assert "binomial" in html and "Fixed effects" in html
+    for value in list(fit.fixed_effects["estimate"]) + [fit.variance_components["sd"].iloc[0]]:
+        assert f"{value:.4g}"[:5] in html

@@ -25,6 +25,7 @@ import pandas as pd
 from .arguments import check_count, check_level, check_seed
 from .chains import run
 from .errors import MultilevelError, MultilevelWarning
+from .html_tables import result_html
 from .kinds import Frequentist
 from .names import fixed_name, variance_names
 
@@ -70,13 +71,20 @@ class BootstrapResult:
             raise MultilevelError(f"kind must be 'percentile' or 'basic', not {kind!r}")
         return pd.DataFrame({"estimate": est, "lower": lower, "upper": upper}, index=self.estimate.index)
 
-    def __repr__(self) -> str:
+    def _heading(self) -> str:
         head = f"Parametric bootstrap: {len(self.replicates)} refits (seed {self.seed})"
         if self.n_failed:
             head += f", {self.n_failed} failed"
         if self.n_singular:
             head += f", {self.n_singular} on the boundary (singular)"
-        return head + "\n" + self.interval().to_string()
+        return head
+
+    def __repr__(self) -> str:
+        return self._heading() + "\n" + self.interval().to_string()
+
+    def _repr_html_(self) -> str:
+        failed = [f"{self.n_failed} refits failed and were left out"] if self.n_failed else []
+        return result_html(self._heading(), [], [("95 % percentile intervals", self.interval())], failed)
 
 
 def bootstrap(fit, n: int = 1000, seed: int | None = None, cores: int = 1, statistic=None) -> BootstrapResult:

@@ -20,7 +20,7 @@ from .families import Family
 from .kinds import Frequentist
 from .optimize import OptimumInfo
 from .pirls import Mode
-from .summary import glmm_summary
+from .summary import glmm_html, glmm_summary
 from .tables import callable_table
 
 APPROXIMATIONS = {0: "Laplace, fixed effects inside PIRLS (nAGQ = 0)", 1: "Laplace"}
@@ -187,3 +187,6 @@ class GlmmFit(Frequentist):
 
     def __repr__(self) -> str:
         return self.summary()
+
+    def _repr_html_(self) -> str:
+        return glmm_html(self)

@@ -12,7 +12,6 @@ True
 from __future__ import annotations
 
 import base64
-import html
 import io
 import re
 from pathlib import Path
@@ -22,6 +21,8 @@ import pandas as pd
 
 from . import plots
 from .errors import MultilevelError
+from .html_tables import escape as _e
+from .html_tables import table as _table
 from .kinds import Study, require_result
 from .saving import check_writable, write_atomically
 
@@ -229,33 +230,6 @@ def _figure(caption: str, fig) -> str:
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{data}"><figcaption>{_e(caption)}</figcaption></figure>'
-
-
-def _table(frame: pd.DataFrame, table_id: str, index: bool = True) -> str:
-    """An HTML table; each numeric cell keeps its full value in data-value, shown to 4 significant digits."""
-    columns = ([frame.index.name or ""] if index else []) + [str(c) for c in frame.columns]
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    rows = []
-    for key, row in zip(frame.index, frame.itertuples(index=False)):
-        cells = ([_cell(key)] if index else []) + [_cell(v) for v in row]
-        rows.append(f'<tr data-key="{_e(str(key))}">{"".join(cells)}</tr>')
-    return f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
-
-
-def _cell(value) -> str:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return f"<td>{_e(str(value))}</td>"
-    if isinstance(value, (int, np.integer)):
-        return f'<td data-value="{int(value)}">{int(value)}</td>'
-    value = float(value)
-    if np.isnan(value):
-        return "<td></td>"
-    text = "inf" if np.isinf(value) else f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e5 else f"{value:.4f}"
-    return f'<td data-value="{value!r}">{text}</td>'
-
-
-def _e(text: str) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def _slug(text: str) -> str:

@@ -28,7 +28,7 @@ from .pooling import pooling
 from .ppc import ppc
 from .profile import profile_intervals
 from .satterthwaite import satterthwaite_df
-from .summary import lmm_summary
+from .summary import lmm_html, lmm_summary
 from .tables import callable_table
 from .variance import icc, r2, variance_decomposition
 
@@ -236,3 +236,6 @@ class LmmFit(Frequentist):
 
     def __repr__(self) -> str:
         return self.summary()
+
+    def _repr_html_(self) -> str:
+        return lmm_html(self)

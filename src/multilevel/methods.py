@@ -30,6 +30,7 @@ from scipy import stats
 
 from .crossprod import response
 from .errors import MultilevelError
+from .html_tables import result_html
 from .bootstrap import parameters
 from .components import SINGULAR_TOL
 from .names import fixed_name, group_effect_name, sd_name, variance_names
@@ -63,6 +64,11 @@ class MethodsComparison:
         return (
             f"{self.wide().round(4).to_string()}\n\n{self.runs.round(3).to_string()}\n\n{self.account()}"
         )
+
+    def _repr_html_(self) -> str:
+        notes = [line.removeprefix("- ") for line in self.account().splitlines()]
+        tables = [("Estimates by method", self.wide()), ("Runs", self.runs)]
+        return result_html("Methods compared", [], tables, notes=notes)
 
 
 def methods(model, include=None, bayes: dict | None = None, seed: int = 0) -> MethodsComparison:

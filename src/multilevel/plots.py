@@ -4,12 +4,13 @@ Plots never refit or re-estimate: they draw the tables and draws of the result o
 `multilevel.io.load`) and, where a picture needs numbers from another step (no-pooling estimates,
 predictive draws, Pareto k), take them as arguments.
 
->>> import multilevel as mlv
->>> from multilevel import plots
->>> fit = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff")).fit()
->>> fig = plots.caterpillar(fit)
->>> len(fig.axes[0].collections[0].get_segments())  # one interval per batch
-6
+Examples:
+    >>> import multilevel as mlv
+    >>> from multilevel import plots
+    >>> fit = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff")).fit()
+    >>> fig = plots.caterpillar(fit)
+    >>> len(fig.axes[0].collections[0].get_segments())  # one interval per batch
+    6
 """
 
 from __future__ import annotations

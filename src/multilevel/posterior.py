@@ -13,6 +13,7 @@ from .components import covariance, variance_table
 from .diagnostics import draw_summary
 from .design import apply_coding
 from .engine import tri_index
+from .html_tables import result_html
 from .information import loo, pointwise_log_likelihood, posterior_dic, waic
 from .kinds import Bayesian
 from .names import brms_coef, fixed_name, group_effect_name, variance_names
@@ -208,11 +209,15 @@ class Posterior(Bayesian):
         """Write the draws and the model's data to netCDF (never overwrites unless force=True); `mlv.load` reopens it."""
         return saving.save(self, path, force=force)
 
+    def _heading(self) -> list[str]:
+        return [f"Bayesian fit ({self.sampler}, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, "
+                f"{self.seconds:.1f} s)", f"Formula: {self.design.formula}"]
+
     def __repr__(self) -> str:
-        head = (
-            f"Bayesian fit ({self.sampler}, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, "
-            f"{self.seconds:.1f} s)\nFormula: {self.design.formula}\n"
-        )
         body = self.summary().round(4).to_string()
         notes = "".join(f"\n * {w}" for w in self.warnings)
-        return head + body + ("\nWarnings:" + notes if notes else "")
+        return "\n".join(self._heading()) + "\n" + body + ("\nWarnings:" + notes if notes else "")
+
+    def _repr_html_(self) -> str:
+        title, formula = self._heading()
+        return result_html(title, [formula], [("", self.summary())], self.warnings)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import MultilevelError
+from .html_tables import result_html
 from .kinds import Frequentist
 
 DEFAULT_STATS = ("mean", "sd", "min", "max", "between_sd")
@@ -99,8 +100,14 @@ class PredictiveCheck:
             }
         ).rename_axis("statistic")
 
+    def _heading(self) -> str:
+        return f"{self.kind.capitalize()} check, {len(self.replicated)} replicates"
+
     def __repr__(self) -> str:
-        return f"{self.kind.capitalize()} check, {len(self.replicated)} replicates\n{self.table.to_string()}"
+        return f"{self._heading()}\n{self.table.to_string()}"
+
+    def _repr_html_(self) -> str:
+        return result_html(self._heading(), ["p_value: share of replicates at or above the observed value"], [("", self.table)])
 
 
 def ppc(result, stats=None, n: int = 1000, seed=None) -> PredictiveCheck:

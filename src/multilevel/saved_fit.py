@@ -12,7 +12,7 @@ import pandas as pd
 
 from .errors import MultilevelError
 from .kinds import Frequentist
-from .summary import lmm_summary
+from .summary import lmm_html, lmm_summary
 from .tables import callable_table
 
 NO_DATA = (
@@ -77,6 +77,9 @@ class SavedFit(_Missing, Frequentist):
 
     def __repr__(self) -> str:
         return self.summary()
+
+    def _repr_html_(self) -> str:
+        return lmm_html(self)
 
 
 def _frame_from(record: dict) -> pd.DataFrame:

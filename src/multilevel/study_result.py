@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import MultilevelError
+from .html_tables import result_html
 from .kinds import Study
 from .saving import FORMAT, plain, save_record
 
@@ -69,14 +70,25 @@ class StudyResult(Study):
         runs = runs.astype({"replicate": int, "seconds": float, "failed": bool, "warnings": int})
         return cls(estimates.astype({"replicate": int}), runs, record["settings"])
 
-    def __repr__(self) -> str:
+    def _overview(self) -> tuple[str, pd.DataFrame]:
+        """The heading and the main columns of the scores, as `repr` and the notebook show them."""
         s = self.settings
         done = self.runs["replicate"].nunique()
         head = f"Study of {s.get('formula', '?')}: {done} replicates (seed {s.get('seed')})"
         if self.partial:
             head += f" - PARTIAL, interrupted after {done} of {s.get('replicates')}"
         cols = ["method", "parameter", "truth", "bias", "bias_mcse", "rmse", "coverage", "coverage_mcse", "boundary_share"]
-        return head + "\n" + self.table[cols].round(4).to_string(index=False)
+        return head, self.table[cols]
+
+    def __repr__(self) -> str:
+        head, table = self._overview()
+        return head + "\n" + table.round(4).to_string(index=False)
+
+    def _repr_html_(self) -> str:
+        head, table = self._overview()
+        failures = self.runs[self.runs["failed"]]
+        warnings = [f"{len(failures)} of {len(self.runs)} runs failed"] if len(failures) else []
+        return result_html(head, [f"Truth: {self.settings.get('truth')}"], [("", table)], warnings)
 
 
 def _columns(frame: pd.DataFrame) -> dict:

@@ -7,6 +7,8 @@ import textwrap
 import numpy as np
 import pandas as pd
 
+from .html_tables import result_html
+
 
 def _fmt(x: float, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and np.isnan(x)):
@@ -43,30 +45,32 @@ def fixed_lines(fe: pd.DataFrame) -> list[str]:
     return lines
 
 
-def lmm_summary(fit) -> str:
-    """lme4-style text of a frequentist fit, with plain-words warnings."""
+def lmm_overview(fit) -> dict:
+    """The text parts of a fit's summary: title, formula, criterion, observations and groups, aliased columns."""
     d = fit.design
     kind = "REML" if fit.reml else "maximum likelihood"
-    head = f"Linear mixed model fit by {kind}" + (" with the zero-avoiding covariance prior (blme default)" if fit.prior else "")
     crit = "REML criterion" if fit.reml else "Deviance"
-    lines = [head, f"Formula: {d.formula}", ""]
-    lines.append(
-        f"{crit}: {fit.objective:.4f}   logLik: {fit.loglik:.4f}   AIC: {fit.aic:.2f}   BIC: {fit.bic:.2f}"
-        + (f"   penalised: {fit.penalized_objective:.4f}" if fit.prior else "")
-    )
-    lines += ["", "Random effects:"] + variance_lines(fit.variance_components)
-    groups = ", ".join(f"{g}, {n}" for g, n in fit.design.n_levels.items())
-    lines.append(
-        f"Number of obs: {fit.nobs}" + (f" ({d.n_dropped} rows dropped for missing values)" if d.n_dropped else "")
-        + f"; groups: {groups}"
-    )
+    groups = ", ".join(f"{g}, {n}" for g, n in d.n_levels.items())
+    return {
+        "title": f"Linear mixed model fit by {kind}"
+        + (" with the zero-avoiding covariance prior (blme default)" if fit.prior else ""),
+        "formula": f"Formula: {d.formula}",
+        "criterion": f"{crit}: {fit.objective:.4f}   logLik: {fit.loglik:.4f}   AIC: {fit.aic:.2f}   BIC: {fit.bic:.2f}"
+        + (f"   penalised: {fit.penalized_objective:.4f}" if fit.prior else ""),
+        "observations": f"Number of obs: {fit.nobs}"
+        + (f" ({d.n_dropped} rows dropped for missing values)" if d.n_dropped else "") + f"; groups: {groups}",
+        "aliased": [f"Dropped aliased fixed-effect columns (linear combinations of the others, not estimable): "
+                    f"{', '.join(d.aliased)}"] if d.aliased else [],
+    }
+
+
+def lmm_summary(fit) -> str:
+    """lme4-style text of a frequentist fit, with plain-words warnings."""
+    parts = lmm_overview(fit)
+    lines = [parts["title"], parts["formula"], "", parts["criterion"]]
+    lines += ["", "Random effects:"] + variance_lines(fit.variance_components) + [parts["observations"]]
     lines += ["", "Fixed effects (Satterthwaite df):"] + fixed_lines(fit.fixed_effects)
-    if d.aliased:
-        lines += [
-            "",
-            f"Dropped aliased fixed-effect columns (linear combinations of the others, not estimable): "
-            f"{', '.join(d.aliased)}",
-        ]
+    lines += [line for a in parts["aliased"] for line in ("", a)]
     return "\n".join(lines + warning_lines(fit.warnings))
 
 
@@ -76,6 +80,21 @@ def warning_lines(warnings: list[str]) -> list[str]:
     for w in warnings:
         lines += textwrap.wrap(w, width=100, initial_indent=" * ", subsequent_indent="   ", break_on_hyphens=False)
     return lines
+
+
+def lmm_html(fit) -> str:
+    """The summary as a notebook block: the same lines, the variance and fixed-effect tables, the warnings."""
+    parts = lmm_overview(fit)
+    tables = [("Random effects", fit.variance_components), ("Fixed effects (Satterthwaite df)", fit.fixed_effects)]
+    lines = [parts["formula"], parts["criterion"], parts["observations"]]
+    return result_html(parts["title"], lines, tables, fit.warnings, parts["aliased"])
+
+
+def glmm_html(fit) -> str:
+    """A GLMM fit as a notebook block: its summary's header, the variance and fixed-effect tables, the warnings."""
+    head = glmm_summary(fit).split("\n")
+    tables = [("Random effects", fit.variance_components), ("Fixed effects (Wald z)", fit.fixed_effects)]
+    return result_html(head[0], [line for line in head[1:3] if line], tables, fit.warnings, [])
 
 
 def glmm_summary(fit) -> str:

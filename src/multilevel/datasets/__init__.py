@@ -1,9 +1,10 @@
 """Classic multilevel data sets shipped with the package (sources in docs/datasets.md).
 
->>> import multilevel as mlv
->>> df = mlv.datasets.load("sleepstudy")
->>> df.shape
-(180, 3)
+Examples:
+    >>> import multilevel as mlv
+    >>> df = mlv.datasets.load("sleepstudy")
+    >>> df.shape
+    (180, 3)
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def list() -> list[str]:  # noqa: A001 - the documented name
 def load(name: str) -> pd.DataFrame:
     """A data set as a DataFrame, exactly as in R: doubles bit-identical, factors in R's level order.
 
-    >>> load("Hsb82").sector.cat.categories.tolist()
-    ['Public', 'Catholic']
+    Examples:
+        >>> load("Hsb82").sector.cat.categories.tolist()
+        ['Public', 'Catholic']
     """
     names = {n.lower(): n for n in list()}
     key = names.get(name.lower())
