@@ -28,6 +28,7 @@ from .data import (
 )
 from .errors import MultilevelError, MultilevelWarning
 from .formula import Formula, RandomTerm, _plain, _to_python_power, parse
+from .scaling import column_centres, unit_combination
 
 _MISSING_RE = re.compile(r"`([^`]+)` is not present")
 ALIAS_TOL = 1e-7
@@ -501,8 +502,10 @@ def _split_interaction(name: str) -> list[str]:
 
 
 def _aliased(X: np.ndarray, names: list[str]) -> list[str]:
-    """Columns in the span of earlier ones, which are dropped (lme4 drops them with a message); warn naming them."""
-    aliased = [n for n, b in zip(names, _aliased_columns(X)) if b]
+    """Columns in the span of earlier ones, which are dropped (lme4 drops them with a message); warn naming them.
+    Judged on the centred columns, as the cross-products hold them: a shift of a column changes nothing."""
+    held = X - column_centres(X, unit_combination(X, names))
+    aliased = [n for n, b in zip(names, _aliased_columns(held)) if b]
     warn_aliased(aliased, stacklevel=5)
     return aliased
 
