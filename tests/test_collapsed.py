@@ -7,10 +7,10 @@ import pytest
 from scipy import stats
 
 import multilevel as mlv
-from multilevel.centring import centred_design
 from multilevel.collapsed import constrain, jax_data, log_density, make_layout
-from multilevel.crossprod import cross_products, z_matrix
+from multilevel.crossprod import z_matrix
 from multilevel.engine import Engine
+from multilevel.partitioned import sampler_inputs
 from multilevel.priors import resolve_priors
 
 
@@ -21,8 +21,8 @@ def setup(formula, data, prior=None):
     import jax.numpy as jnp
 
     model = mlv.Model(formula, mlv.datasets.load(data))
-    design, means, intercept = centred_design(model.design)
-    engine = Engine(cross_products(design), [b.k for b in design.blocks], [b.m for b in design.blocks])
+    design, cp, means, intercept = sampler_inputs(model)  # the samplers' centred design, held in the user's units
+    engine = Engine(cp, [b.k for b in design.blocks], [b.m for b in design.blocks])
     layout = make_layout(model, resolve_priors(model, prior), design.p - int(intercept), intercept)
     return model, design, layout, {k: jnp.asarray(v) for k, v in jax_data(engine, layout).items()}
 

@@ -13,7 +13,7 @@ from conftest import reference
 
 import multilevel as mlv
 from multilevel.errors import MultilevelError, MultilevelWarning
-from multilevel.crossprod import residual_sum_of_squares
+from multilevel.crossprod import rescaled, residual_sum_of_squares
 from multilevel.design import apply_coding, learn_coding
 from multilevel.lmm import fit_at
 from multilevel.optimize import OptimumInfo
@@ -44,8 +44,10 @@ def shuffled(data: pd.DataFrame, partitions: int) -> dd.DataFrame:
 
 
 def assert_same_cross_products(a, b):
-    """Every array of two CrossProducts equal to 1e-12 of its largest entry."""
+    """Every array of two CrossProducts equal to 1e-12 of its largest entry, b mapped onto a's centring and scaling
+    (partitioned data learn theirs from the levels pass's rows)."""
     assert (a.n, a.p) == (b.n, b.p) and a.off.keys() == b.off.keys()
+    b = rescaled(b, a.scaling)
     pairs = list(zip(a.diag + a.zxy + [a.xy], b.diag + b.zxy + [b.xy]))
     pairs += [(a.off[key].toarray(), b.off[key].toarray()) for key in a.off]
     for x, y in pairs:

@@ -3,6 +3,9 @@
 For random terms i, j and the augmented fixed matrix [X y]: the diagonal blocks Z_i'WZ_i (block
 diagonal: one k x k block per level), off-diagonal blocks Z_i'WZ_j (sparse), Z_i'W[X y] and
 [X y]'W[X y]. Being sums over rows, they can be accumulated over partitions of the data.
+
+The columns [X y] are centred (where the model absorbs it) and scaled before the sums are formed (`Scaling`):
+sums of squares of uncentred data lose the digits that distinguish the rows (docs/frequentist.md, "Numeric range").
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .design import Design, RandomBlock
-
+from .scaling import Scaling
 
 @dataclass
 class CrossProducts:
@@ -26,10 +29,15 @@ class CrossProducts:
     zxy: list[np.ndarray]  # per term: (q_i, p + 1) = Z_i'W[X y]
     xy: np.ndarray  # (p + 1, p + 1) = [X y]'W[X y]
     sum_log_w: float = 0.0
+    scaling: Scaling | None = None  # how [X y] is held (None: as given)
 
     @property
     def yty(self) -> float:
         return float(self.xy[-1, -1])
+
+    @property
+    def held(self) -> Scaling:
+        return self.scaling if self.scaling is not None else Scaling.identity(self.p)
 
 
 def z_matrix(block: RandomBlock) -> sp.csr_matrix:
@@ -69,18 +77,25 @@ def response(design: Design) -> np.ndarray:
     return design.y if design.offset is None else design.y - design.offset
 
 
-def weighted_columns(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """[X y], W[X y] and the weights (brms se() enters as weights 1/se^2; None when unweighted)."""
+def learn_scaling(design: Design) -> Scaling:
+    """The design's `Scaling`, learned from its rows."""
+    return Scaling.learn(design.X, response(design), design.fixed_names)
+
+
+def weighted_columns(design: Design, scaling: Scaling) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """[X y] as `scaling` holds it, W[X y] and the weights (brms se() enters as weights 1/se^2; None when unweighted)."""
     w = design.weights
     if design.se is not None:
         w = (1.0 if w is None else w) / design.se**2
-    Xy = np.column_stack([design.X, response(design)])
+    Xy = scaling.apply(np.column_stack([design.X, response(design)]))
     return Xy, (Xy if w is None else Xy * w[:, None]), w
 
 
-def cross_products(design: Design) -> CrossProducts:
-    """All cross-products of a design, with weights (and brms se() as weights 1/se^2)."""
-    Xy, WXy, w = weighted_columns(design)
+def cross_products(design: Design, scaling: Scaling | None = None) -> CrossProducts:
+    """All cross-products of a design, with weights (and brms se() as weights 1/se^2), of the columns as `scaling`
+    holds them (learned from the design's rows when not given)."""
+    scaling = learn_scaling(design) if scaling is None else scaling
+    Xy, WXy, w = weighted_columns(design, scaling)
     diag = [diagonal_block(b, w) for b in design.blocks]
     zxy = [grouped_sums(b, WXy) for b in design.blocks]
     zs = [z_matrix(b) for b in design.blocks] if len(design.blocks) > 1 else []  # only cross blocks need Z
@@ -90,21 +105,32 @@ def cross_products(design: Design) -> CrossProducts:
         for j in range(i + 1, len(zs)):
             off[(i, j)] = (left @ zs[j]).tocsr()
     sum_log_w = 0.0 if w is None else float(np.sum(np.log(w)))
-    return CrossProducts(design.nobs, design.p, diag, off, zxy, Xy.T @ WXy, sum_log_w)
+    return CrossProducts(design.nobs, design.p, diag, off, zxy, Xy.T @ WXy, sum_log_w, scaling)
 
 
 def with_response(cp: CrossProducts, design: Design) -> CrossProducts:
-    """The cross-products for the design's (new) response: only Z'Wy, X'Wy and y'Wy change, and they are
-    computed as `cross_products` computes them (the same rounding, so a refit equals a fit from scratch)."""
-    Xy, WXy, _ = weighted_columns(design)
+    """The cross-products for the design's (new) response: only Z'Wy, X'Wy and y'Wy change (the response's centre
+    and scale relearned), computed as `cross_products` computes them (a refit equals a fit from scratch)."""
+    scaling = learn_scaling(design)
+    Xy, WXy, _ = weighted_columns(design, scaling)
     zxy = [np.column_stack([old[:, :-1], grouped_sums(b, WXy[:, -1:])]) for old, b in zip(cp.zxy, design.blocks)]
-    return replace(cp, zxy=zxy, xy=Xy.T @ WXy)
+    return replace(cp, zxy=zxy, xy=Xy.T @ WXy, scaling=scaling)
+
+
+def rescaled(cp: CrossProducts, scaling: Scaling | None) -> CrossProducts:
+    """The same sums for the columns as `scaling` holds them (None: as given), by the exact linear map
+    [X y] A_2 = ([X y] A_1) A_1^-1 A_2; mapping back to uncentred columns brings back their rounding."""
+    target = scaling if scaling is not None else Scaling.identity(cp.p)
+    M = cp.held.inverse @ target.matrix
+    return replace(cp, zxy=[z @ M for z in cp.zxy], xy=M.T @ cp.xy @ M, scaling=scaling)
 
 
 def residual_sum_of_squares(cp: CrossProducts, beta: np.ndarray, b: list[np.ndarray]) -> float:
     """|y - X beta - sum_i Z_i b_i|^2_W as a quadratic form in the cross-products (no rows needed); b per term
-    (m, k). Rounding grows with y'y / rss, as in the engine's r2."""
-    p = cp.p
+    (m, k), beta and b in the user's units. Rounding grows with y'y / rss, as in the engine's r2."""
+    p, held = cp.p, cp.held
+    scale = held.scale[-1]
+    beta, b = held.held_coefficients(beta), [bi / scale for bi in b]
     xy, yx = cp.xy[:p, :p], cp.xy[:p, p]
     rss = cp.yty - 2.0 * beta @ yx + beta @ xy @ beta
     flat = [bi.ravel() for bi in b]
@@ -112,7 +138,7 @@ def residual_sum_of_squares(cp: CrossProducts, beta: np.ndarray, b: list[np.ndar
         rss += -2.0 * v @ (cp.zxy[i][:, p] - cp.zxy[i][:, :p] @ beta) + v @ np.einsum("gab,gb->ga", cp.diag[i], bi).ravel()
         for j in range(i + 1, len(b)):
             rss += 2.0 * v @ (cp.off[(i, j)] @ flat[j])
-    return float(rss)
+    return float(rss) * scale**2
 
 
 class Reweighting:
@@ -130,7 +156,7 @@ class Reweighting:
     def at(self, weights: np.ndarray, y: np.ndarray) -> CrossProducts:
         """The cross-products of the design with these weights and response."""
         design = replace(self.design, y=y, weights=weights)
-        Xy, WXy, w = weighted_columns(design)
+        Xy, WXy, w = weighted_columns(design, Scaling.identity(design.p))  # working responses are near eta: as given
         diag = [diagonal_block(b, w) for b in design.blocks]
         zxy = [grouped_sums(b, WXy) for b in design.blocks]
         off = {}

@@ -29,6 +29,7 @@ from .data import (
 )
 from .errors import MultilevelError, MultilevelWarning
 from .formula import Formula, RandomTerm, _plain, _to_python_power, cbind_parts, parse
+from .scaling import column_centres, unit_combination
 
 _MISSING_RE = re.compile(r"`([^`]+)` is not present")
 _OFFSET_RE = re.compile(r"name 'offset' is not defined")
@@ -611,8 +612,9 @@ def _split_interaction(name: str) -> list[str]:
 
 
 def _aliased(X: np.ndarray, names: list[str]) -> list[str]:
-    """Columns in the span of earlier ones, which are dropped (lme4 drops them with a message); warn naming them."""
-    bad = _aliased_columns(X)
+    """Columns in the span of earlier ones, which are dropped (lme4 drops them with a message); warn naming them.
+    Judged on the centred columns, as the cross-products hold them: a shift of a column changes nothing."""
+    bad = _aliased_columns(X - column_centres(X, unit_combination(X, names)))
     aliased = [n for n, b in zip(names, bad) if b]
     constant = [f"'{n}' is constant ({X[0, j]:g} in every row)" for j, n in enumerate(names) if bad[j] and np.all(X[:, j] == X[0, j])]
     warn_aliased(aliased, stacklevel=5, constant=constant)

@@ -11,6 +11,7 @@ remaining Schur complement (other terms, X and y) is dense and only its lower tr
 and factored. One factorisation gives the REML/ML criterion, beta-hat, the conditional modes and
 their conditional covariances. Both the frequentist fit and the Bayesian samplers use it; normal
 priors on the coefficients (`coefficient_prior.CoefficientPrior`) enter the samplers' system in its [X y] block.
+The system holds [X y] centred and scaled (`crossprod.Scaling`); every value returned is in the user's units.
 docs/performance.md gives the measurements behind these choices.
 """
 
@@ -93,6 +94,8 @@ class Engine:
         self._build_trailing()
         self._build_fill()
         self._build_scaling()
+        self.held = cp.held
+        self._unscale = np.concatenate([np.ones(self.q_rest), self.held.scale])  # the trailing diagonal in user units
 
     # ------------------------------------------------------------------ parameters
     def theta_start(self) -> np.ndarray:
@@ -280,7 +283,7 @@ class Engine:
         if info != 0:
             return None
         Ls = c.T
-        d = np.diagonal(Ls)
+        d = np.diagonal(Ls) * self._unscale  # exact: the scales are powers of two
         if not np.all(np.isfinite(d)):
             return None
         q2 = self.q_rest
@@ -392,7 +395,14 @@ class Engine:
         return beta, [uu @ T.T for uu, T in zip(u, f.T)]
 
     def solve_spherical(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
-        """beta-hat and the spherical modes u (b = Lambda u) per term, each (m, k): what a GLMM's penalty needs."""
+        """beta-hat and the spherical modes u (b = Lambda u) per term, each (m, k), in user units: what a GLMM's
+        penalty needs."""
+        beta, u = self._solve_held(f)
+        scale = self.held.scale[-1]
+        return self.held.coefficients(beta), [uu * scale for uu in u]
+
+    def _solve_held(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`solve_spherical` for the columns as the system holds them."""
         Ls, q2, p = f.Ls, self.q_rest, self.p
         x2 = sla.solve_triangular(Ls[:-1, :-1], Ls[-1, :-1], lower=True, trans="T", check_finite=False)
         u_rest = []
@@ -411,9 +421,9 @@ class Engine:
         return beta, [u0] + u_rest
 
     def beta_precision_factor(self, f: Factor) -> np.ndarray:
-        """R_X (lower, p x p): (R_X R_X')^{-1} sigma^2 is the covariance of beta-hat."""
+        """R_X (p x p; lower triangular unless columns were centred): (R_X R_X')^{-1} sigma^2 is the covariance of beta-hat."""
         q2, p = self.q_rest, self.p
-        return f.Ls[q2 : q2 + p, q2 : q2 + p]
+        return self.held.precision_factor(f.Ls[q2 : q2 + p, q2 : q2 + p])
 
     def conditional_covariances(self, f: Factor) -> list[np.ndarray]:
         """Per term (m, k, k): blocks of Lambda (Lambda'Z'WZ Lambda + I)^{-1} Lambda' (times sigma^2 = lme4's condVar)."""

@@ -34,13 +34,14 @@ from .errors import MultilevelError
 from .partitioned import PartitionedDesign, response_values, sampler_inputs
 from .posterior import Posterior
 from .priors import Prior, PriorSet, coefficient_prior
+from .scaling import Scaling
 
 
 class GaussianBlock:
     """Joint draws of the (centred) coefficients and all group effects given the variances."""
 
     def __init__(self, design: Design, cp: CrossProducts | None = None):
-        cp = cross_products(design) if cp is None else cp
+        cp = cross_products(design, Scaling.identity(design.p)) if cp is None else cp  # draws in the user's units
         self.engine = Engine(cp, [b.k for b in design.blocks], [b.m for b in design.blocks])
         e = self.engine
         self.p, self.q2 = design.p, e.q_rest

@@ -24,6 +24,7 @@ from .lmm_fit import LmmFit
 from .optimize import OptimumInfo, bobyqa, boundary_polish, finite_difference_checks, lbfgsb
 from .partitioned import PartitionedDesign
 
+FAR_COVARIATE = 10.0  # a random slope's covariate this many SDs from zero makes its term's covariance ill-determined
 BLME_EXTRA_DF = 2.5  # blme's default Wishart df = q + 2.5
 GRADIENT_MIN_SIZE = 200  # the analytic gradient pays only when one evaluation is expensive (docs/performance.md)
 
@@ -131,11 +132,44 @@ def fit_at(model, method: str, prior: str | None, info: OptimumInfo, warn: bool 
     objective = engine.criterion(factor, reml)
     penalized = objective + (blme_penalty(engine, info.x) if prior else 0.0)
     messages = exact_fit_message(sigma, model.design) + list(info.warnings)
+    messages += [precision_message(c) for c in engine.held.lost]
+    messages += far_covariate_messages(model.design.blocks, model.cross_products)
     if boundary_parameters(model.design.blocks, factor.T):
         messages.append(singular_message(model.design.blocks, factor.T))
     if warn:
         emit(messages)
     return LmmFit(model, method, prior, info, factor, sigma, beta, b, objective, penalized, messages)
+
+
+def precision_message(column: str) -> str:
+    """Plain words for a column whose values no longer resolve their own spread (`Scaling.lost`)."""
+    return (
+        f"{column} lies so far from zero for its spread that its values are stored with rounding errors above 1e-4 of "
+        "that spread: the data themselves have lost digits that tell the rows apart, and the estimates can be off by "
+        "a similar share. Subtract a constant from it before the data are stored as floating-point numbers."
+    )
+
+
+def far_covariate_messages(blocks, cp: CrossProducts) -> list[str]:
+    """Random slopes whose covariate lies far from zero beside the term's intercept, from the sums Z'WZ: their
+    covariance refers to the covariate at 0, outside the data, and is nearly singular in floating point."""
+    out = []
+    for block, diag in zip(blocks, cp.diag):
+        if "(Intercept)" not in block.coef_names:
+            continue
+        G = diag.sum(axis=0)
+        a = block.coef_names.index("(Intercept)")
+        for b, name in enumerate(block.coef_names):
+            mean = G[a, b] / G[a, a]
+            sd = np.sqrt(max(G[b, b] / G[a, a] - mean**2, 0.0))
+            if b != a and abs(mean) > FAR_COVARIATE * sd:
+                out.append(
+                    f"the random slope '{name}' by '{block.group}' has covariate values averaging {mean:.3g}, more than "
+                    f"{FAR_COVARIATE:g} times their spread from zero: the intercept's variance and its correlation with the "
+                    f"slope refer to '{name}' = 0, far outside the data, and are nearly unidentifiable in floating point, "
+                    f"so the fit may be imprecise or fail. Centre '{name}' (subtract a value near its mean) and refit."
+                )
+    return out
 
 
 def singular_message(blocks, factors: list[np.ndarray]) -> str:

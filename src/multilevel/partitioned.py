@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .centring import centred_cross_products, centred_design
-from .crossprod import CrossProducts, cross_products
+from .crossprod import CrossProducts, Scaling, cross_products, learn_scaling, rescaled
 from .data import names_in
 from .design import (
     Coding,
@@ -160,12 +160,12 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, size: int) -> n
     return np.interp((np.arange(size) + 0.5) / size, middle, values)
 
 
-def partial_sums(frame: pd.DataFrame, coding: Coding) -> Reduced | None:
-    """The sums of one partition's model rows with the global coding (None if it has none)."""
+def partial_sums(frame: pd.DataFrame, coding: Coding, scaling: Scaling) -> Reduced | None:
+    """The sums of one partition's model rows with the global coding and scaling (None if it has none)."""
     if not len(_complete(frame, list(coding.columns))):
         return None
     design = apply_coding(coding, frame)
-    return Reduced(cross_products(design), design.X.sum(axis=0), Sketch.of(design.y, np.ones(design.nobs)))
+    return Reduced(cross_products(design, scaling), design.X.sum(axis=0), Sketch.of(design.y, np.ones(design.nobs)))
 
 
 def add_partial_sums(*parts: Reduced | None) -> Reduced | None:
@@ -188,6 +188,7 @@ def add_cross_products(*parts: CrossProducts) -> CrossProducts:
         [sum(p.zxy[i] for p in parts) for i in range(len(first.zxy))],
         sum(p.xy for p in parts),
         sum(p.sum_log_w for p in parts),
+        first.scaling,
     )
 
 
@@ -235,7 +236,7 @@ def drop_aliased(coding: Coding, sums: Reduced) -> tuple[Coding, Reduced]:
     warn_aliased(aliased, stacklevel=6)
     keep = np.append(np.flatnonzero(~bad), cp.p)  # and the response column
     coding = replace(coding, fixed_names=tuple(n for n, b in zip(names, bad) if not b), aliased=tuple(aliased))
-    cp = replace(cp, p=len(keep) - 1, zxy=[z[:, keep] for z in cp.zxy], xy=cp.xy[np.ix_(keep, keep)])
+    cp = replace(cp, p=len(keep) - 1, zxy=[z[:, keep] for z in cp.zxy], xy=cp.xy[np.ix_(keep, keep)], scaling=cp.held.drop(keep))
     return coding, replace(sums, cp=cp, x_sums=sums.x_sums[~bad])
 
 
@@ -252,10 +253,12 @@ def partitioned_design(formula, data, weights=None, offset=None) -> tuple[Partit
     seen = _levels_pass(source, used, sets)
     coding = learn_coding(f, seen.rows, weights, offset, aliasing=False)
     check_learnable(coding, sets)
+    scaling = learn_scaling(apply_coding(coding, seen.rows))  # the levels pass's rows: a sample spanning the levels
     from dask import delayed
 
     shared = delayed(coding, pure=True, traverse=False)  # one task holding the coding, not a copy in every task
-    (sums,) = compute(tree_reduce([_delayed(partial_sums)(p, shared) for p in source.to_delayed()], add_partial_sums))
+    parts = [_delayed(partial_sums)(p, shared, scaling) for p in source.to_delayed()]
+    (sums,) = compute(tree_reduce(parts, add_partial_sums))
     coding, sums = drop_aliased(coding, sums)
     n = sums.cp.n
     check_counts(coding, n)
@@ -369,12 +372,13 @@ def sampler_inputs(model) -> tuple[Design, CrossProducts, np.ndarray, bool]:
     design = model.design
     if not isinstance(design, PartitionedDesign):
         centred, means, intercept = centred_design(design)
-        return centred, cross_products(centred), means, intercept
+        return centred, cross_products(centred, Scaling.identity(centred.p)), means, intercept
     names = design.fixed_names
+    cp = rescaled(model.cross_products, None)  # the samplers' system holds the user's units
     if "(Intercept)" not in names:
-        return design, model.cross_products, np.zeros(len(names)), False
+        return design, cp, np.zeros(len(names)), False
     centred = copy.copy(design)
     keep = [j for j, n in enumerate(names) if n != "(Intercept)"]
     centred.fixed_names = [names[j] for j in keep] + ["(Intercept)"]
     means = design.x_means[keep]
-    return centred, centred_cross_products(model.cross_products, names, means), means, True
+    return centred, centred_cross_products(cp, names, means), means, True
