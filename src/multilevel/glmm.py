@@ -103,7 +103,10 @@ class GlmmObjective:
         return self.pirls.laplace(x[: self.n_theta], None, fam)
 
     def __call__(self, x: np.ndarray) -> float:
-        theta, beta, fam = self.split(x)
+        return self.deviance(*self.split(x))
+
+    def deviance(self, theta: np.ndarray, beta: np.ndarray, fam: Family) -> float:
+        """-2 log-likelihood (Laplace or quadrature) at theta and beta; inf where PIRLS fails."""
         try:
             mode = self.pirls.mode(theta, beta, fam)
         except MultilevelError:
@@ -182,8 +185,7 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
     if warn:
         emit(messages)
     n_params = p + n_theta + int(objective.estimate_size)
-    return GlmmFit(model, family, info, mode, objective.n_agq, pirls.information, value, n_params, vcov, vcov_rx, cov,
-                   log_size_se, messages)
+    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, vcov_rx, cov, log_size_se, messages)
 
 
 def _check_nagq(nAGQ, design: Design) -> int:
