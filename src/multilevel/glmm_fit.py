@@ -18,6 +18,7 @@ from .bootstrap import bootstrap
 from .components import SINGULAR_TOL, variance_table
 from .errors import MultilevelError
 from .families import Family
+from .glmm_checks import SimulatedResiduals, binned_residuals, overdispersion, simulated_residuals
 from .kinds import Generalized
 from .optimize import OptimumInfo
 from .pirls import Mode
@@ -193,6 +194,18 @@ class GlmmFit(Generalized):
     def bootstrap(self, n: int = 1000, seed=None, cores: int = 1, statistic=None):
         """Parametric bootstrap: refits on simulated responses; reproducible whatever `cores`."""
         return bootstrap(self, n, seed, cores, statistic)
+
+    def overdispersion(self) -> dict:
+        """Pearson chi-square given the group effects, its df, their ratio and the p value of overdispersion."""
+        return overdispersion(self)
+
+    def simulated_residuals(self, n: int = 250, seed=None) -> SimulatedResiduals:
+        """DHARMa-style scaled residuals from n simulated responses; `.tests()` for uniformity, dispersion, zeros."""
+        return simulated_residuals(self, n, seed)
+
+    def binned_residuals(self, bins: int | None = None) -> pd.DataFrame:
+        """Binned residuals of a binary response against fitted probabilities, with +/- 2 SE bounds."""
+        return binned_residuals(self, bins)
 
     def to_frame(self) -> pd.DataFrame:
         """Fixed effects and variance components in one long table."""

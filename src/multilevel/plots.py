@@ -378,6 +378,41 @@ def residuals(fit) -> Figure:
     return fig
 
 
+def quantile_residuals(sim) -> Figure:
+    """DHARMa's two panels for `fit.simulated_residuals()`: a uniform QQ plot with the KS test, and the
+    residuals against the rank of the fitted values with their 0.25, 0.5, 0.75 lines."""
+    r = np.sort(sim.residuals)
+    tests = sim.tests()["p_value"]
+    fig = Figure(figsize=(9, 3.6))
+    left, right = fig.subplots(1, 2)
+    left.scatter((np.arange(len(r)) + 0.5) / len(r), r, s=8, alpha=0.7)
+    left.plot([0, 1], [0, 1], color="C3", linewidth=1)
+    left.set_title(f"Uniform QQ (KS p = {tests.iloc[0]:.3g}, dispersion p = {tests.iloc[1]:.3g})", fontsize=9)
+    left.set_xlabel("expected")
+    left.set_ylabel("observed")
+    right.scatter(stats.rankdata(sim.fitted) / len(sim.fitted), sim.residuals, s=8, alpha=0.7)
+    for q in (0.25, 0.5, 0.75):
+        right.axhline(q, color="C3", linewidth=0.8, linestyle="--")
+    right.set_xlabel("fitted (rank transformed)")
+    right.set_ylabel("scaled residual")
+    right.set_title("Residuals vs fitted")
+    fig.tight_layout()
+    return fig
+
+
+def binned_residuals(table: pd.DataFrame) -> Figure:
+    """`fit.binned_residuals()`: mean residual per bin against mean fitted probability inside +/- 2 SE."""
+    fig = Figure(figsize=(5, 3.6))
+    ax = fig.subplots()
+    ax.plot(table["fitted"], table["bound"], color="0.5", linewidth=1, label="+/- 2 SE")
+    ax.plot(table["fitted"], -table["bound"], color="0.5", linewidth=1)
+    colour = np.where(table["inside"], "C0", "C3")
+    ax.scatter(table["fitted"], table["residual"], s=14, c=colour, label="bins")
+    ax.axhline(0, color="k", linewidth=0.8)
+    return _finish(fig, ax, "mean fitted probability", "mean residual",
+                   f"Binned residuals ({int(table['inside'].mean() * 100)} % inside 2 SE)")
+
+
 # ---------------------------------------------------------------------------------------------- studies
 def _study_panels(table: pd.DataFrame, column: str) -> tuple[Figure, np.ndarray, list[str], list[str]]:
     """One panel per parameter that has `column`, one row of points per method."""
