@@ -74,3 +74,20 @@ def test_bootstrap_refits_simulated_success_counts_as_a_new_model_would(cbpp, fi
     assert list(boot.estimate.index) == ["b_Intercept", "b_period2", "b_period3", "b_period4", "sd_herd__Intercept"]
     assert boot.replicates.shape == (6, 5) and boot.n_failed == 0
     assert boot.replicates.equals(mlv.bootstrap(big, n=6, seed=2, cores=2).replicates)
+
+
+@pytest.mark.parametrize("formula, family, data", [
+    (CBPP, "binomial", "cbpp"),
+    ("SiblingNegotiation ~ FoodTreatment + offset(log(BroodSize)) + (1 | Nest)", "negbinomial", "Owls"),
+])
+def test_saved_glmm_reopens_with_the_same_numbers(tmp_path, formula, family, data):
+    fit = mlv.Model(formula, mlv.datasets.load(data), family=family).fit()
+    fit.save(tmp_path / "fit.json")
+    back = mlv.load(tmp_path / "fit.json")
+    assert type(back) is type(fit) and back.family.name == fit.family.name and back.nAGQ == fit.nAGQ
+    assert back.deviance == fit.deviance and np.array_equal(back.beta, fit.beta)
+    assert back.fixed_effects.equals(fit.fixed_effects) and back.nb_theta == fit.nb_theta
+    assert back.variance_components.equals(fit.variance_components)
+    np.testing.assert_allclose(back.group_effects["estimate"], fit.group_effects["estimate"], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(back.vcov_rx, fit.vcov_rx, rtol=1e-10)
+    assert back.deviance_at(fit.theta, fit.beta) == pytest.approx(fit.deviance, rel=1e-12)

@@ -164,10 +164,7 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
     """The fit at the optimum: covariances of the estimates (Hessian-based and PIRLS-based) and the warnings."""
     pirls, p, n_theta = objective.pirls, model.design.p, objective.n_theta
     family = objective.family(info.x)
-    kind = "expected" if pirls.information == "expected" else "observed"
-    engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
-    inv = np.linalg.inv(engine.beta_precision_factor(engine.factor(mode.theta)))
-    vcov_rx = inv.T @ inv
+    vcov_rx = _vcov_rx(pirls, mode, family)
     cov, vcov, log_size_se = None, vcov_rx, np.nan
     if hessian is not None:
         lower = np.concatenate([_theta_lower(pirls), np.full(len(info.x) - n_theta, -np.inf)])
@@ -186,6 +183,28 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
         emit(messages)
     n_params = p + n_theta + int(objective.estimate_size)
     return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, vcov_rx, cov, log_size_se, messages)
+
+
+def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: np.ndarray, size: float | None,
+                 info: OptimumInfo, value: float, vcov: np.ndarray, parameter_covariance: np.ndarray | None,
+                 log_size_se: float) -> GlmmFit:
+    """A saved GLMM fit at its stored parameters (size: an estimated NB size): modes recomputed by PIRLS, the
+    Hessian-based covariances as stored, nothing re-optimised."""
+    pirls = Pirls(model.design, model.family, information)
+    objective = GlmmObjective(pirls, _check_nagq(n_agq, model.design), size is not None)
+    family = model.family if size is None else model.family.with_dispersion(size)
+    mode = pirls.mode(theta, beta, family)
+    n_params = model.design.p + objective.n_theta + int(objective.estimate_size)
+    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, _vcov_rx(pirls, mode, family),
+                   parameter_covariance, log_size_se, [])
+
+
+def _vcov_rx(pirls: Pirls, mode: Mode, family: Family) -> np.ndarray:
+    """Covariance of beta-hat from the PIRLS information given theta (lme4's RX)."""
+    kind = "expected" if pirls.information == "expected" else "observed"
+    engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
+    inv = np.linalg.inv(engine.beta_precision_factor(engine.factor(mode.theta)))
+    return inv.T @ inv
 
 
 def _check_nagq(nAGQ, design: Design) -> int:

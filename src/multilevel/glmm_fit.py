@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from . import predict as _predict
+from . import saving
 from .bootstrap import bootstrap
 from .components import SINGULAR_TOL, variance_table
 from .errors import MultilevelError
@@ -206,6 +207,10 @@ class GlmmFit(Generalized):
     def binned_residuals(self, bins: int | None = None) -> pd.DataFrame:
         """Binned residuals of a binary response against fitted probabilities, with +/- 2 SE bounds."""
         return binned_residuals(self, bins)
+
+    def save(self, path, force: bool = False):
+        """Write the fit (and its data) to JSON (never overwrites unless force=True); reopen with `mlv.load`."""
+        return saving.save(self, path, force=force)
 
     def to_frame(self) -> pd.DataFrame:
         """Fixed effects and variance components in one long table."""
