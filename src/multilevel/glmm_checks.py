@@ -72,11 +72,16 @@ def simulated_residuals(fit, n: int = 250, seed=None) -> SimulatedResiduals:
     return SimulatedResiduals(residuals, observed, sims, fit.fitted())
 
 
+def is_binary(fit) -> bool:
+    """Whether a GLMM's response is 0/1 (binomial without trials beyond one): where binned residuals apply."""
+    return fit.family.name == "binomial" and (fit.design.trials is None or bool(np.all(fit.design.trials == 1)))
+
+
 def binned_residuals(fit, bins: int | None = None) -> pd.DataFrame:
     """Binary responses: rows sorted by fitted probability into bins (sqrt(n) by default, as arm::binnedplot),
     each with its mean fitted value, mean residual y - p and the +/- 2 SE band of that mean."""
     y, p = fit.design.y, fit.fitted()
-    if fit.family.name != "binomial" or (fit.design.trials is not None and np.any(fit.design.trials != 1)):
+    if not is_binary(fit):
         raise MultilevelError("binned residuals are for binary (0/1) responses; use simulated_residuals for "
                               "counts and binomial responses with trials")
     bins = int(np.floor(np.sqrt(len(y)))) if bins is None else bins

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from .errors import MultilevelError
-from .kinds import is_bayesian
+from .kinds import Generalized, is_bayesian
 
 Z95 = 1.959963984540054  # normal 97.5 % quantile: frequentist group-effect intervals are estimate +/- Z95 * SE
 PARETO_K_LIMIT = 0.7  # above this, PSIS-LOO is unreliable for that observation (Vehtari et al. 2024)
@@ -30,9 +30,11 @@ COLORS = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
 
 # ---------------------------------------------------------------------------------------------- helpers
 def label(result) -> str:
-    """Short name of a result: 'REML', 'ML', 'REML (zero-avoiding)' or 'Bayes (nuts)'."""
+    """Short name of a result: 'REML', 'ML', 'REML (zero-avoiding)', 'ML binomial (Laplace)' or 'Bayes (nuts)'."""
     if is_bayesian(result):
         return f"Bayes ({result.sampler})"
+    if isinstance(result, Generalized):
+        return f"ML {result.family.name} ({'Laplace' if result.nAGQ <= 1 else f'AGQ {result.nAGQ}'})"
     return result.method + (f" ({result.prior})" if getattr(result, "prior", None) else "")
 
 
