@@ -145,3 +145,25 @@ def test_what_a_glmm_does_not_do_is_refused(cbpp):
         mlv.Model("Reaction ~ Days + (1 | Subject)", sleep, family=mlv.families.Gaussian(link="log"))
     with pytest.raises(MultilevelError, match="nAGQ"):
         mlv.Model("Reaction ~ Days + (1 | Subject)", sleep).fit(nAGQ=5)
+
+
+def separated(seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(20), 10)
+    x, t = rng.normal(size=200), rng.integers(0, 2, 200)
+    return pd.DataFrame({"g": g, "x": x, "t": t, "y": (x > 0).astype(float),
+                         "y2": np.where(t == 1, 1.0, rng.binomial(1, 0.4, 200))})
+
+
+def test_complete_separation_names_the_column():
+    with pytest.raises(MultilevelError, match="complete separation: 'x' separates the outcome"):
+        mlv.Model("y ~ x + (1 | g)", separated(), family="binomial").fit()
+    with pytest.raises(MultilevelError, match="every row where 't' is 1 has response 1"):
+        mlv.Model("y2 ~ t + (1 | g)", separated(), family="binomial").fit()
+
+
+def test_failure_names_the_groups_with_only_zero_responses():
+    data = separated()
+    data = data.assign(x=np.where(data["g"] < 3, -np.abs(data["x"]), data["x"]), y=lambda d: (d["x"] > 0).astype(float))
+    with pytest.raises(MultilevelError, match=r"(?s)'x' separates.*3 of 20 'g' groups have only responses 0 \(0, 1, 2\)"):
+        mlv.Model("y ~ x + (1 | g)", data, family="binomial").fit()

@@ -73,6 +73,36 @@ def validate(design: Design, family: Family) -> None:
     family.check_response(design.y, design.family_weights)
 
 
+def explain_failure(design: Design, family: Family) -> str:
+    """What makes PIRLS diverge, in words: fixed-effect columns that separate the outcome (their estimate runs to
+    infinity) and groups whose responses all sit on the boundary (zero counts; all failures or all successes)."""
+    y, found = design.y, []
+    edges = (0.0, 1.0) if isinstance(family, Binomial) else (0.0,)
+    for name, x in zip(design.fixed_names, design.X.T):
+        if np.ptp(x) == 0:
+            continue
+        binary = bool(np.all((x == 0) | (x == 1)))
+        hits = [(v, edge) for v in (1, 0) for edge in edges if binary and np.all(y[x == v] == edge)]
+        if hits:
+            found.append(f"every row where '{name}' is {hits[0][0]} has response {hits[0][1]:g}")
+        if not binary and isinstance(family, Binomial) and np.all((y == 0) | (y == 1)) and 0 < y.sum() < len(y):
+            lo, hi = x[y == 0], x[y == 1]
+            if lo.max() < hi.min() or hi.max() < lo.min():
+                found.append(f"'{name}' separates the outcome completely (a threshold on it predicts every response)")
+    message = ""
+    if found:
+        message += ("complete separation: " + "; ".join(found) + ". The coefficients of those columns run to infinity: "
+                    "drop the column or recode it (merge the level with another). ")
+    for block in design.blocks:
+        for edge in edges:
+            at_edge = np.bincount(block.codes, y == edge, block.m) == np.bincount(block.codes, minlength=block.m)
+            if at_edge.any():
+                levels = [str(v) for v in np.asarray(block.levels)[at_edge]]
+                message += (f"{len(levels)} of {block.m} '{block.group}' groups have only responses {edge:g} "
+                            f"({', '.join(levels[:8])}{' ...' if len(levels) > 8 else ''}). ")
+    return message
+
+
 # ---------------------------------------------------------------------- objective
 class GlmmObjective:
     """-2 log-likelihood of one parameter vector x = (theta, gamma, [log NB size]) with beta = beta0 + J gamma."""
@@ -144,8 +174,11 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     objective = GlmmObjective(pirls, n_agq, estimate_size)
     start = np.concatenate([_theta_start(pirls), [_log_size_start(pirls)] if estimate_size else []])
     lower1 = np.concatenate([_theta_lower(pirls), [-np.inf] if estimate_size else []])
-    stage1 = bobyqa(objective.stage1, start, lower1)
-    mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
+    try:
+        stage1 = bobyqa(objective.stage1, start, lower1)
+        mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
+    except MultilevelError as exc:
+        raise MultilevelError(f"{explain_failure(design, family)}({exc})") from None
     rx = mode1.engine.beta_precision_factor(mode1.factor)
     if n_agq == 0:
         return _fit_at(model, objective, stage1, mode1, None, mode1.laplace, warn)
