@@ -30,7 +30,7 @@ from .errors import MultilevelError, emit
 from .families import Binomial, Family, Gaussian, Poisson
 from .formula import Formula, parse
 from .glmm_fit import GlmmFit
-from .optimize import OptimumInfo, bobyqa, free_coordinates, gradient_hessian
+from .optimize import NEWTON_TRUST, OptimumInfo, bobyqa, free_coordinates, gradient_hessian
 from .pirls import Mode, Pirls
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
@@ -175,7 +175,7 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     start = np.concatenate([_theta_start(pirls), [_log_size_start(pirls)] if estimate_size else []])
     lower1 = np.concatenate([_theta_lower(pirls), [-np.inf] if estimate_size else []])
     try:
-        stage1 = bobyqa(objective.stage1, start, lower1)
+        stage1 = bobyqa(objective.stage1, start, lower1, polish=n_agq == 0)  # else only stage 2's start
         mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
     except MultilevelError as exc:
         raise MultilevelError(f"{explain_failure(design, family)}({exc})") from None
@@ -185,8 +185,11 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     objective.whiten(mode1.beta, rx)
     x0 = np.concatenate([stage1.x[: objective.n_theta], np.zeros(design.p), stage1.x[objective.n_theta :]])
     lower = np.concatenate([_theta_lower(pirls), np.full(design.p + estimate_size, -np.inf)])
-    info = bobyqa(objective, x0, lower)
-    hessian = _final_hessian(objective, info, lower)
+    info = bobyqa(objective, x0, lower, polish=False)
+    hessian, far = _final_hessian(objective, info, lower)
+    if far:  # BOBYQA stopped short of the optimum: once more, from the Newton step
+        info = bobyqa(objective, info.x, lower)
+        hessian, _ = _final_hessian(objective, info, lower)
     theta, beta, fam = objective.split(info.x)
     mode = pirls.mode(theta, beta, fam)
     return _fit_at(model, objective, info, mode, hessian, float(info.fun) if n_agq > 1 else mode.laplace, warn)
@@ -275,9 +278,9 @@ def _log_size_start(pirls: Pirls) -> float:
     return float(np.log(np.clip(size, 0.01, 1000.0)))
 
 
-def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarray) -> np.ndarray:
-    """Central-difference Hessian of -2 log L at the optimum (all free parameters); a last Newton step is
-    taken first when it lowers the objective."""
+def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Central-difference Hessian of -2 log L at the optimum (all free parameters), and whether the optimum is
+    still far: a last Newton step is taken when it lowers the objective, and 'far' if it is longer than NEWTON_TRUST."""
     free = free_coordinates(info.x, lower)
     objective(info.x)
     pirls = objective.pirls
@@ -292,12 +295,13 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
     try:
         step = -np.linalg.solve(hess[np.ix_(idx, idx)], grad[idx])
     except np.linalg.LinAlgError:
-        return hess
+        return hess, False
+    info.gradient, info.hessian, info.checked_at = grad, hess, info.x.copy()
     trial = info.x.copy()
     trial[idx] += step
     trial = np.maximum(trial, lower)
     value = objective(trial)
-    if value < info.fun:
-        info.x, info.fun = trial, value
-    info.gradient, info.hessian, info.checked_at = grad, hess, info.x.copy()
-    return hess
+    if value >= info.fun:
+        return hess, False
+    info.x, info.fun = trial, value
+    return hess, bool(np.max(np.abs(step)) > NEWTON_TRUST)
