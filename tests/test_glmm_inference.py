@@ -1,21 +1,14 @@
 """Inference on GLMM fits: LRTs (anova, compare), profile intervals, parametric bootstrap."""
 
-import json
-
 import numpy as np
 import pytest
+from conftest import reference
 from scipy import optimize, stats
 
 import multilevel as mlv
 from multilevel.bootstrap import refit_on
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
-REFERENCE = "/work/shared/reference/cbpp_binomial_laplace.json"
-
-
-@pytest.fixture(scope="module")
-def cbpp():
-    return mlv.datasets.load("cbpp")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +25,7 @@ def profile(fits):
 
 def test_anova_and_compare_test_glmm_deviances_without_refitting(fits):
     small, big = fits
-    optimum = json.load(open(REFERENCE))["laplace_exact"]["optimum"]["objective"]
+    optimum = reference("cbpp_binomial_laplace")["laplace_exact"]["optimum"]["objective"]
     table = mlv.anova(big, small)
     assert list(table.index) == ["model2", "model1"]
     assert table["deviance"].iloc[1] == pytest.approx(optimum, rel=1e-9)

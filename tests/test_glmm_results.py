@@ -12,11 +12,6 @@ OWLS = "SiblingNegotiation ~ FoodTreatment*SexParent + offset(log(BroodSize)) + 
 
 
 @pytest.fixture(scope="module")
-def cbpp():
-    return mlv.datasets.load("cbpp")
-
-
-@pytest.fixture(scope="module")
 def cbpp_fit(cbpp):
     return mlv.Model(CBPP, cbpp, family="binomial").fit()
 
