@@ -43,7 +43,8 @@ class GlmmFit(Generalized):
         self._deviance_function = deviance_function
         self.theta, self.beta, self.factor = mode.theta, mode.beta, mode.factor
         self.objective, self.n_params = objective, n_params
-        self._vcov, self._vcov_rx, self._log_size_se = vcov, vcov_rx, log_size_se
+        self._vcov, self._vcov_rx = vcov, vcov_rx
+        self.log_size_se = log_size_se  # SE of log NB size (NaN unless estimated with a Hessian)
         self.parameter_covariance = parameter_covariance  # 2 H^-1 of the optimiser's parameters (None for nAGQ = 0)
         self.warnings = warnings
 
@@ -140,7 +141,7 @@ class GlmmFit(Generalized):
         shape; Var = mu + mu^2 / theta) and alpha = 1 / theta (Stata, statsmodels)."""
         if self.nb_theta is None:
             return None
-        theta, se = float(self.nb_theta), self._log_size_se
+        theta, se = float(self.nb_theta), self.log_size_se
         return pd.DataFrame({"estimate": [theta, 1 / theta, np.log(theta)], "std_error_log": [se, se, se]},
                             index=pd.Index(["theta (size; glmmTMB phi)", "alpha = 1/theta", "log theta"], name="parameter"))
 

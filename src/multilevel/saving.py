@@ -122,7 +122,7 @@ def fit_record(fit) -> dict:
             "information": fit.information_kind, "beta": plain(fit.beta), "x": plain(info.x),
             "size": fit.nb_theta if fit.size_estimated else None, "vcov": [plain(r) for r in np.asarray(fit.vcov)],
             "parameter_covariance": None if fit.parameter_covariance is None else [plain(r) for r in fit.parameter_covariance],
-            "log_size_se": _finite_or_none(fit._log_size_se),
+            "log_size_se": _finite_or_none(fit.log_size_se),
         }
     else:
         record.update({"method": fit.method, "prior": fit.prior, "sigma": fit.sigma,
