@@ -34,6 +34,14 @@ def sleep():
     return mlv.datasets.load("sleepstudy")
 
 
+@pytest.fixture(scope="session")
+def cbpp():
+    """The cbpp data (binomial, 15 herds), read once (tests must not modify it)."""
+    import multilevel as mlv
+
+    return mlv.datasets.load("cbpp")
+
+
 @pytest.fixture(autouse=True)
 def _quiet_warnings():
     """Our own warnings are asserted where they matter; elsewhere they are noise."""

@@ -131,3 +131,17 @@ def test_output_into_a_closed_pipe_is_not_an_error():
     proc.stdout.close()  # the reader goes away before anything is read
     assert proc.wait(timeout=120) == 0
     assert b"Broken pipe" not in proc.stderr.read()
+
+
+def test_fit_binomial_glmm_saves_and_reports_with_its_checks(tmp_path):
+    cbpp = mlv.datasets.load("cbpp")
+    cbpp.assign(period="p" + cbpp["period"].astype(str)).to_csv(tmp_path / "cbpp.csv", index=False)
+    out = run("fit", tmp_path / "cbpp.csv", "cbind(incidence, size - incidence) ~ period + (1 | herd)", "--family",
+              "binomial", "--save", tmp_path / "cbpp.json", "--report", tmp_path / "cbpp.html")
+    assert out.returncode == 0, out.stderr
+    optimum = reference("cbpp_binomial_laplace")["laplace_exact"]["optimum"]["objective"]
+    assert load(tmp_path / "cbpp.json").deviance == pytest.approx(optimum, rel=1e-9)
+    page = (tmp_path / "cbpp.html").read_text()
+    assert "Pearson chi-square / df" in page and "Simulated quantile residuals" in page
+    refused = run("fit", tmp_path / "cbpp.csv", "incidence ~ 1 + (1 | herd)", "--family", "poisson", "--method", "reml")
+    assert refused.returncode == 2 and "maximum likelihood" in refused.stderr

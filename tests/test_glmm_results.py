@@ -12,11 +12,6 @@ OWLS = "SiblingNegotiation ~ FoodTreatment*SexParent + offset(log(BroodSize)) + 
 
 
 @pytest.fixture(scope="module")
-def cbpp():
-    return mlv.datasets.load("cbpp")
-
-
-@pytest.fixture(scope="module")
 def cbpp_fit(cbpp):
     return mlv.Model(CBPP, cbpp, family="binomial").fit()
 
@@ -155,3 +150,25 @@ def test_notebook_block_shows_the_summary_numbers():
     assert "binomial" in html and "Fixed effects" in html
     for value in list(fit.fixed_effects["estimate"]) + [fit.variance_components["sd"].iloc[0]]:
         assert f"{value:.4g}"[:5] in html
+
+
+def separated(seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(20), 10)
+    x, t = rng.normal(size=200), rng.integers(0, 2, 200)
+    return pd.DataFrame({"g": g, "x": x, "t": t, "y": (x > 0).astype(float),
+                         "y2": np.where(t == 1, 1.0, rng.binomial(1, 0.4, 200))})
+
+
+def test_complete_separation_names_the_column():
+    with pytest.raises(MultilevelError, match="complete separation: 'x' separates the outcome"):
+        mlv.Model("y ~ x + (1 | g)", separated(), family="binomial").fit()
+    with pytest.raises(MultilevelError, match="every row where 't' is 1 has response 1"):
+        mlv.Model("y2 ~ t + (1 | g)", separated(), family="binomial").fit()
+
+
+def test_failure_names_the_groups_with_only_zero_responses():
+    data = separated()
+    data = data.assign(x=np.where(data["g"] < 3, -np.abs(data["x"]), data["x"]), y=lambda d: (d["x"] > 0).astype(float))
+    with pytest.raises(MultilevelError, match=r"(?s)'x' separates.*3 of 20 'g' groups have only responses 0 \(0, 1, 2\)"):
+        mlv.Model("y ~ x + (1 | g)", data, family="binomial").fit()

@@ -1,7 +1,7 @@
 """Likelihood-ratio tests between nested mixed models, as lme4's ``anova(fit_small, fit_big)``.
 
-REML fits are refitted by ML first (REML likelihoods of models with different fixed effects are not
-comparable), the models are ordered by their number of parameters, and each is tested against the one
+GLMM fits (Laplace or quadrature, absolute scale) are compared as they are; REML fits are refitted by ML first
+(REML likelihoods of models with different fixed effects are not comparable), the models are ordered by their number of parameters, and each is tested against the one
 before it: Chisq = the drop in deviance, Df = the extra parameters, p from the chi-square distribution.
 
 >>> import multilevel as mlv
@@ -22,6 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from .errors import MultilevelError
+from .kinds import Generalized
 
 
 def anova(*fits, names: list[str] | None = None) -> pd.DataFrame:
@@ -68,7 +69,9 @@ def check_same_data(fits, names: list[str]) -> None:
 
 
 def ml_fit(fit, name: str):
-    """The fit itself if ML, else its ML refit (as lme4: 'refitting model(s) with ML')."""
+    """The fit itself if ML (every GLMM fit), else its ML refit (as lme4: 'refitting model(s) with ML')."""
+    if isinstance(fit, Generalized):
+        return fit
     if fit.prior:
         raise MultilevelError(
             f"'{name}' is a penalised (zero-avoiding) fit: a likelihood-ratio test needs plain ML fits; "

@@ -26,12 +26,12 @@ from .arguments import check_count, check_level, check_seed
 from .chains import run
 from .errors import MultilevelError, MultilevelWarning
 from .html_tables import result_html
-from .kinds import Frequentist
+from .kinds import Frequentist, Generalized
 from .names import fixed_name, variance_names
 
 
 def parameters(fit) -> pd.Series:
-    """A frequentist fit's parameters with brms's names: b_*, sd_*, cor_*, sigma (the Bayesian vocabulary)."""
+    """A frequentist fit's parameters with brms's names: b_*, sd_*, cor_*, sigma or a GLMM's NB shape."""
     out = {fixed_name(n): v for n, v in zip(fit.design.fixed_names, fit.beta)}
     for block, cov in zip(fit.design.blocks, fit.covariances):
         sd = np.sqrt(np.diag(cov))
@@ -39,12 +39,19 @@ def parameters(fit) -> pd.Series:
         out.update(zip(sd_names, sd))
         for a, c, name in cor_entries:
             out[name] = cov[a, c] / (sd[a] * sd[c]) if sd[a] > 0 and sd[c] > 0 else np.nan
-    out["sigma"] = fit.sigma
+    if isinstance(fit, Generalized):
+        if fit.size_estimated:
+            out["shape"] = fit.nb_theta  # brms's name of the negative-binomial size
+    else:
+        out["sigma"] = fit.sigma
     return pd.Series(out, dtype=float)
 
 
 def refit_on(fit, y: np.ndarray):
-    """The fit's model refitted (same method and prior) to a new response vector y, warnings kept in the fit."""
+    """The fit's model refitted (same method and prior, or nAGQ and information) to a new response vector y,
+    warnings kept in the fit."""
+    if isinstance(fit, Generalized):
+        return fit.model.with_response(y).fit(nAGQ=fit.nAGQ, information=fit.information_kind, warn=False)
     return fit.model.with_response(y).fit(method=fit.method, prior=fit.prior, warn=False)
 
 

@@ -92,11 +92,14 @@ def _sampling_options(command):
     return command
 
 
-def _fit_all(model, method: str, sampling: dict) -> dict:
-    """method tag ('reml', 'ml', 'bayes') -> result, for the requested method(s)."""
+def _fit_all(model, method: str, sampling: dict, nagq: int | None = None) -> dict:
+    """method tag ('reml', 'ml', 'bayes') -> result, for the requested method(s); nagq for GLMMs."""
     out = {}
     for tag in _tags(method):
-        out[tag] = model.sample(progress=None, **sampling) if tag == "bayes" else model.fit(method=tag.upper())
+        if tag == "bayes":
+            out[tag] = model.sample(progress=None, **sampling)
+        else:
+            out[tag] = model.fit(method=tag.upper(), **({} if nagq is None else {"nAGQ": nagq}))
     return out
 
 
@@ -117,25 +120,33 @@ def _save_paths(save: str, tags: list[str]) -> dict:
 @main.command()
 @click.argument("data")
 @click.argument("formula")
-@click.option("--method", type=click.Choice(METHODS, case_sensitive=False), default="reml", show_default=True)
+@click.option("--method", type=click.Choice(METHODS, case_sensitive=False), default=None,
+              help="reml (default), ml, bayes or all; binomial, Poisson and negative-binomial models: ml.")
+@click.option("--family", default="gaussian", show_default=True,
+              help="Response family: gaussian, binomial, binomial(probit), poisson, negbinomial ...")
+@click.option("--nagq", type=int, default=None, help="GLMMs: quadrature nodes (1 = Laplace, the default; 0 = fast).")
 @_sampling_options
 @click.option("--report", "report_path", help="Write an HTML report here.")
 @click.option("--save", help="Save the result: out.json (ML/REML) or out.nc (Bayes); with --method all, a stem.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @_user_errors
-def fit(data, formula, method, chains, draws, warmup, seed, cores, report_path, save, force):
+def fit(data, formula, method, family, nagq, chains, draws, warmup, seed, cores, report_path, save, force):
     """Fit FORMULA (lme4/brms syntax) to DATA (.csv or .parquet) and print the results."""
     from . import io
     from .model import Model
     from .plots import label
     from .html_report import report
 
-    method = method.lower()
+    model = Model(formula, read_data(data), family=family)
+    method = (method or ("reml" if model.gaussian else "ml")).lower()
+    if not model.gaussian and method != "ml":
+        raise MultilevelError(f"a {model.family.name} model is fitted by maximum likelihood: use --method ml (or leave "
+                              "it out)")
     outputs = _save_paths(save, _tags(method)) if save else {}
     for path in list(outputs.values()) + ([report_path] if report_path else []):
         io.check_writable(path, force)  # refuse before the (possibly long) fit, not after
-    model = Model(formula, read_data(data))
-    results = _fit_all(model, method, {"chains": chains, "draws": draws, "warmup": warmup, "seed": seed, "cores": cores})
+    results = _fit_all(model, method, {"chains": chains, "draws": draws, "warmup": warmup, "seed": seed, "cores": cores},
+                       nagq)
     for r in results.values():
         click.echo(f"== {label(r)} ==")
         click.echo(repr(r) if is_bayesian(r) else r.summary())

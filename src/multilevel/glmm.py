@@ -30,7 +30,7 @@ from .errors import MultilevelError, emit
 from .families import Binomial, Family, Gaussian, Poisson
 from .formula import Formula, parse
 from .glmm_fit import GlmmFit
-from .optimize import OptimumInfo, bobyqa, free_coordinates, gradient_hessian
+from .optimize import NEWTON_TRUST, OptimumInfo, bobyqa, free_coordinates, gradient_hessian
 from .pirls import Mode, Pirls
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
@@ -73,6 +73,36 @@ def validate(design: Design, family: Family) -> None:
     family.check_response(design.y, design.family_weights)
 
 
+def explain_failure(design: Design, family: Family) -> str:
+    """What makes PIRLS diverge, in words: fixed-effect columns that separate the outcome (their estimate runs to
+    infinity) and groups whose responses all sit on the boundary (zero counts; all failures or all successes)."""
+    y, found = design.y, []
+    edges = (0.0, 1.0) if isinstance(family, Binomial) else (0.0,)
+    for name, x in zip(design.fixed_names, design.X.T):
+        if np.ptp(x) == 0:
+            continue
+        binary = bool(np.all((x == 0) | (x == 1)))
+        hits = [(v, edge) for v in (1, 0) for edge in edges if binary and np.all(y[x == v] == edge)]
+        if hits:
+            found.append(f"every row where '{name}' is {hits[0][0]} has response {hits[0][1]:g}")
+        if not binary and isinstance(family, Binomial) and np.all((y == 0) | (y == 1)) and 0 < y.sum() < len(y):
+            lo, hi = x[y == 0], x[y == 1]
+            if lo.max() < hi.min() or hi.max() < lo.min():
+                found.append(f"'{name}' separates the outcome completely (a threshold on it predicts every response)")
+    message = ""
+    if found:
+        message += ("complete separation: " + "; ".join(found) + ". The coefficients of those columns run to infinity: "
+                    "drop the column or recode it (merge the level with another). ")
+    for block in design.blocks:
+        for edge in edges:
+            at_edge = np.bincount(block.codes, y == edge, block.m) == np.bincount(block.codes, minlength=block.m)
+            if at_edge.any():
+                levels = [str(v) for v in np.asarray(block.levels)[at_edge]]
+                message += (f"{len(levels)} of {block.m} '{block.group}' groups have only responses {edge:g} "
+                            f"({', '.join(levels[:8])}{' ...' if len(levels) > 8 else ''}). ")
+    return message
+
+
 # ---------------------------------------------------------------------- objective
 class GlmmObjective:
     """-2 log-likelihood of one parameter vector x = (theta, gamma, [log NB size]) with beta = beta0 + J gamma."""
@@ -103,7 +133,10 @@ class GlmmObjective:
         return self.pirls.laplace(x[: self.n_theta], None, fam)
 
     def __call__(self, x: np.ndarray) -> float:
-        theta, beta, fam = self.split(x)
+        return self.deviance(*self.split(x))
+
+    def deviance(self, theta: np.ndarray, beta: np.ndarray, fam: Family) -> float:
+        """-2 log-likelihood (Laplace or quadrature) at theta and beta; inf where PIRLS fails."""
         try:
             mode = self.pirls.mode(theta, beta, fam)
         except MultilevelError:
@@ -141,16 +174,22 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     objective = GlmmObjective(pirls, n_agq, estimate_size)
     start = np.concatenate([_theta_start(pirls), [_log_size_start(pirls)] if estimate_size else []])
     lower1 = np.concatenate([_theta_lower(pirls), [-np.inf] if estimate_size else []])
-    stage1 = bobyqa(objective.stage1, start, lower1)
-    mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
+    try:
+        stage1 = bobyqa(objective.stage1, start, lower1, polish=n_agq == 0)  # else only stage 2's start
+        mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
+    except MultilevelError as exc:
+        raise MultilevelError(f"{explain_failure(design, family)}({exc})") from None
     rx = mode1.engine.beta_precision_factor(mode1.factor)
     if n_agq == 0:
         return _fit_at(model, objective, stage1, mode1, None, mode1.laplace, warn)
     objective.whiten(mode1.beta, rx)
     x0 = np.concatenate([stage1.x[: objective.n_theta], np.zeros(design.p), stage1.x[objective.n_theta :]])
     lower = np.concatenate([_theta_lower(pirls), np.full(design.p + estimate_size, -np.inf)])
-    info = bobyqa(objective, x0, lower)
-    hessian = _final_hessian(objective, info, lower)
+    info = bobyqa(objective, x0, lower, polish=False)
+    hessian, far = _final_hessian(objective, info, lower)
+    if far:  # BOBYQA stopped short of the optimum: once more, from the Newton step
+        info = bobyqa(objective, info.x, lower)
+        hessian, _ = _final_hessian(objective, info, lower)
     theta, beta, fam = objective.split(info.x)
     mode = pirls.mode(theta, beta, fam)
     return _fit_at(model, objective, info, mode, hessian, float(info.fun) if n_agq > 1 else mode.laplace, warn)
@@ -161,10 +200,7 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
     """The fit at the optimum: covariances of the estimates (Hessian-based and PIRLS-based) and the warnings."""
     pirls, p, n_theta = objective.pirls, model.design.p, objective.n_theta
     family = objective.family(info.x)
-    kind = "expected" if pirls.information == "expected" else "observed"
-    engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
-    inv = np.linalg.inv(engine.beta_precision_factor(engine.factor(mode.theta)))
-    vcov_rx = inv.T @ inv
+    vcov_rx = _vcov_rx(pirls, mode, family)
     cov, vcov, log_size_se = None, vcov_rx, np.nan
     if hessian is not None:
         lower = np.concatenate([_theta_lower(pirls), np.full(len(info.x) - n_theta, -np.inf)])
@@ -182,8 +218,29 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
     if warn:
         emit(messages)
     n_params = p + n_theta + int(objective.estimate_size)
-    return GlmmFit(model, family, info, mode, objective.n_agq, pirls.information, value, n_params, vcov, vcov_rx, cov,
-                   log_size_se, messages)
+    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, vcov_rx, cov, log_size_se, messages)
+
+
+def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: np.ndarray, size: float | None,
+                 info: OptimumInfo, value: float, vcov: np.ndarray, parameter_covariance: np.ndarray | None,
+                 log_size_se: float) -> GlmmFit:
+    """A saved GLMM fit at its stored parameters (size: an estimated NB size): modes recomputed by PIRLS, the
+    Hessian-based covariances as stored, nothing re-optimised."""
+    pirls = Pirls(model.design, model.family, information)
+    objective = GlmmObjective(pirls, _check_nagq(n_agq, model.design), size is not None)
+    family = model.family if size is None else model.family.with_dispersion(size)
+    mode = pirls.mode(theta, beta, family)
+    n_params = model.design.p + objective.n_theta + int(objective.estimate_size)
+    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, _vcov_rx(pirls, mode, family),
+                   parameter_covariance, log_size_se, [])
+
+
+def _vcov_rx(pirls: Pirls, mode: Mode, family: Family) -> np.ndarray:
+    """Covariance of beta-hat from the PIRLS information given theta (lme4's RX)."""
+    kind = "expected" if pirls.information == "expected" else "observed"
+    engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
+    inv = np.linalg.inv(engine.beta_precision_factor(engine.factor(mode.theta)))
+    return inv.T @ inv
 
 
 def _check_nagq(nAGQ, design: Design) -> int:
@@ -221,9 +278,9 @@ def _log_size_start(pirls: Pirls) -> float:
     return float(np.log(np.clip(size, 0.01, 1000.0)))
 
 
-def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarray) -> np.ndarray:
-    """Central-difference Hessian of -2 log L at the optimum (all free parameters); a last Newton step is
-    taken first when it lowers the objective."""
+def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Central-difference Hessian of -2 log L at the optimum (all free parameters), and whether the optimum is
+    still far: a last Newton step is taken when it lowers the objective, and 'far' if it is longer than NEWTON_TRUST."""
     free = free_coordinates(info.x, lower)
     objective(info.x)
     pirls = objective.pirls
@@ -238,12 +295,13 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
     try:
         step = -np.linalg.solve(hess[np.ix_(idx, idx)], grad[idx])
     except np.linalg.LinAlgError:
-        return hess
+        return hess, False
+    info.gradient, info.hessian, info.checked_at = grad, hess, info.x.copy()
     trial = info.x.copy()
     trial[idx] += step
     trial = np.maximum(trial, lower)
     value = objective(trial)
-    if value < info.fun:
-        info.x, info.fun = trial, value
-    info.gradient, info.hessian, info.checked_at = grad, hess, info.x.copy()
-    return hess
+    if value >= info.fun:
+        return hess, False
+    info.x, info.fun = trial, value
+    return hess, bool(np.max(np.abs(step)) > NEWTON_TRUST)

@@ -14,29 +14,37 @@ import pandas as pd
 from scipy import stats
 
 from . import predict as _predict
+from . import saving
+from .bootstrap import bootstrap
 from .components import SINGULAR_TOL, variance_table
 from .errors import MultilevelError
 from .families import Family
-from .kinds import Frequentist
+from .glmm_checks import SimulatedResiduals, binned_residuals, overdispersion, simulated_residuals
+from .kinds import Generalized
 from .optimize import OptimumInfo
 from .pirls import Mode
+from .profile import intervals
 from .summary import glmm_html, glmm_summary
 from .tables import callable_table
 
 APPROXIMATIONS = {0: "Laplace, fixed effects inside PIRLS (nAGQ = 0)", 1: "Laplace"}
 
 
-class GlmmFit(Frequentist):
+class GlmmFit(Generalized):
     """Results of a GLMM fit, with the vocabulary of the Gaussian `LmmFit`."""
 
-    def __init__(self, model, family: Family, info: OptimumInfo, mode: Mode, n_agq: int, information: str,
+    def __init__(self, model, family: Family, info: OptimumInfo, mode: Mode, deviance_function,
                  objective: float, n_params: int, vcov: np.ndarray, vcov_rx: np.ndarray,
                  parameter_covariance: np.ndarray | None, log_size_se: float, warnings: list[str]):
-        self.model, self.family, self.info, self.mode, self.nAGQ = model, family, info, mode, n_agq
-        self.information = information if not family.canonical else "observed = expected (canonical link)"
+        self.model, self.family, self.info, self.mode = model, family, info, mode
+        self.nAGQ, self.information_kind = deviance_function.n_agq, deviance_function.pirls.information
+        self.information = self.information_kind if not family.canonical else "observed = expected (canonical link)"
+        self.size_estimated = bool(deviance_function.estimate_size)
+        self._deviance_function = deviance_function
         self.theta, self.beta, self.factor = mode.theta, mode.beta, mode.factor
         self.objective, self.n_params = objective, n_params
-        self._vcov, self._vcov_rx, self._log_size_se = vcov, vcov_rx, log_size_se
+        self._vcov, self._vcov_rx = vcov, vcov_rx
+        self.log_size_se = log_size_se  # SE of log NB size (NaN unless estimated with a Hessian)
         self.parameter_covariance = parameter_covariance  # 2 H^-1 of the optimiser's parameters (None for nAGQ = 0)
         self.warnings = warnings
 
@@ -48,6 +56,11 @@ class GlmmFit(Frequentist):
     @property
     def nobs(self) -> int:
         return self.design.nobs
+
+    def deviance_at(self, theta: np.ndarray, beta: np.ndarray, size: float | None = None) -> float:
+        """-2 log-likelihood by this fit's approximation at other parameters (NB size: None keeps the fit's)."""
+        family = self.family if size is None else self.family.with_dispersion(float(size))
+        return self._deviance_function.deviance(np.asarray(theta, float), np.asarray(beta, float), family)
 
     @property
     def converged(self) -> bool:
@@ -128,7 +141,7 @@ class GlmmFit(Frequentist):
         shape; Var = mu + mu^2 / theta) and alpha = 1 / theta (Stata, statsmodels)."""
         if self.nb_theta is None:
             return None
-        theta, se = float(self.nb_theta), self._log_size_se
+        theta, se = float(self.nb_theta), self.log_size_se
         return pd.DataFrame({"estimate": [theta, 1 / theta, np.log(theta)], "std_error_log": [se, se, se]},
                             index=pd.Index(["theta (size; glmmTMB phi)", "alpha = 1/theta", "log theta"], name="parameter"))
 
@@ -175,6 +188,30 @@ class GlmmFit(Frequentist):
         """n new response vectors (n x nobs) with new group effects; binomial responses as success counts
         when the model has trials (cbind or trials()), else on the response's own scale."""
         return _predict.simulate(self.design, self.family, self.beta, self.covariances, None, n, seed)
+
+    def confint(self, method: str = "Wald", level: float = 0.95) -> pd.DataFrame:
+        """Intervals: ``"Wald"`` for fixed effects, ``"profile"`` for SDs, correlations and fixed effects (glmer's)."""
+        return intervals(self, method, level)
+
+    def bootstrap(self, n: int = 1000, seed=None, cores: int = 1, statistic=None):
+        """Parametric bootstrap: refits on simulated responses; reproducible whatever `cores`."""
+        return bootstrap(self, n, seed, cores, statistic)
+
+    def overdispersion(self) -> dict:
+        """Pearson chi-square given the group effects, its df, their ratio and the p value of overdispersion."""
+        return overdispersion(self)
+
+    def simulated_residuals(self, n: int = 250, seed=None) -> SimulatedResiduals:
+        """DHARMa-style scaled residuals from n simulated responses; `.tests()` for uniformity, dispersion, zeros."""
+        return simulated_residuals(self, n, seed)
+
+    def binned_residuals(self, bins: int | None = None) -> pd.DataFrame:
+        """Binned residuals of a binary response against fitted probabilities, with +/- 2 SE bounds."""
+        return binned_residuals(self, bins)
+
+    def save(self, path, force: bool = False):
+        """Write the fit (and its data) to JSON (never overwrites unless force=True); reopen with `mlv.load`."""
+        return saving.save(self, path, force=force)
 
     def to_frame(self) -> pd.DataFrame:
         """Fixed effects and variance components in one long table."""

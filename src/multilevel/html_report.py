@@ -21,9 +21,10 @@ import pandas as pd
 
 from . import plots
 from .errors import MultilevelError
+from .glmm_checks import is_binary
 from .html_tables import escape as _e
 from .html_tables import table as _table
-from .kinds import Study, require_result
+from .kinds import Generalized, Study, require_result
 from .saving import check_writable, write_atomically
 
 CSS = """
@@ -125,10 +126,13 @@ def _model_section(items: dict) -> str:
 def _estimates_section(items: dict) -> str:
     out = ["<h2>Estimates</h2>"]
     for name, r in items.items():
-        kind = "posterior mean, SD and 95 % credible interval" if plots.is_bayesian(r) else "estimate, standard error, Satterthwaite df"
+        glmm = isinstance(r, Generalized)
+        kind = ("posterior mean, SD and 95 % credible interval" if plots.is_bayesian(r) else
+                "estimate, standard error, Wald z" if glmm else "estimate, standard error, Satterthwaite df")
         out.append(f"<h3>{_e(name)}</h3><p class='meta'>Fixed effects ({kind})</p>")
         out.append(_table(r.fixed_effects, f"fixed-{_slug(name)}"))
-        out.append("<p class='meta'>Variance components (SD and correlation of the group effects; Residual = sigma)</p>")
+        scale = "on the link scale" if glmm else "Residual = sigma"
+        out.append(f"<p class='meta'>Variance components (SD and correlation of the group effects; {scale})</p>")
         out.append(_table(r.variance_components, f"varcomp-{_slug(name)}", index=False))
     return "".join(out)
 
@@ -173,12 +177,17 @@ def _diagnostics(r) -> pd.DataFrame:
             ("sampling time (s)", float(r.seconds)),
         ]
     else:
-        crit = "REML criterion" if r.reml else "deviance"
+        glmm = isinstance(r, Generalized)
+        crit = "deviance (-2 log-likelihood)" if glmm or not r.reml else "REML criterion"
         rows = [
             ("converged", "yes" if r.converged else "no"),
             ("singular (boundary) fit", "yes" if r.is_singular else "no"),
             (crit, r.objective), ("log-likelihood", r.loglik), ("AIC", r.aic), ("BIC", r.bic),
         ]
+        if glmm:
+            over = r.overdispersion()
+            rows += [("family, link", f"{r.family.name}, {r.family.link.name}"), ("approximation", r.approximation),
+                     ("Pearson chi-square / df", over["ratio"]), ("overdispersion p value", over["p_value"])]
     return pd.DataFrame(rows, columns=["check", "value"])
 
 
@@ -189,7 +198,14 @@ def _plots_section(items: dict, extra: dict) -> str:
     figs = [("Group effects with 95 % intervals", plots.caterpillar(items))]
     if all(_has_intercepts(r) for r in results):
         figs.append(("Where the variance lives (intercept variances and residual)", plots.variance_decomposition(items)))
-    figs += [(f"Residuals: {plots.label(f)}", plots.residuals(f)) for f in fits]
+    for f in fits:
+        if not isinstance(f, Generalized):
+            figs.append((f"Residuals: {plots.label(f)}", plots.residuals(f)))
+            continue
+        figs.append((f"Simulated quantile residuals (250 simulations, seed 0): {plots.label(f)}",
+                     plots.quantile_residuals(f.simulated_residuals(seed=0))))
+        if is_binary(f):
+            figs.append((f"Binned residuals: {plots.label(f)}", plots.binned_residuals(f.binned_residuals())))
     for name, post in posts:
         figs.append((f"Posterior of the SDs with the frequentist estimates marked: {name}", plots.variance_posteriors(post, fits)))
         figs.append((f"Trace plots: {name}", plots.trace(post)))
@@ -220,6 +236,9 @@ def _study_section(name: str, study) -> str:
 
 
 def _has_intercepts(r) -> bool:
+    """Whether the variance-decomposition plot applies: an intercept variance beside a residual (not a GLMM)."""
+    if isinstance(r, Generalized):
+        return False
     vc = r.variance_components
     return bool(((vc["term"] == "(Intercept)") & (vc["term2"] == "")).any())
 

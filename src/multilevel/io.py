@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import families
 from .errors import MultilevelError
+from .glmm import restore_glmm
 from .lmm import fit_at
 from .model import Model
 from .names import fixed_name, variance_names
@@ -80,7 +82,7 @@ def _damaged(path: Path, kind: str):
 def _rebuilt_fit(record: dict):
     """The fit at its stored theta on its stored data: the closed-form values recomputed, nothing re-optimised."""
     frame = pd.DataFrame({str(c["name"]): _decode(_column(c), c["attrs"]) for c in record["data"]})
-    model = _model(record["formula"], frame)
+    model = _model(record["formula"], frame, _family(record.get("glmm")))
     model.design = replace(model.design, n_dropped=int(record["n_dropped"]))
     opt = record["optimizer"]
     theta = np.asarray(record["theta"], dtype=float)
@@ -88,17 +90,43 @@ def _rebuilt_fit(record: dict):
         raise MultilevelError(f"the saved fit's theta has {theta.size} values but its formula needs {model.engine.n_theta}")
     info = OptimumInfo(theta, np.nan if opt["fun"] is None else opt["fun"], opt["evaluations"], opt["message"],
                        warnings=list(opt["warnings"]))
-    fit = fit_at(model, record["method"], record["prior"], info, warn=False)
+    if "glmm" in record:
+        fit = _rebuilt_glmm(model, record["glmm"], theta, info, float(record["objective"]))
+    else:
+        fit = fit_at(model, record["method"], record["prior"], info, warn=False)
     fit.warnings = list(record["warnings"])
     return fit
 
 
-def _model(formula: str, frame: pd.DataFrame) -> Model:
+def _rebuilt_glmm(model: Model, g: dict, theta: np.ndarray, info: OptimumInfo, objective: float):
+    """A GLMM fit at its stored theta, beta and NB size, with its stored covariances (NaN for a saved null)."""
+    def matrix(rows):
+        return None if rows is None else np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+
+    beta = np.asarray(g["beta"], dtype=float)
+    if beta.shape != (model.design.p,):
+        raise MultilevelError(f"the saved fit has {beta.size} fixed effects but its formula and data give {model.design.p}")
+    info.x = np.asarray(g["x"], dtype=float)
+    size = None if g["size"] is None else float(g["size"])
+    return restore_glmm(model, int(g["nAGQ"]), str(g["information"]), theta, beta, size, info, objective,
+                        matrix(g["vcov"]), matrix(g["parameter_covariance"]),
+                        np.nan if g["log_size_se"] is None else float(g["log_size_se"]))
+
+
+def _model(formula: str, frame: pd.DataFrame, family=None) -> Model:
     """The model of a saved result, from its formula (checked to hold nothing but columns, operators and
-    whitelisted transforms: never code) and data (weights and offset as saved columns)."""
+    whitelisted transforms: never code), data (weights and offset as saved columns) and family."""
     check_stored_formula(formula, frame.columns)
     return Model(formula, frame, weights="(weights)" if "(weights)" in frame else None,
-                 offset="(offset)" if "(offset)" in frame else None)
+                 offset="(offset)" if "(offset)" in frame else None, family=family)
+
+
+def _family(g: dict | None):
+    """A saved GLMM's family (name, link, a size fixed by the user), built from plain values; None: Gaussian."""
+    if g is None:
+        return None
+    family = families.parse(f"{g['family']}({g['link']})")
+    return family if g["dispersion"] is None else family.with_dispersion(float(g["dispersion"]))
 
 
 def _column(record: dict) -> np.ndarray:

@@ -10,6 +10,10 @@ class Frequentist:
     """A maximum-likelihood (ML/REML, penalised) fit: point estimates, `beta`, `covariances`, `sigma`."""
 
 
+class Generalized(Frequentist):
+    """A GLMM fit by maximum likelihood (Laplace or quadrature): no residual sigma, no REML, no prior."""
+
+
 class Bayesian:
     """Posterior draws: `beta` (chains, draws, p), `sd`, `corr`, `sigma`, `b` per term."""
 

@@ -16,17 +16,15 @@ from scipy import stats
 
 from . import predict as _predict
 from . import saving
-from .arguments import check_level
 from .bootstrap import bootstrap
 from .components import SINGULAR_TOL, variance_table
 from .engine import Engine, Factor
-from .errors import MultilevelError
 from .kinds import Frequentist
 from .optimize import OptimumInfo
 from .partitioned import PartitionedDesign
 from .pooling import pooling
 from .ppc import ppc
-from .profile import profile_intervals
+from .profile import intervals
 from .satterthwaite import satterthwaite_df
 from .summary import lmm_html, lmm_summary
 from .tables import callable_table
@@ -187,16 +185,7 @@ class LmmFit(Frequentist):
 
     def confint(self, method: str = "Wald", level: float = 0.95) -> pd.DataFrame:
         """Intervals: ``"Wald"`` for fixed effects, ``"profile"`` for every parameter (as lme4's confint)."""
-        check_level(level)
-        if str(method).lower() == "wald":
-            z = stats.norm.ppf(0.5 + level / 2)
-            fe = self.fixed_effects
-            se = fe["std_error"]
-            est = fe["estimate"]
-            return pd.DataFrame({"estimate": est, "lower": est - z * se, "upper": est + z * se})
-        if str(method).lower() == "profile":
-            return profile_intervals(self, level)
-        raise MultilevelError(f"confint method must be 'Wald' or 'profile', not {method!r}")
+        return intervals(self, method, level)
 
     def to_frame(self) -> pd.DataFrame:
         """Fixed effects and variance components in one long table."""

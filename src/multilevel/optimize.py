@@ -113,10 +113,13 @@ def _polish(fun: _Tracked, lower: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return x, grad, hess, step
 
 
-def bobyqa(fun: Callable[[np.ndarray], float], x0: np.ndarray, lower: np.ndarray) -> OptimumInfo:
-    """Minimise fun from x0 subject to x >= lower; keeps the best point even if NLopt stops on round-off."""
+def bobyqa(fun: Callable[[np.ndarray], float], x0: np.ndarray, lower: np.ndarray, polish: bool = True) -> OptimumInfo:
+    """Minimise fun from x0 subject to x >= lower; keeps the best point even if NLopt stops on round-off.
+    ``polish=False`` skips the derivatives and Newton step at the end (for callers that take their own)."""
     tracked = _Tracked(fun, x0)
     message = _run_bobyqa(tracked, lower, 0.2)
+    if not polish:
+        return OptimumInfo(tracked.x, float(tracked.f), tracked.n, message)
     checked_at, grad, hess, step = _polish(tracked, lower)
     if step is None or np.max(np.abs(step), initial=0.0) > NEWTON_TRUST:
         message = _run_bobyqa(tracked, lower, 0.02)  # BOBYQA stopped early, or not near a minimum yet

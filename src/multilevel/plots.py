@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from .errors import MultilevelError
-from .kinds import is_bayesian
+from .kinds import Generalized, is_bayesian
 
 Z95 = 1.959963984540054  # normal 97.5 % quantile: frequentist group-effect intervals are estimate +/- Z95 * SE
 PARETO_K_LIMIT = 0.7  # above this, PSIS-LOO is unreliable for that observation (Vehtari et al. 2024)
@@ -31,9 +31,11 @@ COLORS = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
 
 # ---------------------------------------------------------------------------------------------- helpers
 def label(result) -> str:
-    """Short name of a result: 'REML', 'ML', 'REML (zero-avoiding)' or 'Bayes (nuts)'."""
+    """Short name of a result: 'REML', 'ML', 'REML (zero-avoiding)', 'ML binomial (Laplace)' or 'Bayes (nuts)'."""
     if is_bayesian(result):
         return f"Bayes ({result.sampler})"
+    if isinstance(result, Generalized):
+        return f"ML {result.family.name} ({'Laplace' if result.nAGQ <= 1 else f'AGQ {result.nAGQ}'})"
     return result.method + (f" ({result.prior})" if getattr(result, "prior", None) else "")
 
 
@@ -377,6 +379,41 @@ def residuals(fit) -> Figure:
     right.set_title("Normal QQ plot")
     fig.tight_layout()
     return fig
+
+
+def quantile_residuals(sim) -> Figure:
+    """DHARMa's two panels for `fit.simulated_residuals()`: a uniform QQ plot with the KS test, and the
+    residuals against the rank of the fitted values with their 0.25, 0.5, 0.75 lines."""
+    r = np.sort(sim.residuals)
+    tests = sim.tests()["p_value"]
+    fig = Figure(figsize=(9, 3.6))
+    left, right = fig.subplots(1, 2)
+    left.scatter((np.arange(len(r)) + 0.5) / len(r), r, s=8, alpha=0.7)
+    left.plot([0, 1], [0, 1], color="C3", linewidth=1)
+    left.set_title(f"Uniform QQ (KS p = {tests.iloc[0]:.3g}, dispersion p = {tests.iloc[1]:.3g})", fontsize=9)
+    left.set_xlabel("expected")
+    left.set_ylabel("observed")
+    right.scatter(stats.rankdata(sim.fitted) / len(sim.fitted), sim.residuals, s=8, alpha=0.7)
+    for q in (0.25, 0.5, 0.75):
+        right.axhline(q, color="C3", linewidth=0.8, linestyle="--")
+    right.set_xlabel("fitted (rank transformed)")
+    right.set_ylabel("scaled residual")
+    right.set_title("Residuals vs fitted")
+    fig.tight_layout()
+    return fig
+
+
+def binned_residuals(table: pd.DataFrame) -> Figure:
+    """`fit.binned_residuals()`: mean residual per bin against mean fitted probability inside +/- 2 SE."""
+    fig = Figure(figsize=(5, 3.6))
+    ax = fig.subplots()
+    ax.plot(table["fitted"], table["bound"], color="0.5", linewidth=1, label="+/- 2 SE")
+    ax.plot(table["fitted"], -table["bound"], color="0.5", linewidth=1)
+    colour = np.where(table["inside"], "C0", "C3")
+    ax.scatter(table["fitted"], table["residual"], s=14, c=colour, label="bins")
+    ax.axhline(0, color="k", linewidth=0.8)
+    return _finish(fig, ax, "mean fitted probability", "mean residual",
+                   f"Binned residuals ({int(table['inside'].mean() * 100)} % inside 2 SE)")
 
 
 # ---------------------------------------------------------------------------------------------- studies

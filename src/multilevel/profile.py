@@ -30,32 +30,57 @@ from scipy import optimize, stats
 from .arguments import check_level
 from .engine import tri_index
 from .errors import MultilevelError
+from .kinds import Generalized
 from .names import variance_names
 from .optimize import bobyqa
 
 
+def intervals(fit, method: str = "Wald", level: float = 0.95) -> pd.DataFrame:
+    """confint: ``"Wald"`` (fixed effects, estimate +/- z SE) or ``"profile"`` (every parameter)."""
+    check_level(level)
+    method = str(method).lower()
+    if method == "profile":
+        return profile_intervals(fit, level)
+    if method != "wald":
+        raise MultilevelError(f"confint method must be 'Wald' or 'profile', not {method!r}")
+    z = stats.norm.ppf(0.5 + level / 2)
+    est, se = fit.fixed_effects["estimate"], fit.fixed_effects["std_error"]
+    return pd.DataFrame({"estimate": est, "lower": est - z * se, "upper": est + z * se})
+
+
 def profile_intervals(fit, level: float = 0.95) -> pd.DataFrame:
-    """Profile intervals (columns estimate, lower, upper) for the ML refit's SDs, correlations, sigma, fixed effects."""
+    """Profile intervals (columns estimate, lower, upper): SDs, correlations, sigma and fixed effects of the ML
+    (re)fit of an LMM; SDs, correlations and fixed effects of a GLMM on its own deviance (Laplace or AGQ)."""
+    check_level(level)
+    z = stats.norm.ppf(0.5 + level / 2)
+    if isinstance(fit, Generalized):
+        prof = GlmmProfile(fit)
+        return _profile_table(prof, z, [w for w, kind in enumerate(prof.kinds) if kind != "size"])
     if fit.prior:
         raise MultilevelError(
             "profile intervals are defined for the plain likelihood, not the penalised zero-avoiding fit: "
             "use confint(method='profile') on model.fit() or model.fit(method='ML')"
         )
-    check_level(level)
     ml = ml_refit(fit)
-    z = stats.norm.ppf(0.5 + level / 2)
     prof = VarianceProfile(ml)
-    rows = []
-    for w, name in enumerate(prof.names):
-        lo, hi = prof.limits(w)
-        rows.append((name, prof.start[w], interval_end(prof.zeta, w, -z, prof.start[w], lo, prof.scale[w]),
-                     interval_end(prof.zeta, w, z, prof.start[w], hi, prof.scale[w])))
+    table = _profile_table(prof, z, range(len(prof.names)))
     fixed = FixedProfile(ml)
     se = ml.fixed_effects["std_error"].to_numpy()
+    rows = []
     for j, name in enumerate(ml.design.fixed_names):
         est = ml.beta[j]
         rows.append((name, est, interval_end(fixed.zeta, j, -z, est, -np.inf, se[j]),
                      interval_end(fixed.zeta, j, z, est, np.inf, se[j])))
+    return pd.concat([table, pd.DataFrame(rows, columns=["term", "estimate", "lower", "upper"]).set_index("term")])
+
+
+def _profile_table(prof, z: float, ws) -> pd.DataFrame:
+    """Interval ends where the profile's zeta crosses -z and z, for the parameters ws of a profile."""
+    rows = []
+    for w in ws:
+        lo, hi = prof.limits(w)
+        rows.append((prof.names[w], prof.start[w], interval_end(prof.zeta, w, -z, prof.start[w], lo, prof.scale[w]),
+                     interval_end(prof.zeta, w, z, prof.start[w], hi, prof.scale[w])))
     return pd.DataFrame(rows, columns=["term", "estimate", "lower", "upper"]).set_index("term")
 
 
@@ -125,6 +150,35 @@ class VarianceProfile:
         return float(np.sign(x - self.start[w]) * np.sqrt(max(value - self.base, 0.0)))
 
 
+class GlmmProfile(VarianceProfile):
+    """A GLMM's deviance over SDs, correlations, fixed effects (and the log NB size, a nuisance when estimated),
+    profiled over all but one: glmer's profile, on the fit's own approximation (Laplace or quadrature)."""
+
+    def __init__(self, fit):
+        self.fit, self.ks, self.base = fit, [b.k for b in fit.design.blocks], fit.objective
+        names, start, kinds = sdcor_parameters(fit)
+        self.n_var, se = len(names), fit.fixed_effects["std_error"].to_numpy()
+        self.names = names + list(fit.design.fixed_names)
+        self.start = np.concatenate([start, fit.beta])
+        self.kinds = np.concatenate([kinds, np.full(len(fit.beta), "beta")])
+        scale = np.concatenate([np.where(kinds == "cor", 0.2, np.maximum(start, 0.05)), se])
+        if fit.size_estimated:
+            self.names.append("log size")
+            self.start = np.append(self.start, np.log(fit.nb_theta))
+            self.kinds = np.append(self.kinds, "size")
+            scale = np.append(scale, 0.1)
+        self.scale, self._warm = scale, {}
+
+    def limits(self, w: int) -> tuple[float, float]:
+        """SDs [0, inf), correlations [-1, 1], fixed effects and the log size unbounded."""
+        return {"sd": (0.0, np.inf), "cor": (-1.0, 1.0)}.get(self.kinds[w], (-np.inf, np.inf))
+
+    def deviance(self, s: np.ndarray) -> float:
+        theta = sdcor_to_theta(np.append(s[: self.n_var], 1.0), self.ks)
+        beta = s[self.n_var : self.n_var + len(self.fit.beta)]
+        return self.fit.deviance_at(theta, beta, np.exp(s[-1]) if self.fit.size_estimated else None)
+
+
 class FixedProfile:
     """The ML deviance with one fixed effect held at a value, profiled over theta, sigma and the others."""
 
@@ -148,7 +202,7 @@ class FixedProfile:
 
 
 def sdcor_parameters(fit) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """lme4's profile parameters: per term the SDs then the correlations, then sigma (names as lme4's)."""
+    """lme4's profile parameters: per term the SDs then the correlations, then sigma of an LMM (names as lme4's)."""
     names, values, kinds = [], [], []
     for block, cov in zip(fit.design.blocks, fit.covariances):
         sd = np.sqrt(np.diag(cov))
@@ -160,9 +214,10 @@ def sdcor_parameters(fit) -> tuple[list[str], np.ndarray, np.ndarray]:
             names.append(name)
             values.append(cov[a, c] / (sd[a] * sd[c]) if sd[a] > 0 and sd[c] > 0 else 0.0)
             kinds.append("cor")
-    names.append("sigma")
-    values.append(fit.sigma)
-    kinds.append("sigma")
+    if not isinstance(fit, Generalized):
+        names.append("sigma")
+        values.append(fit.sigma)
+        kinds.append("sigma")
     return names, np.array(values, dtype=float), np.array(kinds)
 
 

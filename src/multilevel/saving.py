@@ -3,7 +3,9 @@ with the model's data and formula beside the numbers, so `multilevel.io.load` re
 check, comparison and plot accepts — and a file from someone else is only data.
 
 A fit's file holds theta (exact decimal), the optimiser's report, the data and the tables; loading
-refits nothing: it recomputes the closed-form values at the stored theta, the same numbers bit for bit.
+refits nothing: it recomputes the closed-form values at the stored theta, the same numbers bit for bit. A GLMM's
+file adds its family, beta (and NB size) and the Hessian-based covariances; loading recomputes the conditional
+modes at the stored theta and beta by PIRLS.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import MultilevelError
-from .kinds import Bayesian, Study, require_result
+from .kinds import Bayesian, Generalized, Study, require_result
 
 FORMAT = "multilevel"
 VERSION = 2  # fits: 2 carries theta, the optimiser's report and the data (version 1 files still load)
@@ -99,15 +101,14 @@ def encode_column(values: pd.Series) -> tuple[np.ndarray, dict]:
 
 
 def fit_record(fit) -> dict:
-    """Everything a fit's file holds, as JSON-ready values."""
+    """Everything a fit's file holds, as JSON-ready values (a GLMM's also its family, beta and covariances)."""
     d = fit.design
     info = fit.info
-    return {
+    record = {
         "format": FORMAT, "version": VERSION, "kind": "fit", "formula": str(d.formula),
-        "method": fit.method, "prior": fit.prior,
-        "sigma": fit.sigma, "loglik": fit.loglik, "aic": fit.aic, "bic": fit.bic, "objective": fit.objective,
-        "deviance": fit.deviance, "penalized_objective": fit.penalized_objective, "nobs": fit.nobs,
-        "n_params": fit.n_params, "converged": bool(fit.converged), "is_singular": fit.is_singular,
+        "loglik": fit.loglik, "aic": fit.aic, "bic": fit.bic, "objective": fit.objective,
+        "deviance": fit.deviance, "nobs": int(fit.nobs),
+        "n_params": int(fit.n_params), "converged": bool(fit.converged), "is_singular": fit.is_singular,
         "warnings": list(fit.warnings), "fixed_names": list(d.fixed_names), "n_dropped": int(d.n_dropped),
         "aliased": list(d.aliased),
         "blocks": [
@@ -122,8 +123,20 @@ def fit_record(fit) -> dict:
         "variance_components": _frame_record(fit.variance_components),
         "group_effects": _frame_record(fit.group_effects),
         "fitted": plain(fit.fitted()),
-        "residuals": plain(fit.residuals()),
     }
+    if isinstance(fit, Generalized):
+        family = fit.model.family
+        record["glmm"] = {
+            "family": family.name, "link": family.link.name, "dispersion": family.dispersion, "nAGQ": int(fit.nAGQ),
+            "information": fit.information_kind, "beta": plain(fit.beta), "x": plain(info.x),
+            "size": fit.nb_theta if fit.size_estimated else None, "vcov": [plain(r) for r in np.asarray(fit.vcov)],
+            "parameter_covariance": None if fit.parameter_covariance is None else [plain(r) for r in fit.parameter_covariance],
+            "log_size_se": _finite_or_none(fit.log_size_se),
+        }
+    else:
+        record.update({"method": fit.method, "prior": fit.prior, "sigma": fit.sigma,
+                       "penalized_objective": fit.penalized_objective, "residuals": plain(fit.residuals())})
+    return record
 
 
 def _finite_or_none(x: float):
