@@ -1,0 +1,144 @@
+"""`Occupancy(occupancy=, detection=, data=, site=, response=)`: the single-season occupancy model on long data
+(one row per site x visit). Occupancy (psi) is modelled from site covariates, detection (p) from survey
+covariates, both on the logit scale with the package's formula and design machinery; the latent occupancy is
+summed out exactly (`occupancy_likelihood`). See docs/occupancy.md.
+
+>>> import multilevel as mlv
+>>> df = mlv.datasets.load("pcru_occupancy")
+>>> fit = mlv.Occupancy("~ 1", "~ MinAfterSunset_scaled + Temperature_scaled", df).fit()
+>>> round(float(fit.psi.iloc[0]), 3)
+0.823
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+
+from .data import as_frame
+from .design import apply_coding, learn_coding, used_columns
+from .errors import MultilevelError
+from .formula import parse
+from .occupancy_fit import OccupancyFit
+from .occupancy_likelihood import OccupancyArrays, gradient_hessian, loglik
+
+GRADIENT_TOL = 1e-6  # largest absolute score accepted at the optimum
+
+
+def _formula(text: str, response: str, what: str):
+    """`~ rhs` (or bare `rhs`) as a Formula with the response column on the left."""
+    rhs = text.strip()
+    rhs = rhs[1:] if rhs.startswith("~") else rhs
+    f = parse(f"{response} ~ {rhs}")
+    if f.random:
+        raise MultilevelError(f"random effects in the {what} formula ({', '.join(map(str, f.random))}) are not supported yet")
+    return f
+
+
+class Occupancy:
+    """A single-season occupancy model: `fit()` by maximum likelihood, occupancy summed out exactly."""
+
+    def __init__(self, occupancy: str, detection: str, data, site: str = "site", response: str = "y"):
+        frame = as_frame(data)
+        for column, what in ((site, "site"), (response, "response")):
+            if column not in frame.columns:
+                raise MultilevelError(f"the {what} column '{column}' is not in the data")
+        self.occupancy_formula, self.detection_formula = occupancy, detection
+        self.site, self.response = site, response
+        occ, det = _formula(occupancy, response, "occupancy"), _formula(detection, response, "detection")
+        frame = frame.assign(**{site: frame[site].astype(str)})
+        visited = _visited(frame, site, response)
+        rows = frame[visited]
+        _check_site_constant(rows, [c for c in used_columns(occ, rows, None, None) if c != response], site)
+        _check_survey_complete(rows, [c for c in used_columns(det, rows, None, None) if c != response], site)
+        codes, self.sites = pd.factorize(rows[site], sort=False)
+        slots = rows.groupby(codes).cumcount().to_numpy()
+        site_rows = rows.groupby(codes, sort=True).head(1)
+        self.occupancy_coding = learn_coding(occ, site_rows)
+        self.detection_coding = learn_coding(det, rows)
+        X = apply_coding(self.occupancy_coding, site_rows).X
+        self.detection_matrix = apply_coding(self.detection_coding, rows).X
+        S, J, b = len(self.sites), slots.max() + 1, self.detection_matrix.shape[1]
+        V, Y, mask = np.zeros((S, J, b)), np.zeros((S, J)), np.zeros((S, J))
+        V[codes, slots], Y[codes, slots], mask[codes, slots] = self.detection_matrix, rows[response].to_numpy(float), 1.0
+        self.arrays = OccupancyArrays(X, V, Y, mask)
+        self.surveys = rows[[c for c in (site, "visit", response) if c in rows.columns]].reset_index(drop=True)
+        self.parameter_names = [f"psi({n})" for n in self.occupancy_coding.fixed_names] + [
+            f"p({n})" for n in self.detection_coding.fixed_names]
+
+    def loglik(self, params) -> float:
+        """The log-likelihood at coefficients in `parameter_names` order."""
+        a = self.arrays
+        return float(loglik(np, np.asarray(params, float), a.X, a.V, a.Y, a.mask))
+
+    def fit(self) -> OccupancyFit:
+        """Maximum likelihood by Newton trust region on the analytic gradient and Hessian; SEs from the Hessian."""
+        def objective(x):
+            return -self.loglik(x)
+
+        def jac(x):
+            return -gradient_hessian(x, self.arrays)[0]
+
+        def hess(x):
+            return -gradient_hessian(x, self.arrays)[1]
+
+        start = np.zeros(len(self.parameter_names))
+        res = optimize.minimize(objective, start, jac=jac, hess=hess, method="trust-exact", options={"gtol": 1e-10})
+        grad, H = gradient_hessian(res.x, self.arrays)
+        converged = bool(np.max(np.abs(grad)) < GRADIENT_TOL)
+        try:
+            vcov = np.linalg.inv(-H)
+        except np.linalg.LinAlgError:
+            vcov = np.full_like(H, np.nan)
+        fit = OccupancyFit(self, res.x, vcov, -float(res.fun), converged, str(res.message))
+        if not converged or not np.all(np.linalg.eigvalsh(-H) > 0):
+            fit.warnings.append(f"the optimiser did not reach a proper maximum (largest score {np.max(np.abs(grad)):.2g}): "
+                                "estimates may be on a boundary (psi or p near 0 or 1)")
+        return fit
+
+    def new_matrix(self, newdata, part: str) -> tuple[np.ndarray, slice]:
+        """The design matrix of new rows for psi or p, and the slice of the coefficients it multiplies."""
+        a = self.arrays.a
+        coding, cols = (self.occupancy_coding, slice(0, a)) if part == "psi" else (self.detection_coding, slice(a, None))
+        return apply_coding(coding, as_frame(newdata), new=True).X, cols
+
+
+def _visited(frame: pd.DataFrame, site: str, response: str) -> np.ndarray:
+    """Rows of visits made (response present); refuse responses other than 0/1 and sites never visited."""
+    y = pd.to_numeric(frame[response], errors="coerce") if frame[response].dtype != bool else frame[response].astype(float)
+    visited = frame[response].notna().to_numpy()
+    bad = visited & ~np.isin(y, (0, 1))
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise MultilevelError(f"detections '{response}' must be 0 or 1 (missing for a visit not made); "
+                              f"site {frame[site].iloc[i]} has {frame[response].iloc[i]!r}")
+    never = frame.groupby(site, sort=False)[response].count()
+    never = never[never == 0]
+    if len(never):
+        raise MultilevelError(f"site {never.index[0]} has no visits (every '{response}' missing): drop it or give its surveys")
+    return visited
+
+
+def _check_site_constant(rows: pd.DataFrame, columns: list[str], site: str) -> None:
+    """Occupancy covariates describe a site: they must be present and the same on all of its rows."""
+    for c in columns:
+        if c == site:
+            continue
+        if rows[c].isna().any():
+            raise MultilevelError(f"the site covariate '{c}' is missing at site {rows[site][rows[c].isna()].iloc[0]}")
+        counts = rows.groupby(site, sort=False, observed=True)[c].nunique()
+        if (counts > 1).any():
+            raise MultilevelError(f"the site covariate '{c}' varies within site {counts.index[counts > 1][0]}: "
+                                  "occupancy covariates must be constant within a site (survey covariates go in the detection formula)")
+
+
+def _check_survey_complete(rows: pd.DataFrame, columns: list[str], site: str) -> None:
+    """Detection covariates must be present on every visit made."""
+    for c in columns:
+        missing = rows[c].isna().to_numpy()
+        if missing.any():
+            row = rows.iloc[np.flatnonzero(missing)[0]]
+            visit = f", visit {row['visit']}" if "visit" in rows.columns else ""
+            raise MultilevelError(f"the detection covariate '{c}' is missing on a visit made (site {row[site]}{visit}): "
+                                  "give it, or mark the visit as not made with a missing response")

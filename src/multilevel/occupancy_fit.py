@@ -1,0 +1,118 @@
+"""`OccupancyFit`: a single-season occupancy model fitted by maximum likelihood, and the tables derived from it.
+
+Coefficients are on the logit scale and named as unmarked's `coef()`: `psi((Intercept))`, `p(date)`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .errors import MultilevelError
+from .kinds import Frequentist
+from .occupancy_likelihood import conditional_occupancy
+
+
+def _expit(x):
+    return 1 / (1 + np.exp(-x))
+
+
+class OccupancyFit(Frequentist):
+    """Maximum-likelihood estimates, their covariance (inverse observed information) and per-site values."""
+
+    def __init__(self, model, params: np.ndarray, vcov: np.ndarray, loglik: float, converged: bool, message: str):
+        self.model, self.params, self.vcov, self.loglik = model, params, vcov, loglik
+        self.converged, self.message = converged, message
+        self.warnings: list[str] = []
+
+    @property
+    def names(self) -> list[str]:
+        return self.model.parameter_names
+
+    @property
+    def n_params(self) -> int:
+        return len(self.params)
+
+    @property
+    def nobs(self) -> int:
+        """Number of surveys (visits made)."""
+        return int(self.model.arrays.mask.sum())
+
+    @property
+    def aic(self) -> float:
+        return -2 * self.loglik + 2 * self.n_params
+
+    @property
+    def objective(self) -> float:
+        """-2 log-likelihood."""
+        return -2 * self.loglik
+
+    @cached_property
+    def fixed_effects(self) -> pd.DataFrame:
+        """estimate, std_error, z_value, p_value per coefficient (Wald, as unmarked)."""
+        se = np.sqrt(np.diag(self.vcov))
+        z = self.params / se
+        return pd.DataFrame({"estimate": self.params, "std_error": se, "z_value": z, "p_value": 2 * stats.norm.sf(np.abs(z))},
+                            index=pd.Index(self.names, name="parameter"))
+
+    @property
+    def beta(self) -> np.ndarray:
+        """Occupancy coefficients (logit scale)."""
+        return self.params[: self.model.arrays.a]
+
+    @property
+    def alpha(self) -> np.ndarray:
+        """Detection coefficients (logit scale)."""
+        return self.params[self.model.arrays.a:]
+
+    @property
+    def psi(self) -> pd.Series:
+        """Fitted occupancy probability per site."""
+        return pd.Series(_expit(self.model.arrays.X @ self.beta), index=self.model.sites, name="psi")
+
+    @property
+    def p(self) -> pd.DataFrame:
+        """Fitted detection probability per survey: the model's rows (site, visit, y) with a column `p`."""
+        eta = self.model.detection_matrix @ self.alpha
+        return self.model.surveys.assign(p=_expit(eta))
+
+    @property
+    def conditional_occupancy(self) -> pd.Series:
+        """P(site occupied | its detections): 1 where the species was seen, below psi where it never was."""
+        return pd.Series(conditional_occupancy(self.params, self.model.arrays), index=self.model.sites, name="P(z = 1 | y)")
+
+    def n_occupied(self) -> pd.Series:
+        """Finite-sample number of occupied sites among those surveyed: the sum of P(z = 1 | y) (unmarked's
+        ranef/bup), its SD given the estimates (a sum of independent Bernoulli) and the sites seen occupied."""
+        w = self.conditional_occupancy.to_numpy()
+        return pd.Series({"estimate": w.sum(), "sd": np.sqrt(np.sum(w * (1 - w))), "observed": int(self.model.arrays.detected.sum())})
+
+    def predict(self, newdata, part: str = "psi", prob: float = 0.95) -> pd.DataFrame:
+        """psi (occupancy, from site covariates) or p (detection, from survey covariates) for new rows, with
+        delta-method standard errors and a Wald interval made on the logit scale."""
+        if part not in ("psi", "p"):
+            raise MultilevelError(f"part must be 'psi' or 'p', not {part!r}")
+        M, cols = self.model.new_matrix(newdata, part)
+        eta = M @ self.params[cols]
+        se_eta = np.sqrt(np.einsum("ij,jk,ik->i", M, self.vcov[cols, cols], M))
+        z = stats.norm.ppf((1 + prob) / 2)
+        value = _expit(eta)
+        index = newdata.index if isinstance(newdata, pd.DataFrame) else None
+        return pd.DataFrame({"estimate": value, "std_error": se_eta * value * (1 - value), "lower": _expit(eta - z * se_eta),
+                             "upper": _expit(eta + z * se_eta)}, index=index)
+
+    def summary(self) -> str:
+        """Readable text: the two coefficient tables, log-likelihood, AIC and the sites."""
+        table = self.fixed_effects.round(4).to_string()
+        n = self.n_occupied()
+        return "\n".join([
+            "Single-season occupancy model fit by maximum likelihood (latent occupancy summed out)",
+            f" occupancy: {self.model.occupancy_formula}   detection: {self.model.detection_formula}",
+            f" sites {len(self.model.sites)}, surveys {self.nobs}, sites with a detection {int(n['observed'])}",
+            table,
+            f"log-likelihood {self.loglik:.4f}   AIC {self.aic:.4f}",
+            f"occupied sites (estimated): {n['estimate']:.1f} (sd {n['sd']:.2f})",
+        ])

@@ -1,0 +1,112 @@
+"""Occupancy models by maximum likelihood against the independent base-R fit of unmarked's pcru model
+(shared/reference/pcru_occupancy_ml.json), and the refusals of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import multilevel as mlv
+from multilevel.occupancy_likelihood import gradient_hessian
+
+REF = json.loads((Path(__file__).resolve().parents[2] / "shared/reference/pcru_occupancy_ml.json").read_text())
+DETECTION = "~ MinAfterSunset_scaled + Temperature_scaled"
+
+
+@pytest.fixture(scope="module")
+def pcru():
+    return mlv.datasets.load("pcru_occupancy")
+
+
+@pytest.fixture(scope="module")
+def model(pcru):
+    return mlv.Occupancy(occupancy="~ 1", detection=DETECTION, data=pcru, site="site", response="y")
+
+
+@pytest.fixture(scope="module")
+def fit(model):
+    return model.fit()
+
+
+def test_objective_and_gradient_match_the_reference_at_fixed_points(model):
+    for point in REF["objective_checks"]["points"]:
+        par = np.array(point["par"])
+        assert -2 * model.loglik(par) == pytest.approx(point["minus2loglik"], abs=1e-9)
+        grad = -2 * gradient_hessian(par, model.arrays)[0]
+        np.testing.assert_allclose(grad, point["gradient_of_minus2loglik"], rtol=1e-7, atol=1e-9)
+
+
+def test_hessian_is_the_derivative_of_the_gradient(model):
+    par = np.array(REF["objective_checks"]["points"][2]["par"])
+    _, H = gradient_hessian(par, model.arrays)
+    h = 1e-6
+    numeric = np.column_stack([(gradient_hessian(par + h * e, model.arrays)[0] - gradient_hessian(par - h * e, model.arrays)[0]) / (2 * h)
+                               for e in np.eye(len(par))])
+    np.testing.assert_allclose(H, numeric, rtol=1e-6, atol=1e-6)
+
+
+def test_estimates_ses_and_loglik_match_the_reference(fit):
+    fe = fit.fixed_effects
+    assert list(fe.index) == REF["parameters"]
+    np.testing.assert_allclose(fe["estimate"], REF["estimate"], rtol=1e-4)
+    np.testing.assert_allclose(fe["std_error"], REF["std_error"], rtol=1e-4)
+    np.testing.assert_allclose(fit.vcov, REF["vcov"]["rows"], rtol=1e-4, atol=1e-8)
+    assert fit.objective == pytest.approx(REF["minus2loglik"], abs=1e-6)
+    assert fit.loglik == pytest.approx(REF["loglik"], abs=1e-6)
+    assert fit.aic == pytest.approx(REF["AIC"], abs=1e-6)
+    assert fit.converged and not fit.warnings
+
+
+def test_psi_p_and_occupied_sites_match_the_reference(fit, pcru):
+    back = REF["back_transformed"]
+    assert fit.psi.shape == (130,)
+    np.testing.assert_allclose(fit.psi, back["psi"]["estimate"], rtol=1e-4)
+    assert fit.p["p"].mean() == pytest.approx(back["mean_fitted_p"], rel=1e-4)
+    assert len(fit.p) == REF["n_surveys"]
+    assert fit.n_occupied()["estimate"] == pytest.approx(back["expected_occupied_sites"], rel=1e-4)
+    assert fit.n_occupied()["observed"] == REF["n_sites_with_detection"]
+    new = fit.predict(pd.DataFrame({"anything": [0.0]}), part="psi")
+    assert new["estimate"].iloc[0] == pytest.approx(back["psi"]["estimate"], rel=1e-4)
+    assert new["std_error"].iloc[0] == pytest.approx(back["psi"]["se_delta"], rel=1e-4)
+    at_means = fit.predict(pd.DataFrame({"MinAfterSunset_scaled": [0.0], "Temperature_scaled": [0.0]}), part="p")
+    assert at_means["estimate"].iloc[0] == pytest.approx(back["p_at_covariates_0"]["estimate"], rel=1e-4)
+    assert at_means["std_error"].iloc[0] == pytest.approx(back["p_at_covariates_0"]["se_delta"], rel=1e-4)
+
+
+def test_conditional_occupancy_is_one_where_seen_and_bayes_rule_where_not(fit, model):
+    w = fit.conditional_occupancy.to_numpy()
+    seen = model.arrays.detected
+    assert np.all(w[seen] == 1)
+    # a never-detected site: psi q / (psi q + 1 - psi), q = P(all missed | occupied)
+    psi = fit.psi.to_numpy()
+    p = fit.p.assign(code=pd.factorize(fit.p["site"], sort=False)[0])
+    q = np.exp(np.log1p(-p["p"]).groupby(p["code"]).sum()).to_numpy()
+    np.testing.assert_allclose(w[~seen], (psi * q / (psi * q + 1 - psi))[~seen], rtol=1e-12)
+
+
+def test_a_visit_not_made_drops_out(pcru, fit):
+    padded = pd.concat([pcru, pcru.iloc[[0]].assign(y=np.nan, MinAfterSunset_scaled=np.nan, visit=4)], ignore_index=True)
+    again = mlv.Occupancy("~ 1", DETECTION, padded).fit()
+    assert again.loglik == pytest.approx(fit.loglik, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.assign(y=d["y"].where(d.index != 5, 2)), "must be 0 or 1"),
+        (lambda d: d.assign(Temperature_scaled=d["Temperature_scaled"].where(d.index != 7, np.nan)), "missing on a visit made"),
+        (lambda d: d.assign(y=d["y"].where(d["site"] != d["site"].iloc[0], np.nan)), "has no visits"),
+    ],
+)
+def test_bad_input_is_refused(pcru, change, message):
+    with pytest.raises(mlv.MultilevelError, match=message):
+        mlv.Occupancy("~ 1", DETECTION, change(pcru.copy()))
+
+
+def test_site_covariates_varying_within_a_site_are_refused_by_name(pcru):
+    with pytest.raises(mlv.MultilevelError, match=r"'Temperature' varies within site 210302.01"):
+        mlv.Occupancy("~ Temperature", DETECTION, pcru)
