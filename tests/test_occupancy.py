@@ -110,3 +110,66 @@ def test_bad_input_is_refused(pcru, change, message):
 def test_site_covariates_varying_within_a_site_are_refused_by_name(pcru):
     with pytest.raises(mlv.MultilevelError, match=r"'Temperature' varies within site 210302.01"):
         mlv.Occupancy("~ Temperature", DETECTION, pcru)
+
+
+# ---- one random intercept, integrated out by Laplace / adaptive Gauss-Hermite quadrature
+
+
+@pytest.fixture(scope="module")
+def pcru_routes(pcru):
+    return pcru.assign(route=pcru["route"].astype(str))
+
+
+def _quad_loglik(model, params, sigma):
+    """The marginal log-likelihood by adaptive scipy quadrature of each group's integral (an independent route)."""
+    from scipy import integrate
+
+    from multilevel.occupancy_likelihood import site_terms
+
+    term, a = model.random[1], model.arrays
+    total = 0.0
+    for g in range(term.m):
+        sites = term.codes == g
+
+        def integrand(b, sites=sites):
+            shift = np.where(sites, b, 0.0)
+            kw = {"shift_psi": shift} if term.part == "psi" else {"shift_p": shift}
+            ll = np.logaddexp(*site_terms(np, params, a.X, a.V, a.Y, a.mask, **kw))[sites].sum()
+            return np.exp(ll - b**2 / (2 * sigma**2)) / np.sqrt(2 * np.pi * sigma**2)
+
+        total += np.log(integrate.quad(integrand, -12 * sigma, 12 * sigma, epsabs=0, epsrel=1e-12, limit=200)[0])
+    return total
+
+
+@pytest.mark.parametrize(("occupancy", "detection"), [("~ 1 + (1 | route)", DETECTION), ("~ 1", DETECTION + " + (1 | route)")])
+def test_adaptive_quadrature_converges_to_the_integral(pcru_routes, occupancy, detection):
+    model = mlv.Occupancy(occupancy, detection, pcru_routes)
+    params, sigma = np.array([1.8, 0.1, -0.2, -1.9]), 1.5
+    exact = _quad_loglik(model, params, sigma)
+    errors = [abs(model.marginal_loglik(params, sigma, n_agq=n) - exact) for n in (1, 9, 25, 100)]
+    assert errors[-1] < 1e-9 and errors == sorted(errors, reverse=True)  # more nodes, closer; Laplace the farthest
+    assert model.marginal_loglik(params, 1e-7, n_agq=1) == pytest.approx(model.loglik(params), abs=1e-8)
+
+
+def test_random_intercept_fit_is_a_maximum_and_tables_line_up(pcru_routes):
+    model = mlv.Occupancy("~ 1", DETECTION + " + (1 | route)", pcru_routes)
+    fit = model.fit(n_agq=9)
+    assert fit.converged and not fit.warnings
+    x = np.r_[fit.params, fit.sigma]
+    for i in range(len(x)):  # no coordinate step raises the likelihood
+        for h in (-1e-3, 1e-3):
+            y = x.copy()
+            y[i] += h
+            assert model.marginal_loglik(y[:-1], y[-1], 9) <= fit.loglik + 1e-9
+    assert fit.n_params == 5 and fit.aic == pytest.approx(-2 * fit.loglik + 10)
+    vc = fit.variance_components
+    assert vc[["part", "group"]].values.tolist() == [["p", "route"]] and vc["sd"].iloc[0] == fit.sigma
+    assert len(fit.group_effects) == pcru_routes["route"].nunique()
+    assert fit.loglik > model.fit().loglik - 1e-9  # sigma = 0 is inside the model
+
+
+def test_unsupported_random_effects_are_refused(pcru_routes):
+    with pytest.raises(mlv.MultilevelError, match="one random intercept"):
+        mlv.Occupancy("~ 1 + (1 | route)", DETECTION + " + (1 | route)", pcru_routes)
+    with pytest.raises(mlv.MultilevelError, match="varies within a site"):
+        mlv.Occupancy("~ 1", DETECTION + " + (1 | Wind)", pcru_routes.assign(Wind=pcru_routes["Wind"].astype(str)))

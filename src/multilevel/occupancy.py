@@ -19,9 +19,12 @@ from scipy import optimize
 from .data import as_frame
 from .design import apply_coding, learn_coding, used_columns
 from .errors import MultilevelError
-from .formula import parse
+from .formula import RandomTerm, parse
 from .occupancy_fit import OccupancyFit
 from .occupancy_likelihood import OccupancyArrays, gradient_hessian, loglik
+from .occupancy_random import RandomIntercept, marginal_loglik
+from .optimize import bobyqa, finite_difference_checks, free_coordinates
+from .optimize import gradient_hessian as fd_gradient_hessian
 
 GRADIENT_TOL = 1e-6  # largest absolute score accepted at the optimum
 
@@ -30,10 +33,7 @@ def _formula(text: str, response: str, what: str):
     """`~ rhs` (or bare `rhs`) as a Formula with the response column on the left."""
     rhs = text.strip()
     rhs = rhs[1:] if rhs.startswith("~") else rhs
-    f = parse(f"{response} ~ {rhs}")
-    if f.random:
-        raise MultilevelError(f"random effects in the {what} formula ({', '.join(map(str, f.random))}) are not supported yet")
-    return f
+    return parse(f"{response} ~ {rhs}")
 
 
 class Occupancy:
@@ -57,12 +57,15 @@ class Occupancy:
         site_rows = rows.groupby(codes, sort=True).head(1)
         self.occupancy_coding = learn_coding(occ, site_rows)
         self.detection_coding = learn_coding(det, rows)
-        X = apply_coding(self.occupancy_coding, site_rows).X
-        self.detection_matrix = apply_coding(self.detection_coding, rows).X
+        occ_design, det_design = apply_coding(self.occupancy_coding, site_rows), apply_coding(self.detection_coding, rows)
+        X, self.detection_matrix = occ_design.X, det_design.X
+        self.random = _random_intercept(occ_design, det_design, codes, len(self.sites))
         S, J, b = len(self.sites), slots.max() + 1, self.detection_matrix.shape[1]
         V, Y, mask = np.zeros((S, J, b)), np.zeros((S, J)), np.zeros((S, J))
         V[codes, slots], Y[codes, slots], mask[codes, slots] = self.detection_matrix, rows[response].to_numpy(float), 1.0
         self.arrays = OccupancyArrays(X, V, Y, mask)
+        self.survey_sites = codes
+        self.random_levels = (occ_design.blocks or det_design.blocks or [None])[0].levels if self.random else None
         self.surveys = rows[[c for c in (site, "visit", response) if c in rows.columns]].reset_index(drop=True)
         self.parameter_names = [f"psi({n})" for n in self.occupancy_coding.fixed_names] + [
             f"p({n})" for n in self.detection_coding.fixed_names]
@@ -72,8 +75,14 @@ class Occupancy:
         a = self.arrays
         return float(loglik(np, np.asarray(params, float), a.X, a.V, a.Y, a.mask))
 
-    def fit(self) -> OccupancyFit:
-        """Maximum likelihood by Newton trust region on the analytic gradient and Hessian; SEs from the Hessian."""
+    def fit(self, n_agq: int = 1) -> OccupancyFit:
+        """Maximum likelihood: with no random effects by Newton trust region on the analytic gradient and Hessian
+        (SEs from it); with a random intercept by BOBYQA on the Laplace (`n_agq=1`) or adaptive Gauss-Hermite
+        (`n_agq` nodes) approximation, SEs from its finite-difference Hessian."""
+        fixed = self._fit_fixed()
+        return fixed if self.random is None else self._fit_random(fixed, n_agq)
+
+    def _fit_fixed(self) -> OccupancyFit:
         def objective(x):
             return -self.loglik(x)
 
@@ -95,6 +104,32 @@ class Occupancy:
         if not converged or not np.all(np.linalg.eigvalsh(-H) > 0):
             fit.warnings.append(f"the optimiser did not reach a proper maximum (largest score {np.max(np.abs(grad)):.2g}): "
                                 "estimates may be on a boundary (psi or p near 0 or 1)")
+        return fit
+
+    def marginal_loglik(self, params, sigma: float, n_agq: int = 1) -> float:
+        """The log-likelihood with the random intercept (SD `sigma`) integrated out; the plain one at sigma 0."""
+        if sigma <= 0:
+            return self.loglik(params)
+        return marginal_loglik(np.asarray(params, float), sigma, self.arrays, self.random[1], n_agq)
+
+    def _fit_random(self, start: OccupancyFit, n_agq: int) -> OccupancyFit:
+        def deviance(x):
+            return -2 * self.marginal_loglik(x[:-1], x[-1], n_agq)
+
+        lower = np.r_[np.full(len(start.params), -np.inf), 0.0]
+        info = finite_difference_checks(deviance, bobyqa(deviance, np.r_[start.params, 1.0], lower), lower)
+        free = free_coordinates(info.x, lower)
+        _, H = fd_gradient_hessian(deviance, info.x, free)
+        idx = np.flatnonzero(free)
+        cov = np.full((len(info.x), len(info.x)), np.nan)
+        try:
+            cov[np.ix_(idx, idx)] = 2 * np.linalg.inv(H[np.ix_(idx, idx)])
+        except np.linalg.LinAlgError:
+            pass
+        k = len(start.params)
+        fit = OccupancyFit(self, info.x[:k], cov[:k, :k], -info.fun / 2, info.converged, info.message,
+                           sigma=info.x[k], sigma_se=np.sqrt(cov[k, k]), n_agq=n_agq)
+        fit.warnings.extend(info.warnings)
         return fit
 
     def new_matrix(self, newdata, part: str) -> tuple[np.ndarray, slice]:
@@ -142,3 +177,23 @@ def _check_survey_complete(rows: pd.DataFrame, columns: list[str], site: str) ->
             visit = f", visit {row['visit']}" if "visit" in rows.columns else ""
             raise MultilevelError(f"the detection covariate '{c}' is missing on a visit made (site {row[site]}{visit}): "
                                   "give it, or mark the visit as not made with a missing response")
+
+
+def _random_intercept(occ, det, codes: np.ndarray, n_sites: int) -> tuple[RandomTerm, RandomIntercept] | None:
+    """The model's random intercept, (its term, per-site group codes), or None; more than one term, a
+    term with slopes, or groups that do not contain whole sites are refused."""
+    blocks = [("psi", b) for b in occ.blocks] + [("p", b) for b in det.blocks]
+    if not blocks:
+        return None
+    if len(blocks) > 1 or blocks[0][1].k > 1:
+        raise MultilevelError("occupancy models take one random intercept, (1 | group), in one of the two formulas; "
+                              f"got {', '.join(f'{part}: {b.term}' for part, b in blocks)}")
+    part, block = blocks[0]
+    site_codes = block.codes
+    if part == "p":  # rows -> sites: a group must hold whole sites
+        site_codes = np.full(n_sites, -1)
+        site_codes[codes] = block.codes
+        if np.any(site_codes[codes] != block.codes):
+            raise MultilevelError(f"the detection random effect {block.term} varies within a site: only groups of whole "
+                                  "sites (sites nested in groups) are supported")
+    return block.term, RandomIntercept(part, site_codes, block.m)

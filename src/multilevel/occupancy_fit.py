@@ -14,6 +14,7 @@ from scipy import stats
 from .errors import MultilevelError
 from .kinds import Frequentist
 from .occupancy_likelihood import conditional_occupancy
+from .occupancy_random import modes
 
 
 def _expit(x):
@@ -23,10 +24,44 @@ def _expit(x):
 class OccupancyFit(Frequentist):
     """Maximum-likelihood estimates, their covariance (inverse observed information) and per-site values."""
 
-    def __init__(self, model, params: np.ndarray, vcov: np.ndarray, loglik: float, converged: bool, message: str):
+    def __init__(self, model, params: np.ndarray, vcov: np.ndarray, loglik: float, converged: bool, message: str,
+                 sigma: float | None = None, sigma_se: float = np.nan, n_agq: int = 0):
         self.model, self.params, self.vcov, self.loglik = model, params, vcov, loglik
         self.converged, self.message = converged, message
+        self.sigma, self.sigma_se, self.nAGQ = sigma, sigma_se, n_agq  # the random intercept's SD (None: no term)
         self.warnings: list[str] = []
+
+    @cached_property
+    def _modes(self) -> np.ndarray:
+        """Conditional modes of the random intercept per group (empty without a term, zero at sigma 0)."""
+        if self.model.random is None:
+            return np.zeros(0)
+        term = self.model.random[1]
+        return modes(self.params, self.sigma, self.model.arrays, term)[0] if self.sigma > 0 else np.zeros(term.m)
+
+    @property
+    def _shifts(self) -> dict:
+        """The random effects as per-site shifts of the psi or p logits, for `site_terms`."""
+        if self.model.random is None:
+            return {}
+        term = self.model.random[1]
+        return {f"shift_{term.part}": self._modes[term.codes]}
+
+    @property
+    def variance_components(self) -> pd.DataFrame:
+        """The random intercept's SD and variance (and the SD's standard error), as lme4's VarCorr."""
+        if self.model.random is None:
+            return pd.DataFrame(columns=["part", "group", "term", "variance", "sd", "sd_std_error"])
+        random, term = self.model.random
+        return pd.DataFrame({"part": [term.part], "group": [random.group], "term": ["(Intercept)"], "variance": [self.sigma**2],
+                             "sd": [self.sigma], "sd_std_error": [self.sigma_se]})
+
+    @property
+    def group_effects(self) -> pd.DataFrame:
+        """Conditional modes of the random intercept per group level."""
+        if self.model.random is None:
+            return pd.DataFrame(columns=["group", "level", "estimate"])
+        return pd.DataFrame({"group": self.model.random[0].group, "level": self.model.random_levels, "estimate": self._modes})
 
     @property
     def names(self) -> list[str]:
@@ -34,7 +69,7 @@ class OccupancyFit(Frequentist):
 
     @property
     def n_params(self) -> int:
-        return len(self.params)
+        return len(self.params) + (self.sigma is not None)
 
     @property
     def nobs(self) -> int:
@@ -70,19 +105,23 @@ class OccupancyFit(Frequentist):
 
     @property
     def psi(self) -> pd.Series:
-        """Fitted occupancy probability per site."""
-        return pd.Series(_expit(self.model.arrays.X @ self.beta), index=self.model.sites, name="psi")
+        """Fitted occupancy probability per site (at the conditional modes of a random effect on psi)."""
+        eta = self.model.arrays.X @ self.beta + self._shifts.get("shift_psi", 0.0)
+        return pd.Series(_expit(eta), index=self.model.sites, name="psi")
 
     @property
     def p(self) -> pd.DataFrame:
-        """Fitted detection probability per survey: the model's rows (site, visit, y) with a column `p`."""
+        """Fitted detection probability per survey: the model's rows (site, visit, y) with a column `p` (at the
+        conditional modes of a random effect on p)."""
         eta = self.model.detection_matrix @ self.alpha
+        if "shift_p" in self._shifts:
+            eta = eta + self._shifts["shift_p"][self.model.survey_sites]
         return self.model.surveys.assign(p=_expit(eta))
 
     @property
     def conditional_occupancy(self) -> pd.Series:
         """P(site occupied | its detections): 1 where the species was seen, below psi where it never was."""
-        return pd.Series(conditional_occupancy(self.params, self.model.arrays), index=self.model.sites, name="P(z = 1 | y)")
+        return pd.Series(conditional_occupancy(self.params, self.model.arrays, **self._shifts), index=self.model.sites, name="P(z = 1 | y)")
 
     def n_occupied(self) -> pd.Series:
         """Finite-sample number of occupied sites among those surveyed: the sum of P(z = 1 | y) (unmarked's
@@ -92,7 +131,8 @@ class OccupancyFit(Frequentist):
 
     def predict(self, newdata, part: str = "psi", prob: float = 0.95) -> pd.DataFrame:
         """psi (occupancy, from site covariates) or p (detection, from survey covariates) for new rows, with
-        delta-method standard errors and a Wald interval made on the logit scale."""
+        delta-method standard errors and a Wald interval made on the logit scale; a random effect is left out
+        (new sites: the population value)."""
         if part not in ("psi", "p"):
             raise MultilevelError(f"part must be 'psi' or 'p', not {part!r}")
         M, cols = self.model.new_matrix(newdata, part)
@@ -113,6 +153,8 @@ class OccupancyFit(Frequentist):
             f" occupancy: {self.model.occupancy_formula}   detection: {self.model.detection_formula}",
             f" sites {len(self.model.sites)}, surveys {self.nobs}, sites with a detection {int(n['observed'])}",
             table,
+            *([f"random intercept {self.model.random[0]} on {self.model.random[1].part}: SD {self.sigma:.4f} "
+               f"({'Laplace' if self.nAGQ == 1 else f'adaptive quadrature, {self.nAGQ} nodes'})"] if self.sigma is not None else []),
             f"log-likelihood {self.loglik:.4f}   AIC {self.aic:.4f}",
             f"occupied sites (estimated): {n['estimate']:.1f} (sd {n['sd']:.2f})",
         ])

@@ -35,10 +35,12 @@ def _log_sigmoid(xp, eta):
     return -xp.logaddexp(0.0, -eta)
 
 
-def site_terms(xp, params, X, V, Y, mask):
-    """Per site: log(psi * P(y | z = 1)) and log(P(z = 0, y)) (minus infinity where something was detected)."""
+def site_terms(xp, params, X, V, Y, mask, shift_psi=0.0, shift_p=0.0):
+    """Per site: log(psi * P(y | z = 1)) and log(P(z = 0, y)) (minus infinity where something was detected).
+    `shift_psi` and `shift_p` (per site) are added to the logits: a site's random effect."""
     a = X.shape[1]
-    eta_psi, eta_p = X @ params[:a], V @ params[a:]
+    eta_psi = X @ params[:a] + shift_psi
+    eta_p = V @ params[a:] + (shift_p[:, None] if np.ndim(shift_p) else shift_p)
     detection = xp.sum(mask * (Y * _log_sigmoid(xp, eta_p) + (1 - Y) * _log_sigmoid(xp, -eta_p)), axis=1)
     detected = xp.max(Y * mask, axis=1) > 0
     return _log_sigmoid(xp, eta_psi) + detection, xp.where(detected, -xp.inf, _log_sigmoid(xp, -eta_psi))
@@ -50,9 +52,9 @@ def loglik(xp, params, X, V, Y, mask):
     return xp.sum(xp.logaddexp(occupied, empty))
 
 
-def conditional_occupancy(params: np.ndarray, arrays: OccupancyArrays) -> np.ndarray:
+def conditional_occupancy(params: np.ndarray, arrays: OccupancyArrays, shift_psi=0.0, shift_p=0.0) -> np.ndarray:
     """P(z_i = 1 | y_i) per site: 1 where the species was detected, else the posterior share of occupancy."""
-    occupied, empty = site_terms(np, params, arrays.X, arrays.V, arrays.Y, arrays.mask)
+    occupied, empty = site_terms(np, params, arrays.X, arrays.V, arrays.Y, arrays.mask, shift_psi, shift_p)
     return np.exp(occupied - np.logaddexp(occupied, empty))
 
 
@@ -73,3 +75,20 @@ def gradient_hessian(params: np.ndarray, arrays: OccupancyArrays) -> tuple[np.nd
     hess[:a, :a] -= (X * (psi * (1 - psi))[:, None]).T @ X
     hess[a:, a:] -= np.einsum("sj,sjk,sjl->kl", mask * p * (1 - p) * w[:, None], V, V)
     return grad, hess
+
+
+def shift_derivatives(params: np.ndarray, arrays: OccupancyArrays, part: str, shift: np.ndarray):
+    """Per site: log-likelihood and its first two derivatives in a shift of the psi logit (part "psi") or of
+    all the site's p logits (part "p"), at that shift; the same algebra as `gradient_hessian`."""
+    X, V, Y, mask = arrays.X, arrays.V, arrays.Y, arrays.mask
+    a = X.shape[1]
+    kw = {"shift_psi": shift} if part == "psi" else {"shift_p": shift}
+    occupied, empty = site_terms(np, params, X, V, Y, mask, **kw)
+    ll = np.logaddexp(occupied, empty)
+    w = np.exp(occupied - ll)
+    if part == "psi":
+        psi = 1 / (1 + np.exp(-(X @ params[:a] + shift)))
+        return ll, w - psi, w * (1 - w) - psi * (1 - psi)
+    p = 1 / (1 + np.exp(-(V @ params[a:] + shift[:, None])))
+    g = np.sum(mask * (Y - p), axis=1)
+    return ll, w * g, w * (1 - w) * g**2 - w * np.sum(mask * p * (1 - p), axis=1)
