@@ -20,7 +20,9 @@ from .data import as_frame
 from .design import apply_coding, learn_coding, used_columns
 from .errors import MultilevelError
 from .formula import RandomTerm, parse
+from .occupancy_bayes import SPOCCUPANCY_PRIOR_VARIANCE, sample
 from .occupancy_fit import OccupancyFit
+from .occupancy_posterior import OccupancyPosterior
 from .occupancy_likelihood import OccupancyArrays, gradient_hessian, loglik
 from .occupancy_random import RandomIntercept, marginal_loglik
 from .optimize import bobyqa, finite_difference_checks, free_coordinates
@@ -105,6 +107,12 @@ class Occupancy:
             fit.warnings.append(f"the optimiser did not reach a proper maximum (largest score {np.max(np.abs(grad)):.2g}): "
                                 "estimates may be on a boundary (psi or p near 0 or 1)")
         return fit
+
+    def sample(self, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: int = 1, cores: int = 1,
+               prior_variance: float = SPOCCUPANCY_PRIOR_VARIANCE, progress: bool = False) -> OccupancyPosterior:
+        """NUTS with the occupancy summed out; normal(0, variance `prior_variance`) priors on all coefficients
+        (spOccupancy's default 2.72)."""
+        return sample(self, chains, draws, warmup, seed, cores, prior_variance, progress)
 
     def marginal_loglik(self, params, sigma: float, n_agq: int = 1) -> float:
         """The log-likelihood with the random intercept (SD `sigma`) integrated out; the plain one at sigma 0."""

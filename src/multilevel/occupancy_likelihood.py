@@ -92,3 +92,36 @@ def shift_derivatives(params: np.ndarray, arrays: OccupancyArrays, part: str, sh
     p = 1 / (1 + np.exp(-(V @ params[a:] + shift[:, None])))
     g = np.sum(mask * (Y - p), axis=1)
     return ll, w * g, w * (1 - w) * g**2 - w * np.sum(mask * p * (1 - p), axis=1)
+
+
+@dataclass(frozen=True)
+class OccupancyLayout:
+    """What NUTS (`nuts.run_chains`) needs of an occupancy model: the sampled vector is (beta, alpha) with
+    independent normal priors (variance `data["prior_var"]`, per coefficient), occupancy summed out."""
+
+    n_sites: int
+    a: int
+    b: int
+
+    @property
+    def n_effects(self) -> int:
+        """One latent occupancy per site, drawn for each draw."""
+        return self.n_sites
+
+    def log_density(self, data: dict, x):
+        """Log posterior (up to a constant) at coefficients x (JAX)."""
+        import jax.numpy as jnp
+
+        ll = loglik(jnp, x, data["X"], data["V"], data["Y"], data["mask"])
+        return ll - 0.5 * jnp.sum(x**2 / data["prior_var"])
+
+    def conditional_draw(self, data: dict, x, z):
+        """Given coefficients x and standard normals z per site: the latent occupancy drawn from P(z = 1 | y),
+        that probability, and each site's log-likelihood (for LOO over sites)."""
+        import jax.numpy as jnp
+        from jax.scipy.special import ndtr
+
+        occupied, empty = site_terms(jnp, x, data["X"], data["V"], data["Y"], data["mask"])
+        site_ll = jnp.logaddexp(occupied, empty)
+        w = jnp.exp(occupied - site_ll)
+        return (ndtr(z) < w).astype(jnp.float64), w, site_ll

@@ -1,0 +1,74 @@
+"""`OccupancyPosterior`: NUTS draws of an occupancy model's coefficients, with the latent occupancy drawn
+exactly per draw, in the package's posterior vocabulary (summary, fixed_effects, to_arviz, loo)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .diagnostics import draw_summary
+from .information import loo
+from .kinds import Bayesian
+
+
+class OccupancyPosterior(Bayesian):
+    """Draws (chains x draws x coefficients) named as the ML fit's rows, plus per site and draw the latent
+    occupancy `z`, P(z = 1 | y, coefficients) `w` and the site's log-likelihood."""
+
+    def __init__(self, model, draws: np.ndarray, z: np.ndarray, w: np.ndarray, site_loglik: np.ndarray, stats: dict,
+                 seed: int, seconds: float, prior_variance: float):
+        self.model, self.draws, self.z, self.w, self.site_loglik = model, draws, z, w, site_loglik
+        self.stats, self.seed, self.seconds, self.prior_variance = stats, seed, seconds, prior_variance
+        self.sampler = "nuts"
+        self.warnings: list[str] = []
+
+    @property
+    def n_chains(self) -> int:
+        return self.draws.shape[0]
+
+    @property
+    def n_draws(self) -> int:
+        return self.draws.shape[1]
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Coefficient draws by name (chains x draws each)."""
+        return {n: self.draws[..., i] for i, n in enumerate(self.model.parameter_names)}
+
+    def summary(self, prob: float = 0.95) -> pd.DataFrame:
+        """mean, sd, quantiles, bulk/tail ESS and R-hat of the coefficients and of `n_occ`, the number of occupied
+        sites among those surveyed."""
+        return draw_summary({**self.parameters(), "n_occ": self.z.sum(axis=-1)}, prob)
+
+    @property
+    def fixed_effects(self) -> pd.DataFrame:
+        """Posterior mean (`estimate`), SD (`std_error`) and 95 % interval per coefficient, laid out as the ML fit's."""
+        s = self.summary().loc[self.model.parameter_names]
+        return pd.DataFrame({"estimate": s["mean"], "std_error": s["sd"], "lower": s["q2.5"], "upper": s["q97.5"]})
+
+    def n_occupied(self) -> pd.Series:
+        """The posterior of the number of occupied sites (the `n_occ` row of the summary)."""
+        return self.summary().loc["n_occ"]
+
+    @property
+    def conditional_occupancy(self) -> pd.Series:
+        """P(site occupied | all detections), averaged over the draws of P(z = 1 | y, coefficients)."""
+        return pd.Series(self.w.mean(axis=(0, 1)), index=self.model.sites, name="P(z = 1 | y)")
+
+    def to_arviz(self):
+        """An ArviZ DataTree: the coefficients and z per site, sample_stats, and the log-likelihood per site."""
+        import arviz_base
+
+        posterior = {**self.parameters(), "z": self.z}
+        groups = {"posterior": posterior, "sample_stats": self.stats, "log_likelihood": {"y": self.site_loglik},
+                  "observed_data": {"y": self.model.arrays.detected.astype(float)}}
+        coords = {"site": list(map(str, self.model.sites))}
+        return arviz_base.from_dict(groups, dims={"z": ["site"], "y": ["site"]}, coords=coords)
+
+    def loo(self):
+        """PSIS-LOO over sites (each site's detection history left out in turn) by ArviZ."""
+        return loo(self, log_lik=self.site_loglik)
+
+    def __repr__(self) -> str:
+        head = f"Occupancy posterior (NUTS, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, {self.seconds:.1f} s)\n"
+        notes = "".join(f"\n * {w}" for w in self.warnings)
+        return head + self.summary().round(4).to_string() + ("\nWarnings:" + notes if notes else "")

@@ -1,0 +1,56 @@
+"""Occupancy models by NUTS (occupancy summed out) against JAGS on spOccupancy's OVEN vignette model and priors
+(shared/reference/oven_occupancy_jags.json, 4 x 12,500 draws)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import multilevel as mlv
+
+REF = json.loads((Path(__file__).resolve().parents[2] / "shared/reference/oven_occupancy_jags.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def post():
+    df = mlv.datasets.load("oven_occupancy")
+    model = mlv.Occupancy("~ Elevation_scaled + I(Elevation_scaled**2)", "~ day_scaled + tod_scaled + I(day_scaled**2)",
+                          df, site="site", response="y")
+    return model.sample(chains=2, draws=1000, warmup=500, seed=3)
+
+
+def test_posterior_matches_jags(post):
+    table = post.summary()
+    names = post.model.parameter_names
+    assert names == ["psi((Intercept))", "psi(Elevation_scaled)", "psi(I(Elevation_scaled^2))", "p((Intercept))",
+                     "p(day_scaled)", "p(tod_scaled)", "p(I(day_scaled^2))"]
+    for name, ref in zip(names, REF["posterior_summary"]):
+        assert abs(table.loc[name, "mean"] - ref["mean"]) < 0.1 * ref["sd"], name
+        assert table.loc[name, "sd"] == pytest.approx(ref["sd"], rel=0.10), name
+    n_occ = REF["n_occ"][0]
+    assert abs(post.n_occupied()["mean"] - n_occ["mean"]) < 0.1 * n_occ["sd"]
+    assert post.n_occupied()["sd"] == pytest.approx(n_occ["sd"], rel=0.10)
+    assert not post.warnings and table["r_hat"].max() < 1.01
+
+
+def test_latent_occupancy_is_one_where_seen(post):
+    seen = post.model.arrays.detected
+    assert seen.sum() == 274
+    assert np.all(post.z[..., seen] == 1) and np.all(post.w[..., seen] == 1)
+    unseen = post.z[..., ~seen]
+    assert 0 < unseen.mean() < 1
+    # z is drawn from w: their averages agree within Monte Carlo error
+    assert abs(unseen.mean() - post.w[..., ~seen].mean()) < 4 * np.sqrt(0.25 / unseen.size)
+
+
+def test_arviz_and_loo_over_sites(post):
+    tree = post.to_arviz()
+    assert tree.posterior["z"].shape == (2, 1000, 373)
+    assert tree.log_likelihood["y"].shape == (2, 1000, 373)
+    assert post.fixed_effects.loc["psi((Intercept))", "estimate"] == post.summary().loc["psi((Intercept))", "mean"]
+    np.testing.assert_allclose(post.site_loglik.sum(axis=-1)[0, :5],
+                               [post.model.loglik(x) for x in post.draws[0, :5]], rtol=1e-10)
+    assert np.isfinite(float(post.loo().elpd))
