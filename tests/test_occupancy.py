@@ -173,3 +173,32 @@ def test_unsupported_random_effects_are_refused(pcru_routes):
         mlv.Occupancy("~ 1 + (1 | route)", DETECTION + " + (1 | route)", pcru_routes)
     with pytest.raises(mlv.MultilevelError, match="varies within a site"):
         mlv.Occupancy("~ 1", DETECTION + " + (1 | Wind)", pcru_routes.assign(Wind=pcru_routes["Wind"].astype(str)))
+
+
+# ---- MacKenzie-Bailey goodness of fit
+
+
+def test_history_table_counts_and_expectations(fit, pcru):
+    from multilevel.occupancy_gof import chi_square, history_table
+
+    t = history_table(fit)
+    per_cohort = t.groupby("cohort")[["observed", "expected"]].sum()
+    assert per_cohort.loc[["x..", "xx.", "xxx"], "observed"].tolist() == [20, 13, 97]
+    np.testing.assert_allclose(per_cohort["expected"], per_cohort["observed"], rtol=1e-12)  # probabilities sum to 1
+    # one cell by hand: single-visit sites detected on their visit, expected sum of psi * p
+    p = fit.p
+    single = p.groupby("site", observed=True)["p"].transform("size") == 1
+    cell = t[(t["cohort"] == "x..") & (t["history"] == "1")].iloc[0]
+    assert cell["observed"] == int(p.loc[single, "y"].sum())
+    assert cell["expected"] == pytest.approx(float((fit.psi.iloc[0] * p.loc[single, "p"]).sum()), rel=1e-12)
+    assert chi_square(fit) == pytest.approx(float(((t.observed - t.expected) ** 2 / t.expected).sum()), rel=1e-12)
+
+
+def test_goodness_of_fit_bootstrap(fit, model):
+    same = model.with_response(fit.p["y"].to_numpy()).fit()
+    np.testing.assert_array_equal(same.params, fit.params)
+    gof = fit.goodness_of_fit(n_sim=20, seed=2)
+    assert gof.equals(fit.goodness_of_fit(n_sim=20, seed=2))
+    assert 0 <= gof["p_value"] <= 1 and gof["n_sim"] == 20 and gof["c_hat"] > 0
+    with pytest.raises(mlv.MultilevelError, match="0 or 1"):
+        model.with_response(np.full(len(fit.p), 2.0))

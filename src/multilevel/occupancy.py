@@ -12,6 +12,9 @@ summed out exactly (`occupancy_likelihood`). See docs/occupancy.md.
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 from scipy import optimize
@@ -66,11 +69,24 @@ class Occupancy:
         V, Y, mask = np.zeros((S, J, b)), np.zeros((S, J)), np.zeros((S, J))
         V[codes, slots], Y[codes, slots], mask[codes, slots] = self.detection_matrix, rows[response].to_numpy(float), 1.0
         self.arrays = OccupancyArrays(X, V, Y, mask)
-        self.survey_sites = codes
+        self.survey_sites, self.survey_slots = codes, slots
         self.random_levels = (occ_design.blocks or det_design.blocks or [None])[0].levels if self.random else None
         self.surveys = rows[[c for c in (site, "visit", response) if c in rows.columns]].reset_index(drop=True)
         self.parameter_names = [f"psi({n})" for n in self.occupancy_coding.fixed_names] + [
             f"p({n})" for n in self.detection_coding.fixed_names]
+
+    def with_response(self, y) -> Occupancy:
+        """The same model with new detections, one per survey in the model's row order (`surveys`): refits
+        (bootstrap, goodness of fit) go through it."""
+        y = np.asarray(y, dtype=float)
+        if y.shape != (len(self.survey_sites),) or not np.isin(y, (0, 1)).all():
+            raise MultilevelError(f"with_response needs {len(self.survey_sites)} detections, each 0 or 1")
+        new = copy.copy(self)
+        Y = np.zeros_like(self.arrays.Y)
+        Y[self.survey_sites, self.survey_slots] = y
+        new.arrays = replace(self.arrays, Y=Y)
+        new.surveys = self.surveys.assign(**{self.response: y})
+        return new
 
     def loglik(self, params) -> float:
         """The log-likelihood at coefficients in `parameter_names` order."""

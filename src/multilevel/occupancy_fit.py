@@ -13,6 +13,7 @@ from scipy import stats
 
 from .errors import MultilevelError
 from .kinds import Frequentist
+from .occupancy_gof import mackenzie_bailey
 from .occupancy_likelihood import conditional_occupancy
 from .occupancy_random import modes
 
@@ -143,6 +144,10 @@ class OccupancyFit(Frequentist):
         index = newdata.index if isinstance(newdata, pd.DataFrame) else None
         return pd.DataFrame({"estimate": value, "std_error": se_eta * value * (1 - value), "lower": _expit(eta - z * se_eta),
                              "upper": _expit(eta + z * se_eta)}, index=index)
+
+    def goodness_of_fit(self, n_sim: int = 100, seed: int = 1) -> pd.Series:
+        """MacKenzie-Bailey chi-square test by parametric bootstrap (`occupancy_gof`)."""
+        return mackenzie_bailey(self, n_sim, seed)
 
     def summary(self) -> str:
         """Readable text: the two coefficient tables, log-likelihood, AIC and the sites."""
