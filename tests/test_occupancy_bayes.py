@@ -54,3 +54,38 @@ def test_arviz_and_loo_over_sites(post):
     np.testing.assert_allclose(post.site_loglik.sum(axis=-1)[0, :5],
                                [post.model.loglik(x) for x in post.draws[0, :5]], rtol=1e-10)
     assert np.isfinite(float(post.loo().elpd))
+
+
+# ---- simulation-based calibration (Talts et al. 2018) on a small simulated occupancy model
+
+SITES, VISITS, KEPT = 40, 3, 99
+SBC_RNG = np.random.default_rng(2017)
+SITE_X, VISIT_W = SBC_RNG.normal(size=SITES), SBC_RNG.normal(size=(SITES, VISITS))
+
+
+def _simulate(replicate: int):
+    """Coefficients from the normal(0, 1) prior, then occupancy and detections from them."""
+    import pandas as pd
+
+    rng = np.random.default_rng([2017, replicate])
+    beta, alpha = rng.normal(size=2), rng.normal(size=2)
+    z = rng.random(SITES) < 1 / (1 + np.exp(-(beta[0] + beta[1] * SITE_X)))
+    p = 1 / (1 + np.exp(-(alpha[0] + alpha[1] * VISIT_W)))
+    y = (rng.random((SITES, VISITS)) < p) & z[:, None]
+    frame = pd.DataFrame({"site": np.repeat(np.arange(SITES), VISITS).astype(str), "x": np.repeat(SITE_X, VISITS),
+                          "w": VISIT_W.ravel(), "y": y.ravel().astype(float)})
+    return frame, np.r_[beta, alpha]
+
+
+def test_sbc_quick():
+    """30 replicates, ranks of the true coefficients among 99 thinned draws in five bins: uniform if calibrated."""
+    from scipy import stats
+
+    ranks = []
+    for r in range(30):
+        frame, truth = _simulate(r)
+        post = mlv.Occupancy("~ x", "~ w", frame).sample(chains=1, draws=2 * KEPT, warmup=300, seed=r, prior_variance=1.0)
+        ranks.append(np.sum(post.draws[0, 1::2][:KEPT] < truth, axis=0))
+    ranks = np.array(ranks)
+    pvalues = [stats.chisquare(np.bincount(ranks[:, j] // 20, minlength=5)).pvalue for j in range(4)]
+    assert min(pvalues) > 0.001, pvalues
