@@ -10,16 +10,13 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 from scipy import stats
+from scipy.special import expit
 
 from .errors import MultilevelError
 from .kinds import Frequentist
 from .occupancy_gof import mackenzie_bailey
 from .occupancy_likelihood import conditional_occupancy
 from .occupancy_random import modes
-
-
-def _expit(x):
-    return 1 / (1 + np.exp(-x))
 
 
 class OccupancyFit(Frequentist):
@@ -108,7 +105,7 @@ class OccupancyFit(Frequentist):
     def psi(self) -> pd.Series:
         """Fitted occupancy probability per site (at the conditional modes of a random effect on psi)."""
         eta = self.model.arrays.X @ self.beta + self._shifts.get("shift_psi", 0.0)
-        return pd.Series(_expit(eta), index=self.model.sites, name="psi")
+        return pd.Series(expit(eta), index=self.model.sites, name="psi")
 
     @property
     def p(self) -> pd.DataFrame:
@@ -117,7 +114,7 @@ class OccupancyFit(Frequentist):
         eta = self.model.detection_matrix @ self.alpha
         if "shift_p" in self._shifts:
             eta = eta + self._shifts["shift_p"][self.model.survey_sites]
-        return self.model.surveys.assign(p=_expit(eta))
+        return self.model.surveys.assign(p=expit(eta))
 
     @property
     def conditional_occupancy(self) -> pd.Series:
@@ -140,10 +137,10 @@ class OccupancyFit(Frequentist):
         eta = M @ self.params[cols]
         se_eta = np.sqrt(np.einsum("ij,jk,ik->i", M, self.vcov[cols, cols], M))
         z = stats.norm.ppf((1 + prob) / 2)
-        value = _expit(eta)
+        value = expit(eta)
         index = newdata.index if isinstance(newdata, pd.DataFrame) else None
-        return pd.DataFrame({"estimate": value, "std_error": se_eta * value * (1 - value), "lower": _expit(eta - z * se_eta),
-                             "upper": _expit(eta + z * se_eta)}, index=index)
+        return pd.DataFrame({"estimate": value, "std_error": se_eta * value * (1 - value), "lower": expit(eta - z * se_eta),
+                             "upper": expit(eta + z * se_eta)}, index=index)
 
     def goodness_of_fit(self, n_sim: int = 100, seed: int = 1) -> pd.Series:
         """MacKenzie-Bailey chi-square test by parametric bootstrap (`occupancy_gof`)."""

@@ -8,6 +8,7 @@ import itertools
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from .errors import MultilevelError
 
@@ -16,7 +17,7 @@ def history_table(fit) -> pd.DataFrame:
     """Per cohort (visits made) and detection history: the observed and expected numbers of sites."""
     a = fit.model.arrays
     psi = fit.psi.to_numpy()
-    p = 1 / (1 + np.exp(-(a.V @ fit.alpha)))
+    p = expit(a.V @ fit.alpha)
     rows = []
     patterns, cohort = np.unique(a.mask.astype(bool), axis=0, return_inverse=True)
     for c, visits in enumerate(patterns):

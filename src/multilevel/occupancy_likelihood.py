@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,7 @@ def gradient_hessian(params: np.ndarray, arrays: OccupancyArrays) -> tuple[np.nd
     Hessian w d2A + (1 - w) d2B + w (1 - w) (dA - dB)(dA - dB)'; dA - dB = (x_i, sum_j (y - p) v_ij)."""
     X, V, Y, mask = arrays.X, arrays.V, arrays.Y, arrays.mask
     a = X.shape[1]
-    psi = 1 / (1 + np.exp(-X @ params[:a]))
-    p = 1 / (1 + np.exp(-V @ params[a:]))
+    psi, p = expit(X @ params[:a]), expit(V @ params[a:])
     w = conditional_occupancy(params, arrays)
     g_det = np.einsum("sj,sjk->sk", mask * (Y - p), V)  # per site, the detection part's score given z = 1
     grad = np.concatenate([X.T @ (w - psi), w @ g_det])
@@ -87,9 +87,9 @@ def shift_derivatives(params: np.ndarray, arrays: OccupancyArrays, part: str, sh
     ll = np.logaddexp(occupied, empty)
     w = np.exp(occupied - ll)
     if part == "psi":
-        psi = 1 / (1 + np.exp(-(X @ params[:a] + shift)))
+        psi = expit(X @ params[:a] + shift)
         return ll, w - psi, w * (1 - w) - psi * (1 - psi)
-    p = 1 / (1 + np.exp(-(V @ params[a:] + shift[:, None])))
+    p = expit(V @ params[a:] + shift[:, None])
     g = np.sum(mask * (Y - p), axis=1)
     return ll, w * g, w * (1 - w) * g**2 - w * np.sum(mask * p * (1 - p), axis=1)
 
