@@ -89,3 +89,47 @@ def test_sbc_quick():
     ranks = np.array(ranks)
     pvalues = [stats.chisquare(np.bincount(ranks[:, j] // 20, minlength=5)).pvalue for j in range(4)]
     assert min(pvalues) > 0.001, pvalues
+
+
+# ---- a random intercept, sampled non-centred
+
+
+@pytest.fixture(scope="module")
+def routes():
+    df = mlv.datasets.load("pcru_occupancy")
+    return mlv.Occupancy("~ 1", "~ MinAfterSunset_scaled + Temperature_scaled + (1 | route)", df.assign(route=df["route"].astype(str)))
+
+
+def test_random_intercept_density_is_likelihood_plus_priors(routes):
+    """Differences of the sampled log density between two points equal those of the log-likelihood with the
+    shifts, normal priors, the inverse-gamma on sigma^2 and the Jacobian of log sigma (scipy's densities)."""
+    from scipy import stats
+
+    from multilevel import nuts
+    from multilevel.occupancy_likelihood import OccupancyLayout, site_terms
+
+    nuts.setup_jax()
+    a, term = routes.arrays, routes.random[1]
+    layout = OccupancyLayout(a.X.shape[0], 1, 3, "p", term.m)
+    data = {"X": a.X, "V": a.V, "Y": a.Y, "mask": a.mask, "prior_var": np.full(4, 2.72), "codes": term.codes,
+            "sd_prior": np.array([0.7, 0.3])}
+
+    def by_hand(x):
+        sigma, u = np.exp(x[4]), x[5:]
+        ll = np.logaddexp(*site_terms(np, x[:4], a.X, a.V, a.Y, a.mask, shift_p=(sigma * u)[term.codes])).sum()
+        return (ll + stats.norm.logpdf(x[:4], scale=np.sqrt(2.72)).sum() + stats.norm.logpdf(u).sum()
+                + stats.invgamma.logpdf(sigma**2, 0.7, scale=0.3) + np.log(2 * sigma**2))
+
+    rng = np.random.default_rng(5)
+    x1, x2 = rng.normal(size=(2, 5 + term.m))
+    got = float(layout.log_density(data, x1) - layout.log_density(data, x2))
+    assert got == pytest.approx(by_hand(x1) - by_hand(x2), abs=1e-9)
+
+
+def test_random_intercept_posterior_tables(routes):
+    post = routes.sample(chains=2, draws=300, warmup=300, seed=4)
+    assert post.sd_name == "p(sd_route)" and post.sd.shape == (2, 300) and np.all(post.sd > 0)
+    assert list(post.summary().index) == routes.parameter_names + ["p(sd_route)", "n_occ"]
+    effects = post.group_effects
+    assert len(effects) == 13 and set(effects["level"]) == set(routes.random_levels)
+    assert post.to_arviz().posterior["r_route"].shape == (2, 300, 13)

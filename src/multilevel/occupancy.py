@@ -23,7 +23,7 @@ from .data import as_frame
 from .design import apply_coding, learn_coding, used_columns
 from .errors import MultilevelError
 from .formula import RandomTerm, parse
-from .occupancy_bayes import SPOCCUPANCY_PRIOR_VARIANCE, sample
+from .occupancy_bayes import SPOCCUPANCY_IG, SPOCCUPANCY_PRIOR_VARIANCE, sample
 from .occupancy_fit import OccupancyFit
 from .occupancy_posterior import OccupancyPosterior
 from .occupancy_likelihood import OccupancyArrays, gradient_hessian, loglik
@@ -125,10 +125,11 @@ class Occupancy:
         return fit
 
     def sample(self, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: int = 1, cores: int = 1,
-               prior_variance: float = SPOCCUPANCY_PRIOR_VARIANCE, progress: bool = False) -> OccupancyPosterior:
-        """NUTS with the occupancy summed out; normal(0, variance `prior_variance`) priors on all coefficients
-        (spOccupancy's default 2.72)."""
-        return sample(self, chains, draws, warmup, seed, cores, prior_variance, progress)
+               prior_variance: float = SPOCCUPANCY_PRIOR_VARIANCE, sd_prior: tuple[float, float] = SPOCCUPANCY_IG,
+               progress: bool = False) -> OccupancyPosterior:
+        """NUTS with the occupancy summed out; normal(0, variance `prior_variance`) priors on all coefficients and
+        inverse-gamma `sd_prior` (shape, scale) on a random intercept's variance (spOccupancy's defaults)."""
+        return sample(self, chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress)
 
     def marginal_loglik(self, params, sigma: float, n_agq: int = 1) -> float:
         """The log-likelihood with the random intercept (SD `sigma`) integrated out; the plain one at sigma 0."""

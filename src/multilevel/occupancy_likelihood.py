@@ -96,32 +96,56 @@ def shift_derivatives(params: np.ndarray, arrays: OccupancyArrays, part: str, sh
 
 @dataclass(frozen=True)
 class OccupancyLayout:
-    """What NUTS (`nuts.run_chains`) needs of an occupancy model: the sampled vector is (beta, alpha) with
-    independent normal priors (variance `data["prior_var"]`, per coefficient), occupancy summed out."""
+    """What NUTS (`nuts.run_chains`) needs of an occupancy model, occupancy summed out. The sampled vector is
+    (beta, alpha) with independent normal priors (variance `data["prior_var"]`), then, with a random intercept on
+    `part` over `m` groups, log sigma and the standardised effects u (b = sigma u, u ~ N(0, 1); sigma^2 ~
+    inverse-gamma(shape, scale) = `data["sd_prior"]`, spOccupancy's prior on random-effect variances)."""
 
     n_sites: int
     a: int
     b: int
+    part: str | None = None
+    m: int = 0
+
+    @property
+    def k(self) -> int:
+        """Number of coefficients."""
+        return self.a + self.b
 
     @property
     def n_effects(self) -> int:
         """One latent occupancy per site, drawn for each draw."""
         return self.n_sites
 
-    def log_density(self, data: dict, x):
-        """Log posterior (up to a constant) at coefficients x (JAX)."""
+    def _split(self, data: dict, x):
+        """Coefficients, and the random effects as per-site shifts for `site_terms`."""
+        if self.part is None:
+            return x, {}
         import jax.numpy as jnp
 
-        ll = loglik(jnp, x, data["X"], data["V"], data["Y"], data["mask"])
-        return ll - 0.5 * jnp.sum(x**2 / data["prior_var"])
+        b = jnp.exp(x[self.k]) * x[self.k + 1:]
+        return x[: self.k], {f"shift_{self.part}": b[data["codes"]]}
+
+    def log_density(self, data: dict, x):
+        """Log posterior (up to a constant) at the sampled vector x (JAX)."""
+        import jax.numpy as jnp
+
+        coef, shifts = self._split(data, x)
+        occupied, empty = site_terms(jnp, coef, data["X"], data["V"], data["Y"], data["mask"], **shifts)
+        lp = jnp.sum(jnp.logaddexp(occupied, empty)) - 0.5 * jnp.sum(coef**2 / data["prior_var"])
+        if self.part is not None:  # inverse-gamma on sigma^2 with the Jacobian of log sigma: -2 shape log sigma - scale / sigma^2
+            shape, scale = data["sd_prior"][0], data["sd_prior"][1]
+            lp = lp - 2 * shape * x[self.k] - scale * jnp.exp(-2 * x[self.k]) - 0.5 * jnp.sum(x[self.k + 1:] ** 2)
+        return lp
 
     def conditional_draw(self, data: dict, x, z):
-        """Given coefficients x and standard normals z per site: the latent occupancy drawn from P(z = 1 | y),
-        that probability, and each site's log-likelihood (for LOO over sites)."""
+        """Given the sampled vector x and standard normals z per site: the latent occupancy drawn from
+        P(z = 1 | y), that probability, and each site's log-likelihood (for LOO over sites)."""
         import jax.numpy as jnp
         from jax.scipy.special import ndtr
 
-        occupied, empty = site_terms(jnp, x, data["X"], data["V"], data["Y"], data["mask"])
+        coef, shifts = self._split(data, x)
+        occupied, empty = site_terms(jnp, coef, data["X"], data["V"], data["Y"], data["mask"], **shifts)
         site_ll = jnp.logaddexp(occupied, empty)
         w = jnp.exp(occupied - site_ll)
         return (ndtr(z) < w).astype(jnp.float64), w, site_ll

@@ -13,11 +13,16 @@ from .kinds import Bayesian
 
 class OccupancyPosterior(Bayesian):
     """Draws (chains x draws x coefficients) named as the ML fit's rows, plus per site and draw the latent
-    occupancy `z`, P(z = 1 | y, coefficients) `w` and the site's log-likelihood."""
+    occupancy `z`, P(z = 1 | y, coefficients) `w` and the site's log-likelihood. With a random intercept, `sd`
+    (chains x draws) and the group effects `b` (chains x draws x groups)."""
 
-    def __init__(self, model, draws: np.ndarray, z: np.ndarray, w: np.ndarray, site_loglik: np.ndarray, stats: dict,
+    def __init__(self, model, positions: np.ndarray, z: np.ndarray, w: np.ndarray, site_loglik: np.ndarray, stats: dict,
                  seed: int, seconds: float, prior_variance: float):
-        self.model, self.draws, self.z, self.w, self.site_loglik = model, draws, z, w, site_loglik
+        k = len(model.parameter_names)
+        self.draws = positions[..., :k]
+        self.sd = np.exp(positions[..., k]) if model.random else None
+        self.b = self.sd[..., None] * positions[..., k + 1:] if model.random else None
+        self.model, self.z, self.w, self.site_loglik = model, z, w, site_loglik
         self.stats, self.seed, self.seconds, self.prior_variance = stats, seed, seconds, prior_variance
         self.sampler = "nuts"
         self.warnings: list[str] = []
@@ -30,9 +35,25 @@ class OccupancyPosterior(Bayesian):
     def n_draws(self) -> int:
         return self.draws.shape[1]
 
+    @property
+    def sd_name(self) -> str | None:
+        """The random intercept's SD as a parameter name, e.g. `p(sd_route)`."""
+        return f"{self.model.random[1].part}(sd_{self.model.random[0].group})" if self.model.random else None
+
     def parameters(self) -> dict[str, np.ndarray]:
-        """Coefficient draws by name (chains x draws each)."""
-        return {n: self.draws[..., i] for i, n in enumerate(self.model.parameter_names)}
+        """Coefficient draws by name (chains x draws each), and the random intercept's SD."""
+        out = {n: self.draws[..., i] for i, n in enumerate(self.model.parameter_names)}
+        return out if self.sd is None else out | {self.sd_name: self.sd}
+
+    @property
+    def group_effects(self) -> pd.DataFrame:
+        """Posterior mean, SD and 95 % interval of each group's random intercept (empty without one)."""
+        if self.b is None:
+            return pd.DataFrame(columns=["group", "level", "estimate", "std_error", "lower", "upper"])
+        flat = self.b.reshape(-1, self.b.shape[-1])
+        return pd.DataFrame({"group": self.model.random[0].group, "level": self.model.random_levels,
+                             "estimate": flat.mean(axis=0), "std_error": flat.std(axis=0, ddof=1),
+                             "lower": np.quantile(flat, 0.025, axis=0), "upper": np.quantile(flat, 0.975, axis=0)})
 
     def summary(self, prob: float = 0.95) -> pd.DataFrame:
         """mean, sd, quantiles, bulk/tail ESS and R-hat of the coefficients and of `n_occ`, the number of occupied
@@ -59,10 +80,15 @@ class OccupancyPosterior(Bayesian):
         import arviz_base
 
         posterior = {**self.parameters(), "z": self.z}
+        dims = {"z": ["site"], "y": ["site"]}
+        coords = {"site": list(map(str, self.model.sites))}
+        if self.b is not None:
+            group = self.model.random[0].group
+            posterior[f"r_{group}"], dims[f"r_{group}"] = self.b, [group]
+            coords[group] = list(map(str, self.model.random_levels))
         groups = {"posterior": posterior, "sample_stats": self.stats, "log_likelihood": {"y": self.site_loglik},
                   "observed_data": {"y": self.model.arrays.detected.astype(float)}}
-        coords = {"site": list(map(str, self.model.sites))}
-        return arviz_base.from_dict(groups, dims={"z": ["site"], "y": ["site"]}, coords=coords)
+        return arviz_base.from_dict(groups, dims=dims, coords=coords)
 
     def loo(self):
         """PSIS-LOO over sites (each site's detection history left out in turn) by ArviZ."""
