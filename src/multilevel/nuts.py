@@ -91,7 +91,7 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
     schedule[:warmup] = np.asarray(build_schedule(warmup), dtype=np.int32)
     kernel = blackjax.mcmc.nuts.build_kernel()
     da_init, da_update, da_final = dual_averaging_adaptation(0.8)
-    mm_init, mm_update, mm_final = mass_matrix_adaptation(True)
+    mm_init, mm_update, mm_final = mass_matrix_adaptation(not getattr(layout, "dense_metric", False))
     own_density, own_draw = model_functions(layout)
     density = jax.jit(own_density)  # traced once, called from every place NUTS needs it
 

@@ -30,7 +30,9 @@ def sample(model, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: 
     start = time.perf_counter()
     a = model.arrays
     part, m = (model.random[1].part, model.random[1].m) if model.random else (None, 0)
-    layout = OccupancyLayout(a.X.shape[0], a.X.shape[1], a.V.shape[2], part, m)
+    # a dense metric for the few, correlated coefficients (OVEN: 6.6 leapfrog steps per draw instead of 10.6 and
+    # 1.6x the bulk ESS); the non-centred effects of a random intercept are near-independent: diagonal
+    layout = OccupancyLayout(a.X.shape[0], a.X.shape[1], a.V.shape[2], part, m, dense_metric=part is None)
     data = {"X": a.X, "V": a.V, "Y": a.Y, "mask": a.mask, "prior_var": np.full(layout.k, float(prior_variance))}
     if part is not None:
         data |= {"codes": model.random[1].codes, "sd_prior": np.asarray(sd_prior, float)}

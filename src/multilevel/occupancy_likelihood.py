@@ -42,7 +42,7 @@ def site_terms(xp, params, X, V, Y, mask, shift_psi=0.0, shift_p=0.0):
     a = X.shape[1]
     eta_psi = X @ params[:a] + shift_psi
     eta_p = V @ params[a:] + (shift_p[:, None] if np.ndim(shift_p) else shift_p)
-    detection = xp.sum(mask * (Y * _log_sigmoid(xp, eta_p) + (1 - Y) * _log_sigmoid(xp, -eta_p)), axis=1)
+    detection = xp.sum(mask * (Y * eta_p - xp.logaddexp(0.0, eta_p)), axis=1)  # y log p + (1 - y) log(1 - p)
     detected = xp.max(Y * mask, axis=1) > 0
     return _log_sigmoid(xp, eta_psi) + detection, xp.where(detected, -xp.inf, _log_sigmoid(xp, -eta_psi))
 
@@ -106,6 +106,7 @@ class OccupancyLayout:
     b: int
     part: str | None = None
     m: int = 0
+    dense_metric: bool = False  # NUTS adapts a dense mass matrix (nuts.py reads it)
 
     @property
     def k(self) -> int:
