@@ -100,6 +100,7 @@ def test_a_visit_not_made_drops_out(pcru, fit):
         (lambda d: d.assign(y=d["y"].where(d.index != 5, 2)), "must be 0 or 1"),
         (lambda d: d.assign(Temperature_scaled=d["Temperature_scaled"].where(d.index != 7, np.nan)), "missing on a visit made"),
         (lambda d: d.assign(y=d["y"].where(d["site"] != d["site"].iloc[0], np.nan)), "has no visits"),
+        (lambda d: d.assign(site=d["site"].astype(str).where(d.index != 3, None)), "site column 'site' is missing on row 3"),
     ],
 )
 def test_bad_input_is_refused(pcru, change, message):

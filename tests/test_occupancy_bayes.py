@@ -133,3 +133,22 @@ def test_random_intercept_posterior_tables(routes):
     effects = post.group_effects
     assert len(effects) == 13 and set(effects["level"]) == set(routes.random_levels)
     assert post.to_arviz().posterior["r_route"].shape == (2, 300, 13)
+
+
+def test_posterior_predictive_check_statistic_by_hand(post):
+    """The data's Freeman-Tukey statistic per draw, recomputed survey by survey from the model's rows."""
+    from scipy.special import expit
+
+    m, k = post.model, post.model.arrays.a
+    sites, y = m.survey_sites, m.surveys["y"].to_numpy(float)
+    detections = np.bincount(sites, weights=y)
+    fts = []
+    for c in range(post.n_chains):
+        for d in range(post.n_draws):
+            expected = post.z[c, d] * np.bincount(sites, weights=expit(m.detection_matrix @ post.draws[c, d, k:]))
+            fts.append(np.sum((np.sqrt(detections) - np.sqrt(expected)) ** 2))
+    full = post.posterior_predictive_check(seed=7)
+    assert full["mean_observed"] == pytest.approx(np.mean(fts), rel=1e-10)
+    assert full.equals(post.posterior_predictive_check(seed=7)) and 0 < full["p_value"] < 1
+    with pytest.raises(mlv.MultilevelError, match="freeman-tukey"):
+        post.posterior_predictive_check("deviance")

@@ -52,6 +52,8 @@ class Occupancy:
         self.occupancy_formula, self.detection_formula = occupancy, detection
         self.site, self.response = site, response
         occ, det = _formula(occupancy, response, "occupancy"), _formula(detection, response, "detection")
+        if frame[site].isna().any():
+            raise MultilevelError(f"the site column '{site}' is missing on row {int(np.flatnonzero(frame[site].isna())[0])}")
         frame = frame.assign(**{site: frame[site].astype(str)})
         visited = _visited(frame, site, response)
         rows = frame[visited]

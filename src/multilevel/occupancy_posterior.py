@@ -9,6 +9,7 @@ import pandas as pd
 from .diagnostics import draw_summary
 from .information import loo
 from .kinds import Bayesian
+from .occupancy_gof import posterior_predictive_check
 
 
 class OccupancyPosterior(Bayesian):
@@ -89,6 +90,10 @@ class OccupancyPosterior(Bayesian):
         groups = {"posterior": posterior, "sample_stats": self.stats, "log_likelihood": {"y": self.site_loglik},
                   "observed_data": {"y": self.model.arrays.detected.astype(float)}}
         return arviz_base.from_dict(groups, dims=dims, coords=coords)
+
+    def posterior_predictive_check(self, statistic: str = "freeman-tukey", seed: int = 1) -> pd.Series:
+        """Bayesian p-value of a fit statistic on detections per site (`occupancy_gof`, as spOccupancy's ppcOcc)."""
+        return posterior_predictive_check(self, statistic, seed)
 
     def loo(self):
         """PSIS-LOO over sites (each site's detection history left out in turn) by ArviZ."""
