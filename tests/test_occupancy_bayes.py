@@ -152,3 +152,18 @@ def test_posterior_predictive_check_statistic_by_hand(post):
     assert full.equals(post.posterior_predictive_check(seed=7)) and 0 < full["p_value"] < 1
     with pytest.raises(mlv.MultilevelError, match="freeman-tukey"):
         post.posterior_predictive_check("deviance")
+
+
+def test_predict_new_sites_from_the_draws(post):
+    import pandas as pd
+    from scipy.special import expit
+
+    new = pd.DataFrame({"Elevation_scaled": [-1.0, 0.0, 1.5]})
+    table = post.predict(new, part="psi")
+    beta = post.draws[..., :3].reshape(-1, 3)
+    by_hand = expit(beta[:, 0] + beta[:, 1] * 1.5 + beta[:, 2] * 1.5**2)
+    assert table["estimate"].iloc[2] == pytest.approx(by_hand.mean(), rel=1e-12)
+    assert table["std_error"].iloc[2] == pytest.approx(by_hand.std(ddof=1), rel=1e-12)
+    assert np.all(table["lower"] < table["estimate"]) and np.all(table["estimate"] < table["upper"])
+    with pytest.raises(mlv.MultilevelError, match="'psi' or 'p'"):
+        post.predict(new, part="z")

@@ -161,6 +161,8 @@ class Occupancy:
 
     def new_matrix(self, newdata, part: str) -> tuple[np.ndarray, slice]:
         """The design matrix of new rows for psi or p, and the slice of the coefficients it multiplies."""
+        if part not in ("psi", "p"):
+            raise MultilevelError(f"part must be 'psi' or 'p', not {part!r}")
         a = self.arrays.a
         coding, cols = (self.occupancy_coding, slice(0, a)) if part == "psi" else (self.detection_coding, slice(a, None))
         return apply_coding(coding, as_frame(newdata), new=True).X, cols

@@ -12,7 +12,6 @@ import pandas as pd
 from scipy import stats
 from scipy.special import expit
 
-from .errors import MultilevelError
 from .kinds import Frequentist
 from .occupancy_gof import mackenzie_bailey
 from .occupancy_likelihood import conditional_occupancy
@@ -131,8 +130,6 @@ class OccupancyFit(Frequentist):
         """psi (occupancy, from site covariates) or p (detection, from survey covariates) for new rows, with
         delta-method standard errors and a Wald interval made on the logit scale; a random effect is left out
         (new sites: the population value)."""
-        if part not in ("psi", "p"):
-            raise MultilevelError(f"part must be 'psi' or 'p', not {part!r}")
         M, cols = self.model.new_matrix(newdata, part)
         eta = M @ self.params[cols]
         se_eta = np.sqrt(np.einsum("ij,jk,ik->i", M, self.vcov[cols, cols], M))

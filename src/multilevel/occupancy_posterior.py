@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from .diagnostics import draw_summary
 from .information import loo
@@ -75,6 +76,16 @@ class OccupancyPosterior(Bayesian):
     def conditional_occupancy(self) -> pd.Series:
         """P(site occupied | all detections), averaged over the draws of P(z = 1 | y, coefficients)."""
         return pd.Series(self.w.mean(axis=(0, 1)), index=self.model.sites, name="P(z = 1 | y)")
+
+    def predict(self, newdata, part: str = "psi", prob: float = 0.95) -> pd.DataFrame:
+        """psi or p for new sites or surveys: posterior mean, SD and interval of the probability (random effects
+        left out: the population value)."""
+        M, cols = self.model.new_matrix(newdata, part)
+        values = expit(np.einsum("ij,cdj->cdi", M, self.draws[..., cols])).reshape(-1, M.shape[0])
+        lo, hi = (1 - prob) / 2, (1 + prob) / 2
+        index = newdata.index if isinstance(newdata, pd.DataFrame) else None
+        return pd.DataFrame({"estimate": values.mean(axis=0), "std_error": values.std(axis=0, ddof=1),
+                             "lower": np.quantile(values, lo, axis=0), "upper": np.quantile(values, hi, axis=0)}, index=index)
 
     def to_arviz(self):
         """An ArviZ DataTree: the coefficients and z per site, sample_stats, and the log-likelihood per site."""
