@@ -108,6 +108,14 @@ def test_bad_input_is_refused(pcru, change, message):
         mlv.Occupancy("~ 1", DETECTION, change(pcru.copy()))
 
 
+@pytest.mark.parametrize("y", [0.0, 1.0])
+def test_no_maximum_is_reported(pcru, y):
+    """Every site detected on every visit (psi = p = 1) or none detected (psi p = 0): no finite maximum."""
+    with pytest.warns(mlv.MultilevelWarning, match="no proper maximum"):
+        fit = mlv.Occupancy("~ 1", "~ 1", pcru.assign(y=y)).fit()
+    assert not fit.converged
+
+
 def test_site_covariates_varying_within_a_site_are_refused_by_name(pcru):
     with pytest.raises(mlv.MultilevelError, match=r"'Temperature' varies within site 210302.01"):
         mlv.Occupancy("~ Temperature", DETECTION, pcru)
@@ -170,6 +178,8 @@ def test_random_intercept_fit_is_a_maximum_and_tables_line_up(pcru_routes):
 
 
 def test_unsupported_random_effects_are_refused(pcru_routes):
+    with pytest.raises(mlv.MultilevelError, match="n_agq must be an integer >= 1"):
+        mlv.Occupancy("~ 1 + (1 | route)", DETECTION, pcru_routes).fit(n_agq=0)
     with pytest.raises(mlv.MultilevelError, match="one random intercept"):
         mlv.Occupancy("~ 1 + (1 | route)", DETECTION + " + (1 | route)", pcru_routes)
     with pytest.raises(mlv.MultilevelError, match="varies within a site"):

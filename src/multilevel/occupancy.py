@@ -21,7 +21,7 @@ from scipy import optimize
 
 from .data import as_frame
 from .design import apply_coding, learn_coding, used_columns
-from .errors import MultilevelError
+from .errors import MultilevelError, emit
 from .formula import RandomTerm, parse
 from .occupancy_bayes import SPOCCUPANCY_IG, SPOCCUPANCY_PRIOR_VARIANCE, sample
 from .occupancy_fit import OccupancyFit
@@ -32,6 +32,7 @@ from .optimize import bobyqa, finite_difference_checks, free_coordinates
 from .optimize import gradient_hessian as fd_gradient_hessian
 
 GRADIENT_TOL = 1e-6  # largest absolute score accepted at the optimum
+BOUNDARY = 1e-6  # psi or p this close to 0 or 1 at every site or survey: the maximum is at infinity
 
 
 def _formula(text: str, response: str, what: str):
@@ -72,7 +73,7 @@ class Occupancy:
         V[codes, slots], Y[codes, slots], mask[codes, slots] = self.detection_matrix, rows[response].to_numpy(float), 1.0
         self.arrays = OccupancyArrays(X, V, Y, mask)
         self.survey_sites, self.survey_slots = codes, slots
-        self.random_levels = (occ_design.blocks or det_design.blocks or [None])[0].levels if self.random else None
+        self.random_levels = [*occ_design.blocks, *det_design.blocks][0].levels if self.random else None
         self.surveys = rows[[c for c in (site, "visit", response) if c in rows.columns]].reset_index(drop=True)
         self.parameter_names = [f"psi({n})" for n in self.occupancy_coding.fixed_names] + [
             f"p({n})" for n in self.detection_coding.fixed_names]
@@ -99,8 +100,12 @@ class Occupancy:
         """Maximum likelihood: with no random effects by Newton trust region on the analytic gradient and Hessian
         (SEs from it); with a random intercept by BOBYQA on the Laplace (`n_agq=1`) or adaptive Gauss-Hermite
         (`n_agq` nodes) approximation, SEs from its finite-difference Hessian."""
-        fixed = self._fit_fixed()
-        return fixed if self.random is None else self._fit_random(fixed, n_agq)
+        if not isinstance(n_agq, (int, np.integer)) or n_agq < 1:
+            raise MultilevelError(f"n_agq must be an integer >= 1 (1 = Laplace), got {n_agq!r}")
+        fit = self._fit_fixed()
+        fit = fit if self.random is None else self._fit_random(fit, n_agq)
+        emit(fit.warnings)
+        return fit
 
     def _fit_fixed(self) -> OccupancyFit:
         def objective(x):
@@ -115,15 +120,15 @@ class Occupancy:
         start = np.zeros(len(self.parameter_names))
         res = optimize.minimize(objective, start, jac=jac, hess=hess, method="trust-exact", options={"gtol": 1e-10})
         grad, H = gradient_hessian(res.x, self.arrays)
-        converged = bool(np.max(np.abs(grad)) < GRADIENT_TOL)
-        try:
-            vcov = np.linalg.inv(-H)
-        except np.linalg.LinAlgError:
-            vcov = np.full_like(H, np.nan)
-        fit = OccupancyFit(self, res.x, vcov, -float(res.fun), converged, str(res.message))
-        if not converged or not np.all(np.linalg.eigvalsh(-H) > 0):
-            fit.warnings.append(f"the optimiser did not reach a proper maximum (largest score {np.max(np.abs(grad)):.2g}): "
-                                "estimates may be on a boundary (psi or p near 0 or 1)")
+        proper = bool(np.max(np.abs(grad)) < GRADIENT_TOL) and bool(np.all(np.linalg.eigvalsh(-H) > 0))
+        vcov = np.linalg.inv(-H) if proper else np.full_like(H, np.nan)
+        fit = OccupancyFit(self, res.x, vcov, -float(res.fun), proper, str(res.message))
+        saturated = [name for name, values in (("psi", fit.psi), ("p", fit.p["p"]))
+                     if np.all(values > 1 - BOUNDARY) or np.all(values < BOUNDARY)]
+        if not proper or saturated:
+            fit.converged = False
+            fit.warnings.append(f"no proper maximum: {' and '.join(saturated) or 'the estimates'} at a boundary (0 or 1 "
+                                "everywhere, e.g. every site detected or none); estimates and SEs are not usable")
         return fit
 
     def sample(self, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: int = 1, cores: int = 1,

@@ -39,7 +39,7 @@ class OccupancyFit(Frequentist):
     @property
     def _shifts(self) -> dict:
         """The random effects as per-site shifts of the psi or p logits, for `site_terms`."""
-        if self.model.random is None:
+        if self.model.random is None or self.sigma is None:  # no term, or the fit without it (a random fit's start)
             return {}
         term = self.model.random[1]
         return {f"shift_{term.part}": self._modes[term.codes]}
