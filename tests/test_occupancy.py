@@ -213,3 +213,16 @@ def test_goodness_of_fit_bootstrap(fit, model):
     assert 0 <= gof["p_value"] <= 1 and gof["n_sim"] == 20 and gof["c_hat"] > 0
     with pytest.raises(mlv.MultilevelError, match="0 or 1"):
         model.with_response(np.full(len(fit.p), 2.0))
+
+
+def test_probability_curve_draws_predict(fit):
+    from multilevel.occupancy_plots import probability_curve
+
+    fig = probability_curve(fit, "Temperature_scaled", part="p", n=30)
+    x, y = fig.axes[0].lines[0].get_data()
+    assert len(x) == 30 and x.min() == fit.model.survey_frame["Temperature_scaled"].min()
+    at = pd.DataFrame({"Temperature_scaled": x[[0, -1]], "MinAfterSunset_scaled": fit.model.survey_frame["MinAfterSunset_scaled"].mean()})
+    np.testing.assert_allclose(y[[0, -1]], fit.predict(at, part="p")["estimate"], rtol=1e-12)
+    assert y[0] > y[-1]  # detection falls with temperature (coefficient -1.89)
+    with pytest.raises(mlv.MultilevelError, match="not a numeric covariate of the psi formula"):
+        probability_curve(fit, "Temperature_scaled", part="psi")

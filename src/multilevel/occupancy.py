@@ -73,6 +73,7 @@ class Occupancy:
         V[codes, slots], Y[codes, slots], mask[codes, slots] = self.detection_matrix, rows[response].to_numpy(float), 1.0
         self.arrays = OccupancyArrays(X, V, Y, mask)
         self.survey_sites, self.survey_slots = codes, slots
+        self.site_frame, self.survey_frame = site_rows, rows  # the rows each part was coded on
         self.random_levels = [*occ_design.blocks, *det_design.blocks][0].levels if self.random else None
         self.surveys = rows[[c for c in (site, "visit", response) if c in rows.columns]].reset_index(drop=True)
         self.parameter_names = [f"psi({n})" for n in self.occupancy_coding.fixed_names] + [
