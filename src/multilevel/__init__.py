@@ -17,6 +17,7 @@ from .study_scenarios import SCENARIOS, study_data
 from .errors import FormulaError, MultilevelError, MultilevelWarning
 from .formula import Formula, RandomTerm, parse
 from .model import Model
+from .occupancy import Occupancy
 from .io import load, save
 from .priors import prior, priors
 
@@ -35,6 +36,7 @@ __all__ = [
     "Formula",
     "FormulaError",
     "Model",
+    "Occupancy",
     "MultilevelError",
     "MultilevelWarning",
     "RandomTerm",

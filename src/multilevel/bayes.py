@@ -20,7 +20,7 @@ from .chains import gc_paused
 from .collapsed import Layout, constrain, jax_data, make_layout
 from .dense_memory import check_dense_size
 from .design import Design
-from .diagnostics import sampler_warnings
+from .diagnostics import exact_fit_message, sampler_warnings
 from .engine import Engine
 from .errors import MultilevelError, emit
 from .gibbs import sample_gibbs
@@ -71,8 +71,10 @@ def sample(
 
 
 def diagnosed(post: Posterior, warn: bool = True) -> Posterior:
-    """The posterior with the sampler's diagnostics (divergences, R-hat, ESS) in `warnings`, raised once."""
-    post.warnings = sampler_warnings(post)
+    """The posterior with the sampler's diagnostics (noise-free data, divergences, R-hat, ESS) in `warnings`,
+    raised once."""
+    sigma = None if post.sigma is None else float(np.median(post.sigma))
+    post.warnings = exact_fit_message(sigma, post.design) + sampler_warnings(post)
     if warn:
         emit(post.warnings)
     return post

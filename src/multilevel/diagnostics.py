@@ -57,9 +57,9 @@ def exact_fit_message(sigma: float | None, design) -> list[str]:
 
 
 def sampler_warnings(post) -> list[str]:
-    """Plain-words warnings for divergent transitions, chains that disagree, too few effective draws, and
-    noise-free data."""
-    out = exact_fit_message(None if post.sigma is None else float(np.median(post.sigma)), post.design)
+    """Plain-words warnings for divergent transitions, chains that disagree and too few effective draws (any
+    sampler's draws with `stats`, `summary()` and `n_chains`)."""
+    out = []
     n_div = int(np.sum(post.stats.get("diverging", 0)))
     if n_div:
         out.append(

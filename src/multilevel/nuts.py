@@ -66,6 +66,14 @@ def segment_length(total: int, target: int = SEGMENTS) -> int:
     return min(-(-total // min(total, target)), MAX_SEGMENT)
 
 
+def model_functions(layout):
+    """(log density, conditional draw) of (data, x) and (data, x, z): the layout's own where it has them (the
+    occupancy model's), else the collapsed model's. A conditional draw returns three arrays per draw."""
+    if hasattr(layout, "log_density"):
+        return layout.log_density, layout.conditional_draw
+    return partial(log_density, layout), partial(conditional_draw, layout)
+
+
 def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
     """The traced functions of one chain: its starting state, a segment of NUTS steps, the conditional draws.
 
@@ -89,13 +97,14 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
     schedule[:warmup] = np.asarray(build_schedule(warmup), dtype=np.int32)
     kernel = blackjax.mcmc.nuts.build_kernel()
     da_init, da_update, da_final = dual_averaging_adaptation(0.8)
-    mm_init, mm_update, mm_final = mass_matrix_adaptation(True)
-    density = jax.jit(log_density, static_argnums=0)  # traced once, called from every place NUTS needs it
+    mm_init, mm_update, mm_final = mass_matrix_adaptation(not getattr(layout, "dense_metric", False))
+    own_density, own_draw = model_functions(layout)
+    density = jax.jit(own_density)  # traced once, called from every place NUTS needs it
 
     def fresh(data, x, logdensity=None):
         """The state a chain starts from at x: NUTS state, dual averaging, Welford, step size, metric."""
         mm0 = mm_init(x.shape[0])
-        nuts0 = blackjax.nuts.init(x, logdensity or partial(density, layout, data))
+        nuts0 = blackjax.nuts.init(x, logdensity or partial(density, data))
         return (nuts0, da_init(1.0), mm0, jnp.asarray(1.0), mm0.inverse_mass_matrix)
 
     # the carry's shapes, without tracing the density (a stand-in of the same output shapes)
@@ -118,7 +127,7 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
 
     def segment(data, leaves, seed, chain, start):
         """(data, carry's leaves, seed, chain, first step) -> (carry's leaves, per-step draws and statistics)."""
-        logdensity = partial(density, layout, data)
+        logdensity = partial(density, data)
         carry = jax.tree_util.tree_unflatten(carry_tree, leaves)  # flat at the boundary: exports serialise leaves
         steps = jax.lax.dynamic_slice_in_dim(step_keys(seed, chain), start, length)
         slow, window_end = jax.lax.dynamic_slice_in_dim(jnp.asarray(schedule), start, length).T
@@ -147,7 +156,7 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
 
     def conditional(data, positions, seed, chain):
         z = jax.random.normal(keys(seed, chain)[1], (positions.shape[0], layout.n_effects))
-        return jax.vmap(partial(conditional_draw, layout, data))(positions, z)
+        return jax.vmap(partial(own_draw, data))(positions, z)
 
     def begin(data, x):
         """The first carry's leaves (its own program: in the segment it would be one more copy of the
@@ -224,6 +233,8 @@ FAST_COMPILE_MAX_WORK = 200_000  # multiply-adds per density evaluation up to wh
 
 def compile_options(data: dict) -> dict:
     """XLA options for one chain's program: the fast-compiling pipeline unless the density is costly."""
+    if "C22" not in data:  # not the collapsed model (occupancy): small, per-row densities
+        return dict(FAST_COMPILE)
     C, B = data["C22"], data["B"]
     work = C.shape[0] ** 3 // 3 + B.size * B.shape[-1] + data["fill_vals"].size
     return dict(FAST_COMPILE) if work <= FAST_COMPILE_MAX_WORK else {}
@@ -234,7 +245,7 @@ def _versions() -> str:
     from importlib.metadata import version
 
     here = Path(__file__).parent
-    code = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("collapsed.py", "nuts.py", "priors.py", "coefficient_prior.py")))
+    code = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("collapsed.py", "nuts.py", "priors.py", "coefficient_prior.py", "occupancy_likelihood.py")))
     return ";".join(f"{p}={version(p)}" for p in ("jaxlib", "blackjax")) + ";" + code.hexdigest()[:16]
 
 

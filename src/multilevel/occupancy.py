@@ -1,0 +1,234 @@
+"""`Occupancy(occupancy=, detection=, data=, site=, response=)`: the single-season occupancy model on long data
+(one row per site x visit). Occupancy (psi) is modelled from site covariates, detection (p) from survey
+covariates, both on the logit scale with the package's formula and design machinery; the latent occupancy is
+summed out exactly (`occupancy_likelihood`). See docs/occupancy.md.
+
+>>> import multilevel as mlv
+>>> df = mlv.datasets.load("pcru_occupancy")
+>>> fit = mlv.Occupancy("~ 1", "~ MinAfterSunset_scaled + Temperature_scaled", df).fit()
+>>> round(float(fit.psi.iloc[0]), 3)
+0.823
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+
+from .data import as_frame
+from .design import apply_coding, learn_coding, used_columns
+from .errors import MultilevelError, emit
+from .formula import RandomTerm, parse
+from .occupancy_bayes import SPOCCUPANCY_IG, SPOCCUPANCY_PRIOR_VARIANCE, sample
+from .occupancy_fit import OccupancyFit
+from .occupancy_posterior import OccupancyPosterior
+from .occupancy_likelihood import OccupancyArrays, gradient_hessian, loglik
+from .occupancy_random import RandomIntercept, marginal_loglik
+from .optimize import bobyqa, finite_difference_checks, free_coordinates
+from .optimize import gradient_hessian as fd_gradient_hessian
+
+GRADIENT_TOL = 1e-6  # largest absolute score accepted at the optimum
+BOUNDARY = 1e-6  # psi or p this close to 0 or 1 at every site or survey: the maximum is at infinity
+
+
+def _formula(text: str, response: str, what: str):
+    """`~ rhs` (or bare `rhs`) as a Formula with the response column on the left."""
+    rhs = text.strip()
+    rhs = rhs[1:] if rhs.startswith("~") else rhs
+    return parse(f"{response} ~ {rhs}")
+
+
+class Occupancy:
+    """A single-season occupancy model: `fit()` by maximum likelihood, occupancy summed out exactly."""
+
+    def __init__(self, occupancy: str, detection: str, data, site: str = "site", response: str = "y"):
+        frame = as_frame(data)
+        for column, what in ((site, "site"), (response, "response")):
+            if column not in frame.columns:
+                raise MultilevelError(f"the {what} column '{column}' is not in the data")
+        self.occupancy_formula, self.detection_formula = occupancy, detection
+        self.site, self.response = site, response
+        occ, det = _formula(occupancy, response, "occupancy"), _formula(detection, response, "detection")
+        if frame[site].isna().any():
+            raise MultilevelError(f"the site column '{site}' is missing on row {int(np.flatnonzero(frame[site].isna())[0])}")
+        frame = frame.assign(**{site: frame[site].astype(str)})
+        visited = _visited(frame, site, response)
+        rows = frame[visited]
+        _check_site_constant(rows, [c for c in used_columns(occ, rows, None, None) if c != response], site)
+        _check_survey_complete(rows, [c for c in used_columns(det, rows, None, None) if c != response], site)
+        codes, self.sites = pd.factorize(rows[site], sort=False)
+        slots = rows.groupby(codes).cumcount().to_numpy()
+        site_rows = rows.groupby(codes, sort=True).head(1)
+        self.occupancy_coding = learn_coding(occ, site_rows)
+        self.detection_coding = learn_coding(det, rows)
+        occ_design, det_design = apply_coding(self.occupancy_coding, site_rows), apply_coding(self.detection_coding, rows)
+        X, self.detection_matrix = occ_design.X, det_design.X
+        self.random = _random_intercept(occ_design, det_design, codes, len(self.sites))
+        S, J, b = len(self.sites), slots.max() + 1, self.detection_matrix.shape[1]
+        V, Y, mask = np.zeros((S, J, b)), np.zeros((S, J)), np.zeros((S, J))
+        V[codes, slots], Y[codes, slots], mask[codes, slots] = self.detection_matrix, rows[response].to_numpy(float), 1.0
+        self.arrays = OccupancyArrays(X, V, Y, mask)
+        self.survey_sites, self.survey_slots = codes, slots
+        self.site_frame, self.survey_frame = site_rows, rows  # the rows each part was coded on
+        self.random_levels = [*occ_design.blocks, *det_design.blocks][0].levels if self.random else None
+        self.surveys = rows[[c for c in (site, "visit", response) if c in rows.columns]].reset_index(drop=True)
+        self.parameter_names = [f"psi({n})" for n in self.occupancy_coding.fixed_names] + [
+            f"p({n})" for n in self.detection_coding.fixed_names]
+
+    def with_response(self, y) -> Occupancy:
+        """The same model with new detections, one per survey in the model's row order (`surveys`): refits
+        (bootstrap, goodness of fit) go through it."""
+        y = np.asarray(y, dtype=float)
+        if y.shape != (len(self.survey_sites),) or not np.isin(y, (0, 1)).all():
+            raise MultilevelError(f"with_response needs {len(self.survey_sites)} detections, each 0 or 1")
+        new = copy.copy(self)
+        Y = np.zeros_like(self.arrays.Y)
+        Y[self.survey_sites, self.survey_slots] = y
+        new.arrays = replace(self.arrays, Y=Y)
+        new.surveys = self.surveys.assign(**{self.response: y})
+        return new
+
+    def loglik(self, params) -> float:
+        """The log-likelihood at coefficients in `parameter_names` order."""
+        a = self.arrays
+        return float(loglik(np, np.asarray(params, float), a.X, a.V, a.Y, a.mask))
+
+    def fit(self, n_agq: int = 1) -> OccupancyFit:
+        """Maximum likelihood: with no random effects by Newton trust region on the analytic gradient and Hessian
+        (SEs from it); with a random intercept by BOBYQA on the Laplace (`n_agq=1`) or adaptive Gauss-Hermite
+        (`n_agq` nodes) approximation, SEs from its finite-difference Hessian."""
+        if not isinstance(n_agq, (int, np.integer)) or n_agq < 1:
+            raise MultilevelError(f"n_agq must be an integer >= 1 (1 = Laplace), got {n_agq!r}")
+        fit = self._fit_fixed()
+        fit = fit if self.random is None else self._fit_random(fit, n_agq)
+        emit(fit.warnings)
+        return fit
+
+    def _fit_fixed(self) -> OccupancyFit:
+        def objective(x):
+            return -self.loglik(x)
+
+        def jac(x):
+            return -gradient_hessian(x, self.arrays)[0]
+
+        def hess(x):
+            return -gradient_hessian(x, self.arrays)[1]
+
+        start = np.zeros(len(self.parameter_names))
+        res = optimize.minimize(objective, start, jac=jac, hess=hess, method="trust-exact", options={"gtol": 1e-10})
+        grad, H = gradient_hessian(res.x, self.arrays)
+        proper = bool(np.max(np.abs(grad)) < GRADIENT_TOL) and bool(np.all(np.linalg.eigvalsh(-H) > 0))
+        vcov = np.linalg.inv(-H) if proper else np.full_like(H, np.nan)
+        fit = OccupancyFit(self, res.x, vcov, -float(res.fun), proper, str(res.message))
+        saturated = [name for name, values in (("psi", fit.psi), ("p", fit.p["p"]))
+                     if np.all(values > 1 - BOUNDARY) or np.all(values < BOUNDARY)]
+        if not proper or saturated:
+            fit.converged = False
+            fit.warnings.append(f"no proper maximum: {' and '.join(saturated) or 'the estimates'} at a boundary (0 or 1 "
+                                "everywhere, e.g. every site detected or none); estimates and SEs are not usable")
+        return fit
+
+    def sample(self, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: int = 1, cores: int = 1,
+               prior_variance: float = SPOCCUPANCY_PRIOR_VARIANCE, sd_prior: tuple[float, float] = SPOCCUPANCY_IG,
+               progress: bool = False) -> OccupancyPosterior:
+        """NUTS with the occupancy summed out; normal(0, variance `prior_variance`) priors on all coefficients and
+        inverse-gamma `sd_prior` (shape, scale) on a random intercept's variance (spOccupancy's defaults)."""
+        return sample(self, chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress)
+
+    def marginal_loglik(self, params, sigma: float, n_agq: int = 1) -> float:
+        """The log-likelihood with the random intercept (SD `sigma`) integrated out; the plain one at sigma 0."""
+        if sigma <= 0:
+            return self.loglik(params)
+        return marginal_loglik(np.asarray(params, float), sigma, self.arrays, self.random[1], n_agq)
+
+    def _fit_random(self, start: OccupancyFit, n_agq: int) -> OccupancyFit:
+        def deviance(x):
+            return -2 * self.marginal_loglik(x[:-1], x[-1], n_agq)
+
+        lower = np.r_[np.full(len(start.params), -np.inf), 0.0]
+        info = finite_difference_checks(deviance, bobyqa(deviance, np.r_[start.params, 1.0], lower), lower)
+        free = free_coordinates(info.x, lower)
+        _, H = fd_gradient_hessian(deviance, info.x, free)
+        idx = np.flatnonzero(free)
+        cov = np.full((len(info.x), len(info.x)), np.nan)
+        try:
+            cov[np.ix_(idx, idx)] = 2 * np.linalg.inv(H[np.ix_(idx, idx)])
+        except np.linalg.LinAlgError:
+            pass
+        k = len(start.params)
+        fit = OccupancyFit(self, info.x[:k], cov[:k, :k], -info.fun / 2, info.converged, info.message,
+                           sigma=info.x[k], sigma_se=np.sqrt(cov[k, k]), n_agq=n_agq)
+        fit.warnings.extend(info.warnings)
+        return fit
+
+    def new_matrix(self, newdata, part: str) -> tuple[np.ndarray, slice]:
+        """The design matrix of new rows for psi or p, and the slice of the coefficients it multiplies."""
+        if part not in ("psi", "p"):
+            raise MultilevelError(f"part must be 'psi' or 'p', not {part!r}")
+        a = self.arrays.a
+        coding, cols = (self.occupancy_coding, slice(0, a)) if part == "psi" else (self.detection_coding, slice(a, None))
+        return apply_coding(coding, as_frame(newdata), new=True).X, cols
+
+
+def _visited(frame: pd.DataFrame, site: str, response: str) -> np.ndarray:
+    """Rows of visits made (response present); refuse responses other than 0/1 and sites never visited."""
+    y = pd.to_numeric(frame[response], errors="coerce") if frame[response].dtype != bool else frame[response].astype(float)
+    visited = frame[response].notna().to_numpy()
+    bad = visited & ~np.isin(y, (0, 1))
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise MultilevelError(f"detections '{response}' must be 0 or 1 (missing for a visit not made); "
+                              f"site {frame[site].iloc[i]} has {frame[response].iloc[i]!r}")
+    never = frame.groupby(site, sort=False)[response].count()
+    never = never[never == 0]
+    if len(never):
+        raise MultilevelError(f"site {never.index[0]} has no visits (every '{response}' missing): drop it or give its surveys")
+    return visited
+
+
+def _check_site_constant(rows: pd.DataFrame, columns: list[str], site: str) -> None:
+    """Occupancy covariates describe a site: they must be present and the same on all of its rows."""
+    for c in columns:
+        if c == site:
+            continue
+        if rows[c].isna().any():
+            raise MultilevelError(f"the site covariate '{c}' is missing at site {rows[site][rows[c].isna()].iloc[0]}")
+        counts = rows.groupby(site, sort=False, observed=True)[c].nunique()
+        if (counts > 1).any():
+            raise MultilevelError(f"the site covariate '{c}' varies within site {counts.index[counts > 1][0]}: "
+                                  "occupancy covariates must be constant within a site (survey covariates go in the detection formula)")
+
+
+def _check_survey_complete(rows: pd.DataFrame, columns: list[str], site: str) -> None:
+    """Detection covariates must be present on every visit made."""
+    for c in columns:
+        missing = rows[c].isna().to_numpy()
+        if missing.any():
+            row = rows.iloc[np.flatnonzero(missing)[0]]
+            visit = f", visit {row['visit']}" if "visit" in rows.columns else ""
+            raise MultilevelError(f"the detection covariate '{c}' is missing on a visit made (site {row[site]}{visit}): "
+                                  "give it, or mark the visit as not made with a missing response")
+
+
+def _random_intercept(occ, det, codes: np.ndarray, n_sites: int) -> tuple[RandomTerm, RandomIntercept] | None:
+    """The model's random intercept, (its term, per-site group codes), or None; more than one term, a
+    term with slopes, or groups that do not contain whole sites are refused."""
+    blocks = [("psi", b) for b in occ.blocks] + [("p", b) for b in det.blocks]
+    if not blocks:
+        return None
+    if len(blocks) > 1 or blocks[0][1].k > 1:
+        raise MultilevelError("occupancy models take one random intercept, (1 | group), in one of the two formulas; "
+                              f"got {', '.join(f'{part}: {b.term}' for part, b in blocks)}")
+    part, block = blocks[0]
+    site_codes = block.codes
+    if part == "p":  # rows -> sites: a group must hold whole sites
+        site_codes = np.full(n_sites, -1)
+        site_codes[codes] = block.codes
+        if np.any(site_codes[codes] != block.codes):
+            raise MultilevelError(f"the detection random effect {block.term} varies within a site: only groups of whole "
+                                  "sites (sites nested in groups) are supported")
+    return block.term, RandomIntercept(part, site_codes, block.m)

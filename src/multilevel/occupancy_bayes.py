@@ -1,0 +1,46 @@
+"""Bayesian occupancy models: NUTS (BlackJAX, through `nuts.run_chains`) on the coefficients with the latent
+occupancy summed out, then z drawn exactly per draw. Default priors are spOccupancy's: normal with variance
+2.72 on every logit-scale coefficient of both parts, inverse-gamma(0.1, 0.1) on a random-effect variance."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import nuts
+from .bayes import _check_counts
+from .diagnostics import sampler_warnings
+from .errors import MultilevelError, emit
+from .occupancy_likelihood import OccupancyLayout
+from .occupancy_posterior import OccupancyPosterior
+
+SPOCCUPANCY_PRIOR_VARIANCE = 2.72
+SPOCCUPANCY_IG = (0.1, 0.1)  # inverse-gamma shape and scale on a random-effect variance
+
+
+def sample(model, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: int = 1, cores: int = 1,
+           prior_variance: float = SPOCCUPANCY_PRIOR_VARIANCE, sd_prior: tuple[float, float] = SPOCCUPANCY_IG,
+           progress: bool = False) -> OccupancyPosterior:
+    """Draw from the posterior of an `Occupancy` model; warnings from the diagnostics. A random intercept is
+    sampled non-centred, its variance with an inverse-gamma(shape, scale) = `sd_prior` prior."""
+    _check_counts(chains, draws, warmup, cores)
+    if not prior_variance > 0 or len(sd_prior) != 2 or not min(sd_prior) > 0:
+        raise MultilevelError(f"prior_variance and both sd_prior values must be positive, got {prior_variance!r}, {sd_prior!r}")
+    start = time.perf_counter()
+    a = model.arrays
+    part, m = (model.random[1].part, model.random[1].m) if model.random else (None, 0)
+    # a dense metric for the few, correlated coefficients (OVEN: 6.6 leapfrog steps per draw instead of 10.6 and
+    # 1.6x the bulk ESS); the non-centred effects of a random intercept are near-independent: diagonal
+    layout = OccupancyLayout(a.X.shape[0], a.X.shape[1], a.V.shape[2], part, m, dense_metric=part is None)
+    data = {"X": a.X, "V": a.V, "Y": a.Y, "mask": a.mask, "prior_var": np.full(layout.k, float(prior_variance))}
+    if part is not None:
+        data |= {"codes": model.random[1].codes, "sd_prior": np.asarray(sd_prior, float)}
+    dim = layout.k + (m + 1 if part else 0)
+    inits = [np.random.default_rng([seed, c]).uniform(-1, 1, dim) for c in range(chains)]
+    with nuts.chains.gc_paused():
+        positions, stats, (z, w, site_ll) = nuts.run_chains(layout, data, seed, inits, warmup, draws, cores, progress)
+    post = OccupancyPosterior(model, positions, z, w, site_ll, stats, seed, time.perf_counter() - start, prior_variance)
+    post.warnings = sampler_warnings(post)
+    emit(post.warnings)
+    return post

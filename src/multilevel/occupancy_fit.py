@@ -1,0 +1,159 @@
+"""`OccupancyFit`: a single-season occupancy model fitted by maximum likelihood, and the tables derived from it.
+
+Coefficients are on the logit scale and named as unmarked's `coef()`: `psi((Intercept))`, `p(date)`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.special import expit
+
+from .kinds import Frequentist
+from .occupancy_gof import mackenzie_bailey
+from .occupancy_likelihood import conditional_occupancy
+from .occupancy_random import modes
+
+
+class OccupancyFit(Frequentist):
+    """Maximum-likelihood estimates, their covariance (inverse observed information) and per-site values."""
+
+    def __init__(self, model, params: np.ndarray, vcov: np.ndarray, loglik: float, converged: bool, message: str,
+                 sigma: float | None = None, sigma_se: float = np.nan, n_agq: int = 0):
+        self.model, self.params, self.vcov, self.loglik = model, params, vcov, loglik
+        self.converged, self.message = converged, message
+        self.sigma, self.sigma_se, self.nAGQ = sigma, sigma_se, n_agq  # the random intercept's SD (None: no term)
+        self.warnings: list[str] = []
+
+    @cached_property
+    def _modes(self) -> np.ndarray:
+        """Conditional modes of the random intercept per group (empty without a term, zero at sigma 0)."""
+        if self.model.random is None:
+            return np.zeros(0)
+        term = self.model.random[1]
+        return modes(self.params, self.sigma, self.model.arrays, term)[0] if self.sigma > 0 else np.zeros(term.m)
+
+    @property
+    def _shifts(self) -> dict:
+        """The random effects as per-site shifts of the psi or p logits, for `site_terms`."""
+        if self.model.random is None or self.sigma is None:  # no term, or the fit without it (a random fit's start)
+            return {}
+        term = self.model.random[1]
+        return {f"shift_{term.part}": self._modes[term.codes]}
+
+    @property
+    def variance_components(self) -> pd.DataFrame:
+        """The random intercept's SD and variance (and the SD's standard error), as lme4's VarCorr."""
+        if self.model.random is None:
+            return pd.DataFrame(columns=["part", "group", "term", "variance", "sd", "sd_std_error"])
+        random, term = self.model.random
+        return pd.DataFrame({"part": [term.part], "group": [random.group], "term": ["(Intercept)"], "variance": [self.sigma**2],
+                             "sd": [self.sigma], "sd_std_error": [self.sigma_se]})
+
+    @property
+    def group_effects(self) -> pd.DataFrame:
+        """Conditional modes of the random intercept per group level."""
+        if self.model.random is None:
+            return pd.DataFrame(columns=["group", "level", "estimate"])
+        return pd.DataFrame({"group": self.model.random[0].group, "level": self.model.random_levels, "estimate": self._modes})
+
+    @property
+    def names(self) -> list[str]:
+        return self.model.parameter_names
+
+    @property
+    def n_params(self) -> int:
+        return len(self.params) + (self.sigma is not None)
+
+    @property
+    def nobs(self) -> int:
+        """Number of surveys (visits made)."""
+        return int(self.model.arrays.mask.sum())
+
+    @property
+    def aic(self) -> float:
+        return -2 * self.loglik + 2 * self.n_params
+
+    @property
+    def objective(self) -> float:
+        """-2 log-likelihood."""
+        return -2 * self.loglik
+
+    @cached_property
+    def fixed_effects(self) -> pd.DataFrame:
+        """estimate, std_error, z_value, p_value per coefficient (Wald, as unmarked)."""
+        se = np.sqrt(np.diag(self.vcov))
+        z = self.params / se
+        return pd.DataFrame({"estimate": self.params, "std_error": se, "z_value": z, "p_value": 2 * stats.norm.sf(np.abs(z))},
+                            index=pd.Index(self.names, name="parameter"))
+
+    @property
+    def beta(self) -> np.ndarray:
+        """Occupancy coefficients (logit scale)."""
+        return self.params[: self.model.arrays.a]
+
+    @property
+    def alpha(self) -> np.ndarray:
+        """Detection coefficients (logit scale)."""
+        return self.params[self.model.arrays.a:]
+
+    @property
+    def psi(self) -> pd.Series:
+        """Fitted occupancy probability per site (at the conditional modes of a random effect on psi)."""
+        eta = self.model.arrays.X @ self.beta + self._shifts.get("shift_psi", 0.0)
+        return pd.Series(expit(eta), index=self.model.sites, name="psi")
+
+    @property
+    def p(self) -> pd.DataFrame:
+        """Fitted detection probability per survey: the model's rows (site, visit, y) with a column `p` (at the
+        conditional modes of a random effect on p)."""
+        eta = self.model.detection_matrix @ self.alpha
+        if "shift_p" in self._shifts:
+            eta = eta + self._shifts["shift_p"][self.model.survey_sites]
+        return self.model.surveys.assign(p=expit(eta))
+
+    @property
+    def conditional_occupancy(self) -> pd.Series:
+        """P(site occupied | its detections): 1 where the species was seen, below psi where it never was."""
+        return pd.Series(conditional_occupancy(self.params, self.model.arrays, **self._shifts), index=self.model.sites, name="P(z = 1 | y)")
+
+    def n_occupied(self) -> pd.Series:
+        """Finite-sample number of occupied sites among those surveyed: the sum of P(z = 1 | y) (unmarked's
+        ranef/bup), its SD given the estimates (a sum of independent Bernoulli) and the sites seen occupied."""
+        w = self.conditional_occupancy.to_numpy()
+        return pd.Series({"estimate": w.sum(), "sd": np.sqrt(np.sum(w * (1 - w))), "observed": int(self.model.arrays.detected.sum())})
+
+    def predict(self, newdata, part: str = "psi", prob: float = 0.95) -> pd.DataFrame:
+        """psi (occupancy, from site covariates) or p (detection, from survey covariates) for new rows, with
+        delta-method standard errors and a Wald interval made on the logit scale; a random effect is left out
+        (new sites: the population value)."""
+        M, cols = self.model.new_matrix(newdata, part)
+        eta = M @ self.params[cols]
+        se_eta = np.sqrt(np.einsum("ij,jk,ik->i", M, self.vcov[cols, cols], M))
+        z = stats.norm.ppf((1 + prob) / 2)
+        value = expit(eta)
+        index = newdata.index if isinstance(newdata, pd.DataFrame) else None
+        return pd.DataFrame({"estimate": value, "std_error": se_eta * value * (1 - value), "lower": expit(eta - z * se_eta),
+                             "upper": expit(eta + z * se_eta)}, index=index)
+
+    def goodness_of_fit(self, n_sim: int = 100, seed: int = 1) -> pd.Series:
+        """MacKenzie-Bailey chi-square test by parametric bootstrap (`occupancy_gof`)."""
+        return mackenzie_bailey(self, n_sim, seed)
+
+    def summary(self) -> str:
+        """Readable text: the two coefficient tables, log-likelihood, AIC and the sites."""
+        table = self.fixed_effects.round(4).to_string()
+        n = self.n_occupied()
+        return "\n".join([
+            "Single-season occupancy model fit by maximum likelihood (latent occupancy summed out)",
+            f" occupancy: {self.model.occupancy_formula}   detection: {self.model.detection_formula}",
+            f" sites {len(self.model.sites)}, surveys {self.nobs}, sites with a detection {int(n['observed'])}",
+            table,
+            *([f"random intercept {self.model.random[0]} on {self.model.random[1].part}: SD {self.sigma:.4f} "
+               f"({'Laplace' if self.nAGQ == 1 else f'adaptive quadrature, {self.nAGQ} nodes'})"] if self.sigma is not None else []),
+            f"log-likelihood {self.loglik:.4f}   AIC {self.aic:.4f}",
+            f"occupied sites (estimated): {n['estimate']:.1f} (sd {n['sd']:.2f})",
+        ])

@@ -1,0 +1,152 @@
+"""The single-season occupancy likelihood with the latent occupancy summed out (MacKenzie et al. 2002).
+
+Data are held site by visit: `X` (sites x a) the occupancy design, `V` (sites x visits x b) the detection design,
+`Y` the detections and `mask` the visits made (1) or not (0, padding). Site i contributes
+log(psi_i prod_j p_ij^y (1 - p_ij)^(1 - y) + (1 - psi_i) 1[no detection at i]). One function serves NumPy (the
+ML fit) and JAX (NUTS): `xp` is the array module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit
+
+
+@dataclass(frozen=True)
+class OccupancyArrays:
+    """A model's numbers site by visit (see the module docstring); `detected` marks sites with a detection."""
+
+    X: np.ndarray
+    V: np.ndarray
+    Y: np.ndarray
+    mask: np.ndarray
+
+    @property
+    def detected(self) -> np.ndarray:
+        return (self.Y * self.mask).max(axis=1) > 0
+
+    @property
+    def a(self) -> int:
+        return self.X.shape[1]
+
+
+def _log_sigmoid(xp, eta):
+    return -xp.logaddexp(0.0, -eta)
+
+
+def site_terms(xp, params, X, V, Y, mask, shift_psi=0.0, shift_p=0.0):
+    """Per site: log(psi * P(y | z = 1)) and log(P(z = 0, y)) (minus infinity where something was detected).
+    `shift_psi` and `shift_p` (per site) are added to the logits: a site's random effect."""
+    a = X.shape[1]
+    eta_psi = X @ params[:a] + shift_psi
+    eta_p = V @ params[a:] + (shift_p[:, None] if np.ndim(shift_p) else shift_p)
+    detection = xp.sum(mask * (Y * eta_p - xp.logaddexp(0.0, eta_p)), axis=1)  # y log p + (1 - y) log(1 - p)
+    detected = xp.max(Y * mask, axis=1) > 0
+    return _log_sigmoid(xp, eta_psi) + detection, xp.where(detected, -xp.inf, _log_sigmoid(xp, -eta_psi))
+
+
+def loglik(xp, params, X, V, Y, mask):
+    """The log-likelihood: the sum over sites of the log-sum-exp over z in {0, 1}."""
+    occupied, empty = site_terms(xp, params, X, V, Y, mask)
+    return xp.sum(xp.logaddexp(occupied, empty))
+
+
+def conditional_occupancy(params: np.ndarray, arrays: OccupancyArrays, shift_psi=0.0, shift_p=0.0) -> np.ndarray:
+    """P(z_i = 1 | y_i) per site: 1 where the species was detected, else the posterior share of occupancy."""
+    occupied, empty = site_terms(np, params, arrays.X, arrays.V, arrays.Y, arrays.mask, shift_psi, shift_p)
+    return np.exp(occupied - np.logaddexp(occupied, empty))
+
+
+def gradient_hessian(params: np.ndarray, arrays: OccupancyArrays) -> tuple[np.ndarray, np.ndarray]:
+    """Analytic gradient and Hessian of the log-likelihood.
+
+    With w = P(z = 1 | y), site i's log-likelihood is log(e^A + e^B): its gradient is w dA + (1 - w) dB and its
+    Hessian w d2A + (1 - w) d2B + w (1 - w) (dA - dB)(dA - dB)'; dA - dB = (x_i, sum_j (y - p) v_ij)."""
+    X, V, Y, mask = arrays.X, arrays.V, arrays.Y, arrays.mask
+    a = X.shape[1]
+    psi, p = expit(X @ params[:a]), expit(V @ params[a:])
+    w = conditional_occupancy(params, arrays)
+    g_det = np.einsum("sj,sjk->sk", mask * (Y - p), V)  # per site, the detection part's score given z = 1
+    grad = np.concatenate([X.T @ (w - psi), w @ g_det])
+    diff = np.concatenate([X, g_det], axis=1)
+    hess = (diff * (w * (1 - w))[:, None]).T @ diff
+    hess[:a, :a] -= (X * (psi * (1 - psi))[:, None]).T @ X
+    hess[a:, a:] -= np.einsum("sj,sjk,sjl->kl", mask * p * (1 - p) * w[:, None], V, V)
+    return grad, hess
+
+
+def shift_derivatives(params: np.ndarray, arrays: OccupancyArrays, part: str, shift: np.ndarray):
+    """Per site: log-likelihood and its first two derivatives in a shift of the psi logit (part "psi") or of
+    all the site's p logits (part "p"), at that shift; the same algebra as `gradient_hessian`."""
+    X, V, Y, mask = arrays.X, arrays.V, arrays.Y, arrays.mask
+    a = X.shape[1]
+    kw = {"shift_psi": shift} if part == "psi" else {"shift_p": shift}
+    occupied, empty = site_terms(np, params, X, V, Y, mask, **kw)
+    ll = np.logaddexp(occupied, empty)
+    w = np.exp(occupied - ll)
+    if part == "psi":
+        psi = expit(X @ params[:a] + shift)
+        return ll, w - psi, w * (1 - w) - psi * (1 - psi)
+    p = expit(V @ params[a:] + shift[:, None])
+    g = np.sum(mask * (Y - p), axis=1)
+    return ll, w * g, w * (1 - w) * g**2 - w * np.sum(mask * p * (1 - p), axis=1)
+
+
+@dataclass(frozen=True)
+class OccupancyLayout:
+    """What NUTS (`nuts.run_chains`) needs of an occupancy model, occupancy summed out. The sampled vector is
+    (beta, alpha) with independent normal priors (variance `data["prior_var"]`), then, with a random intercept on
+    `part` over `m` groups, log sigma and the standardised effects u (b = sigma u, u ~ N(0, 1); sigma^2 ~
+    inverse-gamma(shape, scale) = `data["sd_prior"]`, spOccupancy's prior on random-effect variances)."""
+
+    n_sites: int
+    a: int
+    b: int
+    part: str | None = None
+    m: int = 0
+    dense_metric: bool = False  # NUTS adapts a dense mass matrix (nuts.py reads it)
+
+    @property
+    def k(self) -> int:
+        """Number of coefficients."""
+        return self.a + self.b
+
+    @property
+    def n_effects(self) -> int:
+        """One latent occupancy per site, drawn for each draw."""
+        return self.n_sites
+
+    def _split(self, data: dict, x):
+        """Coefficients, and the random effects as per-site shifts for `site_terms`."""
+        if self.part is None:
+            return x, {}
+        import jax.numpy as jnp
+
+        b = jnp.exp(x[self.k]) * x[self.k + 1:]
+        return x[: self.k], {f"shift_{self.part}": b[data["codes"]]}
+
+    def log_density(self, data: dict, x):
+        """Log posterior (up to a constant) at the sampled vector x (JAX)."""
+        import jax.numpy as jnp
+
+        coef, shifts = self._split(data, x)
+        occupied, empty = site_terms(jnp, coef, data["X"], data["V"], data["Y"], data["mask"], **shifts)
+        lp = jnp.sum(jnp.logaddexp(occupied, empty)) - 0.5 * jnp.sum(coef**2 / data["prior_var"])
+        if self.part is not None:  # inverse-gamma on sigma^2 with the Jacobian of log sigma: -2 shape log sigma - scale / sigma^2
+            shape, scale = data["sd_prior"][0], data["sd_prior"][1]
+            lp = lp - 2 * shape * x[self.k] - scale * jnp.exp(-2 * x[self.k]) - 0.5 * jnp.sum(x[self.k + 1:] ** 2)
+        return lp
+
+    def conditional_draw(self, data: dict, x, z):
+        """Given the sampled vector x and standard normals z per site: the latent occupancy drawn from
+        P(z = 1 | y), that probability, and each site's log-likelihood (for LOO over sites)."""
+        import jax.numpy as jnp
+        from jax.scipy.special import ndtr
+
+        coef, shifts = self._split(data, x)
+        occupied, empty = site_terms(jnp, coef, data["X"], data["V"], data["Y"], data["mask"], **shifts)
+        site_ll = jnp.logaddexp(occupied, empty)
+        w = jnp.exp(occupied - site_ll)
+        return (ndtr(z) < w).astype(jnp.float64), w, site_ll

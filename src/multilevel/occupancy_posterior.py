@@ -1,0 +1,116 @@
+"""`OccupancyPosterior`: NUTS draws of an occupancy model's coefficients, with the latent occupancy drawn
+exactly per draw, in the package's posterior vocabulary (summary, fixed_effects, to_arviz, loo)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from .diagnostics import draw_summary
+from .information import loo
+from .kinds import Bayesian
+from .occupancy_gof import posterior_predictive_check
+
+
+class OccupancyPosterior(Bayesian):
+    """Draws (chains x draws x coefficients) named as the ML fit's rows, plus per site and draw the latent
+    occupancy `z`, P(z = 1 | y, coefficients) `w` and the site's log-likelihood. With a random intercept, `sd`
+    (chains x draws) and the group effects `b` (chains x draws x groups)."""
+
+    def __init__(self, model, positions: np.ndarray, z: np.ndarray, w: np.ndarray, site_loglik: np.ndarray, stats: dict,
+                 seed: int, seconds: float, prior_variance: float):
+        k = len(model.parameter_names)
+        self.draws = positions[..., :k]
+        self.sd = np.exp(positions[..., k]) if model.random else None
+        self.b = self.sd[..., None] * positions[..., k + 1:] if model.random else None
+        self.model, self.z, self.w, self.site_loglik = model, z, w, site_loglik
+        self.stats, self.seed, self.seconds, self.prior_variance = stats, seed, seconds, prior_variance
+        self.sampler = "nuts"
+        self.warnings: list[str] = []
+
+    @property
+    def n_chains(self) -> int:
+        return self.draws.shape[0]
+
+    @property
+    def n_draws(self) -> int:
+        return self.draws.shape[1]
+
+    @property
+    def sd_name(self) -> str | None:
+        """The random intercept's SD as a parameter name, e.g. `p(sd_route)`."""
+        return f"{self.model.random[1].part}(sd_{self.model.random[0].group})" if self.model.random else None
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Coefficient draws by name (chains x draws each), and the random intercept's SD."""
+        out = {n: self.draws[..., i] for i, n in enumerate(self.model.parameter_names)}
+        return out if self.sd is None else out | {self.sd_name: self.sd}
+
+    @property
+    def group_effects(self) -> pd.DataFrame:
+        """Posterior mean, SD and 95 % interval of each group's random intercept (empty without one)."""
+        if self.b is None:
+            return pd.DataFrame(columns=["group", "level", "estimate", "std_error", "lower", "upper"])
+        flat = self.b.reshape(-1, self.b.shape[-1])
+        return pd.DataFrame({"group": self.model.random[0].group, "level": self.model.random_levels,
+                             "estimate": flat.mean(axis=0), "std_error": flat.std(axis=0, ddof=1),
+                             "lower": np.quantile(flat, 0.025, axis=0), "upper": np.quantile(flat, 0.975, axis=0)})
+
+    def summary(self, prob: float = 0.95) -> pd.DataFrame:
+        """mean, sd, quantiles, bulk/tail ESS and R-hat of the coefficients and of `n_occ`, the number of occupied
+        sites among those surveyed."""
+        return draw_summary({**self.parameters(), "n_occ": self.z.sum(axis=-1)}, prob)
+
+    @property
+    def fixed_effects(self) -> pd.DataFrame:
+        """Posterior mean (`estimate`), SD (`std_error`) and 95 % interval per coefficient, laid out as the ML fit's."""
+        s = self.summary().loc[self.model.parameter_names]
+        return pd.DataFrame({"estimate": s["mean"], "std_error": s["sd"], "lower": s["q2.5"], "upper": s["q97.5"]})
+
+    def n_occupied(self) -> pd.Series:
+        """The posterior of the number of occupied sites (the `n_occ` row of the summary)."""
+        return self.summary().loc["n_occ"]
+
+    @property
+    def conditional_occupancy(self) -> pd.Series:
+        """P(site occupied | all detections), averaged over the draws of P(z = 1 | y, coefficients)."""
+        return pd.Series(self.w.mean(axis=(0, 1)), index=self.model.sites, name="P(z = 1 | y)")
+
+    def predict(self, newdata, part: str = "psi", prob: float = 0.95) -> pd.DataFrame:
+        """psi or p for new sites or surveys: posterior mean, SD and interval of the probability (random effects
+        left out: the population value)."""
+        M, cols = self.model.new_matrix(newdata, part)
+        values = expit(np.einsum("ij,cdj->cdi", M, self.draws[..., cols])).reshape(-1, M.shape[0])
+        lo, hi = (1 - prob) / 2, (1 + prob) / 2
+        index = newdata.index if isinstance(newdata, pd.DataFrame) else None
+        return pd.DataFrame({"estimate": values.mean(axis=0), "std_error": values.std(axis=0, ddof=1),
+                             "lower": np.quantile(values, lo, axis=0), "upper": np.quantile(values, hi, axis=0)}, index=index)
+
+    def to_arviz(self):
+        """An ArviZ DataTree: the coefficients and z per site, sample_stats, and the log-likelihood per site."""
+        import arviz_base
+
+        posterior = {**self.parameters(), "z": self.z}
+        dims = {"z": ["site"], "y": ["site"]}
+        coords = {"site": list(map(str, self.model.sites))}
+        if self.b is not None:
+            group = self.model.random[0].group
+            posterior[f"r_{group}"], dims[f"r_{group}"] = self.b, [group]
+            coords[group] = list(map(str, self.model.random_levels))
+        groups = {"posterior": posterior, "sample_stats": self.stats, "log_likelihood": {"y": self.site_loglik},
+                  "observed_data": {"y": self.model.arrays.detected.astype(float)}}
+        return arviz_base.from_dict(groups, dims=dims, coords=coords)
+
+    def posterior_predictive_check(self, statistic: str = "freeman-tukey", seed: int = 1) -> pd.Series:
+        """Bayesian p-value of a fit statistic on detections per site (`occupancy_gof`, as spOccupancy's ppcOcc)."""
+        return posterior_predictive_check(self, statistic, seed)
+
+    def loo(self):
+        """PSIS-LOO over sites (each site's detection history left out in turn) by ArviZ."""
+        return loo(self, log_lik=self.site_loglik)
+
+    def __repr__(self) -> str:
+        head = f"Occupancy posterior (NUTS, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, {self.seconds:.1f} s)\n"
+        notes = "".join(f"\n * {w}" for w in self.warnings)
+        return head + self.summary().round(4).to_string() + ("\nWarnings:" + notes if notes else "")
