@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import nuts
+from . import collapsed, nuts
 from .centring import uncentre
 from .chains import gc_paused
 from .collapsed import Layout, constrain, jax_data, make_layout
@@ -99,7 +99,7 @@ def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
         )
     data = jax_data(engine, layout)
     inits = [_init(layout, model.design, np.random.default_rng([seed, c])) for c in range(chains)]
-    positions, stats, cond = nuts.run_chains(layout, data, seed, inits, warmup, draws, cores, progress)
+    positions, stats, cond = nuts.run_chains(collapsed, layout, data, seed, inits, warmup, draws, cores, progress)
     beta_c, b = _split_effects(layout, *cond)
     sampling_time = time.perf_counter() - start
     sds, chols, sigma, alpha, _ = constrain(layout, positions, np)
