@@ -22,6 +22,7 @@ from .diagnostics import sampler_warnings
 from .engine import Engine
 from .errors import MultilevelError, emit
 from .gibbs import sample_gibbs
+from .glmm_bayes import sample_glmm
 from .partitioned import response_values, sampler_inputs
 from .posterior import Posterior
 from .priors import brms_scale, resolve_priors
@@ -59,7 +60,13 @@ def sample(
     if sampler not in ("nuts", "gibbs"):
         raise MultilevelError(f"sampler must be 'nuts' or 'gibbs', not {sampler!r}")
     ps = resolve_priors(model, prior)
-    if sampler == "gibbs":
+    if not model.gaussian:
+        if sampler == "gibbs":
+            raise MultilevelError(f"sampler='gibbs' is for Gaussian models; sample a {model.family.name} model with "
+                                  "sampler='nuts' (the default)")
+        with gc_paused():
+            post = sample_glmm(model, ps, chains, draws, warmup, seed, cores, progress)
+    elif sampler == "gibbs":
         post = sample_gibbs(model, ps, chains, draws, warmup, seed, cores, progress)
     else:
         with gc_paused():  # JAX's tracing and imports (docs/bayes.md, "Speed")

@@ -97,6 +97,7 @@ def _parameters(layout: GlmmLayout, data: dict, x):
 
     nb = layout.n_base
     sds, chols, shape, alpha, lp = constrain(layout.base, x[:nb], jnp, data["priors"])
+    shape = data["shape"] if shape is None and "shape" in data else shape  # a fixed theta
     beta = x[nb : nb + layout.p_c]
     prec = data["b_prec"]
     lp = lp + jnp.sum(jnp.where(prec > 0, 0.5 * jnp.log(prec / (2 * jnp.pi)) - 0.5 * prec * (beta - data["b_mean"]) ** 2, 0.0))
