@@ -19,7 +19,7 @@ from .glmm_density import GlmmLayout, make_data
 from .posterior import Posterior
 from .priors import PriorSet, brms_scale, coefficient_prior
 
-NODES = 25  # quadrature nodes per group: the error is below 1e-9 in the log density on the references (tested)
+NODES = 25  # quadrature nodes per group: log-density error below 2e-6 for SDs from 0.1 to 3 on cbpp and salamanders (tested)
 
 
 def sample_glmm(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: int, cores: int, progress: bool,

@@ -23,9 +23,11 @@ from scipy import special
 
 from .collapsed import Layout, constrain, prior_params
 
-NEWTON_STEPS = 12  # damped Newton steps to each group's mode (from 0; quadratic convergence after a few)
+NEWTON_STEPS = 30  # at most this many damped Newton steps to each group's mode (from 0; quadratic convergence)
+NEWTON_TOL = 1e-10  # until no group's step is larger (standardised units)
 MAX_NEWTON_STEP = 2.0  # in standardised units: keeps the first steps of a flat logistic likelihood in range
 TANGENTS = np.array([-1.5, -0.5, 0.5, 1.5])  # envelope tangent points, in conditional SDs from the mode
+MAX_INDICATOR = 200_000  # rows x groups up to which per-group sums are a dense product (faster than a scatter)
 TRIES = 16  # rejection proposals per group and draw (each accepted with probability ~0.9: all fail ~1e-16)
 
 
@@ -66,6 +68,8 @@ def make_data(layout: GlmmLayout, design, X_c: np.ndarray, offset: np.ndarray, b
         data[f"codes{t}"] = block.codes.astype(np.int32)
         data[f"Z{t}"] = np.asarray(block.Z, float)
     if layout.nodes:
+        if design.nobs * layout.base.ms[0] <= MAX_INDICATOR:
+            data["indicator"] = np.eye(layout.base.ms[0])[design.blocks[0].codes]
         x, wts = np.polynomial.hermite.hermgauss(layout.nodes)
         data["gh_x"], data["gh_logw"] = x, np.log(wts) + x**2
     return data
@@ -75,7 +79,7 @@ def row_loglik(layout: GlmmLayout, data: dict, eta, shape):
     """Each row's log-likelihood at eta, without the terms free of the parameters (in data["const"])."""
     import jax
     import jax.numpy as jnp
-    from jax.scipy.special import gammaln, log_ndtr
+    from jax.scipy.special import log_ndtr
 
     y, w, link = data["y"], data["w"], layout.link
     if layout.family == "binomial":
@@ -87,8 +91,19 @@ def row_loglik(layout: GlmmLayout, data: dict, eta, shape):
         return y * jnp.log(-jnp.expm1(-e)) - (w - y) * e
     if layout.family == "poisson":
         return w * (y * eta - jnp.exp(eta)) if link == "log" else w * (y * jnp.log(eta) - eta)
-    log_s_mu = jnp.logaddexp(jnp.log(shape), eta)  # log(shape + mu)
-    return w * (gammaln(y + shape) - gammaln(shape) + shape * (jnp.log(shape) - log_s_mu) + y * (eta - log_s_mu))
+    return w * (y * eta - (shape + y) * jnp.logaddexp(jnp.log(shape), eta))  # log(shape + mu) by logaddexp
+
+
+def shape_loglik(layout: GlmmLayout, data: dict, shape):
+    """The log-likelihood's terms free of eta but not of the negative binomial's shape (0 for other families):
+    kept out of `row_loglik`, which the quadrature evaluates at every node."""
+    import jax.numpy as jnp
+    from jax.scipy.special import gammaln
+
+    if layout.family != "negative_binomial":
+        return 0.0
+    y, w = data["y"], data["w"]
+    return jnp.sum(w * (gammaln(y + shape) - gammaln(shape) + shape * jnp.log(shape)))
 
 
 def _parameters(layout: GlmmLayout, data: dict, x):
@@ -109,18 +124,26 @@ def _group_sums(layout: GlmmLayout, data: dict, eta0, shape, slope, u):
     """Per group, h(u) = sum of its rows' log-likelihood at eta0 + slope u - u^2 / 2 for u (..., m)."""
     import jax
 
-    m = layout.base.ms[0]
-    codes = data["codes0"]
-    ll = row_loglik(layout, data, eta0 + slope * u[..., codes], shape)
-    sums = jax.ops.segment_sum(jax.numpy.moveaxis(ll, -1, 0), codes, num_segments=m)
-    return jax.numpy.moveaxis(sums, 0, -1) - 0.5 * u**2
+    ll = row_loglik(layout, data, eta0 + slope * u[..., data["codes0"]], shape)
+    return _per_group(layout, data, ll) - 0.5 * u**2
+
+
+def _per_group(layout: GlmmLayout, data: dict, v):
+    """Sums of v (..., n) over each group's rows: (..., m); a product with the indicator matrix when it is small."""
+    import jax
+    import jax.numpy as jnp
+
+    if "indicator" in data:
+        return v @ data["indicator"]
+    sums = jax.ops.segment_sum(jnp.moveaxis(v, -1, 0), data["codes0"], num_segments=layout.base.ms[0])
+    return jnp.moveaxis(sums, 0, -1)
 
 
 def _derivatives(layout: GlmmLayout, data: dict, eta0, shape, slope, u):
-    """h, h' and h'' per group at u (m,)."""
+    """h' and h'' per group at u (m,)."""
     import jax
 
-    m, codes = layout.base.ms[0], data["codes0"]
+    codes = data["codes0"]
 
     def rows(eta):
         return row_loglik(layout, data, eta, shape).sum()
@@ -128,9 +151,9 @@ def _derivatives(layout: GlmmLayout, data: dict, eta0, shape, slope, u):
     eta = eta0 + slope * u[codes]
     g1 = jax.grad(rows)(eta)
     g2 = jax.grad(lambda e: jax.grad(rows)(e) @ slope)(eta) * slope  # elementwise d2 ll / d eta2 times slope^2
-    h1 = jax.ops.segment_sum(g1 * slope, codes, num_segments=m) - u
-    h2 = jax.ops.segment_sum(g2, codes, num_segments=m) - 1.0
-    return _group_sums(layout, data, eta0, shape, slope, u), h1, h2
+    h1 = _per_group(layout, data, g1 * slope) - u
+    h2 = _per_group(layout, data, g2) - 1.0
+    return h1, h2
 
 
 def _mode(layout: GlmmLayout, data: dict, eta0, shape, slope):
@@ -140,12 +163,17 @@ def _mode(layout: GlmmLayout, data: dict, eta0, shape, slope):
 
     eta0, shape, slope = (jax.lax.stop_gradient(a) for a in (eta0, shape, slope))
 
-    def step(_, u):
-        _, h1, h2 = _derivatives(layout, data, eta0, shape, slope, u)
-        return u + jnp.clip(-h1 / h2, -MAX_NEWTON_STEP, MAX_NEWTON_STEP)
+    def step(state):
+        i, u, _ = state
+        h1, h2 = _derivatives(layout, data, eta0, shape, slope, u)
+        move = jnp.clip(-h1 / h2, -MAX_NEWTON_STEP, MAX_NEWTON_STEP)
+        return i + 1, u + move, jnp.max(jnp.abs(move))
 
-    u = jax.lax.fori_loop(0, NEWTON_STEPS, step, jnp.zeros(layout.base.ms[0]))
-    _, _, h2 = _derivatives(layout, data, eta0, shape, slope, u)
+    def more(state):
+        return (state[0] < NEWTON_STEPS) & (state[2] > NEWTON_TOL)
+
+    _, u, _ = jax.lax.while_loop(more, step, (0, jnp.zeros(layout.base.ms[0]), jnp.inf))
+    _, h2 = _derivatives(layout, data, eta0, shape, slope, u)
     return u, 1.0 / jnp.sqrt(-h2)
 
 
@@ -178,7 +206,7 @@ def log_density(layout: GlmmLayout, data: dict, x):
         u = x[layout.n_base + layout.p_c :]
         _, eta_b = _effects(layout, data, sds, chols, u)
         ll = jnp.sum(row_loglik(layout, data, eta0 + eta_b, shape)) - 0.5 * u @ u - 0.5 * u.size * np.log(2 * np.pi)
-    total = lp + ll + data["const"]
+    total = lp + ll + shape_loglik(layout, data, shape) + data["const"]
     return jnp.where(jnp.isfinite(total), total, -jnp.inf)  # degenerate corners have no mass, never NaN
 
 
@@ -217,7 +245,8 @@ def _rejection_draw(layout: GlmmLayout, data: dict, eta0, shape, slope, z):
 
     mode, s = _mode(layout, data, eta0, shape, slope)
     a = mode + TANGENTS[:, None] * s  # (4, m)
-    h, d = jax.vmap(lambda p: _derivatives(layout, data, eta0, shape, slope, p)[:2])(a)
+    h = _group_sums(layout, data, eta0, shape, slope, a)
+    d = jax.vmap(lambda p: _derivatives(layout, data, eta0, shape, slope, p)[0])(a)
     zc = (h[1:] - h[:-1] - d[1:] * a[1:] + d[:-1] * a[:-1]) / (d[:-1] - d[1:])  # consecutive tangents meet
     lo = jnp.concatenate([zc[:1], zc])  # each piece's finite end: its left end, the first piece's right end
     e_lo = h + d * (lo - a)
