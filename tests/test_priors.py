@@ -175,3 +175,12 @@ def test_tight_normal_coefficient_prior_same_posterior_mean_in_both_samplers():
     assert means["nuts"] == pytest.approx(exact, abs=0.05)
     assert means["gibbs"] == pytest.approx(exact, abs=0.05)
     assert means["nuts"] == pytest.approx(means["gibbs"], abs=0.05)
+
+
+def test_negative_binomial_shape_prior_can_be_changed_and_only_there():
+    table = mlv.priors(model_of("salamanders_nb"), shape=mlv.prior.exponential(1))
+    assert table.loc["shape", "brms"] == "exponential(1)"
+    with pytest.raises(MultilevelError, match="negative-binomial"):
+        mlv.priors(model_of("cbpp_binomial"), shape=mlv.prior.exponential(1))
+    with pytest.raises(MultilevelError, match="not available for 'shape'"):
+        mlv.priors(model_of("salamanders_nb"), shape=mlv.prior.normal(0, 1))
