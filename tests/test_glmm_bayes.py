@@ -93,12 +93,15 @@ def test_cbpp_matches_the_long_brms_run():
     compare(post, "cbpp_binomial_brms_long", 0.05, 0.10, group_effects=True)
     compare(post, "cbpp_binomial_brms", 0.1, 0.10)
     assert post.to_arviz().log_likelihood["y"].shape == (4, 2500, 56)
+    assert abs(post.waic()["elpd_waic"] - reference("cbpp_binomial_brms_long")["waic"]["elpd_waic"]["estimate"]) < 0.5
 
 
 def test_salamanders_negative_binomial_matches_brms():
     post = model_of(SALAMANDERS).sample(chains=4, draws=500, warmup=500, seed=1, progress=False)
     compare(post, "salamanders_nb_brms", 0.1, 0.10)
     assert "shape" in post.summary().index and post.priors.shape.brms() == "gamma(0.01, 0.01)"
+    # the pointwise log-likelihood holds each draw's shape
+    assert abs(post.waic()["elpd_waic"] - reference("salamanders_nb_brms")["waic"]["elpd_waic"]["estimate"]) < 1.0
 
 
 def test_joint_target_agrees_with_quadrature():
