@@ -1,8 +1,8 @@
 """`model.sample()` for binomial, Poisson and negative-binomial mixed models (pipeline step 6).
 
-One scalar random term: NUTS on the coefficients, the SD (and the negative binomial's shape) with the group
-effects integrated out by adaptive Gauss-Hermite quadrature, then drawn exactly per draw. Otherwise NUTS on the
-joint posterior with non-centred group effects. Both exact; see `glmm_density` and docs/bayes.md.
+NUTS on the coefficients, the SDs and correlations (and the negative binomial's shape) and the non-centred
+effects of every term but the first; the first, when scalar, is integrated out by adaptive Gauss-Hermite
+quadrature and drawn exactly per draw. Exact; see `glmm_density` and docs/bayes.md.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ NODES = 25  # quadrature nodes per group: log-density error below 2e-6 for SDs f
 
 def sample_glmm(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: int, cores: int, progress: bool,
                 nodes: int = NODES) -> Posterior:
-    """Draws of a GLMM's posterior; `nodes=0` forces the joint target even for one scalar term."""
+    """Draws of a GLMM's posterior; `nodes=0` samples every term's effects (the joint posterior)."""
     start = time.perf_counter()
     design = model.design
     if not design.blocks:
@@ -57,8 +57,7 @@ def _layout(model, ps: PriorSet, p_c: int, intercept: bool, nodes: int) -> GlmmL
     rest = [p for p in (ps.shape, ps.intercept) if p is not None]
     base = Layout(tuple(b.k for b in blocks), tuple(b.m for b in blocks), 0, intercept, ps.shape is not None,
                   tuple(sd + cor + rest), ())
-    one_scalar_term = len(blocks) == 1 and blocks[0].k == 1
-    return GlmmLayout(base, model.family.name, model.family.link.name, p_c, nodes if one_scalar_term else 0)
+    return GlmmLayout(base, model.family.name, model.family.link.name, p_c, nodes if blocks[0].k == 1 else 0)
 
 
 def _init(layout: GlmmLayout, model, rng: np.random.Generator) -> np.ndarray:

@@ -1,15 +1,14 @@
 """The posterior of a binomial, Poisson or negative-binomial mixed model in JAX, for NUTS (pipeline step 6).
 
 NUTS runs on [log sds, CPC-transformed correlations, log shape (negative binomial), alpha (the centred
-intercept), the other centred coefficients], then, by target:
-
-- ``agq`` (one scalar random term, e.g. ``(1 | herd)``): the groups' effects are conditionally independent
-  given those parameters, so each is integrated out by adaptive Gauss-Hermite quadrature (nodes centred at
-  the group's mode, scaled by its curvature; the mode and scale enter as constants, so the gradient is the
-  quadrature's). For every draw the effects are then drawn exactly by rejection from a tangent envelope,
-  valid because every supported family and link has a log-concave likelihood in the linear predictor.
-- ``joint`` (several terms, crossed factors, vector terms): the standardised effects u (b = diag(sd) L u per
-  level, non-centred) are sampled with the rest.
+intercept), the other centred coefficients] and 
+the standardised effects u (b = diag(sd) L u per level, non-centred) of the sampled terms. The first term (the
+one with most levels), when scalar (e.g. ``(1 | herd)``), is not sampled: given everything else its groups'
+effects are independent (each row has one level), so each is integrated out by adaptive Gauss-Hermite
+quadrature (nodes centred at the group's mode, scaled by its curvature; the mode and scale enter as constants,
+so the gradient is the quadrature's), and drawn exactly for every draw by rejection from a tangent envelope,
+valid because every supported family and link has a log-concave likelihood in the linear predictor. With
+`nodes=0` (or a vector first term) every term is sampled: the joint posterior.
 
 As the Gaussian density, the data and the priors' values are runtime arguments: a new response compiles nothing.
 """
@@ -39,15 +38,16 @@ class GlmmLayout:
     family: str
     link: str
     p_c: int  # centred coefficients other than the intercept
-    nodes: int  # quadrature nodes per group; 0 for the joint target
+    nodes: int  # quadrature nodes per group of the first term; 0: every term sampled
 
     @property
     def dim(self) -> int:
-        return self.base.dim + self.p_c + (0 if self.nodes else self.q)
+        return self.base.dim + self.p_c + self.q_sampled
 
     @property
-    def q(self) -> int:
-        return sum(k * m for k, m in zip(self.base.ks, self.base.ms))
+    def q_sampled(self) -> int:
+        """Standardised group effects NUTS samples: every term's, but for the quadrature's first term."""
+        return sum(k * m for t, (k, m) in enumerate(zip(self.base.ks, self.base.ms)) if t or not self.nodes)
 
     @property
     def n_base(self) -> int:
@@ -178,11 +178,14 @@ def _mode(layout: GlmmLayout, data: dict, eta0, shape, slope):
 
 
 def _effects(layout: GlmmLayout, data: dict, sds, chols, u):
-    """Each term's group effects (m, k) from the standardised u, and their sum in the linear predictor."""
+    """The sampled terms' group effects (m, k) from the standardised u (every term but a quadrature's first),
+    and their sum in the linear predictor."""
     import jax.numpy as jnp
 
     blocks, eta, start = [], 0.0, 0
     for t, (k, m) in enumerate(zip(layout.base.ks, layout.base.ms)):
+        if t == 0 and layout.nodes:
+            continue
         b = u[start : start + k * m].reshape(m, k) @ (sds[t][:, None] * chols[t]).T
         start += k * m
         blocks.append(b)
@@ -196,6 +199,9 @@ def log_density(layout: GlmmLayout, data: dict, x):
     from jax.scipy.special import logsumexp
 
     sds, chols, shape, lp, eta0 = _parameters(layout, data, x)
+    u = x[layout.n_base + layout.p_c :]
+    eta0 = eta0 + _effects(layout, data, sds, chols, u)[1]
+    lp = lp - 0.5 * u @ u - 0.5 * u.size * np.log(2 * np.pi)
     if layout.nodes:
         slope = sds[0][0] * data["Z0"][:, 0]
         mode, s = _mode(layout, data, eta0, shape, slope)
@@ -203,9 +209,7 @@ def log_density(layout: GlmmLayout, data: dict, x):
         h = _group_sums(layout, data, eta0, shape, slope, t)
         ll = jnp.sum(jnp.log(np.sqrt(2.0) * s) + logsumexp(data["gh_logw"][:, None] + h, axis=0)) - 0.5 * layout.base.ms[0] * np.log(2 * np.pi)
     else:
-        u = x[layout.n_base + layout.p_c :]
-        _, eta_b = _effects(layout, data, sds, chols, u)
-        ll = jnp.sum(row_loglik(layout, data, eta0 + eta_b, shape)) - 0.5 * u @ u - 0.5 * u.size * np.log(2 * np.pi)
+        ll = jnp.sum(row_loglik(layout, data, eta0, shape))
     total = lp + ll + shape_loglik(layout, data, shape) + data["const"]
     return jnp.where(jnp.isfinite(total), total, -jnp.inf)  # degenerate corners have no mass, never NaN
 
@@ -222,15 +226,15 @@ def work(data: dict) -> int:
 
 
 def conditional_draw(layout: GlmmLayout, data: dict, x, z):
-    """Each term's group effects (m, k) for one draw: read off x (joint), or drawn exactly given x (agq)."""
-    import jax.numpy as jnp
-
+    """Each term's group effects (m, k) for one draw: the sampled ones read off x, a quadrature's first term
+    drawn exactly given x."""
     sds, chols, shape, _, eta0 = _parameters(layout, data, x)
+    sampled, eta_b = _effects(layout, data, sds, chols, x[layout.n_base + layout.p_c :])
     if not layout.nodes:
-        return tuple(_effects(layout, data, sds, chols, x[layout.n_base + layout.p_c :])[0])
+        return tuple(sampled)
     slope = sds[0][0] * data["Z0"][:, 0]
-    u = _rejection_draw(layout, data, eta0, shape, slope, z.reshape(3, TRIES, -1))
-    return ((sds[0][0] * u)[:, None],)
+    u = _rejection_draw(layout, data, eta0 + eta_b, shape, slope, z.reshape(3, TRIES, -1))
+    return ((sds[0][0] * u)[:, None], *sampled)
 
 
 def _rejection_draw(layout: GlmmLayout, data: dict, eta0, shape, slope, z):
