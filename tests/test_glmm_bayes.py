@@ -109,8 +109,3 @@ def test_joint_target_agrees_with_quadrature():
     model = model_of(CBPP)
     post = diagnosed(glmm_bayes.sample_glmm(model, resolve_priors(model, None), 4, 1000, 1000, 2, 1, False, nodes=0))
     compare(post, "cbpp_binomial_brms_long", 0.1, 0.10, group_effects=True)
-
-
-def test_gibbs_is_refused_for_glmms():
-    with pytest.raises(mlv.MultilevelError, match="sampler='nuts'"):
-        model_of(CBPP).sample(sampler="gibbs", progress=False)
