@@ -115,7 +115,8 @@ def _parameters(layout: GlmmLayout, data: dict, x):
     shape = data["shape"] if shape is None and "shape" in data else shape  # a fixed theta
     beta = x[nb : nb + layout.p_c]
     prec = data["b_prec"]
-    lp = lp + jnp.sum(jnp.where(prec > 0, 0.5 * jnp.log(prec / (2 * jnp.pi)) - 0.5 * prec * (beta - data["b_mean"]) ** 2, 0.0))
+    normal = 0.5 * jnp.log(prec / (2 * jnp.pi)) - 0.5 * prec * (beta - data["b_mean"]) ** 2
+    lp = lp + jnp.sum(jnp.where(prec > 0, normal, 0.0))  # normal priors; flat ones (precision 0) add nothing
     eta0 = data["offset"] + data["X"] @ beta + (alpha if layout.base.intercept else 0.0)
     return sds, chols, shape, lp, eta0
 
@@ -207,7 +208,8 @@ def log_density(layout: GlmmLayout, data: dict, x):
         mode, s = _mode(layout, data, eta0, shape, slope)
         t = mode + np.sqrt(2.0) * s * data["gh_x"][:, None]  # (nodes, m)
         h = _group_sums(layout, data, eta0, shape, slope, t)
-        ll = jnp.sum(jnp.log(np.sqrt(2.0) * s) + logsumexp(data["gh_logw"][:, None] + h, axis=0)) - 0.5 * layout.base.ms[0] * np.log(2 * np.pi)
+        per_group = jnp.log(np.sqrt(2.0) * s) + logsumexp(data["gh_logw"][:, None] + h, axis=0) - 0.5 * np.log(2 * np.pi)
+        ll = jnp.sum(per_group)
     else:
         ll = jnp.sum(row_loglik(layout, data, eta0, shape))
     total = lp + ll + shape_loglik(layout, data, shape) + data["const"]
