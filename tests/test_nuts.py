@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import multilevel as mlv
-from multilevel import chains, nuts
+from multilevel import chains, collapsed, nuts
 
 
 @pytest.mark.parametrize("total", [2000, 600, 1009, 97, 51, 200003])
@@ -81,8 +81,8 @@ def test_small_models_compile_fast_large_ones_optimised():
     def data(r, m0, k0, fill):
         return {"C22": np.zeros((r, r)), "B": np.zeros((r, m0, k0)), "fill_vals": np.zeros(fill)}
 
-    assert nuts.compile_options(data(3, 85, 1, 3)) == nuts.FAST_COMPILE  # radon
-    assert nuts.compile_options(data(123, 1721, 2, 10_000)) == {}  # egsingle's 3-level growth model
+    assert nuts.compile_options(collapsed, data(3, 85, 1, 3)) == nuts.FAST_COMPILE  # radon
+    assert nuts.compile_options(collapsed, data(123, 1721, 2, 10_000)) == {}  # egsingle's 3-level growth model
 
 
 def test_sampling_pauses_the_cycle_collector_and_restores_it(monkeypatch):

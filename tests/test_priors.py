@@ -16,12 +16,16 @@ MODELS = {
     "radon_intercept": ("log_radon ~ floor + (1 | county)", "radon"),
     "hsb82_null": ("mAch ~ 1 + (1 | school)", "Hsb82"),
     "eight_schools": ("y | se(sigma) ~ 1 + (1 | school)", "eight_schools"),
+    "cbpp_binomial": ("incidence | trials(size) ~ period + (1 | herd)", "cbpp", "binomial"),
+    "salamanders_nb": ("count ~ spp + mined + (1 | site)", "Salamanders", "negbinomial"),
+    "grouseticks_poisson": ("TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)", "grouseticks", "poisson"),
+    "verbagg_bernoulli": ("r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)", "VerbAgg", "bernoulli"),
 }
 
 
 def model_of(name: str) -> mlv.Model:
-    formula, data = MODELS[name]
-    return mlv.Model(formula, mlv.datasets.load(data))
+    formula, data, *family = MODELS[name]
+    return mlv.Model(formula, mlv.datasets.load(data), family=family[0] if family else None)
 
 
 def brms_effective(rows: list[dict]) -> dict[str, str]:
@@ -37,8 +41,8 @@ def brms_effective(rows: list[dict]) -> dict[str, str]:
             key = f"sd_{group}__{coef}"
         elif cls == "L" and group:
             key = f"cor_{group}"
-        elif cls == "sigma":
-            key = "sigma"
+        elif cls in ("sigma", "shape"):
+            key = cls
         else:
             continue
         candidates = [
@@ -57,7 +61,7 @@ def brms_effective(rows: list[dict]) -> dict[str, str]:
 def test_default_priors_are_brms_printed_priors(name):
     expected = brms_effective(reference(f"{name}_brms")["prior_summary"]["rows"])
     table = mlv.priors(model_of(name))
-    assert dict(table["brms"]) == expected
+    assert {n.replace("-", "M"): p for n, p in table["brms"].items()} == expected  # brms writes '-' in names as 'M'
 
 
 @pytest.mark.parametrize("name", ["radon_intercept", "hsb82_null", "eight_schools"])
@@ -171,3 +175,12 @@ def test_tight_normal_coefficient_prior_same_posterior_mean_in_both_samplers():
     assert means["nuts"] == pytest.approx(exact, abs=0.05)
     assert means["gibbs"] == pytest.approx(exact, abs=0.05)
     assert means["nuts"] == pytest.approx(means["gibbs"], abs=0.05)
+
+
+def test_negative_binomial_shape_prior_can_be_changed_and_only_there():
+    table = mlv.priors(model_of("salamanders_nb"), shape=mlv.prior.exponential(1))
+    assert table.loc["shape", "brms"] == "exponential(1)"
+    with pytest.raises(MultilevelError, match="negative-binomial"):
+        mlv.priors(model_of("cbpp_binomial"), shape=mlv.prior.exponential(1))
+    with pytest.raises(MultilevelError, match="not available for 'shape'"):
+        mlv.priors(model_of("salamanders_nb"), shape=mlv.prior.normal(0, 1))

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import nuts
+from . import collapsed, nuts
 from .arguments import check_count, check_seed
 from .centring import uncentre
 from .chains import gc_paused
@@ -24,6 +24,7 @@ from .diagnostics import exact_fit_message, sampler_warnings
 from .engine import Engine
 from .errors import MultilevelError, emit
 from .gibbs import sample_gibbs
+from .glmm_bayes import sample_glmm
 from .partitioned import response_values, sampler_inputs
 from .posterior import Posterior
 from .priors import brms_scale, resolve_priors
@@ -62,7 +63,13 @@ def sample(
     ps = resolve_priors(model, prior)
     if model.design.blocks:
         check_dense_size(model.design)
-    if sampler == "gibbs":
+    if not model.gaussian:
+        if sampler == "gibbs":
+            raise MultilevelError(f"sampler='gibbs' is for Gaussian models; sample a {model.family.name} model with "
+                                  "sampler='nuts' (the default)")
+        with gc_paused():
+            post = sample_glmm(model, ps, chains, draws, warmup, seed, cores, progress)
+    elif sampler == "gibbs":
         post = sample_gibbs(model, ps, chains, draws, warmup, seed, cores, progress)
     else:
         with gc_paused():  # JAX's tracing and imports (docs/bayes.md, "Speed")
@@ -103,7 +110,7 @@ def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
         )
     data = jax_data(engine, layout)
     inits = [_init(layout, model.design, np.random.default_rng([seed, c])) for c in range(chains)]
-    positions, stats, cond = nuts.run_chains(layout, data, seed, inits, warmup, draws, cores, progress)
+    positions, stats, cond = nuts.run_chains(collapsed, layout, data, seed, inits, warmup, draws, cores, progress)
     beta_c, b = _split_effects(layout, *cond)
     sampling_time = time.perf_counter() - start
     sds, chols, sigma, alpha, _ = constrain(layout, positions, np)

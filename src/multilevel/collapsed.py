@@ -339,6 +339,17 @@ def log_density(layout: Layout, data: dict, x):
     return jnp.where(jnp.isfinite(total), total, -jnp.inf)  # degenerate corners have no mass, never NaN
 
 
+def noise_size(layout: Layout) -> int:
+    """Standard normals each conditional draw consumes."""
+    return layout.n_effects
+
+
+def work(data: dict) -> int:
+    """Multiply-adds per density evaluation, roughly (chooses the XLA pipeline)."""
+    C, B = data["C22"], data["B"]
+    return C.shape[0] ** 3 // 3 + B.size * B.shape[-1] + data["fill_vals"].size
+
+
 def conditional_draw(layout: Layout, data: dict, x, z):
     """One exact draw of (centred coefficients, group effects per term) given the sampled parameters (JAX).
 

@@ -129,9 +129,6 @@ class Model:
 
     def sample(self, **kwargs):
         """Full Bayesian fit by MCMC; see `multilevel.bayes.sample` for the arguments."""
-        if not self.gaussian:
-            raise MultilevelError(f"Bayesian fits of {self.family.name} models are not available yet: use model.fit() "
-                                  "(maximum likelihood, as glmer)")
         return sample(self, **kwargs)
 
     def __repr__(self) -> str:

@@ -1,6 +1,8 @@
-"""NUTS on the collapsed posterior with BlackJAX: per chain, one compiled program gives the starting state,
-one runs segments of NUTS steps with Stan's windowed adaptation, and one draws the integrated-out effects
-exactly.
+"""NUTS with BlackJAX on a target density: the Gaussian collapsed posterior (`collapsed`) or a GLMM's
+(`glmm_density`). Per chain, one compiled program gives the starting state, one runs segments of NUTS steps
+with Stan's windowed adaptation, and one draws the integrated-out effects exactly. A target is a module with
+`log_density(layout, data, x)`, `conditional_draw(layout, data, x, z)`, `noise_size(layout)` (the standard
+normals z per draw) and `work(data)`.
 
 BlackJAX was chosen by measurement (docs/bayes.md): on sleepstudy its compiled sampler costs ~10 us per
 leapfrog step against ~160 us for nutpie driven through a Python callback, and NumPyro compiled slower.
@@ -21,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from . import chains
-from .collapsed import conditional_draw, log_density
 from .saving import write_atomically
 
 _READY = False
@@ -66,15 +67,7 @@ def segment_length(total: int, target: int = SEGMENTS) -> int:
     return min(-(-total // min(total, target)), MAX_SEGMENT)
 
 
-def model_functions(layout):
-    """(log density, conditional draw) of (data, x) and (data, x, z): the layout's own where it has them (the
-    occupancy model's), else the collapsed model's. A conditional draw returns three arrays per draw."""
-    if hasattr(layout, "log_density"):
-        return layout.log_density, layout.conditional_draw
-    return partial(log_density, layout), partial(conditional_draw, layout)
-
-
-def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
+def _chain_programs(target, layout, warmup: int, draws: int, length: int, dim: int):
     """The traced functions of one chain: its starting state, a segment of NUTS steps, the conditional draws.
 
     Warmup and sampling share one NUTS kernel inside one scan: Stan's windowed adaptation (BlackJAX's
@@ -98,13 +91,12 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
     kernel = blackjax.mcmc.nuts.build_kernel()
     da_init, da_update, da_final = dual_averaging_adaptation(0.8)
     mm_init, mm_update, mm_final = mass_matrix_adaptation(not getattr(layout, "dense_metric", False))
-    own_density, own_draw = model_functions(layout)
-    density = jax.jit(own_density)  # traced once, called from every place NUTS needs it
+    density = jax.jit(target.log_density, static_argnums=0)  # traced once, called from every place NUTS needs it
 
     def fresh(data, x, logdensity=None):
         """The state a chain starts from at x: NUTS state, dual averaging, Welford, step size, metric."""
         mm0 = mm_init(x.shape[0])
-        nuts0 = blackjax.nuts.init(x, logdensity or partial(density, data))
+        nuts0 = blackjax.nuts.init(x, logdensity or partial(density, layout, data))
         return (nuts0, da_init(1.0), mm0, jnp.asarray(1.0), mm0.inverse_mass_matrix)
 
     # the carry's shapes, without tracing the density (a stand-in of the same output shapes)
@@ -127,7 +119,7 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
 
     def segment(data, leaves, seed, chain, start):
         """(data, carry's leaves, seed, chain, first step) -> (carry's leaves, per-step draws and statistics)."""
-        logdensity = partial(density, data)
+        logdensity = partial(density, layout, data)
         carry = jax.tree_util.tree_unflatten(carry_tree, leaves)  # flat at the boundary: exports serialise leaves
         steps = jax.lax.dynamic_slice_in_dim(step_keys(seed, chain), start, length)
         slow, window_end = jax.lax.dynamic_slice_in_dim(jnp.asarray(schedule), start, length).T
@@ -155,8 +147,8 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
         return jax.tree_util.tree_leaves(carry), out
 
     def conditional(data, positions, seed, chain):
-        z = jax.random.normal(keys(seed, chain)[1], (positions.shape[0], layout.n_effects))
-        return jax.vmap(partial(own_draw, data))(positions, z)
+        z = jax.random.normal(keys(seed, chain)[1], (positions.shape[0], target.noise_size(layout)))
+        return jax.vmap(partial(target.conditional_draw, layout, data))(positions, z)
 
     def begin(data, x):
         """The first carry's leaves (its own program: in the segment it would be one more copy of the
@@ -166,13 +158,13 @@ def _chain_programs(layout, warmup: int, draws: int, length: int, dim: int):
     return begin, segment, conditional, leaves
 
 
-def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
+def _programs(target, layout, warmup: int, draws: int, data: dict, init: np.ndarray):
     """The compiled (begin, segment, conditional) programs and the segment length: from memory, from the
     on-disk exports (nothing traced), or traced and exported now."""
     import jax
 
     length = segment_length(warmup + draws)
-    token = repr((layout, warmup, draws, length, sorted((k, v.shape, str(v.dtype)) for k, v in data.items()), init.shape,
+    token = repr((target.__name__, layout, warmup, draws, length, sorted((k, v.shape, str(v.dtype)) for k, v in data.items()), init.shape,
                   jax.__version__, _versions()))
     name = hashlib.sha256(token.encode()).hexdigest()[:32]
     if name not in _PROGRAMS:
@@ -180,7 +172,7 @@ def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
 
         def build(part: str):
             if not traced:
-                traced.append(_chain_programs(layout, warmup, draws, length, init.shape[0]))
+                traced.append(_chain_programs(target, layout, warmup, draws, length, init.shape[0]))
             begin, segment, conditional, leaves = traced[0]
             spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), data)
             seed, chain = jax.ShapeDtypeStruct((), np.int64), jax.ShapeDtypeStruct((), np.int32)
@@ -190,7 +182,7 @@ def _programs(layout, warmup: int, draws: int, data: dict, init: np.ndarray):
                 return conditional, (spec, jax.ShapeDtypeStruct((draws, init.shape[0]), np.float64), seed, chain)
             return segment, (spec, leaves, seed, chain, jax.ShapeDtypeStruct((), np.int32))
 
-        options = compile_options(data)
+        options = compile_options(target, data)
         compiled = {}
         for part in ("begin", "segment", "conditional"):
             exported = _load_or_export(f"{name}-{part}", partial(build, part))
@@ -231,13 +223,9 @@ ONCE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 
 FAST_COMPILE_MAX_WORK = 200_000  # multiply-adds per density evaluation up to which the fast pipeline is used
 
 
-def compile_options(data: dict) -> dict:
+def compile_options(target, data: dict) -> dict:
     """XLA options for one chain's program: the fast-compiling pipeline unless the density is costly."""
-    if "C22" not in data:  # not the collapsed model (occupancy): small, per-row densities
-        return dict(FAST_COMPILE)
-    C, B = data["C22"], data["B"]
-    work = C.shape[0] ** 3 // 3 + B.size * B.shape[-1] + data["fill_vals"].size
-    return dict(FAST_COMPILE) if work <= FAST_COMPILE_MAX_WORK else {}
+    return dict(FAST_COMPILE) if target.work(data) <= FAST_COMPILE_MAX_WORK else {}
 
 
 def _versions() -> str:
@@ -245,19 +233,19 @@ def _versions() -> str:
     from importlib.metadata import version
 
     here = Path(__file__).parent
-    code = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("collapsed.py", "nuts.py", "priors.py", "coefficient_prior.py", "occupancy_likelihood.py")))
+    code = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("collapsed.py", "glmm_density.py", "occupancy_likelihood.py", "nuts.py", "priors.py", "coefficient_prior.py")))
     return ";".join(f"{p}={version(p)}" for p in ("jaxlib", "blackjax")) + ";" + code.hexdigest()[:16]
 
 
 @chains.gc_paused()  # in a worker process too (docs/bayes.md, "Speed")
-def run_chain(layout, data: dict, seed: int, chain: int, init: np.ndarray, warmup: int, draws: int, report=None):
-    """Warm up and sample one chain: (positions, sample_stats, (beta_c, b_first, b_rest)).
+def run_chain(target, layout, data: dict, seed: int, chain: int, init: np.ndarray, warmup: int, draws: int, report=None):
+    """Warm up and sample one chain: (positions, sample_stats, the target's conditional draws).
 
     `report(chain, steps_done)` is called after each segment (progress bars)."""
     setup_jax()
     import jax
 
-    begin, segment, conditional, length = _programs(layout, warmup, draws, data, init)
+    begin, segment, conditional, length = _programs(target, layout, warmup, draws, data, init)
     carry = begin(data, init)
     parts, total = [], warmup + draws
     for start in range(0, total, length):
@@ -275,11 +263,12 @@ def run_chain(layout, data: dict, seed: int, chain: int, init: np.ndarray, warmu
     return out[0], stats, cond
 
 
-def run_chains(layout, data, seed: int, inits: list[np.ndarray], warmup: int, draws: int, cores: int, progress: bool):
-    """All chains, sequentially or in `cores` processes; identical draws either way."""
-    jobs = [(layout, data, seed, c, inits[c], warmup, draws) for c in range(len(inits))]
+def run_chains(target, layout, data, seed: int, inits: list[np.ndarray], warmup: int, draws: int, cores: int,
+               progress: bool):
+    """All chains of `target` (a module, see above), sequentially or in `cores` processes; identical draws either way."""
+    jobs = [(target, layout, data, seed, c, inits[c], warmup, draws) for c in range(len(inits))]
     results = chains.run(run_chain, jobs, cores, warmup, draws, progress)
     positions = np.stack([r[0] for r in results])
     stats = {k: np.stack([r[1][k] for r in results]) for k in results[0][1]}
-    cond = [np.stack([r[2][i] for r in results]) for i in range(3)]
+    cond = [np.stack([r[2][i] for r in results]) for i in range(len(results[0][2]))]
     return positions, stats, cond

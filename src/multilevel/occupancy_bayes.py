@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from . import nuts
+from . import nuts, occupancy_likelihood
 from .bayes import _check_counts
 from .diagnostics import sampler_warnings
 from .errors import MultilevelError, emit
@@ -39,7 +39,8 @@ def sample(model, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: 
     dim = layout.k + (m + 1 if part else 0)
     inits = [np.random.default_rng([seed, c]).uniform(-1, 1, dim) for c in range(chains)]
     with nuts.chains.gc_paused():
-        positions, stats, (z, w, site_ll) = nuts.run_chains(layout, data, seed, inits, warmup, draws, cores, progress)
+        positions, stats, (z, w, site_ll) = nuts.run_chains(occupancy_likelihood, layout, data, seed, inits, warmup, draws, cores,
+                                                            progress)
     post = OccupancyPosterior(model, positions, z, w, site_ll, stats, seed, time.perf_counter() - start, prior_variance)
     post.warnings = sampler_warnings(post)
     emit(post.warnings)

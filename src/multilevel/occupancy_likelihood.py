@@ -150,3 +150,25 @@ class OccupancyLayout:
         site_ll = jnp.logaddexp(occupied, empty)
         w = jnp.exp(occupied - site_ll)
         return (ndtr(z) < w).astype(jnp.float64), w, site_ll
+
+
+# ---------------------------------------------------------------------------------------------- NUTS target
+# `nuts.run_chains` takes a target module with these four functions (as `collapsed` and `glmm_density`).
+def log_density(layout: OccupancyLayout, data: dict, x):
+    """Unnormalised log posterior at one unconstrained point (JAX), occupancy summed out."""
+    return layout.log_density(data, x)
+
+
+def conditional_draw(layout: OccupancyLayout, data: dict, x, z):
+    """Per draw: the latent occupancy and what the posterior keeps, given the sampled coefficients (JAX)."""
+    return layout.conditional_draw(data, x, z)
+
+
+def noise_size(layout: OccupancyLayout) -> int:
+    """Standard normals each conditional draw consumes."""
+    return layout.n_effects
+
+
+def work(data: dict) -> int:
+    """Multiply-adds per density evaluation, roughly: small per-row terms, so XLA's fast-compiling pipeline."""
+    return sum(int(np.size(v)) for v in data.values())

@@ -25,13 +25,14 @@ from .variance import icc, r2
 
 
 class Posterior(Bayesian):
-    """Posterior draws of a Gaussian mixed model; the same vocabulary as `LmmFit`. The sampler's diagnostics
-    (divergences, R-hat, ESS) are computed by the sampler and stored in `warnings`."""
+    """Posterior draws of a mixed model (Gaussian: sigma; negative binomial: shape); the same vocabulary as
+    `LmmFit` and `GlmmFit`. The sampler's diagnostics (divergences, R-hat, ESS) are stored in `warnings`."""
 
     def __init__(self, model, beta, sd, corr, sigma, b, stats: dict, priors, seed: int, seconds: float, sampler: str,
-                 warnings: list[str] | None = None):
+                 warnings: list[str] | None = None, shape=None):
         self.model, self.priors, self.seed, self.seconds, self.sampler = model, priors, seed, seconds, sampler
         self.beta, self.sd, self.corr, self.sigma, self.b, self.stats = beta, sd, corr, sigma, b, stats
+        self.shape = shape
         self.warnings = list(warnings or [])
 
     # ------------------------------------------------------------------ shapes and names
@@ -56,6 +57,8 @@ class Posterior(Bayesian):
             out.update({name: corr[..., a, c] for a, c, name in cor_entries})
         if self.sigma is not None:
             out["sigma"] = self.sigma
+        if self.shape is not None:
+            out["shape"] = self.shape
         return out
 
     def group_effect_draws(self) -> dict[str, np.ndarray]:
@@ -156,7 +159,17 @@ class Posterior(Bayesian):
 
     def log_likelihood(self) -> np.ndarray:
         """Pointwise log-likelihood given the group effects (as brms): (chains, draws, nobs)."""
-        return self.model.family.log_likelihood(self.design.y, self.linear_predictor_draws(), self.residual_sd())
+        if self.model.gaussian:
+            return self.model.family.log_likelihood(self.design.y, self.linear_predictor_draws(), self.residual_sd())
+        return self._per_draw(lambda fam, mu: fam.loglik(self.design.y, mu, self.design.family_weights))
+
+    def _per_draw(self, f) -> np.ndarray:
+        """f(family, mu) for each draw of a GLMM, the family holding that draw's shape (negative binomial)."""
+        family, mu = self.model.family, self.model.family.link.linkinv(self.linear_predictor_draws())
+        if self.shape is None:
+            return f(family, mu)
+        return np.stack([np.stack([f(family.with_dispersion(self.shape[c, d]), mu[c, d]) for d in range(self.n_draws)])
+                         for c in range(self.n_chains)])
 
     def predict(self, new_data=None, include_groups: bool = True, summary: bool = True, offset=None):
         """Posterior mean (and interval) of the expected response for new (or the fitted) rows; the new rows are
@@ -174,6 +187,8 @@ class Posterior(Bayesian):
     def posterior_predictive(self, seed=None) -> np.ndarray:
         """Replicated responses, one per draw: (chains, draws, nobs)."""
         rng = np.random.default_rng(self.seed if seed is None else seed)
+        if not self.model.gaussian:
+            return self._per_draw(lambda fam, mu: fam.simulate(mu, self.design.family_weights, rng))
         return self.model.family.draw(rng, self.linear_predictor_draws(), self.residual_sd())
 
     def to_arviz(self, log_likelihood: bool = True, posterior_predictive: bool = False):

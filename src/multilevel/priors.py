@@ -7,7 +7,7 @@ student_t(3, 288.7, 59.3)
 >>> custom = mlv.priors(model, sd=mlv.prior.half_normal(50), b_Days=mlv.prior.normal(0, 20))
 
 Classes (as brms): ``b`` (coefficients; ``b_<name>`` for one), ``Intercept`` (of centred predictors),
-``sd`` (``sd_<group>``, ``sd_<group>__<coef>``), ``sigma``, ``cor`` (``cor_<group>``).
+``sd`` (``sd_<group>``, ``sd_<group>__<coef>``), ``sigma``, ``cor`` (``cor_<group>``), ``shape`` (negative binomial).
 """
 
 from __future__ import annotations
@@ -192,8 +192,13 @@ class prior:  # noqa: N801 - a namespace of constructors, used as mlv.prior.norm
         return Prior("flat")
 
 
-def brms_scale(y: np.ndarray) -> tuple[float, float]:
-    """brms's default location and scale: round(median(y), 1) and max(2.5, round(mad(y), 1))."""
+def brms_scale(y: np.ndarray, link: str = "identity") -> tuple[float, float]:
+    """brms's default location and scale on the link scale: round(median, 1) and max(2.5, round(mad, 1)) of
+    link(y) (zeros moved to 0.1 for the log link); 0 and 2.5 for links brms does not apply to y (logit, probit, cloglog)."""
+    if link not in ("identity", "log"):
+        return 0.0, 2.5
+    if link == "log":
+        y = np.log(np.where(y == 0, 0.1, y))
     med = float(np.median(y))
     mad = 1.4826 * float(np.median(np.abs(y - med)))
     return round(med, 1), max(2.5, round(mad, 1))
@@ -208,6 +213,7 @@ class PriorSet:
     sd: dict[tuple[int, str], Prior]  # (block index, coefficient) -> prior
     cor: dict[int, Prior]
     sigma: Prior | None
+    shape: Prior | None = None  # the negative binomial's size, when sampled
 
     def table(self, model) -> pd.DataFrame:
         """One row per parameter: class, coefficient, group, our name of the prior and brms's."""
@@ -224,14 +230,18 @@ class PriorSet:
             rows.append((f"cor_{g}", "cor", "", g, p))
         if self.sigma is not None:
             rows.append(("sigma", "sigma", "", "", self.sigma))
+        if self.shape is not None:
+            rows.append(("shape", "shape", "", "", self.shape))
         rows = [r[:4] + (str(r[4]), r[4].brms()) for r in rows]
         return pd.DataFrame(rows, columns=["parameter", "class", "coef", "group", "prior", "brms"]).set_index("parameter")
 
 
 def default_priors(model) -> PriorSet:
-    """brms's defaults for a Gaussian model: student-t on the centred intercept, half-t on SDs and sigma, flat b, LKJ(1)."""
-    d = model.design
-    loc, scale = brms_scale(response_values(d))
+    """brms's defaults: student-t on the centred intercept (link scale), half-t on SDs and sigma, flat b, LKJ(1),
+    gamma(0.01, 0.01) on a negative binomial's shape."""
+    d, family = model.design, model.family
+    gaussian = family.name == "gaussian"
+    loc, scale = brms_scale(response_values(d), family.link.name)
     has_intercept = "(Intercept)" in d.fixed_names
     intercept = Prior("student_t", (3.0, loc, scale)) if has_intercept else None
     b = {n: Prior("flat") for n in d.fixed_names if n != "(Intercept)"}
@@ -240,8 +250,9 @@ def default_priors(model) -> PriorSet:
     half_t = Prior("half_student_t", (3.0, scale))
     sd = {(i, c): half_t for i, blk in enumerate(d.blocks) for c in blk.coef_names}
     cor = {i: Prior("lkj", (1.0,)) for i, blk in enumerate(d.blocks) if blk.k > 1}
-    sigma = None if d.se is not None else half_t
-    return PriorSet(intercept, b, sd, cor, sigma)
+    sigma = half_t if gaussian and d.se is None else None
+    shape = Prior("gamma", (0.01, 0.01)) if family.has_dispersion and not gaussian and family.dispersion is None else None
+    return PriorSet(intercept, b, sd, cor, sigma, shape)
 
 
 def resolve_priors(model, overrides: dict | None) -> PriorSet:
@@ -280,6 +291,11 @@ def _apply(ps: PriorSet, model, key: str, value: Prior, groups: list[str]) -> No
             raise MultilevelError("the model has no residual SD (known se()), so no prior on sigma")
         _check_family(key, value, _POSITIVE_ONLY)
         ps.sigma = value
+    elif key == "shape":
+        if ps.shape is None:
+            raise MultilevelError("only a negative-binomial model with its shape estimated has a 'shape' to put a prior on")
+        _check_family(key, value, _POSITIVE_ONLY)
+        ps.shape = value
     elif key == "sd" or key.startswith("sd_"):
         _check_family(key, value, _POSITIVE_ONLY)
         group, _, coef = key[3:].partition("__")
@@ -300,7 +316,7 @@ def _apply(ps: PriorSet, model, key: str, value: Prior, groups: list[str]) -> No
             ps.cor[i] = value
     else:
         raise MultilevelError(
-            f"unknown prior key '{key}': use Intercept, b, b_<coef>, sd, sd_<group>, sd_<group>__<coef>, sigma, cor, cor_<group>"
+            f"unknown prior key '{key}': use Intercept, b, b_<coef>, sd, sd_<group>, sd_<group>__<coef>, sigma, cor, cor_<group>, shape"
         )
     del d
 

@@ -1,0 +1,67 @@
+"""Bayesian GLMM speed against brms: min bulk ESS per second of the whole sample() call.
+
+Each model runs in a fresh process pinned to one core, 4 chains x (1000 warmup + 1000 draws), twice: with an
+empty compilation cache (a user's first run), then again (the cache serves it). brms's rate is its sampling-only
+min bulk ESS/s from ../shared/reference/timings.md; the target (issue 13) is 10x that.
+
+    python benchmarks/glmm_bayes_speed.py              # all models
+    python benchmarks/glmm_bayes_speed.py cbpp         # one
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODELS = {  # data, formula, family, brms's min bulk ESS per second of sampling
+    "cbpp": ("cbpp", "incidence | trials(size) ~ period + (1 | herd)", "binomial", 476),
+    "salamanders": ("Salamanders", "count ~ spp + mined + (1 | site)", "negbinomial", 161),
+    "verbagg": ("VerbAgg", "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)", "bernoulli", 5.3),
+    "grouseticks": ("grouseticks", "TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)", "poisson", 1.6),
+}
+CHILD = """
+import json, time
+import multilevel as mlv
+model = mlv.Model({formula!r}, mlv.datasets.load({data!r}), family={family!r})
+t = time.perf_counter()
+post = model.sample(chains=4, draws=1000, warmup=1000, seed=1, progress=False)
+seconds = time.perf_counter() - t
+s = post.summary()
+print(json.dumps({{"sample_s": seconds, "min_ess": float(s["ess_bulk"].min()), "max_rhat": float(s["r_hat"].max()),
+                   "divergences": int(post.stats["diverging"].sum())}}))
+"""
+
+
+def run(name: str, cache: str) -> dict:
+    data, formula, family, _ = MODELS[name]
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MULTILEVEL_CACHE=cache)
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", CHILD.format(formula=formula, data=data, family=family)],
+                         capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(names: list[str]) -> None:
+    rows = {}
+    print(f"{'model':<12} {'run':<6} {'sample() s':>10} {'min ESS':>8} {'ESS/s':>8} {'brms':>6} {'ratio':>6} {'div':>4}")
+    for name in names:
+        brms = MODELS[name][3]
+        with tempfile.TemporaryDirectory() as cache:
+            for run_name in ("first", "second"):
+                r = run(name, cache)
+                rate = r["min_ess"] / r["sample_s"]
+                rows[f"{name}/{run_name}"] = dict(r, ess_per_s=rate)
+                print(f"{name:<12} {run_name:<6} {r['sample_s']:>10.2f} {r['min_ess']:>8.0f} {rate:>8.1f} {brms:>6} "
+                      f"{rate / brms:>6.2f} {r['divergences']:>4}")
+    out = HERE / "results" / "glmm_bayes_speed.json"
+    out.parent.mkdir(exist_ok=True)
+    kept = json.loads(out.read_text()) if out.exists() else {}  # models not run this time keep their rows
+    out.write_text(json.dumps(kept | rows, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(MODELS))

@@ -1,0 +1,71 @@
+"""`model.sample()` for binomial, Poisson and negative-binomial mixed models (pipeline step 6).
+
+NUTS on the coefficients, the SDs and correlations (and the negative binomial's shape) and the non-centred
+effects of every term but the first; the first, when scalar, is integrated out by adaptive Gauss-Hermite
+quadrature and drawn exactly per draw. Exact; see `glmm_density` and docs/bayes.md.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import glmm_density, nuts
+from .centring import centred_design, uncentre
+from .collapsed import Layout, constrain
+from .errors import MultilevelError
+from .glmm_density import GlmmLayout, make_data
+from .posterior import Posterior
+from .priors import PriorSet, brms_scale, coefficient_prior
+
+NODES = 25  # quadrature nodes per group: log-density error below 2e-6 for SDs from 0.1 to 3 on cbpp and salamanders (tested)
+
+
+def sample_glmm(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: int, cores: int, progress: bool,
+                nodes: int = NODES) -> Posterior:
+    """Draws of a GLMM's posterior; `nodes=0` samples every term's effects (the joint posterior)."""
+    start = time.perf_counter()
+    design = model.design
+    if not design.blocks:
+        raise MultilevelError("the formula has no random term such as '(1 | group)'")
+    centred, means, intercept = centred_design(design)
+    p_c = centred.p - int(intercept)
+    layout = _layout(model, ps, p_c, intercept, nodes)
+    offset = np.zeros(design.nobs) if design.offset is None else np.asarray(design.offset, float)
+    b_prior = coefficient_prior([ps.b[n] for n in centred.fixed_names[:p_c]])
+    data = make_data(layout, design, centred.X[:, :p_c], offset, b_prior)
+    if ps.shape is None and model.family.has_dispersion:
+        data["shape"] = np.array(model.family.theta)
+    inits = [_init(layout, model, np.random.default_rng([seed, c])) for c in range(chains)]
+    positions, stats, cond = nuts.run_chains(glmm_density, layout, data, seed, inits, warmup, draws, cores, progress)
+    nb = layout.n_base
+    sds, chols, shape, alpha, _ = constrain(layout.base, positions[..., :nb], np)
+    beta_c = positions[..., nb : nb + p_c]
+    if intercept:
+        beta_c = np.concatenate([beta_c, alpha[..., None]], axis=-1)
+    beta = uncentre(design.fixed_names, centred.fixed_names, beta_c, means)
+    corr = [np.einsum("...ab,...cb->...ac", L, L) for L in chols]
+    return Posterior(model, beta, sds, corr, None, cond, stats, ps, seed, time.perf_counter() - start, "nuts",
+                     shape=shape)
+
+
+def _layout(model, ps: PriorSet, p_c: int, intercept: bool, nodes: int) -> GlmmLayout:
+    blocks = model.design.blocks
+    sd = [ps.sd[(i, c)] for i, b in enumerate(blocks) for c in b.coef_names]
+    cor = [ps.cor[i] for i, b in enumerate(blocks) if b.k > 1]
+    rest = [p for p in (ps.shape, ps.intercept) if p is not None]
+    base = Layout(tuple(b.k for b in blocks), tuple(b.m for b in blocks), 0, intercept, ps.shape is not None,
+                  tuple(sd + cor + rest), ())
+    return GlmmLayout(base, model.family.name, model.family.link.name, p_c, nodes if blocks[0].k == 1 else 0)
+
+
+def _init(layout: GlmmLayout, model, rng: np.random.Generator) -> np.ndarray:
+    """Random start: SDs about 0.5, shape about 1, the intercept near brms's prior location, the rest near 0."""
+    base = layout.base
+    x = rng.uniform(-1, 1, layout.dim)
+    x[: base.n_sd] += np.log(0.5)
+    x[base.n_sd : base.n_sd + base.n_cor] *= 0.5
+    if base.intercept:
+        x[base.dim - 1] = brms_scale(model.design.y, model.family.link.name)[0] + rng.uniform(-0.5, 0.5)
+    return x

@@ -1,0 +1,111 @@
+"""Bayesian GLMMs: quadrature error, exact conditional draws of the group effects, agreement with brms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import reference
+
+import multilevel as mlv
+from multilevel import glmm_bayes, glmm_density
+from multilevel.bayes import diagnosed
+from multilevel.centring import centred_design
+from multilevel.priors import coefficient_prior, resolve_priors
+
+CBPP = ("incidence | trials(size) ~ period + (1 | herd)", "cbpp", "binomial")
+SALAMANDERS = ("count ~ spp + mined + (1 | site)", "Salamanders", "negbinomial")
+
+
+def model_of(spec) -> mlv.Model:
+    formula, data, family = spec
+    return mlv.Model(formula, mlv.datasets.load(data), family=family)
+
+
+def density_inputs(model, nodes):
+    """The GLMM density's layout and data for `model` with `nodes` quadrature nodes."""
+    ps = resolve_priors(model, None)
+    centred, _, intercept = centred_design(model.design)
+    p_c = centred.p - int(intercept)
+    layout = glmm_bayes._layout(model, ps, p_c, intercept, nodes)
+    b_prior = coefficient_prior([ps.b[n] for n in centred.fixed_names[:p_c]])
+    return layout, glmm_density.make_data(layout, model.design, centred.X[:, :p_c], np.zeros(model.nobs), b_prior)
+
+
+def points(layout, rng, n=6):
+    """Unconstrained points about a GLMM posterior's bulk and beyond (SDs 0.1 to 3)."""
+    x = rng.normal(0, 0.5, (n, layout.dim))
+    x[:, 0] = np.log(np.geomspace(0.1, 3.0, n))
+    return x
+
+
+@pytest.mark.parametrize("spec", [CBPP, SALAMANDERS], ids=["cbpp", "salamanders"])
+def test_quadrature_error_is_negligible(spec):
+    from multilevel.nuts import setup_jax
+
+    setup_jax()
+    model = model_of(spec)
+    default, fine = density_inputs(model, glmm_bayes.NODES), density_inputs(model, 200)
+    for x in points(default[0], np.random.default_rng(1)):
+        a, b = float(glmm_density.log_density(*default, x)), float(glmm_density.log_density(*fine, x))
+        assert np.isfinite(a) and abs(a - b) < 1e-5  # measured: at most 1.8e-6 (salamanders, far tail)
+
+
+def test_group_effects_are_drawn_from_their_exact_conditional():
+    import jax
+
+    from multilevel.nuts import setup_jax
+
+    setup_jax()
+    layout, data = density_inputs(model_of(CBPP), 200)
+    x = np.array([np.log(0.8), -1.5, -1.0, -1.2, -1.6])
+    n = 20_000
+    z = jax.random.normal(jax.random.PRNGKey(3), (n, glmm_density.noise_size(layout)))
+    b = np.asarray(jax.vmap(lambda zz: glmm_density.conditional_draw(layout, data, x, zz)[0][:, 0])(z))
+    # the exact conditional moments of each herd's effect, by 200-node quadrature about its mode
+    sds, _, shape, _, eta0 = glmm_density._parameters(layout, data, x)
+    slope = sds[0][0] * data["Z0"][:, 0]
+    mode, s = glmm_density._mode(layout, data, eta0, shape, slope)
+    t = np.asarray(mode + np.sqrt(2.0) * s * data["gh_x"][:, None])
+    logw = data["gh_logw"][:, None] + np.asarray(glmm_density._group_sums(layout, data, eta0, shape, slope, t))
+    w = np.exp(logw - logw.max(axis=0))
+    w /= w.sum(axis=0)
+    mean = float(sds[0][0]) * (w * t).sum(axis=0)
+    sd = float(sds[0][0]) * np.sqrt((w * t**2).sum(axis=0) - ((w * t).sum(axis=0)) ** 2)
+    assert np.all(np.abs(b.mean(axis=0) - mean) < 4 * sd / np.sqrt(n))
+    assert np.all(np.abs(b.std(axis=0) / sd - 1) < 4 * np.sqrt(0.5 / n) * 1.5)
+
+
+def compare(post, name: str, mean_tol: float, sd_tol: float, group_effects: bool = False) -> None:
+    """Every posterior mean within mean_tol posterior SDs of the reference's, every SD within sd_tol."""
+    ref = reference(name)
+    ours = post.summary(group_effects=group_effects)
+    ours.index = [v.replace("-", "M") for v in ours.index]  # brms writes '-' in names as 'M'
+    rows = ref["posterior_summary"] + (ref["group_level_all"] if group_effects else [])
+    for row in rows:
+        got = ours.loc[row["variable"]]
+        assert abs(got["mean"] - row["mean"]) < mean_tol * row["sd"], row["variable"]
+        assert abs(got["sd"] / row["sd"] - 1) < sd_tol, row["variable"]
+
+
+def test_cbpp_matches_the_long_brms_run():
+    post = model_of(CBPP).sample(chains=4, draws=2500, warmup=1000, seed=1, progress=False)
+    assert post.stats["diverging"].sum() == 0 and not post.warnings
+    compare(post, "cbpp_binomial_brms_long", 0.05, 0.10, group_effects=True)
+    compare(post, "cbpp_binomial_brms", 0.1, 0.10)
+    assert post.to_arviz().log_likelihood["y"].shape == (4, 2500, 56)
+    assert abs(post.waic()["elpd_waic"] - reference("cbpp_binomial_brms_long")["waic"]["elpd_waic"]["estimate"]) < 0.5
+
+
+def test_salamanders_negative_binomial_matches_brms():
+    post = model_of(SALAMANDERS).sample(chains=4, draws=500, warmup=500, seed=1, progress=False)
+    compare(post, "salamanders_nb_brms", 0.1, 0.10)
+    assert "shape" in post.summary().index and post.priors.shape.brms() == "gamma(0.01, 0.01)"
+    # the pointwise log-likelihood holds each draw's shape
+    assert abs(post.waic()["elpd_waic"] - reference("salamanders_nb_brms")["waic"]["elpd_waic"]["estimate"]) < 1.0
+
+
+def test_joint_target_agrees_with_quadrature():
+    """The joint (non-centred) sampler, the default for several terms, on cbpp against the long brms run."""
+    model = model_of(CBPP)
+    post = diagnosed(glmm_bayes.sample_glmm(model, resolve_priors(model, None), 4, 1000, 1000, 2, 1, False, nodes=0))
+    compare(post, "cbpp_binomial_brms_long", 0.1, 0.10, group_effects=True)
