@@ -26,12 +26,12 @@ from .pooling import pooling
 from .ppc import ppc
 from .profile import intervals
 from .satterthwaite import satterthwaite_df
-from .summary import lmm_html, lmm_summary
+from .summary import LmmText
 from .tables import callable_table
 from .variance import icc, r2, variance_decomposition
 
 
-class LmmFit(Frequentist):
+class LmmFit(LmmText, Frequentist):
     """Results of an ML/REML fit; the same vocabulary as the Bayesian results."""
 
     def __init__(self, model, method: str, prior: str | None, info: OptimumInfo, factor: Factor, sigma: float,
@@ -220,11 +220,3 @@ class LmmFit(Frequentist):
         """Write the fit (and its data) to JSON (never overwrites unless force=True); reopen with `mlv.load`."""
         return saving.save(self, path, force=force)
 
-    def summary(self) -> str:
-        return lmm_summary(self)
-
-    def __repr__(self) -> str:
-        return self.summary()
-
-    def _repr_html_(self) -> str:
-        return lmm_html(self)

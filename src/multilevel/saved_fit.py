@@ -12,7 +12,7 @@ import pandas as pd
 
 from .errors import MultilevelError
 from .kinds import Frequentist
-from .summary import lmm_html, lmm_summary
+from .summary import LmmText
 from .tables import callable_table
 
 NO_DATA = (
@@ -50,7 +50,7 @@ class SavedDesign(_Missing):
         self.n_levels = {b.group: b.m for b in self.blocks}
 
 
-class SavedFit(_Missing, Frequentist):
+class SavedFit(_Missing, LmmText, Frequentist):
     """A frequentist fit's stored tables and scalars; see the module docstring."""
 
     def __init__(self, record: dict):
@@ -72,14 +72,6 @@ class SavedFit(_Missing, Frequentist):
     def residuals(self) -> np.ndarray:
         return self._residuals.copy()
 
-    def summary(self) -> str:
-        return lmm_summary(self)
-
-    def __repr__(self) -> str:
-        return self.summary()
-
-    def _repr_html_(self) -> str:
-        return lmm_html(self)
 
 
 def _frame_from(record: dict) -> pd.DataFrame:

@@ -114,3 +114,16 @@ def glmm_summary(fit) -> str:
         lines.append(f" {name:<24} {row['estimate']:>10.5g} {row['std_error']:>10.4g} {row['z_value']:>8.3f} "
                      f"{_pvalue(row['p_value']):>9}")
     return "\n".join(lines + warning_lines(fit.warnings))
+
+
+class LmmText:
+    """The text and notebook faces of a frequentist LMM result (`LmmFit` and the `SavedFit` of old files)."""
+
+    def summary(self) -> str:
+        return lmm_summary(self)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        return lmm_html(self)
