@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from results_file import update  # noqa: E402
 MODELS = {
     "sleepstudy": ("sleepstudy", "Reaction ~ 1 + Days + (1 + Days | Subject)", 88.4, 268),
     "radon": ("radon", "log_radon ~ floor + (1 | county)", 133.7, 3182.8),
@@ -71,10 +73,7 @@ def main(names: list[str]) -> None:
                 rows[f"{name}/{run_name}"] = dict(r, ess_per_s=rate)
                 print(f"{name:<11} {run_name:<6} {r['sample_s']:>10.2f} {r['min_ess']:>8.0f} {rate:>8.0f} "
                       f"{10 * brms:>9.0f} {peer:>9.0f}  {' / '.join(verdicts)}")
-    out = HERE / "results" / "bayes_speed.json"
-    out.parent.mkdir(exist_ok=True)
-    kept = json.loads(out.read_text()) if out.exists() else {}  # models not run this time keep their rows
-    out.write_text(json.dumps(kept | rows, indent=2))
+    update("bayes_speed", rows)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from results_file import update  # noqa: E402
 MODELS = {  # data, formula, family, brms's min bulk ESS per second of sampling
     "cbpp": ("cbpp", "incidence | trials(size) ~ period + (1 | herd)", "binomial", 476),
     "salamanders": ("Salamanders", "count ~ spp + mined + (1 | site)", "negbinomial", 161),
@@ -57,10 +59,7 @@ def main(names: list[str]) -> None:
                 rows[f"{name}/{run_name}"] = dict(r, ess_per_s=rate)
                 print(f"{name:<12} {run_name:<6} {r['sample_s']:>10.2f} {r['min_ess']:>8.0f} {rate:>8.1f} {brms:>6} "
                       f"{rate / brms:>6.2f} {r['divergences']:>4}")
-    out = HERE / "results" / "glmm_bayes_speed.json"
-    out.parent.mkdir(exist_ok=True)
-    kept = json.loads(out.read_text()) if out.exists() else {}  # models not run this time keep their rows
-    out.write_text(json.dumps(kept | rows, indent=2))
+    update("glmm_bayes_speed", rows)
 
 
 if __name__ == "__main__":
