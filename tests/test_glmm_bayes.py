@@ -7,6 +7,7 @@ import pytest
 from conftest import reference
 
 import multilevel as mlv
+from multilevel.errors import MultilevelError
 from multilevel import glmm_bayes, glmm_density
 from multilevel.bayes import diagnosed
 from multilevel.centring import centred_design
@@ -109,3 +110,13 @@ def test_joint_target_agrees_with_quadrature():
     model = model_of(CBPP)
     post = diagnosed(glmm_bayes.sample_glmm(model, resolve_priors(model, None), 4, 1000, 1000, 2, 1, False, nodes=0))
     compare(post, "cbpp_binomial_brms_long", 0.1, 0.10, group_effects=True)
+
+
+def test_variance_shares_of_a_glmm_posterior_are_refused_in_words():
+    """ICC and R² need a residual variance a binomial model does not have: our error, not an AttributeError."""
+    model = mlv.Model("cbind(incidence, size - incidence) ~ period + (1 | herd)", mlv.datasets.load("cbpp"),
+                      family="binomial")
+    post = model.sample(chains=1, draws=100, warmup=100, seed=2, progress=False)
+    for method in (post.icc, post.r2):
+        with pytest.raises(MultilevelError, match="latent-scale residual variance"):
+            method()

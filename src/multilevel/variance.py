@@ -26,7 +26,7 @@ from .bootstrap import bootstrap as run_bootstrap
 from .arguments import check_level
 from .components import covariance
 from .errors import MultilevelError
-from .kinds import Frequentist
+from .kinds import Bayesian, Frequentist
 from .tables import interval_table
 
 
@@ -53,6 +53,11 @@ def _draws(result) -> dict[str, np.ndarray]:
         raise MultilevelError(
             "variance shares need an estimated residual variance; this model has known standard errors (se()), "
             "so there is no residual level to share with"
+        )
+    if isinstance(result, Bayesian) and result.sigma is None:
+        raise MultilevelError(
+            f"variance shares (ICC, R²) of a {result.model.family.name} model need a latent-scale residual variance, "
+            "which is not implemented: compare the group SDs (post.variance_components) on the link scale instead"
         )
     if isinstance(result, Frequentist):
         covs = [c[None] for c in result.covariances]
