@@ -181,3 +181,19 @@ def test_random_slope_far_from_zero_warns():
     fit_ = model.fit(warn=False)
     assert any("Centre 'Days'" in w for w in fit_.warnings)
     assert not any("Centre" in w for w in base_fit("Reaction ~ 1 + Days + (1 + Days | Subject)", "sleepstudy", "REML").warnings)
+
+
+def test_a_random_slope_covariate_far_from_zero_warns_instead_of_crashing():
+    """Days + 1e12 in a random slope: the first block's factor loses definiteness to rounding; the fit reports it
+    (not converged, the far-covariate warning) instead of raising numpy's LinAlgError."""
+    import warnings
+
+    import multilevel as mlv
+
+    data = mlv.datasets.load("sleepstudy")
+    data = data.assign(Days=data["Days"] + 1e12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no numpy warning leaks either
+        fit = mlv.Model("Reaction ~ Days + (Days | Subject)", data).fit(warn=False)
+    assert not fit.converged
+    assert any("averaging 1e+12" in w for w in fit.warnings)

@@ -272,7 +272,10 @@ class Engine:
         """The blocked factor; with clean=False the strict upper triangle of Ls is left unspecified."""
         theta = np.asarray(theta, dtype=float)
         T = self.factors_of(theta)
-        A11, L11, M, ld1 = self._first_block(T[0])
+        try:
+            A11, L11, M, ld1 = self._first_block(T[0])
+        except np.linalg.LinAlgError:  # A = T0'G T0 + I lost definiteness to rounding (covariates far from 0)
+            return None
         S = self.C22.copy()
         if prior is not None:
             S[self.q_rest :, self.q_rest :] += prior.augmentation(sigma**2)

@@ -240,6 +240,7 @@ def finite_difference_checks(
     return info
 
 
+@np.errstate(invalid="ignore", over="ignore")  # inf - inf where the criterion is infinite: NaN, judged by the checks
 def gradient_hessian(fun, x: np.ndarray, free: np.ndarray, h: float = 1e-4, f0: float | None = None, cheap: bool = False):
     """Central finite-difference gradient and Hessian over the free coordinates (f0 = fun(x) if known).
 
