@@ -226,3 +226,15 @@ def test_probability_curve_draws_predict(fit):
     assert y[0] > y[-1]  # detection falls with temperature (coefficient -1.89)
     with pytest.raises(mlv.MultilevelError, match="not a numeric covariate of the psi formula"):
         probability_curve(fit, "Temperature_scaled", part="psi")
+
+
+def test_notebook_block_shows_the_fit():
+    """The fit's _repr_html_ holds its coefficient table, log-likelihood and occupied sites, as summary() prints."""
+    fit = mlv.Occupancy(occupancy="~ 1", detection="~ MinAfterSunset_scaled + Temperature_scaled",
+                        data=mlv.datasets.load("pcru_occupancy"), site="site", response="y").fit()
+    html = fit._repr_html_()
+    assert "psi((Intercept))" in html and "p(Temperature_scaled)" in html
+    assert f"log-likelihood {fit.loglik:.4f}" in html and "occupied sites (estimated)" in html
+    for value in fit.fixed_effects["estimate"]:
+        assert repr(float(value))[:6] in html
+    assert repr(fit).startswith("Single-season occupancy model")

@@ -12,6 +12,7 @@ import pandas as pd
 from scipy import stats
 from scipy.special import expit
 
+from .html_tables import result_html
 from .kinds import Frequentist
 from .occupancy_gof import mackenzie_bailey
 from .occupancy_likelihood import conditional_occupancy
@@ -145,15 +146,26 @@ class OccupancyFit(Frequentist):
 
     def summary(self) -> str:
         """Readable text: the two coefficient tables, log-likelihood, AIC and the sites."""
-        table = self.fixed_effects.round(4).to_string()
+        head, notes = self._overview()
+        return "\n".join(head + [self.fixed_effects.round(4).to_string()] + notes)
+
+    def _overview(self) -> tuple[list[str], list[str]]:
+        """The summary's lines above the coefficient table and below it."""
         n = self.n_occupied()
-        return "\n".join([
+        head = [
             "Single-season occupancy model fit by maximum likelihood (latent occupancy summed out)",
             f" occupancy: {self.model.occupancy_formula}   detection: {self.model.detection_formula}",
             f" sites {len(self.model.sites)}, surveys {self.nobs}, sites with a detection {int(n['observed'])}",
-            table,
-            *([f"random intercept {self.model.random[0]} on {self.model.random[1].part}: SD {self.sigma:.4f} "
-               f"({'Laplace' if self.nAGQ == 1 else f'adaptive quadrature, {self.nAGQ} nodes'})"] if self.sigma is not None else []),
-            f"log-likelihood {self.loglik:.4f}   AIC {self.aic:.4f}",
-            f"occupied sites (estimated): {n['estimate']:.1f} (sd {n['sd']:.2f})",
-        ])
+        ]
+        notes = [f"random intercept {self.model.random[0]} on {self.model.random[1].part}: SD {self.sigma:.4f} "
+                 f"({'Laplace' if self.nAGQ == 1 else f'adaptive quadrature, {self.nAGQ} nodes'})"] if self.sigma is not None else []
+        notes += [f"log-likelihood {self.loglik:.4f}   AIC {self.aic:.4f}",
+                  f"occupied sites (estimated): {n['estimate']:.1f} (sd {n['sd']:.2f})"]
+        return head, notes
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        head, notes = self._overview()
+        return result_html(head[0], head[1:], [("Coefficients", self.fixed_effects)], self.warnings, notes)

@@ -8,6 +8,7 @@ import pandas as pd
 from scipy.special import expit
 
 from .diagnostics import draw_summary
+from .html_tables import result_html
 from .information import loo
 from .kinds import Bayesian
 from .occupancy_gof import posterior_predictive_check
@@ -110,7 +111,12 @@ class OccupancyPosterior(Bayesian):
         """PSIS-LOO over sites (each site's detection history left out in turn) by ArviZ."""
         return loo(self, log_lik=self.site_loglik)
 
+    def _title(self) -> str:
+        return f"Occupancy posterior (NUTS, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, {self.seconds:.1f} s)"
+
     def __repr__(self) -> str:
-        head = f"Occupancy posterior (NUTS, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, {self.seconds:.1f} s)\n"
         notes = "".join(f"\n * {w}" for w in self.warnings)
-        return head + self.summary().round(4).to_string() + ("\nWarnings:" + notes if notes else "")
+        return self._title() + "\n" + self.summary().round(4).to_string() + ("\nWarnings:" + notes if notes else "")
+
+    def _repr_html_(self) -> str:
+        return result_html(self._title(), [], [("Posterior", self.summary())], self.warnings)
