@@ -125,3 +125,16 @@ def test_import_layers_contract():
     assert exe, "import-linter is a test dependency: pip install -e '.[test]'"
     run = subprocess.run([exe, str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_to_frame_stacks_fixed_effects_and_variance_components(dyestuff_fit):
+    """LmmFit and GlmmFit give one long table: the fixed-effect rows, then the variance-component rows."""
+    glmm = mlv.Model("cbind(incidence, size - incidence) ~ period + (1 | herd)", mlv.datasets.load("cbpp"),
+                     family="binomial").fit()
+    for fit in (dyestuff_fit, glmm):
+        table = fit.to_frame()
+        p, v = len(fit.fixed_effects), len(fit.variance_components)
+        assert list(table["kind"]) == ["fixed"] * p + ["variance"] * v
+        np.testing.assert_array_equal(table["estimate"][:p], fit.fixed_effects["estimate"])
+        np.testing.assert_array_equal(table["variance"][p:], fit.variance_components["variance"])
+        assert list(table["term"][:p]) == list(fit.fixed_effects.index)

@@ -25,7 +25,7 @@ from .optimize import OptimumInfo
 from .pirls import Mode
 from .profile import intervals
 from .summary import glmm_html, glmm_summary
-from .tables import callable_table
+from .tables import callable_table, estimates_table
 
 APPROXIMATIONS = {0: "Laplace, fixed effects inside PIRLS (nAGQ = 0)", 1: "Laplace"}
 
@@ -215,9 +215,7 @@ class GlmmFit(Generalized):
 
     def to_frame(self) -> pd.DataFrame:
         """Fixed effects and variance components in one long table."""
-        fe = self.fixed_effects.reset_index().assign(kind="fixed")
-        vc = self.variance_components.assign(kind="variance")
-        return pd.concat([fe, vc], ignore_index=True)
+        return estimates_table(self.fixed_effects, self.variance_components)
 
     def summary(self) -> str:
         return glmm_summary(self)

@@ -27,7 +27,7 @@ from .ppc import ppc
 from .profile import intervals
 from .satterthwaite import satterthwaite_df
 from .summary import LmmText
-from .tables import callable_table
+from .tables import callable_table, estimates_table
 from .variance import icc, r2, variance_decomposition
 
 
@@ -189,9 +189,7 @@ class LmmFit(LmmText, Frequentist):
 
     def to_frame(self) -> pd.DataFrame:
         """Fixed effects and variance components in one long table."""
-        fe = self.fixed_effects.reset_index().assign(kind="fixed")
-        vc = self.variance_components.assign(kind="variance")
-        return pd.concat([fe, vc], ignore_index=True)
+        return estimates_table(self.fixed_effects, self.variance_components)
 
     def icc(self, conditional: bool = False, level: float = 0.95, bootstrap: int = 0, seed=None) -> pd.DataFrame:
         """Share of variance at each level (adjusted / conditional ICC); bootstrap > 0 adds intervals."""

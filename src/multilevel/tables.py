@@ -47,3 +47,10 @@ def interval_table(flat: np.ndarray, index, prob: float = 0.95) -> pd.DataFrame:
         },
         index=index,
     )
+
+
+def estimates_table(fixed_effects: pd.DataFrame, variance_components: pd.DataFrame) -> pd.DataFrame:
+    """A fit's fixed effects and variance components in one long table (`kind` says which)."""
+    fe = fixed_effects.reset_index().assign(kind="fixed")
+    vc = variance_components.assign(kind="variance")
+    return pd.concat([fe, vc], ignore_index=True)
