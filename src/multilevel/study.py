@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .arguments import check_count, check_seed
 from .centring import centred_design, uncentre
 from .chains import run
 from .components import covariance
@@ -49,7 +50,9 @@ def study(model, truth=None, methods=None, replicates: int = 100, seed: int | No
     all of `mlv.methods`). bayes: `model.sample` options. profile: ML's profile intervals for SDs too.
     """
     methods = checked_methods(methods, STUDY_METHODS)
-    _check_counts(replicates, cores, seed)
+    check_count(replicates, "replicates")
+    check_count(cores, "cores")
+    check_seed(seed, generators=False)
     check_model(model)
     bayes = dict(bayes or {})
     truth_of = _truth(model, truth, bayes)
@@ -75,14 +78,6 @@ def study(model, truth=None, methods=None, replicates: int = 100, seed: int | No
     }
     return StudyResult(estimates.sort_values("replicate", kind="stable", ignore_index=True),
                        runs_.sort_values("replicate", kind="stable", ignore_index=True), settings)
-
-
-def _check_counts(replicates, cores, seed) -> None:
-    for name, value in (("replicates", replicates), ("cores", cores)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise MultilevelError(f"{name} must be an integer >= 1, got {value!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-        raise MultilevelError(f"seed must be a non-negative integer or None, got {seed!r}")
 
 
 class _Bar:
