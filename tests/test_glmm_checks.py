@@ -70,3 +70,10 @@ def test_binned_residuals_partition_the_rows_and_refuse_counts(cbpp_fit):
     assert len(plots.binned_residuals(table).axes) == 1
     with pytest.raises(MultilevelError, match="binary"):
         cbpp_fit.binned_residuals()
+
+
+@pytest.mark.parametrize("kwargs, message", [({"n": 1}, "n \\(simulations\\) must be a whole number >= 2"),
+                                             ({"n": 2.5}, "whole number"), ({"seed": "x"}, "seed must be")])
+def test_simulated_residuals_refuse_bad_arguments_in_words(cbpp_fit, kwargs, message):
+    with pytest.raises(MultilevelError, match=message):
+        cbpp_fit.simulated_residuals(**kwargs)

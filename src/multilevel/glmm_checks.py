@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .arguments import check_count, check_seed
 from .errors import MultilevelError
 
 
@@ -60,9 +61,8 @@ def _simulated_test(observed: float, simulated: np.ndarray) -> tuple[float, floa
 def simulated_residuals(fit, n: int = 250, seed=None) -> SimulatedResiduals:
     """Scaled residuals from n simulated responses (new group effects, as DHARMa with lme4's simulate): the
     share of simulations below the observation, ties broken uniformly at random (a randomised PIT)."""
-    if not isinstance(n, (int, np.integer)) or n < 2:
-        raise MultilevelError(f"n must be an integer >= 2 simulations, got {n!r}")
-    rng = np.random.default_rng(seed)
+    n = check_count(n, "n (simulations)", 2)
+    rng = np.random.default_rng(check_seed(seed))
     sims = fit.simulate(n, rng)
     trials = fit.design.trials
     observed = fit.design.y if trials is None else np.round(fit.design.y * trials)
