@@ -208,3 +208,17 @@ def test_a_level_per_row_needs_a_family_without_residual_variance():
     with pytest.raises(MultilevelError, match="403 levels for 403 observations"):
         build_design("TICKS ~ 1 + (1 | INDEX)", ticks)
     assert build_design("TICKS ~ 1 + (1 | INDEX)", ticks, residual=False).blocks[0].m == 403
+
+
+@pytest.mark.parametrize("ids", [[-3, 0, 2, 5, 7], [-3, 0, 2, 5, 10**12]], ids=["lookup table", "binary search"])
+def test_integer_group_ids_get_their_rank_among_the_learned_ids_and_unseen_ids_none(ids):
+    """Integer ids are coded by a lookup table over their range, or by search when they are spread thinly: either
+    way a row's code is its id's position in the sorted learned ids, and an id not learned (inside the range, below
+    or above it) gets -1 (no group effect) in new rows."""
+    rng = np.random.default_rng(4)
+    train = pd.DataFrame({"g": np.repeat(ids, 3), "y": rng.normal(size=15)})
+    coding = learn_coding("y ~ 1 + (1 | g)", train)
+    new = pd.DataFrame({"g": [ids[3], ids[0], 4, ids[-1] + 1, -10, ids[-1]]})
+    codes = apply_coding(coding, new, new=True).blocks[0].codes
+    np.testing.assert_array_equal(codes, [3, 0, -1, -1, -1, 4])
+    assert list(coding.terms[0].levels) == [str(i) for i in ids]

@@ -142,6 +142,32 @@ def test_parquet_folder_with_missing_values_weights_offset_and_aliasing(messy_sl
     assert_same_cross_products(whole.cross_products, glob.cross_products)
 
 
+def test_parquet_files_read_in_batches_an_empty_file_and_hive_folders(messy_sleep, tmp_path, monkeypatch):
+    """Local files are read by pyarrow a batch at a time (here 7 rows) and summed per file; a file without rows adds
+    nothing; a hive-partitioned folder (columns in folder names) goes through Dask's reader: all the same sums."""
+    import multilevel.partition_sources as sources
+
+    formula = "Reaction ~ Days + (Days | Subject)"
+    whole = mlv.Model(formula, messy_sleep, weights="w")
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(len(messy_sleep)), 3)):
+        messy_sleep.iloc[rows].to_parquet(folder / f"part-{i}.parquet")
+    messy_sleep.iloc[:0].to_parquet(folder / "part-3.parquet")
+    monkeypatch.setattr(sources, "BATCH_ROWS", 7)
+    model = mlv.Model(formula, str(folder), weights="w")
+    assert isinstance(model.design._source, sources.ParquetFiles) and model.design._source.npartitions == 4
+    assert (model.nobs, model.design.n_dropped) == (whole.nobs, whole.design.n_dropped)
+    assert_same_cross_products(whole.cross_products, model.cross_products)
+    fit = model.fit()
+    expected = linear_predictor(whole.design, fit.beta, fit.random_effects)
+    np.testing.assert_allclose(fit.fitted().compute(scheduler="synchronous").to_numpy(), expected, rtol=1e-12)
+    messy_sleep.assign(half=np.where(messy_sleep.Days < 5, "a", "b")).to_parquet(tmp_path / "hive", partition_cols=["half"])
+    hive = mlv.Model(formula, str(tmp_path / "hive"), weights="w")
+    assert isinstance(hive.design._source, sources.DaskSource)
+    assert_same_cross_products(whole.cross_products, hive.cross_products)
+
+
 def test_empty_partitions_and_partitions_without_complete_rows(messy_sleep):
     formula = "Reaction ~ Days + (Days | Subject)"
     empty = messy_sleep.iloc[:0]

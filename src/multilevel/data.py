@@ -161,7 +161,9 @@ def as_factor(col: pd.Series) -> pd.Categorical:
         return col.cat.remove_unused_categories().array
     if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
         levels, codes = np.unique(col.to_numpy(), return_inverse=True)
-        return pd.Categorical.from_codes(codes.ravel(), categories=[level_key(v) for v in levels])
+        plain_integers = levels.dtype.kind in "iu"  # their labels are their digits, without a Python call each
+        labels = levels.astype(str) if plain_integers else [level_key(v) for v in levels]
+        return pd.Categorical.from_codes(codes.ravel(), categories=labels)
     keys = col.map(level_key, na_action="ignore")
     first = dict(zip(keys.dropna(), col.dropna()))  # one value per label, to order the labels by
     order = sorted(first, key=lambda k: _level_order(first[k], k))
@@ -200,6 +202,8 @@ EXACT_INTEGERS = 2**53  # floats hold every integer below this; above it neighbo
 def check_group_ids(col: pd.Series, name: str) -> None:
     """Warn where group ids cannot be told apart exactly: integers too large for the floats they are stored as,
     and text equal to a number's label in the same column ('1' and 1 are one group)."""
+    if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biu":  # neither floats nor text
+        return
     values = pd.unique(col.dropna())
     floats = [v for v in values if isinstance(v, (float, np.floating))]
     if any(abs(v) >= EXACT_INTEGERS for v in floats if np.isfinite(v)):

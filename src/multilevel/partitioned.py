@@ -34,6 +34,7 @@ from .design import (
 )
 from .errors import MultilevelError
 from .formula import parse
+from .partition_sources import as_source
 from .predict import linear_predictor
 
 SPLIT_EVERY = 8  # partial results combined per task of the reduction tree (measured: DESIGN.md, "Dask")
@@ -43,20 +44,6 @@ SKETCH_SIZE = 4001  # quantiles kept of the response: brms's default priors with
 def is_partitioned(data) -> bool:
     """True for a Dask DataFrame or a path (folder or glob) of Parquet files."""
     return isinstance(data, (str, os.PathLike)) or type(data).__module__.split(".")[0] == "dask"
-
-
-def as_dask(data):
-    """The data as a Dask DataFrame (a path is read as Parquet)."""
-    import dask.dataframe as dd
-
-    if not isinstance(data, (str, os.PathLike)):
-        if not hasattr(data, "to_delayed"):
-            raise MultilevelError(f"partitioned data must be a Dask DataFrame or a Parquet path, not {type(data).__name__}")
-        return data
-    try:
-        return dd.read_parquet(os.fspath(data))
-    except Exception as exc:  # the reader's many error types, reported in our words
-        raise MultilevelError(f"cannot read Parquet files from '{os.fspath(data)}': {exc}") from None
 
 
 def compute(*values):
@@ -246,10 +233,9 @@ def partitioned_design(formula, data, weights=None, offset=None) -> tuple[Partit
         if arg is not None and not isinstance(arg, str):
             raise MultilevelError(f"with partitioned data give {what} as a column name: an array cannot follow the partitions")
     f = parse(formula) if isinstance(formula, str) else formula
-    source = as_dask(data)
-    used = used_columns(f, source._meta, weights, offset)
-    source = source[used]
-    sets = level_sets(f, source._meta, used)
+    source = as_source(data)
+    used = used_columns(f, source.meta, weights, offset)
+    sets = level_sets(f, source.meta, used)
     seen = _levels_pass(source, used, sets)
     coding = learn_coding(f, seen.rows, weights, offset, aliasing=False)
     check_learnable(coding, sets)
@@ -257,7 +243,7 @@ def partitioned_design(formula, data, weights=None, offset=None) -> tuple[Partit
     from dask import delayed
 
     shared = delayed(coding, pure=True, traverse=False)  # one task holding the coding, not a copy in every task
-    parts = [_delayed(partial_sums)(p, shared, scaling) for p in source.to_delayed()]
+    parts = source.partials(used, partial_sums, shared, scaling, combine=add_partial_sums)
     (sums,) = compute(tree_reduce(parts, add_partial_sums))
     coding, sums = drop_aliased(coding, sums)
     n = sums.cp.n
@@ -266,17 +252,11 @@ def partitioned_design(formula, data, weights=None, offset=None) -> tuple[Partit
 
 
 def _levels_pass(source, used: list[str], sets: list[tuple[str, ...]]) -> Seen:
-    parts = [_delayed(seen_in)(p, used, sets) for p in source.to_delayed()]
-    (seen,) = compute(tree_reduce(parts, partial(merge_seen, sets=sets)))
+    merge = partial(merge_seen, sets=sets)
+    (seen,) = compute(tree_reduce(source.partials(used, seen_in, used, sets, combine=merge), merge))
     if seen.n == 0:
         raise MultilevelError(f"no rows are left after dropping rows with missing values in {used}: check those columns")
     return seen
-
-
-def _delayed(function):
-    from dask import delayed
-
-    return delayed(function, pure=True)
 
 
 class PartitionedDesign(Design):
@@ -284,17 +264,22 @@ class PartitionedDesign(Design):
     Reading its rows (`X`, `y`, ...) is refused naming the alternatives; `fitted` and `residuals` are lazy."""
 
     def __init__(self, coding: Coding, source, nobs: int, n_dropped: int, x_means: np.ndarray, response_sample: np.ndarray):
-        self.coding, self.source, self._nobs, self.n_dropped = coding, source, nobs, n_dropped
+        self.coding, self._source, self._nobs, self.n_dropped = coding, source, nobs, n_dropped
         self.x_means, self.response_sample = x_means, response_sample
         self.formula, self.fixed_names, self.aliased = coding.formula, list(coding.fixed_names), list(coding.aliased)
         self.blocks = [PartitionedBlock(t) for t in coding.terms]
 
     def __repr__(self) -> str:
-        return f"PartitionedDesign({str(self.formula)!r}, nobs={self.nobs}, partitions={self.source.npartitions})"
+        return f"PartitionedDesign({str(self.formula)!r}, nobs={self.nobs}, partitions={self._source.npartitions})"
 
     @property
     def nobs(self) -> int:
         return self._nobs
+
+    @property
+    def source(self):
+        """The data's used columns as a Dask DataFrame (built on first use: the passes read Parquet files directly)."""
+        return self._source.to_dask(list(self.coding.columns))
 
     @property
     def p(self) -> int:

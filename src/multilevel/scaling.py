@@ -48,7 +48,10 @@ class Scaling:
         return cls(centre, scale, unit, tuple(n for n, bad in zip([f"column '{n}'" for n in names] + ["the response"], lost) if bad))
 
     def apply(self, Xy: np.ndarray) -> np.ndarray:
-        return (Xy - self.centre) / self.scale
+        """The held columns of a fresh [X y], overwriting it (a second n x (p + 1) array costs more than the arithmetic)."""
+        Xy -= self.centre
+        Xy /= self.scale
+        return Xy
 
     @property
     def matrix(self) -> np.ndarray:
