@@ -7,7 +7,13 @@ process, single-threaded BLAS, synchronous Dask scheduler.
 The in-memory path reads the folder with pandas, then Model() and fit(); the Dask path gives Model() the
 folder. "model" is reading plus Model() (design and cross-products); "fit" adds the REML fit. Peak memory is
 the process's maximum resident set (imports included; "import" shows that baseline). Targets (issue 14): at
-10^7 nested rows, Dask CPU <= 0.25x and peak memory <= 0.3x the in-memory path. Results: docs/scale.md.
+10^7 nested rows, Dask CPU <= 0.25x and peak memory <= 0.3x the in-memory path. Balanced data (scale_data.py
+balanced) are also checked against their closed-form REML estimates:
+
+    PYTHONPATH=src python benchmarks/scale_data.py balanced 100000000 /tmp/balanced_1e8 --groups 1000000
+    OPENBLAS_NUM_THREADS=1 PYTHONPATH=src python benchmarks/scale.py balanced /tmp/balanced_1e8 --only dask
+
+Results: docs/scale.md.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ out["model"] = mark()
 fit = model.fit()
 out["fit"] = mark()
 out["objective"], out["theta"] = fit.objective, list(fit.theta)
+out["beta"], out["sigma"] = list(fit.beta), fit.sigma
 print(json.dumps(out))
 """
 
@@ -73,6 +80,17 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def closed_form_check(expected: dict, results: dict[str, dict]) -> str:
+    """Each path's REML estimates of the balanced one-way design against their closed form (scale_data.py)."""
+    lines = []
+    for path, out in results.items():
+        sd_g = out["theta"][0] * out["sigma"]
+        lines.append(f"{path}: beta {out['beta'][0]:.10g} (closed form {expected['beta']:.10g}), sigma {out['sigma']:.10g} "
+                     f"({expected['sigma']:.10g}), sd_g {sd_g:.10g} ({expected['sd_g']:.10g}); largest relative difference "
+                     f"{max(abs(a / b - 1) for a, b in ((out['beta'][0], expected['beta']), (out['sigma'], expected['sigma']), (sd_g, expected['sd_g']))):.2g}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=sorted(FORMULAS))
@@ -83,6 +101,9 @@ def main() -> None:
     results = {path: run(path, args.folder, FORMULAS[args.kind]) for path in paths}
     print(f"{args.kind}: {FORMULAS[args.kind]}, {args.folder}; load average {os.getloadavg()[0]:.1f}")
     print(table(results))
+    expected = args.folder / "_closed_form.json"
+    if expected.exists():
+        print(closed_form_check(json.loads(expected.read_text()), results))
 
 
 if __name__ == "__main__":

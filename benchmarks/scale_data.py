@@ -7,12 +7,17 @@ nested:  y = 1 + 0.5 x + a_g + b_g x + e, 50 rows per group g (a ~ N(0, 1), b ~ 
          formula "y ~ x + (1 + x | g)".
 crossed: y = 1 + 0.5 x + u_user + v_item + e, 20 rows per user, --items items (u ~ N(0, 0.8^2), v ~ N(0, 0.5^2));
          formula "y ~ x + (1 | user) + (1 | item)".
+balanced: y = 1 + a_g + e, --groups groups (a ~ N(0, 1), e ~ N(0, 1)), each file one row of every group in a random
+         order (rows / groups files); formula "y ~ 1 + (1 | g)". Writes _closed_form.json beside the files: the REML
+         estimates of this balanced one-way design in closed form (the ANOVA estimators; Searle, Casella & McCulloch
+         1992, 3.7), from per-group sums accumulated as the rows are written.
 Groups are integers; the rows of a group are spread over all files (row order random), as logged data are.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 CHUNK = 1_000_000  # rows per file
-FORMULAS = {"nested": "y ~ x + (1 + x | g)", "crossed": "y ~ x + (1 | user) + (1 | item)"}
+FORMULAS = {"nested": "y ~ x + (1 + x | g)", "crossed": "y ~ x + (1 | user) + (1 | item)", "balanced": "y ~ 1 + (1 | g)"}
 
 
 def nested_effects(n_groups: int, rng: np.random.Generator) -> np.ndarray:
@@ -51,15 +56,47 @@ def write(kind: str, n: int, folder: Path, items: int, seed: int) -> None:
         pq.write_table(table, folder / f"part-{i:05d}.parquet")
 
 
+def write_balanced(n: int, folder: Path, groups: int, seed: int) -> None:
+    """The balanced one-way design, one file per round of one row per group, and its closed-form REML estimates."""
+    if n % groups:
+        raise SystemExit(f"balanced data need rows ({n}) to be a multiple of groups ({groups})")
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    effects = rng.normal(size=groups)
+    sums, squares = np.zeros(groups), np.zeros(groups)
+    for i in range(n // groups):
+        g = rng.permutation(groups)
+        y = 1.0 + effects[g] + rng.normal(size=groups)
+        sums += np.bincount(g, weights=y, minlength=groups)
+        squares += np.bincount(g, weights=y * y, minlength=groups)
+        pq.write_table(pa.table({"y": y, "g": g}), folder / f"part-{i:05d}.parquet")
+    (folder / "_closed_form.json").write_text(json.dumps(closed_form(sums, squares, n // groups)))
+
+
+def closed_form(sums: np.ndarray, squares: np.ndarray, per_group: int) -> dict:
+    """REML of y ~ 1 + (1 | g) with J groups of n rows from per-group sums and sums of squares: beta = grand mean,
+    sigma^2 = MSW, sd_g^2 = (MSB - MSW) / n (valid when positive, as here)."""
+    J, n = len(sums), per_group
+    means = sums / n
+    msw = np.sum(squares - sums * means) / (J * (n - 1))
+    msb = n * np.sum((means - means.mean()) ** 2) / (J - 1)
+    return {"rows": J * n, "groups": J, "beta": float(means.mean()), "sigma": float(np.sqrt(msw)),
+            "sd_g": float(np.sqrt((msb - msw) / n))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=sorted(FORMULAS))
     parser.add_argument("rows", type=int)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--groups", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    write(args.kind, args.rows, args.folder, args.items, args.seed)
+    if args.kind == "balanced":
+        write_balanced(args.rows, args.folder, args.groups, args.seed)
+    else:
+        write(args.kind, args.rows, args.folder, args.items, args.seed)
 
 
 if __name__ == "__main__":
