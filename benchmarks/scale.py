@@ -7,7 +7,8 @@ process, single-threaded BLAS, synchronous Dask scheduler.
 The in-memory path reads the folder with pandas, then Model() and fit(); the Dask path gives Model() the
 folder. "model" is reading plus Model() (design and cross-products); "fit" adds the REML fit. Peak memory is
 the process's maximum resident set (imports included; "import" shows that baseline). Targets (issue 14): at
-10^7 nested rows, Dask CPU <= 0.25x and peak memory <= 0.3x the in-memory path. Balanced data (scale_data.py
+10^7 nested rows, Dask CPU <= 0.25x and peak memory <= 0.3x the in-memory path. Each run's marks go to
+benchmarks/results/scale.json under '<kind> <folder name>'. Balanced data (scale_data.py
 balanced) are also checked against their closed-form REML estimates:
 
     PYTHONPATH=src python benchmarks/scale_data.py balanced 100000000 /tmp/balanced_1e8 --groups 1000000
@@ -28,6 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from results_file import update  # noqa: E402
 from scale_data import FORMULAS  # noqa: E402
 
 CHILD = """
@@ -99,11 +101,15 @@ def main() -> None:
     args = parser.parse_args()
     paths = [args.only] if args.only else ["memory", "dask"]
     results = {path: run(path, args.folder, FORMULAS[args.kind]) for path in paths}
-    print(f"{args.kind}: {FORMULAS[args.kind]}, {args.folder}; load average {os.getloadavg()[0]:.1f}")
+    load = os.getloadavg()[0]
+    print(f"{args.kind}: {FORMULAS[args.kind]}, {args.folder}; load average {load:.1f}")
     print(table(results))
     expected = args.folder / "_closed_form.json"
+    row = {"formula": FORMULAS[args.kind], "load_average": load, "paths": results}
     if expected.exists():
-        print(closed_form_check(json.loads(expected.read_text()), results))
+        row["closed_form"] = json.loads(expected.read_text())
+        print(closed_form_check(row["closed_form"], results))
+    print(update("scale", {f"{args.kind} {args.folder.name}": row}))
 
 
 if __name__ == "__main__":

@@ -87,7 +87,9 @@ def weighted_columns(design: Design, scaling: Scaling) -> tuple[np.ndarray, np.n
     w = design.weights
     if design.se is not None:
         w = (1.0 if w is None else w) / design.se**2
-    Xy = scaling.apply(np.column_stack([design.X, response(design)]))
+    Xy = np.empty((design.nobs, design.p + 1), order="F")  # columns contiguous: the per-level sums read them one by one
+    Xy[:, :-1], Xy[:, -1] = design.X, response(design)
+    Xy = scaling.apply(Xy)
     return Xy, (Xy if w is None else Xy * w[:, None]), w
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import formulaic
 import numpy as np
@@ -77,6 +78,15 @@ class TermCoding:
     coef_names: tuple[str, ...]
     levels: np.ndarray = field(repr=False)
     spec: object = field(repr=False)
+
+    @cached_property
+    def numeric_levels(self) -> np.ndarray | None:
+        """The levels as ascending numbers, or None when they are not (converted once, not per partition)."""
+        try:
+            learned = np.asarray(self.levels, dtype=float)
+        except ValueError:
+            return None
+        return None if np.any(np.diff(learned) <= 0) else learned
 
 
 @dataclass(frozen=True, eq=False)
@@ -691,7 +701,7 @@ def _apply_term(t: TermCoding, frame: pd.DataFrame, columns: list[str], new: boo
     """A random term on the rows: each row's index into the learned levels, and its covariates."""
     factors = t.term.group_factors
     col = frame[factors[0]]
-    codes = _numeric_codes(col, t.levels, new) if len(factors) == 1 else None
+    codes = _numeric_codes(col, t.numeric_levels, new) if len(factors) == 1 else None
     if codes is not None:
         Z, _ = _apply_spec(t.spec, t.term.expr, frame, columns, f"the random term {t.term}")
         return RandomBlock(t.term, list(t.coef_names), t.levels, codes, Z, t.spec)
@@ -709,19 +719,15 @@ def _apply_term(t: TermCoding, frame: pd.DataFrame, columns: list[str], new: boo
     return RandomBlock(t.term, list(t.coef_names), t.levels, codes, Z, t.spec)
 
 
-def _numeric_codes(col: pd.Series, levels: np.ndarray, new: bool) -> np.ndarray | None:
-    """Codes of a numeric grouping column by binary search in its learned levels when they are ascending numbers
+def _numeric_codes(col: pd.Series, learned: np.ndarray | None, new: bool) -> np.ndarray | None:
+    """Codes of a numeric grouping column by lookup or binary search in its learned levels when they are ascending numbers
     (labels cost a Python call per level, which dominates large partitions); None to take the labels' path (other
     columns, model rows with an unseen level, integers beyond 2^53)."""
     if not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype) or not len(col):
         return None
     if pd.api.types.is_integer_dtype(col.dtype) and np.abs(col.to_numpy()).max() > 2**53:
         return None
-    try:
-        learned = np.asarray(levels, dtype=float)
-    except ValueError:
-        return None
-    if np.any(np.diff(learned) <= 0):
+    if learned is None:
         return None
     plain_integers = isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu"  # not pandas' nullable Int64
     codes = _codes_by_table(col.to_numpy(), learned) if plain_integers else None

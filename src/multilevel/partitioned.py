@@ -50,8 +50,9 @@ def compute(*values):
     """Compute Dask values on the user's scheduler (a distributed Client, or one set in dask.config), else
     synchronously in this process (out of core needs no cluster)."""
     import dask
+    from dask.local import get_sync
 
-    options = {} if dask.config.get("scheduler", None) else {"scheduler": "synchronous"}
+    options = {} if dask.config.get("scheduler", None) else {"scheduler": get_sync}  # by name imports distributed
     return dask.compute(*values, **options)
 
 
