@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .coefficient_prior import CoefficientPrior
+from .errors import MultilevelError
 from .priors import PARAM_WIDTH, Prior, PriorSet, coefficient_prior, log_kernel, log_normaliser
 
 
@@ -186,6 +187,11 @@ def jax_data(engine, layout: Layout) -> dict:
     r = engine.C22.shape[0]
     B = engine.B.toarray().reshape(r, m0, k0)
     prior = coefficient_prior(list(layout.b_priors) + [Prior("flat")] * int(layout.intercept))  # alpha is sampled
+    if engine.fill_map is None:
+        raise MultilevelError(
+            "the crossed terms have too many levels for the samplers' fill map (the fit forms it by sparse products "
+            "instead): fit with Model.fit(), or sample a subsample of the levels"
+        )
     fill = sp.coo_matrix(engine.fill_map)  # the engine's map from M (per level, flattened) to the fill's lower part
     targets = engine.fill_targets
     rows, cols = targets // r, targets % r

@@ -31,6 +31,7 @@ from .crossprod import CrossProducts
 
 LOG_2PI = float(np.log(2 * np.pi))
 DENSE_FILL_ENTRIES = 100_000  # a fill map this small is faster dense than through scipy.sparse's call overhead
+FILL_MAP_PAIRS = 20_000_000  # above this many pairs the fill map (~72 bytes a pair while built) gives way to products
 
 
 def tri_index(k: int) -> list[tuple[int, int]]:
@@ -152,6 +153,11 @@ class Engine:
         self.B = B
         coo = B.tocoo()
         level, coef = coo.col // k0, coo.col % k0
+        entries = np.bincount(level, minlength=m0).astype(np.float64)
+        if np.sum(entries * (entries + 1) / 2) > FILL_MAP_PAIRS:  # crossed terms with many levels: no map
+            self.fill_map = self.fill_targets = None
+            self._fill_unique = False  # `refresh` rebuilds
+            return
         order = np.lexsort((coef, coo.row, level))
         rows, vals, level, coef = coo.row[order].astype(np.int64), coo.data[order], level[order], coef[order]
         counts = np.bincount(level, minlength=m0)
@@ -253,6 +259,23 @@ class Engine:
         slots = order[pos]
         return np.where(b_keys[slots] == keys, slots, -1)
 
+    def fill_product(self, M: np.ndarray) -> sp.coo_matrix:
+        """B M B' (both triangles) as a sparse product, for per-level blocks M (flat): what the fill map gives
+        without enumerating every pair of a level's entries (its memory is the product's, not the pairs')."""
+        k0, m0 = self.ks[0], self.ms[0]
+        if k0 == 1:
+            return (self.B.multiply(M[None, :]).tocsr() @ self.B.T).tocoo()
+        blocks = sp.bsr_matrix((M.reshape(m0, k0, k0), np.arange(m0), np.arange(m0 + 1)), shape=(m0 * k0,) * 2)
+        return (self.B @ blocks @ self.B.T).tocoo()
+
+    def _fill_lower(self, M: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, columns and values of the lower triangle of B M B' where it has fill (map or product)."""
+        if self.fill_map is not None:
+            return self.fill_targets // self.r, self.fill_targets % self.r, self.fill_map @ M
+        P = self.fill_product(M)
+        lower = P.row >= P.col
+        return P.row[lower], P.col[lower], P.data[lower]
+
     # ------------------------------------------------------------------ evaluation
     def _first_block(self, T0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """Per level of the first term: A = T0'G T0 + I, its Cholesky factor, M = T0 A^-1 T0' (flat), log det."""
@@ -279,7 +302,11 @@ class Engine:
         S = self.C22.copy()
         if prior is not None:
             S[self.q_rest :, self.q_rest :] += prior.augmentation(sigma**2)
-        S.reshape(-1)[self.fill_targets] -= self.fill_map @ M
+        if self.fill_map is not None:
+            S.reshape(-1)[self.fill_targets] -= self.fill_map @ M
+        else:
+            P = self.fill_product(M)
+            S[P.row, P.col] -= P.data
         if self.n_terms > 1:
             self._scale_rest(S, T)
         c, info = lapack.dpotrf(S.T, lower=0, clean=int(clean), overwrite_a=1)  # S.T: Fortran order, no copy
@@ -372,10 +399,10 @@ class Engine:
             scale = np.ones(self.r)
             for j, sj in self._scalar_rest:
                 scale[sj] = theta[j]
-            rows, cols = self.fill_targets // self.r, self.fill_targets % self.r  # lower triangle: rows >= cols
+            rows, cols, p2 = self._fill_lower(t0**2 / a**2)  # lower triangle: rows >= cols
             inside = rows < keep
             rows, cols = rows[inside], cols[inside]
-            p2 = (self.fill_map @ (t0**2 / a**2))[inside] * scale[rows] * scale[cols]
+            p2 = p2[inside] * scale[rows] * scale[cols]
             weight = np.where(rows == cols, 1.0, 2.0)  # each off-diagonal entry stands for its mirror too
             traces[0] += float(np.sum(weight * p2 * Sinv[cols, rows]))
             d = np.diagonal(Sinv)
