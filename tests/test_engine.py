@@ -17,6 +17,7 @@ import multilevel as mlv
 from multilevel.crossprod import z_matrix
 from multilevel.design import build_design
 import multilevel.engine as engine_module
+from multilevel.errors import MultilevelError
 from multilevel.engine import Engine, theta_to_T
 
 LMER_BLME = reference_files("lme4::lmer", "blme::blmer")
@@ -78,6 +79,13 @@ def test_a_crossed_fit_by_sparse_products_is_the_fit_by_the_map(monkeypatch):
     product = mlv.Model(formula, data).fit()
     assert product.objective == pytest.approx(mapped.objective, rel=1e-10)
     np.testing.assert_allclose(product.theta, mapped.theta, rtol=1e-6)
+
+
+def test_nuts_without_a_fill_map_is_refused_naming_the_alternatives(monkeypatch):
+    monkeypatch.setattr(engine_module, "FILL_MAP_PAIRS", -1)
+    model = mlv.Model("diameter ~ 1 + (1 | plate) + (1 | sample)", mlv.datasets.load("Penicillin"))
+    with pytest.raises(MultilevelError, match="too many levels.*sampler='gibbs'.*fit"):
+        model.sample(sampler="nuts", draws=50, warmup=50, chains=1, seed=1)
 
 
 # ---------------------------------------------------------------------------- naive dense implementation

@@ -190,7 +190,7 @@ def jax_data(engine, layout: Layout) -> dict:
     if engine.fill_map is None:
         raise MultilevelError(
             "the crossed terms have too many levels for the samplers' fill map (the fit forms it by sparse products "
-            "instead): fit with Model.fit(), or sample a subsample of the levels"
+            "instead): sample with sampler='gibbs', fit with Model.fit(), or sample a subsample of the levels"
         )
     fill = sp.coo_matrix(engine.fill_map)  # the engine's map from M (per level, flattened) to the fill's lower part
     targets = engine.fill_targets
