@@ -41,7 +41,11 @@ def sample(model, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: 
     with nuts.chains.gc_paused():
         positions, stats, (z, w, site_ll) = nuts.run_chains(occupancy_likelihood, layout, data, seed, inits, warmup, draws, cores,
                                                             progress)
-    post = OccupancyPosterior(model, positions, z, w, site_ll, stats, seed, time.perf_counter() - start, prior_variance)
+    k = layout.k
+    sd = np.exp(positions[..., k]) if part else None
+    b = sd[..., None] * positions[..., k + 1:] if part else None
+    post = OccupancyPosterior(model, positions[..., :k], sd, b, z, w, site_ll, stats, seed, time.perf_counter() - start,
+                              prior_variance)
     post.warnings = sampler_warnings(post)
     emit(post.warnings)
     return post

@@ -13,13 +13,14 @@ from scipy import stats
 from scipy.special import expit
 
 from .html_tables import result_html
-from .kinds import Frequentist
+from . import saving
+from .kinds import Frequentist, OccupancyResult
 from .occupancy_gof import mackenzie_bailey
 from .occupancy_likelihood import conditional_occupancy
 from .occupancy_random import modes
 
 
-class OccupancyFit(Frequentist):
+class OccupancyFit(Frequentist, OccupancyResult):
     """Maximum-likelihood estimates, their covariance (inverse observed information) and per-site values."""
 
     def __init__(self, model, params: np.ndarray, vcov: np.ndarray, loglik: float, converged: bool, message: str,
@@ -143,6 +144,10 @@ class OccupancyFit(Frequentist):
     def goodness_of_fit(self, n_sim: int = 100, seed: int = 1) -> pd.Series:
         """MacKenzie-Bailey chi-square test by parametric bootstrap (`occupancy_gof`)."""
         return mackenzie_bailey(self, n_sim, seed)
+
+    def save(self, path, force: bool = False):
+        """Write the fit and the model's data to ``.json`` (reopen with `multilevel.load`)."""
+        return saving.save(self, path, force=force)
 
     def summary(self) -> str:
         """Readable text: the two coefficient tables, log-likelihood, AIC and the sites."""
