@@ -63,6 +63,11 @@ class OccupancyFit(Frequentist, OccupancyResult):
         return pd.DataFrame({"group": self.model.random[0].group, "level": self.model.random_levels, "estimate": self._modes})
 
     @property
+    def approximation(self) -> str:
+        """How a random intercept was integrated out: 'Laplace' or 'adaptive quadrature, n nodes'."""
+        return "Laplace" if self.nAGQ == 1 else f"adaptive quadrature, {self.nAGQ} nodes"
+
+    @property
     def names(self) -> list[str]:
         return self.model.parameter_names
 
@@ -163,7 +168,7 @@ class OccupancyFit(Frequentist, OccupancyResult):
             f" sites {len(self.model.sites)}, surveys {self.nobs}, sites with a detection {int(n['observed'])}",
         ]
         notes = [f"random intercept {self.model.random[0]} on {self.model.random[1].part}: SD {self.sigma:.4f} "
-                 f"({'Laplace' if self.nAGQ == 1 else f'adaptive quadrature, {self.nAGQ} nodes'})"] if self.sigma is not None else []
+                 f"({self.approximation})"] if self.sigma is not None else []
         notes += [f"log-likelihood {self.loglik:.4f}   AIC {self.aic:.4f}",
                   f"occupied sites (estimated): {n['estimate']:.1f} (sd {n['sd']:.2f})"]
         return head, notes
