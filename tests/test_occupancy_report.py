@@ -93,6 +93,10 @@ def test_command_all_saves_both_results(tmp_path):
     assert "== occupancy ML ==" in out.stdout and "== occupancy Bayes (nuts) ==" in out.stdout
     post = load(tmp_path / "pcru-bayes.nc")
     assert post.draws.shape == (1, 50, 4) and load(tmp_path / "pcru-ml.json").nobs == post.model.arrays.mask.sum()
+    gibbs = run("occupancy", "pcru_occupancy", "--method", "bayes", "--sampler", "gibbs", "--draws", 60, "--warmup", 50,
+                "--save", tmp_path / "gibbs.nc")
+    assert gibbs.returncode == 0 and "Pólya-Gamma Gibbs, 4 chains x 60 draws" in gibbs.stdout, gibbs.stderr
+    assert load(tmp_path / "gibbs.nc").sampler == "gibbs"
 
 
 @needs_command

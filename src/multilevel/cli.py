@@ -171,13 +171,15 @@ def fit(data, formula, method, family, nagq, chains, draws, warmup, seed, cores,
               help="ml (maximum likelihood), bayes (NUTS, spOccupancy's priors) or all (both).")
 @click.option("--nagq", type=int, default=1, show_default=True,
               help="ML with a random intercept: quadrature nodes (1 = Laplace).")
+@click.option("--sampler", type=click.Choice(("nuts", "gibbs"), case_sensitive=False), default="nuts", show_default=True,
+              help="Bayes: NUTS (occupancy summed out) or Pólya-Gamma Gibbs (spOccupancy's sampler).")
 @_sampling_options
 @click.option("--report", "report_path", help="Write an HTML report here.")
 @click.option("--save", help="Save the result: out.json (ML) or out.nc (Bayes); with --method all, a stem.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @_user_errors
-def occupancy_command(data, occupancy_formula, detection_formula, site, response, method, nagq, chains, draws, warmup, seed,
-                      cores, report_path, save, force):
+def occupancy_command(data, occupancy_formula, detection_formula, site, response, method, nagq, sampler, chains, draws,
+                      warmup, seed, cores, report_path, save, force):
     """Fit a single-season occupancy model to DATA (one row per site x visit) and print the results."""
     from . import io
     from .html_report import report
@@ -189,7 +191,8 @@ def occupancy_command(data, occupancy_formula, detection_formula, site, response
     outputs = _save_paths(save, tags) if save else {}
     for path in list(outputs.values()) + ([report_path] if report_path else []):
         io.check_writable(path, force)
-    results = {tag: model.sample(chains=chains, draws=draws, warmup=warmup, seed=seed, cores=cores, progress=None)
+    results = {tag: model.sample(chains=chains, draws=draws, warmup=warmup, seed=seed, cores=cores, progress=None,
+                                 sampler=sampler.lower())
                if tag == "bayes" else model.fit(n_agq=nagq) for tag in tags}
     for r in results.values():
         click.echo(f"== {label(r)} ==")

@@ -142,10 +142,11 @@ class Occupancy:
 
     def sample(self, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: int = 1, cores: int = 1,
                prior_variance: float = SPOCCUPANCY_PRIOR_VARIANCE, sd_prior: tuple[float, float] = SPOCCUPANCY_IG,
-               progress: bool = False) -> OccupancyPosterior:
-        """NUTS with the occupancy summed out; normal(0, variance `prior_variance`) priors on all coefficients and
-        inverse-gamma `sd_prior` (shape, scale) on a random intercept's variance (spOccupancy's defaults)."""
-        return sample(self, chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress)
+               progress: bool = False, sampler: str = "nuts") -> OccupancyPosterior:
+        """NUTS with the occupancy summed out (`sampler="nuts"`) or Pólya-Gamma Gibbs (`"gibbs"`, spOccupancy's);
+        normal(0, variance `prior_variance`) priors on all coefficients and inverse-gamma `sd_prior` (shape, scale)
+        on a random intercept's variance (spOccupancy's defaults)."""
+        return sample(self, chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress, sampler)
 
     def marginal_loglik(self, params, sigma: float, n_agq: int = 1) -> float:
         """The log-likelihood with the random intercept (SD `sigma`) integrated out; the plain one at sigma 0."""

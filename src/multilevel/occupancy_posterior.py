@@ -114,7 +114,7 @@ class OccupancyPosterior(Bayesian, OccupancyResult):
         return saving.save(self, path, force=force)
 
     def _title(self) -> str:
-        return f"Occupancy posterior (NUTS, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, {self.seconds:.1f} s)"
+        return f"Occupancy posterior ({'NUTS' if self.sampler == 'nuts' else 'Pólya-Gamma Gibbs'}, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, {self.seconds:.1f} s)"
 
     def __repr__(self) -> str:
         notes = "".join(f"\n * {w}" for w in self.warnings)
