@@ -97,6 +97,11 @@ def test_command_all_saves_both_results(tmp_path):
                 "--save", tmp_path / "gibbs.nc")
     assert gibbs.returncode == 0 and "Pólya-Gamma Gibbs, 4 chains x 60 draws" in gibbs.stdout, gibbs.stderr
     assert load(tmp_path / "gibbs.nc").sampler == "gibbs"
+    reopened = run("report", tmp_path / "pcru-ml.json", tmp_path / "gibbs.nc", "-o", tmp_path / "saved.html")
+    assert reopened.returncode == 0, reopened.stderr
+    page = (tmp_path / "saved.html").read_text()
+    assert "Occupancy model: occupancy ML" in page and "Occupancy model: occupancy Bayes (gibbs)" in page
+    assert "divergent transitions" not in page  # a NUTS statistic: Gibbs has none to show
 
 
 @needs_command

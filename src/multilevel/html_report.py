@@ -244,9 +244,9 @@ def _occupancy_diagnostics(r) -> pd.DataFrame:
     """Convergence and fit of an occupancy result, as (check, value) rows."""
     if plots.is_bayesian(r):
         summary, n = r.summary(), r.n_occupied()
-        rows = [("sampler", f"{r.sampler}, {r.n_chains} chains x {r.n_draws} draws, seed {r.seed}"),
-                ("divergent transitions", int(np.sum(r.stats.get("diverging", 0)))),
-                ("largest R-hat", float(summary["r_hat"].max())), ("smallest bulk ESS", float(summary["ess_bulk"].min())),
+        rows = [("sampler", f"{r.sampler}, {r.n_chains} chains x {r.n_draws} draws, seed {r.seed}")]
+        rows += [("divergent transitions", int(np.sum(r.stats["diverging"])))] if "diverging" in r.stats else []  # NUTS only
+        rows += [("largest R-hat", float(summary["r_hat"].max())), ("smallest bulk ESS", float(summary["ess_bulk"].min())),
                 ("smallest tail ESS", float(summary["ess_tail"].min())), ("sampling time (s)", float(r.seconds)),
                 ("occupied sites (posterior mean, sd)", f"{n['mean']:.1f} ({n['sd']:.2f})"),
                 ("posterior predictive p (Freeman-Tukey by site)", float(r.posterior_predictive_check()["p_value"]))]
