@@ -200,7 +200,7 @@ def _priors_from(record: dict) -> PriorSet:
     )
 
 
-def _load_posterior(path: Path) -> Posterior:
+def _load_posterior(path: Path) -> Posterior | OccupancyPosterior:
     import xarray as xr
 
     try:

@@ -5,7 +5,8 @@ check, comparison and plot accepts — and a file from someone else is only data
 A fit's file holds theta (exact decimal), the optimiser's report, the data and the tables; loading
 refits nothing: it recomputes the closed-form values at the stored theta, the same numbers bit for bit. A GLMM's
 file adds its family, beta (and NB size) and the Hessian-based covariances; loading recomputes the conditional
-modes at the stored theta and beta by PIRLS.
+modes at the stored theta and beta by PIRLS. An occupancy fit's file holds its two formulas, the visits' data,
+the estimates and their covariance; an occupancy posterior's adds P(z = 1 | y) per draw and site to the DataTree.
 """
 
 from __future__ import annotations
