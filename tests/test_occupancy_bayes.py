@@ -77,15 +77,17 @@ def _simulate(replicate: int):
     return frame, np.r_[beta, alpha]
 
 
-def test_sbc_quick():
+@pytest.mark.parametrize(("sampler", "thin"), [("nuts", 2), ("gibbs", 5)])  # Gibbs draws are more autocorrelated
+def test_sbc_quick(sampler, thin):
     """30 replicates, ranks of the true coefficients among 99 thinned draws in five bins: uniform if calibrated."""
     from scipy import stats
 
     ranks = []
     for r in range(30):
         frame, truth = _simulate(r)
-        post = mlv.Occupancy("~ x", "~ w", frame).sample(chains=1, draws=2 * KEPT, warmup=300, seed=r, prior_variance=1.0)
-        ranks.append(np.sum(post.draws[0, 1::2][:KEPT] < truth, axis=0))
+        post = mlv.Occupancy("~ x", "~ w", frame).sample(chains=1, draws=thin * KEPT, warmup=300, seed=r, prior_variance=1.0,
+                                                         sampler=sampler)
+        ranks.append(np.sum(post.draws[0, thin - 1::thin][:KEPT] < truth, axis=0))
     ranks = np.array(ranks)
     pvalues = [stats.chisquare(np.bincount(ranks[:, j] // 20, minlength=5)).pvalue for j in range(4)]
     assert min(pvalues) > 0.001, pvalues

@@ -1,4 +1,4 @@
-"""The `multilevel` command: fit, compare, report, list data sets, run the demo.
+"""The `multilevel` command: fit, occupancy, compare, report, list data sets, run the demo.
 
 User errors (missing file, bad formula, unknown column, an output that exists without --force) print one
 line to stderr and exit with code 2; progress bars appear only when stderr is a terminal.
@@ -150,6 +150,53 @@ def fit(data, formula, method, family, nagq, chains, draws, warmup, seed, cores,
     for r in results.values():
         click.echo(f"== {label(r)} ==")
         click.echo(repr(r) if is_bayesian(r) else r.summary())
+        click.echo()
+    for tag, path in outputs.items():
+        io.save(results[tag], path, force=force)
+        click.echo(f"saved {path}")
+    if report_path:
+        report(list(results.values()), report_path, force=force)
+        click.echo(f"report {report_path}")
+
+
+@main.command("occupancy")
+@click.argument("data")
+@click.option("--occupancy", "occupancy_formula", default="~ 1", show_default=True,
+              help="Occupancy (psi) formula of site covariates, e.g. '~ forest + (1 | region)'.")
+@click.option("--detection", "detection_formula", default="~ 1", show_default=True,
+              help="Detection (p) formula of survey covariates, e.g. '~ date + I(date**2)'.")
+@click.option("--site", default="site", show_default=True, help="Column naming the site of each survey row.")
+@click.option("--response", default="y", show_default=True, help="Column of detections (0/1; missing: visit not made).")
+@click.option("--method", type=click.Choice(("ml", "bayes", "all"), case_sensitive=False), default="ml", show_default=True,
+              help="ml (maximum likelihood), bayes (NUTS, spOccupancy's priors) or all (both).")
+@click.option("--nagq", type=int, default=1, show_default=True,
+              help="ML with a random intercept: quadrature nodes (1 = Laplace).")
+@click.option("--sampler", type=click.Choice(("nuts", "gibbs"), case_sensitive=False), default="nuts", show_default=True,
+              help="Bayes: NUTS (occupancy summed out) or Pólya-Gamma Gibbs (spOccupancy's sampler).")
+@_sampling_options
+@click.option("--report", "report_path", help="Write an HTML report here.")
+@click.option("--save", help="Save the result: out.json (ML) or out.nc (Bayes); with --method all, a stem.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@_user_errors
+def occupancy_command(data, occupancy_formula, detection_formula, site, response, method, nagq, sampler, chains, draws,
+                      warmup, seed, cores, report_path, save, force):
+    """Fit a single-season occupancy model to DATA (one row per site x visit) and print the results."""
+    from . import io
+    from .html_report import report
+    from .occupancy import Occupancy
+    from .plots import label
+
+    model = Occupancy(occupancy_formula, detection_formula, read_data(data), site=site, response=response)
+    tags = ["ml", "bayes"] if method.lower() == "all" else [method.lower()]
+    outputs = _save_paths(save, tags) if save else {}
+    for path in list(outputs.values()) + ([report_path] if report_path else []):
+        io.check_writable(path, force)
+    results = {tag: model.sample(chains=chains, draws=draws, warmup=warmup, seed=seed, cores=cores, progress=None,
+                                 sampler=sampler.lower())
+               if tag == "bayes" else model.fit(n_agq=nagq) for tag in tags}
+    for r in results.values():
+        click.echo(f"== {label(r)} ==")
+        click.echo(repr(r))
         click.echo()
     for tag, path in outputs.items():
         io.save(results[tag], path, force=force)

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plots
+from . import occupancy_plots, plots
 from .errors import MultilevelError
 from .glmm_checks import is_binary
 from .html_tables import escape as _e
 from .html_tables import table as _table
-from .kinds import Generalized, Study, require_result
+from .kinds import Generalized, OccupancyResult, Study, require_result
 from .saving import check_writable, write_atomically
 
 CSS = """
@@ -64,15 +64,17 @@ def report(results, path, title: str | None = None, force: bool = False, figures
 
 
 def render(items: dict, title: str, figures: dict) -> str:
-    """The report page as one HTML string (studies get their own section, after the fits')."""
+    """The report page as one HTML string (occupancy models and studies get their own sections, after the fits')."""
     studies = {n: r for n, r in items.items() if isinstance(r, Study)}
-    items = {n: r for n, r in items.items() if n not in studies}
+    occupancy = {n: r for n, r in items.items() if isinstance(r, OccupancyResult)}
+    items = {n: r for n, r in items.items() if n not in studies and n not in occupancy}
     body = [f"<h1>{_e(title)}</h1>"]
     if items:
         body += [_model_section(items), _estimates_section(items)]
         if len(items) > 1:
             body.append(_comparison_section(items))
         body += [_diagnostics_section(items), _plots_section(items, figures)]
+    body += [_occupancy_section(name, result) for name, result in occupancy.items()]
     body += [_study_section(name, study) for name, study in studies.items()]
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -214,6 +216,48 @@ def _plots_section(items: dict, extra: dict) -> str:
         figs.append((f"PSIS-LOO Pareto k: {name}", plots.pareto_k(post.loo())))
     figs += list(extra.items())
     return "<h2>Plots</h2>" + "".join(_figure(caption, fig) for caption, fig in figs)
+
+
+def _occupancy_section(name: str, r) -> str:
+    """An occupancy model's fit or posterior: the two formulas and the sites, the coefficients, diagnostics with
+    warnings, psi and p against each numeric covariate (and trace and rank plots of draws)."""
+    m, bayes = r.model, plots.is_bayesian(r)
+    out = [f"<h2>Occupancy model: {_e(name)}</h2>",
+           f"<p>Occupancy (psi): <code>{_e(m.occupancy_formula)}</code>; detection (p): <code>{_e(m.detection_formula)}</code>"
+           f"{f'; random intercept <code>{_e(str(m.random[0]))}</code> on {m.random[1].part}' if m.random else ''}.</p>",
+           f"<p class='meta'>{len(m.sites)} sites, {int(m.arrays.mask.sum())} surveys, species detected at "
+           f"{int(m.arrays.detected.sum())} sites. Coefficients on the logit scale"
+           f"{' (posterior summary; n_occ: occupied sites among those surveyed)' if bayes else ' (estimate, SE, Wald z)'}.</p>",
+           _table(r.summary() if bayes else r.fixed_effects, f"occupancy-{_slug(name)}")]
+    if m.random and not bayes:
+        out.append(_table(r.variance_components, f"occupancy-varcomp-{_slug(name)}", index=False))
+    out.append(_table(_occupancy_diagnostics(r), f"occupancy-diagnostics-{_slug(name)}", index=False))
+    out += [f'<div class="warning"><strong>Warning:</strong> {_e(w)}</div>' for w in r.warnings] or ['<div class="ok">No warnings.</div>']
+    figs = [(f"{'Occupancy psi' if part == 'psi' else 'Detection p'} against {c} (others at their mean), 95 % band: {name}",
+             occupancy_plots.probability_curve(r, c, part)) for part in ("psi", "p") for c in occupancy_plots.numeric_covariates(m, part)]
+    if bayes:
+        figs += [(f"Trace plots: {name}", plots.trace(r)), (f"Rank plots: {name}", plots.rank(r))]
+    return "".join(out) + "".join(_figure(caption, fig) for caption, fig in figs)
+
+
+def _occupancy_diagnostics(r) -> pd.DataFrame:
+    """Convergence and fit of an occupancy result, as (check, value) rows."""
+    if plots.is_bayesian(r):
+        summary, n = r.summary(), r.n_occupied()
+        rows = [("sampler", f"{r.sampler}, {r.n_chains} chains x {r.n_draws} draws, seed {r.seed}")]
+        rows += [("divergent transitions", int(np.sum(r.stats["diverging"])))] if "diverging" in r.stats else []  # NUTS only
+        rows += [("largest R-hat", float(summary["r_hat"].max())), ("smallest bulk ESS", float(summary["ess_bulk"].min())),
+                ("smallest tail ESS", float(summary["ess_tail"].min())), ("sampling time (s)", float(r.seconds)),
+                ("occupied sites (posterior mean, sd)", f"{n['mean']:.1f} ({n['sd']:.2f})"),
+                ("posterior predictive p (Freeman-Tukey by site)", float(r.posterior_predictive_check()["p_value"]))]
+    else:
+        n = r.n_occupied()
+        rows = [("converged", "yes" if r.converged else "no"), ("-2 log-likelihood", r.objective),
+                ("log-likelihood", r.loglik), ("AIC", r.aic),
+                ("occupied sites (estimate, sd)", f"{n['estimate']:.1f} ({n['sd']:.2f})")]
+        if r.model.random:
+            rows.append(("random intercept", f"{r.model.random[0]} on {r.model.random[1].part}: SD {r.sigma:.4f} ({r.approximation})"))
+    return pd.DataFrame(rows, columns=["check", "value"])
 
 
 def _study_section(name: str, study) -> str:

@@ -27,20 +27,25 @@ from .glmm import restore_glmm
 from .lmm import fit_at
 from .model import Model
 from .names import fixed_name, variance_names
+from .occupancy import Occupancy
+from .occupancy_fit import OccupancyFit
+from .occupancy_posterior import OccupancyPosterior
 from .optimize import OptimumInfo
 from .posterior import Posterior
 from .priors import Prior, PriorSet
 from .saved_fit import SavedFit
 from .stored_formula import check_stored_formula
 from .study_result import StudyResult
-from .saving import FIT_SUFFIXES, FORMAT, POSTERIOR_SUFFIXES, POSTERIOR_VERSION, VERSION, check_writable, save
+from .saving import (FIT_SUFFIXES, FORMAT, OCCUPANCY_VERSION, POSTERIOR_SUFFIXES, POSTERIOR_VERSION, VERSION,
+                     check_writable, save)
 
 __all__ = ["load", "save", "check_writable"]
 
 
 def load(path):
-    """Read a result written by `save`: an `LmmFit` from JSON (a `SavedFit` from files of version 1, which
-    hold no data; a `StudyResult` from a study's file), a `Posterior` from netCDF."""
+    """Read a result written by `save`: an `LmmFit`, `GlmmFit` or `OccupancyFit` from JSON (a `SavedFit` from
+    files of version 1, which hold no data; a `StudyResult` from a study's file), a `Posterior` or
+    `OccupancyPosterior` from netCDF."""
     path = Path(path)
     if not path.is_file():
         raise MultilevelError(f"no such file: '{path}'")
@@ -60,12 +65,20 @@ def _load_fit(path: Path):
         raise MultilevelError(f"'{path}' is not a saved fit (not valid JSON: {exc})") from None
     if isinstance(record, dict) and record.get("format") == FORMAT and record.get("kind") == "study":
         return StudyResult.from_record(record)
+    if isinstance(record, dict) and record.get("format") == FORMAT and record.get("kind") == "occupancy fit":
+        _check_version(path, record.get("version", 0), OCCUPANCY_VERSION)
+        with _damaged(path, "occupancy fit"):
+            return _occupancy_fit(record)
     if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("kind") != "fit":
         raise MultilevelError(f"'{path}' is JSON but not a fit saved by multilevel")
-    if record.get("version", 0) > VERSION:
-        raise MultilevelError(f"'{path}' was written by a newer multilevel (format {record['version']}): upgrade")
+    _check_version(path, record.get("version", 0), VERSION)
     with _damaged(path, "fit"):
         return SavedFit(record) if "data" not in record else _rebuilt_fit(record)
+
+
+def _check_version(path: Path, version, newest: int) -> None:
+    if not isinstance(version, int) or version > newest:
+        raise MultilevelError(f"'{path}' was written by a newer multilevel (format {version!r}): upgrade")
 
 
 @contextmanager
@@ -81,7 +94,7 @@ def _damaged(path: Path, kind: str):
 
 def _rebuilt_fit(record: dict):
     """The fit at its stored theta on its stored data: the closed-form values recomputed, nothing re-optimised."""
-    frame = pd.DataFrame({str(c["name"]): _decode(_column(c), c["attrs"]) for c in record["data"]})
+    frame = _frame(record["data"])
     model = _model(record["formula"], frame, _family(record.get("glmm")))
     model.design = replace(model.design, n_dropped=int(record["n_dropped"]))
     opt = record["optimizer"]
@@ -98,19 +111,49 @@ def _rebuilt_fit(record: dict):
     return fit
 
 
+def _matrix(rows) -> np.ndarray | None:
+    """A saved matrix (rows of numbers, None for NaN) as floats; None stays None."""
+    return None if rows is None else np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+
+
 def _rebuilt_glmm(model: Model, g: dict, theta: np.ndarray, info: OptimumInfo, objective: float):
     """A GLMM fit at its stored theta, beta and NB size, with its stored covariances (NaN for a saved null)."""
-    def matrix(rows):
-        return None if rows is None else np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
-
     beta = np.asarray(g["beta"], dtype=float)
     if beta.shape != (model.design.p,):
         raise MultilevelError(f"the saved fit has {beta.size} fixed effects but its formula and data give {model.design.p}")
     info.x = np.asarray(g["x"], dtype=float)
     size = None if g["size"] is None else float(g["size"])
     return restore_glmm(model, int(g["nAGQ"]), str(g["information"]), theta, beta, size, info, objective,
-                        matrix(g["vcov"]), matrix(g["parameter_covariance"]),
+                        _matrix(g["vcov"]), _matrix(g["parameter_covariance"]),
                         np.nan if g["log_size_se"] is None else float(g["log_size_se"]))
+
+
+def _occupancy_model(spec: dict, frame: pd.DataFrame) -> Occupancy:
+    """The occupancy model of a saved result: its two formulas checked as data (never code), then rebuilt."""
+    for part in ("occupancy", "detection"):
+        check_stored_formula(spec[part], frame.columns)
+    return Occupancy(spec["occupancy"], spec["detection"], frame, site=str(spec["site"]), response=str(spec["response"]))
+
+
+def _occupancy_fit(record: dict) -> OccupancyFit:
+    """An occupancy fit at its stored estimates and covariance: every table recomputed, nothing re-optimised."""
+    model = _occupancy_model(record, _frame(record["data"]))
+    k = len(model.parameter_names)
+    params, vcov = np.asarray(record["params"], dtype=float), _matrix(record["vcov"])
+    if params.shape != (k,) or vcov.shape != (k, k) or (record["sigma"] is None) != (model.random is None):
+        raise MultilevelError(f"the saved occupancy fit's estimates do not match its formulas ({k} coefficients"
+                              f"{', a random intercept' if model.random else ''}): the file is damaged or altered")
+    sigma = None if record["sigma"] is None else float(record["sigma"])
+    fit = OccupancyFit(model, params, vcov, float(record["loglik"]), bool(record["converged"]), str(record["message"]),
+                       sigma=sigma, sigma_se=np.nan if record["sigma_se"] is None else float(record["sigma_se"]),
+                       n_agq=int(record["nAGQ"]))
+    fit.warnings = [str(w) for w in record["warnings"]]
+    return fit
+
+
+def _frame(columns: list) -> pd.DataFrame:
+    """A saved data table (see `saving._column_record`) as a DataFrame of plain types."""
+    return pd.DataFrame({str(c["name"]): _decode(_column(c), c["attrs"]) for c in columns})
 
 
 def _model(formula: str, frame: pd.DataFrame, family=None) -> Model:
@@ -157,7 +200,7 @@ def _priors_from(record: dict) -> PriorSet:
     )
 
 
-def _load_posterior(path: Path) -> Posterior:
+def _load_posterior(path: Path) -> Posterior | OccupancyPosterior:
     import xarray as xr
 
     try:
@@ -168,14 +211,41 @@ def _load_posterior(path: Path) -> Posterior:
         attrs = dict(tree.attrs)
         if attrs.get("multilevel_format") != FORMAT or "constant_data" not in tree.children:
             raise MultilevelError(f"'{path}' is netCDF but not a posterior saved by multilevel")
-        if int(attrs.get("multilevel_version", 0)) > POSTERIOR_VERSION:
+        occupancy = attrs.get("kind") == "occupancy posterior"
+        if int(attrs.get("multilevel_version", 0)) > (OCCUPANCY_VERSION if occupancy else POSTERIOR_VERSION):
             raise MultilevelError(f"'{path}' was written by a newer multilevel: upgrade")
-        data = tree["constant_data"].to_dataset().load()
-        frame = pd.DataFrame({data[v].attrs["column"]: _decode(data[v].values, data[v].attrs) for v in data.data_vars})
-        posterior = tree["posterior"].to_dataset().load()
-        stats = {k: v.values for k, v in tree["sample_stats"].to_dataset().load().data_vars.items()}
+        names = ["constant_data", "posterior", "sample_stats"] + (["log_likelihood", "conditional_occupancy"] if occupancy else [])
+        groups = {name: tree[name].to_dataset().load() for name in names}
+    data = groups["constant_data"]
+    stats = {k: v.values for k, v in groups["sample_stats"].data_vars.items()}
     with _damaged(path, "posterior"):
-        return _posterior(attrs, frame, posterior, stats)
+        frame = pd.DataFrame({data[v].attrs["column"]: _decode(data[v].values, data[v].attrs) for v in data.data_vars})
+        if occupancy:
+            return _occupancy_posterior(attrs, frame, groups, stats)
+        return _posterior(attrs, frame, groups["posterior"], stats)
+
+
+def _occupancy_posterior(attrs: dict, frame: pd.DataFrame, groups: dict, stats: dict) -> OccupancyPosterior:
+    """The occupancy posterior of a saved file, its arrays checked against its own formulas and data."""
+    model = _occupancy_model(attrs, frame)
+    posterior = groups["posterior"]
+    expected = {*model.parameter_names, "z"} | ({model.sd_name, f"r_{model.random[0].group}"} if model.random else set())
+    if set(posterior.data_vars) != expected:
+        raise MultilevelError(f"the saved draws are of {sorted(posterior.data_vars)} but the file's formulas have "
+                              f"{sorted(expected)}: the file is damaged or altered")
+    draws = np.stack([posterior[n].values for n in model.parameter_names], axis=-1)
+    sd = posterior[model.sd_name].values if model.random else None
+    b = posterior[f"r_{model.random[0].group}"].values if model.random else None
+    z, w, site_ll = posterior["z"].values, groups["conditional_occupancy"]["w"].values, groups["log_likelihood"]["y"].values
+    per_site = draws.shape[:2] + (len(model.sites),)
+    if z.shape != per_site or w.shape != per_site or site_ll.shape != per_site or (
+            b is not None and b.shape != draws.shape[:2] + (model.random[1].m,)):
+        raise MultilevelError(f"the saved draws per site have shapes {z.shape}, {w.shape}, {site_ll.shape} but the file's "
+                              f"formulas and data need {per_site}: the file is damaged or altered")
+    post = OccupancyPosterior(model, draws, sd, b, z, w, site_ll, stats, int(attrs["seed"]), float(attrs["seconds"]),
+                              float(attrs["prior_variance"]), str(attrs["sampler"]))
+    post.warnings = [str(x) for x in json.loads(attrs["warnings"])]
+    return post
 
 
 def _posterior(attrs: dict, frame: pd.DataFrame, posterior, stats: dict) -> Posterior:

@@ -22,6 +22,10 @@ def is_bayesian(result) -> bool:
     return isinstance(result, Bayesian)
 
 
+class OccupancyResult:
+    """An occupancy model's result (ML fit or posterior), besides its kind: psi and p from two formulas."""
+
+
 class Study:
     """A repeated-sampling study: per method and parameter, scores against a known truth."""
 

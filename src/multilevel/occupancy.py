@@ -58,8 +58,9 @@ class Occupancy:
         frame = frame.assign(**{site: frame[site].astype(str)})
         visited = _visited(frame, site, response)
         rows = frame[visited]
-        _check_site_constant(rows, [c for c in used_columns(occ, rows, None, None) if c != response], site)
-        _check_survey_complete(rows, [c for c in used_columns(det, rows, None, None) if c != response], site)
+        occ_columns, det_columns = used_columns(occ, rows, None, None), used_columns(det, rows, None, None)
+        _check_site_constant(rows, [c for c in occ_columns if c != response], site)
+        _check_survey_complete(rows, [c for c in det_columns if c != response], site)
         codes, self.sites = pd.factorize(rows[site], sort=False)
         slots = rows.groupby(codes).cumcount().to_numpy()
         site_rows = rows.groupby(codes, sort=True).head(1)
@@ -74,10 +75,17 @@ class Occupancy:
         self.arrays = OccupancyArrays(X, V, Y, mask)
         self.survey_sites, self.survey_slots = codes, slots
         self.site_frame, self.survey_frame = site_rows, rows  # the rows each part was coded on
+        visit = ["visit"] if "visit" in rows.columns else []
+        self.data = rows[list(dict.fromkeys([site, response, *visit, *occ_columns, *det_columns]))]  # what a saved result keeps
         self.random_levels = [*occ_design.blocks, *det_design.blocks][0].levels if self.random else None
         self.surveys = rows[[c for c in (site, "visit", response) if c in rows.columns]].reset_index(drop=True)
         self.parameter_names = [f"psi({n})" for n in self.occupancy_coding.fixed_names] + [
             f"p({n})" for n in self.detection_coding.fixed_names]
+
+    @property
+    def sd_name(self) -> str | None:
+        """The random intercept's SD as a parameter name, e.g. `p(sd_route)` (None without one)."""
+        return f"{self.random[1].part}(sd_{self.random[0].group})" if self.random else None
 
     def with_response(self, y) -> Occupancy:
         """The same model with new detections, one per survey in the model's row order (`surveys`): refits
@@ -134,10 +142,11 @@ class Occupancy:
 
     def sample(self, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: int = 1, cores: int = 1,
                prior_variance: float = SPOCCUPANCY_PRIOR_VARIANCE, sd_prior: tuple[float, float] = SPOCCUPANCY_IG,
-               progress: bool = False) -> OccupancyPosterior:
-        """NUTS with the occupancy summed out; normal(0, variance `prior_variance`) priors on all coefficients and
-        inverse-gamma `sd_prior` (shape, scale) on a random intercept's variance (spOccupancy's defaults)."""
-        return sample(self, chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress)
+               progress: bool = False, sampler: str = "nuts") -> OccupancyPosterior:
+        """NUTS with the occupancy summed out (`sampler="nuts"`) or Pólya-Gamma Gibbs (`"gibbs"`, spOccupancy's);
+        normal(0, variance `prior_variance`) priors on all coefficients and inverse-gamma `sd_prior` (shape, scale)
+        on a random intercept's variance (spOccupancy's defaults)."""
+        return sample(self, chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress, sampler)
 
     def marginal_loglik(self, params, sigma: float, n_agq: int = 1) -> float:
         """The log-likelihood with the random intercept (SD `sigma`) integrated out; the plain one at sigma 0."""

@@ -1,6 +1,7 @@
 """Bayesian occupancy models: NUTS (BlackJAX, through `nuts.run_chains`) on the coefficients with the latent
-occupancy summed out, then z drawn exactly per draw. Default priors are spOccupancy's: normal with variance
-2.72 on every logit-scale coefficient of both parts, inverse-gamma(0.1, 0.1) on a random-effect variance."""
+occupancy summed out, then z drawn exactly per draw; or Pólya-Gamma Gibbs (`occupancy_gibbs`, spOccupancy's
+sampler). Default priors are spOccupancy's: normal with variance 2.72 on every logit-scale coefficient of both
+parts, inverse-gamma(0.1, 0.1) on a random-effect variance."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import nuts, occupancy_likelihood
+from . import chains, nuts, occupancy_gibbs, occupancy_likelihood
 from .bayes import _check_counts
 from .diagnostics import sampler_warnings
 from .errors import MultilevelError, emit
@@ -21,12 +22,44 @@ SPOCCUPANCY_IG = (0.1, 0.1)  # inverse-gamma shape and scale on a random-effect 
 
 def sample(model, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: int = 1, cores: int = 1,
            prior_variance: float = SPOCCUPANCY_PRIOR_VARIANCE, sd_prior: tuple[float, float] = SPOCCUPANCY_IG,
-           progress: bool = False) -> OccupancyPosterior:
-    """Draw from the posterior of an `Occupancy` model; warnings from the diagnostics. A random intercept is
-    sampled non-centred, its variance with an inverse-gamma(shape, scale) = `sd_prior` prior."""
+           progress: bool = False, sampler: str = "nuts") -> OccupancyPosterior:
+    """Draw from the posterior of an `Occupancy` model by `sampler` ("nuts" or "gibbs"); warnings from the
+    diagnostics. A random intercept's variance has an inverse-gamma(shape, scale) = `sd_prior` prior."""
     _check_counts(chains, draws, warmup, cores)
     if not prior_variance > 0 or len(sd_prior) != 2 or not min(sd_prior) > 0:
         raise MultilevelError(f"prior_variance and both sd_prior values must be positive, got {prior_variance!r}, {sd_prior!r}")
+    if sampler not in ("nuts", "gibbs"):
+        raise MultilevelError(f"sampler must be 'nuts' or 'gibbs', not {sampler!r}")
+    sample_with = _gibbs if sampler == "gibbs" else _nuts
+    post = sample_with(model, chains, draws, warmup, seed, cores, float(prior_variance), tuple(map(float, sd_prior)), progress)
+    post.warnings = sampler_warnings(post)
+    emit(post.warnings)
+    return post
+
+
+def _inits(seed: int, chains: int, dim: int) -> list[np.ndarray]:
+    """Each chain's starting point, uniform on (-1, 1) (the same for either sampler)."""
+    return [np.random.default_rng([seed, c]).uniform(-1, 1, dim) for c in range(chains)]
+
+
+def _gibbs(model, n_chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress) -> OccupancyPosterior:
+    """Pólya-Gamma Gibbs chains (`occupancy_gibbs`), in processes when cores > 1; draws depend on the seed only."""
+    start = time.perf_counter()
+    jobs = [(model, prior_variance, sd_prior, seed, c, init, warmup, draws)
+            for c, init in enumerate(_inits(seed, n_chains, len(model.parameter_names)))]
+    res = chains.run(occupancy_gibbs.run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain")
+
+    def stacked(key):
+        return np.stack([r[key] for r in res])
+
+    random = model.random is not None
+    return OccupancyPosterior(model, stacked("draws"), stacked("sd") if random else None, stacked("b") if random else None,
+                              stacked("z"), stacked("w"), stacked("site_loglik"), {}, seed, time.perf_counter() - start,
+                              prior_variance, sampler="gibbs")
+
+
+def _nuts(model, chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress) -> OccupancyPosterior:
+    """NUTS on the coefficients (non-centred random intercept), occupancy summed out; z drawn per draw."""
     start = time.perf_counter()
     a = model.arrays
     part, m = (model.random[1].part, model.random[1].m) if model.random else (None, 0)
@@ -37,11 +70,12 @@ def sample(model, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: 
     if part is not None:
         data |= {"codes": model.random[1].codes, "sd_prior": np.asarray(sd_prior, float)}
     dim = layout.k + (m + 1 if part else 0)
-    inits = [np.random.default_rng([seed, c]).uniform(-1, 1, dim) for c in range(chains)]
+    inits = _inits(seed, chains, dim)
     with nuts.chains.gc_paused():
         positions, stats, (z, w, site_ll) = nuts.run_chains(occupancy_likelihood, layout, data, seed, inits, warmup, draws, cores,
                                                             progress)
-    post = OccupancyPosterior(model, positions, z, w, site_ll, stats, seed, time.perf_counter() - start, prior_variance)
-    post.warnings = sampler_warnings(post)
-    emit(post.warnings)
-    return post
+    k = layout.k
+    sd = np.exp(positions[..., k]) if part else None
+    b = sd[..., None] * positions[..., k + 1:] if part else None
+    return OccupancyPosterior(model, positions[..., :k], sd, b, z, w, site_ll, stats, seed, time.perf_counter() - start,
+                              prior_variance)

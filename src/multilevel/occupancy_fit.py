@@ -13,13 +13,14 @@ from scipy import stats
 from scipy.special import expit
 
 from .html_tables import result_html
-from .kinds import Frequentist
+from . import saving
+from .kinds import Frequentist, OccupancyResult
 from .occupancy_gof import mackenzie_bailey
 from .occupancy_likelihood import conditional_occupancy
 from .occupancy_random import modes
 
 
-class OccupancyFit(Frequentist):
+class OccupancyFit(Frequentist, OccupancyResult):
     """Maximum-likelihood estimates, their covariance (inverse observed information) and per-site values."""
 
     def __init__(self, model, params: np.ndarray, vcov: np.ndarray, loglik: float, converged: bool, message: str,
@@ -60,6 +61,11 @@ class OccupancyFit(Frequentist):
         if self.model.random is None:
             return pd.DataFrame(columns=["group", "level", "estimate"])
         return pd.DataFrame({"group": self.model.random[0].group, "level": self.model.random_levels, "estimate": self._modes})
+
+    @property
+    def approximation(self) -> str:
+        """How a random intercept was integrated out: 'Laplace' or 'adaptive quadrature, n nodes'."""
+        return "Laplace" if self.nAGQ == 1 else f"adaptive quadrature, {self.nAGQ} nodes"
 
     @property
     def names(self) -> list[str]:
@@ -144,6 +150,10 @@ class OccupancyFit(Frequentist):
         """MacKenzie-Bailey chi-square test by parametric bootstrap (`occupancy_gof`)."""
         return mackenzie_bailey(self, n_sim, seed)
 
+    def save(self, path, force: bool = False):
+        """Write the fit and the model's data to ``.json`` (reopen with `multilevel.load`)."""
+        return saving.save(self, path, force=force)
+
     def summary(self) -> str:
         """Readable text: the two coefficient tables, log-likelihood, AIC and the sites."""
         head, notes = self._overview()
@@ -158,7 +168,7 @@ class OccupancyFit(Frequentist):
             f" sites {len(self.model.sites)}, surveys {self.nobs}, sites with a detection {int(n['observed'])}",
         ]
         notes = [f"random intercept {self.model.random[0]} on {self.model.random[1].part}: SD {self.sigma:.4f} "
-                 f"({'Laplace' if self.nAGQ == 1 else f'adaptive quadrature, {self.nAGQ} nodes'})"] if self.sigma is not None else []
+                 f"({self.approximation})"] if self.sigma is not None else []
         notes += [f"log-likelihood {self.loglik:.4f}   AIC {self.aic:.4f}",
                   f"occupied sites (estimated): {n['estimate']:.1f} (sd {n['sd']:.2f})"]
         return head, notes

@@ -10,11 +10,22 @@ from matplotlib.figure import Figure
 from .errors import MultilevelError
 
 
+def _part(model, part: str) -> tuple[list[str], pd.DataFrame]:
+    """The data columns the psi or p formula reads (response left out) and the rows that part was coded on."""
+    coding, frame = (model.occupancy_coding, model.site_frame) if part == "psi" else (model.detection_coding, model.survey_frame)
+    return [c for c in coding.columns if c != model.response], frame
+
+
+def numeric_covariates(model, part: str) -> list[str]:
+    """The numeric covariates of the psi or p formula: those `probability_curve` can draw."""
+    columns, frame = _part(model, part)
+    return [c for c in columns if pd.api.types.is_numeric_dtype(frame[c])]
+
+
 def _grid(model, covariate: str, part: str, n: int) -> pd.DataFrame:
     """n rows spanning the covariate's observed range, every other column the part uses held at a typical value."""
-    coding, frame = (model.occupancy_coding, model.site_frame) if part == "psi" else (model.detection_coding, model.survey_frame)
-    columns = [c for c in coding.columns if c != model.response]
-    if covariate not in columns or not pd.api.types.is_numeric_dtype(frame[covariate]):
+    columns, frame = _part(model, part)
+    if covariate not in numeric_covariates(model, part):
         raise MultilevelError(f"'{covariate}' is not a numeric covariate of the {part} formula (its columns: {', '.join(columns) or 'none'})")
     grid = pd.DataFrame({covariate: np.linspace(frame[covariate].min(), frame[covariate].max(), n)})
     for c in columns:

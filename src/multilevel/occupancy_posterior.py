@@ -10,24 +10,22 @@ from scipy.special import expit
 from .diagnostics import draw_summary
 from .html_tables import result_html
 from .information import loo
-from .kinds import Bayesian
+from . import saving
+from .kinds import Bayesian, OccupancyResult
 from .occupancy_gof import posterior_predictive_check
 
 
-class OccupancyPosterior(Bayesian):
+class OccupancyPosterior(Bayesian, OccupancyResult):
     """Draws (chains x draws x coefficients) named as the ML fit's rows, plus per site and draw the latent
     occupancy `z`, P(z = 1 | y, coefficients) `w` and the site's log-likelihood. With a random intercept, `sd`
     (chains x draws) and the group effects `b` (chains x draws x groups)."""
 
-    def __init__(self, model, positions: np.ndarray, z: np.ndarray, w: np.ndarray, site_loglik: np.ndarray, stats: dict,
-                 seed: int, seconds: float, prior_variance: float):
-        k = len(model.parameter_names)
-        self.draws = positions[..., :k]
-        self.sd = np.exp(positions[..., k]) if model.random else None
-        self.b = self.sd[..., None] * positions[..., k + 1:] if model.random else None
-        self.model, self.z, self.w, self.site_loglik = model, z, w, site_loglik
+    def __init__(self, model, draws: np.ndarray, sd: np.ndarray | None, b: np.ndarray | None, z: np.ndarray, w: np.ndarray,
+                 site_loglik: np.ndarray, stats: dict, seed: int, seconds: float, prior_variance: float, sampler: str = "nuts"):
+        self.model, self.draws, self.sd, self.b = model, draws, sd, b
+        self.z, self.w, self.site_loglik = z, w, site_loglik
         self.stats, self.seed, self.seconds, self.prior_variance = stats, seed, seconds, prior_variance
-        self.sampler = "nuts"
+        self.sampler = sampler
         self.warnings: list[str] = []
 
     @property
@@ -41,7 +39,7 @@ class OccupancyPosterior(Bayesian):
     @property
     def sd_name(self) -> str | None:
         """The random intercept's SD as a parameter name, e.g. `p(sd_route)`."""
-        return f"{self.model.random[1].part}(sd_{self.model.random[0].group})" if self.model.random else None
+        return self.model.sd_name
 
     def parameters(self) -> dict[str, np.ndarray]:
         """Coefficient draws by name (chains x draws each), and the random intercept's SD."""
@@ -111,8 +109,12 @@ class OccupancyPosterior(Bayesian):
         """PSIS-LOO over sites (each site's detection history left out in turn) by ArviZ."""
         return loo(self, log_lik=self.site_loglik)
 
+    def save(self, path, force: bool = False):
+        """Write the draws, the latent occupancy and the model's data to ``.nc`` (reopen with `multilevel.load`)."""
+        return saving.save(self, path, force=force)
+
     def _title(self) -> str:
-        return f"Occupancy posterior (NUTS, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, {self.seconds:.1f} s)"
+        return f"Occupancy posterior ({'NUTS' if self.sampler == 'nuts' else 'Pólya-Gamma Gibbs'}, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, {self.seconds:.1f} s)"
 
     def __repr__(self) -> str:
         notes = "".join(f"\n * {w}" for w in self.warnings)

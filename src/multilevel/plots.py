@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from .errors import MultilevelError
-from .kinds import Generalized, is_bayesian
+from .kinds import Generalized, OccupancyResult, is_bayesian
 
 Z95 = 1.959963984540054  # normal 97.5 % quantile: frequentist group-effect intervals are estimate +/- Z95 * SE
 PARETO_K_LIMIT = 0.7  # above this, PSIS-LOO is unreliable for that observation (Vehtari et al. 2024)
@@ -31,7 +31,10 @@ COLORS = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
 
 # ---------------------------------------------------------------------------------------------- helpers
 def label(result) -> str:
-    """Short name of a result: 'REML', 'ML', 'REML (zero-avoiding)', 'ML binomial (Laplace)' or 'Bayes (nuts)'."""
+    """Short name of a result: 'REML', 'ML', 'REML (zero-avoiding)', 'ML binomial (Laplace)', 'Bayes (nuts)',
+    'occupancy ML' or 'occupancy Bayes (nuts)'."""
+    if isinstance(result, OccupancyResult):
+        return f"occupancy {f'Bayes ({result.sampler})' if is_bayesian(result) else 'ML'}"
     if is_bayesian(result):
         return f"Bayes ({result.sampler})"
     if isinstance(result, Generalized):

@@ -5,7 +5,8 @@ check, comparison and plot accepts — and a file from someone else is only data
 A fit's file holds theta (exact decimal), the optimiser's report, the data and the tables; loading
 refits nothing: it recomputes the closed-form values at the stored theta, the same numbers bit for bit. A GLMM's
 file adds its family, beta (and NB size) and the Hessian-based covariances; loading recomputes the conditional
-modes at the stored theta and beta by PIRLS.
+modes at the stored theta and beta by PIRLS. An occupancy fit's file holds its two formulas, the visits' data,
+the estimates and their covariance; an occupancy posterior's adds P(z = 1 | y) per draw and site to the DataTree.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import numpy as np
 import pandas as pd
 
 from .errors import MultilevelError
-from .kinds import Bayesian, Generalized, Study, require_result
+from .kinds import Bayesian, Generalized, OccupancyResult, Study, require_result
 
 FORMAT = "multilevel"
 VERSION = 2  # fits: 2 carries theta, the optimiser's report and the data (version 1 files still load)
 POSTERIOR_VERSION = 1
+OCCUPANCY_VERSION = 1  # occupancy fits (JSON) and posteriors (netCDF)
 FIT_SUFFIXES = (".json",)
 POSTERIOR_SUFFIXES = (".nc",)
 
@@ -43,10 +45,13 @@ def save(result, path, force: bool = False) -> None:
         kind = "a Bayesian result" if bayesian else "a frequentist fit"
         raise MultilevelError(f"{kind} is saved as {' or '.join(suffixes)}, not '{path.suffix or path.name}': rename the file")
     check_writable(path, force)
+    occupancy = isinstance(result, OccupancyResult)
     if bayesian:
-        write_atomically(path, lambda tmp: _posterior_tree(result).to_netcdf(tmp, engine="h5netcdf"))
+        tree = _occupancy_tree(result) if occupancy else _posterior_tree(result)
+        write_atomically(path, lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"))
     else:
-        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(fit_record(result), indent=1, allow_nan=False)))
+        record = occupancy_fit_record(result) if occupancy else fit_record(result)
+        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1, allow_nan=False)))
 
 
 def save_record(record: dict, path, force: bool = False) -> None:
@@ -192,3 +197,39 @@ def _priors_record(ps) -> dict:
         "sd": [[i, c, one(p)] for (i, c), p in ps.sd.items()], "cor": [[i, one(p)] for i, p in ps.cor.items()],
         "sigma": one(ps.sigma),
     }
+
+
+def occupancy_model_record(model) -> dict:
+    """What rebuilds an occupancy model besides its data: the two formulas and the site and response columns."""
+    return {"occupancy": model.occupancy_formula, "detection": model.detection_formula, "site": model.site,
+            "response": model.response}
+
+
+def occupancy_fit_record(fit) -> dict:
+    """An occupancy ML fit's file: model, data (the visits made), estimates and their covariance; loading
+    recomputes every table from these. The coefficient table is kept too, for readers of the file."""
+    return {
+        "format": FORMAT, "version": OCCUPANCY_VERSION, "kind": "occupancy fit", **occupancy_model_record(fit.model),
+        "data": [_column_record(name, fit.model.data[name]) for name in fit.model.data.columns],
+        "params": plain(fit.params), "vcov": [plain(row) for row in fit.vcov], "loglik": fit.loglik,
+        "converged": bool(fit.converged), "message": fit.message,
+        "sigma": None if fit.sigma is None else float(fit.sigma), "sigma_se": _finite_or_none(fit.sigma_se),
+        "nAGQ": int(fit.nAGQ), "warnings": list(fit.warnings), "fixed_effects": _frame_record(fit.fixed_effects),
+    }
+
+
+def _occupancy_tree(post):
+    """An occupancy posterior's DataTree (`to_arviz`), plus the model's data, P(z = 1 | y, draw) per site
+    (`conditional_occupancy`) and what rebuilds the model (attrs)."""
+    import xarray as xr
+
+    tree = post.to_arviz()
+    tree["constant_data"] = xr.DataTree(_data_set(post.model.data))
+    tree["conditional_occupancy"] = xr.DataTree(xr.Dataset({"w": (("chain", "draw", "site"), post.w)}))
+    tree.attrs.update({
+        "multilevel_format": FORMAT, "multilevel_version": OCCUPANCY_VERSION, "kind": "occupancy posterior",
+        **occupancy_model_record(post.model), "sampler": post.sampler, "seed": int(post.seed),
+        "seconds": float(post.seconds), "prior_variance": float(post.prior_variance),
+        "warnings": json.dumps(list(post.warnings)),
+    })
+    return tree
