@@ -185,10 +185,10 @@ def test_flat_priors_cannot_give_a_truth():
 def test_ctrl_c_returns_the_finished_replicates_marked_partial(monkeypatch):
     real = study_module._replicate
 
-    def interrupted(model, truth, methods, bayes, profile, index, seed):
+    def interrupted(plan, index, seed):
         if index == 3:
             raise KeyboardInterrupt
-        return real(model, truth, methods, bayes, profile, index, seed)
+        return real(plan, index, seed)
 
     monkeypatch.setattr(study_module, "_replicate", interrupted)
     with pytest.warns(MultilevelWarning, match="3 of 10 replicates"):
