@@ -38,7 +38,6 @@ from .study_result import ESTIMATE_COLUMNS, RUN_COLUMNS, StudyResult
 from .variance import icc_at, icc_draws
 
 STUDY_METHODS = (*ALL_METHODS, "Bayes median")
-CHUNKS_PER_CORE = 4  # jobs per worker process: fewer pickled models, yet Ctrl-C loses little
 
 
 def study(model, truth=None, methods=None, replicates: int = 100, seed: int | None = None, cores: int = 1,
@@ -60,13 +59,11 @@ def study(model, truth=None, methods=None, replicates: int = 100, seed: int | No
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**31))
     seeds = np.random.SeedSequence(seed).spawn(replicates)
-    n_jobs = replicates if cores == 1 else min(replicates, CHUNKS_PER_CORE * cores)
-    plan = _Plan(model, truth_of, methods, bayes, profile)
-    jobs = [(plan, [(int(i), seeds[i]) for i in chunk])
-            for chunk in np.array_split(np.arange(replicates), n_jobs)]
     bar = _Bar(replicates) if (sys.stderr.isatty() if progress is None else progress) else False
-    parts = run(_run_chunk, jobs, cores, 0, 0, bar, interruptible=True)
-    finished = [rep for part in parts if part is not None for rep in part]
+    plan = _Plan(model, truth_of, methods, bayes, profile)  # sent to each worker once
+    # a job per replicate: Ctrl-C loses none that finished
+    done = run(_run_one, list(enumerate(seeds)), cores, 0, 0, bar, interruptible=True, shared=(plan,))
+    finished = [rep for rep in done if rep is not None]
     partial = len(finished) < replicates
     if partial:
         warnings.warn(f"study interrupted: {len(finished)} of {replicates} replicates finished; the result is "
@@ -249,13 +246,11 @@ class _Plan:
         return self.model.with_response(y)
 
 
-def _run_chunk(plan: _Plan, replicates, report=None) -> list:
-    """Replicates (index, seed) one after another; `report` is told after each."""
-    out = []
-    for index, seed in replicates:
-        out.append(_replicate(plan, index, seed))
-        if report is not None:
-            report(0, 1)
+def _run_one(plan: _Plan, index: int, seed: np.random.SeedSequence, report=None):
+    """One replicate as a `chains.run` job; `report` is told when it is done."""
+    out = _replicate(plan, index, seed)
+    if report is not None:
+        report(0, 1)
     return out
 
 
