@@ -46,11 +46,12 @@ def test_bootstrap_lambda_statistic_in_worker_processes(dyestuff_fit):
 def test_with_response_equals_a_model_built_from_scratch(sleep):
     model = mlv.Model("Reaction ~ Days + (Days | Subject)", sleep)
     y = model.fit().simulate(1, seed=4)[0]
-    quick = model.with_response(y)
-    full = mlv.Model("Reaction ~ Days + (Days | Subject)", sleep.assign(Reaction=y))
-    assert quick.design.X is model.design.X  # the design is shared, not rebuilt
-    np.testing.assert_array_equal(quick.cross_products.xy, full.cross_products.xy)
-    assert quick.fit().objective == pytest.approx(full.fit().objective, abs=1e-10)
+    for response in (y, 1e4 * y):  # the fitted model's engine is refreshed, also for a response held at another scale
+        quick = model.with_response(response)
+        full = mlv.Model("Reaction ~ Days + (Days | Subject)", sleep.assign(Reaction=response))
+        assert quick.design.X is model.design.X  # the design is shared, not rebuilt
+        np.testing.assert_array_equal(quick.cross_products.xy, full.cross_products.xy)
+        assert quick.fit().objective == pytest.approx(full.fit().objective, abs=1e-10)
     with pytest.raises(mlv.MultilevelError, match="180 rows"):
         model.with_response(y[:10])
 

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -126,12 +132,14 @@ def test_bayesian_intervals_cover_at_the_nominal_rate_when_the_truth_is_drawn_fr
 
 def test_same_table_whatever_the_number_of_cores():
     model = one_way_model(6, 4)
-    methods = ["ML", "REML", "ridge toward group mean"]
-    one = mlv.study(model, ONE_WAY_TRUTH, methods, replicates=8, seed=3, cores=1)
-    two = mlv.study(model, ONE_WAY_TRUTH, methods, replicates=8, seed=3, cores=2)
+    methods = list(study_module.STUDY_METHODS)  # the seeded ones too: Bayes, elastic net's CV folds
+    options = dict(replicates=5, seed=3, bayes={"sampler": "gibbs", "chains": 1, "draws": 100, "warmup": 50})
+    one = mlv.study(model, ONE_WAY_TRUTH, methods, cores=1, **options)
+    two = mlv.study(model, ONE_WAY_TRUTH, methods, cores=2, **options)
     columns = [c for c in one.table.columns if c != "seconds"]
     pd.testing.assert_frame_equal(one.table[columns], two.table[columns])
     pd.testing.assert_frame_equal(one.estimates, two.estimates)
+    pd.testing.assert_frame_equal(one.runs.drop(columns="seconds"), two.runs.drop(columns="seconds"))
 
 
 def test_truth_from_a_fit_and_by_lme4_names_agree_with_brms_names():
@@ -185,16 +193,71 @@ def test_flat_priors_cannot_give_a_truth():
 def test_ctrl_c_returns_the_finished_replicates_marked_partial(monkeypatch):
     real = study_module._replicate
 
-    def interrupted(model, truth, methods, bayes, profile, index, seed):
+    def interrupted(plan, index, seed):
         if index == 3:
             raise KeyboardInterrupt
-        return real(model, truth, methods, bayes, profile, index, seed)
+        return real(plan, index, seed)
 
     monkeypatch.setattr(study_module, "_replicate", interrupted)
     with pytest.warns(MultilevelWarning, match="3 of 10 replicates"):
         result = mlv.study(one_way_model(4, 3), ONE_WAY_TRUTH, ["REML"], replicates=10, seed=1)
     assert result.partial and sorted(result.runs["replicate"]) == [0, 1, 2]
     assert "PARTIAL" in repr(result)
+
+
+def _process_group(pgid: int) -> list[int]:
+    """Live processes of a process group (Linux: read from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid and not open(f"/proc/{entry}/stat").read().split(") ")[1].startswith("Z"):
+                    pids.append(int(entry))
+            except (ProcessLookupError, FileNotFoundError):
+                pass
+    return pids
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the worker processes in /proc")
+def test_a_real_ctrl_c_with_two_cores_stops_every_process_and_saves_the_finished_replicates(tmp_path):
+    """SIGINT to the command's whole process group, as a terminal sends Ctrl-C: the command ends, no worker
+    process is left, and the replicates finished before it are saved, marked partial."""
+    saved, out, err = tmp_path / "study.json", tmp_path / "out.txt", tmp_path / "err.txt"
+    command = [sys.executable, "-c", "from multilevel.cli import main; main()", "study", "sleepstudy", "Reaction ~ Days + (1 | Subject)",
+               "--methods", "REML", "--replicates", "100000", "--cores", "2", "--progress", "--save", str(saved)]
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, start_new_session=True,  # as a terminal's
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C acts
+    try:
+        done_before = 0
+        for _ in range(1200):  # the progress bar on stderr: wait for 20 finished replicates (2 min at most)
+            counts = re.findall(r"(\d+)/100000", err.read_text())
+            done_before = int(counts[-1]) if counts else 0
+            if done_before >= 20 or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        workers = [pid for pid in _process_group(process.pid) if pid != process.pid]
+        assert done_before >= 20 and len(workers) >= 2, (done_before, workers, err.read_text()[-2000:])
+        os.killpg(process.pid, signal.SIGINT)
+        start = time.perf_counter()
+        returncode = process.wait(timeout=60)
+        print(f"ended {time.perf_counter() - start:.2f} s after Ctrl-C")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert returncode == 0, err.read_text()[-2000:]
+    left = _process_group(process.pid)
+    for _ in range(50):  # the multiprocessing helpers end as their pipes close
+        if not left:
+            break
+        time.sleep(0.1)
+        left = _process_group(process.pid)
+    assert not left
+    result = load(saved)
+    assert result.partial and done_before <= result.settings["finished"] < 100000
+    assert result.runs["replicate"].nunique() == result.settings["finished"] == len(result.runs)
+    assert "PARTIAL" in out.read_text() and "study interrupted" in err.read_text()
+    assert "Traceback" not in err.read_text()
 
 
 def test_failures_are_counted_and_left_out_of_the_scores(monkeypatch):

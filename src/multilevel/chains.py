@@ -9,12 +9,16 @@ a queue. A chain's draws depend only on its job (seed, chain index), never on wh
 from __future__ import annotations
 
 import gc
+import itertools
 import pickle
+import signal
 from contextlib import contextmanager
 
 from .errors import MultilevelError
 
 _QUEUE = None  # in a worker process: where chain progress goes
+_SHARED: tuple = ()  # in a worker process: the arguments every job takes
+IN_FLIGHT = 2  # jobs handed to the pool per worker process at a time: one running, one waiting
 
 
 class ChainBars:
@@ -39,18 +43,19 @@ class ChainBars:
 
 
 def run(run_chain, jobs: list[tuple], cores: int, warmup: int, draws: int, progress, label: str = "chain",
-        interruptible: bool = False) -> list:
-    """run_chain(*job, report=...) for every job, in min(cores, len(jobs)) processes when cores > 1.
+        interruptible: bool = False, shared: tuple = ()) -> list:
+    """run_chain(*shared, *job, report=...) for every job, in min(cores, len(jobs)) processes when cores > 1.
 
     `progress` is a bool (one bar per chain) or a reporter of one's own (called as report(job, done), with a
-    close()). With `interruptible`, Ctrl-C returns the finished jobs' results and None for the others."""
+    close()). With `interruptible`, Ctrl-C returns the finished jobs' results and None for the others.
+    `shared`: arguments every job takes (a model, say), sent to each worker process once, not with every job."""
     bars = progress if callable(progress) else ChainBars(len(jobs), warmup, draws, label) if progress else None
     results = [None] * len(jobs)
     try:
         if cores > 1 and len(jobs) > 1:
-            return _in_processes(run_chain, jobs, min(cores, len(jobs)), bars, interruptible)
+            return _in_processes(run_chain, jobs, min(cores, len(jobs)), bars, interruptible, shared)
         for i, job in enumerate(jobs):
-            results[i] = run_chain(*job, report=bars)
+            results[i] = run_chain(*shared, *job, report=bars)
         return results
     except KeyboardInterrupt:
         if not interruptible:
@@ -76,9 +81,12 @@ def gc_paused():
             gc.enable()
 
 
-def _worker_init(queue) -> None:
-    global _QUEUE
-    _QUEUE = queue
+def _worker_init(queue, shared: bytes) -> None:
+    """A worker's progress queue and shared arguments; Ctrl-C left to the parent, which stops the workers (a
+    terminal sends SIGINT to the whole process group: a worker would otherwise die mid-job, printing a traceback)."""
+    global _QUEUE, _SHARED
+    _QUEUE, _SHARED = queue, pickle.loads(shared)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _report(chain: int, done: int) -> None:
@@ -89,7 +97,7 @@ def _job(payload: bytes):
     """Worker entry point: one job (pickled by cloudpickle, so closures such as a user's statistic travel),
     its progress sent to the parent's queue."""
     run_chain, job = pickle.loads(payload)
-    return run_chain(*job, report=None if _QUEUE is None else _report)
+    return run_chain(*_SHARED, *job, report=None if _QUEUE is None else _report)
 
 
 def _stop(pool) -> None:
@@ -99,30 +107,37 @@ def _stop(pool) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _in_processes(run_chain, jobs: list, processes: int, bars, interruptible: bool = False) -> list:
+def _in_processes(run_chain, jobs: list, processes: int, bars, interruptible: bool = False, shared: tuple = ()) -> list:
     """Chains in spawned worker processes; their progress reaches the parent's bars through a pipe.
 
-    A SimpleQueue writes each report into the pipe before `put` returns (a Queue hands it to a feeder
-    thread), so a chain's reports are all readable once its result is in: the last drain shows every one.
-    On Ctrl-C the workers are stopped at once; with `interruptible` the finished jobs' results are returned
-    (None for the others), else the interrupt goes on to the caller.
+    Jobs are handed out as workers free up, IN_FLIGHT per process at a time (so a worker never waits for
+    the next, and thousands of small jobs cost no memory). A SimpleQueue writes each report into the pipe
+    before `put` returns (a Queue hands it to a feeder thread), so a chain's reports are all readable once its
+    result is in: the last drain shows every one. On Ctrl-C the workers are stopped at once; with
+    `interruptible` the finished jobs' results are returned (None for the others), else the interrupt goes
+    on to the caller.
     """
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     import cloudpickle
 
     context = mp.get_context("spawn")
     progress = context.SimpleQueue() if bars is not None else None
-    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_init, initargs=(progress,))
-    futures = []
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_init,
+                               initargs=(progress, cloudpickle.dumps(shared)))
+    results, todo, running = [None] * len(jobs), iter(range(len(jobs))), {}
     try:
-        futures = [pool.submit(_job, cloudpickle.dumps((run_chain, job))) for job in jobs]
-        while wait(futures, timeout=0.1).not_done:  # short waits: Ctrl-C is seen within 0.1 s
+        while True:
+            for i in itertools.islice(todo, IN_FLIGHT * processes - len(running)):
+                running[pool.submit(_job, cloudpickle.dumps((run_chain, jobs[i])))] = i
+            if not running:
+                break
+            done = wait(running, timeout=0.1, return_when=FIRST_COMPLETED).done  # short waits: Ctrl-C seen within 0.1 s
             _drain(progress, bars)
-        _drain(progress, bars)
-        results = [f.result() for f in futures]
+            for future in done:
+                results[running.pop(future)] = future.result()
     except BrokenProcessPool:
         _stop(pool)
         raise MultilevelError(
@@ -133,7 +148,9 @@ def _in_processes(run_chain, jobs: list, processes: int, bars, interruptible: bo
         _stop(pool)
         if not interruptible:
             raise
-        return [_finished(f) for f in futures]
+        for future, i in running.items():
+            results[i] = _finished(future)
+        return results
     except BaseException:
         _stop(pool)
         raise

@@ -246,12 +246,13 @@ def compare(data, formulas, method, chains, draws, warmup, seed, cores):
 @click.option("--replicates", default=100, show_default=True, help="Data sets to simulate.")
 @click.option("--seed", default=1, show_default=True, help="Random seed (the result does not depend on --cores).")
 @click.option("--cores", default=1, show_default=True, help="Processes to run replicates in.")
-@click.option("--save", help="Save the study as .json (reload with multilevel.load).")
+@click.option("--progress/--no-progress", default=None, help="A progress bar on stderr (default: if it is a terminal).")
+@click.option("--save", help="Save the study as .json (reload with multilevel.load); after Ctrl-C, the finished replicates.")
 @click.option("--csv", "csv_path", help="Write the scores table as CSV.")
 @click.option("--report", "report_path", help="Write an HTML report of the study here.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @_user_errors
-def study_command(data, formula, truth, methods, replicates, seed, cores, save, csv_path, report_path, force):
+def study_command(data, formula, truth, methods, replicates, seed, cores, progress, save, csv_path, report_path, force):
     """Simulate REPLICATES data sets on DATA's design from a known truth, fit every method, score them."""
     from .io import check_writable
     from .model import Model
@@ -262,7 +263,7 @@ def study_command(data, formula, truth, methods, replicates, seed, cores, save, 
         check_writable(path, force)
     values = dict(_name_value(item) for item in truth) or None
     result = study(Model(formula, read_data(data)), values, [m.strip() for m in methods.split(",")], replicates=replicates,
-                   seed=seed, cores=cores)
+                   seed=seed, cores=cores, progress=progress)
     click.echo(repr(result))
     if save:
         result.save(save, force=force)

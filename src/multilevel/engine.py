@@ -95,8 +95,12 @@ class Engine:
         self._build_trailing()
         self._build_fill()
         self._build_scaling()
+        self._hold(cp)
+
+    def _hold(self, cp: CrossProducts) -> None:
+        """How the cross-products hold [X y] (centre and scale), and the trailing diagonal's scale in user units."""
         self.held = cp.held
-        self._unscale = np.concatenate([np.ones(self.q_rest), self.held.scale])  # the trailing diagonal in user units
+        self._unscale = np.concatenate([np.ones(self.q_rest), self.held.scale])
 
     # ------------------------------------------------------------------ parameters
     def theta_start(self) -> np.ndarray:
@@ -204,14 +208,16 @@ class Engine:
     # ------------------------------------------------------------------ new values, same structure
     def refresh(self, cp: CrossProducts) -> Engine:
         """An engine for new cross-products of the same design and sparsity pattern (`crossprod.Reweighting`:
-        a penalised IRLS step's weights and working response). The fill map's pattern and the index arrays are
-        reused and only values recomputed; a different pattern gets a full build."""
+        a penalised IRLS step's weights and working response; `Model.with_response`: a new response). The fill
+        map's pattern and the index arrays are reused and only values recomputed; a different pattern gets a
+        full build."""
         data = self._B_data(cp)
         if data is None:
             return Engine(cp, self.ks, self.ms)
         new = copy.copy(self)
         new.cp, new.B = cp, sp.csr_matrix((data, self.B.indices, self.B.indptr), shape=self.B.shape)
         new._G0 = cp.diag[0].reshape(self.ms[0], self.ks[0] ** 2)
+        new._hold(cp)
         new._build_trailing()
         d1, d2, mult, cols, flat = self._fill_pairs
         weight = data[d1] * data[d2] * mult

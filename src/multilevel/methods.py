@@ -39,6 +39,7 @@ SD_BOUNDARY = SINGULAR_TOL  # an SD below this fraction of sigma is on the bound
 COR_BOUNDARY = 1 - SINGULAR_TOL
 RIDGE_ALPHAS = np.logspace(-4, 6, 81)
 ALL_METHODS = ("ML", "REML", "zero-avoiding", "Bayes", "ridge", "elastic net", "ridge toward group mean")
+Z95 = stats.norm.ppf(0.975)  # the 95 % Wald multiplier
 COLUMNS = ["method", "kind", "parameter", "estimate", "ci_lower", "ci_upper", "on_boundary"]
 
 
@@ -80,11 +81,10 @@ def methods(model, include=None, bayes: dict | None = None, seed: int = 0) -> Me
         rows, fit, penalty, seconds, others = run_method(model, name, bayes, seed)
         for w in others:
             warnings.warn(f"{name}: {w.message}", w.category, stacklevel=2)
-        rows.insert(0, "method", name)
-        tables.append(rows)
+        tables.append(rows.frame().assign(method=name))
         runs[name] = {
             "seconds": seconds,
-            "on_boundary": bool(rows["on_boundary"].fillna(False).any()),
+            "on_boundary": bool(np.any(rows.on_boundary == 1.0)),
             "penalty": penalty,
             "warnings": len(others),
         }
@@ -129,22 +129,46 @@ def run_method(model, name: str, bayes: dict | None = None, seed: int = 0, profi
     return rows, fit, penalty, seconds, others
 
 
-def _rows(kind, names, estimate, lower=None, upper=None, boundary=None) -> pd.DataFrame:
+@dataclass
+class Rows:
+    """One method's estimates, parameter by parameter, as arrays (a study scores thousands of these; `frame`
+    makes the table). on_boundary: 1.0, 0.0, or NaN where the method does not judge it."""
+
+    kind: list[str]
+    parameter: list[str]
+    estimate: np.ndarray
+    ci_lower: np.ndarray
+    ci_upper: np.ndarray
+    on_boundary: np.ndarray
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as a table (columns of COLUMNS but method; on_boundary a nullable boolean)."""
+        boundary = pd.array(self.on_boundary == 1.0, dtype="boolean")
+        boundary[np.isnan(self.on_boundary)] = pd.NA
+        return pd.DataFrame({"kind": self.kind, "parameter": self.parameter, "estimate": self.estimate,
+                             "ci_lower": self.ci_lower, "ci_upper": self.ci_upper, "on_boundary": boundary})
+
+
+def joined(parts: list[Rows]) -> Rows:
+    """Rows one after another."""
+    return Rows([k for r in parts for k in r.kind], [n for r in parts for n in r.parameter],
+                *(np.concatenate([getattr(r, c) for r in parts]) for c in ("estimate", "ci_lower", "ci_upper", "on_boundary")))
+
+
+def _rows(kind, names, estimate, lower=None, upper=None, boundary=None) -> Rows:
     n = len(names)
     nan = np.full(n, np.nan)
-    return pd.DataFrame(
-        {
-            "kind": kind,
-            "parameter": list(names),
-            "estimate": np.asarray(estimate, dtype=float),
-            "ci_lower": nan if lower is None else np.asarray(lower, dtype=float),
-            "ci_upper": nan if upper is None else np.asarray(upper, dtype=float),
-            "on_boundary": pd.array([pd.NA] * n if boundary is None else boundary, dtype="boolean"),
-        }
+    return Rows(
+        [kind] * n,
+        list(names),
+        np.asarray(estimate, dtype=float),
+        nan if lower is None else np.asarray(lower, dtype=float),
+        nan if upper is None else np.asarray(upper, dtype=float),
+        nan.copy() if boundary is None else np.asarray(boundary, dtype=float),
     )
 
 
-def _variance_rows(params: dict, lower: dict | None = None, upper: dict | None = None) -> list[pd.DataFrame]:
+def _variance_rows(params: dict, lower: dict | None = None, upper: dict | None = None) -> list[Rows]:
     """sd, cor and sigma rows from brms-named values, with the boundary rule applied to each."""
     sigma = params["sigma"]
     out = []
@@ -165,7 +189,8 @@ def _variance_rows(params: dict, lower: dict | None = None, upper: dict | None =
     return out
 
 
-def _group_names(design) -> list[str]:
+def group_names(design) -> list[str]:
+    """Every group effect's brms name: term by term, coefficient by coefficient, level by level."""
     return [
         group_effect_name(block.group, level, coef)
         for block in design.blocks
@@ -174,19 +199,24 @@ def _group_names(design) -> list[str]:
     ]
 
 
+def flat_effects(per_term: list[np.ndarray]) -> np.ndarray:
+    """Values per term (levels x coefficients) in one vector, in the order of `group_names`."""
+    return np.concatenate([v.T.ravel() for v in per_term])
+
+
 def _frequentist(fit, profile: bool = True):
     """Rows of an ML/REML fit: Wald intervals for fixed effects, conditional intervals for group effects, and
     for an ML fit (if `profile`) profile intervals for the SDs, correlations and sigma."""
-    params = parameters(fit)
-    fe = fit.fixed_effects
-    fixed = _rows("fixed", [n for n in params.index if n.startswith("b_")], fe["estimate"], fe["ci_lower"], fe["ci_upper"])
-    z = stats.norm.ppf(0.975)
-    ge = fit.group_effects  # block by block, coefficient by coefficient, as _group_names
-    group = _rows("group", _group_names(fit.design), ge["estimate"], ge["estimate"] - z * ge["std_error"], ge["estimate"] + z * ge["std_error"])
+    params = parameters(fit).to_dict()
+    se = np.sqrt(np.diag(fit.vcov.to_numpy()))  # the Wald intervals of fit.fixed_effects, without its Satterthwaite df
+    fixed = _rows("fixed", [n for n in params if n.startswith("b_")], fit.beta, fit.beta - Z95 * se, fit.beta + Z95 * se)
+    b = flat_effects(fit.random_effects)
+    sd = flat_effects([np.sqrt(np.diagonal(c, axis1=1, axis2=2)) for c in fit.conditional_covariances])
+    group = _rows("group", group_names(fit.design), b, b - Z95 * sd, b + Z95 * sd)
     lower = upper = None
     if profile and not fit.reml and not fit.prior:
         lower, upper = _profile_bounds(fit)
-    return pd.concat([fixed, *_variance_rows(params.to_dict(), lower, upper), group], ignore_index=True), fit, "estimated"
+    return joined([fixed, *_variance_rows(params, lower, upper), group]), fit, "estimated"
 
 
 def _profile_bounds(fit) -> tuple[dict, dict]:
@@ -210,20 +240,15 @@ def bayes_rows(post, point: str = "mean"):
     hi = {k: float(np.quantile(v, 0.975)) for k, v in params.items()}
     b = [n for n in params if n.startswith("b_")]
     fixed = _rows("fixed", b, [est[n] for n in b], [lo[n] for n in b], [hi[n] for n in b])
-    draws = {k: v.ravel() for k, v in post.group_effect_draws().items()}
-    names = _group_names(post.design)
-    group = _rows(
-        "group",
-        names,
-        [center(draws[n]) for n in names],
-        [np.quantile(draws[n], 0.025) for n in names],
-        [np.quantile(draws[n], 0.975) for n in names],
-    )
-    return pd.concat([fixed, *_variance_rows(est, lo, hi), group], ignore_index=True), post, "prior (brms default)"
+    draws = post.group_effect_draws()
+    names = group_names(post.design)
+    by_name = np.vstack([draws[n].ravel() for n in names])  # one row of draws per group effect
+    group = _rows("group", names, center(by_name, axis=1), *np.quantile(by_name, [0.025, 0.975], axis=1))
+    return joined([fixed, *_variance_rows(est, lo, hi), group]), post, "prior (brms default)"
 
 
 def _indicator_columns(design) -> np.ndarray:
-    """Group effects as columns: one per level and coefficient of every random term (term-major, as _group_names)."""
+    """Group effects as columns: one per level and coefficient of every random term (term-major, as group_names)."""
     cols = []
     for block in design.blocks:
         for a in range(block.k):
@@ -255,10 +280,10 @@ def _penalised(design, kind: str, seed: int):
         beta[names.index("(Intercept)")] = est.intercept_
     b = est.coef_[len(keep):]
     shrunk_out = est.alpha_ >= RIDGE_ALPHAS[-1] if kind == "ridge" else not np.any(b)
-    names_g = _group_names(design)
+    names_g = group_names(design)
     rows = [_rows("fixed", _fixed_names(design), beta), _rows("group", names_g, b, boundary=[bool(shrunk_out)] * len(names_g))]
     penalty = f"alpha={est.alpha_:.4g}" + (f", l1_ratio={est.l1_ratio_:g}" if kind != "ridge" else "") + " (CV)"
-    return pd.concat(rows, ignore_index=True), est, penalty
+    return joined(rows), est, penalty
 
 
 def _ridge_to_mean(design):
@@ -286,10 +311,10 @@ def _ridge_to_mean(design):
     implied["sigma"] = sigma
     variance = _variance_rows(implied)
     at_edge = lam >= RIDGE_ALPHAS[-1]  # the largest penalty tried: group effects shrunk to 0, the ridge's boundary
-    variance[0]["on_boundary"] = at_edge
-    names_g = _group_names(design)
+    variance[0].on_boundary[:] = at_edge
+    names_g = group_names(design)
     rows = [_rows("fixed", _fixed_names(design), beta), *variance, _rows("group", names_g, b, boundary=[at_edge] * len(names_g))]
-    return pd.concat(rows, ignore_index=True), est, f"lambda={lam:.4g} (LOO-CV)"
+    return joined(rows), est, f"lambda={lam:.4g} (LOO-CV)"
 
 
 def _fixed_names(design) -> list[str]:

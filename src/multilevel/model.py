@@ -67,14 +67,18 @@ class Model:
     def with_response(self, y) -> Model:
         """The same model for a new response vector (rows as used here): the design is shared and only the
         response's cross-products are recomputed (a GLMM's are PIRLS's, per fit). Bootstrap, profiles and studies
-        refit through this. Binomial responses with trials are success counts, as `simulate` draws them."""
+        refit through this. Binomial responses with trials are success counts, as `simulate` draws them. An
+        engine already built here is refreshed for the new response (its structure reused), not rebuilt."""
         y = np.asarray(y, dtype=float)
         if y.shape != (self.nobs,):
             raise MultilevelError(f"the new response has shape {y.shape}; this model uses {self.nobs} rows")
         design = replace(self.design, y=y if self.design.trials is None else y / self.design.trials)
         if not self.gaussian:
             return Model.from_design(design, self.family)
-        return Model.from_design(design, self.family, with_response(self.cross_products, design))
+        model = Model.from_design(design, self.family, with_response(self.cross_products, design))
+        if "engine" in self.__dict__:
+            model.__dict__["engine"] = self.engine.refresh(model.cross_products)
+        return model
 
     @property
     def gaussian(self) -> bool:

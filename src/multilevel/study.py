@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ from .chains import run
 from .components import covariance
 from .errors import MultilevelError, MultilevelWarning
 from .kinds import Bayesian, Frequentist
-from .methods import ALL_METHODS, bayes_rows, check_model, checked_methods, run_method
+from .methods import ALL_METHODS, Rows, bayes_rows, check_model, checked_methods, flat_effects, group_names, joined, run_method
 from .names import brms_coef, fixed_name, group_effect_name, variance_names
 from .predict import draw_group_effects, linear_predictor, residual_sd
 from .priors import default_priors, resolve_priors
@@ -37,7 +38,6 @@ from .study_result import ESTIMATE_COLUMNS, RUN_COLUMNS, StudyResult
 from .variance import icc_at, icc_draws
 
 STUDY_METHODS = (*ALL_METHODS, "Bayes median")
-CHUNKS_PER_CORE = 4  # jobs per worker process: fewer pickled models, yet Ctrl-C loses little
 
 
 def study(model, truth=None, methods=None, replicates: int = 100, seed: int | None = None, cores: int = 1,
@@ -59,12 +59,11 @@ def study(model, truth=None, methods=None, replicates: int = 100, seed: int | No
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**31))
     seeds = np.random.SeedSequence(seed).spawn(replicates)
-    n_jobs = replicates if cores == 1 else min(replicates, CHUNKS_PER_CORE * cores)
-    jobs = [(model, truth_of, methods, bayes, profile, [(int(i), seeds[i]) for i in chunk])
-            for chunk in np.array_split(np.arange(replicates), n_jobs)]
     bar = _Bar(replicates) if (sys.stderr.isatty() if progress is None else progress) else False
-    parts = run(_run_chunk, jobs, cores, 0, 0, bar, interruptible=True)
-    finished = [rep for part in parts if part is not None for rep in part]
+    plan = _Plan(model, truth_of, methods, bayes, profile)  # sent to each worker once
+    # a job per replicate: Ctrl-C loses none that finished
+    done = run(_run_one, list(enumerate(seeds)), cores, 0, 0, bar, interruptible=True, shared=(plan,))
+    finished = [rep for rep in done if rep is not None]
     partial = len(finished) < replicates
     if partial:
         warnings.warn(f"study interrupted: {len(finished)} of {replicates} replicates finished; the result is "
@@ -228,13 +227,30 @@ def _named_values(design, beta, covariances, sigma) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------- a replicate
-def _run_chunk(model, truth, methods, bayes, profile, replicates, report=None) -> list:
-    """Replicates (index, seed) one after another; `report` is told after each."""
-    out = []
-    for index, seed in replicates:
-        out.append(_replicate(model, truth, methods, bayes, profile, index, seed))
-        if report is not None:
-            report(0, 1)
+class _Plan:
+    """What every replicate shares: the model, the truth, the methods and their options, and the design's
+    names (made once per worker)."""
+
+    def __init__(self, model, truth, methods: list[str], bayes: dict, profile: bool):
+        self.model, self.truth, self.methods, self.bayes, self.profile = model, truth, methods, bayes, profile
+
+    @cached_property
+    def names(self) -> _Names:
+        return _Names(self.model.design)
+
+    def replica(self, y: np.ndarray):
+        """The model for a simulated response: design and cross-products shared, the engine refreshed from the
+        model's (built once per worker), not rebuilt."""
+        if self.model.gaussian:
+            self.model.engine  # cached on the model: every replica's engine is a refresh of it
+        return self.model.with_response(y)
+
+
+def _run_one(plan: _Plan, index: int, seed: np.random.SeedSequence, report=None):
+    """One replicate as a `chains.run` job; `report` is told when it is done."""
+    out = _replicate(plan, index, seed)
+    if report is not None:
+        report(0, 1)
     return out
 
 
@@ -252,22 +268,21 @@ def _simulated(model, truth, rng: np.random.Generator):
     return y, beta, covs, sigma, b
 
 
-def _replicate(model, truth, methods, bayes, profile, index: int, seed: np.random.SeedSequence):
+def _replicate(plan: _Plan, index: int, seed: np.random.SeedSequence):
     """Simulate one data set, fit every method: (estimate rows, run rows)."""
-    y, beta, covs, sigma, b = _simulated(model, truth, np.random.default_rng(seed))
-    design = model.design
-    replica = model.with_response(y)
-    true = _named_values(design, beta, covs, sigma) | _group_values(design, b)
+    y, beta, covs, sigma, b = _simulated(plan.model, plan.truth, np.random.default_rng(seed))
+    design, names = plan.model.design, plan.names
+    replica = plan.replica(y)
+    true = _named_values(design, beta, covs, sigma) | dict(zip(names.group, flat_effects(b)))
     true |= {f"icc_{g}": v for g, v in icc_at(design, beta, covs, sigma).items()}
-    pooled = _pooled_name(design)
     method_seed = int(seed.generate_state(1)[0])
     estimates, runs_ = [], []
-    for name, rows, fit, seconds, n_warnings, message in _fits(replica, methods, bayes, profile, method_seed):
+    for name, rows, fit, seconds, n_warnings, message in _fits(replica, plan.methods, plan.bayes, plan.profile, method_seed):
         runs_.append((index, name, seconds, rows is None, n_warnings, message))
         if rows is not None:
-            rows = pd.concat([rows, _icc_rows(fit, name)], ignore_index=True)
-            estimates += [(index, name, *r) for r in _scored(rows, true, pooled)]
-            estimates += [(index, name, *r) for r in _prediction(rows, design, beta, b, covs, sigma)]
+            rows = joined([rows, *_icc_rows(fit, name)])
+            estimates += [(index, name, *r) for r in _scored(rows, true, names.pooled)]
+            estimates += [(index, name, *r) for r in _prediction(rows, design, names, beta, b, covs, sigma)]
     return estimates, runs_
 
 
@@ -292,66 +307,60 @@ def _fits(model, methods, bayes, profile, seed):
         yield name, rows, fit, seconds, len(others), ""
 
 
-def _group_values(design, b: list[np.ndarray]) -> dict[str, float]:
-    return {
-        group_effect_name(block.group, level, coef): float(bb[j, a])
-        for block, bb in zip(design.blocks, b)
-        for a, coef in enumerate(block.coef_names)
-        for j, level in enumerate(block.levels)
-    }
+class _Names:
+    """A design's group-effect names (block, coefficient, level order, as the methods' rows), the pooled
+    parameter r_<group>[,<coef>] of each, and the fixed effects' brms names."""
+
+    def __init__(self, design):
+        self.group = group_names(design)
+        self.pooled = {
+            group_effect_name(block.group, level, coef): f"r_{block.group}[,{brms_coef(coef)}]"
+            for block in design.blocks
+            for coef in block.coef_names
+            for level in block.levels
+        }
+        self.fixed = [fixed_name(n) for n in design.fixed_names]
 
 
-def _pooled_name(design) -> dict[str, str]:
-    """Each group effect's name -> its pooled parameter, r_<group>[,<coef>]."""
-    return {
-        group_effect_name(block.group, level, coef): f"r_{block.group}[,{brms_coef(coef)}]"
-        for block in design.blocks
-        for coef in block.coef_names
-        for level in block.levels
-    }
-
-
-def _icc_rows(fit, method: str) -> pd.DataFrame:
+def _icc_rows(fit, method: str) -> list[Rows]:
     """ICC rows of a fit (none for the penalised regressions): the value, or posterior mean/median and interval."""
     if not isinstance(fit, (Frequentist, Bayesian)):
-        return pd.DataFrame()
+        return []
     draws = icc_draws(fit)
+    names = [f"icc_{g}" for g in draws]
+    by_group = np.vstack(list(draws.values()))
     center = np.median if method == "Bayes median" else np.mean
-    bayesian = isinstance(fit, Bayesian)
-    return pd.DataFrame({
-        "kind": "icc", "parameter": [f"icc_{g}" for g in draws],
-        "estimate": [float(center(d)) for d in draws.values()],
-        "ci_lower": [float(np.quantile(d, 0.025)) if bayesian else np.nan for d in draws.values()],
-        "ci_upper": [float(np.quantile(d, 0.975)) if bayesian else np.nan for d in draws.values()],
-        "on_boundary": pd.array([pd.NA] * len(draws), dtype="boolean"),
-    })
+    if isinstance(fit, Bayesian):
+        return [Rows(["icc"] * len(names), names, center(by_group, axis=1), *np.quantile(by_group, [0.025, 0.975], axis=1),
+                     np.full(len(names), np.nan))]
+    nan = np.full(len(names), np.nan)
+    return [Rows(["icc"] * len(names), names, by_group[:, 0], nan, nan, nan)]
 
 
-def _scored(rows: pd.DataFrame, true: dict, pooled: dict) -> list[tuple]:
+def _scored(rows: Rows, true: dict, pooled: dict) -> list[tuple]:
     """(kind, parameter, truth, estimate, error, squared error, covered, width, on boundary) per parameter;
     group effects averaged within the replicate into one row per term coefficient."""
-    names = rows["parameter"].to_numpy()
-    truth = np.array([true.get(n, np.nan) for n in names])
-    est, lo, hi = (rows[c].to_numpy(dtype=float) for c in ("estimate", "ci_lower", "ci_upper"))
+    truth = np.array([true.get(n, np.nan) for n in rows.parameter])
+    est, lo, hi = rows.estimate, rows.ci_lower, rows.ci_upper
     error = est - truth
     covered = np.where(np.isnan(lo) | np.isnan(hi), np.nan, (lo <= truth) & (truth <= hi))
-    boundary = rows["on_boundary"].to_numpy(dtype=float, na_value=np.nan)
-    codes, keys = pd.factorize(np.array([pooled.get(n, n) for n in names], dtype=object))
+    keys = {}
+    codes = np.array([keys.setdefault(pooled.get(n, n), len(keys)) for n in rows.parameter])
     counts = np.bincount(codes)
-    means = [np.bincount(codes, weights=v) / counts for v in (truth, est, error, error**2, covered, hi - lo, boundary)]
+    means = [np.bincount(codes, weights=v) / counts for v in (truth, est, error, error**2, covered, hi - lo, rows.on_boundary)]
     first = np.unique(codes, return_index=True)[1]
-    kinds = rows["kind"].to_numpy()[first]
-    return [(kinds[i], keys[i], *(float(m[i]) for m in means)) for i in range(len(keys))]
+    return [(rows.kind[first[i]], key, *(float(m[i]) for m in means)) for i, key in enumerate(keys)]
 
 
-def _prediction(rows: pd.DataFrame, design, beta, b, covs, sigma) -> list[tuple]:
+def _prediction(rows: Rows, design, names: _Names, beta, b, covs, sigma) -> list[tuple]:
     """Root mean squared error of predicting a new observation at every row of the design, in expectation
     over its noise: of the same groups (the method's group effects) and of new groups (the fixed part only).
     The truth column is the error of the true parameters (the noise floor); the error column the excess."""
-    est = dict(zip(rows["parameter"], rows["estimate"]))
-    beta_hat = np.array([est[fixed_name(n)] for n in design.fixed_names])
-    b_hat = [np.array([[est[group_effect_name(block.group, level, coef)] for coef in block.coef_names]
-                       for level in block.levels]) for block in design.blocks]
+    est = dict(zip(rows.parameter, rows.estimate))
+    beta_hat = np.array([est[n] for n in names.fixed])
+    flat = np.array([est[n] for n in names.group])
+    ends = np.cumsum([block.q for block in design.blocks])[:-1]
+    b_hat = [part.reshape(block.k, block.m).T for part, block in zip(np.split(flat, ends), design.blocks)]
     noise = residual_sd(design, sigma) ** 2
     between = sum(np.einsum("na,ab,nb->n", block.Z, cov, block.Z) for block, cov in zip(design.blocks, covs))
     known = np.mean((linear_predictor(design, beta, b) - linear_predictor(design, beta_hat, b_hat)) ** 2 + noise)
