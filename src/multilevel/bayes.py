@@ -20,7 +20,7 @@ from .chains import gc_paused
 from .collapsed import Layout, constrain, jax_data, make_layout
 from .dense_memory import check_dense_size
 from .design import Design
-from .diagnostics import exact_fit_message, sampler_warnings
+from .diagnostics import exact_fit_message, interrupted_message, sampler_warnings
 from .engine import Engine
 from .errors import MultilevelError, emit
 from .gibbs import sample_gibbs
@@ -78,10 +78,11 @@ def sample(
 
 
 def diagnosed(post: Posterior, warn: bool = True) -> Posterior:
-    """The posterior with the sampler's diagnostics (noise-free data, divergences, R-hat, ESS) in `warnings`,
-    raised once."""
+    """The posterior with the sampler's diagnostics (interrupted, noise-free data, divergences, R-hat, ESS) in
+    `warnings`, raised once."""
     sigma = None if post.sigma is None else float(np.median(post.sigma))
-    post.warnings = exact_fit_message(sigma, post.design) + sampler_warnings(post)
+    post.warnings = (interrupted_message(post.finished, post.n_chains, post.n_draws)
+                     + exact_fit_message(sigma, post.design) + sampler_warnings(post))
     if warn:
         emit(post.warnings)
     return post
@@ -110,7 +111,7 @@ def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
         )
     data = jax_data(engine, layout)
     inits = [_init(layout, model.design, np.random.default_rng([seed, c])) for c in range(chains)]
-    positions, stats, cond = nuts.run_chains(collapsed, layout, data, seed, inits, warmup, draws, cores, progress)
+    positions, stats, cond, finished = nuts.run_chains(collapsed, layout, data, seed, inits, warmup, draws, cores, progress)
     beta_c, b = _split_effects(layout, *cond)
     sampling_time = time.perf_counter() - start
     sds, chols, sigma, alpha, _ = constrain(layout, positions, np)
@@ -118,7 +119,7 @@ def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
         beta_c = np.concatenate([beta_c, alpha[..., None]], axis=-1)
     beta = uncentre(model.design.fixed_names, design.fixed_names, beta_c, means)
     corr = [np.einsum("...ab,...cb->...ac", L, L) for L in chols]
-    return Posterior(model, beta, sds, corr, sigma, b, stats, ps, seed, sampling_time, "nuts")
+    return Posterior(model, beta, sds, corr, sigma, b, stats, ps, seed, sampling_time, "nuts", finished=finished)
 
 
 def _init(layout: Layout, design: Design, rng: np.random.Generator) -> np.ndarray:

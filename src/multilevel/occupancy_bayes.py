@@ -10,7 +10,7 @@ import numpy as np
 
 from . import nuts, occupancy_likelihood
 from .bayes import _check_counts
-from .diagnostics import sampler_warnings
+from .diagnostics import interrupted_message, sampler_warnings
 from .errors import MultilevelError, emit
 from .occupancy_likelihood import OccupancyLayout
 from .occupancy_posterior import OccupancyPosterior
@@ -39,9 +39,10 @@ def sample(model, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: 
     dim = layout.k + (m + 1 if part else 0)
     inits = [np.random.default_rng([seed, c]).uniform(-1, 1, dim) for c in range(chains)]
     with nuts.chains.gc_paused():
-        positions, stats, (z, w, site_ll) = nuts.run_chains(occupancy_likelihood, layout, data, seed, inits, warmup, draws, cores,
-                                                            progress)
+        positions, stats, (z, w, site_ll), finished = nuts.run_chains(occupancy_likelihood, layout, data, seed, inits,
+                                                                      warmup, draws, cores, progress)
     post = OccupancyPosterior(model, positions, z, w, site_ll, stats, seed, time.perf_counter() - start, prior_variance)
-    post.warnings = sampler_warnings(post)
+    post.finished = finished
+    post.warnings = interrupted_message(finished, post.n_chains, post.n_draws) + sampler_warnings(post)
     emit(post.warnings)
     return post
