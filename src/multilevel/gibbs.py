@@ -33,7 +33,7 @@ from .engine import Engine, tri_index
 from .errors import MultilevelError
 from .partitioned import PartitionedDesign, response_values, sampler_inputs
 from .posterior import Posterior
-from .priors import Prior, PriorSet, coefficient_prior
+from .priors import Prior, PriorSet, coefficient_prior, for_centred_response
 from .scaling import Scaling
 
 
@@ -246,14 +246,15 @@ def _per_term(results: list[dict], key: str) -> list[np.ndarray]:
 def sample_gibbs(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: int, cores: int, progress: bool):
     """Blocked Gibbs draws of every parameter, returned as a `Posterior` (same tables as NUTS)."""
     start = time.perf_counter()
-    design, cp, means, _ = sampler_inputs(model)
+    y0, held = for_centred_response(model.design, ps)  # sampled: the model of y - y0 (its intercept prior moved)
+    design, cp, means, _ = sampler_inputs(model, y0)
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)'")
-    jobs = [(design, ps, seed, c, warmup, draws, cp) for c in range(chains)]
+    jobs = [(design, held, seed, c, warmup, draws, cp) for c in range(chains)]
     res = runner.run(run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain", stoppable=True)
     res, n, finished = runner.kept_chains(res, lambda r: len(r["beta"]), draws)
     res = [_first(r, n) for r in res]
-    beta = uncentre(model.design.fixed_names, design.fixed_names, np.stack([r["beta"] for r in res]), means)
+    beta = uncentre(model.design.fixed_names, design.fixed_names, np.stack([r["beta"] for r in res]), means, y0)
     sigma = None if res[0]["sigma"] is None else np.stack([r["sigma"] for r in res])
     stats = {"accept_rate": np.stack([r["accept_rate"] for r in res])}
     seconds = time.perf_counter() - start
