@@ -17,6 +17,7 @@ import pytest
 import multilevel as mlv
 from multilevel.errors import MultilevelWarning
 from multilevel.lmm import precision_message
+from conftest import reference  # noqa: I001 (tests/ is on the path)
 
 TOL = 1e-6
 MODELS = {
@@ -31,6 +32,9 @@ PREDICTORS = {  # predictors that enter the fixed part only (a random slope's co
     "sleepstudy intercepts": ("Reaction ~ 1 + Days + (1 | Subject)", "sleepstudy", "REML", "Days"),
     "Hsb82 context": ("mAch ~ meanses + cses + (1 + cses | school)", "Hsb82", "REML", "meanses"),
 }
+
+
+SLOPES = "Reaction ~ Days + (Days | Subject)"
 
 
 @lru_cache(maxsize=None)
@@ -183,17 +187,126 @@ def test_random_slope_far_from_zero_warns():
     assert not any("Centre" in w for w in base_fit("Reaction ~ 1 + Days + (1 + Days | Subject)", "sleepstudy", "REML").warnings)
 
 
-def test_a_random_slope_covariate_far_from_zero_warns_instead_of_crashing():
-    """Days + 1e12 in a random slope: the first block's factor loses definiteness to rounding; the fit reports it
-    (not converged, the far-covariate warning) instead of raising numpy's LinAlgError."""
-    import warnings
+@lru_cache(maxsize=None)
+def lme4_slopes():
+    """lme4's sleepstudy random-slopes REML fit (its tight-tolerance refit for theta and sigma)."""
+    ref = reference("sleepstudy_slopes_reml")
+    (tight,) = [e for e in ref["optimizer_crosscheck"] if e["optimizer"] == "nloptwrap_tight"]
+    return ref, tight
 
-    import multilevel as mlv
 
-    data = mlv.datasets.load("sleepstudy")
-    data = data.assign(Days=data["Days"] + 1e12)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # no numpy warning leaks either
-        fit = mlv.Model("Reaction ~ Days + (Days | Subject)", data).fit(warn=False)
-    assert not fit.converged
-    assert any("averaging 1e+12" in w for w in fit.warnings)
+@pytest.mark.parametrize("c", [1e6, 1e9, 1e12])
+def test_random_slope_covariate_shift_against_lme4(c):
+    """Days + c in Reaction ~ Days + (Days | Subject): with b_c = (b0 - c b1, b1) the model is the same, so the
+    criterion, sigma, the slope, its SE, the slope's SD and its group effects are lme4's for the unshifted data,
+    and the intercept's covariance is M Sigma M' with M = [[1, -c], [0, 1]] (its group effects b0 - c b1).
+    Before the covariate was held centred, c = 100 already moved sigma by 3 % and the slope SD by 23 %."""
+    ref, tight = lme4_slopes()
+    sleep = data("sleepstudy")
+    with np.errstate(all="raise"):
+        f = fit(SLOPES, sleep.assign(Days=sleep.Days + c))
+    assert f.converged and f.engine.held.random_centred
+    assert f.objective == pytest.approx(tight["objective"], rel=1e-6)
+    assert f.sigma == pytest.approx(tight["sigma"], rel=1e-4)
+    fe = f.fixed_effects.loc["Days"]
+    assert fe["estimate"] == pytest.approx(ref["fixef"]["estimate"][1], rel=1e-4)
+    assert fe["std_error"] == pytest.approx(ref["fixef"]["std_error"][1], rel=1e-4)
+    theta = np.asarray(tight["theta"])
+    T = np.array([[theta[0], 0.0], [theta[1], theta[2]]])
+    M = np.array([[1.0, -c], [0.0, 1.0]])
+    expected = tight["sigma"] ** 2 * (M @ T) @ (M @ T).T
+    np.testing.assert_allclose(f.covariances[0], expected, rtol=1e-4)
+    vc = f.variance_components.set_index(["term", "term2"])["sd"]
+    assert vc[("Days", "")] == pytest.approx(np.sqrt(expected[1, 1]), rel=1e-4)
+    assert vc[("(Intercept)", "")] == pytest.approx(np.sqrt(expected[0, 0]), rel=1e-4)
+    modes = np.asarray(ref["ranef"]["condval"], float).reshape(2, -1).T  # lme4's order: intercepts, then slopes
+    levels = [str(v) for v in ref["ranef"]["level"][:18]]
+    b = f.group_effects.pivot(index="level", columns="term", values="estimate").loc[levels]
+    np.testing.assert_allclose(b["Days"].to_numpy(), modes[:, 1], rtol=1e-3)
+    np.testing.assert_allclose(b["(Intercept)"].to_numpy(), modes[:, 0] - c * modes[:, 1], rtol=1e-3)
+
+
+@pytest.mark.parametrize("c", [1e6, 1e9, 1e12])
+def test_random_slope_covariate_shift_against_the_unshifted_fit(c):
+    """The same against our own fit of (Days + c) - c, to 1e-6 (theta is held: compared through Sigma); fitted
+    values as well, to within the rounding of numbers the size of c times the slope."""
+    sleep = data("sleepstudy")
+    shifted = sleep.assign(Days=sleep.Days + c)
+    f, f0 = fit(SLOPES, shifted), fit(SLOPES, shifted.assign(Days=shifted.Days - c))
+    close(f.sigma, f0.sigma)
+    close(f.objective, f0.objective)
+    close(f.beta[1], f0.beta[1])
+    close(f.fixed_effects["std_error"].iloc[1], f0.fixed_effects["std_error"].iloc[1])
+    M = np.array([[1.0, -c], [0.0, 1.0]])
+    close(f.covariances[0], M @ f0.covariances[0] @ M.T)
+    close(f.conditional_covariances[0][:, 1, 1], f0.conditional_covariances[0][:, 1, 1])
+    # fitted values sum terms near c x slope (1e13 at c = 1e12) that cancel: a few of their spacings is the floor
+    slopes = np.abs(f.beta[1] + f.group_effects.query("term == 'Days'")["estimate"]).max()
+    close(f.predict(), f0.predict(), floor=8 * np.spacing(c * slopes))
+
+
+def test_profile_intervals_refused_where_a_random_slope_covariate_was_centred():
+    sleep = data("sleepstudy")
+    f = fit(SLOPES, sleep.assign(Days=sleep.Days + 1e6))
+    with pytest.raises(mlv.MultilevelError, match="profile intervals are not available"):
+        f.confint(method="profile")
+
+
+SAMPLED = ["b_Days", "sigma", "sd_Subject__Intercept", "sd_Subject__Days", "cor_Subject__Intercept__Days"]
+
+
+@lru_cache(maxsize=None)
+def base_posterior(sampler: str):
+    return mlv.Model(SLOPES, data("sleepstudy")).sample(chains=2, draws=1000, warmup=500, seed=1, sampler=sampler,
+                                                         progress=False)
+
+
+def within_mc_error(t, t0, names, shift=0.0):
+    """Posterior means within 4 Monte Carlo SEs (sd / sqrt(bulk ESS), both runs') of each other."""
+    mcse = np.hypot(t.loc[names, "sd"] / np.sqrt(t.loc[names, "ess_bulk"]), t0.loc[names, "sd"] / np.sqrt(t0.loc[names, "ess_bulk"]))
+    gap = np.abs(t.loc[names, "mean"] - shift - t0.loc[names, "mean"])
+    assert np.all(gap <= 4 * mcse), gap.to_frame("gap").assign(mcse=mcse)
+
+
+@pytest.mark.parametrize("sampler", ["nuts", "gibbs"])
+def test_sampler_response_shift(sampler):
+    """y + 1e9 under brms's default priors (the intercept's located at median(y), the scales from mad(y)): the same
+    posterior, the intercept moved by 1e9. Before the samplers centred y, NUTS drew a slope SD 8x too large and
+    Gibbs stopped with a 'not positive definite' error."""
+    c = 1e9
+    sleep = data("sleepstudy")
+    with np.errstate(all="raise"):
+        post = mlv.Model(SLOPES, sleep.assign(Reaction=sleep.Reaction + c)).sample(
+            chains=2, draws=1000, warmup=500, seed=1, sampler=sampler, progress=False)
+    post0 = base_posterior(sampler)
+    t, t0 = post.summary(), post0.summary()
+    within_mc_error(t, t0, SAMPLED)
+    within_mc_error(t, t0, ["b_Intercept"], shift=c)
+    if sampler == "gibbs":  # no accept/reject on the continuous scale: the same seed gives the same draws
+        np.testing.assert_allclose(post.beta[..., 1], post0.beta[..., 1], rtol=TOL)
+        np.testing.assert_allclose(post.sigma, post0.sigma, rtol=TOL)
+        np.testing.assert_allclose(post.sd[0], post0.sd[0], rtol=TOL)
+
+
+def test_a_set_intercept_prior_moves_with_the_data():
+    """A prior given in the user's units is kept in them: y + c with normal(250 + c, 5) on the intercept is
+    y with normal(250, 5), shifted (same Gibbs draws to rounding)."""
+    c, sleep = 1e9, data("sleepstudy")
+    kw = dict(chains=1, draws=300, warmup=200, seed=4, sampler="gibbs", progress=False)
+    post = mlv.Model(SLOPES, sleep.assign(Reaction=sleep.Reaction + c)).sample(
+        prior={"Intercept": mlv.prior.normal(250 + c, 5)}, **kw)
+    post0 = mlv.Model(SLOPES, sleep).sample(prior={"Intercept": mlv.prior.normal(250, 5)}, **kw)
+    np.testing.assert_allclose(post.beta[..., 0] - c, post0.beta[..., 0], rtol=TOL)
+    np.testing.assert_allclose(post.beta[..., 1], post0.beta[..., 1], rtol=TOL)
+    np.testing.assert_allclose(post.sigma, post0.sigma, rtol=TOL)
+
+
+def test_a_fit_with_a_centred_random_slope_covariate_reopens_exactly(tmp_path):
+    """A saved fit keeps the held theta; reloaded, the model centres the covariate again and gives the same fit."""
+    sleep = data("sleepstudy")
+    f = fit(SLOPES, sleep.assign(Days=sleep.Days + 1e9))
+    f.save(tmp_path / "fit.json")
+    back = mlv.load(tmp_path / "fit.json")
+    np.testing.assert_array_equal(back.covariances[0], f.covariances[0])
+    np.testing.assert_array_equal(back.beta, f.beta)
+    assert back.warnings == f.warnings

@@ -20,14 +20,14 @@ from .chains import gc_paused
 from .collapsed import Layout, constrain, jax_data, make_layout
 from .dense_memory import check_dense_size
 from .design import Design
-from .diagnostics import exact_fit_message, sampler_warnings
+from .diagnostics import exact_fit_message, interrupted_message, sampler_warnings
 from .engine import Engine
 from .errors import MultilevelError, emit
 from .gibbs import sample_gibbs
 from .glmm_bayes import sample_glmm
 from .partitioned import response_values, sampler_inputs
 from .posterior import Posterior
-from .priors import brms_scale, resolve_priors
+from .priors import brms_scale, for_centred_response, resolve_priors
 
 MAX_DENSE = 4_000_000  # entries of the dense first-term cross block the NUTS path handles
 MAX_TRAILING = 400  # rows of the dense system factored at every leapfrog step; beyond it NUTS takes hours
@@ -78,10 +78,11 @@ def sample(
 
 
 def diagnosed(post: Posterior, warn: bool = True) -> Posterior:
-    """The posterior with the sampler's diagnostics (noise-free data, divergences, R-hat, ESS) in `warnings`,
-    raised once."""
+    """The posterior with the sampler's diagnostics (interrupted, noise-free data, divergences, R-hat, ESS) in
+    `warnings`, raised once."""
     sigma = None if post.sigma is None else float(np.median(post.sigma))
-    post.warnings = exact_fit_message(sigma, post.design) + sampler_warnings(post)
+    post.warnings = (interrupted_message(post.finished, post.n_chains, post.n_draws)
+                     + exact_fit_message(sigma, post.design) + sampler_warnings(post))
     if warn:
         emit(post.warnings)
     return post
@@ -96,12 +97,13 @@ def _check_counts(chains: int, draws: int, warmup: int, cores: int) -> None:
 
 def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
     start = time.perf_counter()
-    design, cp, means, intercept = sampler_inputs(model)
+    y0, held = for_centred_response(model.design, ps)  # sampled: the model of y - y0 (its intercept prior moved)
+    design, cp, means, intercept = sampler_inputs(model, y0)
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)'")
     engine = Engine(cp, [b.k for b in design.blocks], [b.m for b in design.blocks])
     p_c = design.p - int(intercept)
-    layout = make_layout(model, ps, p_c, intercept)
+    layout = make_layout(model, held, p_c, intercept)
     if engine.B.shape[0] * engine.B.shape[1] > MAX_DENSE or engine.r > MAX_TRAILING:
         raise MultilevelError(
             f"this model is too large for the NUTS sampler: after the first term, {engine.r - 1} effects and "
@@ -109,20 +111,21 @@ def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
             "factors it once per iteration (InstEval-sized models sample in minutes)"
         )
     data = jax_data(engine, layout)
-    inits = [_init(layout, model.design, np.random.default_rng([seed, c])) for c in range(chains)]
-    positions, stats, cond = nuts.run_chains(collapsed, layout, data, seed, inits, warmup, draws, cores, progress)
+    inits = [_init(layout, model.design, y0, np.random.default_rng([seed, c])) for c in range(chains)]
+    positions, stats, cond, finished = nuts.run_chains(collapsed, layout, data, seed, inits, warmup, draws, cores, progress)
     beta_c, b = _split_effects(layout, *cond)
     sampling_time = time.perf_counter() - start
     sds, chols, sigma, alpha, _ = constrain(layout, positions, np)
     if intercept:
         beta_c = np.concatenate([beta_c, alpha[..., None]], axis=-1)
-    beta = uncentre(model.design.fixed_names, design.fixed_names, beta_c, means)
+    beta = uncentre(model.design.fixed_names, design.fixed_names, beta_c, means, y0)
     corr = [np.einsum("...ab,...cb->...ac", L, L) for L in chols]
-    return Posterior(model, beta, sds, corr, sigma, b, stats, ps, seed, sampling_time, "nuts")
+    return Posterior(model, beta, sds, corr, sigma, b, stats, ps, seed, sampling_time, "nuts", finished=finished)
 
 
-def _init(layout: Layout, design: Design, rng: np.random.Generator) -> np.ndarray:
-    """Random start near the data's scale (like Stan's uniform(-2, 2), but on a sensible scale)."""
+def _init(layout: Layout, design: Design, y0: float, rng: np.random.Generator) -> np.ndarray:
+    """Random start near the data's scale (like Stan's uniform(-2, 2), but on a sensible scale); the intercept
+    that of y - y0."""
     y = response_values(design)
     loc, scale = brms_scale(y)
     sd_y = float(np.std(y)) or scale
@@ -134,7 +137,7 @@ def _init(layout: Layout, design: Design, rng: np.random.Generator) -> np.ndarra
         x[i] = np.log(sd_y / 2) + rng.uniform(-1, 1)
         i += 1
     if layout.intercept:
-        x[i] = float(np.mean(y)) + rng.uniform(-0.5, 0.5) * sd_y / np.sqrt(design.nobs)
+        x[i] = float(np.mean(y - y0)) + rng.uniform(-0.5, 0.5) * sd_y / np.sqrt(design.nobs)
     return x
 
 

@@ -27,23 +27,28 @@ def centred_design(design: Design) -> tuple[Design, np.ndarray, bool]:
     return replace(design, X=X, fixed_names=[names[j] for j in keep] + ["(Intercept)"]), means, True
 
 
-def centred_cross_products(cp, names: list[str], means: np.ndarray):
-    """The cross-products of `centred_design`'s columns from those of the user's columns (data in partitions):
-    [X_c y] = [X y] A, so Z'W[X_c y] = Z'W[X y] A and [X_c y]'W[X_c y] = A'[X y]'W[X y] A."""
+def centred_cross_products(cp, names: list[str], means: np.ndarray, y0: float = 0.0):
+    """The cross-products of `centred_design`'s columns and y - y0, in the user's units, from sums however they
+    are held (data in partitions): [X_c y-y0] = [X y] A = held B^-1 A, so Z'W[X_c y-y0] = Z'W held (B^-1 A), and
+    so on. From centred sums, B^-1 A holds only differences of nearby centres: no digits of y + 1e9 are lost."""
     p, i0 = len(names), names.index("(Intercept)")
     keep = [j for j in range(p) if j != i0]
     A = np.zeros((p + 1, p + 1))
     A[keep, np.arange(p - 1)] = 1.0
     A[i0, : p - 1] = -means
+    A[i0, p] = -y0
     A[i0, p - 1] = A[p, p] = 1.0
-    return replace(cp, zxy=[z @ A for z in cp.zxy], xy=A.T @ cp.xy @ A)
+    M = cp.held.inverse @ A
+    return replace(cp, zxy=[z @ M for z in cp.zxy], xy=M.T @ cp.xy @ M, scaling=None)
 
 
-def uncentre(names: list[str], centred_names: list[str], beta_c: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """Draws (..., p) of the centred design's coefficients (intercept last) in the user's column order."""
+def uncentre(names: list[str], centred_names: list[str], beta_c: np.ndarray, means: np.ndarray,
+             y0: float = 0.0) -> np.ndarray:
+    """Draws (..., p) of the centred design's coefficients (intercept last; the response less y0) in the user's
+    column order."""
     beta = np.empty_like(beta_c)
     for j, name in enumerate(centred_names):
         beta[..., names.index(name)] = beta_c[..., j]
     if "(Intercept)" in names:
-        beta[..., names.index("(Intercept)")] = beta_c[..., -1] - beta_c[..., :-1] @ means
+        beta[..., names.index("(Intercept)")] = beta_c[..., -1] - beta_c[..., :-1] @ means + y0
     return beta

@@ -97,10 +97,17 @@ def _fit_all(model, method: str, sampling: dict, nagq: int | None = None) -> dic
     out = {}
     for tag in _tags(method):
         if tag == "bayes":
-            out[tag] = model.sample(progress=None, **sampling)
+            out[tag] = _whole(model.sample(progress=None, **sampling))
         else:
             out[tag] = model.fit(method=tag.upper(), **({} if nagq is None else {"nAGQ": nagq}))
     return out
+
+
+def _whole(post):
+    """The posterior of a full run; Ctrl-C (a partial posterior) stops the command, which writes nothing."""
+    if post.partial:
+        raise KeyboardInterrupt
+    return post
 
 
 def _tags(method: str) -> list[str]:
@@ -231,7 +238,8 @@ def compare(data, formulas, method, chains, draws, warmup, seed, cores):
     else:
         import arviz_stats
 
-        posts = [m.sample(chains=chains, draws=draws, warmup=warmup, seed=seed, cores=cores, progress=None) for m in models]
+        posts = [_whole(m.sample(chains=chains, draws=draws, warmup=warmup, seed=seed, cores=cores, progress=None))
+                 for m in models]
         table = arviz_stats.compare({n: p.to_arviz() for n, p in zip(names, posts)})
     click.echo(table.to_string())
 

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .design import Design, RandomBlock
-from .scaling import Scaling
+from .scaling import Scaling, held_random
 
 @dataclass
 class CrossProducts:
@@ -95,12 +95,14 @@ def weighted_columns(design: Design, scaling: Scaling) -> tuple[np.ndarray, np.n
 
 def cross_products(design: Design, scaling: Scaling | None = None) -> CrossProducts:
     """All cross-products of a design, with weights (and brms se() as weights 1/se^2), of the columns as `scaling`
-    holds them (learned from the design's rows when not given)."""
+    holds them (learned from the design's rows when not given; random slopes' covariates as given unless the
+    scaling centres them: `random_centres`)."""
     scaling = learn_scaling(design) if scaling is None else scaling
     Xy, WXy, w = weighted_columns(design, scaling)
-    diag = [diagonal_block(b, w) for b in design.blocks]
-    zxy = [grouped_sums(b, WXy) for b in design.blocks]
-    zs = [z_matrix(b) for b in design.blocks] if len(design.blocks) > 1 else []  # only cross blocks need Z
+    blocks = held_blocks(design, scaling)
+    diag = [diagonal_block(b, w) for b in blocks]
+    zxy = [grouped_sums(b, WXy) for b in blocks]
+    zs = [z_matrix(b) for b in blocks] if len(blocks) > 1 else []  # only cross blocks need Z
     off = {}
     for i in range(len(zs) - 1):
         left = zs[i].T.tocsr() if w is None else (zs[i].multiply(w[:, None])).T.tocsr()
@@ -110,12 +112,18 @@ def cross_products(design: Design, scaling: Scaling | None = None) -> CrossProdu
     return CrossProducts(design.nobs, design.p, diag, off, zxy, Xy.T @ WXy, sum_log_w, scaling)
 
 
+def held_blocks(design: Design, scaling: Scaling) -> list:
+    """The design's random blocks with their covariates as `scaling` holds them."""
+    centres = scaling.z_centre or (None,) * len(design.blocks)
+    return [held_random(b, c) for b, c in zip(design.blocks, centres)]
+
+
 def with_response(cp: CrossProducts, design: Design) -> CrossProducts:
     """The cross-products for the design's (new) response: only Z'Wy, X'Wy and y'Wy change (the response's centre
     and scale relearned), computed as `cross_products` computes them (a refit equals a fit from scratch)."""
-    scaling = learn_scaling(design)
+    scaling = replace(learn_scaling(design), z_centre=cp.held.z_centre)
     Xy, WXy, _ = weighted_columns(design, scaling)
-    zxy = [np.column_stack([old[:, :-1], grouped_sums(b, WXy[:, -1:])]) for old, b in zip(cp.zxy, design.blocks)]
+    zxy = [np.column_stack([old[:, :-1], grouped_sums(b, WXy[:, -1:])]) for old, b in zip(cp.zxy, held_blocks(design, scaling))]
     return replace(cp, zxy=zxy, xy=Xy.T @ WXy, scaling=scaling)
 
 

@@ -464,7 +464,7 @@ def _check_response_type(f: Formula, frame: pd.DataFrame) -> None:
     numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
     if not (numeric or _holds_numbers(col)):
         raise MultilevelError(
-            f"the response '{expr}' is not numeric (dtype {col.dtype}): a linear mixed model needs a numeric "
+            f"the response '{expr}' is not numeric (dtype {col.dtype}): a mixed model needs a numeric "
             "response; convert it, or code a binary outcome as 0/1"
         )
 

@@ -56,6 +56,16 @@ def exact_fit_message(sigma: float | None, design) -> list[str]:
     ]
 
 
+def interrupted_message(finished: list[int] | None, chains: int, draws: int) -> list[str]:
+    """The warning of a sampler stopped by Ctrl-C: the draws each chain finished and what was kept (empty for
+    a full run)."""
+    if finished is None:
+        return []
+    return [f"sampling was interrupted (Ctrl-C): the chains finished {', '.join(map(str, finished))} draws; this "
+            f"partial posterior keeps {chains} chain{'s' * (chains > 1)} of their first {draws} draws. Run again "
+            "for the full posterior before relying on it."]
+
+
 def sampler_warnings(post) -> list[str]:
     """Plain-words warnings for divergent transitions, chains that disagree and too few effective draws (any
     sampler's draws with `stats`, `summary()` and `n_chains`)."""

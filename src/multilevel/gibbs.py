@@ -25,7 +25,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from .centring import uncentre
-from .chains import run as run_chains
+from . import chains as runner
 from .coefficient_prior import CoefficientPrior
 from .crossprod import CrossProducts, cross_products, residual_sum_of_squares, response
 from .design import Design
@@ -33,7 +33,7 @@ from .engine import Engine, tri_index
 from .errors import MultilevelError
 from .partitioned import PartitionedDesign, response_values, sampler_inputs
 from .posterior import Posterior
-from .priors import Prior, PriorSet, coefficient_prior
+from .priors import Prior, PriorSet, coefficient_prior, for_centred_response
 from .scaling import Scaling
 
 
@@ -197,7 +197,8 @@ class Chain:
 
 def run_chain(design: Design, ps: PriorSet, seed: int, chain: int, warmup: int, draws: int, cp=None, report=None) -> dict:
     """Burn in, then keep `draws` sweeps of one chain (its own generator: default_rng([seed, chain])); `cp`, the
-    design's cross-products, when they are not computed from its rows.
+    design's cross-products, when they are not computed from its rows. After a stop request (Ctrl-C,
+    `chains.stop_requested()`), the draws finished so far, or None before the first.
 
     `report(chain, sweeps_done)` is called about a hundred times along the way (progress bars)."""
     ch = Chain(design, ps, np.random.default_rng([seed, chain]), cp)
@@ -212,6 +213,8 @@ def run_chain(design: Design, ps: PriorSet, seed: int, chain: int, warmup: int, 
     }
     step = max(1, (warmup + draws) // 100)
     for it in range(warmup + draws):
+        if runner.stop_requested():
+            return _first(out, it - warmup) if it > warmup else None
         rate = ch.sweep()
         if report is not None and ((it + 1) % step == 0 or it + 1 == warmup + draws):
             report(chain, it + 1)
@@ -230,6 +233,11 @@ def run_chain(design: Design, ps: PriorSet, seed: int, chain: int, warmup: int, 
     return out
 
 
+def _first(out: dict, n: int) -> dict:
+    """A chain's output cut to its first n draws."""
+    return {k: None if v is None else [a[:n] for a in v] if isinstance(v, list) else v[:n] for k, v in out.items()}
+
+
 def _per_term(results: list[dict], key: str) -> list[np.ndarray]:
     """Per random term, the chains' draws of `key` stacked as (chains, draws, ...)."""
     return [np.stack([r[key][i] for r in results]) for i in range(len(results[0][key]))]
@@ -238,13 +246,17 @@ def _per_term(results: list[dict], key: str) -> list[np.ndarray]:
 def sample_gibbs(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: int, cores: int, progress: bool):
     """Blocked Gibbs draws of every parameter, returned as a `Posterior` (same tables as NUTS)."""
     start = time.perf_counter()
-    design, cp, means, _ = sampler_inputs(model)
+    y0, held = for_centred_response(model.design, ps)  # sampled: the model of y - y0 (its intercept prior moved)
+    design, cp, means, _ = sampler_inputs(model, y0)
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)'")
-    jobs = [(design, ps, seed, c, warmup, draws, cp) for c in range(chains)]
-    res = run_chains(run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain")
-    beta = uncentre(model.design.fixed_names, design.fixed_names, np.stack([r["beta"] for r in res]), means)
+    jobs = [(design, held, seed, c, warmup, draws, cp) for c in range(chains)]
+    res = runner.run(run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain", stoppable=True)
+    res, n, finished = runner.kept_chains(res, lambda r: len(r["beta"]), draws)
+    res = [_first(r, n) for r in res]
+    beta = uncentre(model.design.fixed_names, design.fixed_names, np.stack([r["beta"] for r in res]), means, y0)
     sigma = None if res[0]["sigma"] is None else np.stack([r["sigma"] for r in res])
     stats = {"accept_rate": np.stack([r["accept_rate"] for r in res])}
     seconds = time.perf_counter() - start
-    return Posterior(model, beta, _per_term(res, "sd"), _per_term(res, "corr"), sigma, _per_term(res, "b"), stats, ps, seed, seconds, "gibbs")
+    return Posterior(model, beta, _per_term(res, "sd"), _per_term(res, "corr"), sigma, _per_term(res, "b"), stats, ps, seed, seconds, "gibbs",
+                     finished=finished)

@@ -53,6 +53,9 @@ def prepare_data(formula, data, family: Family):
     if len(levels) > 2:
         raise MultilevelError(f"the binomial response '{name}' has {len(levels)} levels {levels[:5]}: a binary outcome "
                               "has two; recode it as 0/1")
+    if len(levels) < 2 and not pd.api.types.is_bool_dtype(col.dtype):
+        raise MultilevelError(f"the binomial response '{name}' takes {len(levels)} value(s) {levels}: a binary outcome "
+                              "needs two to tell apart (R would code every row as a failure); check the column")
     coded = pd.Series(np.where(col.isna(), np.nan, (col != levels[0]).astype(float)), index=frame.index)
     return frame.assign(**{name: coded})
 

@@ -38,7 +38,7 @@ def sample_glmm(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed:
     if ps.shape is None and model.family.has_dispersion:
         data["shape"] = np.array(model.family.theta)
     inits = [_init(layout, model, np.random.default_rng([seed, c])) for c in range(chains)]
-    positions, stats, cond = nuts.run_chains(glmm_density, layout, data, seed, inits, warmup, draws, cores, progress)
+    positions, stats, cond, finished = nuts.run_chains(glmm_density, layout, data, seed, inits, warmup, draws, cores, progress)
     nb = layout.n_base
     sds, chols, shape, alpha, _ = constrain(layout.base, positions[..., :nb], np)
     beta_c = positions[..., nb : nb + p_c]
@@ -47,7 +47,7 @@ def sample_glmm(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed:
     beta = uncentre(design.fixed_names, centred.fixed_names, beta_c, means)
     corr = [np.einsum("...ab,...cb->...ac", L, L) for L in chols]
     return Posterior(model, beta, sds, corr, None, cond, stats, ps, seed, time.perf_counter() - start, "nuts",
-                     shape=shape)
+                     shape=shape, finished=finished)
 
 
 def _layout(model, ps: PriorSet, p_c: int, intercept: bool, nodes: int) -> GlmmLayout:

@@ -248,6 +248,14 @@ def _occupancy_posterior(attrs: dict, frame: pd.DataFrame, groups: dict, stats: 
     return post
 
 
+def _finished(attrs: dict) -> list[int] | None:
+    """The draws per chain of an interrupted run (None for a full one, and in files from before the mark)."""
+    finished = json.loads(attrs.get("finished", "null"))
+    if finished is not None and not (isinstance(finished, list) and all(type(c) is int and c >= 0 for c in finished)):
+        raise MultilevelError(f"the saved 'finished' mark {finished!r} is not a list of draw counts: the file is damaged or altered")
+    return finished
+
+
 def _posterior(attrs: dict, frame: pd.DataFrame, posterior, stats: dict) -> Posterior:
     """The posterior of a saved file, its arrays checked against its own formula."""
     model = _model(attrs["formula"], frame)
@@ -268,4 +276,5 @@ def _posterior(attrs: dict, frame: pd.DataFrame, posterior, stats: dict) -> Post
                               f"data need {expected}: the file is damaged or altered")
     sigma = posterior["sigma"].values if "sigma" in posterior else None
     return Posterior(model, beta, sds, corrs, sigma, b, stats, _priors_from(json.loads(attrs["priors"])),
-                     int(attrs["seed"]), float(attrs["seconds"]), str(attrs["sampler"]), json.loads(attrs["warnings"]))
+                     int(attrs["seed"]), float(attrs["seconds"]), str(attrs["sampler"]), json.loads(attrs["warnings"]),
+                     finished=_finished(attrs))

@@ -15,7 +15,15 @@ class Generalized(Frequentist):
 
 
 class Bayesian:
-    """Posterior draws: `beta` (chains, draws, p), `sd`, `corr`, `sigma`, `b` per term."""
+    """Posterior draws: `beta` (chains, draws, p), `sd`, `corr`, `sigma`, `b` per term. `finished` is None for a
+    full run; after Ctrl-C, the draws each chain had finished."""
+
+    finished: list[int] | None = None
+
+    @property
+    def partial(self) -> bool:
+        """True when sampling was interrupted (Ctrl-C) and these are the draws finished by then."""
+        return self.finished is not None
 
 
 def is_bayesian(result) -> bool:

@@ -23,8 +23,8 @@ from .errors import MultilevelError, emit
 from .lmm_fit import LmmFit
 from .optimize import OptimumInfo, bobyqa, boundary_polish, finite_difference_checks, lbfgsb
 from .partitioned import PartitionedDesign
+from .scaling import FAR_COVARIATE, Scaling
 
-FAR_COVARIATE = 10.0  # a random slope's covariate this many SDs from zero makes its term's covariance ill-determined
 BLME_EXTRA_DF = 2.5  # blme's default Wishart df = q + 2.5
 GRADIENT_MIN_SIZE = 200  # the analytic gradient pays only when one evaluation is expensive (docs/performance.md)
 
@@ -129,11 +129,12 @@ def fit_at(model, method: str, prior: str | None, info: OptimumInfo, warn: bool 
         raise MultilevelError("the fitted model is numerically degenerate (the system is not positive definite)")
     sigma = float(np.sqrt(factor.r2 / (engine.n - engine.p if reml else engine.n)))
     beta, b = engine.solve(factor)
+    b = [bi @ engine.held.random_map(i, bi.shape[1]).T for i, bi in enumerate(b)]  # the user's covariates
     objective = engine.criterion(factor, reml)
     penalized = objective + (blme_penalty(engine, info.x) if prior else 0.0)
     messages = exact_fit_message(sigma, model.design) + list(info.warnings)
     messages += [precision_message(c) for c in engine.held.lost]
-    messages += far_covariate_messages(model.design.blocks, model.cross_products)
+    messages += far_covariate_messages(model.design.blocks, engine.held)
     if boundary_parameters(model.design.blocks, factor.T):
         messages.append(singular_message(model.design.blocks, factor.T))
     if warn:
@@ -150,24 +151,19 @@ def precision_message(column: str) -> str:
     )
 
 
-def far_covariate_messages(blocks, cp: CrossProducts) -> list[str]:
-    """Random slopes whose covariate lies far from zero beside the term's intercept, from the sums Z'WZ: their
-    covariance refers to the covariate at 0, outside the data, and is nearly singular in floating point."""
+def far_covariate_messages(blocks, held: Scaling) -> list[str]:
+    """Random slopes whose covariate lies far from zero beside the term's intercept (held centred, `random_centres`):
+    the fit is exact, but the intercept's variance and its correlation with the slope describe the covariate at 0."""
     out = []
-    for block, diag in zip(blocks, cp.diag):
-        if "(Intercept)" not in block.coef_names:
-            continue
-        G = diag.sum(axis=0)
-        a = block.coef_names.index("(Intercept)")
-        for b, name in enumerate(block.coef_names):
-            mean = G[a, b] / G[a, a]
-            sd = np.sqrt(max(G[b, b] / G[a, a] - mean**2, 0.0))
-            if b != a and abs(mean) > FAR_COVARIATE * sd:
+    for block, centre in zip(blocks, held.z_centre):
+        for name, mean in zip(block.coef_names, [] if centre is None else centre):
+            if np.isfinite(mean) and mean != 0:
                 out.append(
                     f"the random slope '{name}' by '{block.group}' has covariate values averaging {mean:.3g}, more than "
                     f"{FAR_COVARIATE:g} times their spread from zero: the intercept's variance and its correlation with the "
-                    f"slope refer to '{name}' = 0, far outside the data, and are nearly unidentifiable in floating point, "
-                    f"so the fit may be imprecise or fail. Centre '{name}' (subtract a value near its mean) and refit."
+                    f"slope refer to '{name}' = 0, far outside the data (computed exactly, the covariate centred within "
+                    f"the fit, but an extrapolation). Centre '{name}' (subtract a value near its mean) for values within "
+                    "the data."
                 )
     return out
 

@@ -119,10 +119,15 @@ class LmmFit(LmmText, Frequentist):
             index=pd.Index(self.design.fixed_names, name="term"),
         )
 
+    def _random_maps(self) -> list[np.ndarray]:
+        """Per term, M mapping effects held with centred covariates to the user's (identity unless centred)."""
+        return [self.engine.held.random_map(i, b.k) for i, b in enumerate(self.design.blocks)]
+
     @cached_property
     def covariances(self) -> list[np.ndarray]:
-        """Covariance matrix of each random term, sigma^2 T T' (y units squared)."""
-        return [self.sigma**2 * T @ T.T for T in self.factor.T]
+        """Covariance matrix of each random term, sigma^2 M T T' M' (y units squared; M undoes the centring of a
+        far random-slope covariate, identity otherwise)."""
+        return [self.sigma**2 * (M @ T) @ (M @ T).T for M, T in zip(self._random_maps(), self.factor.T)]
 
     @cached_property
     def variance_components(self) -> pd.DataFrame:
@@ -132,7 +137,7 @@ class LmmFit(LmmText, Frequentist):
     @cached_property
     def conditional_covariances(self) -> list[np.ndarray]:
         """Per term (m, k, k): conditional covariance of the group effects given the data and beta-hat."""
-        return [self.sigma**2 * c for c in self.engine.conditional_covariances(self.factor)]
+        return [self.sigma**2 * M @ c @ M.T for M, c in zip(self._random_maps(), self.engine.conditional_covariances(self.factor))]
 
     @cached_property
     def group_effects(self) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from functools import cached_property
 import numpy as np
 
 from .bayes import sample
-from .crossprod import CrossProducts, cross_products, with_response
+from .crossprod import CrossProducts, cross_products, learn_scaling, with_response
 from .dense_memory import check_dense_size
 from .design import Design, build_design
 from .engine import Engine
@@ -23,6 +23,7 @@ from .families import GAUSSIAN, Family, Gaussian, parse
 from .glmm import fit_glmm, prepare_data, validate
 from .lmm import fit_lmm
 from .partitioned import is_partitioned, partitioned_design
+from .scaling import random_centres
 
 
 class Model:
@@ -105,7 +106,12 @@ class Model:
 
     @cached_property
     def cross_products(self) -> CrossProducts:
-        return cross_products(self.design)
+        """The design's sums; a Gaussian model's hold random slopes' covariates far from zero centred in their
+        term (`scaling.random_centres`: its fits map the effects and covariances back, `LmmFit`)."""
+        if not self.gaussian:
+            return cross_products(self.design)
+        held = replace(learn_scaling(self.design), z_centre=random_centres(self.design.blocks))
+        return cross_products(self.design, held)
 
     @cached_property
     def engine(self) -> Engine:

@@ -57,6 +57,7 @@ def setup_jax() -> None:
     _READY = True
 
 
+CONDITIONAL_ROWS = 1000  # draws per call of the conditional program (a stopped chain computes at most this many more)
 SEGMENTS = 50  # a chain runs in at least this many compiled calls: Ctrl-C and progress are seen between two
 MAX_SEGMENT = 200  # and in calls of at most this many steps, so a long chain is cut as finely (~0.1 ms a call)
 
@@ -146,8 +147,12 @@ def _chain_programs(target, layout, warmup: int, draws: int, length: int, dim: i
         carry, out = jax.lax.scan(one, carry, (start + jnp.arange(length), steps, slow, window_end))
         return jax.tree_util.tree_leaves(carry), out
 
-    def conditional(data, positions, seed, chain):
-        z = jax.random.normal(keys(seed, chain)[1], (positions.shape[0], target.noise_size(layout)))
+    def conditional(data, positions, seed, chain, first):
+        """The conditional draws of rows first, first + 1, ...: each row's noise from a key of its own, so the
+        rows can be drawn in blocks (and a stopped chain's draws are the first of the full chain's)."""
+        key = keys(seed, chain)[1]
+        rows = first + jnp.arange(positions.shape[0])
+        z = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (target.noise_size(layout),)))(rows)
         return jax.vmap(partial(target.conditional_draw, layout, data))(positions, z)
 
     def begin(data, x):
@@ -159,11 +164,11 @@ def _chain_programs(target, layout, warmup: int, draws: int, length: int, dim: i
 
 
 def _programs(target, layout, warmup: int, draws: int, data: dict, init: np.ndarray):
-    """The compiled (begin, segment, conditional) programs and the segment length: from memory, from the
-    on-disk exports (nothing traced), or traced and exported now."""
+    """The compiled (begin, segment, conditional) programs, the segment length and the conditional's rows per
+    call: from memory, from the on-disk exports (nothing traced), or traced and exported now."""
     import jax
 
-    length = segment_length(warmup + draws)
+    length, rows = segment_length(warmup + draws), min(draws, CONDITIONAL_ROWS)
     token = repr((target.__name__, layout, warmup, draws, length, sorted((k, v.shape, str(v.dtype)) for k, v in data.items()), init.shape,
                   jax.__version__, _versions()))
     name = hashlib.sha256(token.encode()).hexdigest()[:32]
@@ -179,7 +184,8 @@ def _programs(target, layout, warmup: int, draws: int, data: dict, init: np.ndar
             if part == "begin":
                 return begin, (spec, jax.ShapeDtypeStruct(init.shape, np.float64))
             if part == "conditional":
-                return conditional, (spec, jax.ShapeDtypeStruct((draws, init.shape[0]), np.float64), seed, chain)
+                return conditional, (spec, jax.ShapeDtypeStruct((rows, init.shape[0]), np.float64), seed, chain,
+                                     jax.ShapeDtypeStruct((), np.int32))
             return segment, (spec, leaves, seed, chain, jax.ShapeDtypeStruct((), np.int32))
 
         options = compile_options(target, data)
@@ -189,7 +195,7 @@ def _programs(target, layout, warmup: int, draws: int, data: dict, init: np.ndar
             args, _ = jax.tree_util.tree_unflatten(exported.in_tree, exported.in_avals)
             opts = options if part == "segment" else _once_options(target, part)
             compiled[part] = jax.jit(exported.call).lower(*args).compile(compiler_options=opts)
-        _PROGRAMS[name] = (compiled["begin"], compiled["segment"], compiled["conditional"], length)
+        _PROGRAMS[name] = (compiled["begin"], compiled["segment"], compiled["conditional"], length, rows)
     return _PROGRAMS[name]
 
 
@@ -245,23 +251,30 @@ def _versions() -> str:
 
 @chains.gc_paused()  # in a worker process too (docs/bayes.md, "Speed")
 def run_chain(target, layout, data: dict, seed: int, chain: int, init: np.ndarray, warmup: int, draws: int, report=None):
-    """Warm up and sample one chain: (positions, sample_stats, the target's conditional draws).
+    """Warm up and sample one chain: (positions, sample_stats, the target's conditional draws), or None if a stop
+    request (`chains.stop_requested()`, Ctrl-C) came before any draw; after a stop, the draws finished so far
+    (the first draws of the full chain: every step's key is fixed up front).
 
     `report(chain, steps_done)` is called after each segment (progress bars)."""
     setup_jax()
     import jax
 
-    begin, segment, conditional, length = _programs(target, layout, warmup, draws, data, init)
+    begin, segment, conditional, length, rows = _programs(target, layout, warmup, draws, data, init)
     carry = begin(data, init)
     parts, total = [], warmup + draws
     for start in range(0, total, length):
+        if chains.stop_requested():
+            break
         carry, out = segment(data, carry, np.int64(seed), np.int32(chain), np.int32(start))
         parts.append(out)
         jax.block_until_ready(carry)  # one segment at a time, so Ctrl-C is seen between two (docs/reliability.md)
         if report is not None:
             report(chain, min(start + length, total))
-    out = [np.concatenate([np.asarray(p[i]) for p in parts])[warmup:total] for i in range(len(parts[0]))]
-    cond = tuple(np.asarray(c) for c in conditional(data, out[0], np.int64(seed), np.int32(chain)))
+    done = min(len(parts) * length, total)
+    if done <= warmup:
+        return None
+    out = [np.concatenate([np.asarray(p[i]) for p in parts])[warmup:done] for i in range(len(parts[0]))]
+    cond = _conditional_draws(conditional, rows, data, out[0], seed, chain)
     stats = {
         "lp": out[1], "diverging": out[2].astype(bool), "n_steps": out[3], "acceptance_rate": out[4],
         "energy": out[5], "tree_depth": out[6], "step_size": out[7],
@@ -269,12 +282,24 @@ def run_chain(target, layout, data: dict, seed: int, chain: int, init: np.ndarra
     return out[0], stats, cond
 
 
+def _conditional_draws(conditional, rows: int, data: dict, positions: np.ndarray, seed: int, chain: int) -> tuple:
+    """The target's conditional draws at every position, `rows` per call (the last block padded, then cut)."""
+    n = len(positions)
+    padded = np.concatenate([positions, np.repeat(positions[-1:], -n % rows, axis=0)])
+    blocks = [conditional(data, padded[i : i + rows], np.int64(seed), np.int32(chain), np.int32(i))
+              for i in range(0, n, rows)]
+    return tuple(np.concatenate([np.asarray(b[j]) for b in blocks])[:n] for j in range(len(blocks[0])))
+
+
 def run_chains(target, layout, data, seed: int, inits: list[np.ndarray], warmup: int, draws: int, cores: int,
                progress: bool):
-    """All chains of `target` (a module, see above), sequentially or in `cores` processes; identical draws either way."""
+    """All chains of `target` (a module, see above), sequentially or in `cores` processes; identical draws either
+    way. Returns (positions, stats, conditional draws, finished): `finished` is None for a full run, else
+    (Ctrl-C) the draws each chain finished, and the arrays hold the chains and draws `chains.kept_chains` keeps."""
     jobs = [(target, layout, data, seed, c, inits[c], warmup, draws) for c in range(len(inits))]
-    results = chains.run(run_chain, jobs, cores, warmup, draws, progress)
-    positions = np.stack([r[0] for r in results])
-    stats = {k: np.stack([r[1][k] for r in results]) for k in results[0][1]}
-    cond = [np.stack([r[2][i] for r in results]) for i in range(len(results[0][2]))]
-    return positions, stats, cond
+    results = chains.run(run_chain, jobs, cores, warmup, draws, progress, stoppable=True)
+    results, n, finished = chains.kept_chains(results, lambda r: len(r[0]), draws)
+    positions = np.stack([r[0][:n] for r in results])
+    stats = {k: np.stack([r[1][k][:n] for r in results]) for k in results[0][1]}
+    cond = [np.stack([r[2][i][:n] for r in results]) for i in range(len(results[0][2]))]
+    return positions, stats, cond, finished

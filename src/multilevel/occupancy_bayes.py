@@ -11,7 +11,7 @@ import numpy as np
 
 from . import chains, nuts, occupancy_gibbs, occupancy_likelihood
 from .bayes import _check_counts
-from .diagnostics import sampler_warnings
+from .diagnostics import interrupted_message, sampler_warnings
 from .errors import MultilevelError, emit
 from .occupancy_likelihood import OccupancyLayout
 from .occupancy_posterior import OccupancyPosterior
@@ -32,7 +32,7 @@ def sample(model, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: 
         raise MultilevelError(f"sampler must be 'nuts' or 'gibbs', not {sampler!r}")
     sample_with = _gibbs if sampler == "gibbs" else _nuts
     post = sample_with(model, chains, draws, warmup, seed, cores, float(prior_variance), tuple(map(float, sd_prior)), progress)
-    post.warnings = sampler_warnings(post)
+    post.warnings = interrupted_message(post.finished, post.n_chains, post.n_draws) + sampler_warnings(post)
     emit(post.warnings)
     return post
 
@@ -72,10 +72,12 @@ def _nuts(model, chains, draws, warmup, seed, cores, prior_variance, sd_prior, p
     dim = layout.k + (m + 1 if part else 0)
     inits = _inits(seed, chains, dim)
     with nuts.chains.gc_paused():
-        positions, stats, (z, w, site_ll) = nuts.run_chains(occupancy_likelihood, layout, data, seed, inits, warmup, draws, cores,
-                                                            progress)
+        positions, stats, (z, w, site_ll), finished = nuts.run_chains(occupancy_likelihood, layout, data, seed, inits,
+                                                                      warmup, draws, cores, progress)
     k = layout.k
     sd = np.exp(positions[..., k]) if part else None
     b = sd[..., None] * positions[..., k + 1:] if part else None
-    return OccupancyPosterior(model, positions[..., :k], sd, b, z, w, site_ll, stats, seed, time.perf_counter() - start,
+    post = OccupancyPosterior(model, positions[..., :k], sd, b, z, w, site_ll, stats, seed, time.perf_counter() - start,
                               prior_variance)
+    post.finished = finished
+    return post

@@ -351,20 +351,21 @@ def response_values(design: Design) -> np.ndarray:
     return design.response_sample if isinstance(design, PartitionedDesign) else design.y
 
 
-def sampler_inputs(model) -> tuple[Design, CrossProducts, np.ndarray, bool]:
-    """The samplers' design (non-intercept columns centred, the intercept last) and its cross-products, with the
-    column means and whether there is an intercept; for partitioned data by the exact linear map of the
-    cross-products (`centring.centred_cross_products`) instead of the rows."""
+def sampler_inputs(model, y0: float = 0.0) -> tuple[Design, CrossProducts, np.ndarray, bool]:
+    """The samplers' design (non-intercept columns centred, the intercept last; the response less y0, which only a
+    model with an intercept absorbs) and its cross-products, with the column means and whether there is an
+    intercept; for partitioned data by the exact linear map of the cross-products
+    (`centring.centred_cross_products`) instead of the rows."""
     design = model.design
     if not isinstance(design, PartitionedDesign):
         centred, means, intercept = centred_design(design)
+        centred = replace(centred, y=centred.y - y0) if y0 else centred
         return centred, cross_products(centred, Scaling.identity(centred.p)), means, intercept
     names = design.fixed_names
-    cp = rescaled(model.cross_products, None)  # the samplers' system holds the user's units
     if "(Intercept)" not in names:
-        return design, cp, np.zeros(len(names)), False
+        return design, rescaled(model.cross_products, None), np.zeros(len(names)), False  # the user's units
     centred = copy.copy(design)
     keep = [j for j, n in enumerate(names) if n != "(Intercept)"]
     centred.fixed_names = [names[j] for j in keep] + ["(Intercept)"]
     means = design.x_means[keep]
-    return centred, centred_cross_products(cp, names, means), means, True
+    return centred, centred_cross_products(model.cross_products, names, means, y0), means, True

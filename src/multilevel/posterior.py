@@ -26,13 +26,14 @@ from .variance import icc, r2
 
 class Posterior(Bayesian):
     """Posterior draws of a mixed model (Gaussian: sigma; negative binomial: shape); the same vocabulary as
-    `LmmFit` and `GlmmFit`. The sampler's diagnostics (divergences, R-hat, ESS) are stored in `warnings`."""
+    `LmmFit` and `GlmmFit`. The sampler's diagnostics (divergences, R-hat, ESS) are stored in `warnings`;
+    `partial` marks the draws of a run stopped by Ctrl-C."""
 
     def __init__(self, model, beta, sd, corr, sigma, b, stats: dict, priors, seed: int, seconds: float, sampler: str,
-                 warnings: list[str] | None = None, shape=None):
+                 warnings: list[str] | None = None, shape=None, finished: list[int] | None = None):
         self.model, self.priors, self.seed, self.seconds, self.sampler = model, priors, seed, seconds, sampler
         self.beta, self.sd, self.corr, self.sigma, self.b, self.stats = beta, sd, corr, sigma, b, stats
-        self.shape = shape
+        self.shape, self.finished = shape, finished
         self.warnings = list(warnings or [])
 
     # ------------------------------------------------------------------ shapes and names
@@ -225,8 +226,9 @@ class Posterior(Bayesian):
         return saving.save(self, path, force=force)
 
     def _heading(self) -> list[str]:
+        partial = ", PARTIAL: interrupted" if self.partial else ""
         return [f"Bayesian fit ({self.sampler}, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, "
-                f"{self.seconds:.1f} s)", f"Formula: {self.design.formula}"]
+                f"{self.seconds:.1f} s{partial})", f"Formula: {self.design.formula}"]
 
     def __repr__(self) -> str:
         body = self.summary().round(4).to_string()

@@ -13,7 +13,7 @@ Classes (as brms): ``b`` (coefficients; ``b_<name>`` for one), ``Intercept`` (of
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -253,6 +253,22 @@ def default_priors(model) -> PriorSet:
     sigma = half_t if gaussian and d.se is None else None
     shape = Prior("gamma", (0.01, 0.01)) if family.has_dispersion and not gaussian and family.dispersion is None else None
     return PriorSet(intercept, b, sd, cor, sigma, shape)
+
+
+def for_centred_response(design, ps: PriorSet) -> tuple[float, PriorSet]:
+    """A centre y0 of the response (brms's prior location) and the priors of the same model for y - y0: the
+    intercept's prior moved by -y0, the others unchanged (a shift of y moves only the intercept). The samplers
+    work on y - y0 so their sums do not lose y's digits (y + 1e9); 0 and `ps` when the model has no intercept or
+    its prior has no location to move."""
+    p = ps.intercept
+    if p is None or p.family not in ("flat", "normal", "student_t"):
+        return 0.0, ps
+    y0 = brms_scale(response_values(design))[0]
+    if p.family == "normal":
+        p = Prior("normal", (p.params[0] - y0, p.params[1]))
+    elif p.family == "student_t":
+        p = Prior("student_t", (p.params[0], p.params[1] - y0, p.params[2]))
+    return y0, replace(ps, intercept=p)
 
 
 def resolve_priors(model, overrides: dict | None) -> PriorSet:

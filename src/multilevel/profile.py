@@ -56,6 +56,11 @@ def profile_intervals(fit, level: float = 0.95) -> pd.DataFrame:
     if isinstance(fit, Generalized):
         prof = GlmmProfile(fit)
         return _profile_table(prof, z, [w for w, kind in enumerate(prof.kinds) if kind != "size"])
+    if fit.engine.held.random_centred:
+        raise MultilevelError(
+            "profile intervals are not available where a random slope's covariate lies far from zero (it is held "
+            "centred in its term): centre that covariate in the data, or use method='Wald' or 'boot'"
+        )
     if fit.prior:
         raise MultilevelError(
             "profile intervals are defined for the plain likelihood, not the penalised zero-avoiding fit: "

@@ -173,6 +173,7 @@ def _posterior_tree(post):
         "multilevel_format": FORMAT, "multilevel_version": POSTERIOR_VERSION, "formula": str(post.design.formula),
         "sampler": post.sampler, "seed": int(post.seed), "seconds": float(post.seconds),
         "priors": json.dumps(_priors_record(post.priors)), "warnings": json.dumps(list(post.warnings)),
+        "finished": json.dumps(post.finished),
     })
     return tree
 

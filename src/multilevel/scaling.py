@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+FAR_COVARIATE = 10.0  # a random slope's covariate this many SDs from zero is centred in its term (beside an intercept)
 CENTRE_RATIO = 1.0  # centre a column whose mean exceeds its SD this many times (below it centring gains < 2x)
 DIGITS_LOST = 1e-4  # warn when rounding a column's values (eps |mean|) exceeds this share of its SD
 
@@ -30,6 +31,7 @@ class Scaling:
     scale: np.ndarray  # (p + 1,)
     unit: np.ndarray  # (p,): X unit = 1, zeros when no combination of columns is constant
     lost: tuple[str, ...] = ()
+    z_centre: tuple = ()  # per random term, (k,) centres of its covariates (None: held as given); `random_map`
 
     @classmethod
     def identity(cls, p: int) -> Scaling:
@@ -78,9 +80,51 @@ class Scaling:
         p = len(self.unit)
         return self.inverse[:p, :p].T @ R
 
+    def random_map(self, term: int, k: int) -> np.ndarray:
+        """M with the term's covariates as held, Z_held = Z M, so that b = M b_held and Sigma = M Sigma_held M' in
+        the user's terms: identity, but for centred covariates M[intercept, j] = -centre_j."""
+        M = np.eye(k)
+        centre = self.z_centre[term] if term < len(self.z_centre) else None
+        if centre is not None:
+            M[int(np.flatnonzero(centre == INTERCEPT)[0])] = np.where(centre == INTERCEPT, 1.0, -centre)
+        return M
+
+    @property
+    def random_centred(self) -> bool:
+        """True when a random slope's covariate is held centred."""
+        return any(c is not None for c in self.z_centre)
+
     def drop(self, keep: np.ndarray) -> Scaling:
         """The scaling of the columns `keep` of [X y] (aliased columns dropped; the last is the response)."""
         return replace(self, centre=self.centre[keep], scale=self.scale[keep], unit=self.unit[keep[:-1]])
+
+
+INTERCEPT = np.inf  # marks the intercept's place in a term's `z_centre`
+
+
+def random_centres(blocks) -> tuple:
+    """Per random term with an intercept, the centres of its covariates averaging more than FAR_COVARIATE SDs from
+    zero (0 for the others, INTERCEPT at the intercept); None for a term without any. Held centred, the term's
+    covariance is that of the covariates near their mean, which floating point resolves; `random_map` undoes it."""
+    out = []
+    for block in blocks:
+        if "(Intercept)" not in block.coef_names or block.k < 2:
+            out.append(None)
+            continue
+        mean, sd = block.Z.mean(axis=0), block.Z.std(axis=0)
+        centre = np.where((sd > 0) & (np.abs(mean) > FAR_COVARIATE * sd), mean, 0.0)
+        centre[block.coef_names.index("(Intercept)")] = INTERCEPT
+        out.append(centre if np.any(np.isfinite(centre) & (centre != 0)) else None)
+    return tuple(out)
+
+
+def held_random(block, centre):
+    """The block with its covariates as held: Z - Z[:, intercept] centre' (unchanged for None)."""
+    if centre is None:
+        return block
+    a = int(np.flatnonzero(centre == INTERCEPT)[0])
+    shift = np.where(centre == INTERCEPT, 0.0, centre)
+    return replace(block, Z=block.Z - block.Z[:, [a]] * shift)
 
 
 def column_centres(M: np.ndarray, unit: np.ndarray, mean: np.ndarray | None = None, sd: np.ndarray | None = None) -> np.ndarray:
