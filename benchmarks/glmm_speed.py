@@ -101,7 +101,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="")
+    parser.add_argument("--peer-path", default="", help="a directory holding the `glmm` package (pip install --target)")
     args = parser.parse_args()
+    if args.peer_path:
+        sys.path.append(args.peer_path)  # after ours: its own numpy copy never shadows the environment's
     r_time = r_timings()
     print(f"load average {os.getloadavg()[0]:.2f}")
     print(f"{'model':<32} {'ours s':>8} {'R s':>8} {'ratio':>7} {'target':>7} {'glmm s':>8} {'/glmm':>7}")

@@ -171,8 +171,10 @@ def lbfgsb(
     fun: Callable[[np.ndarray], float],
     x0: np.ndarray,
     lower: np.ndarray,
+    polish: bool = True,
 ) -> OptimumInfo:
-    """Minimise with an analytic gradient (L-BFGS-B, bounds x >= lower), then the same derivative checks.
+    """Minimise with an analytic gradient (L-BFGS-B, bounds x >= lower), then the same derivative checks
+    (``polish=False``: none, for callers that take their own; BOBYQA still takes over from a bound it should leave).
 
     Used when the engine has the gradient (scalar terms): it needs 3-5x fewer evaluations than BOBYQA,
     which pays on large models where one evaluation costs tens of milliseconds (docs/performance.md).
@@ -194,8 +196,12 @@ def lbfgsb(
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     result = minimize(wrapped, np.maximum(x0, lower), jac=True, method="L-BFGS-B", bounds=bounds,
                       options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 1000})
-    checked_at, grad, hess, step = _polish(tracked, lower)
     message = "converged" if result.success else f"L-BFGS-B: {result.message}"
+    if not polish:
+        if _leaves_bound(tracked, lower):
+            return bobyqa(fun, tracked.x, lower, polish=False)
+        return OptimumInfo(tracked.x, float(tracked.f), tracked.n + calls[0], message)
+    checked_at, grad, hess, step = _polish(tracked, lower)
     if step is None or np.max(np.abs(step), initial=0.0) > NEWTON_TRUST or _leaves_bound(tracked, lower):
         return bobyqa(fun, tracked.x, lower)  # not at a minimum: derivative-free from here
     return OptimumInfo(tracked.x, float(tracked.f), tracked.n + calls[0], message, grad, hess, checked_at=checked_at)
@@ -238,6 +244,23 @@ def finite_difference_checks(
             f"(tolerance {tol}); try rescaling predictors or simplifying the model"
         )
     return info
+
+
+def hessian_from_gradient(grad_fun, x: np.ndarray, free: np.ndarray, h: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient at x and the Hessian over the free coordinates by central differences of an exact gradient
+    (2 gradients per coordinate, steps relative as in `gradient_hessian`), symmetrised."""
+    n = len(x)
+    grad, hess = np.array(grad_fun(x), dtype=float), np.zeros((n, n))
+    steps = h * np.maximum(np.abs(x), 0.1)
+    idx = np.flatnonzero(free)
+    for a in idx:
+        ea = np.zeros(n)
+        ea[a] = steps[a]
+        hess[a, idx] = (np.asarray(grad_fun(x + ea))[idx] - np.asarray(grad_fun(x - ea))[idx]) / (2 * steps[a])
+    sub = hess[np.ix_(idx, idx)]
+    hess[np.ix_(idx, idx)] = 0.5 * (sub + sub.T)
+    grad[~free] = 0.0
+    return grad, hess
 
 
 @np.errstate(invalid="ignore", over="ignore")  # inf - inf where the criterion is infinite: NaN, judged by the checks
