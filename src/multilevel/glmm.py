@@ -332,7 +332,7 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
         grad, hess = hessian_from_gradient(lambda x: objective.value_and_gradient(x)[1], info.x, free,
                                            h=GRADIENT_HESSIAN_STEP)
     else:
-        grad, hess = gradient_hessian(from_optimum, info.x, free, h=HESSIAN_STEP, f0=info.fun)
+        grad, hess = gradient_hessian(from_optimum, info.x, free, h=HESSIAN_STEP, f0=info.fun, paired=True)
     idx = np.flatnonzero(free)
     try:
         step = -np.linalg.solve(hess[np.ix_(idx, idx)], grad[idx])
