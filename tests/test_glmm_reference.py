@@ -130,13 +130,12 @@ def test_agq20_toenail_matches_glmer_and_100_nodes_the_exact_integral():
 
 
 def test_agq_with_one_node_is_laplace():
-    model = model_of("cbpp_binomial_laplace")
-    pirls = Pirls(model.design, model.family)
-    from multilevel.glmm import agq_deviance
+    from multilevel.scalar_pirls import ScalarPirls
 
-    mode = pirls.mode(np.array([0.7]), np.array([-1.4, -1.0, -1.1, -1.6]))
-    one_node = agq_deviance(pirls, mode.eta, mode.u[0][:, 0], mode.factor.A11.reshape(-1), 0.7, model.family, 1)
-    assert one_node == pytest.approx(mode.laplace, rel=1e-13)
+    model = model_of("cbpp_binomial_laplace")
+    scalar = ScalarPirls(Pirls(model.design, model.family))
+    mode = scalar.mode(0.7, np.array([-1.4, -1.0, -1.1, -1.6]), model.family)
+    assert scalar.agq(mode, model.family, 1) == pytest.approx(mode.laplace, rel=1e-13)
 
 
 SALAMANDERS = ("count ~ spp + mined + (1 | site)", "Salamanders", "nbinom2")
@@ -161,13 +160,17 @@ def test_scalar_pirls_is_pirls_and_its_gradient_is_the_derivative(formula, data,
     for theta in (0.3, 1.2):
         expected = general.mode(np.array([theta]), beta, family).laplace
         assert scalar.mode(theta, beta, family).laplace == pytest.approx(expected, rel=1e-12)
-    value, d_theta, d_beta = scalar.laplace_gradient(1.2, beta, family)
-    h = 1e-5
-    numeric = [(scalar.mode(1.2 + h, beta, family).laplace - scalar.mode(1.2 - h, beta, family).laplace) / (2 * h)]
-    for e in np.eye(len(beta)):
-        numeric.append((scalar.mode(1.2, beta + h * e, family).laplace - scalar.mode(1.2, beta - h * e, family).laplace)
-                       / (2 * h))
-    np.testing.assert_allclose(np.r_[d_theta, d_beta], numeric, rtol=1e-5, atol=1e-5)
+    for nodes in (1, 9):
+        def objective(theta, b):
+            mode = scalar.mode(theta, b, family)
+            return mode.laplace if nodes == 1 else scalar.agq(mode, family, nodes)
+
+        value, d_theta, d_beta = scalar.gradient(1.2, beta, family, nodes)
+        assert value == pytest.approx(objective(1.2, beta), rel=1e-12)
+        h = 1e-5
+        numeric = [(objective(1.2 + h, beta) - objective(1.2 - h, beta)) / (2 * h)]
+        numeric += [(objective(1.2, beta + h * e) - objective(1.2, beta - h * e)) / (2 * h) for e in np.eye(len(beta))]
+        np.testing.assert_allclose(np.r_[d_theta, d_beta], numeric, rtol=1e-5, atol=1e-5)
 
 
 NB_FORMULA = ("TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", "grouseticks", "negbinomial")

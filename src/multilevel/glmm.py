@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.linalg as sla
-from scipy import special
 
 from .components import boundary_parameters
 from .data import as_frame
@@ -38,7 +37,6 @@ from .scalar_pirls import ScalarPirls
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
 GRADIENT_HESSIAN_STEP = 1e-3  # the same from differences of the exact gradient (error ~1e-6)
 SIZE_STEP = 1e-4  # central-difference step in log NB size of the gradient's last coordinate
-LOG2PI = float(np.log(2 * np.pi))
 
 
 # ---------------------------------------------------------------------- input
@@ -120,8 +118,8 @@ class GlmmObjective:
 
     @property
     def has_gradient(self) -> bool:
-        """Whether `value_and_gradient` is exact: the Laplace objective of one scalar term."""
-        return self.scalar is not None and self.n_agq == 1
+        """Whether `value_and_gradient` exists: one scalar term, Laplace or quadrature."""
+        return self.scalar is not None and self.n_agq >= 1
 
     def whiten(self, beta0: np.ndarray, precision_factor: np.ndarray) -> None:
         """beta = beta0 + L'^-1 gamma, L the lower Cholesky factor of beta's information (cov(gamma) ~ I)."""
@@ -158,15 +156,13 @@ class GlmmObjective:
             mode = self.scalar.mode(float(theta[0]), beta, fam)
         except MultilevelError:
             return np.inf
-        if self.n_agq == 1:
-            return mode.laplace
-        return agq_deviance(self.pirls, mode.eta, mode.u, mode.curvature, mode.theta, fam, self.n_agq)
+        return mode.laplace if self.n_agq == 1 else self.scalar.agq(mode, fam, self.n_agq)
 
     def value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """The Laplace objective and its gradient in x (exact in theta and gamma; central differences in log size)."""
+        """The objective and its gradient in x (exact in theta and gamma; central differences in log size)."""
         theta, beta, fam = self.split(x)
         try:
-            value, d_theta, d_beta = self.scalar.laplace_gradient(float(theta[0]), beta, fam)
+            value, d_theta, d_beta = self.scalar.gradient(float(theta[0]), beta, fam, self.n_agq)
         except MultilevelError:
             return np.inf, np.zeros_like(x)
         grad = np.concatenate([[d_theta], self.J.T @ d_beta])
@@ -176,23 +172,6 @@ class GlmmObjective:
             down[-1] -= SIZE_STEP
             grad = np.append(grad, (self(up) - self(down)) / (2 * SIZE_STEP))
         return value, grad
-
-
-def agq_deviance(pirls: Pirls, eta_hat: np.ndarray, u_hat: np.ndarray, curvature: np.ndarray, theta: float,
-                 family: Family, n_nodes: int) -> float:
-    """-2 log-likelihood by adaptive Gauss-Hermite quadrature, one scalar random-effect term: each group's
-    integral over its u, with nodes centred at the mode u-hat and scaled by the curvature there (absolute scale)."""
-    block = pirls.design.blocks[0]
-    x, w = np.polynomial.hermite.hermgauss(n_nodes)
-    scale = 1.0 / np.sqrt(curvature)
-    shift = np.sqrt(2.0) * scale[:, None] * x[None, :]  # (m, K): u - u-hat at the nodes
-    eta = eta_hat[:, None] + theta * block.Z[:, :1] * shift[block.codes]
-    ll = family.loglik(pirls.y[:, None], family.link.linkinv(eta), pirls.prior_weights[:, None])
-    group_ll = np.stack([np.bincount(block.codes, ll[:, k], block.m) for k in range(n_nodes)], axis=1)
-    u = u_hat[:, None] + shift
-    log_terms = group_ll - 0.5 * u**2 + x[None, :] ** 2 + np.log(w)[None, :]
-    log_integral = special.logsumexp(log_terms, axis=1) + np.log(np.sqrt(2.0) * scale) - 0.5 * LOG2PI
-    return float(-2.0 * np.sum(log_integral))
 
 
 # ---------------------------------------------------------------------- fitting

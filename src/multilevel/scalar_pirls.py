@@ -1,4 +1,4 @@
-"""PIRLS, the Laplace objective and its exact gradient for a model with one scalar random-effect term.
+"""PIRLS, the Laplace and quadrature objectives and their exact gradients for one scalar random-effect term.
 
 With eta = X beta + offset + theta z u[g] every group's mode solves its own one-dimensional problem, so the
 Newton steps of `pirls.Pirls` become vector operations over the groups (no factorisation), and the gradient of
@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy import special
 
 from .errors import MultilevelError
 from .families import Family
 from .pirls import MAX_HALVINGS, MAX_ITERATIONS, STEP_TOL, Pirls, step_size
 
+LOG2PI = float(np.log(2 * np.pi))
 WEIGHT_STEP = 1e-5  # central-difference step in eta of the information weights' derivative (error ~1e-10)
 
 
@@ -127,25 +129,55 @@ class ScalarPirls:
             return self.pirls.weights(eta, family, "expected")
         return self.pirls.weights(eta, family, "observed") if w_observed is None else w_observed
 
-    # ------------------------------------------------------------------ the gradient
-    def laplace_gradient(self, theta: float, beta: np.ndarray, family: Family) -> tuple[float, float, np.ndarray]:
-        """The Laplace objective at (theta, beta) and its exact derivatives in theta and in beta."""
+    # ------------------------------------------------------------------ quadrature and the gradient
+    def _quadrature(self, theta, mode: ScalarMode, family: Family, n_nodes: int):
+        """Adaptive Gauss-Hermite nodes t (m, K) about the modes, the linear predictor there (n, K), the log
+        integrands (m, K) and each group's -2 log integral (m,)."""
         p = self.pirls
-        mode = self.mode(theta, beta, family)
-        eta, u, z = mode.eta, mode.u, self.z
-        score = family.score(p.y, eta, p.prior_weights)
-        w_obs = p.weights(eta, family, "observed")
-        dw = (self._laplace_weights(eta + WEIGHT_STEP, family) - self._laplace_weights(eta - WEIGHT_STEP, family)) / (
-            2 * WEIGHT_STEP)
-        H = mode.curvature
-        H_obs = 1.0 + theta**2 * self._sum(z**2 * w_obs)
-        zg = z * u[self.codes]  # d eta / d theta at fixed u
-        du_dtheta = (self._sum(z * score) - theta * u * self._sum(z**2 * w_obs)) / H_obs
-        c = theta**2 * z**2 * dw / H[self.codes]  # d log H_g / d eta_i
-        dH_theta = 2 * theta * self._sum(z**2 * self._laplace_weights(eta, family, w_obs)) / H
-        d_theta = (-2.0 * float(score @ zg) + float(np.sum(dH_theta))
-                   + float(c @ (zg + theta * z * du_dtheta[self.codes])))
-        e = self._sum(c * z)  # per group: sum of c z, the log-determinant's pull on u-hat
-        rows = -2.0 * score + c - theta**2 * z * w_obs * (e / H_obs)[self.codes]
-        return mode.laplace, d_theta, self.X.T @ rows
+        x, w = np.polynomial.hermite.hermgauss(n_nodes)
+        scale = 1.0 / np.sqrt(mode.curvature)
+        shift = np.sqrt(2.0) * scale[:, None] * x[None, :]  # (m, K): u - u-hat at the nodes
+        eta = mode.eta[:, None] + theta * self.z[:, None] * shift[self.codes]
+        ll = family.loglik(p.y[:, None], family.link.linkinv(eta), p.prior_weights[:, None])
+        t = mode.u[:, None] + shift
+        log_terms = self.indicator @ ll - 0.5 * t**2 + x[None, :] ** 2 + np.log(w)[None, :]
+        lse = special.logsumexp(log_terms, axis=1)
+        return x, t, eta, log_terms, -2.0 * (lse + np.log(np.sqrt(2.0) * scale) - 0.5 * LOG2PI)
 
+    def agq(self, mode: ScalarMode, family: Family, n_nodes: int) -> float:
+        """-2 log-likelihood by adaptive Gauss-Hermite quadrature: each group's integral over its u, with nodes
+        centred at the mode and scaled by the curvature there (absolute scale; one node: the Laplace value)."""
+        return float(np.sum(self._quadrature(mode.theta, mode, family, n_nodes)[-1]))
+
+    def gradient(self, theta: float, beta: np.ndarray, family: Family, n_nodes: int) -> tuple[float, float, np.ndarray]:
+        """-2 log-likelihood (Laplace for n_nodes = 1, else quadrature) and its exact derivatives in theta and beta.
+
+        The nodes move with the modes and the curvature: d t / d phi = d u-hat / d phi - t-shift / 2 d log H / d phi,
+        with d u-hat / d phi by implicit differentiation (observed information) and d log H / d phi through the
+        weights' derivative in eta."""
+        p, g, z, X = self.pirls, self.codes, self.z, self.X
+        mode = self.mode(theta, beta, family)
+        eta, u = mode.eta, mode.u
+        w_obs = p.weights(eta, family, "observed")
+        V = self._laplace_weights(eta, family, w_obs)
+        dV = (self._laplace_weights(eta + WEIGHT_STEP, family) - self._laplace_weights(eta - WEIGHT_STEP, family)) / (
+            2 * WEIGHT_STEP)
+        H, H_obs = mode.curvature, 1.0 + theta**2 * self._sum(z**2 * w_obs)
+        score = family.score(p.y, eta, p.prior_weights)
+        du_dtheta = (self._sum(z * score) - theta * u * self._sum(z**2 * w_obs)) / H_obs
+        du_dbeta = -theta * (self.indicator @ ((z * w_obs)[:, None] * X)) / H_obs[:, None]  # (m, p)
+        c = theta**2 * z**2 * dV / H[g]  # d log H_g / d eta_i
+        cz = self._sum(c * z)
+        dlogH_dtheta = 2 * theta * self._sum(z**2 * V) / H + cz * (u + theta * du_dtheta)
+        dlogH_dbeta = self.indicator @ (c[:, None] * X) + theta * cz[:, None] * du_dbeta
+        x, t, eta_k, log_terms, per_group = self._quadrature(theta, mode, family, n_nodes)
+        P = np.exp(log_terms - special.logsumexp(log_terms, axis=1)[:, None])  # each group's node weights
+        score_k = family.score(p.y[:, None], eta_k, p.prior_weights[:, None])  # (n, K)
+        averaged = P[g] * score_k
+        d = theta * (self.indicator @ (z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
+        a1 = np.sum(P * d, axis=1)
+        kappa = -0.5 - np.sqrt(0.5) * np.sum(P * d * x[None, :], axis=1) / np.sqrt(H)
+        d_theta = -2.0 * (float(z @ np.sum(averaged * t[g], axis=1)) + float(a1 @ du_dtheta) + float(kappa @ dlogH_dtheta))
+        d_beta = -2.0 * (X.T @ np.sum(averaged, axis=1) + du_dbeta.T @ a1 + dlogH_dbeta.T @ kappa)
+        value = mode.laplace if n_nodes == 1 else float(np.sum(per_group))
+        return value, d_theta, d_beta
