@@ -36,7 +36,9 @@ def lme4_sds(fit, ref_varcomp) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_optimum(fit, opt: dict, se_key: str = "beta_se") -> None:
-    """Objective, fixed effects and their SEs against an optimum block of a reference file."""
+    """Objective, fixed effects and their SEs against an optimum block of a reference file; the convergence
+    checks (scaled gradient, positive-definite Hessian) pass."""
+    assert fit.converged, fit.info.warnings
     assert fit.design.fixed_names == opt["beta_names"]
     assert fit.deviance == pytest.approx(opt["objective"], rel=1e-6)
     fe = fit.fixed_effects
