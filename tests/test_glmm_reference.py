@@ -202,3 +202,26 @@ def test_salamanders_nb2_is_glmmtmb():
     assert fit.nb_theta == pytest.approx(ref["dispersion"]["value"], rel=1e-3)
     assert fit.dispersion.loc["log theta", "std_error_log"] == pytest.approx(ref["dispersion"]["log_value_se"], rel=1e-3)
     assert fit.aic == pytest.approx(ref["AIC"], rel=1e-6)
+
+
+@pytest.mark.parametrize("formula, family, information", [
+    (LAPLACE["grouseticks_poisson"][0], "poisson", "observed"),
+    (NB_FORMULA[0], "negbinomial", "expected"),
+    (NB_FORMULA[0], "negbinomial", "observed"),
+])
+def test_laplace_gradient_of_several_scalar_terms_is_the_derivative(formula, family, information):
+    """The sparse-LU gradient (leverages, implicit derivative of the modes) against central differences of PIRLS."""
+    from multilevel.laplace_gradient import ScalarTermsGradient
+
+    model = mlv.Model(formula, mlv.datasets.load("grouseticks"), family=family)
+    family = model.family.with_dispersion(2.0) if model.family.has_dispersion else model.family
+    pirls = Pirls(model.design, model.family, information)
+    theta, beta = np.linspace(0.5, 1.1, len(model.design.blocks)), np.linspace(-0.3, 0.4, model.design.p)
+    value, d_theta, d_beta = ScalarTermsGradient(Pirls(model.design, model.family, information)).gradient(theta, beta, family)
+    assert value == pytest.approx(pirls.mode(theta, beta, family).laplace, rel=1e-12)
+    h = 1e-5
+    numeric = [(pirls.mode(theta + h * e, beta, family).laplace - pirls.mode(theta - h * e, beta, family).laplace) / (2 * h)
+               for e in np.eye(len(theta))]
+    numeric += [(pirls.mode(theta, beta + h * e, family).laplace - pirls.mode(theta, beta - h * e, family).laplace) / (2 * h)
+                for e in np.eye(len(beta))]
+    np.testing.assert_allclose(np.r_[d_theta, d_beta], numeric, rtol=1e-6, atol=5e-3)  # atol: differences of a ~1e4 objective

@@ -31,6 +31,7 @@ from .formula import Formula, parse
 from .glmm_fit import GlmmFit
 from .optimize import (NEWTON_TRUST, OptimumInfo, bobyqa, finite_difference_checks, free_coordinates, gradient_hessian,
                        hessian_from_gradient, lbfgsb)
+from .laplace_gradient import ScalarTermsGradient
 from .pirls import Mode, Pirls
 from .scalar_pirls import ScalarPirls
 
@@ -115,11 +116,13 @@ class GlmmObjective:
         self.beta0 = np.zeros(pirls.design.p)
         self.J = np.eye(pirls.design.p)
         self.scalar = ScalarPirls(pirls) if ScalarPirls.applies(pirls.design) else None
+        several = self.scalar is None and n_agq == 1 and ScalarTermsGradient.applies(pirls.design)
+        self.terms = ScalarTermsGradient(pirls) if several else None
 
     @property
     def has_gradient(self) -> bool:
-        """Whether `value_and_gradient` exists: one scalar term, Laplace or quadrature."""
-        return self.scalar is not None and self.n_agq >= 1
+        """Whether `value_and_gradient` exists: one scalar term (Laplace or quadrature), or all terms scalar (Laplace)."""
+        return (self.scalar is not None and self.n_agq >= 1) or self.terms is not None
 
     def whiten(self, beta0: np.ndarray, precision_factor: np.ndarray) -> None:
         """beta = beta0 + L'^-1 gamma, L the lower Cholesky factor of beta's information (cov(gamma) ~ I)."""
@@ -162,10 +165,13 @@ class GlmmObjective:
         """The objective and its gradient in x (exact in theta and gamma; central differences in log size)."""
         theta, beta, fam = self.split(x)
         try:
-            value, d_theta, d_beta = self.scalar.gradient(float(theta[0]), beta, fam, self.n_agq)
+            if self.scalar is not None:
+                value, d_theta, d_beta = self.scalar.gradient(float(theta[0]), beta, fam, self.n_agq)
+            else:
+                value, d_theta, d_beta = self.terms.gradient(theta, beta, fam)
         except MultilevelError:
             return np.inf, np.zeros_like(x)
-        grad = np.concatenate([[d_theta], self.J.T @ d_beta])
+        grad = np.concatenate([np.atleast_1d(d_theta), self.J.T @ d_beta])
         if self.estimate_size:
             up, down = x.copy(), x.copy()
             up[-1] += SIZE_STEP
