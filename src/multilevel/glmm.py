@@ -194,7 +194,10 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     start = np.concatenate([_theta_start(pirls), [_log_size_start(pirls)] if estimate_size else []])
     lower1 = np.concatenate([_theta_lower(pirls), [-np.inf] if estimate_size else []])
     try:
-        stage1 = bobyqa(objective.stage1, start, lower1, polish=n_agq == 0)  # else only stage 2's start
+        if objective.has_gradient:  # a gradient method needs no better start than lme4's: stage 1 only whitens
+            stage1 = OptimumInfo(start, objective.stage1(start), 1, "the start")
+        else:
+            stage1 = bobyqa(objective.stage1, start, lower1, polish=n_agq == 0)  # else only stage 2's start
         mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
     except MultilevelError as exc:
         raise MultilevelError(f"{explain_failure(design, family)}({exc})") from None
