@@ -14,10 +14,10 @@ weights, same stopping rule), only faster.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
-from scipy import special
 
 from .errors import MultilevelError
 from .families import Family
@@ -134,14 +134,15 @@ class ScalarPirls:
         """Adaptive Gauss-Hermite nodes t (m, K) about the modes, the linear predictor there (n, K), the log
         integrands (m, K) and each group's -2 log integral (m,)."""
         p = self.pirls
-        x, w = np.polynomial.hermite.hermgauss(n_nodes)
+        x, w = _hermite(n_nodes)
         scale = 1.0 / np.sqrt(mode.curvature)
         shift = np.sqrt(2.0) * scale[:, None] * x[None, :]  # (m, K): u - u-hat at the nodes
         eta = mode.eta[:, None] + theta * self.z[:, None] * shift[self.codes]
         ll = family.loglik(p.y[:, None], family.link.linkinv(eta), p.prior_weights[:, None])
         t = mode.u[:, None] + shift
         log_terms = self.indicator @ ll - 0.5 * t**2 + x[None, :] ** 2 + np.log(w)[None, :]
-        lse = special.logsumexp(log_terms, axis=1)
+        top = np.max(log_terms, axis=1)
+        lse = top + np.log(np.sum(np.exp(log_terms - top[:, None]), axis=1))  # log-sum-exp over the nodes
         return x, t, eta, log_terms, -2.0 * (lse + np.log(np.sqrt(2.0) * scale) - 0.5 * LOG2PI)
 
     def agq(self, mode: ScalarMode, family: Family, n_nodes: int) -> float:
@@ -171,7 +172,8 @@ class ScalarPirls:
         dlogH_dtheta = 2 * theta * self._sum(z**2 * V) / H + cz * (u + theta * du_dtheta)
         dlogH_dbeta = self.indicator @ (c[:, None] * X) + theta * cz[:, None] * du_dbeta
         x, t, eta_k, log_terms, per_group = self._quadrature(theta, mode, family, n_nodes)
-        P = np.exp(log_terms - special.logsumexp(log_terms, axis=1)[:, None])  # each group's node weights
+        P = np.exp(log_terms - np.max(log_terms, axis=1)[:, None])
+        P /= np.sum(P, axis=1)[:, None]  # each group's node weights
         score_k = family.score(p.y[:, None], eta_k, p.prior_weights[:, None])  # (n, K)
         averaged = P[g] * score_k
         d = theta * (self.indicator @ (z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
@@ -181,3 +183,9 @@ class ScalarPirls:
         d_beta = -2.0 * (X.T @ np.sum(averaged, axis=1) + du_dbeta.T @ a1 + dlogH_dbeta.T @ kappa)
         value = mode.laplace if n_nodes == 1 else float(np.sum(per_group))
         return value, d_theta, d_beta
+
+
+@lru_cache(maxsize=16)
+def _hermite(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes and weights (computed once per count)."""
+    return np.polynomial.hermite.hermgauss(n_nodes)
