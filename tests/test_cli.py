@@ -76,6 +76,18 @@ def test_compare_lrt(data):
     assert f"{reference('sleepstudy_slopes_ml')['deviance']:.2f}"[:-1] in model2
 
 
+def test_compare_lrt_of_binomial_glmms_with_family():
+    """compare --family: nested GLMMs by likelihood-ratio test, the full model at the cbpp reference's optimum."""
+    formulas = ["cbind(incidence, size - incidence) ~ 1 + (1 | herd)",
+                "cbind(incidence, size - incidence) ~ period + (1 | herd)"]
+    out = run("compare", "cbpp", *formulas, "--family", "binomial")
+    assert out.returncode == 0, out.stderr
+    model2 = next(line for line in out.stdout.splitlines() if line.startswith("model2 "))
+    assert f"{reference('cbpp_binomial_laplace')['laplace_exact']['optimum']['objective']:.6f}" in model2
+    gaussian = run("compare", "cbpp", *formulas)
+    assert gaussian.returncode == 2 and "family='binomial'" in gaussian.stderr
+
+
 def test_datasets_and_demo(tmp_path):
     out = run("datasets")
     assert out.returncode == 0 and re.search(r"^sleepstudy\s+180 rows", out.stdout, re.M)

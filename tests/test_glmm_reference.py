@@ -36,7 +36,9 @@ def lme4_sds(fit, ref_varcomp) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_optimum(fit, opt: dict, se_key: str = "beta_se") -> None:
-    """Objective, fixed effects and their SEs against an optimum block of a reference file."""
+    """Objective, fixed effects and their SEs against an optimum block of a reference file; the convergence
+    checks (scaled gradient, positive-definite Hessian) pass."""
+    assert fit.converged, fit.info.warnings
     assert fit.design.fixed_names == opt["beta_names"]
     assert fit.deviance == pytest.approx(opt["objective"], rel=1e-6)
     fe = fit.fixed_effects
@@ -130,12 +132,47 @@ def test_agq20_toenail_matches_glmer_and_100_nodes_the_exact_integral():
 
 
 def test_agq_with_one_node_is_laplace():
-    model = model_of("cbpp_binomial_laplace")
-    pirls = Pirls(model.design, model.family)
-    from multilevel.glmm import agq_deviance
+    from multilevel.scalar_pirls import ScalarPirls
 
-    mode = pirls.mode(np.array([0.7]), np.array([-1.4, -1.0, -1.1, -1.6]))
-    assert agq_deviance(pirls, mode, model.family, 1) == pytest.approx(mode.laplace, rel=1e-13)
+    model = model_of("cbpp_binomial_laplace")
+    scalar = ScalarPirls(Pirls(model.design, model.family))
+    mode = scalar.mode(0.7, np.array([-1.4, -1.0, -1.1, -1.6]), model.family)
+    assert scalar.agq(mode, model.family, 1) == pytest.approx(mode.laplace, rel=1e-13)
+
+
+SALAMANDERS = ("count ~ spp + mined + (1 | site)", "Salamanders", "nbinom2")
+
+
+@pytest.mark.parametrize("formula, data, family, information", [
+    (*LAPLACE["cbpp_binomial_laplace"], "observed"),
+    (*LAPLACE["owls_poisson_offset"], "observed"),
+    (LAPLACE["toenail_binomial_laplace"][0], "toenail", "binomial(probit)", "observed"),
+    (*SALAMANDERS, "observed"),
+    (*SALAMANDERS, "expected"),
+])
+def test_scalar_pirls_is_pirls_and_its_gradient_is_the_derivative(formula, data, family, information):
+    """The one-scalar-term PIRLS gives the engine PIRLS's Laplace value; its gradient matches central differences."""
+    from multilevel.scalar_pirls import ScalarPirls
+
+    model = mlv.Model(formula, mlv.datasets.load(data), family=family)
+    family = model.family.with_dispersion(1.5) if model.family.has_dispersion else model.family
+    general = Pirls(model.design, model.family, information)
+    scalar = ScalarPirls(Pirls(model.design, model.family, information))
+    beta = np.linspace(-0.5, 0.3, model.design.p)
+    for theta in (0.3, 1.2):
+        expected = general.mode(np.array([theta]), beta, family).laplace
+        assert scalar.mode(theta, beta, family).laplace == pytest.approx(expected, rel=1e-12)
+    for nodes in (1, 9):
+        def objective(theta, b):
+            mode = scalar.mode(theta, b, family)
+            return mode.laplace if nodes == 1 else scalar.agq(mode, family, nodes)
+
+        value, d_theta, d_beta = scalar.gradient(1.2, beta, family, nodes)
+        assert value == pytest.approx(objective(1.2, beta), rel=1e-12)
+        h = 1e-5
+        numeric = [(objective(1.2 + h, beta) - objective(1.2 - h, beta)) / (2 * h)]
+        numeric += [(objective(1.2, beta + h * e) - objective(1.2, beta - h * e)) / (2 * h) for e in np.eye(len(beta))]
+        np.testing.assert_allclose(np.r_[d_theta, d_beta], numeric, rtol=1e-5, atol=1e-5)
 
 
 NB_FORMULA = ("TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", "grouseticks", "negbinomial")
@@ -165,3 +202,26 @@ def test_salamanders_nb2_is_glmmtmb():
     assert fit.nb_theta == pytest.approx(ref["dispersion"]["value"], rel=1e-3)
     assert fit.dispersion.loc["log theta", "std_error_log"] == pytest.approx(ref["dispersion"]["log_value_se"], rel=1e-3)
     assert fit.aic == pytest.approx(ref["AIC"], rel=1e-6)
+
+
+@pytest.mark.parametrize("formula, family, information", [
+    (LAPLACE["grouseticks_poisson"][0], "poisson", "observed"),
+    (NB_FORMULA[0], "negbinomial", "expected"),
+    (NB_FORMULA[0], "negbinomial", "observed"),
+])
+def test_laplace_gradient_of_several_scalar_terms_is_the_derivative(formula, family, information):
+    """The sparse-LU gradient (leverages, implicit derivative of the modes) against central differences of PIRLS."""
+    from multilevel.laplace_gradient import ScalarTermsGradient
+
+    model = mlv.Model(formula, mlv.datasets.load("grouseticks"), family=family)
+    family = model.family.with_dispersion(2.0) if model.family.has_dispersion else model.family
+    pirls = Pirls(model.design, model.family, information)
+    theta, beta = np.linspace(0.5, 1.1, len(model.design.blocks)), np.linspace(-0.3, 0.4, model.design.p)
+    value, d_theta, d_beta = ScalarTermsGradient(Pirls(model.design, model.family, information)).gradient(theta, beta, family)
+    assert value == pytest.approx(pirls.mode(theta, beta, family).laplace, rel=1e-12)
+    h = 1e-5
+    numeric = [(pirls.mode(theta + h * e, beta, family).laplace - pirls.mode(theta - h * e, beta, family).laplace) / (2 * h)
+               for e in np.eye(len(theta))]
+    numeric += [(pirls.mode(theta, beta + h * e, family).laplace - pirls.mode(theta, beta - h * e, family).laplace) / (2 * h)
+                for e in np.eye(len(beta))]
+    np.testing.assert_allclose(np.r_[d_theta, d_beta], numeric, rtol=1e-6, atol=5e-3)  # atol: differences of a ~1e4 objective

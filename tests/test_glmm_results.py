@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 import multilevel as mlv
+from conftest import reference
 from multilevel.errors import MultilevelError
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
@@ -129,6 +130,19 @@ def test_singular_fit_warns_once_or_keeps_the_warning_with_warn_false():
         warnings.simplefilter("error")
         quiet = model.fit(warn=False)
     assert quiet.warnings == fit.warnings and any("boundary" in w for w in quiet.warnings)
+
+
+def test_convergence_check_flags_an_unidentifiable_model(cbpp):
+    """Two random terms on the same grouping: only theta_1^2 + theta_2^2 is identified, so the Hessian of -2 log L
+    is singular at the optimum (lme4: 'nearly unidentifiable'); the check says so, and the likelihood is the one
+    term's exact Laplace optimum (the cbpp reference)."""
+    data = cbpp.assign(herd2="h" + cbpp["herd"].astype(str))
+    model = mlv.Model("cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | herd2)", data, family="binomial")
+    with pytest.warns(mlv.MultilevelWarning, match="not positive definite|may not have converged"):
+        fit = model.fit()
+    assert not fit.converged
+    assert fit.deviance == pytest.approx(reference("cbpp_binomial_laplace")["laplace_exact"]["optimum"]["objective"],
+                                         rel=1e-6)
 
 
 def test_what_a_glmm_does_not_do_is_refused(cbpp):

@@ -218,23 +218,26 @@ def occupancy_command(data, occupancy_formula, detection_formula, site, response
 @click.argument("formulas", nargs=-1, required=True)
 @click.option("--method", type=click.Choice(("lrt", "loo"), case_sensitive=False), default="lrt", show_default=True,
               help="lrt: likelihood-ratio tests of nested ML fits (as lme4's anova); loo: PSIS-LOO of Bayesian fits.")
+@click.option("--family", default="gaussian", show_default=True,
+              help="Response family of every model: gaussian, binomial, binomial(probit), poisson, negbinomial ...")
+@click.option("--nagq", type=int, default=None, help="GLMMs, lrt: quadrature nodes (1 = Laplace, the default).")
 @_sampling_options
 @_user_errors
-def compare(data, formulas, method, chains, draws, warmup, seed, cores):
+def compare(data, formulas, method, family, nagq, chains, draws, warmup, seed, cores):
     """Compare two or more FORMULAS fitted to the same DATA."""
     from .model import Model
 
     if len(formulas) < 2:
         raise MultilevelError("compare needs two or more formulas")
     frame = read_data(data)
-    models = [Model(f, frame) for f in formulas]
+    models = [Model(f, frame, family=family) for f in formulas]
     names = [f"model{i + 1}" for i in range(len(models))]
     for name, f in zip(names, formulas):
         click.echo(f"{name}: {f}")
     if method.lower() == "lrt":
         from .anova import anova
 
-        table = anova(*[m.fit(method="ML") for m in models], names=names)
+        table = anova(*[m.fit(method="ML", **({} if nagq is None else {"nAGQ": nagq})) for m in models], names=names)
     else:
         import arviz_stats
 

@@ -450,7 +450,7 @@ class Engine:
             u_rest.append(u)
             scaled[sa] = (u @ f.T[a].T).ravel()
         beta = x2[q2 : q2 + p]
-        v = self.B[-1].toarray().ravel() - self.B[:-1].T @ scaled
+        v = self.B.T @ np.append(-scaled, 1.0)  # B's last row minus the others' combination, without slicing B
         k0, m0 = self.ks[0], self.ms[0]
         rhs = v.reshape(m0, k0) @ f.T[0]  # T0' v_g
         u0 = np.linalg.solve(f.A11, rhs[:, :, None])[:, :, 0] if k0 > 1 else rhs / f.A11.reshape(m0, 1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.linalg as sla
-from scipy import special
 
 from .components import boundary_parameters
 from .data import as_frame
@@ -30,11 +29,15 @@ from .errors import MultilevelError, emit
 from .families import Binomial, Family, Gaussian, Poisson
 from .formula import Formula, parse
 from .glmm_fit import GlmmFit
-from .optimize import NEWTON_TRUST, OptimumInfo, bobyqa, free_coordinates, gradient_hessian
+from .optimize import (NEWTON_TRUST, OptimumInfo, bobyqa, finite_difference_checks, free_coordinates, gradient_hessian,
+                       hessian_from_gradient, lbfgsb)
+from .laplace_gradient import ScalarTermsGradient
 from .pirls import Mode, Pirls
+from .scalar_pirls import ScalarPirls
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
-LOG2PI = float(np.log(2 * np.pi))
+GRADIENT_HESSIAN_STEP = 1e-3  # the same from differences of the exact gradient (error ~1e-6)
+SIZE_STEP = 1e-4  # central-difference step in log NB size of the gradient's last coordinate
 
 
 # ---------------------------------------------------------------------- input
@@ -115,6 +118,14 @@ class GlmmObjective:
         self.n_theta = sum(sl.stop - sl.start for sl in pirls.theta_slices)
         self.beta0 = np.zeros(pirls.design.p)
         self.J = np.eye(pirls.design.p)
+        self.scalar = ScalarPirls(pirls) if ScalarPirls.applies(pirls.design) else None
+        several = self.scalar is None and n_agq == 1 and ScalarTermsGradient.applies(pirls.design)
+        self.terms = ScalarTermsGradient(pirls) if several else None
+
+    @property
+    def has_gradient(self) -> bool:
+        """Whether `value_and_gradient` exists: one scalar term (Laplace or quadrature), or all terms scalar (Laplace)."""
+        return (self.scalar is not None and self.n_agq >= 1) or self.terms is not None
 
     def whiten(self, beta0: np.ndarray, precision_factor: np.ndarray) -> None:
         """beta = beta0 + L'^-1 gamma, L the lower Cholesky factor of beta's information (cov(gamma) ~ I)."""
@@ -133,7 +144,12 @@ class GlmmObjective:
     def stage1(self, x: np.ndarray) -> float:
         """nAGQ = 0: x = (theta, [log size]), beta inside PIRLS."""
         fam = self.family(x)
-        return self.pirls.laplace(x[: self.n_theta], None, fam)
+        if self.scalar is None:
+            return self.pirls.laplace(x[: self.n_theta], None, fam)
+        try:
+            return self.scalar.mode(float(x[0]), None, fam).laplace
+        except MultilevelError:
+            return np.inf
 
     def __call__(self, x: np.ndarray) -> float:
         return self.deviance(*self.split(x))
@@ -141,27 +157,30 @@ class GlmmObjective:
     def deviance(self, theta: np.ndarray, beta: np.ndarray, fam: Family) -> float:
         """-2 log-likelihood (Laplace or quadrature) at theta and beta; inf where PIRLS fails."""
         try:
-            mode = self.pirls.mode(theta, beta, fam)
+            if self.scalar is None:
+                return self.pirls.mode(theta, beta, fam).laplace
+            mode = self.scalar.mode(float(theta[0]), beta, fam)
         except MultilevelError:
             return np.inf
-        return mode.laplace if self.n_agq == 1 else agq_deviance(self.pirls, mode, fam, self.n_agq)
+        return mode.laplace if self.n_agq == 1 else self.scalar.agq(mode, fam, self.n_agq)
 
-
-def agq_deviance(pirls: Pirls, mode: Mode, family: Family, n_nodes: int) -> float:
-    """-2 log-likelihood by adaptive Gauss-Hermite quadrature, one scalar random-effect term: each group's
-    integral over its u, with nodes centred at the mode and scaled by the curvature there (absolute scale)."""
-    block = pirls.design.blocks[0]
-    x, w = np.polynomial.hermite.hermgauss(n_nodes)
-    scale = 1.0 / np.sqrt(mode.factor.A11.reshape(-1))
-    u_hat = mode.u[0][:, 0]
-    shift = np.sqrt(2.0) * scale[:, None] * x[None, :]  # (m, K): u - u-hat at the nodes
-    eta = mode.eta[:, None] + mode.theta[0] * block.Z[:, :1] * shift[block.codes]
-    ll = family.loglik(pirls.y[:, None], family.link.linkinv(eta), pirls.prior_weights[:, None])
-    group_ll = np.stack([np.bincount(block.codes, ll[:, k], block.m) for k in range(n_nodes)], axis=1)
-    u = u_hat[:, None] + shift
-    log_terms = group_ll - 0.5 * u**2 + x[None, :] ** 2 + np.log(w)[None, :]
-    log_integral = special.logsumexp(log_terms, axis=1) + np.log(np.sqrt(2.0) * scale) - 0.5 * LOG2PI
-    return float(-2.0 * np.sum(log_integral))
+    def value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """The objective and its gradient in x (exact in theta and gamma; central differences in log size)."""
+        theta, beta, fam = self.split(x)
+        try:
+            if self.scalar is not None:
+                value, d_theta, d_beta = self.scalar.gradient(float(theta[0]), beta, fam, self.n_agq)
+            else:
+                value, d_theta, d_beta = self.terms.gradient(theta, beta, fam)
+        except MultilevelError:
+            return np.inf, np.zeros_like(x)
+        grad = np.concatenate([np.atleast_1d(d_theta), self.J.T @ d_beta])
+        if self.estimate_size:
+            up, down = x.copy(), x.copy()
+            up[-1] += SIZE_STEP
+            down[-1] -= SIZE_STEP
+            grad = np.append(grad, (self(up) - self(down)) / (2 * SIZE_STEP))
+        return value, grad
 
 
 # ---------------------------------------------------------------------- fitting
@@ -178,7 +197,10 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     start = np.concatenate([_theta_start(pirls), [_log_size_start(pirls)] if estimate_size else []])
     lower1 = np.concatenate([_theta_lower(pirls), [-np.inf] if estimate_size else []])
     try:
-        stage1 = bobyqa(objective.stage1, start, lower1, polish=n_agq == 0)  # else only stage 2's start
+        if objective.has_gradient:  # a gradient method needs no better start than lme4's: stage 1 only whitens
+            stage1 = OptimumInfo(start, objective.stage1(start), 1, "the start")
+        else:
+            stage1 = bobyqa(objective.stage1, start, lower1, polish=n_agq == 0)  # else only stage 2's start
         mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
     except MultilevelError as exc:
         raise MultilevelError(f"{explain_failure(design, family)}({exc})") from None
@@ -188,11 +210,15 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     objective.whiten(mode1.beta, rx)
     x0 = np.concatenate([stage1.x[: objective.n_theta], np.zeros(design.p), stage1.x[objective.n_theta :]])
     lower = np.concatenate([_theta_lower(pirls), np.full(design.p + estimate_size, -np.inf)])
-    info = bobyqa(objective, x0, lower, polish=False)
+    if objective.has_gradient:
+        info = lbfgsb(objective.value_and_gradient, objective, x0, lower, polish=False)
+    else:
+        info = bobyqa(objective, x0, lower, polish=False)
     hessian, far = _final_hessian(objective, info, lower)
-    if far:  # BOBYQA stopped short of the optimum: once more, from the Newton step
+    if far:  # the optimiser stopped short of the optimum: BOBYQA once more, from the Newton step
         info = bobyqa(objective, info.x, lower)
         hessian, _ = _final_hessian(objective, info, lower)
+    finite_difference_checks(objective, info, lower)
     theta, beta, fam = objective.split(info.x)
     mode = pirls.mode(theta, beta, fam)
     return _fit_at(model, objective, info, mode, hessian, float(info.fun) if n_agq > 1 else mode.laplace, warn)
@@ -293,7 +319,11 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
         pirls.u, pirls.beta = [a.copy() for a in u], beta.copy()
         return objective(x)
 
-    grad, hess = gradient_hessian(from_optimum, info.x, free, h=HESSIAN_STEP, f0=info.fun)
+    if objective.has_gradient:
+        grad, hess = hessian_from_gradient(lambda x: objective.value_and_gradient(x)[1], info.x, free,
+                                           h=GRADIENT_HESSIAN_STEP)
+    else:
+        grad, hess = gradient_hessian(from_optimum, info.x, free, h=HESSIAN_STEP, f0=info.fun, paired=True)
     idx = np.flatnonzero(free)
     try:
         step = -np.linalg.solve(hess[np.ix_(idx, idx)], grad[idx])

@@ -137,7 +137,7 @@ class Pirls:
             new_beta, new_u = engine.solve_spherical(factor)
             if not joint:
                 new_beta = beta
-            if _step_size(beta, u, new_beta, new_u) < STEP_TOL:
+            if step_size(beta, u, new_beta, new_u) < STEP_TOL:
                 return self._finish(theta, beta, u, eta, pdev, engine, factor, family, iteration)
             beta, u, eta, pdev = self._halve(theta, beta, u, new_beta, new_u, pdev, family)
         raise MultilevelError(
@@ -181,8 +181,8 @@ def _sumsq(u: list[np.ndarray]) -> float:
     return float(sum(np.sum(x * x) for x in u))
 
 
-def _step_size(beta, u, new_beta, new_u) -> float:
-    """Largest change relative to the size of the values."""
+def step_size(beta, u, new_beta, new_u) -> float:
+    """Largest change of (beta, u) relative to the size of the values: PIRLS stops when it is below STEP_TOL."""
     old = np.concatenate([beta] + [x.ravel() for x in u])
     new = np.concatenate([new_beta] + [x.ravel() for x in new_u])
     return float(np.max(np.abs(new - old), initial=0.0) / (1.0 + np.max(np.abs(old), initial=0.0)))
