@@ -38,7 +38,7 @@ post = model.sample(chains=4, draws=1000, warmup=1000, seed=1, progress=False, s
 seconds = time.perf_counter() - t
 s = post.summary()
 print(json.dumps({{"sample_s": seconds, "min_ess": float(s["ess_bulk"].min()), "max_rhat": float(s["r_hat"].max()),
-                   "divergences": int(post.stats.get("diverging", 0).sum())}}))
+                   "divergences": int(sum(post.stats.get("diverging", [0]).ravel()) if "diverging" in post.stats else 0)}}))
 """
 
 
