@@ -6,6 +6,9 @@ min bulk ESS/s from ../shared/reference/timings.md; the target (issue 13) is 10x
 
     python benchmarks/glmm_bayes_speed.py              # all models
     python benchmarks/glmm_bayes_speed.py cbpp         # one
+    python benchmarks/glmm_bayes_speed.py --gibbs cbpp verbagg   # Pólya–Gamma Gibbs (binomial-logit models)
+
+Gibbs compiles nothing, so it runs once per model ("first").
 """
 
 from __future__ import annotations
@@ -31,36 +34,39 @@ import json, time
 import multilevel as mlv
 model = mlv.Model({formula!r}, mlv.datasets.load({data!r}), family={family!r})
 t = time.perf_counter()
-post = model.sample(chains=4, draws=1000, warmup=1000, seed=1, progress=False)
+post = model.sample(chains=4, draws=1000, warmup=1000, seed=1, progress=False, sampler={sampler!r})
 seconds = time.perf_counter() - t
 s = post.summary()
 print(json.dumps({{"sample_s": seconds, "min_ess": float(s["ess_bulk"].min()), "max_rhat": float(s["r_hat"].max()),
-                   "divergences": int(post.stats["diverging"].sum())}}))
+                   "divergences": int(sum(post.stats.get("diverging", [0]).ravel()) if "diverging" in post.stats else 0)}}))
 """
 
 
-def run(name: str, cache: str) -> dict:
+def run(name: str, cache: str, sampler: str) -> dict:
     data, formula, family, _ = MODELS[name]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MULTILEVEL_CACHE=cache)
-    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", CHILD.format(formula=formula, data=data, family=family)],
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", CHILD.format(formula=formula, data=data, family=family, sampler=sampler)],
                          capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(names: list[str]) -> None:
+def main(names: list[str], sampler: str = "nuts") -> None:
     rows = {}
     print(f"{'model':<12} {'run':<6} {'sample() s':>10} {'min ESS':>8} {'ESS/s':>8} {'brms':>6} {'ratio':>6} {'div':>4}")
     for name in names:
         brms = MODELS[name][3]
         with tempfile.TemporaryDirectory() as cache:
-            for run_name in ("first", "second"):
-                r = run(name, cache)
+            for run_name in ("first", "second") if sampler == "nuts" else ("first",):
+                r = run(name, cache, sampler)
                 rate = r["min_ess"] / r["sample_s"]
-                rows[f"{name}/{run_name}"] = dict(r, ess_per_s=rate)
+                rows[f"{name}/{run_name}" + ("" if sampler == "nuts" else f"/{sampler}")] = dict(r, ess_per_s=rate)
                 print(f"{name:<12} {run_name:<6} {r['sample_s']:>10.2f} {r['min_ess']:>8.0f} {rate:>8.1f} {brms:>6} "
                       f"{rate / brms:>6.2f} {r['divergences']:>4}")
     update("glmm_bayes_speed", rows)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(MODELS))
+    args = sys.argv[1:]
+    gibbs = "--gibbs" in args
+    names = [a for a in args if a != "--gibbs"]
+    main(names or (["cbpp", "verbagg"] if gibbs else list(MODELS)), "gibbs" if gibbs else "nuts")

@@ -112,11 +112,12 @@ def test_joint_target_agrees_with_quadrature():
     compare(post, "cbpp_binomial_brms_long", 0.1, 0.10, group_effects=True)
 
 
-def test_variance_shares_of_a_glmm_posterior_are_refused_in_words():
-    """ICC and R² need a residual variance a binomial model does not have: our error, not an AttributeError."""
-    model = mlv.Model("cbind(incidence, size - incidence) ~ period + (1 | herd)", mlv.datasets.load("cbpp"),
-                      family="binomial")
+def test_negative_binomial_icc_uses_each_draws_shape():
+    """Latent-scale ICC per draw: residual ln(1 + 1/lambda + 1/shape) with that draw's shape and lambda =
+    exp(mean fixed part + variance / 2) (Nakagawa, Johnson & Schielzeth 2017)."""
+    model = model_of(SALAMANDERS)
     post = model.sample(chains=1, draws=100, warmup=100, seed=2, progress=False)
-    for method in (post.icc, post.r2):
-        with pytest.raises(MultilevelError, match="latent-scale residual variance"):
-            method()
+    beta, s2, shape = post.beta.reshape(-1, model.design.p), post.sd[0][..., 0].ravel() ** 2, post.shape.ravel()
+    lam = np.exp((beta @ model.design.X.T).mean(axis=1) + s2 / 2)
+    share = s2 / (s2 + np.log1p(1 / lam + 1 / shape))
+    assert post.icc().loc["site", "estimate"] == pytest.approx(share.mean(), rel=1e-12)

@@ -62,3 +62,42 @@ def test_known_standard_errors_have_no_residual_share():
     post = model.sample(chains=1, draws=100, warmup=100, seed=1, progress=False)
     with pytest.raises(MultilevelError, match="known standard errors"):
         icc(post)
+
+
+def test_binomial_icc_on_the_latent_scale_from_lme4s_variance():
+    """Logit link: the latent residual variance is pi^2/3 (Nakagawa, Johnson & Schielzeth 2017); lme4's herd
+    variance gives the reference ICC (its optimum is ~1e-4 from the exact Laplace one: 1e-3 relative)."""
+    model = mlv.Model("incidence | trials(size) ~ period + (1 | herd)", mlv.datasets.load("cbpp"), family="binomial")
+    var = reference("cbpp_binomial_laplace")["varcomp"][0]["variance"][0]
+    table = model.fit().icc()
+    assert list(table.index) == ["herd", "Residual (latent)"]
+    assert table.loc["herd", "estimate"] == pytest.approx(var / (var + np.pi**2 / 3), rel=1e-3)
+    probit = mlv.Model("incidence | trials(size) ~ period + (1 | herd)", mlv.datasets.load("cbpp"),
+                       family="binomial(probit)").fit()
+    v = probit.variance_components["variance"].iloc[0]
+    assert probit.icc().loc["herd", "estimate"] == pytest.approx(v / (v + 1.0), rel=1e-12)
+
+
+def test_negative_binomial_icc_uses_the_lognormal_approximation():
+    """Log link: residual ln(1 + 1/lambda + 1/shape), lambda = exp(mean fixed part + variance / 2), from glmmTMB's
+    estimates; R² from the same parts."""
+    data = mlv.datasets.load("Salamanders")
+    model = mlv.Model("count ~ spp + mined + (1 | site)", data, family="negbinomial")
+    ref = reference("salamanders_nb2")
+    beta = np.array(ref["fixef"]["estimate"])
+    var, phi = ref["varcomp"][0]["variance"][0], ref["dispersion"]["value"]
+    eta = model.design.X @ beta
+    residual = np.log1p(1 / np.exp(eta.mean() + var / 2) + 1 / phi)
+    fit = model.fit()
+    assert fit.icc().loc["site", "estimate"] == pytest.approx(var / (var + residual), rel=2e-3)
+    fixed = eta.var(ddof=1)
+    assert fit.r2().loc["marginal", "estimate"] == pytest.approx(fixed / (fixed + var + residual), rel=2e-3)
+
+
+def test_bayesian_glmm_icc_is_the_latent_share_per_draw():
+    model = mlv.Model("incidence | trials(size) ~ period + (1 | herd)", mlv.datasets.load("cbpp"), family="binomial")
+    post = model.sample(sampler="gibbs", chains=2, draws=200, warmup=100, seed=3, progress=False)
+    s2 = post.sd[0][..., 0].ravel() ** 2
+    table = post.icc()
+    assert table.loc["herd", "estimate"] == pytest.approx(np.mean(s2 / (s2 + np.pi**2 / 3)), rel=1e-12)
+    assert table.loc["Residual (latent)", "estimate"] == pytest.approx(np.mean(1 - s2 / (s2 + np.pi**2 / 3)), rel=1e-12)

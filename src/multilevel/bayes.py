@@ -25,6 +25,7 @@ from .engine import Engine
 from .errors import MultilevelError, emit
 from .gibbs import sample_gibbs
 from .glmm_bayes import sample_glmm
+from .glmm_gibbs import sample_polya_gamma
 from .partitioned import response_values, sampler_inputs
 from .posterior import Posterior
 from .priors import brms_scale, for_centred_response, resolve_priors
@@ -65,8 +66,7 @@ def sample(
         check_dense_size(model.design)
     if not model.gaussian:
         if sampler == "gibbs":
-            raise MultilevelError(f"sampler='gibbs' is for Gaussian models; sample a {model.family.name} model with "
-                                  "sampler='nuts' (the default)")
+            return diagnosed(sample_polya_gamma(model, ps, chains, draws, warmup, seed, cores, progress))
         with gc_paused():
             post = sample_glmm(model, ps, chains, draws, warmup, seed, cores, progress)
     elif sampler == "gibbs":

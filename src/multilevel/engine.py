@@ -150,10 +150,14 @@ class Engine:
         stands for both of its orders (M_g is symmetric). The map has a row for each entry of the trailing
         matrix's lower triangle that receives fill (flat index in `fill_targets`).
         """
-        cp, k0, m0, r = self.cp, self.ks[0], self.ms[0], self.r
+        cp, k0, m0, r, q0 = self.cp, self.ks[0], self.ms[0], self.r, self.q[0]
         parts = [cp.off[(0, a)].T for a in range(1, self.n_terms)]
-        B = sp.vstack(parts + [sp.csr_matrix(cp.zxy[0].T)]).tocsr()  # (r, q0)
+        B = sp.vstack(parts + [sp.csr_matrix(cp.zxy[0][:, :-1].T)]).tocsr()
         B.eliminate_zeros()
+        # the response row is kept whole, zeros included: under Pólya–Gamma weights Z'Wz = Z'kappa is exactly 0
+        # for a level with half successes, up to rounding, and a pattern without it would be rebuilt every sweep
+        y = sp.csr_matrix((cp.zxy[0][:, -1], np.arange(q0), [0, q0]), shape=(1, q0))
+        B = sp.vstack([B, y], format="csr")  # (r, q0)
         self.B = B
         coo = B.tocoo()
         level, coef = coo.col // k0, coo.col % k0

@@ -43,11 +43,19 @@ class GaussianBlock:
     def __init__(self, design: Design, cp: CrossProducts | None = None):
         cp = cross_products(design, Scaling.identity(design.p)) if cp is None else cp  # draws in the user's units
         self.engine = Engine(cp, [b.k for b in design.blocks], [b.m for b in design.blocks])
+        self.p, self.q2 = design.p, self.engine.q_rest
+        self.tri = [tuple(np.array(ix) for ix in zip(*tri_index(k))) for k in self.engine.ks]
+        self._cross_block()
+
+    def refresh(self, cp: CrossProducts) -> None:
+        """New weights and response on the same design (`crossprod.Reweighting`: Pólya–Gamma augmentation)."""
+        self.engine = self.engine.refresh(cp)
+        self._cross_block()
+
+    def _cross_block(self) -> None:
         e = self.engine
-        self.p, self.q2 = design.p, e.q_rest
         self.B_y = np.asarray(e.B[-1].toarray()).ravel()
         self.B_t = e.B[:-1].T.tocsr()  # (q0, r - 1)
-        self.tri = [tuple(np.array(ix) for ix in zip(*tri_index(k))) for k in e.ks]
 
     def draw(self, T: list[np.ndarray], sigma: float, prior: CoefficientPrior, rng) -> tuple[np.ndarray, list]:
         """(beta, [b per term (m, k)]) from their joint Gaussian conditional; T are the relative factors chol(Sigma)/sigma."""
@@ -201,7 +209,12 @@ def run_chain(design: Design, ps: PriorSet, seed: int, chain: int, warmup: int, 
     `chains.stop_requested()`), the draws finished so far, or None before the first.
 
     `report(chain, sweeps_done)` is called about a hundred times along the way (progress bars)."""
-    ch = Chain(design, ps, np.random.default_rng([seed, chain]), cp)
+    return keep_sweeps(Chain(design, ps, np.random.default_rng([seed, chain]), cp), chain, warmup, draws, report)
+
+
+def keep_sweeps(ch: Chain, chain: int, warmup: int, draws: int, report=None) -> dict:
+    """Sweep chain number `chain` `warmup` times, then keep `draws` sweeps' states (and report progress)."""
+    design = ch.design
     blocks = design.blocks
     out = {
         "beta": np.empty((draws, design.p)),
@@ -252,11 +265,17 @@ def sample_gibbs(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed
         raise MultilevelError("the formula has no random term such as '(1 | group)'")
     jobs = [(design, held, seed, c, warmup, draws, cp) for c in range(chains)]
     res = runner.run(run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain", stoppable=True)
+    return posterior_of(model, design.fixed_names, means, res, draws, ps, seed, time.perf_counter() - start, y0)
+
+
+def posterior_of(model, centred_names: list[str], means: np.ndarray, res: list, draws: int, ps: PriorSet, seed: int,
+                 seconds: float, y0: float = 0.0) -> Posterior:
+    """The `Posterior` of the chains' kept sweeps (`keep_sweeps`; after Ctrl-C, the longest equal run of them),
+    coefficients back in the user's columns (the response less y0 was sampled)."""
     res, n, finished = runner.kept_chains(res, lambda r: len(r["beta"]), draws)
     res = [_first(r, n) for r in res]
-    beta = uncentre(model.design.fixed_names, design.fixed_names, np.stack([r["beta"] for r in res]), means, y0)
+    beta = uncentre(model.design.fixed_names, centred_names, np.stack([r["beta"] for r in res]), means, y0)
     sigma = None if res[0]["sigma"] is None else np.stack([r["sigma"] for r in res])
     stats = {"accept_rate": np.stack([r["accept_rate"] for r in res])}
-    seconds = time.perf_counter() - start
-    return Posterior(model, beta, _per_term(res, "sd"), _per_term(res, "corr"), sigma, _per_term(res, "b"), stats, ps, seed, seconds, "gibbs",
-                     finished=finished)
+    return Posterior(model, beta, _per_term(res, "sd"), _per_term(res, "corr"), sigma, _per_term(res, "b"), stats, ps,
+                     seed, seconds, "gibbs", finished=finished)

@@ -26,6 +26,7 @@ from .pirls import Mode
 from .profile import intervals
 from .summary import glmm_html, glmm_summary
 from .tables import callable_table, estimates_table
+from .variance import icc, r2
 
 APPROXIMATIONS = {0: "Laplace, fixed effects inside PIRLS (nAGQ = 0)", 1: "Laplace"}
 
@@ -196,6 +197,14 @@ class GlmmFit(Generalized):
     def bootstrap(self, n: int = 1000, seed=None, cores: int = 1, statistic=None):
         """Parametric bootstrap: refits on simulated responses; reproducible whatever `cores`."""
         return bootstrap(self, n, seed, cores, statistic)
+
+    def icc(self, conditional: bool = False, level: float = 0.95, bootstrap: int = 0, seed=None) -> pd.DataFrame:
+        """Share of variance at each level on the latent scale (docs/glmm.md); bootstrap > 0 adds intervals."""
+        return icc(self, conditional, level, bootstrap, seed)
+
+    def r2(self, level: float = 0.95, bootstrap: int = 0, seed=None) -> pd.DataFrame:
+        """Nakagawa, Johnson & Schielzeth's marginal and conditional R^2 on the latent scale."""
+        return r2(self, level, bootstrap, seed)
 
     def overdispersion(self) -> dict:
         """Pearson chi-square given the group effects, its df, their ratio and the p value of overdispersion."""

@@ -12,9 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_solve, solve_triangular
 
+from . import polya_gamma
 from .occupancy_likelihood import site_posterior
-
-PG_METHOD = "devroye"  # exact for shape 1 (the package's default switches to approximations for large shapes)
 
 
 def gaussian_draw(rng: np.random.Generator, M: np.ndarray, kappa: np.ndarray, omega: np.ndarray,
@@ -57,11 +56,9 @@ class Chain:
 
     def _update(self, part: str, M: np.ndarray, y: np.ndarray, cols: slice) -> None:
         """Draw omega given the current logits, then the part's coefficients (and its random effects)."""
-        from polyagamma import random_polyagamma
-
         own = self.part == part
         x = np.r_[self.coef[cols], self.effects] if own else self.coef[cols]
-        omega = random_polyagamma(1.0, M @ x, method=PG_METHOD, random_state=self.rng)
+        omega = polya_gamma.draw(self.rng, 1.0, M @ x)
         x = gaussian_draw(self.rng, M, y - 0.5, omega, self._precision(part, cols.stop - cols.start))
         self.coef[cols] = x[: cols.stop - cols.start]
         if own:

@@ -11,6 +11,13 @@ The fixed part contributes var(X beta). Then (Nakagawa, Johnson & Schielzeth 201
 Frequentist fits give point estimates, with parametric-bootstrap intervals on request; Bayesian fits give
 the same quantities per posterior draw, summarised with credible intervals.
 
+Binomial, Poisson and negative-binomial models have no residual variance; their shares are on the latent
+(link) scale, with the distribution-specific variance of Nakagawa, Johnson & Schielzeth (2017, table 1) as the
+residual: pi^2/3 for the logit link, 1 for probit, pi^2/6 for cloglog; for log-link counts the lognormal
+approximation ln(1 + 1/lambda) (Poisson) or ln(1 + 1/lambda + 1/shape) (negative binomial), lambda =
+exp(mean of the fixed part and offset + total random variance / 2), the expected count. The residual row then
+reads "Residual (latent)".
+
 >>> import multilevel as mlv
 >>> fit = mlv.Model("mAch ~ 1 + (1 | school)", mlv.datasets.load("Hsb82")).fit()
 >>> icc(fit)["estimate"].round(4).to_dict()
@@ -26,7 +33,7 @@ from .bootstrap import bootstrap as run_bootstrap
 from .arguments import check_level
 from .components import covariance
 from .errors import MultilevelError
-from .kinds import Bayesian, Frequentist
+from .kinds import Frequentist, Generalized
 from .tables import interval_table
 
 
@@ -35,36 +42,69 @@ def _term_moments(design) -> list[np.ndarray]:
     return [block.Z.T @ block.Z / design.nobs for block in design.blocks]
 
 
-def _components(design, beta: np.ndarray, covs: list[np.ndarray], sigma: np.ndarray) -> dict[str, np.ndarray]:
+LATENT_VARIANCE = {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}  # Nakagawa et al. 2017, table 1
+LATENT_ROW = "Residual (latent)"
+
+
+def _components(design, beta: np.ndarray, covs: list[np.ndarray], residual: np.ndarray) -> dict[str, np.ndarray]:
     """Variances (one value per draw) of the fixed part, each grouping factor and the residual."""
     eta = beta @ design.X.T  # (draws, nobs)
     out = {"fixed": eta.var(axis=-1, ddof=1)}
     for block, cov, M in zip(design.blocks, covs, _term_moments(design)):
         v = np.einsum("dab,ab->d", cov, M)
         out[block.group] = out.get(block.group, 0.0) + v
-    out["Residual"] = sigma**2
+    out["Residual"] = residual
     return out
 
 
+def latent_variance(family, design, beta: np.ndarray, random_total: np.ndarray, shape=None) -> np.ndarray:
+    """Per draw, the distribution-specific residual variance on the link scale (Nakagawa et al. 2017)."""
+    link = family.link.name
+    if family.name == "binomial":
+        return np.full(len(beta), LATENT_VARIANCE[link])
+    if link != "log":
+        raise MultilevelError(f"latent-scale variance shares of a {family.name} model need the log link, not {link}")
+    offset = 0.0 if design.offset is None else float(np.mean(design.offset))
+    lam = np.exp((beta @ design.X.T).mean(axis=-1) + offset + random_total / 2)
+    return np.log1p(1 / lam + (0.0 if shape is None else 1 / np.asarray(shape, float)))
+
+
 def _draws(result) -> dict[str, np.ndarray]:
-    """Variance components of a fit (one 'draw') or of every posterior draw."""
+    """Variance components of a fit (one 'draw') or of every posterior draw; the residual on the latent scale
+    for binomial and count models."""
     design = result.design
     if design.se is not None:
         raise MultilevelError(
             "variance shares need an estimated residual variance; this model has known standard errors (se()), "
             "so there is no residual level to share with"
         )
-    if isinstance(result, Bayesian) and result.sigma is None:
-        raise MultilevelError(
-            f"variance shares (ICC, R²) of a {result.model.family.name} model need a latent-scale residual variance, "
-            "which is not implemented: compare the group SDs (post.variance_components) on the link scale instead"
-        )
     if isinstance(result, Frequentist):
-        covs = [c[None] for c in result.covariances]
-        return _components(design, result.beta[None], covs, np.array([result.sigma]))
-    beta = result.beta.reshape(-1, result.beta.shape[-1])
-    covs = [covariance(s, c).reshape(-1, s.shape[-1], s.shape[-1]) for s, c in zip(result.sd, result.corr)]
-    return _components(design, beta, covs, result.sigma.ravel())
+        beta, covs = result.beta[None], [c[None] for c in result.covariances]
+        sigma = None if _latent(result) else np.array([result.sigma])
+        shape = None if sigma is not None or result.nb_theta is None else np.array([result.nb_theta])
+    else:
+        beta = result.beta.reshape(-1, result.beta.shape[-1])
+        covs = [covariance(s, c).reshape(-1, s.shape[-1], s.shape[-1]) for s, c in zip(result.sd, result.corr)]
+        sigma = None if _latent(result) else result.sigma.ravel()
+        shape = _posterior_shape(result)
+    parts = _components(design, beta, covs, None if sigma is None else sigma**2)
+    if sigma is None:
+        random_total = sum(v for k, v in parts.items() if k not in ("fixed", "Residual"))
+        parts["Residual"] = latent_variance(result.model.family, design, beta, random_total, shape)
+    return parts
+
+
+def _latent(result) -> bool:
+    """Whether the result's variance shares are on the latent scale (a binomial or count model)."""
+    return isinstance(result, Generalized) or not isinstance(result, Frequentist) and not result.model.gaussian
+
+
+def _posterior_shape(post):
+    """A negative-binomial posterior's shape per draw (the family's fixed value when not sampled); else None."""
+    family = post.model.family
+    if family.name != "negative_binomial":
+        return None
+    return family.theta if post.shape is None else np.ravel(post.shape)
 
 
 def icc_draws(result) -> dict[str, np.ndarray]:
@@ -74,7 +114,7 @@ def icc_draws(result) -> dict[str, np.ndarray]:
 
 def icc_at(design, beta: np.ndarray, covariances: list[np.ndarray], sigma: float) -> dict[str, float]:
     """Each grouping factor's ICC (adjusted) at given parameter values (a study's truth)."""
-    parts = _components(design, beta[None], [c[None] for c in covariances], np.array([sigma]))
+    parts = _components(design, beta[None], [c[None] for c in covariances], np.array([sigma]) ** 2)
     return {k: float(v[0]) for k, v in _icc_values(parts, False).items() if k != "Residual"}
 
 
@@ -94,8 +134,9 @@ def _r2_values(parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _table(result, values_of, name: str, level: float, bootstrap: int, seed) -> pd.DataFrame:
     """One row per quantity: the estimate, plus intervals (posterior quantiles or bootstrap percentiles)."""
     check_level(level)
-    values = values_of(_draws(result))
-    index = pd.Index(list(values), name=name)
+    parts = _draws(result)
+    values = values_of(parts)
+    index = pd.Index([LATENT_ROW if k == "Residual" and _latent(result) else k for k in values], name=name)
     flat = np.column_stack([np.asarray(v, dtype=float).ravel() for v in values.values()])
     if not isinstance(result, Frequentist):
         return interval_table(flat, index, level)

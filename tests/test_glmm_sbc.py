@@ -1,0 +1,70 @@
+"""Simulation-based calibration (Talts et al. 2018) of the GLMM samplers: NUTS with the group effects integrated
+by quadrature (binomial and Poisson) and Pólya–Gamma Gibbs (binomial).
+
+As tests/test_sbc.py: parameters from proper priors, data from them, ranks of the true values among thinned
+posterior draws, which are uniform when the sampler is right. 8 groups x 5 rows, a random intercept and a slope
+on an uncentred covariate (the centred-intercept path); binomial rows have 4 trials.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import multilevel as mlv
+
+PRIORS = {"Intercept": mlv.prior.normal(0, 1), "b": mlv.prior.normal(0, 1), "sd": mlv.prior.half_normal(1)}
+GROUPS, PER_GROUP, TRIALS = 8, 5, 4
+X = np.random.default_rng(2013).normal(0.5, 1.0, GROUPS * PER_GROUP)
+KEPT = 99  # thinned draws per replicate: ranks 0..99
+RUNS = {  # (family, sampler) -> (warmup, draws before thinning)
+    ("binomial", "nuts"): (300, 2 * KEPT),
+    ("poisson", "nuts"): (300, 2 * KEPT),
+    ("binomial", "gibbs"): (200, 10 * KEPT),
+}
+FORMULAS = {"binomial": "y | trials(n) ~ x + (1 | g)", "poisson": "y ~ x + (1 | g)"}
+PARAMETERS = ["b_Intercept", "b_x", "sd_g__Intercept", "r_g[g0,Intercept]"]
+
+
+def simulate(family: str, replicate: int) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Data and true values drawn from the prior (alpha: the intercept of centred x)."""
+    rng = np.random.default_rng([2013, replicate])
+    alpha, slope, tau = (PRIORS[k].sample(rng) for k in ("Intercept", "b", "sd"))
+    u = rng.normal(0, tau, GROUPS)
+    g = np.repeat(np.arange(GROUPS), PER_GROUP)
+    eta = alpha + slope * (X - X.mean()) + u[g]
+    y = rng.binomial(TRIALS, 1 / (1 + np.exp(-eta))) if family == "binomial" else rng.poisson(np.exp(eta))
+    data = pd.DataFrame({"y": y, "n": TRIALS, "x": X, "g": [f"g{i}" for i in g]})
+    truth = {"b_Intercept": alpha - slope * X.mean(), "b_x": slope, "sd_g__Intercept": tau, "r_g[g0,Intercept]": u[0]}
+    return data, truth
+
+
+def ranks(family: str, sampler: str, replicates: range) -> np.ndarray:
+    """(replicates, parameters) ranks of the true values among KEPT thinned posterior draws."""
+    warmup, draws = RUNS[(family, sampler)]
+    out = []
+    for r in replicates:
+        data, truth = simulate(family, r)
+        post = mlv.Model(FORMULAS[family], data, family=family).sample(
+            chains=1, draws=draws, warmup=warmup, seed=r, prior=PRIORS, sampler=sampler, progress=False
+        )
+        params = post.parameters() | post.group_effect_draws()
+        thin = draws // KEPT
+        out.append([int(np.sum(params[p][0, thin - 1 :: thin][:KEPT] < truth[p])) for p in PARAMETERS])
+    return np.array(out)
+
+
+def uniformity_pvalues(r: np.ndarray, bins: int) -> dict[str, float]:
+    """Chi-square test of uniform ranks (0..KEPT) in `bins` equally likely bins, per parameter."""
+    width = (KEPT + 1) // bins
+    return {p: stats.chisquare(np.bincount(r[:, j] // width, minlength=bins)).pvalue for j, p in enumerate(PARAMETERS)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family, sampler", list(RUNS), ids=[f"{f}-{s}" for f, s in RUNS])
+def test_glmm_sbc(family, sampler):
+    """60 replicates, five bins: gross miscalibration of any exact GLMM sampler fails it."""
+    p = uniformity_pvalues(ranks(family, sampler, range(60)), bins=5)
+    assert min(p.values()) > 0.001, p
