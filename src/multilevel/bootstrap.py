@@ -32,6 +32,11 @@ from .names import fixed_name, variance_names
 
 def parameters(fit) -> pd.Series:
     """A frequentist fit's parameters with brms's names: b_*, sd_*, cor_*, sigma or a GLMM's NB shape."""
+    return pd.Series(parameter_values(fit), dtype=float)
+
+
+def parameter_values(fit) -> dict[str, float]:
+    """`parameters` as a dict (no Series: a study reads thousands of fits)."""
     out = {fixed_name(n): v for n, v in zip(fit.design.fixed_names, fit.beta)}
     for block, cov in zip(fit.design.blocks, fit.covariances):
         sd = np.sqrt(np.diag(cov))
@@ -44,7 +49,7 @@ def parameters(fit) -> pd.Series:
             out["shape"] = fit.nb_theta  # brms's name of the negative-binomial size
     else:
         out["sigma"] = fit.sigma
-    return pd.Series(out, dtype=float)
+    return out
 
 
 def refit_on(fit, y: np.ndarray):

@@ -31,7 +31,7 @@ from scipy import stats
 from .crossprod import response
 from .errors import MultilevelError
 from .html_tables import result_html
-from .bootstrap import parameters
+from .bootstrap import parameter_values
 from .components import SINGULAR_TOL
 from .names import fixed_name, group_effect_name, sd_name, variance_names
 
@@ -207,7 +207,7 @@ def flat_effects(per_term: list[np.ndarray]) -> np.ndarray:
 def _frequentist(fit, profile: bool = True):
     """Rows of an ML/REML fit: Wald intervals for fixed effects, conditional intervals for group effects, and
     for an ML fit (if `profile`) profile intervals for the SDs, correlations and sigma."""
-    params = parameters(fit).to_dict()
+    params = parameter_values(fit)
     se = np.sqrt(np.diag(fit.vcov.to_numpy()))  # the Wald intervals of fit.fixed_effects, without its Satterthwaite df
     fixed = _rows("fixed", [n for n in params if n.startswith("b_")], fit.beta, fit.beta - Z95 * se, fit.beta + Z95 * se)
     b = flat_effects(fit.random_effects)
