@@ -67,6 +67,13 @@ def alive(pid: int) -> bool:
         return False
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used (user + system), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def command(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -136,7 +143,9 @@ def test_cli_ctrl_c_exits_130_and_writes_nothing(tmp_path):
     args = [command, "fit", "d.csv", "Yield ~ 1 + (1 | Batch)", "--method", "all", "--draws", "2000037",
             "--save", "out", "--report", "r.html"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    time.sleep(10.0)
+    deadline = time.time() + 300.0
+    while cpu_seconds(proc.pid) < 10.0 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)  # 10 s of its own CPU (imports, two fits, compiling): sampling, however loaded the machine
     os.kill(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130 and err.strip().endswith("interrupted: no output file is left half-written")
