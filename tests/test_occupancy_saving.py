@@ -3,6 +3,7 @@ reopened result equals the original's, and a file's formulas are data, never cod
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -93,6 +94,16 @@ def test_posterior_round_trip_keeps_every_draw(post, tmp_path):
     new = post.model.data.head(3)
     pd.testing.assert_frame_equal(back.predict(new, part="p"), post.predict(new, part="p"))
     assert float(back.loo().elpd) == float(post.loo().elpd)
+    assert back.finished is None and not back.partial
+
+
+def test_a_partial_posterior_stays_marked_partial(post, tmp_path):
+    """The draws of a run stopped by Ctrl-C (`finished`: the draws each chain had) reopen marked partial."""
+    stopped = copy.copy(post)
+    stopped.finished = [60, 75]
+    stopped.save(tmp_path / "stopped.nc")
+    back = load(tmp_path / "stopped.nc")
+    assert back.partial and back.finished == [60, 75]
 
 
 def test_planted_formulas_are_refused_and_never_run(fit, post, tmp_path):

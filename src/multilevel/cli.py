@@ -123,6 +123,34 @@ def _save_paths(save: str, tags: list[str]) -> dict:
     return {tag: f"{stem}-{tag}{'.nc' if tag == 'bayes' else '.json'}" for tag in tags}
 
 
+def _outputs(save: str | None, tags: list[str], report_path: str | None, force: bool) -> dict:
+    """The save path of each result tag; every output is checked writable before the (possibly long) fits."""
+    from . import io
+
+    outputs = _save_paths(save, tags) if save else {}
+    for path in list(outputs.values()) + ([report_path] if report_path else []):
+        io.check_writable(path, force)
+    return outputs
+
+
+def _show_and_write(results: dict, outputs: dict, report_path: str | None, force: bool, text) -> None:
+    """Print each result (as `text(result)`), save those given a path, and write the report if asked."""
+    from . import io
+    from .html_report import report
+    from .plots import label
+
+    for r in results.values():
+        click.echo(f"== {label(r)} ==")
+        click.echo(text(r))
+        click.echo()
+    for tag, path in outputs.items():
+        io.save(results[tag], path, force=force)
+        click.echo(f"saved {path}")
+    if report_path:
+        report(list(results.values()), report_path, force=force)
+        click.echo(f"report {report_path}")
+
+
 # ---------------------------------------------------------------------------------------------- commands
 @main.command()
 @click.argument("data")
@@ -139,31 +167,17 @@ def _save_paths(save: str, tags: list[str]) -> dict:
 @_user_errors
 def fit(data, formula, method, family, nagq, chains, draws, warmup, seed, cores, report_path, save, force):
     """Fit FORMULA (lme4/brms syntax) to DATA (.csv or .parquet) and print the results."""
-    from . import io
     from .model import Model
-    from .plots import label
-    from .html_report import report
 
     model = Model(formula, read_data(data), family=family)
     method = (method or ("reml" if model.gaussian else "ml")).lower()
     if not model.gaussian and method != "ml":
         raise MultilevelError(f"a {model.family.name} model is fitted by maximum likelihood: use --method ml (or leave "
                               "it out)")
-    outputs = _save_paths(save, _tags(method)) if save else {}
-    for path in list(outputs.values()) + ([report_path] if report_path else []):
-        io.check_writable(path, force)  # refuse before the (possibly long) fit, not after
+    outputs = _outputs(save, _tags(method), report_path, force)
     results = _fit_all(model, method, {"chains": chains, "draws": draws, "warmup": warmup, "seed": seed, "cores": cores},
                        nagq)
-    for r in results.values():
-        click.echo(f"== {label(r)} ==")
-        click.echo(repr(r) if is_bayesian(r) else r.summary())
-        click.echo()
-    for tag, path in outputs.items():
-        io.save(results[tag], path, force=force)
-        click.echo(f"saved {path}")
-    if report_path:
-        report(list(results.values()), report_path, force=force)
-        click.echo(f"report {report_path}")
+    _show_and_write(results, outputs, report_path, force, lambda r: repr(r) if is_bayesian(r) else r.summary())
 
 
 @main.command("occupancy")
@@ -188,29 +202,15 @@ def fit(data, formula, method, family, nagq, chains, draws, warmup, seed, cores,
 def occupancy_command(data, occupancy_formula, detection_formula, site, response, method, nagq, sampler, chains, draws,
                       warmup, seed, cores, report_path, save, force):
     """Fit a single-season occupancy model to DATA (one row per site x visit) and print the results."""
-    from . import io
-    from .html_report import report
     from .occupancy import Occupancy
-    from .plots import label
 
     model = Occupancy(occupancy_formula, detection_formula, read_data(data), site=site, response=response)
     tags = ["ml", "bayes"] if method.lower() == "all" else [method.lower()]
-    outputs = _save_paths(save, tags) if save else {}
-    for path in list(outputs.values()) + ([report_path] if report_path else []):
-        io.check_writable(path, force)
-    results = {tag: model.sample(chains=chains, draws=draws, warmup=warmup, seed=seed, cores=cores, progress=None,
-                                 sampler=sampler.lower())
+    outputs = _outputs(save, tags, report_path, force)
+    results = {tag: _whole(model.sample(chains=chains, draws=draws, warmup=warmup, seed=seed, cores=cores, progress=None,
+                                        sampler=sampler.lower()))
                if tag == "bayes" else model.fit(n_agq=nagq) for tag in tags}
-    for r in results.values():
-        click.echo(f"== {label(r)} ==")
-        click.echo(repr(r))
-        click.echo()
-    for tag, path in outputs.items():
-        io.save(results[tag], path, force=force)
-        click.echo(f"saved {path}")
-    if report_path:
-        report(list(results.values()), report_path, force=force)
-        click.echo(f"report {report_path}")
+    _show_and_write(results, outputs, report_path, force, repr)
 
 
 @main.command()

@@ -245,6 +245,7 @@ def _occupancy_posterior(attrs: dict, frame: pd.DataFrame, groups: dict, stats: 
     post = OccupancyPosterior(model, draws, sd, b, z, w, site_ll, stats, int(attrs["seed"]), float(attrs["seconds"]),
                               float(attrs["prior_variance"]), str(attrs["sampler"]))
     post.warnings = [str(x) for x in json.loads(attrs["warnings"])]
+    post.finished = _finished(attrs)
     return post
 
 

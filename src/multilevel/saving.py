@@ -231,6 +231,6 @@ def _occupancy_tree(post):
         "multilevel_format": FORMAT, "multilevel_version": OCCUPANCY_VERSION, "kind": "occupancy posterior",
         **occupancy_model_record(post.model), "sampler": post.sampler, "seed": int(post.seed),
         "seconds": float(post.seconds), "prior_variance": float(post.prior_variance),
-        "warnings": json.dumps(list(post.warnings)),
+        "warnings": json.dumps(list(post.warnings)), "finished": json.dumps(post.finished),
     })
     return tree
