@@ -11,14 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 import multilevel as mlv
+from sbc_ranks import KEPT, ranks_of_truth, uniformity_pvalues
 
 PRIORS = {"Intercept": mlv.prior.normal(0, 1), "b": mlv.prior.normal(0, 1), "sd": mlv.prior.half_normal(1)}
 GROUPS, PER_GROUP, TRIALS = 8, 5, 4
 X = np.random.default_rng(2013).normal(0.5, 1.0, GROUPS * PER_GROUP)
-KEPT = 99  # thinned draws per replicate: ranks 0..99
 RUNS = {  # (family, sampler) -> (warmup, draws before thinning)
     ("binomial", "nuts"): (300, 2 * KEPT),
     ("poisson", "nuts"): (300, 2 * KEPT),
@@ -50,21 +49,13 @@ def ranks(family: str, sampler: str, replicates: range) -> np.ndarray:
         post = mlv.Model(FORMULAS[family], data, family=family).sample(
             chains=1, draws=draws, warmup=warmup, seed=r, prior=PRIORS, sampler=sampler, progress=False
         )
-        params = post.parameters() | post.group_effect_draws()
-        thin = draws // KEPT
-        out.append([int(np.sum(params[p][0, thin - 1 :: thin][:KEPT] < truth[p])) for p in PARAMETERS])
+        out.append(ranks_of_truth(post.parameters() | post.group_effect_draws(), truth, PARAMETERS))
     return np.array(out)
-
-
-def uniformity_pvalues(r: np.ndarray, bins: int) -> dict[str, float]:
-    """Chi-square test of uniform ranks (0..KEPT) in `bins` equally likely bins, per parameter."""
-    width = (KEPT + 1) // bins
-    return {p: stats.chisquare(np.bincount(r[:, j] // width, minlength=bins)).pvalue for j, p in enumerate(PARAMETERS)}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family, sampler", list(RUNS), ids=[f"{f}-{s}" for f, s in RUNS])
 def test_glmm_sbc(family, sampler):
     """60 replicates, five bins: gross miscalibration of any exact GLMM sampler fails it."""
-    p = uniformity_pvalues(ranks(family, sampler, range(60)), bins=5)
+    p = uniformity_pvalues(ranks(family, sampler, range(60)), PARAMETERS, bins=5)
     assert min(p.values()) > 0.001, p

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 import multilevel as mlv
+from sbc_ranks import KEPT, ranks_of_truth, uniformity_pvalues
 
 PRIORS = {
     "Intercept": mlv.prior.normal(0, 1),
@@ -23,7 +23,6 @@ PRIORS = {
 }
 GROUPS, PER_GROUP = 8, 5
 X = np.random.default_rng(2018).normal(0.5, 1.0, GROUPS * PER_GROUP)
-KEPT = 99  # thinned draws per replicate: ranks 0..99, ten equally likely bins
 RUNS = {  # sampler -> (warmup, draws before thinning)
     "nuts": (300, 2 * KEPT),
     "gibbs": (200, 10 * KEPT),
@@ -55,22 +54,14 @@ def ranks(sampler: str, replicates: range) -> np.ndarray:
         post = mlv.Model("y ~ x + (1 | g)", data).sample(
             chains=1, draws=draws, warmup=warmup, seed=r, prior=PRIORS, sampler=sampler, progress=False
         )
-        params = post.parameters() | post.group_effect_draws()
-        thin = draws // KEPT
-        out.append([int(np.sum(params[p][0, thin - 1 :: thin][:KEPT] < truth[p])) for p in PARAMETERS])
+        out.append(ranks_of_truth(post.parameters() | post.group_effect_draws(), truth, PARAMETERS))
     return np.array(out)
-
-
-def uniformity_pvalues(r: np.ndarray, bins: int) -> dict[str, float]:
-    """Chi-square test of uniform ranks (0..KEPT) in `bins` equally likely bins, per parameter."""
-    width = (KEPT + 1) // bins
-    return {p: stats.chisquare(np.bincount(r[:, j] // width, minlength=bins)).pvalue for j, p in enumerate(PARAMETERS)}
 
 
 @pytest.mark.parametrize("sampler", list(RUNS))
 def test_sbc_quick(sampler):
     """30 replicates, five bins: catches gross miscalibration in the fast suite."""
-    p = uniformity_pvalues(ranks(sampler, range(30)), bins=5)
+    p = uniformity_pvalues(ranks(sampler, range(30)), PARAMETERS, bins=5)
     assert min(p.values()) > 0.001, p
 
 
@@ -80,5 +71,5 @@ def test_sbc_400_replicates(sampler):
     """400 replicates, ten bins. 200 proved too few to separate chance from miscalibration: on replicates
     1000-1199 b_x's ranks piled into one bin for every NUTS variant tried (p 0.0003-0.28), while 800 other
     replicates gave p = 0.22 for the same sampler (docs/bayes.md)."""
-    p = uniformity_pvalues(ranks(sampler, range(1000, 1400)), bins=10)
+    p = uniformity_pvalues(ranks(sampler, range(1000, 1400)), PARAMETERS, bins=10)
     assert min(p.values()) > 0.001, p
