@@ -20,7 +20,7 @@ from .components import SINGULAR_TOL, variance_table
 from .errors import MultilevelError
 from .families import Family
 from .glmm_checks import SimulatedResiduals, binned_residuals, overdispersion, simulated_residuals
-from .kinds import Generalized
+from .kinds import Generalized, OfModel
 from .optimize import OptimumInfo
 from .pirls import Mode
 from .profile import intervals
@@ -31,7 +31,7 @@ from .variance import icc, r2
 APPROXIMATIONS = {0: "Laplace, fixed effects inside PIRLS (nAGQ = 0)", 1: "Laplace"}
 
 
-class GlmmFit(Generalized):
+class GlmmFit(Generalized, OfModel):
     """Results of a GLMM fit, with the vocabulary of the Gaussian `LmmFit`."""
 
     def __init__(self, model, family: Family, info: OptimumInfo, mode: Mode, deviance_function,
@@ -50,14 +50,6 @@ class GlmmFit(Generalized):
         self.warnings = warnings
 
     # ---- scalars
-    @property
-    def design(self):
-        return self.model.design
-
-    @property
-    def nobs(self) -> int:
-        return self.design.nobs
-
     def deviance_at(self, theta: np.ndarray, beta: np.ndarray, size: float | None = None) -> float:
         """-2 log-likelihood by this fit's approximation at other parameters (NB size: None keeps the fit's)."""
         family = self.family if size is None else self.family.with_dispersion(float(size))

@@ -6,6 +6,18 @@ from __future__ import annotations
 from .errors import MultilevelError
 
 
+class OfModel:
+    """A result of a `Model`, which holds the design: its design and number of observations."""
+
+    @property
+    def design(self):
+        return self.model.design
+
+    @property
+    def nobs(self) -> int:
+        return self.design.nobs
+
+
 class Frequentist:
     """A maximum-likelihood (ML/REML, penalised) fit: point estimates, `beta`, `covariances`, `sigma`."""
 

@@ -19,7 +19,7 @@ from . import saving
 from .bootstrap import bootstrap
 from .components import SINGULAR_TOL, variance_table
 from .engine import Engine, Factor
-from .kinds import Frequentist
+from .kinds import Frequentist, OfModel
 from .optimize import OptimumInfo
 from .partitioned import PartitionedDesign
 from .pooling import pooling
@@ -31,7 +31,7 @@ from .tables import callable_table, estimates_table
 from .variance import icc, r2, variance_decomposition
 
 
-class LmmFit(LmmText, Frequentist):
+class LmmFit(LmmText, Frequentist, OfModel):
     """Results of an ML/REML fit; the same vocabulary as the Bayesian results."""
 
     def __init__(self, model, method: str, prior: str | None, info: OptimumInfo, factor: Factor, sigma: float,
@@ -45,14 +45,6 @@ class LmmFit(LmmText, Frequentist):
         self.warnings = warnings
 
     # ------------------------------------------------------------------ scalars
-    @property
-    def design(self):
-        return self.model.design
-
-    @property
-    def nobs(self) -> int:
-        return self.engine.n
-
     @property
     def converged(self) -> bool:
         return self.info.converged

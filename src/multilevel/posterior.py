@@ -15,7 +15,7 @@ from .design import apply_coding
 from .engine import tri_index
 from .html_tables import result_html
 from .information import loo, pointwise_log_likelihood, posterior_dic, waic
-from .kinds import Bayesian
+from .kinds import Bayesian, OfModel
 from .names import brms_coef, fixed_name, group_effect_name, variance_names
 from .pooling import pooling
 from .ppc import ppc
@@ -24,7 +24,7 @@ from .tables import callable_table, interval_table
 from .variance import icc, r2
 
 
-class Posterior(Bayesian):
+class Posterior(Bayesian, OfModel):
     """Posterior draws of a mixed model (Gaussian: sigma; negative binomial: shape); the same vocabulary as
     `LmmFit` and `GlmmFit`. The sampler's diagnostics (divergences, R-hat, ESS) are stored in `warnings`;
     `partial` marks the draws of a run stopped by Ctrl-C."""
@@ -37,10 +37,6 @@ class Posterior(Bayesian):
         self.warnings = list(warnings or [])
 
     # ------------------------------------------------------------------ shapes and names
-    @property
-    def design(self):
-        return self.model.design
-
     @property
     def n_chains(self) -> int:
         return self.beta.shape[0]
