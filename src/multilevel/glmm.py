@@ -5,9 +5,12 @@ theta and beta jointly on the Laplace approximation (nAGQ = 1) or adaptive Gauss
 one scalar random-effect term). Stage 2 works in fixed effects whitened by stage 1's information, so the
 optimiser sees a round problem whatever the scaling of the predictors. Every objective value is exact (PIRLS
 converged to rounding): the optimum is the true Laplace / quadrature optimum, which lme4's defaults approach
-to ~1e-3. Negative-binomial sizes are estimated jointly on the log scale. Standard errors come from the
-Hessian of -2 log-likelihood in all parameters (lme4's default; the PIRLS-based ones are `vcov_rx`). The values
-at the optimum become a `GlmmFit`; the warnings are raised here, once.
+to ~1e-3. When every random-effect term is scalar the objective has an exact gradient (`scalar_pirls`,
+`laplace_gradient`): stage 2 is then L-BFGS-B from lme4's start (stage 1 only whitens there) and the Hessian comes
+from differences of the gradient; otherwise both stages are BOBYQA. Negative-binomial sizes are estimated jointly
+on the log scale. Standard errors come from the Hessian of -2 log-likelihood in all parameters (lme4's default;
+the PIRLS-based ones are `vcov_rx`), which also serves lme4's convergence checks. The values at the optimum
+become a `GlmmFit`; the warnings are raised here, once.
 
 >>> import multilevel as mlv
 >>> m = mlv.Model("cbind(incidence, size - incidence) ~ period + (1 | herd)", mlv.datasets.load("cbpp"),
@@ -29,9 +32,9 @@ from .errors import MultilevelError, emit
 from .families import Binomial, Family, Gaussian, Poisson
 from .formula import Formula, parse
 from .glmm_fit import GlmmFit
+from .laplace_gradient import ScalarTermsGradient
 from .optimize import (NEWTON_TRUST, OptimumInfo, bobyqa, finite_difference_checks, free_coordinates, gradient_hessian,
                        hessian_from_gradient, lbfgsb)
-from .laplace_gradient import ScalarTermsGradient
 from .pirls import Mode, Pirls
 from .scalar_pirls import ScalarPirls
 
