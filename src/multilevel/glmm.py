@@ -40,7 +40,6 @@ from .scalar_pirls import ScalarPirls
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
 GRADIENT_HESSIAN_STEP = 1e-3  # the same from differences of the exact gradient (error ~1e-6)
-SIZE_STEP = 1e-4  # central-difference step in log NB size of the gradient's last coordinate
 
 
 # ---------------------------------------------------------------------- input
@@ -165,22 +164,17 @@ class GlmmObjective:
         return mode.laplace if self.n_agq == 1 else self.scalar.agq(mode, fam, self.n_agq)
 
     def value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """The objective and its gradient in x (exact in theta and gamma; central differences in log size)."""
+        """The objective and its gradient in x = (theta, gamma, [log size])."""
         theta, beta, fam = self.split(x)
         try:
             if self.scalar is not None:
-                value, d_theta, d_beta = self.scalar.gradient(float(theta[0]), beta, fam, self.n_agq)
+                value, d_theta, d_beta, d_size = self.scalar.gradient(float(theta[0]), beta, fam, self.n_agq,
+                                                                      self.estimate_size)
             else:
-                value, d_theta, d_beta = self.terms.gradient(theta, beta, fam)
+                value, d_theta, d_beta, d_size = self.terms.gradient(theta, beta, fam, self.estimate_size)
         except MultilevelError:
             return np.inf, np.zeros_like(x)
-        grad = np.concatenate([np.atleast_1d(d_theta), self.J.T @ d_beta])
-        if self.estimate_size:
-            up, down = x.copy(), x.copy()
-            up[-1] += SIZE_STEP
-            down[-1] -= SIZE_STEP
-            grad = np.append(grad, (self(up) - self(down)) / (2 * SIZE_STEP))
-        return value, grad
+        return value, np.concatenate([np.atleast_1d(d_theta), self.J.T @ d_beta, [d_size] if self.estimate_size else []])
 
 
 # ---------------------------------------------------------------------- fitting

@@ -74,8 +74,10 @@ class ScalarTermsGradient:
         out[:, self.first] = self.z * v1[self.codes]
         return out
 
-    def gradient(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> tuple[float, np.ndarray, np.ndarray]:
-        """The Laplace objective and its derivatives in theta (per term) and beta."""
+    def gradient(self, theta: np.ndarray, beta: np.ndarray, family: Family,
+                 with_size: bool = False) -> tuple[float, np.ndarray, np.ndarray, float | None]:
+        """The Laplace objective and its derivatives in theta (per term), beta and (with_size) log NB size: at fixed
+        eta, sum_i -2 dl_i + h_i dV_i + (A r)_i ds_i (the modes' move carried by r, as for beta)."""
         p, g = self.pirls, self.codes
         mode = p.mode(theta, beta, family)
         eta = mode.eta
@@ -102,4 +104,8 @@ class ScalarTermsGradient:
         Du, Dr = self._per_term(u1, u2), self._per_term(r1, r2)
         d_theta = (-2.0 * Du.T @ score + 2.0 * C.T @ V + Du.T @ vh + Dr.T @ score - Du.T @ (W * Ar))
         d_beta = p.design.X.T @ (-2.0 * score + vh - W * Ar)
-        return mode.laplace, d_theta, d_beta
+        d_size = None
+        if with_size:
+            dl, ds, dw = p.size_partials(eta, family, kind)
+            d_size = float(np.sum(-2.0 * dl + h * dw + Ar * ds))
+        return mode.laplace, d_theta, d_beta, d_size
