@@ -167,12 +167,17 @@ def test_scalar_pirls_is_pirls_and_its_gradient_is_the_derivative(formula, data,
             mode = scalar.mode(theta, b, family)
             return mode.laplace if nodes == 1 else scalar.agq(mode, family, nodes)
 
-        value, d_theta, d_beta = scalar.gradient(1.2, beta, family, nodes)
+        value, d_theta, d_beta, d_size = scalar.gradient(1.2, beta, family, nodes, family.has_dispersion)
         assert value == pytest.approx(objective(1.2, beta), rel=1e-12)
         h = 1e-5
         numeric = [(objective(1.2 + h, beta) - objective(1.2 - h, beta)) / (2 * h)]
         numeric += [(objective(1.2, beta + h * e) - objective(1.2, beta - h * e)) / (2 * h) for e in np.eye(len(beta))]
         np.testing.assert_allclose(np.r_[d_theta, d_beta], numeric, rtol=1e-5, atol=1e-5)
+        if family.has_dispersion:  # d / d log(size)
+            sized = [family.with_dispersion(1.5 * np.exp(s)) for s in (h, -h)]
+            ends = [scalar.mode(1.2, beta, f) for f in sized]
+            ends = [m.laplace if nodes == 1 else scalar.agq(m, f, nodes) for m, f in zip(ends, sized)]
+            assert d_size == pytest.approx((ends[0] - ends[1]) / (2 * h), rel=1e-5, abs=1e-5)
 
 
 NB_FORMULA = ("TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", "grouseticks", "negbinomial")
@@ -217,7 +222,8 @@ def test_laplace_gradient_of_several_scalar_terms_is_the_derivative(formula, fam
     family = model.family.with_dispersion(2.0) if model.family.has_dispersion else model.family
     pirls = Pirls(model.design, model.family, information)
     theta, beta = np.linspace(0.5, 1.1, len(model.design.blocks)), np.linspace(-0.3, 0.4, model.design.p)
-    value, d_theta, d_beta = ScalarTermsGradient(Pirls(model.design, model.family, information)).gradient(theta, beta, family)
+    value, d_theta, d_beta, d_size = ScalarTermsGradient(Pirls(model.design, model.family, information)).gradient(
+        theta, beta, family, family.has_dispersion)
     assert value == pytest.approx(pirls.mode(theta, beta, family).laplace, rel=1e-12)
     h = 1e-5
     numeric = [(pirls.mode(theta + h * e, beta, family).laplace - pirls.mode(theta - h * e, beta, family).laplace) / (2 * h)
@@ -225,3 +231,6 @@ def test_laplace_gradient_of_several_scalar_terms_is_the_derivative(formula, fam
     numeric += [(pirls.mode(theta, beta + h * e, family).laplace - pirls.mode(theta, beta - h * e, family).laplace) / (2 * h)
                 for e in np.eye(len(beta))]
     np.testing.assert_allclose(np.r_[d_theta, d_beta], numeric, rtol=1e-6, atol=5e-3)  # atol: differences of a ~1e4 objective
+    if family.has_dispersion:  # d / d log(size)
+        ends = [pirls.mode(theta, beta, family.with_dispersion(2.0 * np.exp(s))).laplace for s in (h, -h)]
+        assert d_size == pytest.approx((ends[0] - ends[1]) / (2 * h), rel=1e-6, abs=5e-3)

@@ -5,9 +5,12 @@ theta and beta jointly on the Laplace approximation (nAGQ = 1) or adaptive Gauss
 one scalar random-effect term). Stage 2 works in fixed effects whitened by stage 1's information, so the
 optimiser sees a round problem whatever the scaling of the predictors. Every objective value is exact (PIRLS
 converged to rounding): the optimum is the true Laplace / quadrature optimum, which lme4's defaults approach
-to ~1e-3. Negative-binomial sizes are estimated jointly on the log scale. Standard errors come from the
-Hessian of -2 log-likelihood in all parameters (lme4's default; the PIRLS-based ones are `vcov_rx`). The values
-at the optimum become a `GlmmFit`; the warnings are raised here, once.
+to ~1e-3. When every random-effect term is scalar the objective has an exact gradient (`scalar_pirls`,
+`laplace_gradient`): stage 2 is then L-BFGS-B from lme4's start (stage 1 only whitens there) and the Hessian comes
+from differences of the gradient; otherwise both stages are BOBYQA. Negative-binomial sizes are estimated jointly
+on the log scale. Standard errors come from the Hessian of -2 log-likelihood in all parameters (lme4's default;
+the PIRLS-based ones are `vcov_rx`), which also serves lme4's convergence checks. The values at the optimum
+become a `GlmmFit`; the warnings are raised here, once.
 
 >>> import multilevel as mlv
 >>> m = mlv.Model("cbind(incidence, size - incidence) ~ period + (1 | herd)", mlv.datasets.load("cbpp"),
@@ -29,15 +32,14 @@ from .errors import MultilevelError, emit
 from .families import Binomial, Family, Gaussian, Poisson
 from .formula import Formula, parse
 from .glmm_fit import GlmmFit
+from .laplace_gradient import ScalarTermsGradient
 from .optimize import (NEWTON_TRUST, OptimumInfo, bobyqa, finite_difference_checks, free_coordinates, gradient_hessian,
                        hessian_from_gradient, lbfgsb)
-from .laplace_gradient import ScalarTermsGradient
 from .pirls import Mode, Pirls
 from .scalar_pirls import ScalarPirls
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
 GRADIENT_HESSIAN_STEP = 1e-3  # the same from differences of the exact gradient (error ~1e-6)
-SIZE_STEP = 1e-4  # central-difference step in log NB size of the gradient's last coordinate
 
 
 # ---------------------------------------------------------------------- input
@@ -165,22 +167,17 @@ class GlmmObjective:
         return mode.laplace if self.n_agq == 1 else self.scalar.agq(mode, fam, self.n_agq)
 
     def value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """The objective and its gradient in x (exact in theta and gamma; central differences in log size)."""
+        """The objective and its gradient in x = (theta, gamma, [log size])."""
         theta, beta, fam = self.split(x)
         try:
             if self.scalar is not None:
-                value, d_theta, d_beta = self.scalar.gradient(float(theta[0]), beta, fam, self.n_agq)
+                value, d_theta, d_beta, d_size = self.scalar.gradient(float(theta[0]), beta, fam, self.n_agq,
+                                                                      self.estimate_size)
             else:
-                value, d_theta, d_beta = self.terms.gradient(theta, beta, fam)
+                value, d_theta, d_beta, d_size = self.terms.gradient(theta, beta, fam, self.estimate_size)
         except MultilevelError:
             return np.inf, np.zeros_like(x)
-        grad = np.concatenate([np.atleast_1d(d_theta), self.J.T @ d_beta])
-        if self.estimate_size:
-            up, down = x.copy(), x.copy()
-            up[-1] += SIZE_STEP
-            down[-1] -= SIZE_STEP
-            grad = np.append(grad, (self(up) - self(down)) / (2 * SIZE_STEP))
-        return value, grad
+        return value, np.concatenate([np.atleast_1d(d_theta), self.J.T @ d_beta, [d_size] if self.estimate_size else []])
 
 
 # ---------------------------------------------------------------------- fitting

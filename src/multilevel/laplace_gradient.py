@@ -19,7 +19,6 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from .crossprod import z_matrix
 from .families import Family
 from .pirls import Pirls
 
@@ -37,13 +36,13 @@ class ScalarTermsGradient:
         self.rest = [t for t in range(len(blocks)) if t != self.first]
         self.codes, self.m = blocks[self.first].codes, blocks[self.first].m
         self.z = np.asarray(blocks[self.first].Z[:, 0], dtype=float)
+        starts = np.cumsum([0] + [blocks[t].m for t in self.rest])
         n = len(self.codes)
-        self.Z2 = sp.hstack([z_matrix(blocks[t]) for t in self.rest] or [sp.csr_matrix((n, 0))]).tocsr()
-        term = np.repeat(self.rest, [blocks[t].m for t in self.rest]).astype(int)
-        self.term_of_column = term
-        self.by_term = np.zeros((len(term), len(blocks)))
-        self.by_term[np.arange(len(term)), term] = 1.0
-        self.indicator = sp.csr_matrix((np.ones(n), (self.codes, np.arange(n))), shape=(self.m, n))
+        self.q2 = int(starts[-1])
+        # each row's column among the other terms' levels, and its covariate, per other term: (n, T - 1)
+        self.cols = np.column_stack([blocks[t].codes + s for t, s in zip(self.rest, starts)] or [np.zeros((n, 0), int)])
+        self.z2 = np.column_stack([blocks[t].Z[:, 0] for t in self.rest] or [np.zeros((n, 0))]).astype(float)
+        self.rows = np.arange(n)
 
     @staticmethod
     def applies(design) -> bool:
@@ -53,13 +52,21 @@ class ScalarTermsGradient:
 
     def _system(self, theta: np.ndarray, w: np.ndarray):
         """M = A'diag(w)A + I in blocks: the first term's diagonal D, the coupling B (m x q2, dense) and the
-        Cholesky factor of the Schur complement S = M22 - B'D^-1 B."""
+        Cholesky factor of the Schur complement S = M22 - B'D^-1 B; a1, a2 the rows' entries of A."""
+        q2, cols = self.q2, self.cols
         a1 = theta[self.first] * self.z
-        A2 = (self.Z2 @ sp.diags(theta[self.term_of_column])).tocsr()
+        a2 = self.z2 * theta[self.rest]
         D = 1.0 + np.bincount(self.codes, a1 * a1 * w, self.m)
-        B = np.asarray((self.indicator @ A2.multiply((a1 * w)[:, None])).toarray())
-        S = (A2.T @ sp.diags(w) @ A2).toarray() + np.eye(A2.shape[1]) - B.T @ (B / D[:, None])
-        return a1, A2, D, B, sla.cho_factor(S, lower=True, check_finite=False)
+        M22 = np.zeros(q2 * q2)
+        for t in range(cols.shape[1]):
+            for s in range(cols.shape[1]):
+                M22 += np.bincount(cols[:, t] * q2 + cols[:, s], a2[:, t] * w * a2[:, s], q2 * q2)
+        T2 = cols.shape[1]
+        entries = ((a1 * w)[:, None] * a2).ravel()
+        B = sp.csr_matrix((entries, (np.repeat(self.codes, T2), cols.ravel())), shape=(self.m, q2))
+        coupling = (B.T @ sp.diags(1.0 / D) @ B).toarray()  # B'D^-1 B from the sparse B (few levels per row)
+        S = M22.reshape(q2, q2) + np.eye(q2) - coupling
+        return a1, a2, D, B.toarray(), sla.cho_factor(S, lower=True, check_finite=False)
 
     @staticmethod
     def _solve(system, v1: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,13 +77,16 @@ class ScalarTermsGradient:
 
     def _per_term(self, v1: np.ndarray, v2: np.ndarray) -> np.ndarray:
         """n x T: for each row and term t, z_ti v[col_t(i)] (v = [v1; v2] a vector over the terms' levels)."""
-        out = np.asarray(self.Z2.multiply(v2[None, :]) @ self.by_term)
+        out = np.zeros((len(self.codes), self.n_terms))
+        out[:, self.rest] = self.z2 * v2[self.cols]
         out[:, self.first] = self.z * v1[self.codes]
         return out
 
-    def gradient(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> tuple[float, np.ndarray, np.ndarray]:
-        """The Laplace objective and its derivatives in theta (per term) and beta."""
-        p, g = self.pirls, self.codes
+    def gradient(self, theta: np.ndarray, beta: np.ndarray, family: Family,
+                 with_size: bool = False) -> tuple[float, np.ndarray, np.ndarray, float | None]:
+        """The Laplace objective and its derivatives in theta (per term), beta and (with_size) log NB size: at fixed
+        eta, sum_i -2 dl_i + h_i dV_i + (A r)_i ds_i (the modes' move carried by r, as for beta)."""
+        p, g, cols = self.pirls, self.codes, self.cols
         mode = p.mode(theta, beta, family)
         eta = mode.eta
         u1 = mode.u[self.first][:, 0]
@@ -88,18 +98,26 @@ class ScalarTermsGradient:
         V = p.weights(eta, family, kind) if expected else W
         dV = (p.weights(eta + WEIGHT_STEP, family, kind) - p.weights(eta - WEIGHT_STEP, family, kind)) / (2 * WEIGHT_STEP)
         system = self._system(theta, V)
-        a1, A2, D, B, chol = system
+        a1, a2, D, B, chol = system
         Bg = B[g]  # (n, q2): each row's first-term level's coupling
-        C2 = A2.toarray() - (a1 / D[g])[:, None] * Bg
+        C2 = -(a1 / D[g])[:, None] * Bg
+        for t in range(cols.shape[1]):
+            C2[self.rows, cols[:, t]] += a2[:, t]
         X2 = sla.cho_solve(chol, C2.T, check_finite=False)  # (q2, n): the other terms' part of M^-1 a_i
         h = a1 * a1 / D[g] + np.sum(C2 * X2.T, axis=1)  # leverages a_i' M^-1 a_i
-        C = np.asarray(self.Z2.multiply(X2.T) @ self.by_term)  # C[i, t] = z_ti (M^-1 a_i)[col_t(i)]
+        C = np.zeros((len(g), self.n_terms))  # C[i, t] = z_ti (M^-1 a_i)[col_t(i)]
+        C[:, self.rest] = self.z2 * X2[cols, self.rows[:, None]]
         C[:, self.first] = self.z * (a1 - np.sum(Bg * X2.T, axis=1)) / D[g]
         vh = dV * h
-        r1, r2 = self._solve(self._system(theta, W) if expected else system,
-                             np.bincount(g, a1 * vh, self.m), A2.T @ vh)
-        Ar = a1 * r1[g] + A2 @ r2
+        v2 = sum(np.bincount(cols[:, t], a2[:, t] * vh, self.q2) for t in range(cols.shape[1]))
+        r1, r2 = self._solve(self._system(theta, W) if expected else system, np.bincount(g, a1 * vh, self.m),
+                             np.asarray(v2, dtype=float))
+        Ar = a1 * r1[g] + np.sum(a2 * r2[cols], axis=1)
         Du, Dr = self._per_term(u1, u2), self._per_term(r1, r2)
         d_theta = (-2.0 * Du.T @ score + 2.0 * C.T @ V + Du.T @ vh + Dr.T @ score - Du.T @ (W * Ar))
         d_beta = p.design.X.T @ (-2.0 * score + vh - W * Ar)
-        return mode.laplace, d_theta, d_beta
+        d_size = None
+        if with_size:
+            dl, ds, dw = p.size_partials(eta, family, kind)
+            d_size = float(np.sum(-2.0 * dl + h * dw + Ar * ds))
+        return mode.laplace, d_theta, d_beta, d_size

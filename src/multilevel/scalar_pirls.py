@@ -150,8 +150,10 @@ class ScalarPirls:
         centred at the mode and scaled by the curvature there (absolute scale; one node: the Laplace value)."""
         return float(np.sum(self._quadrature(mode.theta, mode, family, n_nodes)[-1]))
 
-    def gradient(self, theta: float, beta: np.ndarray, family: Family, n_nodes: int) -> tuple[float, float, np.ndarray]:
-        """-2 log-likelihood (Laplace for n_nodes = 1, else quadrature) and its exact derivatives in theta and beta.
+    def gradient(self, theta: float, beta: np.ndarray, family: Family, n_nodes: int,
+                 with_size: bool = False) -> tuple[float, float, np.ndarray, float | None]:
+        """-2 log-likelihood (Laplace for n_nodes = 1, else quadrature) and its exact derivatives in theta, beta and
+        (with_size) log NB size (its partials at fixed eta by central differences, `Pirls.size_partials`).
 
         The nodes move with the modes and the curvature: d t / d phi = d u-hat / d phi - t-shift / 2 d log H / d phi,
         with d u-hat / d phi by implicit differentiation (observed information) and d log H / d phi through the
@@ -182,7 +184,15 @@ class ScalarPirls:
         d_theta = -2.0 * (float(z @ np.sum(averaged * t[g], axis=1)) + float(a1 @ du_dtheta) + float(kappa @ dlogH_dtheta))
         d_beta = -2.0 * (X.T @ np.sum(averaged, axis=1) + du_dbeta.T @ a1 + dlogH_dbeta.T @ kappa)
         value = mode.laplace if n_nodes == 1 else float(np.sum(per_group))
-        return value, d_theta, d_beta
+        d_size = None
+        if with_size:
+            kind = "expected" if p.information == "expected" and not family.canonical else "observed"
+            dl, ds, dw = p.size_partials(eta, family, kind)
+            du = theta * self._sum(z * ds) / H_obs
+            dlogH = theta**2 * self._sum(z**2 * dw) / H + cz * theta * du
+            nodes_dl = self.indicator @ p.loglik_size_partial(eta_k, family) if n_nodes > 1 else self._sum(dl)[:, None]
+            d_size = -2.0 * float(np.sum(np.sum(P * nodes_dl, axis=1) + a1 * du + kappa * dlogH))
+        return value, d_theta, d_beta, d_size
 
 
 @lru_cache(maxsize=16)
