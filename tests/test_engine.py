@@ -54,11 +54,11 @@ def test_objective_checks_insteval(name):
 
 @pytest.mark.parametrize("name", [n for n in LMER_BLME if not n.startswith("insteval")])
 def test_fill_by_sparse_products_gives_lme4s_objective(name, monkeypatch):
-    """Beyond FILL_MAP_PAIRS the fill B M B' is a sparse product at each evaluation instead of the map (crossed
+    """Without a fill map (too many pairs for the memory) the fill B M B' is a sparse product at each evaluation instead of the map (crossed
     designs with many levels): lme4's / blme's objective to 1e-8 at its checks, the gradient of scalar models as
     the map's (1e-9), and a full fit of the crossed Penicillin the same as with the map."""
     ref, mapped = engine_of(name)
-    monkeypatch.setattr(engine_module, "FILL_MAP_PAIRS", -1)
+    monkeypatch.setattr(engine_module, "fill_map_fits", lambda pairs: False)
     _, product = engine_of(name)
     assert product.fill_map is None and mapped.fill_map is not None
     for point in ref["objective_checks"]["points"]:
@@ -72,17 +72,27 @@ def test_fill_by_sparse_products_gives_lme4s_objective(name, monkeypatch):
                                        mapped.objective_and_gradient(theta, ref["REML"])[1], rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("pairs, available, built", [
+    (1e6, None, True), (2e7, 1e3, True),  # small maps are always built
+    (3e7, 1e10, True),  # 2.2 GB within a quarter of 10 GB
+    (3e7, 8e9, False), (3e7, None, False),  # not within a quarter of 8 GB; unknown memory
+])
+def test_a_fill_map_beyond_the_floor_needs_a_quarter_of_the_memory(monkeypatch, pairs, available, built):
+    monkeypatch.setattr(engine_module, "available_bytes", lambda: available)
+    assert engine_module.fill_map_fits(pairs) is built
+
+
 def test_a_crossed_fit_by_sparse_products_is_the_fit_by_the_map(monkeypatch):
     formula, data = "diameter ~ 1 + (1 | plate) + (1 | sample)", mlv.datasets.load("Penicillin")
     mapped = mlv.Model(formula, data).fit()
-    monkeypatch.setattr(engine_module, "FILL_MAP_PAIRS", -1)
+    monkeypatch.setattr(engine_module, "fill_map_fits", lambda pairs: False)
     product = mlv.Model(formula, data).fit()
     assert product.objective == pytest.approx(mapped.objective, rel=1e-10)
     np.testing.assert_allclose(product.theta, mapped.theta, rtol=1e-6)
 
 
 def test_nuts_without_a_fill_map_is_refused_naming_the_alternatives(monkeypatch):
-    monkeypatch.setattr(engine_module, "FILL_MAP_PAIRS", -1)
+    monkeypatch.setattr(engine_module, "fill_map_fits", lambda pairs: False)
     model = mlv.Model("diameter ~ 1 + (1 | plate) + (1 | sample)", mlv.datasets.load("Penicillin"))
     with pytest.raises(MultilevelError, match="too many levels.*sampler='gibbs'.*fit"):
         model.sample(sampler="nuts", draws=50, warmup=50, chains=1, seed=1)
