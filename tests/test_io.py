@@ -117,3 +117,14 @@ def test_categorical_data_survive_the_netcdf_round_trip(tmp_path):
     assert back.model.n_levels == model.n_levels
     assert sorted(model.n_levels.values()) == sorted(ref["ngrps"].values())
     pd.testing.assert_frame_equal(back.group_effects(), post.group_effects())
+
+
+def test_glmm_posterior_round_trip_keeps_its_family(tmp_path):
+    """A binomial posterior's file holds its family: loading rebuilds the binomial model (it raised before)."""
+    model = mlv.Model("incidence | trials(size) ~ period + (1 | herd)", mlv.datasets.load("cbpp"), family="binomial")
+    post = model.sample(sampler="gibbs", chains=2, draws=60, warmup=50, seed=4, progress=False)
+    post.save(tmp_path / "cbpp.nc")
+    loaded = mlv.load(tmp_path / "cbpp.nc")
+    assert loaded.model.family.name == "binomial" and loaded.sampler == "gibbs"
+    np.testing.assert_array_equal(loaded.beta, post.beta)
+    pd.testing.assert_frame_equal(loaded.icc(), post.icc())

@@ -49,8 +49,9 @@ def sample(
 
     ``sampler="nuts"`` runs NUTS on the variance parameters (and the centred intercept) with the group
     effects and other coefficients integrated out, then draws those exactly; ``"gibbs"`` is a blocked
-    Gibbs sampler. Chains run in `cores` processes; a seed gives the same draws whatever `cores` is. Ctrl-C
-    returns the draws finished by then, marked ``post.partial`` with a warning (docs/reliability.md).
+    Gibbs sampler (Pólya–Gamma augmented for binomial-logit models). Chains run in `cores` processes; a seed gives
+    the same draws whatever `cores` is. Ctrl-C returns the draws finished by then, marked ``post.partial`` with a
+    warning (docs/reliability.md).
     """
     _check_counts(chains, draws, warmup, cores)
     seed = check_seed(seed, generators=False)

@@ -53,9 +53,11 @@ class GaussianBlock:
         self._cross_block()
 
     def _cross_block(self) -> None:
-        e = self.engine
-        self.B_y = np.asarray(e.B[-1].toarray()).ravel()
-        self.B_t = e.B[:-1].T.tocsr()  # (q0, r - 1)
+        """The engine's cross block B = [Z_rest X y]'WZ_0 as used per draw: its response row (kept whole by the
+        engine, so it is the cross-products' column) and B' (a transposed view: slicing copies cost more than the
+        draw on small models)."""
+        self.B_y = self.engine.cp.zxy[0][:, -1]
+        self.B_T = self.engine.B.T  # (q0, r); its last column, the response's, meets a zero in `draw`
 
     def draw(self, T: list[np.ndarray], sigma: float, prior: CoefficientPrior, rng) -> tuple[np.ndarray, list]:
         """(beta, [b per term (m, k)]) from their joint Gaussian conditional; T are the relative factors chol(Sigma)/sigma."""
@@ -80,7 +82,7 @@ class GaussianBlock:
             b = w[sa].reshape(e.ms[a], e.ks[a]) @ T[a].T
             scaled[sa] = b.ravel()
             b_rest.append(b)
-        rhs = (self.B_y - self.B_t @ scaled).reshape(m0, k0) @ T[0]  # T0' v_g per level
+        rhs = (self.B_y - self.B_T @ np.append(scaled, 0.0)).reshape(m0, k0) @ T[0]  # T0' v_g per level
         noise = np.linalg.solve(np.swapaxes(f.L11, 1, 2), z0[:, :, None])[:, :, 0]
         u0 = np.linalg.solve(f.A11, rhs[:, :, None])[:, :, 0] + sigma * noise
         return w[q2:], [u0 @ T[0].T] + b_rest

@@ -197,6 +197,7 @@ def _priors_from(record: dict) -> PriorSet:
     return PriorSet(
         one(record["intercept"]), {k: one(v) for k, v in record["b"].items()},
         {(i, c): one(p) for i, c, p in record["sd"]}, {i: one(p) for i, p in record["cor"]}, one(record["sigma"]),
+        one(record.get("shape")),
     )
 
 
@@ -259,7 +260,7 @@ def _finished(attrs: dict) -> list[int] | None:
 
 def _posterior(attrs: dict, frame: pd.DataFrame, posterior, stats: dict) -> Posterior:
     """The posterior of a saved file, its arrays checked against its own formula."""
-    model = _model(attrs["formula"], frame)
+    model = _model(attrs["formula"], frame, _family(json.loads(attrs.get("family", "null"))))
     d = model.design
     beta = np.stack([posterior[fixed_name(n)].values for n in d.fixed_names], axis=-1)
     sds, corrs = [], []
@@ -276,6 +277,7 @@ def _posterior(attrs: dict, frame: pd.DataFrame, posterior, stats: dict) -> Post
         raise MultilevelError(f"the saved group effects have shapes {[x.shape for x in b]} but the file's formula and "
                               f"data need {expected}: the file is damaged or altered")
     sigma = posterior["sigma"].values if "sigma" in posterior else None
+    shape = posterior["shape"].values if "shape" in posterior else None
     return Posterior(model, beta, sds, corrs, sigma, b, stats, _priors_from(json.loads(attrs["priors"])),
                      int(attrs["seed"]), float(attrs["seconds"]), str(attrs["sampler"]), json.loads(attrs["warnings"]),
-                     finished=_finished(attrs))
+                     shape=shape, finished=_finished(attrs))

@@ -13,6 +13,7 @@ than 1 (version 2.0.2: the mean of PG(2, 0) off by 20 Monte Carlo SEs in 2e6 dra
 from __future__ import annotations
 
 import numpy as np
+from polyagamma import random_polyagamma
 
 from .errors import MultilevelError
 
@@ -33,8 +34,6 @@ def check_shapes(h: np.ndarray, what: str) -> np.ndarray:
 
 def draw(rng: np.random.Generator, h: np.ndarray, psi: np.ndarray) -> np.ndarray:
     """Exact PG(h, psi) draws, elementwise; h whole and positive (`check_shapes`)."""
-    from polyagamma import random_polyagamma
-
     return random_polyagamma(h, psi, method="devroye", random_state=rng)
 
 

@@ -130,9 +130,8 @@ def fit_record(fit) -> dict:
         "fitted": plain(fit.fitted()),
     }
     if isinstance(fit, Generalized):
-        family = fit.model.family
-        record["glmm"] = {
-            "family": family.name, "link": family.link.name, "dispersion": family.dispersion, "nAGQ": int(fit.nAGQ),
+        record["glmm"] = _family_record(fit.model) | {
+            "nAGQ": int(fit.nAGQ),
             "information": fit.information_kind, "beta": plain(fit.beta), "x": plain(info.x),
             "size": fit.nb_theta if fit.size_estimated else None, "vcov": [plain(r) for r in np.asarray(fit.vcov)],
             "parameter_covariance": None if fit.parameter_covariance is None else [plain(r) for r in fit.parameter_covariance],
@@ -173,7 +172,7 @@ def _posterior_tree(post):
         "multilevel_format": FORMAT, "multilevel_version": POSTERIOR_VERSION, "formula": str(post.design.formula),
         "sampler": post.sampler, "seed": int(post.seed), "seconds": float(post.seconds),
         "priors": json.dumps(_priors_record(post.priors)), "warnings": json.dumps(list(post.warnings)),
-        "finished": json.dumps(post.finished),
+        "finished": json.dumps(post.finished), "family": json.dumps(_family_record(post.model)),
     })
     return tree
 
@@ -189,6 +188,14 @@ def _data_set(frame: pd.DataFrame):
     return xr.Dataset(variables)
 
 
+def _family_record(model) -> dict | None:
+    """A GLMM's family as plain values (name, link, a size fixed by the user); None for a Gaussian model."""
+    if model.gaussian:
+        return None
+    family = model.family
+    return {"family": family.name, "link": family.link.name, "dispersion": family.dispersion}
+
+
 def _priors_record(ps) -> dict:
     def one(p):
         return None if p is None else [p.family, list(p.params)]
@@ -196,7 +203,7 @@ def _priors_record(ps) -> dict:
     return {
         "intercept": one(ps.intercept), "b": {k: one(v) for k, v in ps.b.items()},
         "sd": [[i, c, one(p)] for (i, c), p in ps.sd.items()], "cor": [[i, one(p)] for i, p in ps.cor.items()],
-        "sigma": one(ps.sigma),
+        "sigma": one(ps.sigma), "shape": one(ps.shape),
     }
 
 
