@@ -81,8 +81,8 @@ def speed_section() -> list[str]:
             "",
             f"2 cores against 1, {c['replicates']} replicates of all four: {c['cpu_ratio']:.2f}x the throughput on "
             f"2 idle cores, from CPU times (each worker's start, a second or two importing the package, included); "
-            f"the wall-time ratio was {c['throughput_ratio']:.2f}x at load average {c['load_average'][0]:.0f}, where "
-            "the machine's other users, not the study, set it.", ""]
+            f"the wall-time ratio was {c['throughput_ratio']:.2f}x at load average {c['load_average'][0]:.1f} (on a "
+            "busy machine its other users, not the study, set that ratio).", ""]
 
 
 def main() -> None:
