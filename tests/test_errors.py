@@ -147,3 +147,29 @@ def test_bad_weights(sleep):
 def test_no_random_term_is_refused_by_the_model(sleep):
     with pytest.raises(MultilevelError, match="no random term"):
         mlv.Model("Reaction ~ Days", sleep).fit()
+
+
+@pytest.mark.parametrize("formula, where", [
+    ("Reaction ~ Days + f + (1 | Subject)", "the fixed part"),
+    ("Reaction ~ Days + flag + (1 | Subject)", "the fixed part"),
+    ("Reaction ~ Days + (f | Subject)", "the random term"),
+])
+def test_a_factor_with_one_level_is_refused_not_dropped(formula, where):
+    """R's contrasts refuse a one-level factor; coded by treatment contrasts it would silently vanish from the model."""
+    sleep = mlv.datasets.load("sleepstudy").assign(f="a", flag=True)
+    message = raises(formula, sleep, "has one level", where, "Drop it")
+    assert "'f'" in message or "'flag'" in message
+
+
+def test_a_one_level_factor_is_refused_in_glmm_partitioned_data_and_occupancy():
+    dd = pytest.importorskip("dask.dataframe")
+    cbpp = mlv.datasets.load("cbpp").assign(f=lambda d: np.where(d.index < 3, "b", "a"), y=lambda d: d["incidence"])
+    cbpp.loc[cbpp.index < 3, "incidence"] = np.nan  # the only rows of level 'b' go
+    with pytest.raises(MultilevelError, match="'f' in the fixed part has one level"):
+        mlv.Model("cbind(incidence, size - incidence) ~ period + f + (1 | herd)", cbpp, family="binomial")
+    sleep = mlv.datasets.load("sleepstudy").assign(f="a")
+    with pytest.raises(MultilevelError, match="'f' in the fixed part has one level"):  # partitioned: after its levels pass
+        mlv.Model("Reaction ~ Days + f + (1 | Subject)", dd.from_pandas(sleep, npartitions=2))
+    pcru = mlv.datasets.load("pcru_occupancy").assign(habitat="forest")
+    with pytest.raises(MultilevelError, match="'habitat' in the fixed part has one level"):
+        mlv.Occupancy("~ habitat", "~ 1", pcru)

@@ -257,6 +257,8 @@ def learn_coding(formula: str | Formula, data, weights=None, offset=None, aliasi
     terms = sorted((_learn_term(t, frame, columns) for t in f.random), key=lambda t: -len(t.levels))  # lme4's order
     for t in terms:
         _check_levels(t)
+    if aliasing:  # all the rows (partitioned data: a sample spanning the levels, checked after `check_learnable`)
+        check_factor_levels(fixed_spec, terms)
     categories = {c: frame[c].dtype for c in used if isinstance(frame[c].dtype, pd.CategoricalDtype)}
     kept = tuple(n for n in names if n not in aliased)
     w = weights if weights is not None else f.weights
@@ -570,6 +572,19 @@ def _evaluate(expr: str, frame: pd.DataFrame, columns: list[str], where: str, sp
                 "as Model(..., offset='name') (or an array)"
             ) from None
         raise MultilevelError(f"cannot evaluate {where} '{expr}': {text}") from None
+
+
+def check_factor_levels(fixed_spec, terms) -> None:
+    """Refuse a factor with one level in the rows used (fixed part or a random term's covariates), as R's contrasts
+    do: coded, it would silently drop out of the model."""
+    for spec, where in [(fixed_spec, "the fixed part")] + [(t.spec, f"the random term {t.term}") for t in terms]:
+        for factor, state in (getattr(spec, "factor_contrasts", None) or {}).items():
+            levels = list(getattr(state, "levels", None) or [])
+            if len(levels) == 1:
+                raise MultilevelError(
+                    f"the factor '{factor}' in {where} has one level ({levels[0]!r}) in the rows used: a factor needs "
+                    "two or more levels. Drop it from the formula, or check the rows dropped for missing values"
+                )
 
 
 def _poly_for_ordered(expr: str, frame: pd.DataFrame) -> str:

@@ -28,6 +28,7 @@ from .design import (
     aliased_in_gram,
     apply_coding,
     check_counts,
+    check_factor_levels,
     learn_coding,
     used_columns,
     warn_aliased,
@@ -240,6 +241,7 @@ def partitioned_design(formula, data, weights=None, offset=None) -> tuple[Partit
     seen = _levels_pass(source, used, sets)
     coding = learn_coding(f, seen.rows, weights, offset, aliasing=False)
     check_learnable(coding, sets)
+    check_factor_levels(coding.fixed_spec, coding.terms)
     scaling = learn_scaling(apply_coding(coding, seen.rows))  # the levels pass's rows: a sample spanning the levels
     from dask import delayed
 
