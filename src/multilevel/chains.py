@@ -134,6 +134,18 @@ def gc_paused():
             gc.enable()
 
 
+@contextmanager
+def _sigint_held():
+    """SIGINT blocked in this thread for the block, then delivered: a worker process started in it inherits the
+    block (through exec), so a terminal's Ctrl-C, sent to the whole process group, waits in a worker still
+    importing the package until `_worker_init` ignores it (otherwise it dies printing a traceback)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _worker_init(queue, stop, shared: bytes) -> None:
     """A worker's progress queue, stop event and shared arguments; it ignores SIGINT (a terminal sends it to
     every process): the parent decides, asking the worker to stop through the event or ending it."""
@@ -182,7 +194,8 @@ def _in_processes(run_chain, jobs: list, processes: int, bars, interruptible: bo
     try:
         while True:
             for i in itertools.islice(todo, IN_FLIGHT * processes - len(running)):
-                running[pool.submit(_job, cloudpickle.dumps((run_chain, jobs[i])))] = i
+                with _sigint_held():  # a submit may start a worker process
+                    running[pool.submit(_job, cloudpickle.dumps((run_chain, jobs[i])))] = i
             if not running:
                 break
             done = wait(running, timeout=0.1, return_when=FIRST_COMPLETED).done  # short waits: Ctrl-C seen within 0.1 s

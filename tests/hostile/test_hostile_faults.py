@@ -227,3 +227,28 @@ def test_the_cut_keeps_the_most_draws_in_equal_chains(finished, kept, n):
 def test_the_cut_refuses_to_keep_nothing():
     with pytest.raises(KeyboardInterrupt):
         chains.kept_chains([None, 0], lambda r: r, 1000)
+
+
+def _report_sigint(queue) -> None:
+    """In a spawned process: whether SIGINT arrived blocked, then ignore it (as `chains._worker_init` does)."""
+    queue.put(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    queue.put("alive")
+
+
+def test_a_worker_started_while_sigint_is_held_survives_a_ctrl_c_and_the_parent_still_gets_it():
+    """A terminal's Ctrl-C reaches every process of the group; a worker still starting (importing) must not die
+    of it with a traceback (seen under load with cores=2), and the parent must not lose it."""
+    import multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    queue = context.SimpleQueue()
+    with pytest.raises(KeyboardInterrupt):
+        with chains._sigint_held():
+            worker = context.Process(target=_report_sigint, args=(queue,))
+            worker.start()
+            os.kill(worker.pid, signal.SIGINT)  # while it starts
+            os.kill(os.getpid(), signal.SIGINT)  # held, delivered when the block ends
+    assert queue.get() is True and queue.get() == "alive"
+    worker.join(timeout=30)
+    assert worker.exitcode == 0
