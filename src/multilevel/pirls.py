@@ -167,17 +167,15 @@ class Pirls:
         )
 
     def _halve(self, theta, beta, u, new_beta, new_u, pdev, family):
-        """Take the Newton step, halving it until the penalised deviance does not increase."""
-        t = 1.0
-        for _ in range(MAX_HALVINGS):
+        """Take the Newton step, halving it until the penalised deviance does not increase (`halved_step`)."""
+
+        def at(t: float):
             cand_beta = beta + t * (new_beta - beta)
             cand_u = [a + t * (b - a) for a, b in zip(u, new_u)]
             eta = self.eta(theta, cand_beta, cand_u)
-            value = self.minus2_loglik(eta, family) + _sumsq(cand_u)
-            if value <= pdev + 1e-10 * (1.0 + abs(pdev)):
-                return cand_beta, cand_u, eta, value
-            t /= 2.0
-        raise MultilevelError("penalised IRLS failed: step halving could not reduce the penalised deviance")
+            return cand_beta, cand_u, eta, self.minus2_loglik(eta, family) + _sumsq(cand_u)
+
+        return halved_step(at, pdev)
 
     def _finish(self, theta, beta, u, eta, pdev, engine, factor, family, iterations) -> Mode:
         """Store the modes for the next start; refactor with the expected information if asked for."""
@@ -195,6 +193,18 @@ class Pirls:
             return self.mode(theta, beta, family).laplace
         except MultilevelError:
             return np.inf
+
+
+def halved_step(at, pdev: float) -> tuple:
+    """The first of the Newton step's fractions 1, 1/2, 1/4, ... whose penalised deviance does not exceed `pdev`:
+    `at(t)` gives (beta, u, eta, penalised deviance) a fraction t along the step."""
+    t = 1.0
+    for _ in range(MAX_HALVINGS):
+        candidate = at(t)
+        if candidate[3] <= pdev + 1e-10 * (1.0 + abs(pdev)):
+            return candidate
+        t /= 2.0
+    raise MultilevelError("penalised IRLS failed: step halving could not reduce the penalised deviance")
 
 
 def _sumsq(u: list[np.ndarray]) -> float:

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from .errors import MultilevelError
 from .families import Family
-from .pirls import MAX_HALVINGS, MAX_ITERATIONS, STEP_TOL, Pirls, step_size
+from .pirls import MAX_ITERATIONS, STEP_TOL, Pirls, halved_step, step_size
 
 LOG2PI = float(np.log(2 * np.pi))
 WEIGHT_STEP = 1e-5  # central-difference step in eta of the information weights' derivative (error ~1e-10)
@@ -107,17 +107,15 @@ class ScalarPirls:
         return beta, (c - C @ beta) / H
 
     def _halve(self, theta, beta, u, new_beta, new_u, pdev, family):
-        """The Newton step, halved until the penalised deviance does not increase (as Pirls._halve)."""
-        t = 1.0
-        for _ in range(MAX_HALVINGS):
+        """The Newton step, halved until the penalised deviance does not increase (`halved_step`, as Pirls)."""
+
+        def at(t: float):
             cand_beta = beta + t * (new_beta - beta)
             cand_u = u + t * (new_u - u)
             eta = self.X @ cand_beta + self.pirls.offset + theta * self.z * cand_u[self.codes]
-            value = self.pirls.minus2_loglik(eta, family) + float(cand_u @ cand_u)
-            if value <= pdev + 1e-10 * (1.0 + abs(pdev)):
-                return cand_beta, cand_u, eta, value
-            t /= 2.0
-        raise MultilevelError("penalised IRLS failed: step halving could not reduce the penalised deviance")
+            return cand_beta, cand_u, eta, self.pirls.minus2_loglik(eta, family) + float(cand_u @ cand_u)
+
+        return halved_step(at, pdev)
 
     def _finish(self, theta, beta, u, eta, minus2, w_observed, family) -> ScalarMode:
         """The curvature with the Laplace weights (the expected information if `pirls` asks for it)."""
