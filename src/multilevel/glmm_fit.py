@@ -24,14 +24,14 @@ from .kinds import Generalized, OfModel
 from .optimize import OptimumInfo
 from .pirls import Mode
 from .profile import intervals
-from .summary import glmm_html, glmm_summary
+from .summary import GlmmText
 from .tables import callable_table, estimates_table
 from .variance import icc, r2
 
 APPROXIMATIONS = {0: "Laplace, fixed effects inside PIRLS (nAGQ = 0)", 1: "Laplace"}
 
 
-class GlmmFit(Generalized, OfModel):
+class GlmmFit(GlmmText, Generalized, OfModel):
     """Results of a GLMM fit, with the vocabulary of the Gaussian `LmmFit`."""
 
     def __init__(self, model, family: Family, info: OptimumInfo, mode: Mode, deviance_function,
@@ -217,12 +217,3 @@ class GlmmFit(Generalized, OfModel):
     def to_frame(self) -> pd.DataFrame:
         """Fixed effects and variance components in one long table."""
         return estimates_table(self.fixed_effects, self.variance_components)
-
-    def summary(self) -> str:
-        return glmm_summary(self)
-
-    def __repr__(self) -> str:
-        return self.summary()
-
-    def _repr_html_(self) -> str:
-        return glmm_html(self)

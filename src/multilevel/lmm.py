@@ -65,9 +65,7 @@ def moment_start(design) -> np.ndarray:
         coef = np.divide(np.bincount(block.codes, z * e, block.m), szz, out=np.zeros(block.m), where=szz > 0)
         e = e - z * coef[block.codes]
         coefs.append((coef[szz > 0], szz[szz > 0]))
-    s2 = float(np.var(e)) or 1.0
-    tau2 = [float(np.var(coef) - np.mean(s2 / szz)) for coef, szz in coefs]
-    return np.clip(np.sqrt(np.maximum(tau2, 0.0) / s2), 0.1, 10.0)
+    return _theta_from_sweep(coefs, float(np.var(e)))
 
 
 def moment_start_from(cp: CrossProducts) -> np.ndarray:
@@ -85,7 +83,13 @@ def moment_start_from(cp: CrossProducts) -> np.ndarray:
         for j in range(i + 1, n_terms):
             ze[j] = ze[j] - cp.off[(i, j)].T @ coef
         coefs.append((coef[szz > 0], szz[szz > 0]))
-    s2 = max(float(ee) / cp.n, 0.0) or 1.0
+    return _theta_from_sweep(coefs, max(float(ee) / cp.n, 0.0))
+
+
+def _theta_from_sweep(coefs: list, s2: float) -> np.ndarray:
+    """Relative SDs from one sweep's per-group coefficients and residual variance: var(coef) ~ tau^2 +
+    s2 / sum(z^2), kept within [0.1, 10] where the criterion has a usable slope."""
+    s2 = s2 or 1.0
     tau2 = [float(np.var(coef) - np.mean(s2 / szz)) for coef, szz in coefs]
     return np.clip(np.sqrt(np.maximum(tau2, 0.0) / s2), 0.1, 10.0)
 

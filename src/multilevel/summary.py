@@ -117,13 +117,24 @@ def glmm_summary(fit) -> str:
 
 
 class LmmText:
-    """The text and notebook faces of a frequentist LMM result (`LmmFit` and the `SavedFit` of old files)."""
+    """The text and notebook faces of a frequentist result, from the class's `_text`/`_html` writers (`LmmFit`,
+    the `SavedFit` of old files, and `GlmmText` for GLMM fits)."""
+
+    _text = staticmethod(lmm_summary)
+    _html = staticmethod(lmm_html)
 
     def summary(self) -> str:
-        return lmm_summary(self)
+        return self._text(self)
 
     def __repr__(self) -> str:
         return self.summary()
 
     def _repr_html_(self) -> str:
-        return lmm_html(self)
+        return self._html(self)
+
+
+class GlmmText(LmmText):
+    """The text and notebook faces of a GLMM fit."""
+
+    _text = staticmethod(glmm_summary)
+    _html = staticmethod(glmm_html)
