@@ -211,11 +211,13 @@ def test_salamanders_nb2_is_glmmtmb():
 
 @pytest.mark.parametrize("formula, family, information", [
     (LAPLACE["grouseticks_poisson"][0], "poisson", "observed"),
+    ("TICKS ~ cHEIGHT + (1 | LOCATION) + (1 | YEAR)", "poisson", "observed"),  # crossed: levels share rows
     (NB_FORMULA[0], "negbinomial", "expected"),
     (NB_FORMULA[0], "negbinomial", "observed"),
 ])
 def test_laplace_gradient_of_several_scalar_terms_is_the_derivative(formula, family, information):
-    """The sparse-LU gradient (leverages, implicit derivative of the modes) against central differences of PIRLS."""
+    """The value of the fixed-pattern PIRLS is the engine PIRLS's; its gradient (leverages, implicit derivative of the
+    modes) matches central differences of the engine PIRLS."""
     from multilevel.laplace_gradient import ScalarTermsGradient
 
     model = mlv.Model(formula, mlv.datasets.load("grouseticks"), family=family)

@@ -159,6 +159,8 @@ class GlmmObjective:
     def deviance(self, theta: np.ndarray, beta: np.ndarray, fam: Family) -> float:
         """-2 log-likelihood (Laplace or quadrature) at theta and beta; inf where PIRLS fails."""
         try:
+            if self.terms is not None:
+                return self.terms.laplace(theta, beta, fam)
             if self.scalar is None:
                 return self.pirls.mode(theta, beta, fam).laplace
             mode = self.scalar.mode(float(theta[0]), beta, fam)
@@ -195,10 +197,13 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     lower1 = np.concatenate([_theta_lower(pirls), [-np.inf] if estimate_size else []])
     try:
         if objective.has_gradient:  # a gradient method needs no better start than lme4's: stage 1 only whitens
-            stage1 = OptimumInfo(start, objective.stage1(start), 1, "the start")
+            if objective.scalar is not None:
+                objective.stage1(start)  # the modes from cold by vector operations: the engine's PIRLS starts warm
+            mode1 = pirls.mode(start[: objective.n_theta], None, objective.family(start))
+            stage1 = OptimumInfo(start, mode1.laplace, 1, "the start")
         else:
             stage1 = bobyqa(objective.stage1, start, lower1, polish=n_agq == 0)  # else only stage 2's start
-        mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
+            mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
     except MultilevelError as exc:
         raise MultilevelError(f"{explain_failure(design, family)}({exc})") from None
     rx = mode1.engine.beta_precision_factor(mode1.factor)
