@@ -95,8 +95,8 @@ class Link:
 class Family:
     """Base of the families: the quantities every fit needs, in terms of a few distribution-specific ones.
 
-    Subclasses give `variance`, `variance_deriv`, `_logpdf`, `unit_deviance`, `_draw`, `check_response`,
-    `start_mu`; `dispersion` is the family's extra parameter (sigma, or the negative-binomial size) or None.
+    Subclasses give `variance`, `variance_deriv`, `_kernel` (and `_normaliser` where the log-likelihood has terms
+    free of mu), `unit_deviance`, `_draw`, `check_response`, `start_mu`; `dispersion` is the family's extra parameter (sigma, or the negative-binomial size) or None.
     """
 
     link: Link
@@ -136,7 +136,20 @@ class Family:
     # ---- likelihood
     def loglik(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Log-likelihood of each row on the absolute scale (binomial: the proportion y of `weights` trials)."""
-        return self._logpdf(np.asarray(y, float), np.asarray(mu, float), _ones_like(weights, y))
+        y, w = np.asarray(y, float), _ones_like(weights, y)
+        return self._kernel(y, np.asarray(mu, float), w) + self._normaliser(y, w)
+
+    def loglik_kernel(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Each row's log-likelihood less its `log_normaliser`: the part that changes with mu."""
+        return self._kernel(np.asarray(y, float), np.asarray(mu, float), _ones_like(weights, y))
+
+    def log_normaliser(self, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Each row's log-likelihood terms free of mu (binomial coefficient, log y!): fits that evaluate the
+        log-likelihood at many means add them once."""
+        return self._normaliser(np.asarray(y, float), _ones_like(weights, y))
+
+    def _normaliser(self, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return np.zeros(np.shape(y))
 
     def saturated_loglik(self, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Each row's log-likelihood at mu = y (the reference of deviance residuals)."""
@@ -234,7 +247,7 @@ class Gaussian(Family):
         """One draw of y per mean given each row's SD (the normal noise drawn in mu's shape)."""
         return mu + rng.standard_normal(np.shape(mu)) * scale
 
-    def _logpdf(self, y, mu, w):
+    def _kernel(self, y, mu, w):
         return self.log_likelihood(y, mu, float(self.dispersion) / np.sqrt(w))
 
     def unit_deviance(self, y, mu):
@@ -259,10 +272,13 @@ class Binomial(Family):
     def clip_mu(self, mu):
         return np.clip(mu, 0.0, 1.0)
 
-    def _logpdf(self, y, mu, w):
+    def _kernel(self, y, mu, w):
         k = np.round(w * y)
-        log_choose = special.gammaln(w + 1) - special.gammaln(k + 1) - special.gammaln(w - k + 1)
-        return log_choose + special.xlogy(k, mu) + special.xlog1py(w - k, -mu)
+        return special.xlogy(k, mu) + special.xlog1py(w - k, -mu)
+
+    def _normaliser(self, y, w):
+        k = np.round(w * y)
+        return special.gammaln(w + 1) - special.gammaln(k + 1) - special.gammaln(w - k + 1)
 
     def unit_deviance(self, y, mu):
         return 2 * (special.xlogy(y, y) - special.xlogy(y, mu) + special.xlogy(1 - y, 1 - y) - special.xlog1py(1 - y, -mu))
@@ -297,8 +313,11 @@ class Poisson(Family):
     def variance_deriv(self, mu):
         return np.ones_like(mu)
 
-    def _logpdf(self, y, mu, w):
-        return w * (special.xlogy(y, mu) - mu - special.gammaln(y + 1))
+    def _kernel(self, y, mu, w):
+        return w * (special.xlogy(y, mu) - mu)
+
+    def _normaliser(self, y, w):
+        return -w * special.gammaln(y + 1)
 
     def unit_deviance(self, y, mu):
         return 2 * (special.xlogy(y, y) - special.xlogy(y, mu) - (y - mu))
@@ -342,10 +361,13 @@ class NegativeBinomial(Family):
     def variance_deriv(self, mu):
         return 1 + 2 * mu / self.theta
 
-    def _logpdf(self, y, mu, w):
+    def _kernel(self, y, mu, w):
         t = self.theta
-        core = special.gammaln(y + t) - special.gammaln(t) - special.gammaln(y + 1)
-        return w * (core + t * (np.log(t) - np.log(t + mu)) + special.xlogy(y, mu) - special.xlogy(y, t + mu))
+        return w * (special.xlogy(y, mu) - special.xlogy(y, t + mu) - t * np.log(t + mu))
+
+    def _normaliser(self, y, w):
+        t = self.theta
+        return w * (special.gammaln(y + t) - special.gammaln(t) - special.gammaln(y + 1) + t * np.log(t))
 
     def unit_deviance(self, y, mu):
         t = self.theta

@@ -86,6 +86,7 @@ class Pirls:
         self._engines: dict[bool, Engine] = {}  # the last engine of each system: the next one refreshes its values
         self.u = [np.zeros((m, k)) for m, k in zip(self.ms, self.ks)]
         self.beta = np.zeros(design.p)
+        self._normaliser: tuple = (None, 0.0)
 
     # ------------------------------------------------------------------ pieces
     def factors(self, theta: np.ndarray) -> list[np.ndarray]:
@@ -98,8 +99,15 @@ class Pirls:
         return self.design.X @ beta + self.offset + random_part(self.design, b)
 
     def minus2_loglik(self, eta: np.ndarray, family: Family) -> float:
-        """-2 log f(y | eta), summed over rows."""
-        return -2.0 * float(np.sum(family.loglik(self.y, family.link.linkinv(eta), self.prior_weights)))
+        """-2 log f(y | eta), summed over rows (the terms free of eta summed once per family)."""
+        kernel = float(np.sum(family.loglik_kernel(self.y, family.link.linkinv(eta), self.prior_weights)))
+        return -2.0 * (kernel + self.normaliser(family))
+
+    def normaliser(self, family: Family) -> float:
+        """The rows' log-likelihood terms free of eta, summed (kept for the last family asked)."""
+        if self._normaliser[0] != family:
+            self._normaliser = (family, float(np.sum(family.log_normaliser(self.y, self.prior_weights))))
+        return self._normaliser[1]
 
     def weights(self, eta: np.ndarray, family: Family, kind: str) -> np.ndarray:
         """Observed or expected information in eta; the expected where the observed is not positive."""

@@ -53,6 +53,7 @@ class ScalarPirls:
         self.X = pirls.design.X
         n = len(self.codes)
         self.indicator = sp.csr_matrix((np.ones(n), (self.codes, np.arange(n))), shape=(self.m, n))
+        self._normaliser: tuple = (None, np.zeros(self.m))
 
     @staticmethod
     def applies(design) -> bool:
@@ -136,12 +137,20 @@ class ScalarPirls:
         scale = 1.0 / np.sqrt(mode.curvature)
         shift = np.sqrt(2.0) * scale[:, None] * x[None, :]  # (m, K): u - u-hat at the nodes
         eta = mode.eta[:, None] + theta * self.z[:, None] * shift[self.codes]
-        ll = family.loglik(p.y[:, None], family.link.linkinv(eta), p.prior_weights[:, None])
+        ll = family.loglik_kernel(p.y[:, None], family.link.linkinv(eta), p.prior_weights[:, None])
         t = mode.u[:, None] + shift
         log_terms = self.indicator @ ll - 0.5 * t**2 + x[None, :] ** 2 + np.log(w)[None, :]
         top = np.max(log_terms, axis=1)
         lse = top + np.log(np.sum(np.exp(log_terms - top[:, None]), axis=1))  # log-sum-exp over the nodes
-        return x, t, eta, log_terms, -2.0 * (lse + np.log(np.sqrt(2.0) * scale) - 0.5 * LOG2PI)
+        constant = self._group_normaliser(family)  # the log-likelihood's terms free of u
+        return x, t, eta, log_terms, -2.0 * (lse + constant + np.log(np.sqrt(2.0) * scale) - 0.5 * LOG2PI)
+
+    def _group_normaliser(self, family: Family) -> np.ndarray:
+        """Per group, the sum of its rows' log-likelihood terms free of eta (kept for the last family asked)."""
+        if self._normaliser[0] != family:
+            p = self.pirls
+            self._normaliser = (family, self._sum(family.log_normaliser(p.y, p.prior_weights)))
+        return self._normaliser[1]
 
     def agq(self, mode: ScalarMode, family: Family, n_nodes: int) -> float:
         """-2 log-likelihood by adaptive Gauss-Hermite quadrature: each group's integral over its u, with nodes
