@@ -172,28 +172,40 @@ class Family:
     # ---- derivatives in eta (score and information, dispersion included)
     def score(self, y: np.ndarray, eta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """d loglik / d eta for each row."""
-        mu = self.link.linkinv(eta)
-        return _ones_like(weights, y) * (y - mu) * self.link.mu_eta(eta) / (self.variance(mu) * self._phi())
+        mu, d1, v = self._moments(eta)
+        return _ones_like(weights, y) * (y - mu) * d1 / v
 
     def expected_information(self, eta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Fisher information in eta, w mu_eta^2 / V(mu): the IRLS working weights (lme4's Laplace)."""
-        mu = self.link.linkinv(eta)
-        return _ones_like(weights, eta) * self.link.mu_eta(eta) ** 2 / (self.variance(mu) * self._phi())
+        _, d1, v = self._moments(eta)
+        return _ones_like(weights, eta) * d1**2 / v
 
     def observed_information(self, y: np.ndarray, eta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """-d^2 loglik / d eta^2: equals the expected information for a canonical link."""
-        if self.canonical:
-            return self.expected_information(eta, weights)
-        mu = self.link.linkinv(eta)
-        d1, d2, v = self.link.mu_eta(eta), self.link.mu_eta2(eta), self.variance(mu)
-        dratio = (d2 * v - d1**2 * self.variance_deriv(mu)) / v**2  # d/d eta of mu_eta / V
-        return _ones_like(weights, y) * (d1**2 / v - (y - mu) * dratio) / self._phi()
+        return self._information(y, eta, self._moments(eta), _ones_like(weights, y), "observed")
 
     def information(self, y, eta, weights=None, kind: str = "observed") -> np.ndarray:
         """The observed or the expected information, by name."""
-        if kind == "expected":
-            return self.expected_information(eta, weights)
-        return self.observed_information(y, eta, weights)
+        return self._information(y, eta, self._moments(eta), _ones_like(weights, eta), kind)
+
+    def score_and_information(self, y, eta, weights=None, kind: str = "observed") -> tuple[np.ndarray, np.ndarray]:
+        """`score` and `information` together, from one evaluation of the link (penalised IRLS needs both)."""
+        moments, w = self._moments(eta), _ones_like(weights, eta)
+        mu, d1, v = moments
+        return w * (y - mu) * d1 / v, self._information(y, eta, moments, w, kind)
+
+    def _moments(self, eta):
+        """mu, d mu / d eta and the variance (dispersion included) at eta."""
+        mu = self.link.linkinv(eta)
+        return mu, self.link.mu_eta(eta), self.variance(mu) * self._phi()
+
+    def _information(self, y, eta, moments, w, kind: str) -> np.ndarray:
+        mu, d1, v = moments
+        if kind == "expected" or self.canonical:
+            return w * d1**2 / v
+        d2, var = self.link.mu_eta2(eta), self.variance(mu)
+        dratio = (d2 * var - d1**2 * self.variance_deriv(mu)) / var**2  # d/d eta of mu_eta / V
+        return w * (d1**2 / var - (y - mu) * dratio) / self._phi()
 
     def working(self, y: np.ndarray, eta: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """IRLS working weights and working response z = eta + (y - mu) / mu_eta (a Fisher-scoring step)."""

@@ -192,9 +192,9 @@ class ScalarTermsGradient:
         eta = base + self._times(a1, a2, u1, u2)
         pdev = p.minus2_loglik(eta, family) + float(u1 @ u1 + u2 @ u2)
         for _ in range(MAX_ITERATIONS):
-            w = p.weights(eta, family, "observed")
+            score, w = p.score_and_weights(eta, family, "observed")
             system = self._system(a1, a2, w)
-            s1, s2 = self._transpose_times(a1, a2, family.score(p.y, eta, p.prior_weights))
+            s1, s2 = self._transpose_times(a1, a2, score)
             d1, d2 = self._solve(system, s1 - u1, s2 - u2)
             if step_size(beta, [u1, u2], beta, [u1 + d1, u2 + d2]) < STEP_TOL:
                 return self._finish(theta, beta, u1, u2, eta, pdev, a1, a2, system, family)
@@ -260,8 +260,7 @@ class ScalarTermsGradient:
         mode = self.mode(theta, beta, family)
         eta, system = mode.eta, mode.system
         a1, a2 = system.a1, system.a2
-        score = family.score(p.y, eta, p.prior_weights)
-        W = p.weights(eta, family, "observed")
+        score, W = p.score_and_weights(eta, family, "observed")
         expected = p.information == "expected" and not family.canonical
         kind = "expected" if expected else "observed"
         V = p.weights(eta, family, kind) if expected else W

@@ -111,7 +111,14 @@ class Pirls:
 
     def weights(self, eta: np.ndarray, family: Family, kind: str) -> np.ndarray:
         """Observed or expected information in eta; the expected where the observed is not positive."""
-        w = family.information(self.y, eta, self.prior_weights, kind)
+        return self._positive(family.information(self.y, eta, self.prior_weights, kind), eta, family, kind)
+
+    def score_and_weights(self, eta: np.ndarray, family: Family, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """The score and `weights` in eta, from one evaluation of the link."""
+        score, w = family.score_and_information(self.y, eta, self.prior_weights, kind)
+        return score, self._positive(w, eta, family, kind)
+
+    def _positive(self, w: np.ndarray, eta: np.ndarray, family: Family, kind: str) -> np.ndarray:
         if kind == "observed" and not np.all(w > 0):
             w = np.where(w > 0, w, family.expected_information(eta, self.prior_weights))
         return np.maximum(w, np.finfo(float).tiny)
@@ -138,8 +145,8 @@ class Pirls:
     def engine(self, eta: np.ndarray, fixed: np.ndarray, family: Family, kind: str, joint: bool) -> Engine:
         """The penalised weighted least-squares problem at eta in u (and beta when joint): information weights of
         `kind` and the working response z = eta - fixed + score / w (`fixed`: the offset, plus X beta unless joint)."""
-        w = self.weights(eta, family, kind)
-        working = eta - fixed + family.score(self.y, eta, self.prior_weights) / w
+        score, w = self.score_and_weights(eta, family, kind)
+        working = eta - fixed + score / w
         cp = self._systems[joint].at(w, working)
         base = self._engines.get(joint)
         engine = Engine(cp, self.ks, self.ms) if base is None else base.refresh(cp)

@@ -75,8 +75,7 @@ class ScalarPirls:
         eta = base + theta * self.z * u[self.codes]
         pdev = self.pirls.minus2_loglik(eta, family) + float(u @ u)
         for _ in range(MAX_ITERATIONS):
-            w = p.weights(eta, family, "observed")
-            score = family.score(p.y, eta, p.prior_weights)
+            score, w = p.score_and_weights(eta, family, "observed")
             if joint:
                 new_beta, new_u = self._joint_step(theta, eta, w, score)
             else:
@@ -168,12 +167,11 @@ class ScalarPirls:
         p, g, z, X = self.pirls, self.codes, self.z, self.X
         mode = self.mode(theta, beta, family)
         eta, u = mode.eta, mode.u
-        w_obs = p.weights(eta, family, "observed")
+        score, w_obs = p.score_and_weights(eta, family, "observed")
         V = self._laplace_weights(eta, family, w_obs)
         dV = (self._laplace_weights(eta + WEIGHT_STEP, family) - self._laplace_weights(eta - WEIGHT_STEP, family)) / (
             2 * WEIGHT_STEP)
         H, H_obs = mode.curvature, 1.0 + theta**2 * self._sum(z**2 * w_obs)
-        score = family.score(p.y, eta, p.prior_weights)
         du_dtheta = (self._sum(z * score) - theta * u * self._sum(z**2 * w_obs)) / H_obs
         du_dbeta = -theta * (self.indicator @ ((z * w_obs)[:, None] * X)) / H_obs[:, None]  # (m, p)
         c = theta**2 * z**2 * dV / H[g]  # d log H_g / d eta_i
