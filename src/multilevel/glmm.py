@@ -40,6 +40,7 @@ from .scalar_pirls import ScalarPirls
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
 GRADIENT_HESSIAN_STEP = 1e-3  # the same from differences of the exact gradient (error ~1e-6)
+STAGE2_FTOL, STAGE2_GTOL = 1e-10, 1e-5  # L-BFGS-B stops ~1e-5 from the optimum: the final Newton step goes the rest
 
 
 # ---------------------------------------------------------------------- input
@@ -213,7 +214,8 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     x0 = np.concatenate([stage1.x[: objective.n_theta], np.zeros(design.p), stage1.x[objective.n_theta :]])
     lower = np.concatenate([_theta_lower(pirls), np.full(design.p + estimate_size, -np.inf)])
     if objective.has_gradient:
-        info = lbfgsb(objective.value_and_gradient, objective, x0, lower, polish=False)
+        info = lbfgsb(objective.value_and_gradient, objective, x0, lower, polish=False, ftol=STAGE2_FTOL,
+                      gtol=STAGE2_GTOL)
     else:
         info = bobyqa(objective, x0, lower, polish=False)
     hessian, far = _final_hessian(objective, info, lower)
