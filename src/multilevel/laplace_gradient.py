@@ -4,9 +4,12 @@ With A = Z Lambda (n x q), M = A'VA + I (V the Laplace weights) and the modes u-
 
     D = -2 sum log f(y | u-hat) + |u-hat|^2 + log det M.
 
-The term with most levels is eliminated as a diagonal: M = [D B; B' M22], and the others' Schur complement
-S = M22 - B'D^-1 B is dense. Which entries of B, M22 and B'D^-1 B each row feeds never changes, so they are
-found once (`_Pattern`) and every system is a few sums over rows and one dense Cholesky of S: the modes' Newton
+The term with most levels is eliminated as a diagonal: M = [D B; B' M22], leaving the others' Schur complement
+S = M22 - B'D^-1 B. When the first term is nested in another (each of its levels within one level of that term,
+as an observation-level effect within broods), that term's block of S is diagonal too (D2) and is eliminated
+next: S = [D2 E; E' S33], and only S3 = S33 - E'D2^-1 E, over the remaining terms, is dense (as MixedModels.jl
+keeps nested blocks diagonal). Which entries of B, M22 and B'D^-1 B each row feeds never changes, so they are
+found once (`_Pattern`) and every system is a few sums over rows and one small dense Cholesky: the modes' Newton
 steps at fixed beta (the steps of `pirls.Pirls`, same weights and stopping rule, so the same values) need no
 sparse matrix rebuilt.
 
@@ -41,6 +44,37 @@ def _blocks_of(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.repeat(starts, sizes) + np.arange(total) - offsets
 
 
+def _nested(first: np.ndarray, other: np.ndarray) -> bool:
+    """Whether every level of the first term's codes lies within one level of the other's."""
+    return len(np.unique(first * (int(other.max()) + 1) + other)) == len(np.unique(first))
+
+
+def _cholesky(S: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor (empty for an empty S); a MultilevelError if S is not positive definite."""
+    if S.size == 0:
+        return S
+    L, info = lapack.dpotrf(S, lower=1, clean=1)
+    if info != 0:
+        raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
+    return L
+
+
+def _cho_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return b if L.size == 0 else lapack.dpotrs(L, b, lower=1)[0]
+
+
+def _cho_inverse(L: np.ndarray) -> np.ndarray:
+    """(L L')^-1, both triangles."""
+    if L.size == 0:
+        return L
+    inverse, info = lapack.dpotri(L, lower=1)
+    if info != 0:
+        raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
+    inverse += inverse.T  # potri fills the lower triangle; the upper one is L's, zero
+    inverse.flat[:: len(L) + 1] *= 0.5
+    return inverse
+
+
 class _Pattern:
     """Where each row's products land in B (m x q2, its nonzeros sorted by first-term level), in S (dense, flat)
     and in the rows' right-hand sides c_i = a2_i - (a1_i / D_g) B[g, :] (each row: its level's nonzeros of B)."""
@@ -65,8 +99,6 @@ class _Pattern:
         self.c_nz = _blocks_of(starts[codes], sizes)
         self.c_col = self.b_col[self.c_nz]
         self.c_own = (self.c_indptr[:-1, None] + self.b_slot.reshape(n, t2) - starts[codes][:, None]).ravel()
-        self.c_flat = self.c_row * q2 + self.c_col
-        self.own_flat = (np.arange(n)[:, None] * q2 + cols).ravel()
 
     @staticmethod
     def size(codes: np.ndarray, cols: np.ndarray, q2: int) -> int:
@@ -78,19 +110,21 @@ class _Pattern:
 
 @dataclass
 class TermsSystem:
-    """M = A'diag(w)A + I: the rows' entries of A (first term, others), the diagonal D, B's nonzeros and the lower
-    Cholesky factor L of S."""
+    """M = A'diag(w)A + I: the rows' entries of A (first term, others), the diagonal D, B's nonzeros, the second
+    diagonal D2 with K = D2^-1 E, and the lower Cholesky factor L of S3."""
 
     a1: np.ndarray
     a2: np.ndarray
     D: np.ndarray
     B: np.ndarray
+    D2: np.ndarray
+    K: np.ndarray
     L: np.ndarray
 
     @property
     def logdet(self) -> float:
         """log det M."""
-        return float(np.sum(np.log(self.D)) + 2.0 * np.sum(np.log(np.diag(self.L))))
+        return float(np.sum(np.log(self.D)) + np.sum(np.log(self.D2)) + 2.0 * np.sum(np.log(np.diag(self.L))))
 
 
 @dataclass
@@ -119,8 +153,11 @@ class ScalarTermsGradient:
         blocks = pirls.design.blocks
         self.pirls, self.n_terms = pirls, len(blocks)
         self.first = int(np.argmax([b.m for b in blocks]))  # eliminated as a diagonal
-        self.rest = [t for t in range(len(blocks)) if t != self.first]
         self.codes, self.m = blocks[self.first].codes, blocks[self.first].m
+        rest = sorted((t for t in range(len(blocks)) if t != self.first), key=lambda t: -blocks[t].m)
+        nesting = [t for t in rest if _nested(self.codes, blocks[t].codes)]  # the second diagonal, if any
+        self.rest = nesting[:1] + [t for t in rest if t not in nesting[:1]]
+        self.m2 = blocks[nesting[0]].m if nesting else 0
         self.z = np.asarray(blocks[self.first].Z[:, 0], dtype=float)
         self.starts = np.cumsum([0] + [blocks[t].m for t in self.rest])
         self.q2 = int(self.starts[-1])
@@ -152,24 +189,26 @@ class ScalarTermsGradient:
         return theta[self.first] * self.z, self.z2 * theta[self.rest]
 
     def _system(self, a1: np.ndarray, a2: np.ndarray, w: np.ndarray) -> TermsSystem:
-        """M at weights w in blocks; a MultilevelError if S is not positive definite."""
-        pat, q2 = self.pattern, self.q2
+        """M at weights w in blocks; a MultilevelError if it is not positive definite."""
+        pat, q2, m2 = self.pattern, self.q2, self.m2
         D = 1.0 + np.bincount(self.codes, a1 * a1 * w, self.m)
         B = np.bincount(pat.b_slot, ((a1 * w)[:, None] * a2).ravel(), len(pat.b_row))
         m22 = (a2[:, :, None] * (w[:, None] * a2)[:, None, :]).ravel()
         coupling = B[pat.pair_a] * B[pat.pair_b] / D[pat.b_row[pat.pair_a]]
         S = np.bincount(pat.s_index, np.concatenate([m22, -coupling]), q2 * q2).reshape(q2, q2)
         S.flat[:: q2 + 1] += 1.0
-        L, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
-        if info != 0:
+        D2 = S.diagonal()[:m2].copy()
+        if not np.all(D2 > 0):
             raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
-        return TermsSystem(a1, a2, D, B, L)
+        K = S[:m2, m2:] / D2[:, None]
+        return TermsSystem(a1, a2, D, B, D2, K, _cholesky(S[m2:, m2:] - S[:m2, m2:].T @ K))
 
     def _solve(self, system: TermsSystem, v1: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """M^-1 [v1; v2] by block elimination."""
-        pat = self.pattern
+        pat, m2 = self.pattern, self.m2
         rhs = v2 - np.bincount(pat.b_col, system.B * (v1 / system.D)[pat.b_row], self.q2)
-        r2 = lapack.dpotrs(system.L, rhs, lower=1)[0]
+        tail = _cho_solve(system.L, rhs[m2:] - system.K.T @ rhs[:m2])
+        r2 = np.concatenate([rhs[:m2] / system.D2 - system.K @ tail, tail])
         return (v1 - np.bincount(pat.b_row, system.B * r2[pat.b_col], self.m)) / system.D, r2
 
     def _transpose_times(self, a1: np.ndarray, a2: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -234,21 +273,23 @@ class ScalarTermsGradient:
         return out
 
     def _leverages(self, system: TermsSystem) -> tuple[np.ndarray, np.ndarray]:
-        """h_i = a_i' M^-1 a_i and C[i, t] = z_ti (M^-1 a_i)[col_t(i)], from S^-1 and each row's right-hand side
-        c_i (the other terms' part of M^-1 a_i is S^-1 c_i)."""
-        pat, g, n, q2 = self.pattern, self.codes, len(self.codes), self.q2
-        a1, D, B = system.a1, system.D, system.B
+        """h_i = a_i' M^-1 a_i and C[i, t] = z_ti (M^-1 a_i)[col_t(i)], from each row's right-hand side c_i (the
+        other terms' part of M^-1 a_i is S^-1 c_i, needed only where c_i is not zero): the dense part S3^-1 by
+        potri, the second diagonal's part from it as in `_solve`."""
+        pat, g, n, q2, m2 = self.pattern, self.codes, len(self.codes), self.q2, self.m2
+        a1, D, B, K = system.a1, system.D, system.B, system.K
         c = -(a1 / D[g])[pat.c_row] * B[pat.c_nz] + np.bincount(pat.c_own, system.a2.ravel(), len(pat.c_row))
-        inverse, info = lapack.dpotri(system.L, lower=1)
-        if info != 0:
-            raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
-        inverse += inverse.T  # potri fills the lower triangle; the upper one is L's, zero
-        inverse.flat[:: q2 + 1] *= 0.5
-        G = (sp.csr_matrix((c, pat.c_col, pat.c_indptr), shape=(n, q2)) @ inverse).ravel()  # row i: S^-1 c_i
-        Gc = G[pat.c_flat]
+        inverse = _cho_inverse(system.L)
+        stacked = np.vstack([-K @ inverse, inverse])  # S^-1's columns of the dense part
+        tail = sp.csr_matrix((c, pat.c_col, pat.c_indptr), shape=(n, q2)) @ stacked  # (n, q2 - m2)
+        Gc = np.empty(len(c))  # (S^-1 c_i) at c_i's nonzeros
+        second = pat.c_col < m2
+        Gc[~second] = tail[pat.c_row[~second], pat.c_col[~second] - m2]
+        Gc[second] = (c[second] / system.D2[pat.c_col[second]]
+                      - np.einsum("ij,ij->i", tail[pat.c_row[second]], K[pat.c_col[second]]))
         h = a1 * a1 / D[g] + np.bincount(pat.c_row, c * Gc, n)
         C = np.zeros((n, self.n_terms))
-        C[:, self.rest] = self.z2 * G[pat.own_flat].reshape(n, -1)
+        C[:, self.rest] = self.z2 * Gc[pat.c_own].reshape(n, -1)
         C[:, self.first] = self.z * (a1 - np.bincount(pat.c_row, B[pat.c_nz] * Gc, n)) / D[g]
         return h, C
 
