@@ -178,10 +178,13 @@ class ScalarPirls:
         cz = self._sum(c * z)
         dlogH_dtheta = 2 * theta * self._sum(z**2 * V) / H + cz * (u + theta * du_dtheta)
         dlogH_dbeta = self.indicator @ (c[:, None] * X) + theta * cz[:, None] * du_dbeta
-        x, t, eta_k, log_terms, per_group = self._quadrature(theta, mode, family, n_nodes)
-        P = np.exp(log_terms - np.max(log_terms, axis=1)[:, None])
-        P /= np.sum(P, axis=1)[:, None]  # each group's node weights
-        score_k = family.score(p.y[:, None], eta_k, p.prior_weights[:, None])  # (n, K)
+        if n_nodes == 1:  # Laplace: the one node is the mode itself (weight 1), where everything is known
+            x, t, eta_k, P, score_k = np.zeros(1), u[:, None], eta[:, None], np.ones((self.m, 1)), score[:, None]
+        else:
+            x, t, eta_k, log_terms, per_group = self._quadrature(theta, mode, family, n_nodes)
+            P = np.exp(log_terms - np.max(log_terms, axis=1)[:, None])
+            P /= np.sum(P, axis=1)[:, None]  # each group's node weights
+            score_k = family.score(p.y[:, None], eta_k, p.prior_weights[:, None])  # (n, K)
         averaged = P[g] * score_k
         d = theta * (self.indicator @ (z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
         a1 = np.sum(P * d, axis=1)
