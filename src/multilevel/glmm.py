@@ -147,9 +147,11 @@ class GlmmObjective:
     def stage1(self, x: np.ndarray) -> float:
         """nAGQ = 0: x = (theta, [log size]), beta inside PIRLS."""
         fam = self.family(x)
-        if self.scalar is None:
+        if self.scalar is None and self.terms is None:
             return self.pirls.laplace(x[: self.n_theta], None, fam)
         try:
+            if self.terms is not None:
+                return self.terms.mode(x[: self.n_theta], None, fam).laplace
             return self.scalar.mode(float(x[0]), None, fam).laplace
         except MultilevelError:
             return np.inf
@@ -198,13 +200,10 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     lower1 = np.concatenate([_theta_lower(pirls), [-np.inf] if estimate_size else []])
     try:
         if objective.has_gradient:  # a gradient method needs no better start than lme4's: stage 1 only whitens
-            if objective.scalar is not None:
-                objective.stage1(start)  # the modes from cold by vector operations: the engine's PIRLS starts warm
-            mode1 = pirls.mode(start[: objective.n_theta], None, objective.family(start))
-            stage1 = OptimumInfo(start, mode1.laplace, 1, "the start")
+            stage1 = OptimumInfo(start, objective.stage1(start), 1, "the start")
         else:
             stage1 = bobyqa(objective.stage1, start, lower1, polish=n_agq == 0)  # else only stage 2's start
-            mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
+        mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))  # warm from stage 1
     except MultilevelError as exc:
         raise MultilevelError(f"{explain_failure(design, family)}({exc})") from None
     rx = mode1.engine.beta_precision_factor(mode1.factor)

@@ -220,35 +220,57 @@ class ScalarTermsGradient:
         return a1 * u1[self.codes] + np.sum(a2 * u2[self.cols], axis=1)
 
     # ------------------------------------------------------------------ modes
-    def mode(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> TermsMode:
-        """Modes at theta and beta by PIRLS (as `Pirls.mode` with beta given); raises MultilevelError as Pirls."""
-        p = self.pirls
-        theta, beta = np.asarray(theta, dtype=float), np.asarray(beta, dtype=float)
+    def mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family) -> TermsMode:
+        """Modes at theta and beta by PIRLS (as `Pirls.mode`; beta None: found jointly, lme4's nAGQ = 0); raises
+        MultilevelError as Pirls."""
+        p, X = self.pirls, self.pirls.design.X
+        joint = beta is None
+        beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
+        theta = np.asarray(theta, dtype=float)
         a1, a2 = self._entries(theta)
         u1 = p.u[self.first][:, 0].copy()
         u2 = np.concatenate([p.u[t][:, 0] for t in self.rest])
-        base = p.design.X @ beta + p.offset
-        eta = base + self._times(a1, a2, u1, u2)
+        eta = X @ beta + p.offset + self._times(a1, a2, u1, u2)
         pdev = p.minus2_loglik(eta, family) + float(u1 @ u1 + u2 @ u2)
         for _ in range(MAX_ITERATIONS):
             score, w = p.score_and_weights(eta, family, "observed")
             system = self._system(a1, a2, w)
             s1, s2 = self._transpose_times(a1, a2, score)
             d1, d2 = self._solve(system, s1 - u1, s2 - u2)
-            if step_size(beta, [u1, u2], beta, [u1 + d1, u2 + d2]) < STEP_TOL:
+            db = np.zeros_like(beta)
+            if joint:
+                db, d1, d2 = self._joint_step(system, w, score, d1, d2)
+            if step_size(beta, [u1, u2], beta + db, [u1 + d1, u2 + d2]) < STEP_TOL:
+                if joint:
+                    p.beta = beta.copy()
                 return self._finish(theta, beta, u1, u2, eta, pdev, a1, a2, system, family)
 
-            def at(t: float):
-                c1, c2 = u1 + t * d1, u2 + t * d2
-                cand = base + self._times(a1, a2, c1, c2)
-                return c1, c2, cand, p.minus2_loglik(cand, family) + float(c1 @ c1 + c2 @ c2)
+            def at(t: float, beta=beta, u1=u1, u2=u2, db=db, d1=d1, d2=d2):
+                b, c1, c2 = beta + t * db, u1 + t * d1, u2 + t * d2
+                cand = X @ b + p.offset + self._times(a1, a2, c1, c2)
+                return b, c1, c2, p.minus2_loglik(cand, family) + float(c1 @ c1 + c2 @ c2), cand
 
-            u1, u2, eta, pdev = halved_step(at, pdev)
+            beta, u1, u2, pdev, eta = halved_step(at, pdev)
         raise MultilevelError(
             f"penalised IRLS did not converge in {MAX_ITERATIONS} iterations at theta = {np.round(theta, 4)}: the "
             "model may be too complex for the data (complete separation, or a group with all-zero responses); "
             "simplify the model"
         )
+
+    def _joint_step(self, system: TermsSystem, w: np.ndarray, score: np.ndarray, r1: np.ndarray, r2: np.ndarray):
+        """The Newton step in (beta, u) together from the step in u alone (r = M^-1 (A's - u)): beta's by the Schur
+        complement X'WX - X'WA M^-1 A'WX, the modes' by one solve per fixed-effect column."""
+        X = self.pirls.design.X
+        WX = w[:, None] * X
+        F = [self._transpose_times(system.a1, system.a2, column) for column in WX.T]  # A'WX, by column
+        Q = [self._solve(system, f1, f2) for f1, f2 in F]  # M^-1 A'WX
+        F1, F2 = np.column_stack([f[0] for f in F]), np.column_stack([f[1] for f in F])
+        Q1, Q2 = np.column_stack([q[0] for q in Q]), np.column_stack([q[1] for q in Q])
+        try:
+            db = np.linalg.solve(X.T @ WX - F1.T @ Q1 - F2.T @ Q2, X.T @ score - F1.T @ r1 - F2.T @ r2)
+        except np.linalg.LinAlgError:
+            raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite") from None
+        return db, r1 - Q1 @ db, r2 - Q2 @ db
 
     def _finish(self, theta, beta, u1, u2, eta, pdev, a1, a2, system, family) -> TermsMode:
         """Store the modes for the next start; the system with the expected information if `pirls` asks for it."""

@@ -212,7 +212,7 @@ class Pirls:
 
 def halved_step(at, pdev: float) -> tuple:
     """The first of the Newton step's fractions 1, 1/2, 1/4, ... whose penalised deviance does not exceed `pdev`:
-    `at(t)` gives (beta, u, eta, penalised deviance) a fraction t along the step."""
+    `at(t)` gives the candidate a fraction t along the step, a tuple whose fourth item is its penalised deviance."""
     t = 1.0
     for _ in range(MAX_HALVINGS):
         candidate = at(t)
