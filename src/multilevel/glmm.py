@@ -147,14 +147,21 @@ class GlmmObjective:
     def stage1(self, x: np.ndarray) -> float:
         """nAGQ = 0: x = (theta, [log size]), beta inside PIRLS."""
         fam = self.family(x)
-        if self.scalar is None and self.terms is None:
+        if self.scalar is None:
             return self.pirls.laplace(x[: self.n_theta], None, fam)
         try:
-            if self.terms is not None:
-                return self.terms.mode(x[: self.n_theta], None, fam).laplace
             return self.scalar.mode(float(x[0]), None, fam).laplace
         except MultilevelError:
             return np.inf
+
+    def joint_start(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """At x = (theta, [log size]) with beta found with the modes (objectives with a gradient only): the Laplace
+        value, beta and the lower Cholesky factor of its information (for `whiten`)."""
+        fam = self.family(x)
+        solver = self.terms if self.terms is not None else self.scalar
+        theta = x[: self.n_theta] if self.terms is not None else float(x[0])
+        mode = solver.mode(theta, None, fam)
+        return mode.laplace, mode.beta, solver.beta_precision_factor(mode, fam)
 
     def __call__(self, x: np.ndarray) -> float:
         return self.deviance(*self.split(x))
@@ -200,16 +207,17 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     lower1 = np.concatenate([_theta_lower(pirls), [-np.inf] if estimate_size else []])
     try:
         if objective.has_gradient:  # a gradient method needs no better start than lme4's: stage 1 only whitens
-            stage1 = OptimumInfo(start, objective.stage1(start), 1, "the start")
+            value1, beta1, rx = objective.joint_start(start)
+            stage1 = OptimumInfo(start, value1, 1, "the start")
         else:
             stage1 = bobyqa(objective.stage1, start, lower1, polish=n_agq == 0)  # else only stage 2's start
-        mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))  # warm from stage 1
+            mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
+            beta1, rx = mode1.beta, mode1.engine.beta_precision_factor(mode1.factor)
     except MultilevelError as exc:
         raise MultilevelError(f"{explain_failure(design, family)}({exc})") from None
-    rx = mode1.engine.beta_precision_factor(mode1.factor)
     if n_agq == 0:
         return _fit_at(model, objective, stage1, mode1, None, mode1.laplace, warn)
-    objective.whiten(mode1.beta, rx)
+    objective.whiten(beta1, rx)
     x0 = np.concatenate([stage1.x[: objective.n_theta], np.zeros(design.p), stage1.x[objective.n_theta :]])
     lower = np.concatenate([_theta_lower(pirls), np.full(design.p + estimate_size, -np.inf)])
     if objective.has_gradient:

@@ -260,17 +260,29 @@ class ScalarTermsGradient:
     def _joint_step(self, system: TermsSystem, w: np.ndarray, score: np.ndarray, r1: np.ndarray, r2: np.ndarray):
         """The Newton step in (beta, u) together from the step in u alone (r = M^-1 (A's - u)): beta's by the Schur
         complement X'WX - X'WA M^-1 A'WX, the modes' by one solve per fixed-effect column."""
+        information, F1, F2, Q1, Q2 = self._beta_information(system, w)
+        try:
+            db = np.linalg.solve(information, self.pirls.design.X.T @ score - F1.T @ r1 - F2.T @ r2)
+        except np.linalg.LinAlgError:
+            raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite") from None
+        return db, r1 - Q1 @ db, r2 - Q2 @ db
+
+    def _beta_information(self, system: TermsSystem, w: np.ndarray):
+        """beta's information given theta, X'WX - X'WA M^-1 A'WX (system: M at w), with A'WX and M^-1 A'WX in the
+        two blocks."""
         X = self.pirls.design.X
         WX = w[:, None] * X
         F = [self._transpose_times(system.a1, system.a2, column) for column in WX.T]  # A'WX, by column
         Q = [self._solve(system, f1, f2) for f1, f2 in F]  # M^-1 A'WX
         F1, F2 = np.column_stack([f[0] for f in F]), np.column_stack([f[1] for f in F])
         Q1, Q2 = np.column_stack([q[0] for q in Q]), np.column_stack([q[1] for q in Q])
-        try:
-            db = np.linalg.solve(X.T @ WX - F1.T @ Q1 - F2.T @ Q2, X.T @ score - F1.T @ r1 - F2.T @ r2)
-        except np.linalg.LinAlgError:
-            raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite") from None
-        return db, r1 - Q1 @ db, r2 - Q2 @ db
+        return X.T @ WX - F1.T @ Q1 - F2.T @ Q2, F1, F2, Q1, Q2
+
+    def beta_precision_factor(self, mode: TermsMode, family: Family) -> np.ndarray:
+        """Lower Cholesky factor of beta's information given theta at the modes, with the Laplace weights (lme4's RX)."""
+        p = self.pirls
+        kind = "expected" if p.information == "expected" and not family.canonical else "observed"
+        return np.linalg.cholesky(self._beta_information(mode.system, p.weights(mode.eta, family, kind))[0])
 
     def _finish(self, theta, beta, u1, u2, eta, pdev, a1, a2, system, family) -> TermsMode:
         """Store the modes for the next start; the system with the expected information if `pirls` asks for it."""

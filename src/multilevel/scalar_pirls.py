@@ -90,16 +90,24 @@ class ScalarPirls:
             "too complex for the data (complete separation, or a group with all-zero responses); simplify the model"
         )
 
+    def _beta_information(self, theta, w):
+        """beta's information given theta at weights w, X'WX less what the groups take (the Schur complement S of
+        the groups' diagonal block H), with the coupling C = theta Z'WX per group and H."""
+        H = 1.0 + theta**2 * self._sum(self.z**2 * w)
+        C = theta * (self.indicator @ ((self.z * w)[:, None] * self.X))  # (m, p)
+        return (self.X * w[:, None]).T @ self.X - C.T @ (C / H[:, None]), C, H
+
+    def beta_precision_factor(self, mode: ScalarMode, family: Family) -> np.ndarray:
+        """Lower Cholesky factor of beta's information given theta at the modes, with the Laplace weights (lme4's RX)."""
+        return np.linalg.cholesky(self._beta_information(mode.theta, self._laplace_weights(mode.eta, family))[0])
+
     def _joint_step(self, theta, eta, w, score):
         """Newton step in (beta, u) together: the groups' diagonal block eliminated (a Schur complement in beta)."""
         p = self.pirls
         r = eta - p.offset + score / w  # working response without the offset
-        H = 1.0 + theta**2 * self._sum(self.z**2 * w)
-        C = theta * (self.indicator @ ((self.z * w)[:, None] * self.X))  # (m, p)
+        S, C, H = self._beta_information(theta, w)
         c = theta * self._sum(self.z * w * r)
-        Xw = self.X * w[:, None]
-        S = Xw.T @ self.X - C.T @ (C / H[:, None])
-        rhs = Xw.T @ r - C.T @ (c / H)
+        rhs = (self.X * w[:, None]).T @ r - C.T @ (c / H)
         try:
             beta = np.linalg.solve(S, rhs)
         except np.linalg.LinAlgError:
