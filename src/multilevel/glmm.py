@@ -158,10 +158,20 @@ class GlmmObjective:
         """At x = (theta, [log size]) with beta found with the modes (objectives with a gradient only): the Laplace
         value, beta and the lower Cholesky factor of its information (for `whiten`)."""
         fam = self.family(x)
-        solver = self.terms if self.terms is not None else self.scalar
-        theta = x[: self.n_theta] if self.terms is not None else float(x[0])
-        mode = solver.mode(theta, None, fam)
-        return mode.laplace, mode.beta, solver.beta_precision_factor(mode, fam)
+        mode = self._solver_mode(x[: self.n_theta], None, fam)
+        return mode.laplace, mode.beta, self._solver().beta_precision_factor(mode, fam)
+
+    def beta_precision_factor(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> np.ndarray:
+        """The lower Cholesky factor of beta's information given theta at the modes (objectives with a gradient)."""
+        return self._solver().beta_precision_factor(self._solver_mode(theta, beta, family), family)
+
+    def _solver(self):
+        return self.terms if self.terms is not None else self.scalar
+
+    def _solver_mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family):
+        if self.terms is not None:
+            return self.terms.mode(theta, beta, family)
+        return self.scalar.mode(float(theta[0]), beta, family)
 
     def __call__(self, x: np.ndarray) -> float:
         return self.deviance(*self.split(x))
@@ -240,7 +250,7 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
     """The fit at the optimum: covariances of the estimates (Hessian-based and PIRLS-based) and the warnings."""
     pirls, p, n_theta = objective.pirls, model.design.p, objective.n_theta
     family = objective.family(info.x)
-    vcov_rx = _vcov_rx(pirls, mode, family)
+    vcov_rx = _vcov_rx(objective, mode, family)
     cov, vcov, log_size_se = None, vcov_rx, np.nan
     if hessian is not None:
         lower = np.concatenate([_theta_lower(pirls), np.full(len(info.x) - n_theta, -np.inf)])
@@ -271,15 +281,21 @@ def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: n
     family = model.family if size is None else model.family.with_dispersion(size)
     mode = pirls.mode(theta, beta, family)
     n_params = model.design.p + objective.n_theta + int(objective.estimate_size)
-    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, _vcov_rx(pirls, mode, family),
+    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, _vcov_rx(objective, mode, family),
                    parameter_covariance, log_size_se, [])
 
 
-def _vcov_rx(pirls: Pirls, mode: Mode, family: Family) -> np.ndarray:
-    """Covariance of beta-hat from the PIRLS information given theta (lme4's RX)."""
-    kind = "expected" if pirls.information == "expected" else "observed"
-    engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
-    inv = np.linalg.inv(engine.beta_precision_factor(engine.factor(mode.theta)))
+def _vcov_rx(objective: GlmmObjective, mode: Mode, family: Family) -> np.ndarray:
+    """Covariance of beta-hat from the PIRLS information given theta (lme4's RX): by the vectorised PIRLS where
+    the objective has one (its modes start where `mode`'s are), else the engine's."""
+    pirls = objective.pirls
+    if objective.has_gradient:
+        factor = objective.beta_precision_factor(mode.theta, mode.beta, family)
+    else:
+        kind = "expected" if pirls.information == "expected" else "observed"
+        engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
+        factor = engine.beta_precision_factor(engine.factor(mode.theta))
+    inv = np.linalg.inv(factor)
     return inv.T @ inv
 
 
