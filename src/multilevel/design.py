@@ -6,6 +6,7 @@ Every later stage reads the `Design` and nothing else of the data. Fixed-effect 
 
 from __future__ import annotations
 
+import ast
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -101,6 +102,8 @@ class Column:
         """The column's values on the rows (`evaluated`: its model matrix on them, if learning made it)."""
         if self.spec is None:
             return frame[self.expr].to_numpy(dtype=float)
+        if isinstance(self.spec, Arithmetic):
+            return _finite_matrix(self.spec.values(frame)[:, None], [self.expr], where)[:, 0]
         mm = _evaluate(self.expr, frame, list(frame.columns), where, self.spec) if evaluated is None else evaluated
         return _finite_matrix(mm, [self.expr], where)[:, 0]
 
@@ -485,6 +488,9 @@ def learn_column(expr: str, frame: pd.DataFrame, where: str, evaluated: dict | N
     expr = expr.strip()
     if expr in frame.columns:
         return Column(expr, None)
+    arithmetic = Arithmetic.parse(expr, frame)
+    if arithmetic is not None:
+        return Column(expr, arithmetic)
     mm = _evaluate(f"0 + I({expr})", frame, list(frame.columns), where)
     if mm.shape[1] != 1:
         raise MultilevelError(f"{where} '{expr}' is not numeric: it expands to {mm.shape[1]} columns")
@@ -821,6 +827,61 @@ class NumericColumns:
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         parts = ([np.ones(len(frame))] if self.intercept else []) + [frame[c].to_numpy(dtype=float) for c in self.columns]
         return np.column_stack(parts)
+
+
+_OPERATORS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.true_divide}
+_FUNCTIONS = {"log": np.log, "exp": np.exp, "log2": np.log2, "log10": np.log10}  # formulaic's names
+
+
+@dataclass(frozen=True, eq=False)
+class Arithmetic:
+    """A numeric expression of numeric columns and numbers (+ - * /, a sign, log, exp, log2, log10), evaluated directly:
+    the spec of a `Column` such as cbind's 'size - incidence' or an offset's 'log(exposure)', with the values
+    formulaic's I() would give, without its milliseconds."""
+
+    tree: ast.Expression
+
+    @classmethod
+    def parse(cls, expr: str, frame: pd.DataFrame) -> Arithmetic | None:
+        """The expression, or None if it holds anything else (then formulaic evaluates it)."""
+        try:
+            tree = ast.parse(expr, mode="eval")
+        except SyntaxError:
+            return None
+        return cls(tree) if _plain_arithmetic(tree.body, frame) else None
+
+    def values(self, frame: pd.DataFrame) -> np.ndarray:
+        with np.errstate(all="ignore"):  # log(0) and the like: refused by the caller's finiteness check, by row
+            return np.broadcast_to(_arithmetic(self.tree.body, frame), (len(frame),)).astype(float)
+
+
+def _plain_arithmetic(node, frame: pd.DataFrame) -> bool:
+    if isinstance(node, ast.BinOp):
+        return type(node.op) in _OPERATORS and _plain_arithmetic(node.left, frame) and _plain_arithmetic(node.right, frame)
+    if isinstance(node, ast.UnaryOp):
+        return isinstance(node.op, (ast.USub, ast.UAdd)) and _plain_arithmetic(node.operand, frame)
+    if isinstance(node, ast.Call):
+        return (isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS and len(node.args) == 1
+                and not node.keywords and _plain_arithmetic(node.args[0], frame))
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+    if isinstance(node, ast.Name) and node.id in frame.columns:
+        dtype = frame[node.id].dtype
+        return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+    return False
+
+
+def _arithmetic(node, frame: pd.DataFrame):
+    if isinstance(node, ast.BinOp):
+        return _OPERATORS[type(node.op)](_arithmetic(node.left, frame), _arithmetic(node.right, frame))
+    if isinstance(node, ast.UnaryOp):
+        value = _arithmetic(node.operand, frame)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.Call):
+        return _FUNCTIONS[node.func.id](_arithmetic(node.args[0], frame))
+    if isinstance(node, ast.Constant):
+        return float(node.value)
+    return frame[node.id].to_numpy(dtype=float)
 
 
 def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
