@@ -172,8 +172,17 @@ class Family:
     # ---- derivatives in eta (score and information, dispersion included)
     def score(self, y: np.ndarray, eta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """d loglik / d eta for each row."""
-        mu, d1, v = self._moments(eta)
-        return _ones_like(weights, y) * (y - mu) * d1 / v
+        return self._score(y, self._moments(eta), _ones_like(weights, y))
+
+    def loglik_kernel_and_score(self, y, eta, weights=None) -> tuple[np.ndarray, np.ndarray]:
+        """`loglik_kernel` at the mean g^-1(eta) and `score`, from one evaluation of the link (quadrature nodes)."""
+        moments, w = self._moments(eta), _ones_like(weights, y)
+        return self._kernel(np.asarray(y, float), moments[0], w), self._score(y, moments, w)
+
+    @staticmethod
+    def _score(y, moments, w):
+        mu, d1, v = moments
+        return w * (y - mu) * d1 / v
 
     def expected_information(self, eta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Fisher information in eta, w mu_eta^2 / V(mu): the IRLS working weights (lme4's Laplace)."""
@@ -191,8 +200,7 @@ class Family:
     def score_and_information(self, y, eta, weights=None, kind: str = "observed") -> tuple[np.ndarray, np.ndarray]:
         """`score` and `information` together, from one evaluation of the link (penalised IRLS needs both)."""
         moments, w = self._moments(eta), _ones_like(weights, eta)
-        mu, d1, v = moments
-        return w * (y - mu) * d1 / v, self._information(y, eta, moments, w, kind)
+        return self._score(y, moments, w), self._information(y, eta, moments, w, kind)
 
     def _moments(self, eta):
         """mu, d mu / d eta and the variance (dispersion included) at eta."""

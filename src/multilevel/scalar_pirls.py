@@ -136,21 +136,24 @@ class ScalarPirls:
         return self.pirls.weights(eta, family, "observed") if w_observed is None else w_observed
 
     # ------------------------------------------------------------------ quadrature and the gradient
-    def _quadrature(self, theta, mode: ScalarMode, family: Family, n_nodes: int):
+    def _quadrature(self, theta, mode: ScalarMode, family: Family, n_nodes: int, with_score: bool = False):
         """Adaptive Gauss-Hermite nodes t (m, K) about the modes, the linear predictor there (n, K), the log
-        integrands (m, K) and each group's -2 log integral (m,)."""
+        integrands (m, K), each group's -2 log integral (m,) and (with_score) the rows' scores at the nodes (n, K)."""
         p = self.pirls
         x, w = _hermite(n_nodes)
         scale = 1.0 / np.sqrt(mode.curvature)
         shift = np.sqrt(2.0) * scale[:, None] * x[None, :]  # (m, K): u - u-hat at the nodes
         eta = mode.eta[:, None] + theta * self.z[:, None] * shift[self.codes]
-        ll = family.loglik_kernel(p.y[:, None], family.link.linkinv(eta), p.prior_weights[:, None])
+        if with_score:
+            ll, score = family.loglik_kernel_and_score(p.y[:, None], eta, p.prior_weights[:, None])
+        else:
+            ll, score = family.loglik_kernel(p.y[:, None], family.link.linkinv(eta), p.prior_weights[:, None]), None
         t = mode.u[:, None] + shift
         log_terms = self.indicator @ ll - 0.5 * t**2 + x[None, :] ** 2 + np.log(w)[None, :]
         top = np.max(log_terms, axis=1)
         lse = top + np.log(np.sum(np.exp(log_terms - top[:, None]), axis=1))  # log-sum-exp over the nodes
         constant = self._group_normaliser(family)  # the log-likelihood's terms free of u
-        return x, t, eta, log_terms, -2.0 * (lse + constant + np.log(np.sqrt(2.0) * scale) - 0.5 * LOG2PI)
+        return x, t, eta, log_terms, -2.0 * (lse + constant + np.log(np.sqrt(2.0) * scale) - 0.5 * LOG2PI), score
 
     def _group_normaliser(self, family: Family) -> np.ndarray:
         """Per group, the sum of its rows' log-likelihood terms free of eta (kept for the last family asked)."""
@@ -162,7 +165,7 @@ class ScalarPirls:
     def agq(self, mode: ScalarMode, family: Family, n_nodes: int) -> float:
         """-2 log-likelihood by adaptive Gauss-Hermite quadrature: each group's integral over its u, with nodes
         centred at the mode and scaled by the curvature there (absolute scale; one node: the Laplace value)."""
-        return float(np.sum(self._quadrature(mode.theta, mode, family, n_nodes)[-1]))
+        return float(np.sum(self._quadrature(mode.theta, mode, family, n_nodes)[4]))
 
     def gradient(self, theta: float, beta: np.ndarray, family: Family, n_nodes: int,
                  with_size: bool = False) -> tuple[float, float, np.ndarray, float | None]:
@@ -189,10 +192,9 @@ class ScalarPirls:
         if n_nodes == 1:  # Laplace: the one node is the mode itself (weight 1), where everything is known
             x, t, eta_k, P, score_k = np.zeros(1), u[:, None], eta[:, None], np.ones((self.m, 1)), score[:, None]
         else:
-            x, t, eta_k, log_terms, per_group = self._quadrature(theta, mode, family, n_nodes)
+            x, t, eta_k, log_terms, per_group, score_k = self._quadrature(theta, mode, family, n_nodes, True)
             P = np.exp(log_terms - np.max(log_terms, axis=1)[:, None])
             P /= np.sum(P, axis=1)[:, None]  # each group's node weights
-            score_k = family.score(p.y[:, None], eta_k, p.prior_weights[:, None])  # (n, K)
         averaged = P[g] * score_k
         d = theta * (self.indicator @ (z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
         a1 = np.sum(P * d, axis=1)
