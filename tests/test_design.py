@@ -192,3 +192,21 @@ def test_summary_describes_the_design(sleep):
     assert "Observations: 180 used" in text
     assert "Fixed effects (2): (Intercept), Days" in text
     assert "Random: (Intercept), Days | Subject  (18 levels, correlated)" in text
+
+
+def test_arithmetic_columns_are_evaluated_as_formulaic_would():
+    """cbind's failures, trials() and formula offsets written as arithmetic of columns skip formulaic but give its
+    values; anything else (here a power) still goes through formulaic."""
+    import formulaic
+
+    from multilevel.design import Arithmetic
+
+    frame = pd.DataFrame({"k": [1, 4, 0, 7], "n": [3, 9, 2, 7], "e": [0.5, 2.0, 1.5, 3.0]})
+    for expr in ("n - k", "k + (n - k)", "log(e) - 2 * e / n", "-log10(n) + exp(e)"):
+        spec = Arithmetic.parse(expr, frame)
+        expected = formulaic.model_matrix(f"0 + I({expr})", frame).to_numpy()[:, 0]
+        np.testing.assert_allclose(spec.values(frame), expected, rtol=1e-15)
+    assert all(Arithmetic.parse(expr, frame) is None for expr in ("n ** 2", "missing - k", "sqrt(n)", "np.log(n)"))
+    design = build_design("cbind(k, n - k) ~ 1 + (1 | g) + offset(log(e))", frame.assign(g=list("aabb")), residual=False)
+    np.testing.assert_allclose(design.trials, frame.n)
+    np.testing.assert_allclose(design.offset, np.log(frame.e))

@@ -74,6 +74,16 @@ def test_loglik_matches_scipy_stats():
                                rtol=1e-12)
 
 
+def test_loglik_splits_into_kernel_and_normaliser():
+    """The mu-free normaliser (summed once by PIRLS) plus the kernel is scipy's log-probability."""
+    counts, lam, n = np.array([0.0, 3.0, 12.0]), np.array([0.5, 2.0, 10.0]), np.array([12.0, 4.0, 20.0])
+    cases = [(F.Binomial(), counts / n, lam / 21, n, stats.binom.logpmf(counts, n, lam / 21)),
+             (F.Poisson(), counts, lam, None, stats.poisson.logpmf(counts, lam)),
+             (F.NegativeBinomial(1.7), counts, lam, None, stats.nbinom.logpmf(counts, 1.7, 1.7 / (1.7 + lam)))]
+    for fam, y, mu, w, expected in cases:
+        np.testing.assert_allclose(fam.loglik_kernel(y, mu, w) + fam.log_normaliser(y, w), expected, rtol=1e-12)
+
+
 @pytest.mark.parametrize("fam", ALL, ids=repr)
 def test_deviance_is_twice_loglik_gap_to_saturated(fam):
     y, w = _responses(fam, np.random.default_rng(2))

@@ -211,19 +211,24 @@ def test_salamanders_nb2_is_glmmtmb():
 
 @pytest.mark.parametrize("formula, family, information", [
     (LAPLACE["grouseticks_poisson"][0], "poisson", "observed"),
+    ("TICKS ~ cHEIGHT + (1 | LOCATION) + (1 | YEAR)", "poisson", "observed"),  # crossed: levels share rows
     (NB_FORMULA[0], "negbinomial", "expected"),
     (NB_FORMULA[0], "negbinomial", "observed"),
 ])
 def test_laplace_gradient_of_several_scalar_terms_is_the_derivative(formula, family, information):
-    """The sparse-LU gradient (leverages, implicit derivative of the modes) against central differences of PIRLS."""
+    """The value of the fixed-pattern PIRLS is the engine PIRLS's; its gradient (leverages, implicit derivative of the
+    modes) matches central differences of the engine PIRLS."""
     from multilevel.laplace_gradient import ScalarTermsGradient
 
     model = mlv.Model(formula, mlv.datasets.load("grouseticks"), family=family)
     family = model.family.with_dispersion(2.0) if model.family.has_dispersion else model.family
     pirls = Pirls(model.design, model.family, information)
     theta, beta = np.linspace(0.5, 1.1, len(model.design.blocks)), np.linspace(-0.3, 0.4, model.design.p)
-    value, d_theta, d_beta, d_size = ScalarTermsGradient(Pirls(model.design, model.family, information)).gradient(
-        theta, beta, family, family.has_dispersion)
+    terms = ScalarTermsGradient(Pirls(model.design, model.family, information))
+    joint, expected = terms.mode(theta, None, family), pirls.mode(theta, None, family)  # beta found with the modes
+    assert joint.laplace == pytest.approx(expected.laplace, rel=1e-12)
+    np.testing.assert_allclose(joint.beta, expected.beta, rtol=1e-8, atol=1e-10)
+    value, d_theta, d_beta, d_size = terms.gradient(theta, beta, family, family.has_dispersion)
     assert value == pytest.approx(pirls.mode(theta, beta, family).laplace, rel=1e-12)
     h = 1e-5
     numeric = [(pirls.mode(theta + h * e, beta, family).laplace - pirls.mode(theta - h * e, beta, family).laplace) / (2 * h)

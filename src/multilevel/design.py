@@ -6,6 +6,7 @@ Every later stage reads the `Design` and nothing else of the data. Fixed-effect 
 
 from __future__ import annotations
 
+import ast
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -97,11 +98,13 @@ class Column:
     expr: str
     spec: object = field(default=None, repr=False)  # None: a plain column
 
-    def values(self, frame: pd.DataFrame, where: str) -> np.ndarray:
-        """The column's values on the rows."""
+    def values(self, frame: pd.DataFrame, where: str, evaluated=None) -> np.ndarray:
+        """The column's values on the rows (`evaluated`: its model matrix on them, if learning made it)."""
         if self.spec is None:
             return frame[self.expr].to_numpy(dtype=float)
-        mm = _evaluate(self.expr, frame, list(frame.columns), where, self.spec)
+        if isinstance(self.spec, Arithmetic):
+            return _finite_matrix(self.spec.values(frame)[:, None], [self.expr], where)[:, 0]
+        mm = _evaluate(self.expr, frame, list(frame.columns), where, self.spec) if evaluated is None else evaluated
         return _finite_matrix(mm, [self.expr], where)[:, 0]
 
 
@@ -194,8 +197,9 @@ class Design:
 def build_design(formula: str | Formula, data, weights=None, offset=None, residual: bool = True) -> Design:
     """Evaluate the formula on the data (learn the coding, apply it to the same rows); refuse bad input with a
     `MultilevelError`. `residual=False` (binomial, Poisson: no residual variance) allows a level per row."""
-    coding = learn_coding(formula, data, weights, offset)
-    design = apply_coding(coding, data, weights, offset)
+    evaluated: dict = {}  # what learning evaluated on these rows, applied as it is (no second formula evaluation)
+    coding = learn_coding(formula, data, weights, offset, evaluated=evaluated)
+    design = apply_coding(coding, data, weights, offset, evaluated=evaluated)
     check_counts(coding, design.nobs, residual)
     if residual and design.se is None:  # Gaussian: the residual variance needs variation within groups
         check_variation(design)
@@ -234,10 +238,12 @@ def _constant_within(values: np.ndarray, block: RandomBlock) -> bool:
     return bool(np.all(values == first[block.codes]))
 
 
-def learn_coding(formula: str | Formula, data, weights=None, offset=None, aliasing: bool = True) -> Coding:
+def learn_coding(formula: str | Formula, data, weights=None, offset=None, aliasing: bool = True,
+                 evaluated: dict | None = None) -> Coding:
     """Learn from the data how to code rows: levels, contrasts, stateful transforms, aliased fixed columns and
     group levels. `weights`/`offset` are column names or arrays, as for `build_design`. ``aliasing=False`` keeps
-    every fixed column (rows that are not all the data: aliasing is then found from X'X, `aliased_in_gram`)."""
+    every fixed column (rows that are not all the data: aliasing is then found from X'X, `aliased_in_gram`).
+    `evaluated` (a dict) receives the matrices evaluated on these rows, for `apply_coding` to the same data."""
     f = formula if isinstance(formula, Formula) else parse(formula)
     if weights is not None and f.weights is not None:
         raise MultilevelError(
@@ -251,8 +257,10 @@ def learn_coding(formula: str | Formula, data, weights=None, offset=None, aliasi
         check_group_ids(frame[g], g)
     frame = prepare_categoricals(frame, used, _group_factors(f))
     columns = list(frame.columns)
-    response, trials = _learn_response(f, frame)
+    evaluated = {} if evaluated is None else evaluated
+    response, trials = _learn_response(f, frame, evaluated)
     X, names, fixed_spec = _fixed_matrix(f.fixed, frame, columns)
+    evaluated["fixed"] = (X, names)
     aliased = _aliased(X, names) if aliasing else []
     terms = sorted((_learn_term(t, frame, columns) for t in f.random), key=lambda t: -len(t.levels))  # lme4's order
     for t in terms:
@@ -262,12 +270,13 @@ def learn_coding(formula: str | Formula, data, weights=None, offset=None, aliasi
     categories = {c: frame[c].dtype for c in used if isinstance(frame[c].dtype, pd.CategoricalDtype)}
     kept = tuple(n for n in names if n not in aliased)
     w = weights if weights is not None else f.weights
-    offsets = tuple(learn_column(o, frame, f"offset({o})") for o in f.offsets)
+    offsets = tuple(learn_column(o, frame, f"offset({o})", evaluated) for o in f.offsets)
     return Coding(f, tuple(used), categories, response, fixed_spec, kept, tuple(aliased), tuple(terms), w, offset,
                   trials, offsets)
 
 
-def apply_coding(coding: Coding, data, weights=None, offset=None, *, new: bool = False, random: bool = True) -> Design:
+def apply_coding(coding: Coding, data, weights=None, offset=None, *, new: bool = False, random: bool = True,
+                 evaluated: dict | None = None) -> Design:
     """Rows to numbers with a learned coding: the learned columns, contrasts and group codes, whatever rows.
 
     For model rows (``new=False``) rows with missing values are dropped and counted, every check of
@@ -275,7 +284,8 @@ def apply_coding(coding: Coding, data, weights=None, offset=None, *, new: bool =
     passed again as `weights`/`offset`. For new data (``new=True``) the response, weights and se are not read,
     `offset` (a column name or an array) is needed if the model has one, a group level not learned gets code -1
     (no group effect), an unseen level of a fixed factor is refused, and ``random=False`` leaves out the random
-    terms (whose columns are then not needed). Offsets written in the formula are evaluated on any rows."""
+    terms (whose columns are then not needed). Offsets written in the formula are evaluated on any rows.
+    `evaluated`: what `learn_coding` evaluated on the same data, used as it is."""
     f = coding.formula
     frame = as_frame(data)
     frame, weights, offset = _attach_arrays(frame, weights, offset)
@@ -290,13 +300,14 @@ def apply_coding(coding: Coding, data, weights=None, offset=None, *, new: bool =
     frame = _learned_categories(coding, frame, needed, new)
     columns = list(frame.columns)
     blocks = [_apply_term(t, frame, columns, new) for t in coding.terms] if random else []
-    y, trials = (None, None) if new else _response(coding, frame)
-    X = _apply_fixed(coding, frame, columns)
+    evaluated = evaluated or {}
+    y, trials = (None, None) if new else _response(coding, frame, evaluated)
+    X = _apply_fixed(coding, frame, columns, evaluated.get("fixed"))
     w = None if new else _positive_column(coding.weights, frame, "weights")
     se = None if new else _positive_column(coding.se, frame, "se()")
     off = _numeric_column(offset if new else coding.offset, frame, "offset")
     for column in coding.offsets:
-        values = column.values(frame, f"offset({column.expr})")
+        values = column.values(frame, f"offset({column.expr})", evaluated.get(column))
         off = values if off is None else off + values
     return Design(f, y, X, list(coding.fixed_names), blocks, coding, w, off, se, n_dropped, list(coding.aliased), frame,
                   trials)
@@ -471,33 +482,41 @@ def _check_response_type(f: Formula, frame: pd.DataFrame) -> None:
         )
 
 
-def learn_column(expr: str, frame: pd.DataFrame, where: str) -> Column:
-    """Learn one numeric column: a column name, or an expression ('log(y)', 'size - incidence') and its spec."""
+def learn_column(expr: str, frame: pd.DataFrame, where: str, evaluated: dict | None = None) -> Column:
+    """Learn one numeric column: a column name, or an expression ('log(y)', 'size - incidence') and its spec
+    (its values on these rows kept in `evaluated` under the column)."""
     expr = expr.strip()
     if expr in frame.columns:
         return Column(expr, None)
+    arithmetic = Arithmetic.parse(expr, frame)
+    if arithmetic is not None:
+        return Column(expr, arithmetic)
     mm = _evaluate(f"0 + I({expr})", frame, list(frame.columns), where)
     if mm.shape[1] != 1:
         raise MultilevelError(f"{where} '{expr}' is not numeric: it expands to {mm.shape[1]} columns")
-    return Column(expr, mm.model_spec)
+    column = Column(expr, mm.model_spec)
+    if evaluated is not None:
+        evaluated[column] = mm
+    return column
 
 
-def _learn_response(f: Formula, frame: pd.DataFrame) -> tuple[Column, Column | None]:
+def _learn_response(f: Formula, frame: pd.DataFrame, evaluated: dict) -> tuple[Column, Column | None]:
     """The response (for cbind(successes, failures), the successes) and the binomial trials: successes +
     failures, or brms's trials(n); no trials for other responses."""
     parts = cbind_parts(f.response)
     if parts is not None:
-        return learn_column(parts[0], frame, "the response"), learn_column(f"{parts[0]} + ({parts[1]})", frame, "cbind()")
-    trials = None if f.trials is None else learn_column(f.trials, frame, "trials()")
-    return learn_column(f.response, frame, "the response"), trials
+        return (learn_column(parts[0], frame, "the response", evaluated),
+                learn_column(f"{parts[0]} + ({parts[1]})", frame, "cbind()", evaluated))
+    trials = None if f.trials is None else learn_column(f.trials, frame, "trials()", evaluated)
+    return learn_column(f.response, frame, "the response", evaluated), trials
 
 
-def _response(coding: Coding, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+def _response(coding: Coding, frame: pd.DataFrame, evaluated: dict) -> tuple[np.ndarray, np.ndarray | None]:
     """The response of model rows and their binomial trials (None without); with trials, y is the proportion."""
-    y = coding.response.values(frame, "the response")
+    y = coding.response.values(frame, "the response", evaluated.get(coding.response))
     if coding.trials is None:
         return y, None
-    trials = coding.trials.values(frame, "the trials")
+    trials = coding.trials.values(frame, "the trials", evaluated.get(coding.trials))
     f = coding.formula
     what = f"the failures in {f.response} are negative" if f.trials is None else f"{f.response} | trials({f.trials})"
     _refuse_rows(y > trials, f"{what}: more successes than trials", frame)
@@ -535,10 +554,10 @@ def _fixed_matrix(fixed: str, frame: pd.DataFrame, columns: list[str]):
     return _finite_matrix(mm, names, "the fixed part"), names, mm.model_spec
 
 
-def _apply_fixed(coding: Coding, frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """The fixed-effect matrix of the rows, aliased columns left out."""
+def _apply_fixed(coding: Coding, frame: pd.DataFrame, columns: list[str], learned=None) -> np.ndarray:
+    """The fixed-effect matrix of the rows, aliased columns left out (`learned`: (X, names) learning evaluated)."""
     fixed = coding.formula.fixed
-    X, names = _apply_spec(coding.fixed_spec, fixed, frame, columns, "the fixed part")
+    X, names = learned or _apply_spec(coding.fixed_spec, fixed, frame, columns, "the fixed part")
     if not coding.aliased:
         return X
     return np.ascontiguousarray(X[:, [names.index(n) for n in coding.fixed_names]])
@@ -808,6 +827,61 @@ class NumericColumns:
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         parts = ([np.ones(len(frame))] if self.intercept else []) + [frame[c].to_numpy(dtype=float) for c in self.columns]
         return np.column_stack(parts)
+
+
+_OPERATORS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.true_divide}
+_FUNCTIONS = {"log": np.log, "exp": np.exp, "log2": np.log2, "log10": np.log10}  # formulaic's names
+
+
+@dataclass(frozen=True, eq=False)
+class Arithmetic:
+    """A numeric expression of numeric columns and numbers (+ - * /, a sign, log, exp, log2, log10), evaluated directly:
+    the spec of a `Column` such as cbind's 'size - incidence' or an offset's 'log(exposure)', with the values
+    formulaic's I() would give, without its milliseconds."""
+
+    tree: ast.Expression
+
+    @classmethod
+    def parse(cls, expr: str, frame: pd.DataFrame) -> Arithmetic | None:
+        """The expression, or None if it holds anything else (then formulaic evaluates it)."""
+        try:
+            tree = ast.parse(expr, mode="eval")
+        except SyntaxError:
+            return None
+        return cls(tree) if _plain_arithmetic(tree.body, frame) else None
+
+    def values(self, frame: pd.DataFrame) -> np.ndarray:
+        with np.errstate(all="ignore"):  # log(0) and the like: refused by the caller's finiteness check, by row
+            return np.broadcast_to(_arithmetic(self.tree.body, frame), (len(frame),)).astype(float)
+
+
+def _plain_arithmetic(node, frame: pd.DataFrame) -> bool:
+    if isinstance(node, ast.BinOp):
+        return type(node.op) in _OPERATORS and _plain_arithmetic(node.left, frame) and _plain_arithmetic(node.right, frame)
+    if isinstance(node, ast.UnaryOp):
+        return isinstance(node.op, (ast.USub, ast.UAdd)) and _plain_arithmetic(node.operand, frame)
+    if isinstance(node, ast.Call):
+        return (isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS and len(node.args) == 1
+                and not node.keywords and _plain_arithmetic(node.args[0], frame))
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+    if isinstance(node, ast.Name) and node.id in frame.columns:
+        dtype = frame[node.id].dtype
+        return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+    return False
+
+
+def _arithmetic(node, frame: pd.DataFrame):
+    if isinstance(node, ast.BinOp):
+        return _OPERATORS[type(node.op)](_arithmetic(node.left, frame), _arithmetic(node.right, frame))
+    if isinstance(node, ast.UnaryOp):
+        value = _arithmetic(node.operand, frame)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.Call):
+        return _FUNCTIONS[node.func.id](_arithmetic(node.args[0], frame))
+    if isinstance(node, ast.Constant):
+        return float(node.value)
+    return frame[node.id].to_numpy(dtype=float)
 
 
 def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -95,8 +95,8 @@ class Link:
 class Family:
     """Base of the families: the quantities every fit needs, in terms of a few distribution-specific ones.
 
-    Subclasses give `variance`, `variance_deriv`, `_logpdf`, `unit_deviance`, `_draw`, `check_response`,
-    `start_mu`; `dispersion` is the family's extra parameter (sigma, or the negative-binomial size) or None.
+    Subclasses give `variance`, `variance_deriv`, `_kernel` (and `_normaliser` where the log-likelihood has terms
+    free of mu), `unit_deviance`, `_draw`, `check_response`, `start_mu`; `dispersion` is the family's extra parameter (sigma, or the negative-binomial size) or None.
     """
 
     link: Link
@@ -136,7 +136,20 @@ class Family:
     # ---- likelihood
     def loglik(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Log-likelihood of each row on the absolute scale (binomial: the proportion y of `weights` trials)."""
-        return self._logpdf(np.asarray(y, float), np.asarray(mu, float), _ones_like(weights, y))
+        y, w = np.asarray(y, float), _ones_like(weights, y)
+        return self._kernel(y, np.asarray(mu, float), w) + self._normaliser(y, w)
+
+    def loglik_kernel(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Each row's log-likelihood less its `log_normaliser`: the part that changes with mu."""
+        return self._kernel(np.asarray(y, float), np.asarray(mu, float), _ones_like(weights, y))
+
+    def log_normaliser(self, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Each row's log-likelihood terms free of mu (binomial coefficient, log y!): fits that evaluate the
+        log-likelihood at many means add them once."""
+        return self._normaliser(np.asarray(y, float), _ones_like(weights, y))
+
+    def _normaliser(self, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return np.zeros(np.shape(y))
 
     def saturated_loglik(self, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Each row's log-likelihood at mu = y (the reference of deviance residuals)."""
@@ -159,28 +172,48 @@ class Family:
     # ---- derivatives in eta (score and information, dispersion included)
     def score(self, y: np.ndarray, eta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """d loglik / d eta for each row."""
-        mu = self.link.linkinv(eta)
-        return _ones_like(weights, y) * (y - mu) * self.link.mu_eta(eta) / (self.variance(mu) * self._phi())
+        return self._score(y, self._moments(eta), _ones_like(weights, y))
+
+    def loglik_kernel_and_score(self, y, eta, weights=None) -> tuple[np.ndarray, np.ndarray]:
+        """`loglik_kernel` at the mean g^-1(eta) and `score`, from one evaluation of the link (quadrature nodes)."""
+        moments, w = self._moments(eta), _ones_like(weights, y)
+        return self._kernel(np.asarray(y, float), moments[0], w), self._score(y, moments, w)
+
+    @staticmethod
+    def _score(y, moments, w):
+        mu, d1, v = moments
+        return w * (y - mu) * d1 / v
 
     def expected_information(self, eta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Fisher information in eta, w mu_eta^2 / V(mu): the IRLS working weights (lme4's Laplace)."""
-        mu = self.link.linkinv(eta)
-        return _ones_like(weights, eta) * self.link.mu_eta(eta) ** 2 / (self.variance(mu) * self._phi())
+        _, d1, v = self._moments(eta)
+        return _ones_like(weights, eta) * d1**2 / v
 
     def observed_information(self, y: np.ndarray, eta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """-d^2 loglik / d eta^2: equals the expected information for a canonical link."""
-        if self.canonical:
-            return self.expected_information(eta, weights)
-        mu = self.link.linkinv(eta)
-        d1, d2, v = self.link.mu_eta(eta), self.link.mu_eta2(eta), self.variance(mu)
-        dratio = (d2 * v - d1**2 * self.variance_deriv(mu)) / v**2  # d/d eta of mu_eta / V
-        return _ones_like(weights, y) * (d1**2 / v - (y - mu) * dratio) / self._phi()
+        return self._information(y, eta, self._moments(eta), _ones_like(weights, y), "observed")
 
     def information(self, y, eta, weights=None, kind: str = "observed") -> np.ndarray:
         """The observed or the expected information, by name."""
-        if kind == "expected":
-            return self.expected_information(eta, weights)
-        return self.observed_information(y, eta, weights)
+        return self._information(y, eta, self._moments(eta), _ones_like(weights, eta), kind)
+
+    def score_and_information(self, y, eta, weights=None, kind: str = "observed") -> tuple[np.ndarray, np.ndarray]:
+        """`score` and `information` together, from one evaluation of the link (penalised IRLS needs both)."""
+        moments, w = self._moments(eta), _ones_like(weights, eta)
+        return self._score(y, moments, w), self._information(y, eta, moments, w, kind)
+
+    def _moments(self, eta):
+        """mu, d mu / d eta and the variance (dispersion included) at eta."""
+        mu = self.link.linkinv(eta)
+        return mu, self.link.mu_eta(eta), self.variance(mu) * self._phi()
+
+    def _information(self, y, eta, moments, w, kind: str) -> np.ndarray:
+        mu, d1, v = moments
+        if kind == "expected" or self.canonical:
+            return w * d1**2 / v
+        d2, var = self.link.mu_eta2(eta), self.variance(mu)
+        dratio = (d2 * var - d1**2 * self.variance_deriv(mu)) / var**2  # d/d eta of mu_eta / V
+        return w * (d1**2 / var - (y - mu) * dratio) / self._phi()
 
     def working(self, y: np.ndarray, eta: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """IRLS working weights and working response z = eta + (y - mu) / mu_eta (a Fisher-scoring step)."""
@@ -234,7 +267,7 @@ class Gaussian(Family):
         """One draw of y per mean given each row's SD (the normal noise drawn in mu's shape)."""
         return mu + rng.standard_normal(np.shape(mu)) * scale
 
-    def _logpdf(self, y, mu, w):
+    def _kernel(self, y, mu, w):
         return self.log_likelihood(y, mu, float(self.dispersion) / np.sqrt(w))
 
     def unit_deviance(self, y, mu):
@@ -259,10 +292,13 @@ class Binomial(Family):
     def clip_mu(self, mu):
         return np.clip(mu, 0.0, 1.0)
 
-    def _logpdf(self, y, mu, w):
+    def _kernel(self, y, mu, w):
         k = np.round(w * y)
-        log_choose = special.gammaln(w + 1) - special.gammaln(k + 1) - special.gammaln(w - k + 1)
-        return log_choose + special.xlogy(k, mu) + special.xlog1py(w - k, -mu)
+        return special.xlogy(k, mu) + special.xlog1py(w - k, -mu)
+
+    def _normaliser(self, y, w):
+        k = np.round(w * y)
+        return special.gammaln(w + 1) - special.gammaln(k + 1) - special.gammaln(w - k + 1)
 
     def unit_deviance(self, y, mu):
         return 2 * (special.xlogy(y, y) - special.xlogy(y, mu) + special.xlogy(1 - y, 1 - y) - special.xlog1py(1 - y, -mu))
@@ -297,8 +333,11 @@ class Poisson(Family):
     def variance_deriv(self, mu):
         return np.ones_like(mu)
 
-    def _logpdf(self, y, mu, w):
-        return w * (special.xlogy(y, mu) - mu - special.gammaln(y + 1))
+    def _kernel(self, y, mu, w):
+        return w * (special.xlogy(y, mu) - mu)
+
+    def _normaliser(self, y, w):
+        return -w * special.gammaln(y + 1)
 
     def unit_deviance(self, y, mu):
         return 2 * (special.xlogy(y, y) - special.xlogy(y, mu) - (y - mu))
@@ -342,10 +381,13 @@ class NegativeBinomial(Family):
     def variance_deriv(self, mu):
         return 1 + 2 * mu / self.theta
 
-    def _logpdf(self, y, mu, w):
+    def _kernel(self, y, mu, w):
         t = self.theta
-        core = special.gammaln(y + t) - special.gammaln(t) - special.gammaln(y + 1)
-        return w * (core + t * (np.log(t) - np.log(t + mu)) + special.xlogy(y, mu) - special.xlogy(y, t + mu))
+        return w * (special.xlogy(y, mu) - special.xlogy(y, t + mu) - t * np.log(t + mu))
+
+    def _normaliser(self, y, w):
+        t = self.theta
+        return w * (special.gammaln(y + t) - special.gammaln(t) - special.gammaln(y + 1) + t * np.log(t))
 
     def unit_deviance(self, y, mu):
         t = self.theta

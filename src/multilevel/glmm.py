@@ -40,6 +40,7 @@ from .scalar_pirls import ScalarPirls
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
 GRADIENT_HESSIAN_STEP = 1e-3  # the same from differences of the exact gradient (error ~1e-6)
+STAGE2_FTOL, STAGE2_GTOL = 1e-10, 1e-5  # L-BFGS-B stops ~1e-5 from the optimum: the final Newton step goes the rest
 
 
 # ---------------------------------------------------------------------- input
@@ -153,12 +154,33 @@ class GlmmObjective:
         except MultilevelError:
             return np.inf
 
+    def joint_start(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """At x = (theta, [log size]) with beta found with the modes (objectives with a gradient only): the Laplace
+        value, beta and the lower Cholesky factor of its information (for `whiten`)."""
+        fam = self.family(x)
+        mode = self._solver_mode(x[: self.n_theta], None, fam)
+        return mode.laplace, mode.beta, self._solver().beta_precision_factor(mode, fam)
+
+    def beta_precision_factor(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> np.ndarray:
+        """The lower Cholesky factor of beta's information given theta at the modes (objectives with a gradient)."""
+        return self._solver().beta_precision_factor(self._solver_mode(theta, beta, family), family)
+
+    def _solver(self):
+        return self.terms if self.terms is not None else self.scalar
+
+    def _solver_mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family):
+        if self.terms is not None:
+            return self.terms.mode(theta, beta, family)
+        return self.scalar.mode(float(theta[0]), beta, family)
+
     def __call__(self, x: np.ndarray) -> float:
         return self.deviance(*self.split(x))
 
     def deviance(self, theta: np.ndarray, beta: np.ndarray, fam: Family) -> float:
         """-2 log-likelihood (Laplace or quadrature) at theta and beta; inf where PIRLS fails."""
         try:
+            if self.terms is not None:
+                return self.terms.laplace(theta, beta, fam)
             if self.scalar is None:
                 return self.pirls.mode(theta, beta, fam).laplace
             mode = self.scalar.mode(float(theta[0]), beta, fam)
@@ -195,20 +217,22 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     lower1 = np.concatenate([_theta_lower(pirls), [-np.inf] if estimate_size else []])
     try:
         if objective.has_gradient:  # a gradient method needs no better start than lme4's: stage 1 only whitens
-            stage1 = OptimumInfo(start, objective.stage1(start), 1, "the start")
+            value1, beta1, rx = objective.joint_start(start)
+            stage1 = OptimumInfo(start, value1, 1, "the start")
         else:
             stage1 = bobyqa(objective.stage1, start, lower1, polish=n_agq == 0)  # else only stage 2's start
-        mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
+            mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
+            beta1, rx = mode1.beta, mode1.engine.beta_precision_factor(mode1.factor)
     except MultilevelError as exc:
         raise MultilevelError(f"{explain_failure(design, family)}({exc})") from None
-    rx = mode1.engine.beta_precision_factor(mode1.factor)
     if n_agq == 0:
         return _fit_at(model, objective, stage1, mode1, None, mode1.laplace, warn)
-    objective.whiten(mode1.beta, rx)
+    objective.whiten(beta1, rx)
     x0 = np.concatenate([stage1.x[: objective.n_theta], np.zeros(design.p), stage1.x[objective.n_theta :]])
     lower = np.concatenate([_theta_lower(pirls), np.full(design.p + estimate_size, -np.inf)])
     if objective.has_gradient:
-        info = lbfgsb(objective.value_and_gradient, objective, x0, lower, polish=False)
+        info = lbfgsb(objective.value_and_gradient, objective, x0, lower, polish=False, ftol=STAGE2_FTOL,
+                      gtol=STAGE2_GTOL)
     else:
         info = bobyqa(objective, x0, lower, polish=False)
     hessian, far = _final_hessian(objective, info, lower)
@@ -226,7 +250,7 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
     """The fit at the optimum: covariances of the estimates (Hessian-based and PIRLS-based) and the warnings."""
     pirls, p, n_theta = objective.pirls, model.design.p, objective.n_theta
     family = objective.family(info.x)
-    vcov_rx = _vcov_rx(pirls, mode, family)
+    vcov_rx = _vcov_rx(objective, mode, family)
     cov, vcov, log_size_se = None, vcov_rx, np.nan
     if hessian is not None:
         lower = np.concatenate([_theta_lower(pirls), np.full(len(info.x) - n_theta, -np.inf)])
@@ -257,15 +281,21 @@ def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: n
     family = model.family if size is None else model.family.with_dispersion(size)
     mode = pirls.mode(theta, beta, family)
     n_params = model.design.p + objective.n_theta + int(objective.estimate_size)
-    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, _vcov_rx(pirls, mode, family),
+    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, _vcov_rx(objective, mode, family),
                    parameter_covariance, log_size_se, [])
 
 
-def _vcov_rx(pirls: Pirls, mode: Mode, family: Family) -> np.ndarray:
-    """Covariance of beta-hat from the PIRLS information given theta (lme4's RX)."""
-    kind = "expected" if pirls.information == "expected" else "observed"
-    engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
-    inv = np.linalg.inv(engine.beta_precision_factor(engine.factor(mode.theta)))
+def _vcov_rx(objective: GlmmObjective, mode: Mode, family: Family) -> np.ndarray:
+    """Covariance of beta-hat from the PIRLS information given theta (lme4's RX): by the vectorised PIRLS where
+    the objective has one (its modes start where `mode`'s are), else the engine's."""
+    pirls = objective.pirls
+    if objective.has_gradient:
+        factor = objective.beta_precision_factor(mode.theta, mode.beta, family)
+    else:
+        kind = "expected" if pirls.information == "expected" else "observed"
+        engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
+        factor = engine.beta_precision_factor(engine.factor(mode.theta))
+    inv = np.linalg.inv(factor)
     return inv.T @ inv
 
 

@@ -1,80 +1,304 @@
-"""The exact gradient of the Laplace objective when every random-effect term is scalar (any number of terms).
+"""PIRLS and the exact gradient of the Laplace objective when every random-effect term is scalar (any number of terms).
 
-With A = Z Lambda (n x q), M = A'VA + I (V the Laplace weights) and the modes u-hat from `pirls`,
+With A = Z Lambda (n x q), M = A'VA + I (V the Laplace weights) and the modes u-hat,
 
     D = -2 sum log f(y | u-hat) + |u-hat|^2 + log det M.
 
-The first two terms need only their partial derivatives (u-hat is their minimiser). d log det M = tr(M^-1 dM):
-Lambda's own derivative gives 2 sum_i V_i z_ti (M^-1 A')[col_t(i), i], and the weights' move with eta gives
-sum_i V'_i h_i d eta_i, h_i = a_i' M^-1 a_i the leverages, where d eta includes A du-hat, du-hat from implicit
-differentiation of A's = u (observed information W): one more solve, r = M_W^-1 A'(V' h), carries all of it.
-The term with most levels is eliminated as a diagonal (a Schur complement S on the others, dense), so the n
-right-hand sides cost one dense Cholesky of S and n triangular solves of its size: for models whose other terms
-have moderately many levels (`applies`).
+The term with most levels is eliminated as a diagonal: M = [D B; B' M22], leaving the others' Schur complement
+S = M22 - B'D^-1 B. When the first term is nested in another (each of its levels within one level of that term,
+as an observation-level effect within broods), that term's block of S is diagonal too (D2) and is eliminated
+next: S = [D2 E; E' S33], and only S3 = S33 - E'D2^-1 E, over the remaining terms, is dense (as MixedModels.jl
+keeps nested blocks diagonal). Which entries of B, M22 and B'D^-1 B each row feeds never changes, so they are
+found once (`_Pattern`) and every system is a few sums over rows and one small dense Cholesky: the modes' Newton
+steps at fixed beta (the steps of `pirls.Pirls`, same weights and stopping rule, so the same values) need no
+sparse matrix rebuilt.
+
+The first two terms of D need only their partial derivatives (u-hat is their minimiser). d log det M =
+tr(M^-1 dM): Lambda's own derivative gives 2 sum_i V_i z_ti (M^-1 A')[col_t(i), i], and the weights' move with
+eta gives sum_i V'_i h_i d eta_i, h_i = a_i' M^-1 a_i the leverages, where d eta includes A du-hat, du-hat from
+implicit differentiation of A's = u (observed information W): one more solve, r = M_W^-1 A'(V' h), carries all
+of it. The leverages come from S^-1 and each row's few nonzeros of the other terms' part of M^-1 a_i's
+right-hand side: for models whose other terms have moderately many levels (`applies`).
 """
 
 from __future__ import annotations
 
-import numpy as np
-import scipy.linalg as sla
-import scipy.sparse as sp
+from dataclasses import dataclass
 
+import numpy as np
+import scipy.sparse as sp
+from scipy.linalg import lapack
+
+from .errors import MultilevelError
 from .families import Family
-from .pirls import Pirls
+from .pirls import MAX_ITERATIONS, STEP_TOL, Pirls, halved_step, step_size
 
 MAX_DENSE_SOLUTION = 4_000_000  # n x (levels of the other terms) entries held at once; larger: derivative-free search
 WEIGHT_STEP = 1e-5  # central-difference step in eta of the weights' derivative (error ~1e-10)
 
 
+def _blocks_of(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Concatenated ranges starts[j] .. starts[j] + sizes[j] - 1."""
+    total = int(np.sum(sizes))
+    offsets = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return np.repeat(starts, sizes) + np.arange(total) - offsets
+
+
+def _nested(first: np.ndarray, other: np.ndarray) -> bool:
+    """Whether every level of the first term's codes lies within one level of the other's."""
+    return len(np.unique(first * (int(other.max()) + 1) + other)) == len(np.unique(first))
+
+
+def _cholesky(S: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor (empty for an empty S); a MultilevelError if S is not positive definite."""
+    if S.size == 0:
+        return S
+    L, info = lapack.dpotrf(S, lower=1, clean=1)
+    if info != 0:
+        raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
+    return L
+
+
+def _cho_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return b if L.size == 0 else lapack.dpotrs(L, b, lower=1)[0]
+
+
+def _cho_inverse(L: np.ndarray) -> np.ndarray:
+    """(L L')^-1, both triangles."""
+    if L.size == 0:
+        return L
+    inverse, info = lapack.dpotri(L, lower=1)
+    if info != 0:
+        raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
+    inverse += inverse.T  # potri fills the lower triangle; the upper one is L's, zero
+    inverse.flat[:: len(L) + 1] *= 0.5
+    return inverse
+
+
+class _Pattern:
+    """Where each row's products land in B (m x q2, its nonzeros sorted by first-term level), in S (dense, flat)
+    and in the rows' right-hand sides c_i = a2_i - (a1_i / D_g) B[g, :] (each row: its level's nonzeros of B)."""
+
+    def __init__(self, codes: np.ndarray, m: int, cols: np.ndarray, q2: int):
+        n, t2 = cols.shape
+        keys, self.b_slot = np.unique((codes[:, None] * q2 + cols).ravel(), return_inverse=True)
+        self.b_slot = self.b_slot.ravel()
+        self.b_row, self.b_col = keys // q2, keys % q2
+        counts = np.bincount(self.b_row, minlength=m)
+        starts = np.cumsum(counts) - counts
+        # S: M22's products (row i, terms t and s) and B'D^-1 B's (two nonzeros of one level of B)
+        pair_a = np.repeat(np.arange(len(keys)), counts[self.b_row])
+        pair_b = _blocks_of(starts[self.b_row], counts[self.b_row])
+        self.pair_a, self.pair_b = pair_a, pair_b
+        m22 = (cols[:, :, None] * q2 + cols[:, None, :]).ravel()
+        self.s_index = np.concatenate([m22, self.b_col[pair_a] * q2 + self.b_col[pair_b]])
+        # the rows' right-hand sides, CSR
+        sizes = counts[codes]
+        self.c_indptr = np.concatenate([[0], np.cumsum(sizes)])
+        self.c_row = np.repeat(np.arange(n), sizes)
+        self.c_nz = _blocks_of(starts[codes], sizes)
+        self.c_col = self.b_col[self.c_nz]
+        self.c_own = (self.c_indptr[:-1, None] + self.b_slot.reshape(n, t2) - starts[codes][:, None]).ravel()
+
+    @staticmethod
+    def size(codes: np.ndarray, cols: np.ndarray, q2: int) -> int:
+        """Entries the pattern holds at most (B'D^-1 B's pairs, the rows' right-hand sides)."""
+        keys = np.unique((codes[:, None] * q2 + cols).ravel())
+        counts = np.bincount(keys // max(q2, 1))
+        return int(np.sum(counts**2) + np.sum(counts[codes]))
+
+
+@dataclass
+class TermsSystem:
+    """M = A'diag(w)A + I: the rows' entries of A (first term, others), the diagonal D, B's nonzeros, the second
+    diagonal D2 with K = D2^-1 E, and the lower Cholesky factor L of S3."""
+
+    a1: np.ndarray
+    a2: np.ndarray
+    D: np.ndarray
+    B: np.ndarray
+    D2: np.ndarray
+    K: np.ndarray
+    L: np.ndarray
+
+    @property
+    def logdet(self) -> float:
+        """log det M."""
+        return float(np.sum(np.log(self.D)) + np.sum(np.log(self.D2)) + 2.0 * np.sum(np.log(np.diag(self.L))))
+
+
+@dataclass
+class TermsMode:
+    """Conditional modes at one (theta, beta): u of the first term and of the others, and the system with the
+    Laplace weights."""
+
+    theta: np.ndarray
+    beta: np.ndarray
+    u1: np.ndarray
+    u2: np.ndarray
+    eta: np.ndarray
+    system: TermsSystem
+    minus2_cond_loglik: float
+
+    @property
+    def laplace(self) -> float:
+        return self.minus2_cond_loglik + float(self.u1 @ self.u1 + self.u2 @ self.u2) + self.system.logdet
+
+
 class ScalarTermsGradient:
-    """Value and exact gradient in (theta, beta) of `pirls`'s Laplace objective, all terms scalar."""
+    """Modes, value and exact gradient in (theta, beta) of `pirls`'s Laplace objective, all terms scalar; warm starts
+    shared with `pirls`."""
 
     def __init__(self, pirls: Pirls):
         blocks = pirls.design.blocks
         self.pirls, self.n_terms = pirls, len(blocks)
         self.first = int(np.argmax([b.m for b in blocks]))  # eliminated as a diagonal
-        self.rest = [t for t in range(len(blocks)) if t != self.first]
         self.codes, self.m = blocks[self.first].codes, blocks[self.first].m
+        rest = sorted((t for t in range(len(blocks)) if t != self.first), key=lambda t: -blocks[t].m)
+        nesting = [t for t in rest if _nested(self.codes, blocks[t].codes)]  # the second diagonal, if any
+        self.rest = nesting[:1] + [t for t in rest if t not in nesting[:1]]
+        self.m2 = blocks[nesting[0]].m if nesting else 0
         self.z = np.asarray(blocks[self.first].Z[:, 0], dtype=float)
-        starts = np.cumsum([0] + [blocks[t].m for t in self.rest])
-        n = len(self.codes)
-        self.q2 = int(starts[-1])
+        self.starts = np.cumsum([0] + [blocks[t].m for t in self.rest])
+        self.q2 = int(self.starts[-1])
         # each row's column among the other terms' levels, and its covariate, per other term: (n, T - 1)
-        self.cols = np.column_stack([blocks[t].codes + s for t, s in zip(self.rest, starts)] or [np.zeros((n, 0), int)])
-        self.z2 = np.column_stack([blocks[t].Z[:, 0] for t in self.rest] or [np.zeros((n, 0))]).astype(float)
-        self.rows = np.arange(n)
+        self.cols = np.column_stack([blocks[t].codes + s for t, s in zip(self.rest, self.starts)])
+        self.cols_flat = self.cols.ravel()
+        self.z2 = np.column_stack([blocks[t].Z[:, 0] for t in self.rest]).astype(float)
+        self.rows = np.arange(len(self.codes))
+        self.pattern = _Pattern(self.codes, self.m, self.cols, self.q2)
 
     @staticmethod
     def applies(design) -> bool:
-        """Every term scalar and n x (levels of all but the largest term) small enough to hold."""
-        ms = sorted(b.m for b in design.blocks)
-        return all(b.k == 1 for b in design.blocks) and design.nobs * sum(ms[:-1]) <= MAX_DENSE_SOLUTION
+        """Two or more terms, every one scalar, and n x (levels of all but the largest term) small enough to hold."""
+        blocks = design.blocks
+        if len(blocks) < 2 or any(b.k != 1 for b in blocks):
+            return False
+        first = int(np.argmax([b.m for b in blocks]))
+        others = [b for t, b in enumerate(blocks) if t != first]
+        q2 = sum(b.m for b in others)
+        if design.nobs * q2 > MAX_DENSE_SOLUTION:
+            return False
+        starts = np.cumsum([0] + [b.m for b in others])
+        cols = np.column_stack([b.codes + s for b, s in zip(others, starts)])
+        return _Pattern.size(blocks[first].codes, cols, q2) <= MAX_DENSE_SOLUTION
 
-    def _system(self, theta: np.ndarray, w: np.ndarray):
-        """M = A'diag(w)A + I in blocks: the first term's diagonal D, the coupling B (m x q2, dense) and the
-        Cholesky factor of the Schur complement S = M22 - B'D^-1 B; a1, a2 the rows' entries of A."""
-        q2, cols = self.q2, self.cols
-        a1 = theta[self.first] * self.z
-        a2 = self.z2 * theta[self.rest]
+    # ------------------------------------------------------------------ the blocked system
+    def _entries(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' entries of A = Z Lambda: first term (n,), the others (n, T - 1)."""
+        return theta[self.first] * self.z, self.z2 * theta[self.rest]
+
+    def _system(self, a1: np.ndarray, a2: np.ndarray, w: np.ndarray) -> TermsSystem:
+        """M at weights w in blocks; a MultilevelError if it is not positive definite."""
+        pat, q2, m2 = self.pattern, self.q2, self.m2
         D = 1.0 + np.bincount(self.codes, a1 * a1 * w, self.m)
-        M22 = np.zeros(q2 * q2)
-        for t in range(cols.shape[1]):
-            for s in range(cols.shape[1]):
-                M22 += np.bincount(cols[:, t] * q2 + cols[:, s], a2[:, t] * w * a2[:, s], q2 * q2)
-        T2 = cols.shape[1]
-        entries = ((a1 * w)[:, None] * a2).ravel()
-        B = sp.csr_matrix((entries, (np.repeat(self.codes, T2), cols.ravel())), shape=(self.m, q2))
-        coupling = (B.T @ sp.diags(1.0 / D) @ B).toarray()  # B'D^-1 B from the sparse B (few levels per row)
-        S = M22.reshape(q2, q2) + np.eye(q2) - coupling
-        return a1, a2, D, B.toarray(), sla.cho_factor(S, lower=True, check_finite=False)
+        B = np.bincount(pat.b_slot, ((a1 * w)[:, None] * a2).ravel(), len(pat.b_row))
+        m22 = (a2[:, :, None] * (w[:, None] * a2)[:, None, :]).ravel()
+        coupling = B[pat.pair_a] * B[pat.pair_b] / D[pat.b_row[pat.pair_a]]
+        S = np.bincount(pat.s_index, np.concatenate([m22, -coupling]), q2 * q2).reshape(q2, q2)
+        S.flat[:: q2 + 1] += 1.0
+        D2 = S.diagonal()[:m2].copy()
+        if not np.all(D2 > 0):
+            raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
+        K = S[:m2, m2:] / D2[:, None]
+        return TermsSystem(a1, a2, D, B, D2, K, _cholesky(S[m2:, m2:] - S[:m2, m2:].T @ K))
 
-    @staticmethod
-    def _solve(system, v1: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _solve(self, system: TermsSystem, v1: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """M^-1 [v1; v2] by block elimination."""
-        _, _, D, B, chol = system
-        r2 = sla.cho_solve(chol, v2 - B.T @ (v1 / D), check_finite=False)
-        return (v1 - B @ r2) / D, r2
+        pat, m2 = self.pattern, self.m2
+        rhs = v2 - np.bincount(pat.b_col, system.B * (v1 / system.D)[pat.b_row], self.q2)
+        tail = _cho_solve(system.L, rhs[m2:] - system.K.T @ rhs[:m2])
+        r2 = np.concatenate([rhs[:m2] / system.D2 - system.K @ tail, tail])
+        return (v1 - np.bincount(pat.b_row, system.B * r2[pat.b_col], self.m)) / system.D, r2
 
+    def _transpose_times(self, a1: np.ndarray, a2: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A'v in the two blocks."""
+        return np.bincount(self.codes, a1 * v, self.m), np.bincount(self.cols_flat, (a2 * v[:, None]).ravel(), self.q2)
+
+    def _times(self, a1: np.ndarray, a2: np.ndarray, u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
+        """A u."""
+        return a1 * u1[self.codes] + np.sum(a2 * u2[self.cols], axis=1)
+
+    # ------------------------------------------------------------------ modes
+    def mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family) -> TermsMode:
+        """Modes at theta and beta by PIRLS (as `Pirls.mode`; beta None: found jointly, lme4's nAGQ = 0); raises
+        MultilevelError as Pirls."""
+        p, X = self.pirls, self.pirls.design.X
+        joint = beta is None
+        beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
+        theta = np.asarray(theta, dtype=float)
+        a1, a2 = self._entries(theta)
+        u1 = p.u[self.first][:, 0].copy()
+        u2 = np.concatenate([p.u[t][:, 0] for t in self.rest])
+        eta = X @ beta + p.offset + self._times(a1, a2, u1, u2)
+        pdev = p.minus2_loglik(eta, family) + float(u1 @ u1 + u2 @ u2)
+        for _ in range(MAX_ITERATIONS):
+            score, w = p.score_and_weights(eta, family, "observed")
+            system = self._system(a1, a2, w)
+            s1, s2 = self._transpose_times(a1, a2, score)
+            d1, d2 = self._solve(system, s1 - u1, s2 - u2)
+            db = np.zeros_like(beta)
+            if joint:
+                db, d1, d2 = self._joint_step(system, w, score, d1, d2)
+            if step_size(beta, [u1, u2], beta + db, [u1 + d1, u2 + d2]) < STEP_TOL:
+                if joint:
+                    p.beta = beta.copy()
+                return self._finish(theta, beta, u1, u2, eta, pdev, a1, a2, system, family)
+
+            def at(t: float, beta=beta, u1=u1, u2=u2, db=db, d1=d1, d2=d2):
+                b, c1, c2 = beta + t * db, u1 + t * d1, u2 + t * d2
+                cand = X @ b + p.offset + self._times(a1, a2, c1, c2)
+                return b, c1, c2, p.minus2_loglik(cand, family) + float(c1 @ c1 + c2 @ c2), cand
+
+            beta, u1, u2, pdev, eta = halved_step(at, pdev)
+        raise MultilevelError(
+            f"penalised IRLS did not converge in {MAX_ITERATIONS} iterations at theta = {np.round(theta, 4)}: the "
+            "model may be too complex for the data (complete separation, or a group with all-zero responses); "
+            "simplify the model"
+        )
+
+    def _joint_step(self, system: TermsSystem, w: np.ndarray, score: np.ndarray, r1: np.ndarray, r2: np.ndarray):
+        """The Newton step in (beta, u) together from the step in u alone (r = M^-1 (A's - u)): beta's by the Schur
+        complement X'WX - X'WA M^-1 A'WX, the modes' by one solve per fixed-effect column."""
+        information, F1, F2, Q1, Q2 = self._beta_information(system, w)
+        try:
+            db = np.linalg.solve(information, self.pirls.design.X.T @ score - F1.T @ r1 - F2.T @ r2)
+        except np.linalg.LinAlgError:
+            raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite") from None
+        return db, r1 - Q1 @ db, r2 - Q2 @ db
+
+    def _beta_information(self, system: TermsSystem, w: np.ndarray):
+        """beta's information given theta, X'WX - X'WA M^-1 A'WX (system: M at w), with A'WX and M^-1 A'WX in the
+        two blocks."""
+        X = self.pirls.design.X
+        WX = w[:, None] * X
+        F = [self._transpose_times(system.a1, system.a2, column) for column in WX.T]  # A'WX, by column
+        Q = [self._solve(system, f1, f2) for f1, f2 in F]  # M^-1 A'WX
+        F1, F2 = np.column_stack([f[0] for f in F]), np.column_stack([f[1] for f in F])
+        Q1, Q2 = np.column_stack([q[0] for q in Q]), np.column_stack([q[1] for q in Q])
+        return X.T @ WX - F1.T @ Q1 - F2.T @ Q2, F1, F2, Q1, Q2
+
+    def beta_precision_factor(self, mode: TermsMode, family: Family) -> np.ndarray:
+        """Lower Cholesky factor of beta's information given theta at the modes, with the Laplace weights (lme4's RX)."""
+        p = self.pirls
+        kind = "expected" if p.information == "expected" and not family.canonical else "observed"
+        return np.linalg.cholesky(self._beta_information(mode.system, p.weights(mode.eta, family, kind))[0])
+
+    def _finish(self, theta, beta, u1, u2, eta, pdev, a1, a2, system, family) -> TermsMode:
+        """Store the modes for the next start; the system with the expected information if `pirls` asks for it."""
+        p = self.pirls
+        p.u[self.first] = u1[:, None].copy()
+        for j, t in enumerate(self.rest):
+            p.u[t] = u2[self.starts[j] : self.starts[j + 1], None].copy()
+        if p.information == "expected" and not family.canonical:
+            system = self._system(a1, a2, p.weights(eta, family, "expected"))
+        return TermsMode(theta, beta, u1, u2, eta, system, pdev - float(u1 @ u1 + u2 @ u2))
+
+    def laplace(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> float:
+        """The Laplace objective (-2 log-likelihood) at theta and beta."""
+        return self.mode(theta, beta, family).laplace
+
+    # ------------------------------------------------------------------ the gradient
     def _per_term(self, v1: np.ndarray, v2: np.ndarray) -> np.ndarray:
         """n x T: for each row and term t, z_ti v[col_t(i)] (v = [v1; v2] a vector over the terms' levels)."""
         out = np.zeros((len(self.codes), self.n_terms))
@@ -82,38 +306,45 @@ class ScalarTermsGradient:
         out[:, self.first] = self.z * v1[self.codes]
         return out
 
+    def _leverages(self, system: TermsSystem) -> tuple[np.ndarray, np.ndarray]:
+        """h_i = a_i' M^-1 a_i and C[i, t] = z_ti (M^-1 a_i)[col_t(i)], from each row's right-hand side c_i (the
+        other terms' part of M^-1 a_i is S^-1 c_i, needed only where c_i is not zero): the dense part S3^-1 by
+        potri, the second diagonal's part from it as in `_solve`."""
+        pat, g, n, q2, m2 = self.pattern, self.codes, len(self.codes), self.q2, self.m2
+        a1, D, B, K = system.a1, system.D, system.B, system.K
+        c = -(a1 / D[g])[pat.c_row] * B[pat.c_nz] + np.bincount(pat.c_own, system.a2.ravel(), len(pat.c_row))
+        inverse = _cho_inverse(system.L)
+        stacked = np.vstack([-K @ inverse, inverse])  # S^-1's columns of the dense part
+        tail = sp.csr_matrix((c, pat.c_col, pat.c_indptr), shape=(n, q2)) @ stacked  # (n, q2 - m2)
+        Gc = np.empty(len(c))  # (S^-1 c_i) at c_i's nonzeros
+        second = pat.c_col < m2
+        Gc[~second] = tail[pat.c_row[~second], pat.c_col[~second] - m2]
+        Gc[second] = (c[second] / system.D2[pat.c_col[second]]
+                      - np.einsum("ij,ij->i", tail[pat.c_row[second]], K[pat.c_col[second]]))
+        h = a1 * a1 / D[g] + np.bincount(pat.c_row, c * Gc, n)
+        C = np.zeros((n, self.n_terms))
+        C[:, self.rest] = self.z2 * Gc[pat.c_own].reshape(n, -1)
+        C[:, self.first] = self.z * (a1 - np.bincount(pat.c_row, B[pat.c_nz] * Gc, n)) / D[g]
+        return h, C
+
     def gradient(self, theta: np.ndarray, beta: np.ndarray, family: Family,
                  with_size: bool = False) -> tuple[float, np.ndarray, np.ndarray, float | None]:
         """The Laplace objective and its derivatives in theta (per term), beta and (with_size) log NB size: at fixed
         eta, sum_i -2 dl_i + h_i dV_i + (A r)_i ds_i (the modes' move carried by r, as for beta)."""
-        p, g, cols = self.pirls, self.codes, self.cols
-        mode = p.mode(theta, beta, family)
-        eta = mode.eta
-        u1 = mode.u[self.first][:, 0]
-        u2 = np.concatenate([mode.u[t][:, 0] for t in self.rest] or [np.zeros(0)])
-        score = family.score(p.y, eta, p.prior_weights)
-        W = p.weights(eta, family, "observed")
+        p = self.pirls
+        mode = self.mode(theta, beta, family)
+        eta, system = mode.eta, mode.system
+        a1, a2 = system.a1, system.a2
+        score, W = p.score_and_weights(eta, family, "observed")
         expected = p.information == "expected" and not family.canonical
         kind = "expected" if expected else "observed"
         V = p.weights(eta, family, kind) if expected else W
         dV = (p.weights(eta + WEIGHT_STEP, family, kind) - p.weights(eta - WEIGHT_STEP, family, kind)) / (2 * WEIGHT_STEP)
-        system = self._system(theta, V)
-        a1, a2, D, B, chol = system
-        Bg = B[g]  # (n, q2): each row's first-term level's coupling
-        C2 = -(a1 / D[g])[:, None] * Bg
-        for t in range(cols.shape[1]):
-            C2[self.rows, cols[:, t]] += a2[:, t]
-        X2 = sla.cho_solve(chol, C2.T, check_finite=False)  # (q2, n): the other terms' part of M^-1 a_i
-        h = a1 * a1 / D[g] + np.sum(C2 * X2.T, axis=1)  # leverages a_i' M^-1 a_i
-        C = np.zeros((len(g), self.n_terms))  # C[i, t] = z_ti (M^-1 a_i)[col_t(i)]
-        C[:, self.rest] = self.z2 * X2[cols, self.rows[:, None]]
-        C[:, self.first] = self.z * (a1 - np.sum(Bg * X2.T, axis=1)) / D[g]
+        h, C = self._leverages(system)
         vh = dV * h
-        v2 = sum(np.bincount(cols[:, t], a2[:, t] * vh, self.q2) for t in range(cols.shape[1]))
-        r1, r2 = self._solve(self._system(theta, W) if expected else system, np.bincount(g, a1 * vh, self.m),
-                             np.asarray(v2, dtype=float))
-        Ar = a1 * r1[g] + np.sum(a2 * r2[cols], axis=1)
-        Du, Dr = self._per_term(u1, u2), self._per_term(r1, r2)
+        r1, r2 = self._solve(self._system(a1, a2, W) if expected else system, *self._transpose_times(a1, a2, vh))
+        Ar = self._times(a1, a2, r1, r2)
+        Du, Dr = self._per_term(mode.u1, mode.u2), self._per_term(r1, r2)
         d_theta = (-2.0 * Du.T @ score + 2.0 * C.T @ V + Du.T @ vh + Dr.T @ score - Du.T @ (W * Ar))
         d_beta = p.design.X.T @ (-2.0 * score + vh - W * Ar)
         d_size = None

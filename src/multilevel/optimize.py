@@ -172,9 +172,12 @@ def lbfgsb(
     x0: np.ndarray,
     lower: np.ndarray,
     polish: bool = True,
+    ftol: float = 1e-13,
+    gtol: float = 1e-6,
 ) -> OptimumInfo:
     """Minimise with an analytic gradient (L-BFGS-B, bounds x >= lower), then the same derivative checks
     (``polish=False``: none, for callers that take their own; BOBYQA still takes over from a bound it should leave).
+    `ftol`, `gtol`: L-BFGS-B's stopping rules (looser for callers that finish with a Newton step of their own).
 
     Used when the engine has the gradient (scalar terms): it needs 3-5x fewer evaluations than BOBYQA,
     which pays on large models where one evaluation costs tens of milliseconds (docs/performance.md).
@@ -195,7 +198,7 @@ def lbfgsb(
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     result = minimize(wrapped, np.maximum(x0, lower), jac=True, method="L-BFGS-B", bounds=bounds,
-                      options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 1000})
+                      options={"ftol": ftol, "gtol": gtol, "maxiter": 1000})
     message = "converged" if result.success else f"L-BFGS-B: {result.message}"
     if not polish:
         if _leaves_bound(tracked, lower):

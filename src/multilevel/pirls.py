@@ -86,6 +86,7 @@ class Pirls:
         self._engines: dict[bool, Engine] = {}  # the last engine of each system: the next one refreshes its values
         self.u = [np.zeros((m, k)) for m, k in zip(self.ms, self.ks)]
         self.beta = np.zeros(design.p)
+        self._normaliser: tuple = (None, 0.0)
 
     # ------------------------------------------------------------------ pieces
     def factors(self, theta: np.ndarray) -> list[np.ndarray]:
@@ -98,12 +99,26 @@ class Pirls:
         return self.design.X @ beta + self.offset + random_part(self.design, b)
 
     def minus2_loglik(self, eta: np.ndarray, family: Family) -> float:
-        """-2 log f(y | eta), summed over rows."""
-        return -2.0 * float(np.sum(family.loglik(self.y, family.link.linkinv(eta), self.prior_weights)))
+        """-2 log f(y | eta), summed over rows (the terms free of eta summed once per family)."""
+        kernel = float(np.sum(family.loglik_kernel(self.y, family.link.linkinv(eta), self.prior_weights)))
+        return -2.0 * (kernel + self.normaliser(family))
+
+    def normaliser(self, family: Family) -> float:
+        """The rows' log-likelihood terms free of eta, summed (kept for the last family asked)."""
+        if self._normaliser[0] != family:
+            self._normaliser = (family, float(np.sum(family.log_normaliser(self.y, self.prior_weights))))
+        return self._normaliser[1]
 
     def weights(self, eta: np.ndarray, family: Family, kind: str) -> np.ndarray:
         """Observed or expected information in eta; the expected where the observed is not positive."""
-        w = family.information(self.y, eta, self.prior_weights, kind)
+        return self._positive(family.information(self.y, eta, self.prior_weights, kind), eta, family, kind)
+
+    def score_and_weights(self, eta: np.ndarray, family: Family, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """The score and `weights` in eta, from one evaluation of the link."""
+        score, w = family.score_and_information(self.y, eta, self.prior_weights, kind)
+        return score, self._positive(w, eta, family, kind)
+
+    def _positive(self, w: np.ndarray, eta: np.ndarray, family: Family, kind: str) -> np.ndarray:
         if kind == "observed" and not np.all(w > 0):
             w = np.where(w > 0, w, family.expected_information(eta, self.prior_weights))
         return np.maximum(w, np.finfo(float).tiny)
@@ -130,8 +145,8 @@ class Pirls:
     def engine(self, eta: np.ndarray, fixed: np.ndarray, family: Family, kind: str, joint: bool) -> Engine:
         """The penalised weighted least-squares problem at eta in u (and beta when joint): information weights of
         `kind` and the working response z = eta - fixed + score / w (`fixed`: the offset, plus X beta unless joint)."""
-        w = self.weights(eta, family, kind)
-        working = eta - fixed + family.score(self.y, eta, self.prior_weights) / w
+        score, w = self.score_and_weights(eta, family, kind)
+        working = eta - fixed + score / w
         cp = self._systems[joint].at(w, working)
         base = self._engines.get(joint)
         engine = Engine(cp, self.ks, self.ms) if base is None else base.refresh(cp)
@@ -197,7 +212,7 @@ class Pirls:
 
 def halved_step(at, pdev: float) -> tuple:
     """The first of the Newton step's fractions 1, 1/2, 1/4, ... whose penalised deviance does not exceed `pdev`:
-    `at(t)` gives (beta, u, eta, penalised deviance) a fraction t along the step."""
+    `at(t)` gives the candidate a fraction t along the step, a tuple whose fourth item is its penalised deviance."""
     t = 1.0
     for _ in range(MAX_HALVINGS):
         candidate = at(t)

@@ -53,6 +53,8 @@ class ScalarPirls:
         self.X = pirls.design.X
         n = len(self.codes)
         self.indicator = sp.csr_matrix((np.ones(n), (self.codes, np.arange(n))), shape=(self.m, n))
+        self._normaliser: tuple = (None, np.zeros(self.m))
+        self._tangent: tuple | None = None  # (theta, beta, modes, their derivatives) at the last gradient
 
     @staticmethod
     def applies(design) -> bool:
@@ -69,13 +71,13 @@ class ScalarPirls:
         p = self.pirls
         joint = beta is None
         beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
-        u = p.u[0][:, 0].copy()
         base = self.X @ beta + p.offset
-        eta = base + theta * self.z * u[self.codes]
-        pdev = self.pirls.minus2_loglik(eta, family) + float(u @ u)
+        u, eta, pdev = self._start(p.u[0][:, 0].copy(), theta, base, family)
+        if not joint and self._tangent is not None:  # the first-order prediction where it is the better start
+            guess = self._start(self._predicted(theta, beta), theta, base, family)
+            u, eta, pdev = guess if guess[2] < pdev else (u, eta, pdev)
         for _ in range(MAX_ITERATIONS):
-            w = p.weights(eta, family, "observed")
-            score = family.score(p.y, eta, p.prior_weights)
+            score, w = p.score_and_weights(eta, family, "observed")
             if joint:
                 new_beta, new_u = self._joint_step(theta, eta, w, score)
             else:
@@ -90,16 +92,35 @@ class ScalarPirls:
             "too complex for the data (complete separation, or a group with all-zero responses); simplify the model"
         )
 
+    def _beta_information(self, theta, w):
+        """beta's information given theta at weights w, X'WX less what the groups take (the Schur complement S of
+        the groups' diagonal block H), with the coupling C = theta Z'WX per group and H."""
+        H = 1.0 + theta**2 * self._sum(self.z**2 * w)
+        C = theta * (self.indicator @ ((self.z * w)[:, None] * self.X))  # (m, p)
+        return (self.X * w[:, None]).T @ self.X - C.T @ (C / H[:, None]), C, H
+
+    def beta_precision_factor(self, mode: ScalarMode, family: Family) -> np.ndarray:
+        """Lower Cholesky factor of beta's information given theta at the modes, with the Laplace weights (lme4's RX)."""
+        return np.linalg.cholesky(self._beta_information(mode.theta, self._laplace_weights(mode.eta, family))[0])
+
+    def _start(self, u: np.ndarray, theta: float, base: np.ndarray, family: Family):
+        """Modes u with the linear predictor and the penalised deviance there."""
+        eta = base + theta * self.z * u[self.codes]
+        return u, eta, self.pirls.minus2_loglik(eta, family) + float(u @ u)
+
+    def _predicted(self, theta: float, beta: np.ndarray) -> np.ndarray:
+        """Modes at (theta, beta) predicted from the last gradient's modes and their derivatives (first order: near
+        that point PIRLS then needs about one Newton step fewer than from the last modes alone)."""
+        theta0, beta0, u0, du_dtheta, du_dbeta = self._tangent
+        return u0 + du_dtheta * (theta - theta0) + du_dbeta @ (beta - beta0)
+
     def _joint_step(self, theta, eta, w, score):
         """Newton step in (beta, u) together: the groups' diagonal block eliminated (a Schur complement in beta)."""
         p = self.pirls
         r = eta - p.offset + score / w  # working response without the offset
-        H = 1.0 + theta**2 * self._sum(self.z**2 * w)
-        C = theta * (self.indicator @ ((self.z * w)[:, None] * self.X))  # (m, p)
+        S, C, H = self._beta_information(theta, w)
         c = theta * self._sum(self.z * w * r)
-        Xw = self.X * w[:, None]
-        S = Xw.T @ self.X - C.T @ (C / H[:, None])
-        rhs = Xw.T @ r - C.T @ (c / H)
+        rhs = (self.X * w[:, None]).T @ r - C.T @ (c / H)
         try:
             beta = np.linalg.solve(S, rhs)
         except np.linalg.LinAlgError:
@@ -128,25 +149,36 @@ class ScalarPirls:
         return self.pirls.weights(eta, family, "observed") if w_observed is None else w_observed
 
     # ------------------------------------------------------------------ quadrature and the gradient
-    def _quadrature(self, theta, mode: ScalarMode, family: Family, n_nodes: int):
+    def _quadrature(self, theta, mode: ScalarMode, family: Family, n_nodes: int, with_score: bool = False):
         """Adaptive Gauss-Hermite nodes t (m, K) about the modes, the linear predictor there (n, K), the log
-        integrands (m, K) and each group's -2 log integral (m,)."""
+        integrands (m, K), each group's -2 log integral (m,) and (with_score) the rows' scores at the nodes (n, K)."""
         p = self.pirls
         x, w = _hermite(n_nodes)
         scale = 1.0 / np.sqrt(mode.curvature)
         shift = np.sqrt(2.0) * scale[:, None] * x[None, :]  # (m, K): u - u-hat at the nodes
         eta = mode.eta[:, None] + theta * self.z[:, None] * shift[self.codes]
-        ll = family.loglik(p.y[:, None], family.link.linkinv(eta), p.prior_weights[:, None])
+        if with_score:
+            ll, score = family.loglik_kernel_and_score(p.y[:, None], eta, p.prior_weights[:, None])
+        else:
+            ll, score = family.loglik_kernel(p.y[:, None], family.link.linkinv(eta), p.prior_weights[:, None]), None
         t = mode.u[:, None] + shift
         log_terms = self.indicator @ ll - 0.5 * t**2 + x[None, :] ** 2 + np.log(w)[None, :]
         top = np.max(log_terms, axis=1)
         lse = top + np.log(np.sum(np.exp(log_terms - top[:, None]), axis=1))  # log-sum-exp over the nodes
-        return x, t, eta, log_terms, -2.0 * (lse + np.log(np.sqrt(2.0) * scale) - 0.5 * LOG2PI)
+        constant = self._group_normaliser(family)  # the log-likelihood's terms free of u
+        return x, t, eta, log_terms, -2.0 * (lse + constant + np.log(np.sqrt(2.0) * scale) - 0.5 * LOG2PI), score
+
+    def _group_normaliser(self, family: Family) -> np.ndarray:
+        """Per group, the sum of its rows' log-likelihood terms free of eta (kept for the last family asked)."""
+        if self._normaliser[0] != family:
+            p = self.pirls
+            self._normaliser = (family, self._sum(family.log_normaliser(p.y, p.prior_weights)))
+        return self._normaliser[1]
 
     def agq(self, mode: ScalarMode, family: Family, n_nodes: int) -> float:
         """-2 log-likelihood by adaptive Gauss-Hermite quadrature: each group's integral over its u, with nodes
         centred at the mode and scaled by the curvature there (absolute scale; one node: the Laplace value)."""
-        return float(np.sum(self._quadrature(mode.theta, mode, family, n_nodes)[-1]))
+        return float(np.sum(self._quadrature(mode.theta, mode, family, n_nodes)[4]))
 
     def gradient(self, theta: float, beta: np.ndarray, family: Family, n_nodes: int,
                  with_size: bool = False) -> tuple[float, float, np.ndarray, float | None]:
@@ -159,22 +191,24 @@ class ScalarPirls:
         p, g, z, X = self.pirls, self.codes, self.z, self.X
         mode = self.mode(theta, beta, family)
         eta, u = mode.eta, mode.u
-        w_obs = p.weights(eta, family, "observed")
+        score, w_obs = p.score_and_weights(eta, family, "observed")
         V = self._laplace_weights(eta, family, w_obs)
         dV = (self._laplace_weights(eta + WEIGHT_STEP, family) - self._laplace_weights(eta - WEIGHT_STEP, family)) / (
             2 * WEIGHT_STEP)
         H, H_obs = mode.curvature, 1.0 + theta**2 * self._sum(z**2 * w_obs)
-        score = family.score(p.y, eta, p.prior_weights)
         du_dtheta = (self._sum(z * score) - theta * u * self._sum(z**2 * w_obs)) / H_obs
         du_dbeta = -theta * (self.indicator @ ((z * w_obs)[:, None] * X)) / H_obs[:, None]  # (m, p)
+        self._tangent = (theta, beta.copy(), u.copy(), du_dtheta, du_dbeta)
         c = theta**2 * z**2 * dV / H[g]  # d log H_g / d eta_i
         cz = self._sum(c * z)
         dlogH_dtheta = 2 * theta * self._sum(z**2 * V) / H + cz * (u + theta * du_dtheta)
         dlogH_dbeta = self.indicator @ (c[:, None] * X) + theta * cz[:, None] * du_dbeta
-        x, t, eta_k, log_terms, per_group = self._quadrature(theta, mode, family, n_nodes)
-        P = np.exp(log_terms - np.max(log_terms, axis=1)[:, None])
-        P /= np.sum(P, axis=1)[:, None]  # each group's node weights
-        score_k = family.score(p.y[:, None], eta_k, p.prior_weights[:, None])  # (n, K)
+        if n_nodes == 1:  # Laplace: the one node is the mode itself (weight 1), where everything is known
+            x, t, eta_k, P, score_k = np.zeros(1), u[:, None], eta[:, None], np.ones((self.m, 1)), score[:, None]
+        else:
+            x, t, eta_k, log_terms, per_group, score_k = self._quadrature(theta, mode, family, n_nodes, True)
+            P = np.exp(log_terms - np.max(log_terms, axis=1)[:, None])
+            P /= np.sum(P, axis=1)[:, None]  # each group's node weights
         averaged = P[g] * score_k
         d = theta * (self.indicator @ (z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
         a1 = np.sum(P * d, axis=1)
