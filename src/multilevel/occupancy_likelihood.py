@@ -9,6 +9,7 @@ ML fit) and JAX (NUTS): `xp` is the array module.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from scipy.special import expit
@@ -36,15 +37,54 @@ def _log_sigmoid(xp, eta):
     return -xp.logaddexp(0.0, -eta)
 
 
+def logits(params, X, V, shift_psi=0.0, shift_p=0.0):
+    """The occupancy logit per site and the detection logit per survey; `shift_psi` and `shift_p` (per site) are
+    added to them: a site's random effect."""
+    a = X.shape[1]
+    return X @ params[:a] + shift_psi, V @ params[a:] + (shift_p[:, None] if np.ndim(shift_p) else shift_p)
+
+
+def _terms(xp, eta_psi, eta_p, Y, mask):
+    """(log(psi P(y | z = 1)), log P(z = 0, y), e^-|eta_p|) from the logits. The detection part is
+    sum y eta - log(1 + e^eta) with log(1 + e^eta) = max(eta, 0) + log(1 + e^-|eta|): one exponential per survey
+    and one logarithm per site, of the product of its surveys' factors (each in [1, 2])."""
+    e = xp.exp(-xp.abs(eta_p))
+    softplus = xp.sum(mask * xp.maximum(eta_p, 0.0), axis=1) + xp.log(xp.prod(xp.where(mask > 0, 1.0 + e, 1.0), axis=1))
+    log_psi = _log_sigmoid(xp, eta_psi)
+    detected = xp.max(Y * mask, axis=1) > 0
+    # log(1 - psi) = log(psi) - eta_psi
+    return log_psi + xp.sum(mask * Y * eta_p, axis=1) - softplus, xp.where(detected, -xp.inf, log_psi - eta_psi), e
+
+
 def site_terms(xp, params, X, V, Y, mask, shift_psi=0.0, shift_p=0.0):
     """Per site: log(psi * P(y | z = 1)) and log(P(z = 0, y)) (minus infinity where something was detected).
     `shift_psi` and `shift_p` (per site) are added to the logits: a site's random effect."""
-    a = X.shape[1]
-    eta_psi = X @ params[:a] + shift_psi
-    eta_p = V @ params[a:] + (shift_p[:, None] if np.ndim(shift_p) else shift_p)
-    detection = xp.sum(mask * (Y * eta_p - xp.logaddexp(0.0, eta_p)), axis=1)  # y log p + (1 - y) log(1 - p)
-    detected = xp.max(Y * mask, axis=1) > 0
-    return _log_sigmoid(xp, eta_psi) + detection, xp.where(detected, -xp.inf, _log_sigmoid(xp, -eta_psi))
+    return _terms(xp, *logits(params, X, V, shift_psi, shift_p), Y, mask)[:2]
+
+
+@cache
+def jax_site_loglik():
+    """Per site log-likelihood from the logits, (eta_psi, eta_p, Y, mask) -> log P(y_i), as a JAX function whose
+    derivative is the analytic one (`gradient_hessian`'s algebra): d/d eta_psi = w - psi, d/d eta_p =
+    w (y - p); autodiff through the log-sum-exp costs 1.6x the time per gradient (OVEN: 62 against 37 us)."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_jvp
+    def site_loglik(eta_psi, eta_p, Y, mask):
+        occupied, empty, _ = _terms(jnp, eta_psi, eta_p, Y, mask)
+        return jnp.logaddexp(occupied, empty)
+
+    @site_loglik.defjvp
+    def _derivative(primals, tangents):
+        eta_psi, eta_p, Y, mask = primals
+        occupied, empty, e = _terms(jnp, eta_psi, eta_p, Y, mask)
+        ll = jnp.logaddexp(occupied, empty)
+        w = jnp.exp(occupied - ll)
+        p = jnp.where(eta_p >= 0, 1.0, e) / (1.0 + e)
+        return ll, (w - jax.nn.sigmoid(eta_psi)) * tangents[0] + w * jnp.sum(mask * (Y - p) * tangents[1], axis=1)
+
+    return site_loglik
 
 
 def loglik(xp, params, X, V, Y, mask):
@@ -138,8 +178,8 @@ class OccupancyLayout:
         import jax.numpy as jnp
 
         coef, shifts = self._split(data, x)
-        occupied, empty = site_terms(jnp, coef, data["X"], data["V"], data["Y"], data["mask"], **shifts)
-        lp = jnp.sum(jnp.logaddexp(occupied, empty)) - 0.5 * jnp.sum(coef**2 / data["prior_var"])
+        site_ll = jax_site_loglik()(*logits(coef, data["X"], data["V"], **shifts), data["Y"], data["mask"])
+        lp = jnp.sum(site_ll) - 0.5 * jnp.sum(coef**2 / data["prior_var"])
         if self.part is not None:  # inverse-gamma on sigma^2 with the Jacobian of log sigma: -2 shape log sigma - scale / sigma^2
             shape, scale = data["sd_prior"][0], data["sd_prior"][1]
             lp = lp - 2 * shape * x[self.k] - scale * jnp.exp(-2 * x[self.k]) - 0.5 * jnp.sum(x[self.k + 1:] ** 2)
