@@ -43,19 +43,23 @@ def _inits(seed: int, chains: int, dim: int) -> list[np.ndarray]:
 
 
 def _gibbs(model, n_chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress) -> OccupancyPosterior:
-    """Pólya-Gamma Gibbs chains (`occupancy_gibbs`), in processes when cores > 1; draws depend on the seed only."""
+    """Pólya-Gamma Gibbs chains (`occupancy_gibbs`), in processes when cores > 1; draws depend on the seed only.
+    After Ctrl-C, the draws the chains finished (`chains.kept_chains`), marked partial."""
     start = time.perf_counter()
     jobs = [(model, prior_variance, sd_prior, seed, c, init, warmup, draws)
             for c, init in enumerate(_inits(seed, n_chains, len(model.parameter_names)))]
-    res = chains.run(occupancy_gibbs.run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain")
+    res = chains.run(occupancy_gibbs.run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain", stoppable=True)
+    res, n, finished = chains.kept_chains(res, lambda r: len(r["draws"]), draws)
 
     def stacked(key):
-        return np.stack([r[key] for r in res])
+        return np.stack([r[key][:n] for r in res])
 
     random = model.random is not None
-    return OccupancyPosterior(model, stacked("draws"), stacked("sd") if random else None, stacked("b") if random else None,
+    post = OccupancyPosterior(model, stacked("draws"), stacked("sd") if random else None, stacked("b") if random else None,
                               stacked("z"), stacked("w"), stacked("site_loglik"), {}, seed, time.perf_counter() - start,
                               prior_variance, sampler="gibbs")
+    post.finished = finished
+    return post
 
 
 def _nuts(model, chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress) -> OccupancyPosterior:
