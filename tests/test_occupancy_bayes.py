@@ -11,6 +11,8 @@ import pytest
 
 import multilevel as mlv
 
+from conftest import occupancy_site_loglik
+
 REF = json.loads((Path(__file__).resolve().parents[2] / "shared/reference/oven_occupancy_jags.json").read_text())
 
 
@@ -109,7 +111,7 @@ def _route_density(routes):
     from scipy import stats
 
     from multilevel import nuts
-    from multilevel.occupancy_likelihood import OccupancyLayout, site_terms
+    from multilevel.occupancy_likelihood import OccupancyLayout
 
     nuts.setup_jax()
     a, term = routes.arrays, routes.random[1]
@@ -119,7 +121,7 @@ def _route_density(routes):
 
     def by_hand(x):
         sigma, u = np.exp(x[4]), x[5:]
-        ll = np.logaddexp(*site_terms(np, x[:4], a.X, a.V, a.Y, a.mask, shift_p=(sigma * u)[term.codes])).sum()
+        ll = occupancy_site_loglik(x[:4], a, shift_p=(sigma * u)[term.codes]).sum()
         return (ll + stats.norm.logpdf(x[:4], scale=np.sqrt(2.72)).sum() + stats.norm.logpdf(u).sum()
                 + stats.invgamma.logpdf(sigma**2, 0.7, scale=0.3) + np.log(2 * sigma**2))
 
