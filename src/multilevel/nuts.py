@@ -231,7 +231,6 @@ ONCE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 
 FAST_COMPILE_MAX_WORK = 200_000  # multiply-adds per density evaluation up to which the fast pipeline is used
 
 
-
 def compile_options(target, data: dict) -> dict:
     """XLA options for one chain's program: the fast-compiling pipeline unless the density is costly."""
     return dict(FAST_COMPILE) if target.work(data) <= FAST_COMPILE_MAX_WORK else {}
