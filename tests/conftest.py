@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -24,6 +25,19 @@ def reference_files(*kinds: str) -> list[str]:
         if json.loads(path.read_text()).get("kind") in kinds:
             out.append(path.stem)
     return out
+
+
+def occupancy_site_loglik(params, arrays, shift_psi=0.0, shift_p=0.0):
+    """An occupancy model's log P(y_i) per site straight from its definition, log(psi prod_j p^y (1 - p)^(1 - y)
+    + (1 - psi) [never detected]), in probabilities (scipy's expit): the package's log-scale algebra checked
+    against it. `shift_psi`, `shift_p`: per-site shifts of the logits."""
+    from scipy.special import expit
+
+    a = arrays.X.shape[1]
+    psi = expit(arrays.X @ params[:a] + shift_psi)
+    p = expit(arrays.V @ params[a:] + np.reshape(shift_p, (-1, 1) if np.ndim(shift_p) else ()))
+    given_occupied = np.prod(np.where(arrays.mask > 0, p**arrays.Y * (1 - p) ** (1 - arrays.Y), 1.0), axis=1)
+    return np.log(psi * given_occupied + (1 - psi) * ((arrays.Y * arrays.mask).max(axis=1) == 0))
 
 
 @pytest.fixture(scope="session")

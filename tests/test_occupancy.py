@@ -13,6 +13,8 @@ import pytest
 import multilevel as mlv
 from multilevel.occupancy_likelihood import gradient_hessian
 
+from conftest import occupancy_site_loglik
+
 REF = json.loads((Path(__file__).resolve().parents[2] / "shared/reference/pcru_occupancy_ml.json").read_text())
 DETECTION = "~ MinAfterSunset_scaled + Temperature_scaled"
 
@@ -133,8 +135,6 @@ def _quad_loglik(model, params, sigma):
     """The marginal log-likelihood by adaptive scipy quadrature of each group's integral (an independent route)."""
     from scipy import integrate
 
-    from multilevel.occupancy_likelihood import site_terms
-
     term, a = model.random[1], model.arrays
     total = 0.0
     for g in range(term.m):
@@ -143,7 +143,7 @@ def _quad_loglik(model, params, sigma):
         def integrand(b, sites=sites):
             shift = np.where(sites, b, 0.0)
             kw = {"shift_psi": shift} if term.part == "psi" else {"shift_p": shift}
-            ll = np.logaddexp(*site_terms(np, params, a.X, a.V, a.Y, a.mask, **kw))[sites].sum()
+            ll = occupancy_site_loglik(params, a, **kw)[sites].sum()
             return np.exp(ll - b**2 / (2 * sigma**2)) / np.sqrt(2 * np.pi * sigma**2)
 
         total += np.log(integrate.quad(integrand, -12 * sigma, 12 * sigma, epsabs=0, epsrel=1e-12, limit=200)[0])

@@ -11,6 +11,8 @@ import pytest
 
 import multilevel as mlv
 
+from conftest import occupancy_site_loglik
+
 REF = json.loads((Path(__file__).resolve().parents[2] / "shared/reference/oven_occupancy_jags.json").read_text())
 
 
@@ -102,13 +104,14 @@ def routes():
     return mlv.Occupancy("~ 1", "~ MinAfterSunset_scaled + Temperature_scaled + (1 | route)", df.assign(route=df["route"].astype(str)))
 
 
-def test_random_intercept_density_is_likelihood_plus_priors(routes):
-    """Differences of the sampled log density between two points equal those of the log-likelihood with the
-    shifts, normal priors, the inverse-gamma on sigma^2 and the Jacobian of log sigma (scipy's densities)."""
+def _route_density(routes):
+    """The sampled density of `routes` (layout and data, sd prior inverse-gamma(0.7, 0.3)) and the same log
+    posterior by hand: the log-likelihood with the shifts, normal priors, the inverse-gamma on sigma^2 and the
+    Jacobian of log sigma (scipy's densities)."""
     from scipy import stats
 
     from multilevel import nuts
-    from multilevel.occupancy_likelihood import OccupancyLayout, site_terms
+    from multilevel.occupancy_likelihood import OccupancyLayout
 
     nuts.setup_jax()
     a, term = routes.arrays, routes.random[1]
@@ -118,14 +121,33 @@ def test_random_intercept_density_is_likelihood_plus_priors(routes):
 
     def by_hand(x):
         sigma, u = np.exp(x[4]), x[5:]
-        ll = np.logaddexp(*site_terms(np, x[:4], a.X, a.V, a.Y, a.mask, shift_p=(sigma * u)[term.codes])).sum()
+        ll = occupancy_site_loglik(x[:4], a, shift_p=(sigma * u)[term.codes]).sum()
         return (ll + stats.norm.logpdf(x[:4], scale=np.sqrt(2.72)).sum() + stats.norm.logpdf(u).sum()
                 + stats.invgamma.logpdf(sigma**2, 0.7, scale=0.3) + np.log(2 * sigma**2))
 
+    return layout, data, by_hand
+
+
+def test_random_intercept_density_is_likelihood_plus_priors(routes):
+    """Differences of the sampled log density between two points equal those of the log posterior by hand."""
+    layout, data, by_hand = _route_density(routes)
     rng = np.random.default_rng(5)
-    x1, x2 = rng.normal(size=(2, 5 + term.m))
+    x1, x2 = rng.normal(size=(2, 5 + routes.random[1].m))
     got = float(layout.log_density(data, x1) - layout.log_density(data, x2))
     assert got == pytest.approx(by_hand(x1) - by_hand(x2), abs=1e-9)
+
+
+def test_density_gradient_is_the_derivative_of_the_density(routes):
+    """The sampled density's gradient (the likelihood's analytic derivative in the logits, through the shifts'
+    chain rule) equals central differences of the log posterior by hand."""
+    import jax
+
+    layout, data, by_hand = _route_density(routes)
+    x = np.random.default_rng(6).normal(size=5 + routes.random[1].m)
+    h = 1e-5
+    numeric = [(by_hand(x + h * e) - by_hand(x - h * e)) / (2 * h) for e in np.eye(len(x))]
+    got = np.asarray(jax.grad(lambda v: layout.log_density(data, v))(x))
+    np.testing.assert_allclose(got, numeric, rtol=1e-6, atol=1e-6)
 
 
 def test_random_intercept_posterior_tables(routes):

@@ -58,6 +58,21 @@ def test_report_has_an_occupancy_section_with_the_numbers(results, tmp_path):
     assert "Detection p against Temperature_scaled" in page
 
 
+def test_report_puts_ml_and_bayes_side_by_side(results, tmp_path):
+    """The side-by-side table holds each result's own numbers: ML estimates and SEs, the random intercept's SD and
+    its SE, the occupied sites; posterior means and SDs of the same rows."""
+    fit, post = results
+    page = report([fit, post], tmp_path / "both.html").read_text()
+    assert "<h2>Occupancy models side by side</h2>" in page
+    table = _cells(page, "compare-occupancy")
+    summary, n = post.summary(), fit.n_occupied()
+    for name, row in fit.fixed_effects.iterrows():
+        assert table[name] == [row["estimate"], row["std_error"], summary.loc[name, "mean"], summary.loc[name, "sd"]]
+    assert table["p(sd_route)"] == [fit.sigma, fit.sigma_se, summary.loc["p(sd_route)", "mean"], summary.loc["p(sd_route)", "sd"]]
+    assert table["n_occ"] == [n["estimate"], n["sd"], summary.loc["n_occ", "mean"], summary.loc["n_occ", "sd"]]
+    assert "side by side" not in report(fit, tmp_path / "one.html").read_text()
+
+
 def test_report_of_mixed_results_keeps_both_kinds(results, tmp_path):
     dyestuff = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff")).fit()
     page = report({"dyes": dyestuff, "frogs": results[0]}, tmp_path / "mixed.html").read_text()
@@ -91,6 +106,10 @@ def test_command_all_saves_both_results(tmp_path):
               "--warmup", 50, "--save", tmp_path / "pcru")
     assert out.returncode == 0, out.stderr
     assert "== occupancy ML ==" in out.stdout and "== occupancy Bayes (nuts) ==" in out.stdout
+    together = out.stdout.split("== side by side: estimate and standard error (posterior mean and SD) ==")[1].splitlines()
+    assert together[1].split() == ["occupancy", "ML", "estimate", "occupancy", "ML", "std_error", "occupancy", "Bayes",
+                                   "(nuts)", "estimate", "occupancy", "Bayes", "(nuts)", "std_error"]
+    assert [line.split()[0] for line in together[3:8]] == REF["parameters"] + ["n_occ"]
     post = load(tmp_path / "pcru-bayes.nc")
     assert post.draws.shape == (1, 50, 4) and load(tmp_path / "pcru-ml.json").nobs == post.model.arrays.mask.sum()
     gibbs = run("occupancy", "pcru_occupancy", "--method", "bayes", "--sampler", "gibbs", "--draws", 60, "--warmup", 50,

@@ -133,8 +133,9 @@ def _outputs(save: str | None, tags: list[str], report_path: str | None, force: 
     return outputs
 
 
-def _show_and_write(results: dict, outputs: dict, report_path: str | None, force: bool, text) -> None:
-    """Print each result (as `text(result)`), save those given a path, and write the report if asked."""
+def _show_and_write(results: dict, outputs: dict, report_path: str | None, force: bool, text, together=None) -> None:
+    """Print each result (as `text(result)`) and, given `together` and several results, the table it makes of them
+    (label -> result) side by side; save those given a path, and write the report if asked."""
     from . import io
     from .html_report import report
     from .plots import label
@@ -142,6 +143,10 @@ def _show_and_write(results: dict, outputs: dict, report_path: str | None, force
     for r in results.values():
         click.echo(f"== {label(r)} ==")
         click.echo(text(r))
+        click.echo()
+    if together is not None and len(results) > 1:
+        click.echo("== side by side: estimate and standard error (posterior mean and SD) ==")
+        click.echo(together({label(r): r for r in results.values()}).to_string())
         click.echo()
     for tag, path in outputs.items():
         io.save(results[tag], path, force=force)
@@ -202,6 +207,7 @@ def fit(data, formula, method, family, nagq, chains, draws, warmup, seed, cores,
 def occupancy_command(data, occupancy_formula, detection_formula, site, response, method, nagq, sampler, chains, draws,
                       warmup, seed, cores, report_path, save, force):
     """Fit a single-season occupancy model to DATA (one row per site x visit) and print the results."""
+    from .html_report import occupancy_comparison
     from .occupancy import Occupancy
 
     model = Occupancy(occupancy_formula, detection_formula, read_data(data), site=site, response=response)
@@ -210,7 +216,7 @@ def occupancy_command(data, occupancy_formula, detection_formula, site, response
     results = {tag: _whole(model.sample(chains=chains, draws=draws, warmup=warmup, seed=seed, cores=cores, progress=None,
                                         sampler=sampler.lower()))
                if tag == "bayes" else model.fit(n_agq=nagq) for tag in tags}
-    _show_and_write(results, outputs, report_path, force, repr)
+    _show_and_write(results, outputs, report_path, force, repr, together=occupancy_comparison)
 
 
 @main.command()

@@ -75,6 +75,10 @@ def render(items: dict, title: str, figures: dict) -> str:
             body.append(_comparison_section(items))
         body += [_diagnostics_section(items), _plots_section(items, figures)]
     body += [_occupancy_section(name, result) for name, result in occupancy.items()]
+    if len(occupancy) > 1:
+        body.append("<h2>Occupancy models side by side</h2><p class='meta'>Coefficients (logit scale), the random "
+                    "intercept's SD and the occupied sites among those surveyed: estimate and standard error (posterior "
+                    "mean and SD)</p>" + _table(occupancy_comparison(occupancy), "compare-occupancy"))
     body += [_study_section(name, study) for name, study in studies.items()]
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -238,6 +242,25 @@ def _occupancy_section(name: str, r) -> str:
     if bayes:
         figs += [(f"Trace plots: {name}", plots.trace(r)), (f"Rank plots: {name}", plots.rank(r))]
     return "".join(out) + "".join(_figure(caption, fig) for caption, fig in figs)
+
+
+def occupancy_comparison(results: dict) -> pd.DataFrame:
+    """Occupancy results (label -> ML fit or posterior) side by side: per coefficient, the random intercept's SD and
+    `n_occ`, each result's estimate and standard error (posterior mean and SD) as '<label> estimate' and
+    '<label> std_error' columns."""
+    columns = {}
+    for name, r in results.items():
+        names = [n for n in (r.model.sd_name, "n_occ") if n is not None]
+        if plots.is_bayesian(r):
+            extra = r.summary().loc[names, ["mean", "sd"]].to_numpy()
+        else:
+            n = r.n_occupied()
+            extra = [[r.sigma, r.sigma_se]] * (r.model.sd_name is not None) + [[n["estimate"], n["sd"]]]
+        rows = r.fixed_effects[["estimate", "std_error"]]
+        rows = pd.concat([rows, pd.DataFrame(extra, index=names, columns=rows.columns)])
+        for column in ("estimate", "std_error"):
+            columns[f"{name} {column}"] = rows[column]
+    return pd.DataFrame(columns).rename_axis("parameter")
 
 
 def _occupancy_diagnostics(r) -> pd.DataFrame:

@@ -1,8 +1,9 @@
 """NUTS with BlackJAX on a target density: the Gaussian collapsed posterior (`collapsed`) or a GLMM's
-(`glmm_density`). Per chain, one compiled program gives the starting state, one runs segments of NUTS steps
-with Stan's windowed adaptation, and one draws the integrated-out effects exactly. A target is a module with
-`log_density(layout, data, x)`, `conditional_draw(layout, data, x, z)`, `noise_size(layout)` (the standard
-normals z per draw) and `work(data)`.
+(`glmm_density`) or an occupancy model's (`occupancy_likelihood`). Per chain, one compiled program gives the
+starting state, one runs segments of NUTS steps with Stan's windowed adaptation, and one draws the
+integrated-out effects exactly. A target is a module with `log_density(layout, data, x)` and `work(data)`, and,
+if it has effects to draw, `conditional_draw(layout, data, x, z)` and `noise_size(layout)` (the standard normals
+z per draw); without them there is no third program.
 
 BlackJAX was chosen by measurement (docs/bayes.md): on sleepstudy its compiled sampler costs ~10 us per
 leapfrog step against ~160 us for nutpie driven through a Python callback, and NumPyro compiled slower.
@@ -164,8 +165,9 @@ def _chain_programs(target, layout, warmup: int, draws: int, length: int, dim: i
 
 
 def _programs(target, layout, warmup: int, draws: int, data: dict, init: np.ndarray):
-    """The compiled (begin, segment, conditional) programs, the segment length and the conditional's rows per
-    call: from memory, from the on-disk exports (nothing traced), or traced and exported now."""
+    """The compiled (begin, segment, conditional) programs (conditional None for a target without conditional
+    draws), the segment length and the conditional's rows per call: from memory, from the on-disk exports (nothing
+    traced), or traced and exported now."""
     import jax
 
     length, rows = segment_length(warmup + draws), min(draws, CONDITIONAL_ROWS)
@@ -189,11 +191,11 @@ def _programs(target, layout, warmup: int, draws: int, data: dict, init: np.ndar
             return segment, (spec, leaves, seed, chain, jax.ShapeDtypeStruct((), np.int32))
 
         options = compile_options(target, data)
-        compiled = {}
-        for part in ("begin", "segment", "conditional"):
+        compiled = {"conditional": None}
+        for part in ("begin", "segment") + (("conditional",) if hasattr(target, "conditional_draw") else ()):
             exported = _load_or_export(f"{name}-{part}", partial(build, part))
             args, _ = jax.tree_util.tree_unflatten(exported.in_tree, exported.in_avals)
-            opts = options if part == "segment" else _once_options(target, part)
+            opts = options if part == "segment" else ONCE
             compiled[part] = jax.jit(exported.call).lower(*args).compile(compiler_options=opts)
         _PROGRAMS[name] = (compiled["begin"], compiled["segment"], compiled["conditional"], length, rows)
     return _PROGRAMS[name]
@@ -227,12 +229,6 @@ def _load_or_export(name: str, build):
 FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1}
 ONCE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
 FAST_COMPILE_MAX_WORK = 200_000  # multiply-adds per density evaluation up to which the fast pipeline is used
-
-
-def _once_options(target, part: str) -> dict:
-    """XLA options for a program run once per chain: -O0, or -O1 for the conditional draws of a target that
-    evaluates its density's terms at every draw (`CONDITIONAL_PER_DRAW = True`)."""
-    return dict(FAST_COMPILE) if part == "conditional" and getattr(target, "CONDITIONAL_PER_DRAW", False) else ONCE
 
 
 def compile_options(target, data: dict) -> dict:
@@ -274,7 +270,7 @@ def run_chain(target, layout, data: dict, seed: int, chain: int, init: np.ndarra
     if done <= warmup:
         return None
     out = [np.concatenate([np.asarray(p[i]) for p in parts])[warmup:done] for i in range(len(parts[0]))]
-    cond = _conditional_draws(conditional, rows, data, out[0], seed, chain)
+    cond = () if conditional is None else _conditional_draws(conditional, rows, data, out[0], seed, chain)
     stats = {
         "lp": out[1], "diverging": out[2].astype(bool), "n_steps": out[3], "acceptance_rate": out[4],
         "energy": out[5], "tree_depth": out[6], "step_size": out[7],

@@ -123,8 +123,7 @@ class Occupancy:
 
     def loglik(self, params) -> float:
         """The log-likelihood at coefficients in `parameter_names` order."""
-        a = self.arrays
-        return float(loglik(np, np.asarray(params, float), a.X, a.V, a.Y, a.mask))
+        return loglik(np.asarray(params, float), self.arrays)
 
     def fit(self, n_agq: int = 1) -> OccupancyFit:
         """Maximum likelihood: with no random effects by Newton trust region on the analytic gradient and Hessian

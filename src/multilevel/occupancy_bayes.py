@@ -43,23 +43,28 @@ def _inits(seed: int, chains: int, dim: int) -> list[np.ndarray]:
 
 
 def _gibbs(model, n_chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress) -> OccupancyPosterior:
-    """Pólya-Gamma Gibbs chains (`occupancy_gibbs`), in processes when cores > 1; draws depend on the seed only."""
+    """Pólya-Gamma Gibbs chains (`occupancy_gibbs`), in processes when cores > 1; draws depend on the seed only.
+    After Ctrl-C, the draws the chains finished (`chains.kept_chains`), marked partial."""
     start = time.perf_counter()
     jobs = [(model, prior_variance, sd_prior, seed, c, init, warmup, draws)
             for c, init in enumerate(_inits(seed, n_chains, len(model.parameter_names)))]
-    res = chains.run(occupancy_gibbs.run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain")
+    res = chains.run(occupancy_gibbs.run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain", stoppable=True)
+    res, n, finished = chains.kept_chains(res, lambda r: len(r["draws"]), draws)
 
     def stacked(key):
-        return np.stack([r[key] for r in res])
+        return np.stack([r[key][:n] for r in res])
 
     random = model.random is not None
-    return OccupancyPosterior(model, stacked("draws"), stacked("sd") if random else None, stacked("b") if random else None,
+    post = OccupancyPosterior(model, stacked("draws"), stacked("sd") if random else None, stacked("b") if random else None,
                               stacked("z"), stacked("w"), stacked("site_loglik"), {}, seed, time.perf_counter() - start,
                               prior_variance, sampler="gibbs")
+    post.finished = finished
+    return post
 
 
 def _nuts(model, chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress) -> OccupancyPosterior:
-    """NUTS on the coefficients (non-centred random intercept), occupancy summed out; z drawn per draw."""
+    """NUTS on the coefficients (non-centred random intercept), occupancy summed out; z drawn per draw
+    (`_occupancy_draws`)."""
     start = time.perf_counter()
     a = model.arrays
     part, m = (model.random[1].part, model.random[1].m) if model.random else (None, 0)
@@ -72,12 +77,25 @@ def _nuts(model, chains, draws, warmup, seed, cores, prior_variance, sd_prior, p
     dim = layout.k + (m + 1 if part else 0)
     inits = _inits(seed, chains, dim)
     with nuts.chains.gc_paused():
-        positions, stats, (z, w, site_ll), finished = nuts.run_chains(occupancy_likelihood, layout, data, seed, inits,
-                                                                      warmup, draws, cores, progress)
+        positions, stats, _, finished = nuts.run_chains(occupancy_likelihood, layout, data, seed, inits, warmup, draws,
+                                                        cores, progress)
     k = layout.k
     sd = np.exp(positions[..., k]) if part else None
     b = sd[..., None] * positions[..., k + 1:] if part else None
+    kept = range(len(positions)) if finished is None else [c for c, n in enumerate(finished) if n >= positions.shape[1]]
+    z, w, site_ll = map(np.stack, zip(*[_occupancy_draws(model, positions[i, :, :k], None if b is None else b[i], seed, c)
+                                        for i, c in enumerate(kept)]))
     post = OccupancyPosterior(model, positions[..., :k], sd, b, z, w, site_ll, stats, seed, time.perf_counter() - start,
                               prior_variance)
     post.finished = finished
     return post
+
+
+def _occupancy_draws(model, coef: np.ndarray, b: np.ndarray | None, seed: int, chain: int) -> tuple:
+    """Chain number `chain`'s latent occupancy z per draw and site, drawn from P(z = 1 | y) (its own generator,
+    default_rng([seed, chain]), one row per draw: a stopped chain's rows are the full chain's first), that
+    probability and each site's log-likelihood. In NumPy, a chain's draws at once (`site_posteriors`)."""
+    shifts = {} if b is None else {f"shift_{model.random[1].part}": b[:, model.random[1].codes]}
+    site_ll, w = occupancy_likelihood.site_posteriors(coef, model.arrays, **shifts)
+    z = (np.random.default_rng([seed, chain]).random(w.shape) < w).astype(float)
+    return z, w, site_ll

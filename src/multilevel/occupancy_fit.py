@@ -40,7 +40,7 @@ class OccupancyFit(Frequentist, OccupancyResult):
 
     @property
     def _shifts(self) -> dict:
-        """The random effects as per-site shifts of the psi or p logits, for `site_terms`."""
+        """The random effects as per-site shifts of the psi or p logits, for `site_posterior`."""
         if self.model.random is None or self.sigma is None:  # no term, or the fit without it (a random fit's start)
             return {}
         term = self.model.random[1]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_solve, solve_triangular
 
-from . import polya_gamma
+from . import chains, polya_gamma
 from .occupancy_likelihood import site_posterior
 
 
@@ -84,13 +84,17 @@ class Chain:
 
 def run_chain(model, prior_variance: float, sd_prior: tuple[float, float], seed: int, chain: int, init: np.ndarray,
               warmup: int, draws: int, report=None) -> dict:
-    """Burn in, then keep `draws` sweeps of one chain (its own generator: default_rng([seed, chain]))."""
+    """Burn in, then keep `draws` sweeps of one chain (its own generator: default_rng([seed, chain])). After a stop
+    request (`chains.stop_requested()`, Ctrl-C): the draws kept so far, the first of the full chain's, or None
+    before any."""
     ch = Chain(model, prior_variance, sd_prior, np.random.default_rng([seed, chain]), init)
     n_sites = len(ch.z)
     out = {"draws": np.empty((draws, len(init))), "sd": np.empty(draws), "b": np.empty((draws, ch.m)),
            "z": np.empty((draws, n_sites)), "w": np.empty((draws, n_sites)), "site_loglik": np.empty((draws, n_sites))}
     step = max(1, (warmup + draws) // 100)
     for it in range(warmup + draws):
+        if chains.stop_requested():
+            return {k: v[: it - warmup] for k, v in out.items()} if it > warmup else None
         w, site_ll = ch.sweep()
         if report is not None and ((it + 1) % step == 0 or it + 1 == warmup + draws):
             report(chain, it + 1)

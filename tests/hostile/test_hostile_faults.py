@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -204,6 +205,28 @@ def test_stopped_draws_are_the_first_draws_of_the_full_run(tmp_path, sampler, co
     assert back.partial and back.finished == part.finished and back.warnings == part.warnings
     np.testing.assert_array_equal(back.beta, part.beta)
     assert "PARTIAL" in repr(back)
+
+
+@pytest.mark.parametrize("sampler,cores", [("gibbs", 1), ("gibbs", 2), ("nuts", 1)])
+def test_a_stopped_occupancy_run_keeps_the_first_draws(sampler, cores):
+    """Occupancy chains poll the stop as the other samplers do: the kept draws (z and the site log-likelihoods too)
+    are the first draws of the full run, marked partial, with the interruption warning. A Gibbs chain's sweeps do
+    not depend on its length, so its full run is only as long as the kept draws."""
+    df = mlv.datasets.load("pcru_occupancy")
+    model = mlv.Occupancy("~ 1", "~ Temperature_scaled", df)
+    args = dict(chains=2, warmup=100, seed=5, sampler=sampler)
+    draws = 300 if sampler == "nuts" else 30_000
+    with pytest.warns(mlv.MultilevelWarning, match=r"interrupted \(Ctrl-C\)"):
+        part = model.sample(**args, draws=draws, cores=cores, progress=StopAfter(220))
+    assert part.partial and len(part.finished) == 2 and 0 < part.n_draws < draws
+    if cores == 1:  # the second chain never began
+        assert part.finished[1] == 0 and part.n_chains == 1
+    rows = [c for c, done in enumerate(part.finished) if done >= part.n_draws]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mlv.MultilevelWarning)  # few draws: ESS warnings
+        full = model.sample(**args, draws=draws if sampler == "nuts" else part.n_draws)
+    for a, b in [(part.draws, full.draws), (part.z, full.z), (part.site_loglik, full.site_loglik)]:
+        np.testing.assert_array_equal(a, b[rows, : part.n_draws])
 
 
 def test_a_stop_before_any_draw_raises_keyboard_interrupt():
