@@ -265,7 +265,7 @@ def _vcov_rx(pirls: Pirls, mode: Mode, family: Family) -> np.ndarray:
     """Covariance of beta-hat from the PIRLS information given theta (lme4's RX)."""
     kind = "expected" if pirls.information == "expected" else "observed"
     engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
-    inv = np.linalg.inv(engine.beta_precision_factor(engine.factor(mode.theta)))
+    inv = engine.beta_covariance_factor(engine.factor(mode.theta))
     return inv.T @ inv
 
 

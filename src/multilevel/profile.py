@@ -196,7 +196,7 @@ class FixedProfile:
         if f is None:
             return np.inf
         beta, _ = self.engine.solve(f)
-        RX_inv = np.linalg.inv(self.engine.beta_precision_factor(f))
+        RX_inv = self.engine.beta_covariance_factor(f)
         v_jj = float(np.sum(RX_inv[:, j] ** 2))  # [(R_X R_X')^{-1}]_jj
         prss = f.r2 + (value - beta[j]) ** 2 / v_jj
         return self.engine.criterion(dataclasses.replace(f, r2=prss), reml=False)
