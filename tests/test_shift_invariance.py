@@ -430,3 +430,27 @@ def test_product_term_scale(s):
     close(f.fixed_effects["std_error"] * scale, f0.fixed_effects["std_error"])
     close(f.sigma, f0.sigma)
     close(f.covariances[0], f0.covariances[0])
+
+
+@pytest.mark.parametrize("sampler", ["nuts", "gibbs"])
+def test_sampler_product_term_shift(sampler):
+    """w + 1e9 in Days*w under brms's default (flat) priors on the coefficients: the same posterior for the
+    coefficients T leaves alone (b_w, b_Days:w) and the variances, within Monte Carlo error. Before the samplers
+    formed the product of centred factors, Gibbs stopped ('not positive definite') and NUTS gave NaN."""
+    formula, c = "Reaction ~ Days*w + (1 | Subject)", 1e9
+    frame = product_data("sleep_w")
+    kw = dict(chains=2, draws=1000, warmup=500, seed=1, sampler=sampler, progress=False)
+    with np.errstate(all="raise"):
+        post = mlv.Model(formula, frame.assign(w=frame.w + c)).sample(**kw)
+    post0 = mlv.Model(formula, frame).sample(**kw)
+    within_mc_error(post.summary(), post0.summary(), ["b_w", "b_Days:w", "sigma", "sd_Subject__Intercept"])
+
+
+def test_an_informative_prior_keeps_a_factor_unmixed():
+    """A normal prior on b_w (a factor of Days:w) is a prior on the user's b_w: the samplers then keep the columns
+    as given (centred alone), so the prior means what it says; the posterior of b_w sits near its tight prior."""
+    frame = product_data("sleep_w")
+    model = mlv.Model("Reaction ~ Days*w + (1 | Subject)", frame.assign(w=frame.w + 1e3))
+    post = model.sample(prior={"b_w": mlv.prior.normal(7.0, 0.01)}, chains=1, draws=300, warmup=200, seed=2,
+                        sampler="gibbs", progress=False)
+    assert post.summary().loc["b_w", "mean"] == pytest.approx(7.0, abs=0.05)
