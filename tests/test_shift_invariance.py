@@ -321,6 +321,7 @@ PRODUCTS = {  # (formula, dataset, shifted column); sleepstudy gets a made-up pe
     "hsb82 context, cses": (CONTEXT, "Hsb82", "cses"),  # in products and a random slope's covariate
     "sleepstudy Days*w, Days": ("Reaction ~ Days*w + (Days | Subject)", "sleep_w", "Days"),
     "sleepstudy Days*w, w": ("Reaction ~ Days*w + (1 | Subject)", "sleep_w", "w"),
+    "sleepstudy (Days*w | Subject), Days": ("Reaction ~ Days*w + (Days*w | Subject)", "sleep_w", "Days"),  # a product in Z
 }
 
 

@@ -39,7 +39,7 @@ class Scaling:
     scale: np.ndarray  # (p + 1,)
     unit: np.ndarray  # (p,): X unit = 1, zeros when no combination of columns is constant
     lost: tuple[str, ...] = ()
-    z_centre: tuple = ()  # per random term, (k,) centres of its covariates (None: held as given); `random_map`
+    terms: tuple = ()  # per random term, the Scaling of its covariates [Z 0] (None: held as given); `random_columns`
     products: tuple = ()  # (column, its parents' columns, expansion: (column or -1 for the unit, parents left out))
 
     @classmethod
@@ -47,19 +47,21 @@ class Scaling:
         return cls(np.zeros(p + 1), np.ones(p + 1), np.zeros(p))
 
     @classmethod
-    def learn(cls, X: np.ndarray, y: np.ndarray, names: list[str]) -> Scaling:
-        """Centres and scales from the rows at hand (a sample is enough: any nearby centre removes the shift)."""
+    def learn(cls, X: np.ndarray, y: np.ndarray, names: list[str], ratio: float = CENTRE_RATIO, scaled: bool = True) -> Scaling:
+        """Centres and scales from the rows at hand (a sample is enough: any nearby centre removes the shift): columns
+        averaging more than `ratio` SDs from zero centred; `scaled=False` keeps scale 1."""
         Xy = np.column_stack([X, y])
         mean, sd = Xy.mean(axis=0), Xy.std(axis=0)
         unit = unit_combination(X, names)
-        centre = column_centres(Xy, np.append(unit, 0.0), mean, sd)
+        centre = column_centres(Xy, np.append(unit, 0.0), mean, sd, ratio)
         products = product_columns(X, names, centre, unit)
         if products:  # their own centres and scales are those of the products of the centred parents
             held_products(Xy, centre, products)
             mean, sd = Xy.mean(axis=0), Xy.std(axis=0)
-            centre = column_centres(Xy, np.append(unit, 0.0), mean, sd)
+            centre = column_centres(Xy, np.append(unit, 0.0), mean, sd, ratio)
         size = np.where(sd > 0, sd, np.abs(mean))
         scale = np.where(np.isfinite(size) & (size > 0), 2.0 ** np.round(np.log2(np.where(size > 0, size, 1.0))), 1.0)
+        scale = scale if scaled else np.ones_like(scale)
         lost = (sd > 0) & (np.finfo(float).eps * np.abs(mean) > DIGITS_LOST * sd)
         return cls(centre, scale, unit, tuple(n for n, bad in zip([f"column '{n}'" for n in names] + ["the response"], lost) if bad),
                    products=products)
@@ -116,17 +118,14 @@ class Scaling:
 
     def random_map(self, term: int, k: int) -> np.ndarray:
         """M with the term's covariates as held, Z_held = Z M, so that b = M b_held and Sigma = M Sigma_held M' in
-        the user's terms: identity, but for centred covariates M[intercept, j] = -centre_j."""
-        M = np.eye(k)
-        centre = self.z_centre[term] if term < len(self.z_centre) else None
-        if centre is not None:
-            M[int(np.flatnonzero(centre == INTERCEPT)[0])] = np.where(centre == INTERCEPT, 1.0, -centre)
-        return M
+        the user's terms: the term's own A (identity unless its covariates are held centred)."""
+        columns = self.terms[term] if term < len(self.terms) else None
+        return np.eye(k) if columns is None else columns.matrix[:k, :k]
 
     @property
     def random_centred(self) -> bool:
         """True when a random slope's covariate is held centred."""
-        return any(c is not None for c in self.z_centre)
+        return any(c is not None for c in self.terms)
 
     def drop(self, keep: np.ndarray) -> Scaling:
         """The scaling of the columns `keep` of [X y] (aliased columns dropped; the last is the response)."""
@@ -147,32 +146,25 @@ class Scaling:
                        products=tuple(products))
 
 
-INTERCEPT = np.inf  # marks the intercept's place in a term's `z_centre`
-
-
-def random_centres(blocks) -> tuple:
-    """Per random term with an intercept, the centres of its covariates averaging more than FAR_COVARIATE SDs from
-    zero (0 for the others, INTERCEPT at the intercept); None for a term without any. Held centred, the term's
-    covariance is that of the covariates near their mean, which floating point resolves; `random_map` undoes it."""
+def random_columns(blocks) -> tuple:
+    """Per random term with an intercept and a covariate averaging more than FAR_COVARIATE SDs from zero, the
+    `Scaling` (scale 1) that holds its covariates centred (products of them formed of centred factors); None for the
+    others. Held so, the term's covariance is that of the covariates near their mean, which floating point
+    resolves; `random_map` undoes it."""
     out = []
     for block in blocks:
-        if "(Intercept)" not in block.coef_names or block.k < 2:
-            out.append(None)
-            continue
-        mean, sd = block.Z.mean(axis=0), block.Z.std(axis=0)
-        centre = np.where((sd > 0) & (np.abs(mean) > FAR_COVARIATE * sd), mean, 0.0)
-        centre[block.coef_names.index("(Intercept)")] = INTERCEPT
-        out.append(centre if np.any(np.isfinite(centre) & (centre != 0)) else None)
+        columns = None
+        if "(Intercept)" in block.coef_names and block.k > 1:
+            columns = Scaling.learn(block.Z, np.zeros(len(block.Z)), block.coef_names, FAR_COVARIATE, scaled=False)
+        out.append(columns if columns is not None and np.any(columns.centre) else None)
     return tuple(out)
 
 
-def held_random(block, centre):
-    """The block with its covariates as held: Z - Z[:, intercept] centre' (unchanged for None)."""
-    if centre is None:
+def held_random(block, columns: Scaling | None):
+    """The block with its covariates as `columns` holds them (unchanged for None)."""
+    if columns is None:
         return block
-    a = int(np.flatnonzero(centre == INTERCEPT)[0])
-    shift = np.where(centre == INTERCEPT, 0.0, centre)
-    return replace(block, Z=block.Z - block.Z[:, [a]] * shift)
+    return replace(block, Z=columns.apply(np.column_stack([block.Z, np.zeros(len(block.Z))]))[:, :-1])
 
 
 def held_columns(X: np.ndarray, names: list[str]) -> np.ndarray:
@@ -182,13 +174,14 @@ def held_columns(X: np.ndarray, names: list[str]) -> np.ndarray:
     return Scaling.learn(X, Xy[:, -1], names).apply(Xy)[:, :-1]
 
 
-def column_centres(M: np.ndarray, unit: np.ndarray, mean: np.ndarray | None = None, sd: np.ndarray | None = None) -> np.ndarray:
-    """The centre of each column of M: its mean where it exceeds CENTRE_RATIO SDs, the column is not part of the
-    unit (M unit = 1, which absorbs the shift) and a unit exists; else 0."""
+def column_centres(M: np.ndarray, unit: np.ndarray, mean: np.ndarray | None = None, sd: np.ndarray | None = None,
+                   ratio: float = CENTRE_RATIO) -> np.ndarray:
+    """The centre of each column of M: its mean where it exceeds `ratio` SDs, the column is not part of the unit
+    (M unit = 1, which absorbs the shift) and a unit exists; else 0."""
     mean = M.mean(axis=0) if mean is None else mean
     sd = M.std(axis=0) if sd is None else sd
     movable = (sd > 0) & (unit == 0) & unit.any()
-    return np.where(movable & (np.abs(mean) > CENTRE_RATIO * sd), mean, 0.0)
+    return np.where(movable & (np.abs(mean) > ratio * sd), mean, 0.0)
 
 
 def product_columns(X: np.ndarray, names: list[str], centre: np.ndarray, unit: np.ndarray) -> tuple:
