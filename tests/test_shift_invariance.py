@@ -50,7 +50,7 @@ def fit(formula: str, frame, method: str = "REML"):
 
 @lru_cache(maxsize=None)
 def base_fit(formula: str, dataset: str, method: str):
-    return fit(formula, data(dataset), method)
+    return fit(formula, product_data(dataset), method)
 
 
 def close(actual, expected, rel=TOL, floor=0.0):
@@ -455,3 +455,26 @@ def test_an_informative_prior_keeps_a_factor_unmixed():
     post = model.sample(prior={"b_w": mlv.prior.normal(7.0, 0.01)}, chains=1, draws=300, warmup=200, seed=2,
                         sampler="gibbs", progress=False)
     assert post.summary().loc["b_w", "mean"] == pytest.approx(7.0, abs=0.05)
+
+
+def test_profile_intervals_of_a_shifted_product_term():
+    """Profile intervals where w + 1e9 enters Days*w: those of the SD, sigma, w and Days:w (which T leaves alone)
+    are the unshifted fit's."""
+    formula, frame = "Reaction ~ Days*w + (1 | Subject)", product_data("sleep_w")
+    ci = fit(formula, frame.assign(w=frame.w + 1e9)).confint(method="profile")
+    ci0 = base_fit(formula, "sleep_w", "REML").confint(method="profile")
+    rows = ["sd_(Intercept)|Subject", "sigma", "w", "Days:w"]
+    close(ci.loc[rows].to_numpy(), ci0.loc[rows].to_numpy())
+
+
+def test_partitioned_product_term_shifted():
+    """The Dask path forms the product of centred factors in every partition: Days*w with w + 1e9 is the fit in
+    memory, which test_product_term_shift compares with the unshifted one."""
+    formula, frame = "Reaction ~ Days*w + (1 | Subject)", product_data("sleep_w")
+    shifted = frame.assign(w=frame.w + 1e9)
+    f = mlv.Model(formula, dd.from_pandas(shifted.sample(frac=1, random_state=3), npartitions=3, sort=False)).fit(warn=False)
+    f0 = fit(formula, shifted)
+    close(f.objective, f0.objective)
+    close(f.sigma, f0.sigma)
+    close(f.beta, f0.beta)
+    close(f.fixed_effects["std_error"], f0.fixed_effects["std_error"])
