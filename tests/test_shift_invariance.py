@@ -322,18 +322,22 @@ PRODUCTS = {  # (formula, dataset, shifted column); sleepstudy gets a made-up pe
     "sleepstudy Days*w, Days": ("Reaction ~ Days*w + (Days | Subject)", "sleep_w", "Days"),
     "sleepstudy Days*w, w": ("Reaction ~ Days*w + (1 | Subject)", "sleep_w", "w"),
     "sleepstudy (Days*w | Subject), Days": ("Reaction ~ Days*w + (Days*w | Subject)", "sleep_w", "Days"),  # a product in Z
+    "sleepstudy Days*w*z, Days": ("Reaction ~ Days*w*z + (1 | Subject)", "sleep_w", "Days"),  # a three-way product
+    "sleepstudy Days*half, Days": ("Reaction ~ Days*half + (1 | Subject)", "sleep_w", "Days"),  # a factor's dummy
 }
 
 
 @lru_cache(maxsize=None)
 def product_data(name: str):
-    """The dataset; 'sleep_w': sleepstudy with a made-up covariate w (a subject's level plus noise, seeded)."""
+    """The dataset; 'sleep_w': sleepstudy with made-up covariates w (a subject's level plus noise) and z (noise),
+    seeded, and a factor half (Days before 5 or after)."""
     if name != "sleep_w":
         return data(name)
     sleep = data("sleepstudy")
     rng = np.random.default_rng(16)
     level = dict(zip(sleep.Subject.unique(), rng.normal(size=sleep.Subject.nunique())))
-    return sleep.assign(w=sleep.Subject.map(level).astype(float) + 0.3 * rng.normal(size=len(sleep)))
+    return sleep.assign(w=sleep.Subject.map(level).astype(float) + 0.3 * rng.normal(size=len(sleep)),
+                        z=rng.normal(size=len(sleep)), half=np.where(sleep.Days >= 5, "late", "early"))
 
 
 def shift_map(names: list[str], x: str, c: float) -> np.ndarray:
