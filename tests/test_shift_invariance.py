@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import multilevel as mlv
+from multilevel import scaling
 from multilevel.engine import tri_index
 from multilevel.errors import MultilevelWarning
 from multilevel.lmm import fit_at, precision_message
@@ -482,3 +483,16 @@ def test_partitioned_product_term_shifted():
     close(f.sigma, f0.sigma)
     close(f.beta, f0.beta)
     close(f.fixed_effects["std_error"], f0.fixed_effects["std_error"])
+
+
+def test_profile_intervals_where_a_random_slope_covariate_is_held_centred(monkeypatch):
+    """Days + 20 held centred in its term (the threshold lowered to force it) or as given: the same data, two
+    internal coordinates, the same profile intervals for every SD, correlation, sigma and fixed effect."""
+    sleep = data("sleepstudy")
+    shifted = sleep.assign(Days=sleep.Days + 20)
+    ci0 = fit(SLOPES, shifted).confint(method="profile")
+    monkeypatch.setattr(scaling, "FAR_COVARIATE", 1.0)
+    f = fit(SLOPES, shifted)
+    assert f.engine.held.random_centred
+    ci = f.confint(method="profile")
+    close(ci.to_numpy(), ci0.to_numpy())
