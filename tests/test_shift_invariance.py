@@ -496,3 +496,18 @@ def test_profile_intervals_where_a_random_slope_covariate_is_held_centred(monkey
     assert f.engine.held.random_centred
     ci = f.confint(method="profile")
     close(ci.to_numpy(), ci0.to_numpy())
+
+
+def test_partitioned_random_slope_covariate_shifted():
+    """The Dask path holds a far random-slope covariate centred too (centres from the levels pass's rows): Days + 1e9
+    gives the fit in memory (which test_random_slope_covariate_shift_against_lme4 checks against lme4)."""
+    sleep = data("sleepstudy")
+    shifted = sleep.assign(Days=sleep.Days + 1e9)
+    f = mlv.Model(SLOPES, dd.from_pandas(shifted.sample(frac=1, random_state=3), npartitions=3, sort=False)).fit(warn=False)
+    f0 = fit(SLOPES, shifted)
+    assert f.engine.held.random_centred
+    close(f.objective, f0.objective)
+    close(f.sigma, f0.sigma)
+    close(f.beta[1], f0.beta[1])
+    close(f.fixed_effects["std_error"].iloc[1], f0.fixed_effects["std_error"].iloc[1])
+    close(f.covariances[0], f0.covariances[0])

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .centring import centred_cross_products, centred_design
-from .crossprod import CrossProducts, Scaling, cross_products, learn_scaling, rescaled
+from .crossprod import CrossProducts, cross_products, learn_scaling, rescaled
 from .data import names_in
 from .design import (
     Coding,
@@ -37,6 +37,7 @@ from .errors import MultilevelError
 from .formula import parse
 from .partition_sources import as_source
 from .predict import linear_predictor
+from .scaling import Scaling, random_columns
 
 SPLIT_EVERY = 8  # partial results combined per task of the reduction tree (measured: DESIGN.md, "Dask")
 SKETCH_SIZE = 4001  # quantiles kept of the response: brms's default priors within 1/4001 in rank (docs/scale.md)
@@ -242,7 +243,8 @@ def partitioned_design(formula, data, weights=None, offset=None) -> tuple[Partit
     coding = learn_coding(f, seen.rows, weights, offset, aliasing=False)
     check_learnable(coding, sets)
     check_factor_levels(coding.fixed_spec, coding.terms)
-    scaling = learn_scaling(apply_coding(coding, seen.rows))  # the levels pass's rows: a sample spanning the levels
+    sample = apply_coding(coding, seen.rows)  # the levels pass's rows: a sample spanning the levels
+    scaling = replace(learn_scaling(sample), terms=random_columns(sample.blocks))  # any nearby centre will do
     from dask import delayed
 
     shared = delayed(coding, pure=True, traverse=False)  # one task holding the coding, not a copy in every task
