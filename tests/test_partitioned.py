@@ -240,10 +240,10 @@ def test_sampler_inputs_are_the_centred_cross_products(messy_sleep):
     formula = "Reaction ~ Days + w + (Days | Subject)"
     whole = mlv.Model(formula, messy_sleep, weights="w")
     model = mlv.Model(formula, dd.from_pandas(messy_sleep, npartitions=3), weights="w")
-    d0, cp0, means0, _ = sampler_inputs(whole)
-    d1, cp1, means1, _ = sampler_inputs(model)
+    d0, cp0, columns0, _ = sampler_inputs(whole)
+    d1, cp1, columns1, _ = sampler_inputs(model)
     assert d1.fixed_names == d0.fixed_names == ["Days", "w", "(Intercept)"]
-    np.testing.assert_allclose(means1, means0, rtol=1e-12)
+    np.testing.assert_allclose(columns1.centre, columns0.centre, rtol=1e-12)
     assert_same_cross_products(cp0, cp1)
     assert default_priors(model) == default_priors(whole)  # few rows: the sketch holds them all
 

@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 
 import multilevel as mlv
+from multilevel import scaling
+from multilevel.engine import tri_index
 from multilevel.errors import MultilevelWarning
-from multilevel.lmm import precision_message
+from multilevel.lmm import fit_at, precision_message
+from multilevel.optimize import OptimumInfo
 from conftest import reference  # noqa: I001 (tests/ is on the path)
 
 TOL = 1e-6
@@ -48,7 +51,7 @@ def fit(formula: str, frame, method: str = "REML"):
 
 @lru_cache(maxsize=None)
 def base_fit(formula: str, dataset: str, method: str):
-    return fit(formula, data(dataset), method)
+    return fit(formula, product_data(dataset), method)
 
 
 def close(actual, expected, rel=TOL, floor=0.0):
@@ -310,3 +313,201 @@ def test_a_fit_with_a_centred_random_slope_covariate_reopens_exactly(tmp_path):
     np.testing.assert_array_equal(back.covariances[0], f.covariances[0])
     np.testing.assert_array_equal(back.beta, f.beta)
     assert back.warnings == f.warnings
+
+
+# ---------------------------------------------------------------- product terms
+CONTEXT = "mAch ~ meanses*cses + sector*cses + (1 + cses | school)"
+PRODUCTS = {  # (formula, dataset, shifted column); sleepstudy gets a made-up per-subject covariate w
+    "hsb82 context, meanses": (CONTEXT, "Hsb82", "meanses"),  # in products, fixed part only
+    "hsb82 context, cses": (CONTEXT, "Hsb82", "cses"),  # in products and a random slope's covariate
+    "sleepstudy Days*w, Days": ("Reaction ~ Days*w + (Days | Subject)", "sleep_w", "Days"),
+    "sleepstudy Days*w, w": ("Reaction ~ Days*w + (1 | Subject)", "sleep_w", "w"),
+    "sleepstudy (Days*w | Subject), Days": ("Reaction ~ Days*w + (Days*w | Subject)", "sleep_w", "Days"),  # a product in Z
+    "sleepstudy Days*w*z, Days": ("Reaction ~ Days*w*z + (1 | Subject)", "sleep_w", "Days"),  # a three-way product
+    "sleepstudy Days*half, Days": ("Reaction ~ Days*half + (1 | Subject)", "sleep_w", "Days"),  # a factor's dummy
+}
+
+
+@lru_cache(maxsize=None)
+def product_data(name: str):
+    """The dataset; 'sleep_w': sleepstudy with made-up covariates w (a subject's level plus noise) and z (noise),
+    seeded, and a factor half (Days before 5 or after)."""
+    if name != "sleep_w":
+        return data(name)
+    sleep = data("sleepstudy")
+    rng = np.random.default_rng(16)
+    level = dict(zip(sleep.Subject.unique(), rng.normal(size=sleep.Subject.nunique())))
+    return sleep.assign(w=sleep.Subject.map(level).astype(float) + 0.3 * rng.normal(size=len(sleep)),
+                        z=rng.normal(size=len(sleep)), half=np.where(sleep.Days >= 5, "late", "early"))
+
+
+def shift_map(names: list[str], x: str, c: float) -> np.ndarray:
+    """T with X(x + c) = X(x) T: a column whose factors include x gains c times the column of its other factors
+    ((x + c) w = x w + c w; x + c = x + c 1). Coefficients map as beta_c = T^-1 beta, their covariance T^-1 V T^-T."""
+    column = {frozenset(n.split(":")): j for j, n in enumerate(names)}
+    column[frozenset()] = names.index("(Intercept)")
+    T = np.eye(len(names))
+    for k, name in enumerate(names):
+        factors = frozenset(name.split(":"))
+        if x in factors:
+            T[column[factors - {x}], k] += c
+    return T
+
+
+def mapped_close(actual, T, expected):
+    """actual = T^-1 expected to 1e-6 relative, plus the rounding of that product's largest term (8 spacings)."""
+    Tinv = np.linalg.inv(T)  # exact here: unit triangular with one c per column
+    close(actual, Tinv @ expected, floor=8 * np.spacing(np.abs(Tinv) @ np.abs(expected)))
+
+
+def at_parameters_of(f, model, maps: list[np.ndarray]):
+    """The fit of `model` at f's covariances mapped by `maps` (per term) and f's sigma: the same point of another
+    parametrisation, so that what is compared is the arithmetic, not where the optimiser happened to stop. Mapped
+    from the relative factors as f holds them (M: a far covariate centred), since Tz M has only small entries."""
+    theta = []
+    for i, (Tz, T) in enumerate(zip(maps, f.factor.T)):
+        G = Tz @ f.engine.held.random_map(i, len(T)) @ T
+        L = np.linalg.cholesky(G @ G.T)
+        theta += [L[a, b] for a, b in tri_index(len(L))]
+    return fit_at(model, f.method, None, OptimumInfo(np.array(theta), np.nan, 0, "mapped"), warn=False)
+
+
+@pytest.mark.parametrize("c", [1e6, 1e9, 1e12])
+@pytest.mark.parametrize("key", list(PRODUCTS))
+def test_product_term_shift(key, c):
+    """x + c inside products: no column is dropped as aliased (before, Days:w was at 1e9 with only the rank
+    warning); the optimum's criterion is that of (x + c) - c; and at the same point the fit is the fit of (x + c) - c
+    mapped by T: sigma unchanged, beta = T^-1 beta_0, vcov = T^-1 V_0 T^-T, each random term's covariance mapped by
+    its own T, Satterthwaite df unchanged where T^-1 leaves a coefficient alone (1e-5: the df are finite
+    differences, exact to about 1e-6), fitted values to the rounding of terms near c times a slope. (Where the
+    optimiser stops differs by up to 2e-6 in beta on sleepstudy's flat criterion, shifted or not.)"""
+    formula, dataset, x = PRODUCTS[key]
+    shifted = product_data(dataset).assign(**{x: product_data(dataset)[x] + c})
+    unshifted = mlv.Model(formula, shifted.assign(**{x: shifted[x] - c}))
+    f = fit(formula, shifted)
+    close(f.objective, unshifted.fit(warn=False).objective)
+    names = f.model.fixed_names
+    assert names == unshifted.fixed_names and not f.model.design.aliased
+    maps = [shift_map(b.coef_names, x, c) if x in b.coef_names else np.eye(b.k) for b in f.model.design.blocks]
+    f0 = at_parameters_of(f, unshifted, maps)
+    close(f.sigma, f0.sigma)
+    close(f.objective, f0.objective)
+    T = shift_map(names, x, c)
+    mapped_close(f.beta, T, f0.beta)
+    Tinv = np.linalg.inv(T)
+    close(np.diag(f.vcov.to_numpy()), np.diag(Tinv @ f0.vcov.to_numpy() @ Tinv.T))
+    alone = np.all((Tinv != 0) == np.eye(len(names), dtype=bool), axis=1)
+    close(f.fixed_effects["df"].to_numpy()[alone], f0.fixed_effects["df"].to_numpy()[alone], rel=1e-5)
+    for cov, cov0, Tz in zip(f.covariances, f0.covariances, maps):
+        Tz_inv = np.linalg.inv(Tz)
+        close(cov, Tz_inv @ cov0 @ Tz_inv.T, floor=TOL * np.sqrt(np.outer(np.diag(cov), np.diag(cov))))
+    terms = np.abs(f.model.design.X * f.beta).max()  # fitted values sum terms this large that cancel
+    close(f.predict(), f0.predict(), floor=8 * np.spacing(terms))
+
+
+@pytest.mark.parametrize("c", [1e6, 1e9, 1e12])
+def test_product_term_shift_against_lme4(c):
+    """meanses + c in lme4's Hsb82 contextual model (meanses*cses + sector*cses): the estimates are lme4's mapped by
+    T, to lme4's own agreement with us on the unshifted data (1e-4; lmerTest's df to 1 %)."""
+    ref = reference("hsb82_ctx_slopes_reml")
+    frame = data("Hsb82")
+    f = fit(CONTEXT, frame.assign(meanses=frame.meanses + c))
+    names = f.model.fixed_names
+    assert names == ref["fixef"]["names"]
+    T = shift_map(names, "meanses", c)
+    Tinv = np.linalg.inv(T)
+    expected, V = np.asarray(ref["fixef"]["estimate"]), np.asarray(ref["vcov_fixef"]["rows"])
+    close(f.beta, Tinv @ expected, rel=1e-4, floor=8 * np.spacing(np.abs(Tinv) @ np.abs(expected)))
+    close(f.fixed_effects["std_error"], np.sqrt(np.diag(Tinv @ V @ Tinv.T)), rel=1e-4)
+    alone = np.all((Tinv != 0) == np.eye(len(names), dtype=bool), axis=1)
+    close(f.fixed_effects["df"].to_numpy()[alone], np.asarray(ref["satterthwaite"]["df"])[alone], rel=0.01)
+    assert f.objective == pytest.approx(ref["REMLcrit"], rel=1e-6)
+    assert f.sigma == pytest.approx(ref["sigma"], rel=1e-4)
+
+
+@pytest.mark.parametrize("s", [1e-8, 1e8])
+def test_product_term_scale(s):
+    """w x s in Days*w: beta_w and beta_Days:w scale by 1/s, their SEs too, the rest is unchanged."""
+    formula = "Reaction ~ Days*w + (Days | Subject)"
+    frame = product_data("sleep_w")
+    f, f0 = fit(formula, frame.assign(w=frame.w * s)), fit(formula, frame)
+    scale = np.array([1.0, 1.0, s, s])  # (Intercept), Days, w, Days:w
+    close(f.beta * scale, f0.beta)
+    close(f.fixed_effects["std_error"] * scale, f0.fixed_effects["std_error"])
+    close(f.sigma, f0.sigma)
+    close(f.covariances[0], f0.covariances[0])
+
+
+@pytest.mark.parametrize("sampler", ["nuts", "gibbs"])
+def test_sampler_product_term_shift(sampler):
+    """w + 1e9 in Days*w under brms's default (flat) priors on the coefficients: the same posterior for the
+    coefficients T leaves alone (b_w, b_Days:w) and the variances, within Monte Carlo error. Before the samplers
+    formed the product of centred factors, Gibbs stopped ('not positive definite') and NUTS gave NaN."""
+    formula, c = "Reaction ~ Days*w + (1 | Subject)", 1e9
+    frame = product_data("sleep_w")
+    kw = dict(chains=2, draws=1000, warmup=500, seed=1, sampler=sampler, progress=False)
+    with np.errstate(all="raise"):
+        post = mlv.Model(formula, frame.assign(w=frame.w + c)).sample(**kw)
+    post0 = mlv.Model(formula, frame).sample(**kw)
+    within_mc_error(post.summary(), post0.summary(), ["b_w", "b_Days:w", "sigma", "sd_Subject__Intercept"])
+
+
+def test_an_informative_prior_keeps_a_factor_unmixed():
+    """A normal prior on b_w (a factor of Days:w) is a prior on the user's b_w: the samplers then keep the columns
+    as given (centred alone), so the prior means what it says; the posterior of b_w sits near its tight prior."""
+    frame = product_data("sleep_w")
+    model = mlv.Model("Reaction ~ Days*w + (1 | Subject)", frame.assign(w=frame.w + 1e3))
+    post = model.sample(prior={"b_w": mlv.prior.normal(7.0, 0.01)}, chains=1, draws=300, warmup=200, seed=2,
+                        sampler="gibbs", progress=False)
+    assert post.summary().loc["b_w", "mean"] == pytest.approx(7.0, abs=0.05)
+
+
+def test_profile_intervals_of_a_shifted_product_term():
+    """Profile intervals where w + 1e9 enters Days*w: those of the SD, sigma, w and Days:w (which T leaves alone)
+    are the unshifted fit's."""
+    formula, frame = "Reaction ~ Days*w + (1 | Subject)", product_data("sleep_w")
+    ci = fit(formula, frame.assign(w=frame.w + 1e9)).confint(method="profile")
+    ci0 = base_fit(formula, "sleep_w", "REML").confint(method="profile")
+    rows = ["sd_(Intercept)|Subject", "sigma", "w", "Days:w"]
+    close(ci.loc[rows].to_numpy(), ci0.loc[rows].to_numpy())
+
+
+def test_partitioned_product_term_shifted():
+    """The Dask path forms the product of centred factors in every partition: Days*w with w + 1e9 is the fit in
+    memory, which test_product_term_shift compares with the unshifted one."""
+    formula, frame = "Reaction ~ Days*w + (1 | Subject)", product_data("sleep_w")
+    shifted = frame.assign(w=frame.w + 1e9)
+    f = mlv.Model(formula, dd.from_pandas(shifted.sample(frac=1, random_state=3), npartitions=3, sort=False)).fit(warn=False)
+    f0 = fit(formula, shifted)
+    close(f.objective, f0.objective)
+    close(f.sigma, f0.sigma)
+    close(f.beta, f0.beta)
+    close(f.fixed_effects["std_error"], f0.fixed_effects["std_error"])
+
+
+def test_profile_intervals_where_a_random_slope_covariate_is_held_centred(monkeypatch):
+    """Days + 20 held centred in its term (the threshold lowered to force it) or as given: the same data, two
+    internal coordinates, the same profile intervals for every SD, correlation, sigma and fixed effect."""
+    sleep = data("sleepstudy")
+    shifted = sleep.assign(Days=sleep.Days + 20)
+    ci0 = fit(SLOPES, shifted).confint(method="profile")
+    monkeypatch.setattr(scaling, "FAR_COVARIATE", 1.0)
+    f = fit(SLOPES, shifted)
+    assert f.engine.held.random_centred
+    ci = f.confint(method="profile")
+    close(ci.to_numpy(), ci0.to_numpy())
+
+
+def test_partitioned_random_slope_covariate_shifted():
+    """The Dask path holds a far random-slope covariate centred too (centres from the levels pass's rows): Days + 1e9
+    gives the fit in memory (which test_random_slope_covariate_shift_against_lme4 checks against lme4)."""
+    sleep = data("sleepstudy")
+    shifted = sleep.assign(Days=sleep.Days + 1e9)
+    f = mlv.Model(SLOPES, dd.from_pandas(shifted.sample(frac=1, random_state=3), npartitions=3, sort=False)).fit(warn=False)
+    f0 = fit(SLOPES, shifted)
+    assert f.engine.held.random_centred
+    close(f.objective, f0.objective)
+    close(f.sigma, f0.sigma)
+    close(f.beta[1], f0.beta[1])
+    close(f.fixed_effects["std_error"].iloc[1], f0.fixed_effects["std_error"].iloc[1])
+    close(f.covariances[0], f0.covariances[0])

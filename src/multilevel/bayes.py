@@ -100,7 +100,7 @@ def _check_counts(chains: int, draws: int, warmup: int, cores: int) -> None:
 def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
     start = time.perf_counter()
     y0, held = for_centred_response(model.design, ps)  # sampled: the model of y - y0 (its intercept prior moved)
-    design, cp, means, intercept = sampler_inputs(model, y0)
+    design, cp, columns, intercept = sampler_inputs(model, y0, ps.informative)
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)'")
     engine = Engine(cp, [b.k for b in design.blocks], [b.m for b in design.blocks])
@@ -120,7 +120,7 @@ def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
     sds, chols, sigma, alpha, _ = constrain(layout, positions, np)
     if intercept:
         beta_c = np.concatenate([beta_c, alpha[..., None]], axis=-1)
-    beta = uncentre(model.design.fixed_names, design.fixed_names, beta_c, means, y0)
+    beta = uncentre(model.design.fixed_names, design.fixed_names, beta_c, columns, y0)
     corr = [np.einsum("...ab,...cb->...ac", L, L) for L in chols]
     return Posterior(model, beta, sds, corr, sigma, b, stats, ps, seed, sampling_time, "nuts", finished=finished)
 

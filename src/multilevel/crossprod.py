@@ -96,7 +96,7 @@ def weighted_columns(design: Design, scaling: Scaling) -> tuple[np.ndarray, np.n
 def cross_products(design: Design, scaling: Scaling | None = None) -> CrossProducts:
     """All cross-products of a design, with weights (and brms se() as weights 1/se^2), of the columns as `scaling`
     holds them (learned from the design's rows when not given; random slopes' covariates as given unless the
-    scaling centres them: `random_centres`)."""
+    scaling centres them: `random_columns`)."""
     scaling = learn_scaling(design) if scaling is None else scaling
     Xy, WXy, w = weighted_columns(design, scaling)
     blocks = held_blocks(design, scaling)
@@ -114,14 +114,14 @@ def cross_products(design: Design, scaling: Scaling | None = None) -> CrossProdu
 
 def held_blocks(design: Design, scaling: Scaling) -> list:
     """The design's random blocks with their covariates as `scaling` holds them."""
-    centres = scaling.z_centre or (None,) * len(design.blocks)
-    return [held_random(b, c) for b, c in zip(design.blocks, centres)]
+    terms = scaling.terms or (None,) * len(design.blocks)
+    return [held_random(b, c) for b, c in zip(design.blocks, terms)]
 
 
 def with_response(cp: CrossProducts, design: Design) -> CrossProducts:
     """The cross-products for the design's (new) response: only Z'Wy, X'Wy and y'Wy change (the response's centre
     and scale relearned), computed as `cross_products` computes them (a refit equals a fit from scratch)."""
-    scaling = replace(learn_scaling(design), z_centre=cp.held.z_centre)
+    scaling = replace(learn_scaling(design), terms=cp.held.terms)
     Xy, WXy, _ = weighted_columns(design, scaling)
     zxy = [np.column_stack([old[:, :-1], grouped_sums(b, WXy[:, -1:])]) for old, b in zip(cp.zxy, held_blocks(design, scaling))]
     return replace(cp, zxy=zxy, xy=Xy.T @ WXy, scaling=scaling)

@@ -31,7 +31,8 @@ from .data import (
 )
 from .errors import MultilevelError, MultilevelWarning
 from .formula import Formula, RandomTerm, _plain, _to_python_power, cbind_parts, parse
-from .scaling import column_centres, unit_combination
+from .names import interaction_parts
+from .scaling import held_columns
 
 _MISSING_RE = re.compile(r"`([^`]+)` is not present")
 _OFFSET_RE = re.compile(r"name 'offset' is not defined")
@@ -627,7 +628,7 @@ def lme4_name(name: str, order: list[str] | None = None) -> str:
     """
     if name == "Intercept":
         return "(Intercept)"
-    parts = _split_interaction(name)
+    parts = interaction_parts(name)
     if order and len(parts) > 1:
         rank = {v: i for i, v in enumerate(order)}
         parts.sort(key=lambda part: min((rank[v] for v in names_in(part, order)), default=len(order)))
@@ -644,22 +645,10 @@ def _lme4_factor(part: str) -> str:
     return part.replace(" ** ", "^").replace("**", "^")
 
 
-def _split_interaction(name: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(name):
-        depth += ch in "([" 
-        depth -= ch in ")]"
-        if ch == ":" and depth == 0:
-            parts.append(name[start:i])
-            start = i + 1
-    parts.append(name[start:])
-    return parts
-
-
 def _aliased(X: np.ndarray, names: list[str]) -> list[str]:
     """Columns in the span of earlier ones, which are dropped (lme4 drops them with a message); warn naming them.
-    Judged on the centred columns, as the cross-products hold them: a shift of a column changes nothing."""
-    bad = _aliased_columns(X - column_centres(X, unit_combination(X, names)))
+    Judged on the columns as the cross-products hold them (`scaling.held_columns`): a shift changes nothing."""
+    bad = _aliased_columns(held_columns(X, names))
     aliased = [n for n, b in zip(names, bad) if b]
     constant = [f"'{n}' is constant ({X[0, j]:g} in every row)" for j, n in enumerate(names) if bad[j] and np.all(X[:, j] == X[0, j])]
     warn_aliased(aliased, stacklevel=5, constant=constant)

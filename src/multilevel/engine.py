@@ -478,6 +478,11 @@ class Engine:
         q2, p = self.q_rest, self.p
         return self.held.precision_factor(f.Ls[q2 : q2 + p, q2 : q2 + p])
 
+    def beta_covariance_factor(self, f: Factor) -> np.ndarray:
+        """R_X^{-1} (p x p): sigma^2 R_X^{-T} R_X^{-1} is the covariance of beta-hat (`Scaling.covariance_factor`)."""
+        q2, p = self.q_rest, self.p
+        return self.held.covariance_factor(f.Ls[q2 : q2 + p, q2 : q2 + p])
+
     def conditional_covariances(self, f: Factor) -> list[np.ndarray]:
         """Per term (m, k, k): blocks of Lambda (Lambda'Z'WZ Lambda + I)^{-1} Lambda' (times sigma^2 = lme4's condVar)."""
         q2, k0, m0 = self.q_rest, self.ks[0], self.ms[0]

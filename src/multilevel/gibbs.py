@@ -262,21 +262,21 @@ def sample_gibbs(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed
     """Blocked Gibbs draws of every parameter, returned as a `Posterior` (same tables as NUTS)."""
     start = time.perf_counter()
     y0, held = for_centred_response(model.design, ps)  # sampled: the model of y - y0 (its intercept prior moved)
-    design, cp, means, _ = sampler_inputs(model, y0)
+    design, cp, columns, _ = sampler_inputs(model, y0, ps.informative)
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)'")
     jobs = [(design, held, seed, c, warmup, draws, cp) for c in range(chains)]
     res = runner.run(run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain", stoppable=True)
-    return posterior_of(model, design.fixed_names, means, res, draws, ps, seed, time.perf_counter() - start, y0)
+    return posterior_of(model, design.fixed_names, columns, res, draws, ps, seed, time.perf_counter() - start, y0)
 
 
-def posterior_of(model, centred_names: list[str], means: np.ndarray, res: list, draws: int, ps: PriorSet, seed: int,
+def posterior_of(model, centred_names: list[str], columns: Scaling, res: list, draws: int, ps: PriorSet, seed: int,
                  seconds: float, y0: float = 0.0) -> Posterior:
     """The `Posterior` of the chains' kept sweeps (`keep_sweeps`; after Ctrl-C, the longest equal run of them),
     coefficients back in the user's columns (the response less y0 was sampled)."""
     res, n, finished = runner.kept_chains(res, lambda r: len(r["beta"]), draws)
     res = [_first(r, n) for r in res]
-    beta = uncentre(model.design.fixed_names, centred_names, np.stack([r["beta"] for r in res]), means, y0)
+    beta = uncentre(model.design.fixed_names, centred_names, np.stack([r["beta"] for r in res]), columns, y0)
     sigma = None if res[0]["sigma"] is None else np.stack([r["sigma"] for r in res])
     stats = {"accept_rate": np.stack([r["accept_rate"] for r in res])}
     return Posterior(model, beta, _per_term(res, "sd"), _per_term(res, "corr"), sigma, _per_term(res, "b"), stats, ps,

@@ -290,12 +290,11 @@ def _vcov_rx(objective: GlmmObjective, mode: Mode, family: Family) -> np.ndarray
     the objective has one (its modes start where `mode`'s are), else the engine's."""
     pirls = objective.pirls
     if objective.has_gradient:
-        factor = objective.beta_precision_factor(mode.theta, mode.beta, family)
+        inv = np.linalg.inv(objective.beta_precision_factor(mode.theta, mode.beta, family))
     else:
         kind = "expected" if pirls.information == "expected" else "observed"
         engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
-        factor = engine.beta_precision_factor(engine.factor(mode.theta))
-    inv = np.linalg.inv(factor)
+        inv = engine.beta_covariance_factor(engine.factor(mode.theta))
     return inv.T @ inv
 
 

@@ -29,7 +29,7 @@ def sample_glmm(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed:
     design = model.design
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)'")
-    centred, means, intercept = centred_design(design)
+    centred, columns, intercept = centred_design(design, ps.informative)
     p_c = centred.p - int(intercept)
     layout = _layout(model, ps, p_c, intercept, nodes)
     offset = np.zeros(design.nobs) if design.offset is None else np.asarray(design.offset, float)
@@ -44,7 +44,7 @@ def sample_glmm(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed:
     beta_c = positions[..., nb : nb + p_c]
     if intercept:
         beta_c = np.concatenate([beta_c, alpha[..., None]], axis=-1)
-    beta = uncentre(design.fixed_names, centred.fixed_names, beta_c, means)
+    beta = uncentre(design.fixed_names, centred.fixed_names, beta_c, columns)
     corr = [np.einsum("...ab,...cb->...ac", L, L) for L in chols]
     return Posterior(model, beta, sds, corr, None, cond, stats, ps, seed, time.perf_counter() - start, "nuts",
                      shape=shape, finished=finished)

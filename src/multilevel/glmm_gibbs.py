@@ -93,7 +93,7 @@ def sample_polya_gamma(model, ps: PriorSet, chains: int, draws: int, warmup: int
         )
     if not model.design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)'")
-    design, means, _ = centred_design(model.design)
+    design, columns, _ = centred_design(model.design, ps.informative)
     jobs = [(design, ps, seed, c, warmup, draws) for c in range(chains)]
     res = run_chains(run_chain, jobs, cores, warmup, draws, progress, label="gibbs chain", stoppable=True)
-    return posterior_of(model, design.fixed_names, means, res, draws, ps, seed, time.perf_counter() - start)
+    return posterior_of(model, design.fixed_names, columns, res, draws, ps, seed, time.perf_counter() - start)

@@ -156,12 +156,13 @@ def precision_message(column: str) -> str:
 
 
 def far_covariate_messages(blocks, held: Scaling) -> list[str]:
-    """Random slopes whose covariate lies far from zero beside the term's intercept (held centred, `random_centres`):
+    """Random slopes whose covariate lies far from zero beside the term's intercept (held centred, `random_columns`):
     the fit is exact, but the intercept's variance and its correlation with the slope describe the covariate at 0."""
     out = []
-    for block, centre in zip(blocks, held.z_centre):
-        for name, mean in zip(block.coef_names, [] if centre is None else centre):
-            if np.isfinite(mean) and mean != 0:
+    for block, columns in zip(blocks, held.terms):
+        products = {k for k, _, _ in columns.products} if columns is not None else set()
+        for j, (name, mean) in enumerate(zip(block.coef_names, [] if columns is None else columns.centre)):
+            if mean != 0 and j not in products:
                 out.append(
                     f"the random slope '{name}' by '{block.group}' has covariate values averaging {mean:.3g}, more than "
                     f"{FAR_COVARIATE:g} times their spread from zero: the intercept's variance and its correlation with the "

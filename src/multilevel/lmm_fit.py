@@ -82,8 +82,7 @@ class LmmFit(LmmText, Frequentist, OfModel):
     @cached_property
     def vcov(self) -> pd.DataFrame:
         """Covariance of the fixed-effect estimates, sigma^2 (R_X'R_X)^{-1}."""
-        RX = self.engine.beta_precision_factor(self.factor)
-        inv = np.linalg.inv(RX)
+        inv = self.engine.beta_covariance_factor(self.factor)
         names = self.design.fixed_names
         return pd.DataFrame(self.sigma**2 * inv.T @ inv, index=names, columns=names)
 

@@ -23,7 +23,7 @@ from .families import GAUSSIAN, Family, Gaussian, parse
 from .glmm import fit_glmm, prepare_data, validate
 from .lmm import fit_lmm
 from .partitioned import is_partitioned, partitioned_design
-from .scaling import random_centres
+from .scaling import random_columns
 
 
 class Model:
@@ -107,10 +107,10 @@ class Model:
     @cached_property
     def cross_products(self) -> CrossProducts:
         """The design's sums; a Gaussian model's hold random slopes' covariates far from zero centred in their
-        term (`scaling.random_centres`: its fits map the effects and covariances back, `LmmFit`)."""
+        term (`scaling.random_columns`: its fits map the effects and covariances back, `LmmFit`)."""
         if not self.gaussian:
             return cross_products(self.design)
-        held = replace(learn_scaling(self.design), z_centre=random_centres(self.design.blocks))
+        held = replace(learn_scaling(self.design), terms=random_columns(self.design.blocks))
         return cross_products(self.design, held)
 
     @cached_property

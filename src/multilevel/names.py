@@ -52,3 +52,16 @@ def variance_names(block, style: str = "brms") -> tuple[list[str], list[tuple[in
     sd, cor = (sd_name, cor_name) if style == "brms" else (lme4_sd_name, lme4_cor_name)
     coefs = block.coef_names
     return [sd(block.group, c) for c in coefs], [(a, c, cor(block.group, coefs[a], coefs[c])) for a, c in pairs(len(coefs))]
+
+
+def interaction_parts(name: str) -> list[str]:
+    """The factors of an interaction column's name, split at ':' outside brackets ('x:I(a:b)' -> ['x', 'I(a:b)'])."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(name):
+        depth += ch in "(["
+        depth -= ch in ")]"
+        if ch == ":" and depth == 0:
+            parts.append(name[start:i])
+            start = i + 1
+    parts.append(name[start:])
+    return parts

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .centring import centred_cross_products, centred_design
-from .crossprod import CrossProducts, Scaling, cross_products, learn_scaling, rescaled
+from .crossprod import CrossProducts, cross_products, learn_scaling, rescaled
 from .data import names_in
 from .design import (
     Coding,
@@ -37,6 +37,7 @@ from .errors import MultilevelError
 from .formula import parse
 from .partition_sources import as_source
 from .predict import linear_predictor
+from .scaling import Scaling, random_columns
 
 SPLIT_EVERY = 8  # partial results combined per task of the reduction tree (measured: DESIGN.md, "Dask")
 SKETCH_SIZE = 4001  # quantiles kept of the response: brms's default priors within 1/4001 in rank (docs/scale.md)
@@ -242,7 +243,8 @@ def partitioned_design(formula, data, weights=None, offset=None) -> tuple[Partit
     coding = learn_coding(f, seen.rows, weights, offset, aliasing=False)
     check_learnable(coding, sets)
     check_factor_levels(coding.fixed_spec, coding.terms)
-    scaling = learn_scaling(apply_coding(coding, seen.rows))  # the levels pass's rows: a sample spanning the levels
+    sample = apply_coding(coding, seen.rows)  # the levels pass's rows: a sample spanning the levels
+    scaling = replace(learn_scaling(sample), terms=random_columns(sample.blocks))  # any nearby centre will do
     from dask import delayed
 
     shared = delayed(coding, pure=True, traverse=False)  # one task holding the coding, not a copy in every task
@@ -353,21 +355,23 @@ def response_values(design: Design) -> np.ndarray:
     return design.response_sample if isinstance(design, PartitionedDesign) else design.y
 
 
-def sampler_inputs(model, y0: float = 0.0) -> tuple[Design, CrossProducts, np.ndarray, bool]:
-    """The samplers' design (non-intercept columns centred, the intercept last; the response less y0, which only a
-    model with an intercept absorbs) and its cross-products, with the column means and whether there is an
-    intercept; for partitioned data by the exact linear map of the cross-products
-    (`centring.centred_cross_products`) instead of the rows."""
+def sampler_inputs(model, y0: float = 0.0, informative=frozenset()) -> tuple[Design, CrossProducts, Scaling, bool]:
+    """The samplers' design (non-intercept columns centred, products of far factors formed of centred ones, the
+    intercept last: `centring.centred_design`; the response less y0, which only a model with an intercept absorbs)
+    and its cross-products, with the `Scaling` that makes those columns and whether there is an intercept; for
+    partitioned data by the exact linear map of the cross-products (`centring.centred_cross_products`, products
+    centred as columns) instead of the rows."""
     design = model.design
     if not isinstance(design, PartitionedDesign):
-        centred, means, intercept = centred_design(design)
+        centred, columns, intercept = centred_design(design, informative)
         centred = replace(centred, y=centred.y - y0) if y0 else centred
-        return centred, cross_products(centred, Scaling.identity(centred.p)), means, intercept
+        return centred, cross_products(centred, Scaling.identity(centred.p)), columns, intercept
     names = design.fixed_names
     if "(Intercept)" not in names:
-        return design, rescaled(model.cross_products, None), np.zeros(len(names)), False  # the user's units
+        return design, rescaled(model.cross_products, None), Scaling.identity(len(names)), False  # the user's units
     centred = copy.copy(design)
     keep = [j for j, n in enumerate(names) if n != "(Intercept)"]
     centred.fixed_names = [names[j] for j in keep] + ["(Intercept)"]
-    means = design.x_means[keep]
-    return centred, centred_cross_products(model.cross_products, names, means, y0), means, True
+    unit = np.array([n == "(Intercept)" for n in names], dtype=float)
+    columns = Scaling(np.append(np.where(unit == 0, design.x_means, 0.0), 0.0), np.ones(len(names) + 1), unit)
+    return centred, centred_cross_products(model.cross_products, names, columns, y0), columns, True

@@ -215,6 +215,11 @@ class PriorSet:
     sigma: Prior | None
     shape: Prior | None = None  # the negative binomial's size, when sampled
 
+    @property
+    def informative(self) -> frozenset[str]:
+        """Coefficients whose prior is not flat (the samplers keep their columns unmixed: `centring.sampler_columns`)."""
+        return frozenset(name for name, p in self.b.items() if p.family != "flat")
+
     def table(self, model) -> pd.DataFrame:
         """One row per parameter: class, coefficient, group, our name of the prior and brms's."""
         rows = []

@@ -28,7 +28,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from .arguments import check_level
-from .engine import tri_index
+from .engine import theta_to_T, tri_index
 from .errors import MultilevelError
 from .kinds import Generalized
 from .names import variance_names
@@ -56,11 +56,6 @@ def profile_intervals(fit, level: float = 0.95) -> pd.DataFrame:
     if isinstance(fit, Generalized):
         prof = GlmmProfile(fit)
         return _profile_table(prof, z, [w for w, kind in enumerate(prof.kinds) if kind != "size"])
-    if fit.engine.held.random_centred:
-        raise MultilevelError(
-            "profile intervals are not available where a random slope's covariate lies far from zero (it is held "
-            "centred in its term): centre that covariate in the data, or use method='Wald' or 'boot'"
-        )
     if fit.prior:
         raise MultilevelError(
             "profile intervals are defined for the plain likelihood, not the penalised zero-avoiding fit: "
@@ -68,6 +63,7 @@ def profile_intervals(fit, level: float = 0.95) -> pd.DataFrame:
         )
     ml = ml_refit(fit)
     prof = VarianceProfile(ml)
+    check_resolvable(prof)
     table = _profile_table(prof, z, range(len(prof.names)))
     fixed = FixedProfile(ml)
     se = ml.fixed_effects["std_error"].to_numpy()
@@ -115,6 +111,39 @@ def interval_end(zeta, w: int, target: float, est: float, bound: float, scale: f
     raise MultilevelError(f"the profile of parameter {w} does not reach the {target:+.2f} quantile: the likelihood is flat")
 
 
+UNRESOLVED_CORRELATION = 1e-6  # a correlation this close to +/-1 cannot be mapped to a held covariate's term
+
+
+def check_resolvable(prof) -> None:
+    """Refuse to profile the user's SDs and correlations where a random slope's covariate is held centred and a
+    correlation lies within UNRESOLVED_CORRELATION of +/-1: mapping them to the held term then loses about
+    eps / (1 - |rho|) of the intercept's variance (with the covariate at 1e9, rho is within 1e-17 of -1)."""
+    near = prof.kinds == "cor"
+    if prof.engine.held.random_centred and np.any(1.0 - np.abs(prof.start[near]) < UNRESOLVED_CORRELATION):
+        raise MultilevelError(
+            "profile intervals are not available here: a random slope's covariate lies so far from zero that the "
+            "intercept's SD and its correlation with the slope (both at the covariate's 0) are not resolved in "
+            "floating point (a correlation within 1e-6 of +/-1). Centre that covariate in the data (subtract a value "
+            "near its mean), or use method='Wald' or 'boot'"
+        )
+
+
+def held_theta(held, theta: np.ndarray, ks: list[int]) -> np.ndarray:
+    """theta of the terms as the fit holds them (`Scaling.random_map`: Sigma_held = M^-1 Sigma M^-T) from the
+    user's; the factor of M^-1 T by QR, not a Cholesky of its square (singular at the boundary)."""
+    if not held.random_centred:
+        return theta
+    out, pos = [], 0
+    for i, k in enumerate(ks):
+        size = k * (k + 1) // 2
+        G = np.linalg.solve(held.random_map(i, k), theta_to_T(theta[pos : pos + size], k))
+        L = np.linalg.qr(G.T, mode="r").T
+        L = L * np.where(np.diag(L) < 0, -1.0, 1.0)  # columns signed so that the diagonal is >= 0
+        out.extend(L[a, b] for a, b in tri_index(k))
+        pos += size
+    return np.array(out)
+
+
 class VarianceProfile:
     """The ML deviance on lme4's SD/correlation scale, profiled over all but one parameter."""
 
@@ -131,7 +160,7 @@ class VarianceProfile:
     def deviance(self, s: np.ndarray) -> float:
         """-2 log-likelihood at SDs, correlations and sigma s (beta profiled out)."""
         sigma = s[-1]
-        f = self.engine.factor(sdcor_to_theta(s, self.ks))
+        f = self.engine.factor(held_theta(self.engine.held, sdcor_to_theta(s, self.ks), self.ks))
         if f is None or sigma <= 0:
             return np.inf
         return -2.0 * self.engine.loglik_fixed_sigma(f, sigma, reml=False)
@@ -196,7 +225,7 @@ class FixedProfile:
         if f is None:
             return np.inf
         beta, _ = self.engine.solve(f)
-        RX_inv = np.linalg.inv(self.engine.beta_precision_factor(f))
+        RX_inv = self.engine.beta_covariance_factor(f)
         v_jj = float(np.sum(RX_inv[:, j] ** 2))  # [(R_X R_X')^{-1}]_jj
         prss = f.r2 + (value - beta[j]) ** 2 / v_jj
         return self.engine.criterion(dataclasses.replace(f, r2=prss), reml=False)

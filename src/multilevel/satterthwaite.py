@@ -29,7 +29,7 @@ def satterthwaite_df(fit) -> np.ndarray:
 
     def beta_variances(par):
         f = engine.factor(par[:-1])
-        RXinv = np.linalg.inv(engine.beta_precision_factor(f))
+        RXinv = engine.beta_covariance_factor(f)
         return par[-1] ** 2 * np.sum(RXinv**2, axis=0)
 
     free = np.ones(len(point), bool)

@@ -4,14 +4,20 @@ Sums of squares of uncentred data lose the digits that tell the rows apart: with
 1e12 of which the residual sum of squares is a difference in the 9th digit. Centring the columns before the sums
 are formed keeps them; the engine undoes it exactly in every number it returns (docs/frequentist.md, "Numeric
 range"). Centring needs a constant column in the model (an intercept, or a factor's full set of dummies) to absorb
-the shift; without one the columns are only scaled.
+the shift; without one the columns are only scaled. A product column (x:w, beside x, w and lower products) is
+formed again from its centred parents, (x - c_x)(w - c_w): formed of x + 1e9 it would be nearly a multiple of w.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import combinations
 
 import numpy as np
+import scipy.linalg as sla
+
+from .errors import MultilevelError
+from .names import interaction_parts
 
 FAR_COVARIATE = 10.0  # a random slope's covariate this many SDs from zero is centred in its term (beside an intercept)
 CENTRE_RATIO = 1.0  # centre a column whose mean exceeds its SD this many times (below it centring gains < 2x)
@@ -21,36 +27,48 @@ DIGITS_LOST = 1e-4  # warn when rounding a column's values (eps |mean|) exceeds 
 @dataclass(frozen=True)
 class Scaling:
     """The columns [X y] as the cross-products hold them: ([X y] - centre) / scale = [X y] A, with
-    A = (I - [unit; 0] centre') diag(1 / scale) and X unit = 1 (the intercept, or dummies summing to one).
+    A = (I - [unit; 0] centre') diag(1 / scale) and X unit = 1 (the intercept, or dummies summing to one); a
+    product column first formed again from its centred parents (`products`), which adds to A's column the
+    expansion (x - c_x)(w - c_w) = x:w - c_w x - c_x w + c_x c_w unit.
 
     Only columns other than the unit's are centred, and only when a unit exists (the model absorbs the shift);
     scales are powers of two, so scaling alone changes no bit of any result. `lost` names columns whose values
     no longer resolve their own spread (a shift near 1/eps times it)."""
 
-    centre: np.ndarray  # (p + 1,)
+    centre: np.ndarray  # (p + 1,); a product column's: that of the product of its centred parents
     scale: np.ndarray  # (p + 1,)
     unit: np.ndarray  # (p,): X unit = 1, zeros when no combination of columns is constant
     lost: tuple[str, ...] = ()
-    z_centre: tuple = ()  # per random term, (k,) centres of its covariates (None: held as given); `random_map`
+    terms: tuple = ()  # per random term, the Scaling of its covariates [Z 0] (None: held as given); `random_columns`
+    products: tuple = ()  # (column, its parents' columns, expansion: (column or -1 for the unit, parents left out))
 
     @classmethod
     def identity(cls, p: int) -> Scaling:
         return cls(np.zeros(p + 1), np.ones(p + 1), np.zeros(p))
 
     @classmethod
-    def learn(cls, X: np.ndarray, y: np.ndarray, names: list[str]) -> Scaling:
-        """Centres and scales from the rows at hand (a sample is enough: any nearby centre removes the shift)."""
+    def learn(cls, X: np.ndarray, y: np.ndarray, names: list[str], ratio: float = CENTRE_RATIO, scaled: bool = True) -> Scaling:
+        """Centres and scales from the rows at hand (a sample is enough: any nearby centre removes the shift): columns
+        averaging more than `ratio` SDs from zero centred; `scaled=False` keeps scale 1."""
         Xy = np.column_stack([X, y])
         mean, sd = Xy.mean(axis=0), Xy.std(axis=0)
+        unit = unit_combination(X, names)
+        centre = column_centres(Xy, np.append(unit, 0.0), mean, sd, ratio)
+        products = product_columns(X, names, centre, unit)
+        if products:  # their own centres and scales are those of the products of the centred parents
+            held_products(Xy, centre, products)
+            mean, sd = Xy.mean(axis=0), Xy.std(axis=0)
+            centre = column_centres(Xy, np.append(unit, 0.0), mean, sd, ratio)
         size = np.where(sd > 0, sd, np.abs(mean))
         scale = np.where(np.isfinite(size) & (size > 0), 2.0 ** np.round(np.log2(np.where(size > 0, size, 1.0))), 1.0)
-        unit = unit_combination(X, names)
-        centre = column_centres(Xy, np.append(unit, 0.0), mean, sd)
+        scale = scale if scaled else np.ones_like(scale)
         lost = (sd > 0) & (np.finfo(float).eps * np.abs(mean) > DIGITS_LOST * sd)
-        return cls(centre, scale, unit, tuple(n for n, bad in zip([f"column '{n}'" for n in names] + ["the response"], lost) if bad))
+        return cls(centre, scale, unit, tuple(n for n, bad in zip([f"column '{n}'" for n in names] + ["the response"], lost) if bad),
+                   products=products)
 
     def apply(self, Xy: np.ndarray) -> np.ndarray:
         """The held columns of a fresh [X y], overwriting it (a second n x (p + 1) array costs more than the arithmetic)."""
+        held_products(Xy, self.centre, self.products)
         Xy -= self.centre
         Xy /= self.scale
         return Xy
@@ -59,13 +77,25 @@ class Scaling:
     def matrix(self) -> np.ndarray:
         """A, with [X y] A the columns held."""
         unit = np.append(self.unit, 0.0)
-        return (np.eye(len(unit)) - np.outer(unit, self.centre)) / self.scale
+        A = np.eye(len(unit)) - np.outer(unit, self.centre)
+        for k, _, expansion in self.products:
+            A[:, k] = -self.centre[k] * unit
+            for row, left_out in expansion:
+                A[:, k] += np.prod(-self.centre[list(left_out)]) * (unit if row < 0 else np.eye(len(unit))[row])
+        return A / self.scale
 
     @property
     def inverse(self) -> np.ndarray:
-        """A^-1 = diag(scale) (I + [unit; 0] centre') (centre' unit = 0)."""
-        unit = np.append(self.unit, 0.0)
-        return self.scale[:, None] * (np.eye(len(unit)) + np.outer(unit, self.centre))
+        """A^-1 by back substitution: A is upper triangular with the unit's columns first and products after their
+        factors (without products, diag(scale) (I + [unit; 0] centre'), exactly)."""
+        A, unit = self.matrix, np.append(self.unit, 0.0)
+        degree = np.ones(len(unit))
+        for k, parents, _ in self.products:
+            degree[k] = len(parents)
+        order = np.lexsort((np.arange(len(unit)), degree, unit == 0))
+        inv = np.empty_like(A)
+        inv[np.ix_(order, order)] = sla.solve_triangular(A[np.ix_(order, order)], np.eye(len(unit)), lower=False)
+        return inv
 
     def coefficients(self, beta: np.ndarray) -> np.ndarray:
         """The user's coefficients from those of the held columns: [-beta; 1] = scale_y A [-beta_held; 1]."""
@@ -80,60 +110,112 @@ class Scaling:
         p = len(self.unit)
         return self.inverse[:p, :p].T @ R
 
+    def covariance_factor(self, R: np.ndarray) -> np.ndarray:
+        """R_X^-1 of the user's columns from R of the held ones (lower triangular): R^-1 A_X', formed without
+        inverting R_X, whose condition grows with the square of a product's shift."""
+        p = len(self.unit)
+        return sla.solve_triangular(R, self.matrix[:p, :p].T, lower=True)
+
     def random_map(self, term: int, k: int) -> np.ndarray:
         """M with the term's covariates as held, Z_held = Z M, so that b = M b_held and Sigma = M Sigma_held M' in
-        the user's terms: identity, but for centred covariates M[intercept, j] = -centre_j."""
-        M = np.eye(k)
-        centre = self.z_centre[term] if term < len(self.z_centre) else None
-        if centre is not None:
-            M[int(np.flatnonzero(centre == INTERCEPT)[0])] = np.where(centre == INTERCEPT, 1.0, -centre)
-        return M
+        the user's terms: the term's own A (identity unless its covariates are held centred)."""
+        columns = self.terms[term] if term < len(self.terms) else None
+        return np.eye(k) if columns is None else columns.matrix[:k, :k]
 
     @property
     def random_centred(self) -> bool:
         """True when a random slope's covariate is held centred."""
-        return any(c is not None for c in self.z_centre)
+        return any(c is not None for c in self.terms)
 
     def drop(self, keep: np.ndarray) -> Scaling:
         """The scaling of the columns `keep` of [X y] (aliased columns dropped; the last is the response)."""
-        return replace(self, centre=self.centre[keep], scale=self.scale[keep], unit=self.unit[keep[:-1]])
+        position = {int(j): i for i, j in enumerate(keep)}
+        position[-1] = -1
+        products = []
+        for k, parents, expansion in self.products:
+            if k not in position:
+                continue
+            if any(j not in position for j in parents) or any(row not in position for row, _ in expansion):
+                raise MultilevelError(
+                    f"a factor of the product column {k + 1} is aliased (dropped) while the product is not: the product "
+                    "cannot be held centred. Drop the aliased factor from the formula (or centre it in the data)"
+                )
+            products.append((position[k], tuple(position[j] for j in parents),
+                             tuple((position[row], tuple(position[j] for j in out)) for row, out in expansion)))
+        return replace(self, centre=self.centre[keep], scale=self.scale[keep], unit=self.unit[keep[:-1]],
+                       products=tuple(products))
 
 
-INTERCEPT = np.inf  # marks the intercept's place in a term's `z_centre`
-
-
-def random_centres(blocks) -> tuple:
-    """Per random term with an intercept, the centres of its covariates averaging more than FAR_COVARIATE SDs from
-    zero (0 for the others, INTERCEPT at the intercept); None for a term without any. Held centred, the term's
-    covariance is that of the covariates near their mean, which floating point resolves; `random_map` undoes it."""
+def random_columns(blocks) -> tuple:
+    """Per random term with an intercept and a covariate averaging more than FAR_COVARIATE SDs from zero, the
+    `Scaling` (scale 1) that holds its covariates centred (products of them formed of centred factors); None for the
+    others. Held so, the term's covariance is that of the covariates near their mean, which floating point
+    resolves; `random_map` undoes it."""
     out = []
     for block in blocks:
-        if "(Intercept)" not in block.coef_names or block.k < 2:
-            out.append(None)
-            continue
-        mean, sd = block.Z.mean(axis=0), block.Z.std(axis=0)
-        centre = np.where((sd > 0) & (np.abs(mean) > FAR_COVARIATE * sd), mean, 0.0)
-        centre[block.coef_names.index("(Intercept)")] = INTERCEPT
-        out.append(centre if np.any(np.isfinite(centre) & (centre != 0)) else None)
+        columns = None
+        if "(Intercept)" in block.coef_names and block.k > 1:
+            columns = Scaling.learn(block.Z, np.zeros(len(block.Z)), block.coef_names, FAR_COVARIATE, scaled=False)
+        out.append(columns if columns is not None and np.any(columns.centre) else None)
     return tuple(out)
 
 
-def held_random(block, centre):
-    """The block with its covariates as held: Z - Z[:, intercept] centre' (unchanged for None)."""
-    if centre is None:
+def held_random(block, columns: Scaling | None):
+    """The block with its covariates as `columns` holds them (unchanged for None)."""
+    if columns is None:
         return block
-    a = int(np.flatnonzero(centre == INTERCEPT)[0])
-    shift = np.where(centre == INTERCEPT, 0.0, centre)
-    return replace(block, Z=block.Z - block.Z[:, [a]] * shift)
+    return replace(block, Z=columns.apply(np.column_stack([block.Z, np.zeros(len(block.Z))]))[:, :-1])
 
 
-def column_centres(M: np.ndarray, unit: np.ndarray, mean: np.ndarray | None = None, sd: np.ndarray | None = None) -> np.ndarray:
-    """The centre of each column of M: its mean where it exceeds CENTRE_RATIO SDs, the column is not part of the
-    unit (M unit = 1, which absorbs the shift) and a unit exists; else 0."""
+def held_columns(X: np.ndarray, names: list[str]) -> np.ndarray:
+    """X as the cross-products would hold it (centred, products formed of centred parents, scaled): what aliasing is
+    judged on, so that a shift of a column changes nothing."""
+    Xy = np.column_stack([X, np.zeros(len(X))])
+    return Scaling.learn(X, Xy[:, -1], names).apply(Xy)[:, :-1]
+
+
+def column_centres(M: np.ndarray, unit: np.ndarray, mean: np.ndarray | None = None, sd: np.ndarray | None = None,
+                   ratio: float = CENTRE_RATIO) -> np.ndarray:
+    """The centre of each column of M: its mean where it exceeds `ratio` SDs, the column is not part of the unit
+    (M unit = 1, which absorbs the shift) and a unit exists; else 0."""
     mean = M.mean(axis=0) if mean is None else mean
     sd = M.std(axis=0) if sd is None else sd
     movable = (sd > 0) & (unit == 0) & unit.any()
-    return np.where(movable & (np.abs(mean) > CENTRE_RATIO * sd), mean, 0.0)
+    return np.where(movable & (np.abs(mean) > ratio * sd), mean, 0.0)
+
+
+def product_columns(X: np.ndarray, names: list[str], centre: np.ndarray, unit: np.ndarray) -> tuple:
+    """Product columns to form again from centred parents: each x:w:.. whose factors (x, w, ..) are columns, one at
+    least centred, every product of fewer of them a column too (the expansion needs them: `x*w`, not `x:w` alone),
+    and which equals the product of its factors' columns to rounding."""
+    if not unit.any():
+        return ()
+    parts = [frozenset(interaction_parts(n)) for n in names]
+    column = {}
+    for j, part in enumerate(parts):
+        column.setdefault(part, j)
+    out = []
+    for k, part in enumerate(parts):
+        parents = sorted(column.get(frozenset([f]), -1) for f in part)
+        if len(part) < 2 or unit[k] != 0 or min(parents) < 0 or not np.any(centre[parents]):
+            continue
+        expansion = []
+        for size in range(len(parents) + 1):
+            for kept in combinations(parents, size):
+                factors = frozenset().union(*(parts[j] for j in kept))
+                row = -1 if not kept else column.get(factors, -2)
+                expansion.append((row, tuple(j for j in parents if j not in kept)))
+        product = np.prod(X[:, parents], axis=1)
+        if any(row == -2 for row, _ in expansion) or np.any(np.abs(X[:, k] - product) > 8 * np.finfo(float).eps * np.abs(product)):
+            continue
+        out.append((k, tuple(parents), tuple(expansion)))
+    return tuple(out)
+
+
+def held_products(Xy: np.ndarray, centre: np.ndarray, products: tuple) -> None:
+    """Overwrite each product column with the product of its centred parents (parents are not products)."""
+    for k, parents, _ in products:
+        Xy[:, k] = np.prod(Xy[:, list(parents)] - centre[list(parents)], axis=1)
 
 
 def unit_combination(X: np.ndarray, names: list[str]) -> np.ndarray:

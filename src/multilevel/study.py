@@ -111,7 +111,7 @@ class PriorTruth:
 
     def __init__(self, model, priors):
         design = model.design
-        centred, self.means, self.intercept = centred_design(design)
+        centred, self.columns, self.intercept = centred_design(design, priors.informative)
         self.names, self.centred_names = list(design.fixed_names), list(centred.fixed_names)
         self.blocks = [(i, list(b.coef_names)) for i, b in enumerate(design.blocks)]
         self.priors = priors
@@ -121,7 +121,7 @@ class PriorTruth:
         ps = self.priors
         slopes = [ps.b[n].sample(rng) for n in self.centred_names if n != "(Intercept)"]
         beta_c = np.array(slopes + ([ps.intercept.sample(rng)] if self.intercept else []), dtype=float)
-        beta = uncentre(self.names, self.centred_names, beta_c, self.means)
+        beta = uncentre(self.names, self.centred_names, beta_c, self.columns)
         covs = []
         for i, coefs in self.blocks:
             sd = np.array([ps.sd[(i, c)].sample(rng) for c in coefs])
