@@ -17,7 +17,7 @@ from multilevel.crossprod import rescaled, residual_sum_of_squares
 from multilevel.design import apply_coding, learn_coding
 from multilevel.lmm import fit_at
 from multilevel.optimize import OptimumInfo
-from multilevel.partitioned import SKETCH_SIZE, Sketch, sampler_inputs
+from multilevel.partitioned import SKETCH_SIZE, Sketch, sampler_inputs, seen_in
 from multilevel.predict import linear_predictor
 from multilevel.priors import default_priors
 
@@ -299,3 +299,12 @@ def test_numeric_grouping_factors_are_coded_by_their_learned_levels(groups):
     np.testing.assert_array_equal(apply_coding(coding, new, new=True).blocks[0].codes, [np.searchsorted(levels, groups[1]), -1, -1])
     with pytest.raises(MultilevelError, match="level\\(s\\) \\['99'\\] the coding"):
         apply_coding(coding, pd.DataFrame({"y": [1.0], "g": [99]}))
+
+
+@pytest.mark.parametrize("ids", [np.array([5, -3, 5, 9, -3, 0, 9, 7]), np.array([2**40, 1, 2**40, 3]), np.array([1.5, 2.5, 1.5])])
+def test_levels_pass_keeps_the_first_row_of_each_id(ids):
+    """Integer ids found by a table over their range (or, wide or not integers, by hashing): the same rows, in the
+    same order, as pandas' drop_duplicates."""
+    rows = pd.DataFrame({"y": np.arange(len(ids), dtype=float), "g": ids})
+    expected = pd.concat([rows.head(1), rows.drop_duplicates(subset=["g"])])
+    pd.testing.assert_frame_equal(seen_in(rows, ["y", "g"], [("g",)]).rows, expected)

@@ -22,6 +22,7 @@ from .centring import centred_cross_products, centred_design
 from .crossprod import CrossProducts, Scaling, cross_products, learn_scaling, rescaled
 from .data import names_in
 from .design import (
+    TABLE_SPREAD,
     Coding,
     Design,
     RandomBlock,
@@ -38,7 +39,7 @@ from .formula import parse
 from .partition_sources import as_source
 from .predict import linear_predictor
 
-SPLIT_EVERY = 8  # partial results combined per task of the reduction tree (measured: DESIGN.md, "Dask")
+SPLIT_EVERY = 2  # partial results combined per task of the reduction tree: two keep the fewest partials alive (docs/scale.md)
 SKETCH_SIZE = 4001  # quantiles kept of the response: brms's default priors within 1/4001 in rank (docs/scale.md)
 
 
@@ -84,9 +85,26 @@ def _complete(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
 
 
 def _distinct(rows: pd.DataFrame, sets: list[tuple[str, ...]]) -> pd.DataFrame:
-    """One row per distinct value of each column set (and the first row: a model without level columns still
-    has a row to learn its columns' types from)."""
-    return pd.concat([rows.head(1)] + [rows.drop_duplicates(subset=list(s)) for s in sets])
+    """The first row of each distinct value of each column set (and the first row: a model without level columns
+    still has a row to learn its columns' types from)."""
+    firsts = [_first_rows(rows[s[0]]) if len(s) == 1 else None for s in sets]
+    return pd.concat([rows.head(1)] + [rows[f] if f is not None else rows.drop_duplicates(subset=list(s)) for s, f in zip(sets, firsts)])
+
+
+def _first_rows(col: pd.Series) -> np.ndarray | None:
+    """Where each integer id first occurs, by a table over the ids' range (5x faster than hashing: docs/scale.md);
+    None when the column is not integers or its range is too wide for a table."""
+    if not pd.api.types.is_integer_dtype(col.dtype) or not isinstance(col.dtype, np.dtype) or not len(col):
+        return None
+    ids = col.to_numpy()
+    low, high = int(ids.min()), int(ids.max())
+    if high - low >= TABLE_SPREAD * len(ids) + 1024:
+        return None
+    first = np.full(high - low + 1, len(ids))
+    np.minimum.at(first, ids - low, np.arange(len(ids)))
+    mask = np.zeros(len(ids), dtype=bool)
+    mask[first[first < len(ids)]] = True
+    return mask
 
 
 def seen_in(frame: pd.DataFrame, used: list[str], sets: list[tuple[str, ...]]) -> Seen:
