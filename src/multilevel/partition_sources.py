@@ -46,7 +46,7 @@ class ParquetFiles:
 
     def partials(self, columns: list[str], function, *args, combine=None) -> list:
         """Delayed `function(frame, *args)` over each file's batches holding `columns`, combined per file by
-        `combine` (a file without rows gives `function` of an empty frame)."""
+        `combine(total, part)`, which may add into `total` (a file without rows gives `function` of an empty frame)."""
         from dask import delayed
 
         empty = self.meta[columns]
@@ -64,7 +64,7 @@ def _read_file(file: str, columns: list[str], empty: pd.DataFrame, function, com
 
     total = None
     try:
-        reader = pq.ParquetFile(file)
+        reader = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20)
         batches = reader.iter_batches(BATCH_ROWS, columns=columns)
         for batch in batches:
             part = function(batch.to_pandas(), *args)

@@ -172,31 +172,46 @@ def partial_sums(frame: pd.DataFrame, coding: Coding, scaling: Scaling) -> Reduc
     if not len(_complete(frame, list(coding.columns))):
         return None
     design = apply_coding(coding, frame)
-    return Reduced(cross_products(design, scaling), design.X.sum(axis=0), Sketch.of(design.y, np.ones(design.nobs)))
+    ones = np.ones(design.nobs)
+    return Reduced(cross_products(design, scaling), ones @ design.X, Sketch.of(design.y, ones))  # X.sum(0): a row at a time
 
 
-def add_partial_sums(*parts: Reduced | None) -> Reduced | None:
-    """Several partitions' sums as one (None parts are partitions without model rows)."""
+def add_partial_sums(*parts: Reduced | None, into_first: bool = False) -> Reduced | None:
+    """Several partitions' sums as one (None parts are partitions without model rows); `into_first` adds into the
+    first part's arrays (a file's running total, which nothing else holds: one dense partial less alive)."""
     parts = [p for p in parts if p is not None]
     if not parts:
         return None
     sketch = Sketch.merge(*(p.sketch for p in parts))
-    return Reduced(add_cross_products(*(p.cp for p in parts)), sum(p.x_sums for p in parts), sketch)
+    return Reduced(add_cross_products(*(p.cp for p in parts), into_first=into_first), _total([p.x_sums for p in parts], into_first), sketch)
 
 
-def add_cross_products(*parts: CrossProducts) -> CrossProducts:
-    """The sum of partial cross-products."""
+def add_cross_products(*parts: CrossProducts, into_first: bool = False) -> CrossProducts:
+    """The sum of partial cross-products (`into_first`: see add_partial_sums)."""
     first = parts[0]
     return CrossProducts(
         sum(p.n for p in parts),
         first.p,
-        [sum(p.diag[i] for p in parts) for i in range(len(first.diag))],
+        [_total([p.diag[i] for p in parts], into_first) for i in range(len(first.diag))],
         {key: sum((p.off[key] for p in parts[1:]), first.off[key]).tocsr() for key in first.off},
-        [sum(p.zxy[i] for p in parts) for i in range(len(first.zxy))],
-        sum(p.xy for p in parts),
+        [_total([p.zxy[i] for p in parts], into_first) for i in range(len(first.zxy))],
+        _total([p.xy for p in parts], into_first),
         sum(p.sum_log_w for p in parts),
         first.scaling,
     )
+
+
+def _total(arrays: list[np.ndarray], into_first: bool) -> np.ndarray:
+    """The sum of arrays in one new array (`sum` makes one per addition, and a dense partial over 10^5 levels
+    costs more to allocate than to add), or in the first."""
+    if into_first:
+        out = arrays[0]
+    else:
+        out = arrays[0].copy() if len(arrays) == 1 else arrays[0] + arrays[1]
+        arrays = arrays[1:]
+    for a in arrays[1:]:
+        out += a
+    return out
 
 
 def level_sets(f, meta: pd.DataFrame, used: list[str]) -> list[tuple[str, ...]]:
@@ -264,7 +279,7 @@ def partitioned_design(formula, data, weights=None, offset=None) -> tuple[Partit
     from dask import delayed
 
     shared = delayed(coding, pure=True, traverse=False)  # one task holding the coding, not a copy in every task
-    parts = source.partials(used, partial_sums, shared, scaling, combine=add_partial_sums)
+    parts = source.partials(used, partial_sums, shared, scaling, combine=partial(add_partial_sums, into_first=True))
     (sums,) = compute(tree_reduce(parts, add_partial_sums))
     coding, sums = drop_aliased(coding, sums)
     n = sums.cp.n
