@@ -182,7 +182,8 @@ class Engine:
             self.fill_map = self.fill_targets = None
             self._fill_unique = False  # `refresh` rebuilds
             if k0 == 1 and pairs_fit(B, self.q_rest):
-                self.pair_fill = PairFill(B, self.q_rest)
+                rest = [cp.off[(0, a)] for a in range(1, self.n_terms)]
+                self.pair_fill = PairFill(B, self.q_rest, rest[0] if len(rest) == 1 else sp.hstack(rest, format="csr"))
             return
         order = np.lexsort((coef, coo.row, level))
         rows, vals, level, coef = coo.row[order].astype(np.int64), coo.data[order], level[order], coef[order]

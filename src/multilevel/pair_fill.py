@@ -12,7 +12,7 @@ from .dense_memory import available_bytes
 
 PAIR_BYTES = 12  # a pair's flat target (int32) and weight (float64)
 MEMORY_SHARE = 0.25  # the list is built only within this share of the memory available
-CHUNK_LEVELS = 10_000  # levels whose pairs are formed at a time while building (~100 MB of temporaries at 20 entries a level)
+CHUNK_LEVELS = 5_000  # levels whose pairs are formed at a time while building (~50 MB of temporaries at 20 entries a level)
 
 
 def pairs_fit(B: sp.csr_matrix, q_rest: int) -> bool:
@@ -26,10 +26,11 @@ class PairFill:
     """The lower triangle of B M B' for per-level scalars M, B (r x m0) being [Z_2..Z_t, X, y]'WZ_1 with its
     first q_rest rows (the other terms' effects) sparse and the rest (X, y) dense."""
 
-    def __init__(self, B: sp.csr_matrix, q_rest: int):
+    def __init__(self, B: sp.csr_matrix, q_rest: int, rest: sp.csr_matrix):
+        """`rest`: B's first q_rest rows transposed (m0 x q_rest), e.g. the cross-products' Z_1'WZ_2 (not copied)."""
         self.B, self.q, self.r = B, q_rest, B.shape[0]
         self.dense = B[q_rest:].toarray()  # X and y rows: (p + 1, m0)
-        self.pairs = _pair_list(B[:q_rest].T.tocsr(), self.r)
+        self.pairs = _pair_list(rest, self.r)
 
     def fill(self, M: np.ndarray) -> np.ndarray:
         """The dense r x r lower triangle of B diag(M) B' (zeros above the diagonal)."""
