@@ -44,7 +44,7 @@ class PairFill:
 def _pair_list(Bt: sp.csr_matrix, r: int) -> sp.csc_matrix:
     """For each level (row of Bt: its entries in the other terms' rows), every pair of its entries (a, b) with
     b's row not after a's, as (flat target a_row * r + b_row, weight B_a B_b): an (r^2 x m0) CSC matrix whose
-    product with M sums the pairs into the flat lower triangle."""
+    product with M sums the pairs into the flat lower triangle. Bt's indices are sorted in place."""
     Bt.sort_indices()
     counts = np.diff(Bt.indptr)
     indptr = np.concatenate([[0], np.cumsum(counts * (counts + 1) // 2)])

@@ -178,10 +178,9 @@ def partial_sums(frame: pd.DataFrame, coding: Coding, scaling: Scaling) -> Reduc
     if not n_complete:
         return Reduced(None, None, None, None, len(frame))
     design = apply_coding(coding, frame)
-    ones = np.ones(design.nobs)
+    x_sums = np.ones(design.nobs) @ design.X  # X.sum(axis=0) walks the rows one at a time
     level_rows = [np.bincount(b.codes, minlength=b.m) for b in design.blocks]
-    return Reduced(cross_products(design, scaling), ones @ design.X, Sketch.of(design.y, None), level_rows,  # X.sum(0): a row at a time
-                   len(frame) - n_complete)
+    return Reduced(cross_products(design, scaling), x_sums, Sketch.of(design.y, None), level_rows, len(frame) - n_complete)
 
 
 def add_partial_sums(*parts: Reduced, into_first: bool = False) -> Reduced:
