@@ -181,7 +181,7 @@ class Engine:
         if not fill_map_fits(np.sum(entries * (entries + 1) / 2)):  # crossed terms with many levels: no map
             self.fill_map = self.fill_targets = None
             self._fill_unique = False  # `refresh` rebuilds
-            if k0 == 1 and pairs_fit(B, self.q_rest):
+            if k0 == 1 and self.n_terms > 1 and pairs_fit(B, self.q_rest):  # one term: no pairs to list
                 rest = [cp.off[(0, a)] for a in range(1, self.n_terms)]
                 self.pair_fill = PairFill(B, self.q_rest, rest[0] if len(rest) == 1 else sp.hstack(rest, format="csr"))
             return
