@@ -11,7 +11,8 @@ balanced: y = 1 + a_g + e, --groups groups (a ~ N(0, 1), e ~ N(0, 1)), each file
          order (rows / groups files); formula "y ~ 1 + (1 | g)". Writes _closed_form.json beside the files: the REML
          estimates of this balanced one-way design in closed form (the ANOVA estimators; Searle, Casella & McCulloch
          1992, 3.7), from per-group sums accumulated as the rows are written.
-Groups are integers; the rows of a group are spread over all files (row order random), as logged data are.
+Groups are integers; the rows of a group are spread over all files (row order random), as logged data are. The
+grouping factors' levels present are written to _levels.json (for Model(levels=...): scale.py --levels).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ def write(kind: str, n: int, folder: Path, items: int, seed: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if kind == "nested":
         effects = nested_effects(max(2, n // 50), rng)
+        present = {"g": np.zeros(len(effects), dtype=bool)}
     else:
         users, item_effects = rng.normal(0, 0.8, max(2, n // 20)), rng.normal(0, 0.5, items)
+        present = {"user": np.zeros(len(users), dtype=bool), "item": np.zeros(items, dtype=bool)}
     for i, start in enumerate(range(0, n, CHUNK)):
         size = min(CHUNK, n - start)
         x = rng.normal(size=size)
@@ -53,7 +56,15 @@ def write(kind: str, n: int, folder: Path, items: int, seed: int) -> None:
             user, item = rng.integers(0, len(users), size), rng.integers(0, items, size)
             y = 1 + 0.5 * x + users[user] + item_effects[item] + e
             table = pa.table({"y": y, "x": x, "user": user, "item": item})
+        for name, seen in present.items():
+            seen[table[name].to_numpy()] = True
         pq.write_table(table, folder / f"part-{i:05d}.parquet")
+    write_levels(folder, {name: np.flatnonzero(seen) for name, seen in present.items()})
+
+
+def write_levels(folder: Path, levels: dict[str, np.ndarray]) -> None:
+    """The grouping factors' levels present, as `_levels.json` beside the files (scale.py --levels gives them to Model)."""
+    (folder / "_levels.json").write_text(json.dumps({name: values.tolist() for name, values in levels.items()}))
 
 
 def write_balanced(n: int, folder: Path, groups: int, seed: int) -> None:
@@ -71,6 +82,7 @@ def write_balanced(n: int, folder: Path, groups: int, seed: int) -> None:
         squares += np.bincount(g, weights=y * y, minlength=groups)
         pq.write_table(pa.table({"y": y, "g": g}), folder / f"part-{i:05d}.parquet")
     (folder / "_closed_form.json").write_text(json.dumps(closed_form(sums, squares, n // groups)))
+    write_levels(folder, {"g": np.arange(groups)})
 
 
 def closed_form(sums: np.ndarray, squares: np.ndarray, per_group: int) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from conftest import reference, reference_files
 
 import multilevel as mlv
@@ -52,15 +53,24 @@ def test_objective_checks_insteval(name):
     test_objective_checks(name)
 
 
-@pytest.mark.parametrize("name", [n for n in LMER_BLME if not n.startswith("insteval")])
-def test_fill_by_sparse_products_gives_lme4s_objective(name, monkeypatch):
-    """Without a fill map (too many pairs for the memory) the fill B M B' is a sparse product at each evaluation instead of the map (crossed
-    designs with many levels): lme4's / blme's objective to 1e-8 at its checks, the gradient of scalar models as
-    the map's (1e-9), and a full fit of the crossed Penicillin the same as with the map."""
-    ref, mapped = engine_of(name)
+def without_fill_map(monkeypatch, fill: str) -> None:
+    """Engines built from here on take the pair list (a scalar first term) or the sparse product instead of the map."""
     monkeypatch.setattr(engine_module, "fill_map_fits", lambda pairs: False)
+    if fill == "product":
+        monkeypatch.setattr(engine_module, "pairs_fit", lambda B, q: False)
+
+
+@pytest.mark.parametrize("fill", ["pairs", "product"])
+@pytest.mark.parametrize("name", [n for n in LMER_BLME if not n.startswith("insteval")])
+def test_fill_without_the_map_gives_lme4s_objective(name, fill, monkeypatch):
+    """Without a fill map (too many pairs for the memory) the fill B M B' comes from a pair list (scalar first
+    terms) or a sparse product at each evaluation (crossed designs with many levels): lme4's / blme's objective to
+    1e-8 at its checks, the gradient of scalar models as the map's (1e-9)."""
+    ref, mapped = engine_of(name)
+    without_fill_map(monkeypatch, fill)
     _, product = engine_of(name)
     assert product.fill_map is None and mapped.fill_map is not None
+    assert (product.pair_fill is not None) == (fill == "pairs" and product.ks[0] == 1 and len(product.ks) > 1)
     for point in ref["objective_checks"]["points"]:
         theta = np.asarray(point["theta"])
         value = product.objective(theta, ref["REML"])
@@ -82,10 +92,22 @@ def test_a_fill_map_beyond_the_floor_needs_a_quarter_of_the_memory(monkeypatch, 
     assert engine_module.fill_map_fits(pairs) is built
 
 
-def test_a_crossed_fit_by_sparse_products_is_the_fit_by_the_map(monkeypatch):
+@pytest.mark.parametrize("available, built", [(None, False), (4 * 12 * 9, True), (4 * 12 * 9 - 1, False)])
+def test_a_pair_list_needs_a_quarter_of_the_memory(monkeypatch, available, built):
+    """Levels (columns) with 3, 2 and 0 entries in the other terms' rows (B's first 3; the last row, X and y, is left
+    to a dense product): 6 + 3 pairs of 12 bytes, against a quarter of the memory available."""
+    import multilevel.pair_fill as pair_fill
+
+    B = sp.csr_matrix(np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [2.0, 2.0, 2.0]]))
+    monkeypatch.setattr(pair_fill, "available_bytes", lambda: available)
+    assert pair_fill.pairs_fit(B, 3) is built
+
+
+@pytest.mark.parametrize("fill", ["pairs", "product"])
+def test_a_crossed_fit_without_the_map_is_the_fit_by_the_map(monkeypatch, fill):
     formula, data = "diameter ~ 1 + (1 | plate) + (1 | sample)", mlv.datasets.load("Penicillin")
     mapped = mlv.Model(formula, data).fit()
-    monkeypatch.setattr(engine_module, "fill_map_fits", lambda pairs: False)
+    without_fill_map(monkeypatch, fill)
     product = mlv.Model(formula, data).fit()
     assert product.objective == pytest.approx(mapped.objective, rel=1e-10)
     np.testing.assert_allclose(product.theta, mapped.theta, rtol=1e-6)

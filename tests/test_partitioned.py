@@ -17,7 +17,7 @@ from multilevel.crossprod import rescaled, residual_sum_of_squares
 from multilevel.design import apply_coding, learn_coding
 from multilevel.lmm import fit_at
 from multilevel.optimize import OptimumInfo
-from multilevel.partitioned import SKETCH_SIZE, Sketch, sampler_inputs
+from multilevel.partitioned import SKETCH_SIZE, Sketch, sampler_inputs, seen_in
 from multilevel.predict import linear_predictor
 from multilevel.priors import default_priors
 
@@ -279,7 +279,12 @@ def test_residual_sum_of_squares_as_a_quadratic_form():
 def test_response_sketch_keeps_quantiles_within_its_rank_bound():
     """200k values in 17 partitions merged in a tree: median and MAD within 2 / SKETCH_SIZE in rank."""
     y = np.random.default_rng(5).lognormal(size=200_000)
-    parts = [Sketch.of(chunk, np.ones(len(chunk))) for chunk in np.array_split(y, 17)]
+    parts = [Sketch.of(chunk, None) for chunk in np.array_split(y, 17)]
+    # unit weights given, or implied: the same quantiles (positions agree to n eps of a rank, so values to that
+    # share of the widest gap between neighbours)
+    head = y[:20_000]
+    bound = len(head) * np.finfo(float).eps * np.max(np.diff(np.sort(head)))
+    np.testing.assert_allclose(Sketch.of(head, None).values, Sketch.of(head, np.ones(len(head))).values, rtol=0, atol=bound)
     sample = Sketch.merge(Sketch.merge(*parts[:8]), Sketch.merge(*parts[8:])).sample()
     med = np.median(sample)
     assert abs(np.mean(y <= med) - 0.5) < 2 / SKETCH_SIZE
@@ -299,3 +304,61 @@ def test_numeric_grouping_factors_are_coded_by_their_learned_levels(groups):
     np.testing.assert_array_equal(apply_coding(coding, new, new=True).blocks[0].codes, [np.searchsorted(levels, groups[1]), -1, -1])
     with pytest.raises(MultilevelError, match="level\\(s\\) \\['99'\\] the coding"):
         apply_coding(coding, pd.DataFrame({"y": [1.0], "g": [99]}))
+
+
+@pytest.mark.parametrize("ids", [np.array([5, -3, 5, 9, -3, 0, 9, 7]), np.array([2**40, 1, 2**40, 3]), np.array([1.5, 2.5, 1.5])])
+def test_levels_pass_keeps_the_first_row_of_each_id(ids):
+    """Integer ids found by a table over their range (or, wide or not integers, by hashing): the same rows, in the
+    same order, as pandas' drop_duplicates."""
+    rows = pd.DataFrame({"y": np.arange(len(ids), dtype=float), "g": ids})
+    expected = pd.concat([rows.head(1), rows.drop_duplicates(subset=["g"])])
+    pd.testing.assert_frame_equal(seen_in(rows, ["y", "g"], [("g",)]).rows, expected)
+
+
+@pytest.mark.parametrize("formula, dataset", [MODELS[0], MODELS[3]])
+def test_given_levels_skip_the_levels_pass(formula, dataset, tmp_path, monkeypatch):
+    """With every grouping factor's levels given (in any order) the levels pass is not run, and the sums and the
+    fit are those of the data in memory: from a Dask DataFrame (known categories) and from Parquet files (read
+    3 rows at a time, the first rows incomplete, so the coding's sample comes from later rows)."""
+    import multilevel.partition_sources as sources
+    import multilevel.partitioned as partitioned
+
+    data = mlv.datasets.load(dataset)
+    response = formula.split("~")[0].strip()
+    data = data.assign(**{response: data[response].astype(float)})
+    data.loc[data.index[:4], response] = np.nan
+    whole = mlv.Model(formula, data)
+    groups = {g: data[g].unique()[::-1] for g in ("Subject", "plate", "sample") if g in data}
+    monkeypatch.setattr(partitioned, "_levels_pass", None)
+    monkeypatch.setattr(sources, "BATCH_ROWS", 3)
+    data.to_parquet(tmp_path / "data.parquet")
+    for source in (shuffled(data, 3), str(tmp_path / "data.parquet")):
+        model = mlv.Model(formula, source, levels=groups)
+        assert (model.nobs, model.design.n_dropped) == (whole.nobs, whole.design.n_dropped)
+        assert [list(b.levels) for b in model.design.blocks] == [list(b.levels) for b in whole.design.blocks]
+        assert_same_cross_products(whole.cross_products, model.cross_products)
+        assert_same_fit(whole.fit(), model.fit())
+
+
+@pytest.mark.parametrize("levels, match", [
+    ({"Subject": ["a", "b"]}, "not values of its type"),
+    ({"Subject": [308, 309]}, "levels= must list every level in the data"),
+    ({"Subject": "all"}, "distinct values"),
+    ({"Days": [0, 1], "Subject": ["308"]}, "not grouping factors"),
+    ({}, "must give every grouping factor's levels"),
+    ([1, 2], "must be a dict"),
+])
+def test_given_levels_are_checked(sleep, tmp_path, levels, match):
+    """Given levels must be those of the data: each with rows, every row's level among them, of the column's type."""
+    sleep.assign(Subject=sleep.Subject.astype(int)).to_parquet(tmp_path / "sleep.parquet")
+    with pytest.raises(MultilevelError, match=match):
+        mlv.Model("Reaction ~ Days + (Days | Subject)", str(tmp_path / "sleep.parquet"), levels=levels)
+
+
+def test_given_levels_without_rows_and_in_memory_are_refused(sleep):
+    levels = {"Subject": list(sleep.Subject.cat.categories) + ["999"]}
+    data = dd.from_pandas(sleep.assign(Subject=sleep.Subject.astype(str)), npartitions=2)
+    with pytest.raises(MultilevelError, match=r"\['999'\] of 'Subject' given in levels= have no complete rows"):
+        mlv.Model("Reaction ~ Days + (Days | Subject)", data, levels=levels)
+    with pytest.raises(MultilevelError, match="levels= is for partitioned data"):
+        mlv.Model("Reaction ~ Days + (Days | Subject)", sleep, levels=levels)

@@ -29,6 +29,7 @@ from scipy.linalg import lapack
 from .coefficient_prior import CoefficientPrior
 from .crossprod import CrossProducts
 from .dense_memory import available_bytes
+from .pair_fill import PairFill, pairs_fit
 
 LOG_2PI = float(np.log(2 * np.pi))
 DENSE_FILL_ENTRIES = 100_000  # a fill map this small is faster dense than through scipy.sparse's call overhead
@@ -38,9 +39,10 @@ FILL_MAP_MEMORY_SHARE = 0.25  # beyond FILL_MAP_PAIRS, a map is built only withi
 
 
 def fill_map_fits(pairs: float) -> bool:
-    """Whether to build the fill map (fast; ~72 bytes a pair while built) rather than take a sparse product at each
-    evaluation (crossed designs: 6x slower at 10^7 rows, a tenth of the memory): always up to FILL_MAP_PAIRS,
-    beyond that only within a quarter of the memory available."""
+    """Whether to build the fill map (fast; ~72 bytes a pair while built) rather than a pair list (a scalar first
+    term: 12 bytes a pair, `pair_fill`) or a sparse product at each evaluation (a sixth of the map's memory and 6x
+    its time at 10^7 crossed rows): always up to FILL_MAP_PAIRS, beyond that only within a quarter of the memory
+    available."""
     if pairs <= FILL_MAP_PAIRS:
         return True
     available = available_bytes()
@@ -172,12 +174,16 @@ class Engine:
         y = sp.csr_matrix((cp.zxy[0][:, -1], np.arange(q0), [0, q0]), shape=(1, q0))
         B = sp.vstack([B, y], format="csr")  # (r, q0)
         self.B = B
+        self.pair_fill = None
         coo = B.tocoo()
         level, coef = coo.col // k0, coo.col % k0
         entries = np.bincount(level, minlength=m0).astype(np.float64)
         if not fill_map_fits(np.sum(entries * (entries + 1) / 2)):  # crossed terms with many levels: no map
             self.fill_map = self.fill_targets = None
             self._fill_unique = False  # `refresh` rebuilds
+            if k0 == 1 and self.n_terms > 1 and pairs_fit(B, self.q_rest):  # one term: no pairs to list
+                rest = [cp.off[(0, a)] for a in range(1, self.n_terms)]
+                self.pair_fill = PairFill(B, self.q_rest, rest[0] if len(rest) == 1 else sp.hstack(rest, format="csr"))
             return
         order = np.lexsort((coef, coo.row, level))
         rows, vals, level, coef = coo.row[order].astype(np.int64), coo.data[order], level[order], coef[order]
@@ -295,6 +301,10 @@ class Engine:
         """Rows, columns and values of the lower triangle of B M B' where it has fill (map or product)."""
         if self.fill_map is not None:
             return self.fill_targets // self.r, self.fill_targets % self.r, self.fill_map @ M
+        if self.pair_fill is not None:
+            F = self.pair_fill.fill(M)
+            rows, cols = np.nonzero(F)
+            return rows, cols, F[rows, cols]
         P = self.fill_product(M)
         lower = P.row >= P.col
         return P.row[lower], P.col[lower], P.data[lower]
@@ -327,6 +337,8 @@ class Engine:
             S[self.q_rest :, self.q_rest :] += prior.augmentation(sigma**2)
         if self.fill_map is not None:
             S.reshape(-1)[self.fill_targets] -= self.fill_map @ M
+        elif self.pair_fill is not None:
+            S -= self.pair_fill.fill(M)
         else:
             P = self.fill_product(M)
             S[P.row, P.col] -= P.data

@@ -40,17 +40,23 @@ class Model:
         Prior weights (residual variance sigma^2 / w; binomial: trials of a proportion) and a known offset.
     family : str or `multilevel.families.Family`, optional
         ``"binomial"``, ``"binomial(probit)"``, ``"poisson"``, ``"negbinomial"``...; Gaussian by default.
+    levels : dict, optional
+        Partitioned data only: each grouping factor's levels, e.g. ``{"g": range(200_000)}``, when known; the pass
+        over the data that finds them is then skipped. Every level must have rows, and every row a listed level.
     """
 
-    def __init__(self, formula: str, data, weights=None, offset=None, family=None):
+    def __init__(self, formula: str, data, weights=None, offset=None, family=None, levels=None):
         self.family: Family = parse(family)
+        if levels is not None and not is_partitioned(data):
+            raise MultilevelError("levels= is for partitioned data (Dask, Parquet), whose levels take a pass to find; "
+                                  "data in memory have their levels read from the rows: omit levels=")
         if is_partitioned(data):
             if not self.gaussian:
                 raise MultilevelError(
                     f"the {self.family!r} family is fitted on data in memory only: partitioned (Dask, Parquet) data are "
                     "supported for Gaussian models; load the rows into a pandas DataFrame"
                 )
-            self.design, self.__dict__["cross_products"] = partitioned_design(formula, data, weights, offset)
+            self.design, self.__dict__["cross_products"] = partitioned_design(formula, data, weights, offset, levels)
         else:
             self.design: Design = build_design(formula, prepare_data(formula, data, self.family), weights=weights,
                                                offset=offset, residual=self.gaussian)

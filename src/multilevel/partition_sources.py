@@ -14,6 +14,16 @@ from .errors import MultilevelError
 BATCH_ROWS = 250_000  # rows decoded at a time from a Parquet file (measured: docs/scale.md, "Speed and memory")
 
 
+def compute(*values):
+    """Compute Dask values on the user's scheduler (a distributed Client, or one set in dask.config), else
+    synchronously in this process (out of core needs no cluster)."""
+    import dask
+    from dask.local import get_sync
+
+    options = {} if dask.config.get("scheduler", None) else {"scheduler": get_sync}  # by name imports distributed
+    return dask.compute(*values, **options)
+
+
 class DaskSource:
     """The partitions of a Dask DataFrame (or of Parquet data Dask reads: remote, hive-partitioned)."""
 
@@ -27,6 +37,14 @@ class DaskSource:
         from dask import delayed
 
         return [delayed(function, pure=True)(part, *args) for part in self.frame[columns].to_delayed()]
+
+    def first_rows(self, columns: list[str], select) -> pd.DataFrame:
+        """`select` of the first partition for which it keeps rows (of an empty frame if none does)."""
+        for part in self.frame[columns].to_delayed():
+            (frame,) = compute(part)
+            if len(rows := select(frame)):
+                return rows
+        return select(self.meta[columns])
 
     def to_dask(self, columns: list[str]):
         return self.frame[columns]
@@ -46,11 +64,19 @@ class ParquetFiles:
 
     def partials(self, columns: list[str], function, *args, combine=None) -> list:
         """Delayed `function(frame, *args)` over each file's batches holding `columns`, combined per file by
-        `combine` (a file without rows gives `function` of an empty frame)."""
+        `combine(total, part)`, which may add into `total` (a file without rows gives `function` of an empty frame)."""
         from dask import delayed
 
         empty = self.meta[columns]
         return [delayed(_read_file, pure=True)(f, columns, empty, function, combine, *args) for f in self.files]
+
+    def first_rows(self, columns: list[str], select) -> pd.DataFrame:
+        """`select` of the first batch for which it keeps rows (of an empty frame if none does)."""
+        for file in self.files:
+            for batch in _batches(file, columns):
+                if len(rows := select(batch.to_pandas())):
+                    return rows
+        return select(self.meta[columns])
 
     def to_dask(self, columns: list[str]):
         import dask.dataframe as dd
@@ -60,18 +86,21 @@ class ParquetFiles:
 
 def _read_file(file: str, columns: list[str], empty: pd.DataFrame, function, combine, *args):
     """One file's `function` results over its batches, combined as they come."""
+    total = None
+    for batch in _batches(file, columns):
+        part = function(batch.to_pandas(), *args)
+        total = part if total is None else combine(total, part)
+    return function(empty, *args) if total is None else total
+
+
+def _batches(file: str, columns: list[str]):
+    """A Parquet file's `columns`, BATCH_ROWS rows at a time (a row group is not read ahead whole: less memory)."""
     import pyarrow.parquet as pq
 
-    total = None
     try:
-        reader = pq.ParquetFile(file)
-        batches = reader.iter_batches(BATCH_ROWS, columns=columns)
-        for batch in batches:
-            part = function(batch.to_pandas(), *args)
-            total = part if total is None else combine(total, part)
+        yield from pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20).iter_batches(BATCH_ROWS, columns=columns)
     except OSError as exc:
         raise MultilevelError(f"cannot read the Parquet file '{file}': {exc}") from None
-    return function(empty, *args) if total is None else total
 
 
 def as_source(data) -> DaskSource | ParquetFiles:

@@ -22,6 +22,7 @@ from .centring import centred_cross_products, centred_design
 from .crossprod import CrossProducts, cross_products, learn_scaling, rescaled
 from .data import names_in
 from .design import (
+    TABLE_SPREAD,
     Coding,
     Design,
     RandomBlock,
@@ -35,27 +36,17 @@ from .design import (
 )
 from .errors import MultilevelError
 from .formula import parse
-from .partition_sources import as_source
+from .partition_sources import as_source, compute
 from .predict import linear_predictor
 from .scaling import Scaling, random_columns
 
-SPLIT_EVERY = 8  # partial results combined per task of the reduction tree (measured: DESIGN.md, "Dask")
+SPLIT_EVERY = 2  # partial results combined per task of the reduction tree: two keep the fewest partials alive (docs/scale.md)
 SKETCH_SIZE = 4001  # quantiles kept of the response: brms's default priors within 1/4001 in rank (docs/scale.md)
 
 
 def is_partitioned(data) -> bool:
     """True for a Dask DataFrame or a path (folder or glob) of Parquet files."""
     return isinstance(data, (str, os.PathLike)) or type(data).__module__.split(".")[0] == "dask"
-
-
-def compute(*values):
-    """Compute Dask values on the user's scheduler (a distributed Client, or one set in dask.config), else
-    synchronously in this process (out of core needs no cluster)."""
-    import dask
-    from dask.local import get_sync
-
-    options = {} if dask.config.get("scheduler", None) else {"scheduler": get_sync}  # by name imports distributed
-    return dask.compute(*values, **options)
 
 
 def tree_reduce(parts: list, combine):
@@ -71,11 +62,10 @@ def tree_reduce(parts: list, combine):
 @dataclass
 class Seen:
     """What the levels pass saw: one row for each distinct value of each level-bearing column set, and the
-    rows kept and dropped (missing values) over all partitions."""
+    number of rows complete in every used column."""
 
     rows: pd.DataFrame
     n: int
-    n_dropped: int
 
 
 def _complete(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
@@ -85,31 +75,51 @@ def _complete(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
 
 
 def _distinct(rows: pd.DataFrame, sets: list[tuple[str, ...]]) -> pd.DataFrame:
-    """One row per distinct value of each column set (and the first row: a model without level columns still
-    has a row to learn its columns' types from)."""
-    return pd.concat([rows.head(1)] + [rows.drop_duplicates(subset=list(s)) for s in sets])
+    """The first row of each distinct value of each column set (and the first row: a model without level columns
+    still has a row to learn its columns' types from)."""
+    firsts = [_first_rows(rows[s[0]]) if len(s) == 1 else None for s in sets]
+    return pd.concat([rows.head(1)] + [rows[f] if f is not None else rows.drop_duplicates(subset=list(s)) for s, f in zip(sets, firsts)])
+
+
+def _first_rows(col: pd.Series) -> np.ndarray | None:
+    """Where each integer id first occurs, by a table over the ids' range (faster than hashing: docs/scale.md);
+    None when the column is not integers or its range is too wide for a table."""
+    if not pd.api.types.is_integer_dtype(col.dtype) or not isinstance(col.dtype, np.dtype) or not len(col):
+        return None
+    ids = col.to_numpy()
+    low, high = int(ids.min()), int(ids.max())
+    if high - low >= TABLE_SPREAD * len(ids) + 1024:
+        return None
+    first = np.full(high - low + 1, len(ids))
+    np.minimum.at(first, ids - low, np.arange(len(ids)))
+    mask = np.zeros(len(ids), dtype=bool)
+    mask[first[first < len(ids)]] = True
+    return mask
 
 
 def seen_in(frame: pd.DataFrame, used: list[str], sets: list[tuple[str, ...]]) -> Seen:
     """The levels pass on one partition."""
     rows = _complete(frame, used)
-    return Seen(_distinct(rows, sets), len(rows), len(frame) - len(rows))
+    return Seen(_distinct(rows, sets), len(rows))
 
 
 def merge_seen(*parts: Seen, sets: list[tuple[str, ...]]) -> Seen:
     """Several partitions' `Seen` as one."""
     rows = pd.concat([s.rows for s in parts])
-    return Seen(_distinct(rows, sets), sum(s.n for s in parts), sum(s.n_dropped for s in parts))
+    return Seen(_distinct(rows, sets), sum(s.n for s in parts))
 
 
 @dataclass
 class Reduced:
     """What the accumulation pass sums: the cross-products, the unweighted column sums of X (the samplers centre
-    by the plain means, as brms) and a quantile sketch of the response (brms's default priors)."""
+    by the plain means, as brms), a quantile sketch of the response (brms's default priors), the model rows of each
+    random term's levels (given levels must all have rows) and the rows dropped for missing values."""
 
-    cp: CrossProducts
-    x_sums: np.ndarray
-    sketch: Sketch
+    cp: CrossProducts | None  # None: no model rows
+    x_sums: np.ndarray | None
+    sketch: Sketch | None
+    level_rows: list[np.ndarray] | None
+    n_dropped: int
 
 
 @dataclass
@@ -121,12 +131,15 @@ class Sketch:
     weights: np.ndarray
 
     @classmethod
-    def of(cls, values: np.ndarray, weights: np.ndarray) -> Sketch:
-        if np.all(weights == 1.0):
+    def of(cls, values: np.ndarray, weights: np.ndarray | None) -> Sketch:
+        """The sketch of values with weights (None: each stands for one row)."""
+        if weights is None:
             values = np.sort(values)
-        else:
-            order = np.argsort(values)
-            values, weights = values[order], weights[order]
+            if len(values) <= SKETCH_SIZE:
+                return cls(values, np.ones(len(values)))
+            return cls(_unit_quantiles(values, SKETCH_SIZE), np.full(SKETCH_SIZE, len(values) / SKETCH_SIZE))
+        order = np.argsort(values)
+        values, weights = values[order], weights[order]
         if len(values) <= SKETCH_SIZE:
             return cls(values, weights)
         return cls(_weighted_quantiles(values, weights, SKETCH_SIZE), np.full(SKETCH_SIZE, weights.sum() / SKETCH_SIZE))
@@ -144,42 +157,72 @@ class Sketch:
         return _weighted_quantiles(self.values, self.weights, SKETCH_SIZE)
 
 
+def _unit_quantiles(values: np.ndarray, size: int) -> np.ndarray:
+    """`_weighted_quantiles` of sorted values with unit weights, whose midpoints are at ranks (j + 1/2) / n: read
+    at their positions instead of interpolating over all n (a batch's sketch in a third of the time)."""
+    n = len(values)
+    at = np.clip((np.arange(size) + 0.5) / size * n - 0.5, 0.0, n - 1.0)
+    low = np.floor(at).astype(np.int64)
+    high = np.minimum(low + 1, n - 1)
+    return values[low] + (values[high] - values[low]) * (at - low)
+
+
 def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
     """`size` quantiles at ranks (i + 1/2) / size of sorted weighted values (interpolated at weight midpoints)."""
     middle = (np.cumsum(weights) - weights / 2) / weights.sum()
     return np.interp((np.arange(size) + 0.5) / size, middle, values)
 
 
-def partial_sums(frame: pd.DataFrame, coding: Coding, scaling: Scaling) -> Reduced | None:
-    """The sums of one partition's model rows with the global coding and scaling (None if it has none)."""
-    if not len(_complete(frame, list(coding.columns))):
-        return None
+def partial_sums(frame: pd.DataFrame, coding: Coding, scaling: Scaling) -> Reduced:
+    """The sums of one partition's model rows with the global coding and scaling."""
+    n_complete = len(_complete(frame, list(coding.columns)))
+    if not n_complete:
+        return Reduced(None, None, None, None, len(frame))
     design = apply_coding(coding, frame)
-    return Reduced(cross_products(design, scaling), design.X.sum(axis=0), Sketch.of(design.y, np.ones(design.nobs)))
+    x_sums = np.ones(design.nobs) @ design.X  # X.sum(axis=0) walks the rows one at a time
+    level_rows = [np.bincount(b.codes, minlength=b.m) for b in design.blocks]
+    return Reduced(cross_products(design, scaling), x_sums, Sketch.of(design.y, None), level_rows, len(frame) - n_complete)
 
 
-def add_partial_sums(*parts: Reduced | None) -> Reduced | None:
-    """Several partitions' sums as one (None parts are partitions without model rows)."""
-    parts = [p for p in parts if p is not None]
+def add_partial_sums(*parts: Reduced, into_first: bool = False) -> Reduced:
+    """Several partitions' sums as one; `into_first` adds into the first part's arrays (a file's running total,
+    which nothing else holds: one dense partial less alive)."""
+    n_dropped = sum(p.n_dropped for p in parts)
+    parts = [p for p in parts if p.cp is not None]
     if not parts:
-        return None
+        return Reduced(None, None, None, None, n_dropped)
     sketch = Sketch.merge(*(p.sketch for p in parts))
-    return Reduced(add_cross_products(*(p.cp for p in parts)), sum(p.x_sums for p in parts), sketch)
+    level_rows = [_total([p.level_rows[i] for p in parts], into_first) for i in range(len(parts[0].level_rows))]
+    return Reduced(add_cross_products(*(p.cp for p in parts), into_first=into_first), _total([p.x_sums for p in parts], into_first),
+                   sketch, level_rows, n_dropped)
 
 
-def add_cross_products(*parts: CrossProducts) -> CrossProducts:
-    """The sum of partial cross-products."""
+def add_cross_products(*parts: CrossProducts, into_first: bool = False) -> CrossProducts:
+    """The sum of partial cross-products (`into_first`: see add_partial_sums)."""
     first = parts[0]
     return CrossProducts(
         sum(p.n for p in parts),
         first.p,
-        [sum(p.diag[i] for p in parts) for i in range(len(first.diag))],
+        [_total([p.diag[i] for p in parts], into_first) for i in range(len(first.diag))],
         {key: sum((p.off[key] for p in parts[1:]), first.off[key]).tocsr() for key in first.off},
-        [sum(p.zxy[i] for p in parts) for i in range(len(first.zxy))],
-        sum(p.xy for p in parts),
+        [_total([p.zxy[i] for p in parts], into_first) for i in range(len(first.zxy))],
+        _total([p.xy for p in parts], into_first),
         sum(p.sum_log_w for p in parts),
         first.scaling,
     )
+
+
+def _total(arrays: list[np.ndarray], into_first: bool) -> np.ndarray:
+    """The sum of arrays in one new array (`sum` makes one per addition, and a dense partial over 10^5 levels
+    costs more to allocate than to add), or in the first."""
+    if into_first:
+        out = arrays[0]
+    else:
+        out = arrays[0].copy() if len(arrays) == 1 else arrays[0] + arrays[1]
+        arrays = arrays[1:]
+    for a in arrays[1:]:
+        out += a
+    return out
 
 
 def level_sets(f, meta: pd.DataFrame, used: list[str]) -> list[tuple[str, ...]]:
@@ -230,8 +273,9 @@ def drop_aliased(coding: Coding, sums: Reduced) -> tuple[Coding, Reduced]:
     return coding, replace(sums, cp=cp, x_sums=sums.x_sums[~bad])
 
 
-def partitioned_design(formula, data, weights=None, offset=None) -> tuple[PartitionedDesign, CrossProducts]:
-    """The design (without rows) and cross-products of partitioned data: levels pass, coding, accumulation pass."""
+def partitioned_design(formula, data, weights=None, offset=None, levels=None) -> tuple[PartitionedDesign, CrossProducts]:
+    """The design (without rows) and cross-products of partitioned data: levels pass (skipped when `levels` gives
+    every grouping factor's levels), coding, accumulation pass."""
     for arg, what in ((weights, "weights"), (offset, "offset")):
         if arg is not None and not isinstance(arg, str):
             raise MultilevelError(f"with partitioned data give {what} as a column name: an array cannot follow the partitions")
@@ -239,21 +283,91 @@ def partitioned_design(formula, data, weights=None, offset=None) -> tuple[Partit
     source = as_source(data)
     used = used_columns(f, source.meta, weights, offset)
     sets = level_sets(f, source.meta, used)
-    seen = _levels_pass(source, used, sets)
-    coding = learn_coding(f, seen.rows, weights, offset, aliasing=False)
+    groups = {g for t in f.random for g in t.group_factors}
+    rows = _levels_pass(source, used, sets).rows if levels is None else rows_of_levels(source, used, sets, groups, levels)
+    coding = learn_coding(f, rows, weights, offset, aliasing=False)
     check_learnable(coding, sets)
     check_factor_levels(coding.fixed_spec, coding.terms)
-    sample = apply_coding(coding, seen.rows)  # the levels pass's rows: a sample spanning the levels
+    sample = apply_coding(coding, rows)  # the levels pass's rows: a sample spanning the levels
     scaling = replace(learn_scaling(sample), terms=random_columns(sample.blocks))  # any nearby centre will do
     from dask import delayed
 
     shared = delayed(coding, pure=True, traverse=False)  # one task holding the coding, not a copy in every task
-    parts = source.partials(used, partial_sums, shared, scaling, combine=add_partial_sums)
-    (sums,) = compute(tree_reduce(parts, add_partial_sums))
+    parts = source.partials(used, partial_sums, shared, scaling, combine=partial(add_partial_sums, into_first=True))
+    try:
+        (sums,) = compute(tree_reduce(parts, add_partial_sums))
+    except MultilevelError as exc:
+        raise (exc if levels is None else MultilevelError(f"{exc}; levels= must list every level in the data")) from None
+    if sums.cp is None:
+        raise MultilevelError(f"no rows are left after dropping rows with missing values in {used}: check those columns")
+    if levels is not None:
+        check_given_levels(coding, sums.level_rows)
     coding, sums = drop_aliased(coding, sums)
     n = sums.cp.n
     check_counts(coding, n)
-    return PartitionedDesign(coding, source, n, seen.n_dropped, sums.x_sums / n, sums.sketch.sample()), sums.cp
+    return PartitionedDesign(coding, source, n, sums.n_dropped, sums.x_sums / n, sums.sketch.sample()), sums.cp
+
+
+def rows_of_levels(source, used: list[str], sets: list[tuple[str, ...]], groups: set[str], levels) -> pd.DataFrame:
+    """Rows to learn the coding from without a levels pass: the first complete rows of the data, repeated to hold
+    each given level of each grouping factor once at least (their other columns: real rows, for the scaling)."""
+    if not isinstance(levels, dict):
+        raise MultilevelError(f"levels= must be a dict of grouping factor to its levels, not {type(levels).__name__}")
+    unknown = sorted(set(levels) - groups)
+    if unknown:
+        raise MultilevelError(f"levels= names {unknown}, which are not grouping factors of the formula")
+    missing = [":".join(s) for s in sets if len(s) > 1 or s[0] not in levels]
+    if missing:
+        raise MultilevelError(
+            f"levels= skips the pass over the data that finds levels, so it must give every grouping factor's levels, and "
+            f"the formula may have no other factor columns nor interactions of grouping factors (missing: {missing}): "
+            "give them, or omit levels= to learn them in one pass"
+        )
+    given = {c: _index_of(c, levels[c]) for c in levels}
+    sample = source.first_rows(used, partial(_complete, used=used))
+    if not len(sample):
+        raise MultilevelError(f"no rows are left after dropping rows with missing values in {used}: check those columns")
+    size = max([len(sample)] + [len(index) for index in given.values()])
+    rows = sample.iloc[np.resize(np.arange(len(sample)), size)].reset_index(drop=True)
+    for c, index in given.items():
+        rows[c] = _column_of(c, np.resize(index.to_numpy(), size), source.meta[c].dtype)
+    return rows
+
+
+def _index_of(name: str, values) -> pd.Index:
+    """Given levels as an index, refused unless they are a collection of distinct values without missing ones."""
+    try:
+        index = pd.Index(values)
+    except TypeError:
+        index = None
+    if index is None or not index.is_unique or index.hasnans:
+        raise MultilevelError(f"levels= for '{name}' must be a list of distinct values without missing ones")
+    return index
+
+
+def _column_of(name: str, values: np.ndarray, dtype) -> pd.Series | pd.Categorical:
+    """Given levels as a column of the data's type (categoricals: in the order of known categories, else sorted)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        known = dtype.categories if len(dtype.categories) else None
+        if known is not None and not pd.Index(values).isin(known).all():
+            outside = sorted(set(pd.Index(values).difference(known).astype(str)))[:5]
+            raise MultilevelError(f"levels= for '{name}' has {outside}, which are not among its categories")
+        return pd.Categorical(values, categories=known)
+    try:
+        return pd.Series(values).astype(dtype)
+    except (TypeError, ValueError) as exc:
+        raise MultilevelError(f"levels= for '{name}' are not values of its type ({dtype}): {exc}") from None
+
+
+def check_given_levels(coding: Coding, level_rows: list[np.ndarray]) -> None:
+    """Refuse given levels without model rows (a pass over the data would not have found them: the fit would differ)."""
+    for t, rows in zip(coding.terms, level_rows):
+        empty = [t.levels[i] for i in np.flatnonzero(rows == 0)]
+        if empty:
+            raise MultilevelError(
+                f"level(s) {empty[:5]} of '{t.term.group}' given in levels= have no complete rows in the data (rows with "
+                f"missing values are dropped): give only the levels present, or omit levels= to learn them"
+            )
 
 
 def _levels_pass(source, used: list[str], sets: list[tuple[str, ...]]) -> Seen:
