@@ -1,8 +1,10 @@
 """`model.sample()` for binomial, Poisson and negative-binomial mixed models (pipeline step 6).
 
-NUTS on the coefficients, the SDs and correlations (and the negative binomial's shape) and the non-centred
-effects of every term but the first; the first, when scalar, is integrated out by adaptive Gauss-Hermite
-quadrature and drawn exactly per draw. Exact; see `glmm_density` and docs/bayes.md.
+NUTS on the coefficients, the SDs and correlations (and the negative binomial's shape). A model's only term,
+when scalar, is integrated out by adaptive Gauss-Hermite quadrature and drawn exactly per draw, and NUTS adapts a
+dense mass matrix over the few parameters left; with several terms (or a vector one) every term's non-centred
+effects are sampled: the joint posterior, where one quadrature evaluation cost 27-53x a joint one (VerbAgg,
+grouseticks). Exact; see `glmm_density` and docs/bayes.md.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def _layout(model, ps: PriorSet, p_c: int, intercept: bool, nodes: int) -> GlmmL
     rest = [p for p in (ps.shape, ps.intercept) if p is not None]
     base = Layout(tuple(b.k for b in blocks), tuple(b.m for b in blocks), 0, intercept, ps.shape is not None,
                   tuple(sd + cor + rest), ())
-    return GlmmLayout(base, model.family.name, model.family.link.name, p_c, nodes if blocks[0].k == 1 else 0)
+    quadrature = nodes if len(blocks) == 1 and blocks[0].k == 1 else 0
+    return GlmmLayout(base, model.family.name, model.family.link.name, p_c, quadrature, dense_metric=bool(quadrature))
 
 
 def _init(layout: GlmmLayout, model, rng: np.random.Generator) -> np.ndarray:

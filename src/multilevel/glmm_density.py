@@ -2,8 +2,8 @@
 
 NUTS runs on [log sds, CPC-transformed correlations, log shape (negative binomial), alpha (the centred
 intercept), the other centred coefficients] and 
-the standardised effects u (b = diag(sd) L u per level, non-centred) of the sampled terms. The first term (the
-one with most levels), when scalar (e.g. ``(1 | herd)``), is not sampled: given everything else its groups'
+the standardised effects u (b = diag(sd) L u per level, non-centred) of the sampled terms. With `nodes` > 0 the
+first term (the only one, for `glmm_bayes`), when scalar (e.g. ``(1 | herd)``), is not sampled: given everything else its groups'
 effects are independent (each row has one level), so each is integrated out by adaptive Gauss-Hermite
 quadrature (nodes centred at the group's mode, scaled by its curvature; the mode and scale enter as constants,
 so the gradient is the quadrature's), and drawn exactly for every draw by rejection from a tangent envelope,
@@ -27,6 +27,7 @@ NEWTON_TOL = 1e-10  # until no group's step is larger (standardised units)
 MAX_NEWTON_STEP = 2.0  # in standardised units: keeps the first steps of a flat logistic likelihood in range
 TANGENTS = np.array([-1.5, -0.5, 0.5, 1.5])  # envelope tangent points, in conditional SDs from the mode
 MAX_INDICATOR = 200_000  # rows x groups up to which per-group sums are a dense product (faster than a scatter)
+CONDITIONAL_PER_DRAW = True  # the conditional draws evaluate the likelihood (nuts.py compiles them at -O1)
 TRIES = 16  # rejection proposals per group and draw (each accepted with probability ~0.9: all fail ~1e-16)
 
 
@@ -39,6 +40,7 @@ class GlmmLayout:
     link: str
     p_c: int  # centred coefficients other than the intercept
     nodes: int  # quadrature nodes per group of the first term; 0: every term sampled
+    dense_metric: bool = False  # NUTS adapts a dense mass matrix (nuts.py reads it)
 
     @property
     def dim(self) -> int:
@@ -142,16 +144,15 @@ def _derivatives(layout: GlmmLayout, data: dict, eta0, shape, slope, u):
     """h' and h'' per group at u (m,)."""
     import jax
 
-    codes = data["codes0"]
+    import jax.numpy as jnp
 
     def rows(eta):
         return row_loglik(layout, data, eta, shape).sum()
 
-    eta = eta0 + slope * u[codes]
-    g1 = jax.grad(rows)(eta)
-    g2 = jax.grad(lambda e: jax.grad(rows)(e) @ slope)(eta) * slope  # elementwise d2 ll / d eta2 times slope^2
+    eta = eta0 + slope * u[data["codes0"]]
+    g1, g2 = jax.jvp(jax.grad(rows), (eta,), (jnp.ones_like(eta),))  # each row's d ll / d eta and d2 ll / d eta2
     h1 = _per_group(layout, data, g1 * slope) - u
-    h2 = _per_group(layout, data, g2) - 1.0
+    h2 = _per_group(layout, data, g2 * slope**2) - 1.0
     return h1, h2
 
 
