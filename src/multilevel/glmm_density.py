@@ -41,6 +41,8 @@ class GlmmLayout:
     p_c: int  # centred coefficients other than the intercept
     nodes: int  # quadrature nodes per group of the first term; 0: every term sampled
     dense_metric: bool = False  # NUTS adapts a dense mass matrix (nuts.py reads it)
+    centred: tuple = ()  # per term: True samples a scalar term's effects b themselves rather than b / sd
+    target_accept: float = 0.8  # NUTS's step-size adaptation target (nuts.py reads it)
 
     @property
     def dim(self) -> int:
@@ -178,19 +180,25 @@ def _mode(layout: GlmmLayout, data: dict, eta0, shape, slope):
 
 
 def _effects(layout: GlmmLayout, data: dict, sds, chols, u):
-    """The sampled terms' group effects (m, k) from the standardised u (every term but a quadrature's first),
-    and their sum in the linear predictor."""
+    """The sampled terms' group effects (m, k) from their part of x (every term but a quadrature's first), their
+    sum in the linear predictor, and their log prior density."""
     import jax.numpy as jnp
 
-    blocks, eta, start = [], 0.0, 0
+    blocks, eta, lp, start = [], 0.0, -0.5 * u.size * np.log(2 * np.pi), 0
     for t, (k, m) in enumerate(zip(layout.base.ks, layout.base.ms)):
         if t == 0 and layout.nodes:
             continue
-        b = u[start : start + k * m].reshape(m, k) @ (sds[t][:, None] * chols[t]).T
+        v = u[start : start + k * m].reshape(m, k)
         start += k * m
+        if layout.centred and layout.centred[t]:  # scalar: v is b itself, b ~ N(0, sd^2)
+            b = v
+            lp = lp - 0.5 * jnp.sum((v[:, 0] / sds[t][0]) ** 2) - m * jnp.log(sds[t][0])
+        else:
+            b = v @ (sds[t][:, None] * chols[t]).T
+            lp = lp - 0.5 * jnp.sum(v**2)
         blocks.append(b)
         eta = eta + jnp.sum(data[f"Z{t}"] * b[data[f"codes{t}"]], axis=1)
-    return blocks, eta
+    return blocks, eta, lp
 
 
 def log_density(layout: GlmmLayout, data: dict, x):
@@ -199,9 +207,8 @@ def log_density(layout: GlmmLayout, data: dict, x):
     from jax.scipy.special import logsumexp
 
     sds, chols, shape, lp, eta0 = _parameters(layout, data, x)
-    u = x[layout.n_base + layout.p_c :]
-    eta0 = eta0 + _effects(layout, data, sds, chols, u)[1]
-    lp = lp - 0.5 * u @ u - 0.5 * u.size * np.log(2 * np.pi)
+    _, eta_b, lp_b = _effects(layout, data, sds, chols, x[layout.n_base + layout.p_c :])
+    eta0, lp = eta0 + eta_b, lp + lp_b
     if layout.nodes:
         slope = sds[0][0] * data["Z0"][:, 0]
         mode, s = _mode(layout, data, eta0, shape, slope)
@@ -230,7 +237,7 @@ def conditional_draw(layout: GlmmLayout, data: dict, x, z):
     """Each term's group effects (m, k) for one draw: the sampled ones read off x, a quadrature's first term
     drawn exactly given x."""
     sds, chols, shape, _, eta0 = _parameters(layout, data, x)
-    sampled, eta_b = _effects(layout, data, sds, chols, x[layout.n_base + layout.p_c :])
+    sampled, eta_b, _ = _effects(layout, data, sds, chols, x[layout.n_base + layout.p_c :])
     if not layout.nodes:
         return tuple(sampled)
     slope = sds[0][0] * data["Z0"][:, 0]
