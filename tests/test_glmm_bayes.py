@@ -127,11 +127,12 @@ def test_negative_binomial_icc_uses_each_draws_shape():
 
 def test_sampler_layout_follows_the_terms():
     """One scalar term: quadrature and a dense metric; several: the joint, each term centred when its levels
-    average CENTRE_MIN_ROWS rows or more, and a higher acceptance target."""
+    average CENTRE_MIN_ROWS rows or more, and a higher acceptance target (highest with a non-centred term)."""
     cbpp, verbagg, ticks = (density_inputs(model_of(s), glmm_bayes.NODES)[0] for s in (CBPP, VERBAGG, GROUSETICKS))
     assert cbpp.nodes == glmm_bayes.NODES and cbpp.dense_metric and cbpp.q_sampled == 0
     assert verbagg.nodes == 0 and verbagg.centred == (True, True) and not verbagg.dense_metric  # 24 and 316 rows a level
-    assert ticks.centred == (False, False, False) and ticks.target_accept == glmm_bayes.JOINT_TARGET_ACCEPT > 0.8
+    assert ticks.centred == (False, False, False) and ticks.target_accept == 0.99  # non-centred terms' funnels
+    assert verbagg.target_accept == 0.95
 
 
 def test_centred_terms_change_the_density_by_the_jacobian_only():
@@ -154,3 +155,22 @@ def test_centred_terms_change_the_density_by_the_jacobian_only():
         diff = float(glmm_density.log_density(mixed, data, centred)) - float(glmm_density.log_density(plain, data, x))
         assert diff == pytest.approx(-layout.base.ms[1] * x[1], abs=1e-8)
 
+
+@pytest.mark.slow
+def test_grouseticks_three_terms_match_brms_adapt_delta_099():
+    """Three Poisson terms (INDEX one row per level) by joint NUTS, against brms with adapt_delta 0.99 (its default
+    run had 188 divergences and is no truth). Measured: means within 0.089 SD (sd_LOCATION, which mixes slowly in
+    both samplers: bulk ESS 281 here, 258 in brms's run), SDs within 3.9 %; ~80 CPU s."""
+    post = model_of(GROUSETICKS).sample(chains=4, draws=1000, warmup=1000, seed=1, progress=False)
+    assert post.stats["diverging"].sum() == 0
+    compare(post, "grouseticks_poisson_brms_ad099", 0.1, 0.10)
+
+
+@pytest.mark.slow
+def test_verbagg_crossed_bernoulli_matches_brms():
+    """Crossed subjects x items, 7,584 Bernoulli rows, by joint NUTS with both terms centred. Measured: means
+    within 0.092 SD (b_GenderM), SDs within 8.8 % (b_Anger, bulk ESS 329); ~140 CPU s (Gibbs is the fast sampler
+    here, tests/test_glmm_gibbs.py)."""
+    post = model_of(VERBAGG).sample(chains=4, draws=1000, warmup=1000, seed=1, progress=False)
+    assert post.stats["diverging"].sum() == 0
+    compare(post, "verbagg_bernoulli_brms", 0.1, 0.10)

@@ -2,9 +2,9 @@
 
 NUTS on the coefficients, the SDs and correlations (and the negative binomial's shape). A model's only term,
 when scalar, is integrated out by adaptive Gauss-Hermite quadrature and drawn exactly per draw, and NUTS adapts a
-dense mass matrix over the few parameters left; with several terms (or a vector one) every term's non-centred
-effects are sampled: the joint posterior, where one quadrature evaluation cost 27-53x a joint one (VerbAgg,
-grouseticks). Exact; see `glmm_density` and docs/bayes.md.
+dense mass matrix over the few parameters left; with several terms (or a vector one) every term's effects are
+sampled (the joint posterior: one quadrature evaluation cost 27-53x a joint one on VerbAgg and grouseticks),
+centred where a scalar term's levels average CENTRE_MIN_ROWS rows. Exact; see `glmm_density` and docs/bayes.md.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from .posterior import Posterior
 from .priors import PriorSet, brms_scale, coefficient_prior
 
 CENTRE_MIN_ROWS = 10  # a scalar term whose levels average this many rows is sampled centred (docs/bayes.md)
-JOINT_TARGET_ACCEPT = 0.95  # several terms: brms needed adapt_delta 0.99 on grouseticks; 0.8 gave 178 divergences here
+# NUTS's acceptance target for the joint: 0.99 with a non-centred term (grouseticks: 178 divergences at 0.8, 3 at
+# 0.95, none at 0.99, as brms needed adapt_delta 0.99), 0.95 when every term is centred (VerbAgg: none)
+JOINT_TARGET_ACCEPT = {False: 0.99, True: 0.95}
 NODES = 25  # quadrature nodes per group: log-density error below 2e-6 for SDs from 0.1 to 3 on cbpp and salamanders (tested)
 
 
@@ -66,7 +68,7 @@ def _layout(model, ps: PriorSet, p_c: int, intercept: bool, nodes: int) -> GlmmL
         return GlmmLayout(base, model.family.name, model.family.link.name, p_c, quadrature, dense_metric=True)
     centred = tuple(b.k == 1 and model.design.nobs >= CENTRE_MIN_ROWS * b.m for b in blocks)
     return GlmmLayout(base, model.family.name, model.family.link.name, p_c, 0, centred=centred,
-                      target_accept=JOINT_TARGET_ACCEPT)
+                      target_accept=JOINT_TARGET_ACCEPT[all(centred)])
 
 
 def _init(layout: GlmmLayout, model, rng: np.random.Generator) -> np.ndarray:
