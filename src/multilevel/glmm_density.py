@@ -2,8 +2,8 @@
 
 NUTS runs on [log sds, CPC-transformed correlations, log shape (negative binomial), alpha (the centred
 intercept), the other centred coefficients] and 
-the standardised effects u (b = diag(sd) L u per level, non-centred) of the sampled terms. The first term (the
-one with most levels), when scalar (e.g. ``(1 | herd)``), is not sampled: given everything else its groups'
+the standardised effects u (b = diag(sd) L u per level, non-centred) of the sampled terms. With `nodes` > 0 the
+first term (the only one, for `glmm_bayes`), when scalar (e.g. ``(1 | herd)``), is not sampled: given everything else its groups'
 effects are independent (each row has one level), so each is integrated out by adaptive Gauss-Hermite
 quadrature (nodes centred at the group's mode, scaled by its curvature; the mode and scale enter as constants,
 so the gradient is the quadrature's), and drawn exactly for every draw by rejection from a tangent envelope,
@@ -27,6 +27,7 @@ NEWTON_TOL = 1e-10  # until no group's step is larger (standardised units)
 MAX_NEWTON_STEP = 2.0  # in standardised units: keeps the first steps of a flat logistic likelihood in range
 TANGENTS = np.array([-1.5, -0.5, 0.5, 1.5])  # envelope tangent points, in conditional SDs from the mode
 MAX_INDICATOR = 200_000  # rows x groups up to which per-group sums are a dense product (faster than a scatter)
+CONDITIONAL_PER_DRAW = True  # the conditional draws evaluate the likelihood (nuts.py compiles them at -O1)
 TRIES = 16  # rejection proposals per group and draw (each accepted with probability ~0.9: all fail ~1e-16)
 
 
@@ -39,6 +40,9 @@ class GlmmLayout:
     link: str
     p_c: int  # centred coefficients other than the intercept
     nodes: int  # quadrature nodes per group of the first term; 0: every term sampled
+    dense_metric: bool = False  # NUTS adapts a dense mass matrix (nuts.py reads it)
+    centred: tuple = ()  # per term: True samples a scalar term's effects b themselves rather than b / sd
+    target_accept: float = 0.8  # NUTS's step-size adaptation target (nuts.py reads it)
 
     @property
     def dim(self) -> int:
@@ -142,16 +146,15 @@ def _derivatives(layout: GlmmLayout, data: dict, eta0, shape, slope, u):
     """h' and h'' per group at u (m,)."""
     import jax
 
-    codes = data["codes0"]
+    import jax.numpy as jnp
 
     def rows(eta):
         return row_loglik(layout, data, eta, shape).sum()
 
-    eta = eta0 + slope * u[codes]
-    g1 = jax.grad(rows)(eta)
-    g2 = jax.grad(lambda e: jax.grad(rows)(e) @ slope)(eta) * slope  # elementwise d2 ll / d eta2 times slope^2
+    eta = eta0 + slope * u[data["codes0"]]
+    g1, g2 = jax.jvp(jax.grad(rows), (eta,), (jnp.ones_like(eta),))  # each row's d ll / d eta and d2 ll / d eta2
     h1 = _per_group(layout, data, g1 * slope) - u
-    h2 = _per_group(layout, data, g2) - 1.0
+    h2 = _per_group(layout, data, g2 * slope**2) - 1.0
     return h1, h2
 
 
@@ -177,19 +180,25 @@ def _mode(layout: GlmmLayout, data: dict, eta0, shape, slope):
 
 
 def _effects(layout: GlmmLayout, data: dict, sds, chols, u):
-    """The sampled terms' group effects (m, k) from the standardised u (every term but a quadrature's first),
-    and their sum in the linear predictor."""
+    """The sampled terms' group effects (m, k) from their part of x (every term but a quadrature's first), their
+    sum in the linear predictor, and their log prior density."""
     import jax.numpy as jnp
 
-    blocks, eta, start = [], 0.0, 0
+    blocks, eta, lp, start = [], 0.0, -0.5 * u.size * np.log(2 * np.pi), 0
     for t, (k, m) in enumerate(zip(layout.base.ks, layout.base.ms)):
         if t == 0 and layout.nodes:
             continue
-        b = u[start : start + k * m].reshape(m, k) @ (sds[t][:, None] * chols[t]).T
+        v = u[start : start + k * m].reshape(m, k)
         start += k * m
+        if layout.centred and layout.centred[t]:  # scalar: v is b itself, b ~ N(0, sd^2)
+            b = v
+            lp = lp - 0.5 * jnp.sum((v[:, 0] / sds[t][0]) ** 2) - m * jnp.log(sds[t][0])
+        else:
+            b = v @ (sds[t][:, None] * chols[t]).T
+            lp = lp - 0.5 * jnp.sum(v**2)
         blocks.append(b)
         eta = eta + jnp.sum(data[f"Z{t}"] * b[data[f"codes{t}"]], axis=1)
-    return blocks, eta
+    return blocks, eta, lp
 
 
 def log_density(layout: GlmmLayout, data: dict, x):
@@ -198,9 +207,8 @@ def log_density(layout: GlmmLayout, data: dict, x):
     from jax.scipy.special import logsumexp
 
     sds, chols, shape, lp, eta0 = _parameters(layout, data, x)
-    u = x[layout.n_base + layout.p_c :]
-    eta0 = eta0 + _effects(layout, data, sds, chols, u)[1]
-    lp = lp - 0.5 * u @ u - 0.5 * u.size * np.log(2 * np.pi)
+    _, eta_b, lp_b = _effects(layout, data, sds, chols, x[layout.n_base + layout.p_c :])
+    eta0, lp = eta0 + eta_b, lp + lp_b
     if layout.nodes:
         slope = sds[0][0] * data["Z0"][:, 0]
         mode, s = _mode(layout, data, eta0, shape, slope)
@@ -229,7 +237,7 @@ def conditional_draw(layout: GlmmLayout, data: dict, x, z):
     """Each term's group effects (m, k) for one draw: the sampled ones read off x, a quadrature's first term
     drawn exactly given x."""
     sds, chols, shape, _, eta0 = _parameters(layout, data, x)
-    sampled, eta_b = _effects(layout, data, sds, chols, x[layout.n_base + layout.p_c :])
+    sampled, eta_b, _ = _effects(layout, data, sds, chols, x[layout.n_base + layout.p_c :])
     if not layout.nodes:
         return tuple(sampled)
     slope = sds[0][0] * data["Z0"][:, 0]

@@ -91,7 +91,7 @@ def _chain_programs(target, layout, warmup: int, draws: int, length: int, dim: i
     schedule = np.zeros((padded, 2), dtype=np.int32)
     schedule[:warmup] = np.asarray(build_schedule(warmup), dtype=np.int32)
     kernel = blackjax.mcmc.nuts.build_kernel()
-    da_init, da_update, da_final = dual_averaging_adaptation(0.8)
+    da_init, da_update, da_final = dual_averaging_adaptation(getattr(layout, "target_accept", 0.8))
     mm_init, mm_update, mm_final = mass_matrix_adaptation(not getattr(layout, "dense_metric", False))
     density = jax.jit(target.log_density, static_argnums=0)  # traced once, called from every place NUTS needs it
 
