@@ -100,7 +100,7 @@ def messages(post) -> list[str]:
     inner = "" if np.isnan(a["inner_pareto_k"]) else f", inner {a['inner_pareto_k']:.2f}"
     worst = table["bias"].abs().idxmax()
     out = [f"APPROXIMATE: sampler='laplace' integrates the group effects out by the Laplace approximation and draws "
-           f"them from its Gaussian. Importance-sampling check on {a['draws']} draws x {a['proposals']}: largest "
+           f"them from its Gaussian. Importance-sampling check on {int(a['draws'])} draws x {int(a['proposals'])}: largest "
            f"estimated bias {table.loc[worst, 'bias']:+.3f} posterior SD ({worst}); Pareto k {a['pareto_k']:.2f}{inner}; "
            f"weights' ESS {a['ess']:.0f}. Every parameter's in post.importance_check"]
     if abs(table.loc[worst, "bias"]) > BIAS_LIMIT or np.nanmax([a["pareto_k"], a["inner_pareto_k"]]) > PARETO_K_LIMIT:
