@@ -112,7 +112,7 @@ def test_the_approximation_is_labelled_in_every_output(cbpp_laplace, tmp_path):
     assert label in repr(post) and label in post._repr_html_()
     assert post.summary().attrs["approximation"] == label
     assert post.to_arviz().attrs["approximation"] == label
-    assert post.warnings[0].startswith("APPROXIMATE") and "importance-sampling check" in post.warnings[0]
+    assert post.warnings[0].startswith("APPROXIMATE") and "Importance-sampling check" in post.warnings[0]
     page = mlv.report({"laplace": post}, tmp_path / "r.html").read_text()
     assert label in page
     post.save(tmp_path / "p.nc")
