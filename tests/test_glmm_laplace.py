@@ -125,23 +125,28 @@ def test_the_approximation_is_labelled_in_every_output(cbpp_laplace, tmp_path):
 
 
 def verbagg_subset() -> mlv.Model:
-    """VerbAgg's first 60 subjects: crossed subjects x 24 items, 1,440 Bernoulli rows."""
+    """VerbAgg's first 40 subjects: crossed subjects x 24 items, 960 Bernoulli rows."""
     data = mlv.datasets.load("VerbAgg")
-    keep = data["id"].isin(data["id"].unique()[:60])
+    keep = data["id"].isin(data["id"].unique()[:40])
     return mlv.Model("r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)", data[keep], family="bernoulli")
 
 
-def test_crossed_model_samples_with_its_check_and_the_same_draws_on_any_cores():
-    model = verbagg_subset()
-    one = model.sample(chains=2, draws=150, warmup=150, seed=4, progress=False, sampler="laplace")
-    two = model.sample(chains=2, draws=150, warmup=150, seed=4, progress=False, sampler="laplace", cores=2)
-    assert np.array_equal(one.beta, two.beta) and all(np.array_equal(a, b) for a, b in zip(one.b, two.b))
-    assert one.importance_check.equals(two.importance_check)
-    check = one.importance_check
+def test_crossed_model_samples_with_its_check():
+    post = verbagg_subset().sample(chains=2, draws=150, warmup=150, seed=4, progress=False, sampler="laplace")
+    check = post.importance_check
     assert {"sd_id__Intercept", "sd_item__Intercept", "r_id (largest)", "r_item (largest)"} <= set(check.index)
     assert np.isfinite(check["bias"]).all() and 0 < check.attrs["ess"] <= check.attrs["draws"]
     assert np.isfinite(check.attrs["inner_pareto_k"])  # the items' effects are weighted
-    assert [b.shape[2:] for b in one.b] == [(60, 1), (24, 1)]
+    assert [b.shape[2:] for b in post.b] == [(40, 1), (24, 1)]
+    assert post.warnings[0].startswith("APPROXIMATE")
+
+
+def test_same_draws_and_check_on_any_number_of_cores():
+    model = model_of(CBPP)
+    one = model.sample(chains=2, draws=200, warmup=200, seed=4, progress=False, sampler="laplace")
+    two = model.sample(chains=2, draws=200, warmup=200, seed=4, progress=False, sampler="laplace", cores=2)
+    assert np.array_equal(one.beta, two.beta) and all(np.array_equal(a, b) for a, b in zip(one.b, two.b))
+    assert one.importance_check.equals(two.importance_check)
 
 
 def test_laplace_is_refused_for_gaussian_models():

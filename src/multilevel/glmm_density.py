@@ -160,7 +160,7 @@ def _derivatives(layout: GlmmLayout, data: dict, eta0, shape, slope, u):
     return h1, h2
 
 
-def _mode(layout: GlmmLayout, data: dict, eta0, shape, slope):
+def _mode(layout: GlmmLayout, data: dict, eta0, shape, slope, start=None):
     """Each group's mode of h and its conditional SD 1 / sqrt(-h''), by damped Newton steps (no gradient flows)."""
     import jax
     import jax.numpy as jnp
@@ -176,7 +176,8 @@ def _mode(layout: GlmmLayout, data: dict, eta0, shape, slope):
     def more(state):
         return (state[0] < NEWTON_STEPS) & (state[2] > NEWTON_TOL)
 
-    _, u, _ = jax.lax.while_loop(more, step, (0, jnp.zeros(layout.base.ms[0]), jnp.inf))
+    u0 = jnp.zeros(layout.base.ms[0]) if start is None else jax.lax.stop_gradient(start)
+    _, u, _ = jax.lax.while_loop(more, step, (0, u0, jnp.inf))
     _, h2 = _derivatives(layout, data, eta0, shape, slope, u)
     return u, 1.0 / jnp.sqrt(-h2)
 
@@ -213,13 +214,14 @@ def log_density(layout: GlmmLayout, data: dict, x):
     return jnp.where(jnp.isfinite(total), total, -jnp.inf)  # degenerate corners have no mass, never NaN
 
 
-def first_term_integral(layout: GlmmLayout, data: dict, eta0, shape, slope):
+def first_term_integral(layout: GlmmLayout, data: dict, eta0, shape, slope, start=None):
     """Per group of the scalar first term, the log of its likelihood integrated over its effect by adaptive
-    Gauss-Hermite quadrature (m,), with the nodes t (nodes, m) in standardised units and their log weights."""
+    Gauss-Hermite quadrature (m,), with the nodes t (nodes, m) in standardised units and their log weights;
+    `start`: where the Newton steps to the groups' modes begin (0 if None)."""
     import jax.numpy as jnp
     from jax.scipy.special import logsumexp
 
-    mode, s = _mode(layout, data, eta0, shape, slope)
+    mode, s = _mode(layout, data, eta0, shape, slope, start)
     t = mode + np.sqrt(2.0) * s * data["gh_x"][:, None]  # (nodes, m)
     logw = data["gh_logw"][:, None] + _group_sums(layout, data, eta0, shape, slope, t)
     return jnp.log(np.sqrt(2.0) * s) + logsumexp(logw, axis=0) - 0.5 * np.log(2 * np.pi), t, logw

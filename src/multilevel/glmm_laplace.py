@@ -18,7 +18,7 @@ from .laplace_density import LaplaceLayout
 from .posterior import Posterior
 from .priors import PriorSet
 
-CHECK_DRAWS = 200  # posterior draws the importance-sampling check re-weights
+CHECK_DRAWS = 100  # posterior draws the importance-sampling check re-weights (its bias MCSE ~0.015 posterior SD)
 CHECK_PROPOSALS = 100  # Laplace-Gaussian draws of the group effects per checked draw
 
 

@@ -70,7 +70,7 @@ def _weigh(layout, data: dict, points: np.ndarray, n_proposals: int, seed: int):
     rng = np.random.default_rng([seed, STREAM])
     scalar = layout.base.ks[0] == 1
     draw = laplace_density.marginal_importance_draws if scalar else laplace_density.importance_draws
-    data = {**data, **quadrature_nodes(NODES)} if scalar else data
+    data = {**data, **quadrature_nodes(NODES)} if scalar else data  # per-group sums by scatter: faster over K
     size = layout.q_rest if scalar else laplace_density.noise_size(layout)
     n_proposals = n_proposals if size else 1  # nothing left to weigh: the check is exact
     run = jax.jit(lambda d, x, z: draw(layout, d, x, z))

@@ -271,14 +271,19 @@ def marginal_importance_draws(layout: LaplaceLayout, data: dict, x, z):
     from jax.scipy.linalg import solve_triangular
     from jax.scipy.special import softmax
 
-    sds, chols, shape, _, eta0, A, R, mode, _, (L0, _, Ls) = _at_mode(layout, data, x)
+    sds, chols, shape, _, eta0, A, R, mode, _, factors = _at_mode(layout, data, x)
+    L0, M, Ls = factors
     base = log_det((L0, None, None)) / 2 - objective(layout, data, eta0, shape, A, R, mode)
     slope = sds[0][0] * data["Z0"][:, 0]
 
     def one(zk):
-        u1 = mode[layout.q_first :] + (solve_triangular(Ls, zk, lower=True, trans=1) if layout.q_rest else zk)
-        eta = eta0 + jnp.sum(R[1] * u1[R[0]], axis=1) if layout.q_rest else eta0
-        per_group, t, logw = first_term_integral(layout, data, eta, shape, slope)
+        if layout.q_rest:
+            d1 = solve_triangular(Ls, zk, lower=True, trans=1)
+            u1, eta = mode[layout.q_first :] + d1, eta0 + jnp.sum(R[1] * (mode[layout.q_first :] + d1)[R[0]], axis=1)
+            start = mode[: layout.q_first] - solve_triangular(L0, (M @ d1)[..., None], lower=True, trans=1)[..., 0, 0]
+        else:
+            u1, eta, start = zk, eta0, mode
+        per_group, t, logw = first_term_integral(layout, data, eta, shape, slope, start)  # from the Gaussian's mean
         u0 = jnp.sum(softmax(logw, axis=0) * t, axis=0)  # each group's exact conditional mean
         ratio = jnp.sum(per_group) - 0.5 * u1 @ u1 + 0.5 * zk @ zk + base
         return ratio, effect_blocks(layout, sds, chols, jnp.concatenate([u0, u1]))
