@@ -26,7 +26,7 @@ def density_inputs(model):
 
     setup_jax()
     glmm, data, centred, means = glmm_bayes.target_inputs(model, resolve_priors(model, None), 0)
-    return laplace_density.LaplaceLayout(glmm.base, glmm.family, glmm.link, glmm.p_c, 0), data, means
+    return *laplace_density.laplace_inputs(glmm, data, model.design), means
 
 
 def point_of(layout, means, sds, beta):
@@ -52,6 +52,11 @@ def test_laplace_likelihood_is_the_exact_laplace_value(spec, name):
         x = point_of(layout, means, np.array(point["theta"])[order], point["beta"])  # scalar terms: theta = SD
         log_prior = float(glmm_density._parameters(layout, data, x)[3])
         assert float(f(x)) - log_prior == pytest.approx(-point["objective_exact_laplace"] / 2, rel=1e-9)
+    if layout.pairs:  # the Schur complement by row pairs is the dense product's
+        from dataclasses import replace
+
+        dense = replace(layout, pairs=False)
+        assert float(laplace_density.log_density(dense, data, x)) == pytest.approx(float(f(x)), rel=1e-12)
     grad = np.asarray(jax.grad(f)(x))
     h = 1e-5
     numeric = np.array([(f(x + h * e) - f(x - h * e)) / (2 * h) for e in np.eye(len(x))])
@@ -65,6 +70,7 @@ def test_gaussian_draws_have_the_laplace_covariance():
 
     ref = reference("grouseticks_poisson")
     layout, data, means = density_inputs(model_of(GROUSE))
+    assert layout.pairs  # one row per INDEX level: the sparse Schur complement
     x = point_of(layout, means, ref["theta"]["values"], ref["fixef"]["estimate"])
     *_, mode, _, factors = laplace_density._at_mode(layout, data, x)
     L0, M, Ls = (np.asarray(a) for a in factors)

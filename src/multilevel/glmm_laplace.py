@@ -14,7 +14,7 @@ import numpy as np
 from . import laplace_density, nuts
 from .glmm_bayes import initial_point, target_inputs, to_posterior
 from .laplace_check import importance_check
-from .laplace_density import LaplaceLayout
+from .laplace_density import laplace_inputs
 from .posterior import Posterior
 from .priors import PriorSet
 
@@ -28,7 +28,7 @@ def sample_laplace(model, ps: PriorSet, chains: int, draws: int, warmup: int, se
     and the importance-sampling check in `post.importance_check`."""
     start = time.perf_counter()
     glmm, data, centred, means = target_inputs(model, ps, 0)
-    layout = LaplaceLayout(glmm.base, glmm.family, glmm.link, glmm.p_c, 0)
+    layout, data = laplace_inputs(glmm, data, model.design)
     inits = [initial_point(layout, model, np.random.default_rng([seed, c])) for c in range(chains)]
     positions, stats, cond, finished = nuts.run_chains(laplace_density, layout, data, seed, inits, warmup, draws, cores,
                                                        progress)

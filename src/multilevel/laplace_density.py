@@ -28,7 +28,11 @@ MAX_STEP = 3.0  # a step's largest coordinate (standardised units): keeps flat l
 
 @dataclass(frozen=True)
 class LaplaceLayout(GlmmLayout):
-    """As `GlmmLayout`, with no group effect sampled: NUTS runs on (sds, correlations, shape, alpha, beta)."""
+    """As `GlmmLayout`, with no group effect sampled: NUTS runs on (sds, correlations, shape, alpha, beta).
+    `pairs`: the Schur complement's correction summed over pairs of rows sharing a first-term level (sparse)
+    rather than as a dense product (see `laplace_inputs`)."""
+
+    pairs: bool = False
 
     @property
     def q_sampled(self) -> int:
@@ -41,6 +45,22 @@ class LaplaceLayout(GlmmLayout):
     @property
     def q_rest(self) -> int:
         return self.base.q_rest
+
+
+def laplace_inputs(glmm: GlmmLayout, data: dict, design) -> tuple[LaplaceLayout, dict]:
+    """The layout and data of the Laplace density from the GLMM density's (`nodes=0`): with a scalar first term
+    whose levels' rows pair up more cheaply than the dense product (m0 q_rest^2), the row pairs' indices."""
+    layout = LaplaceLayout(glmm.base, glmm.family, glmm.link, glmm.p_c, 0)
+    codes = design.blocks[0].codes
+    sizes = np.bincount(codes, minlength=layout.base.ms[0])
+    entries = sum(layout.base.ks[1:])
+    if layout.base.ks[0] > 1 or not layout.q_rest or (sizes**2).sum() * entries**2 >= layout.q_first * layout.q_rest**2:
+        return layout, data
+    order = np.argsort(codes, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    pairs = [(a, b) for g in range(len(sizes)) for a in order[starts[g] : starts[g + 1]] for b in order[starts[g] : starts[g + 1]]]
+    i, j = np.array(pairs, dtype=np.int32).T
+    return LaplaceLayout(glmm.base, glmm.family, glmm.link, glmm.p_c, 0, True), {**data, "pair_i": i, "pair_j": j}
 
 
 def loadings(layout: LaplaceLayout, data: dict, sds, chols):
@@ -116,7 +136,14 @@ def factor(layout: LaplaceLayout, data: dict, A, R, w):
     M = jax.scipy.linalg.solve_triangular(L0, H01, lower=True)
     Mf = M.reshape(m0 * k0, r)
     H11 = jnp.eye(r).at[cols[:, :, None], cols[:, None, :]].add(w[:, None, None] * vals[:, :, None] * vals[:, None, :])
-    S = H11 - Mf.T @ Mf
+    if layout.pairs:  # M'M = sum over rows i, j of one level g of wa_i wa_j / H00_g times their entries' products
+        i, j = data["pair_i"], data["pair_j"]
+        c = wa[i, 0] * wa[j, 0] / H00[data["codes0"][i], 0, 0]
+        MtM = jnp.zeros((r, r)).at[cols[i][:, :, None], cols[j][:, None, :]].add(
+            c[:, None, None] * vals[i][:, :, None] * vals[j][:, None, :])
+    else:
+        MtM = Mf.T @ Mf
+    S = H11 - MtM
     return L0, M, jnp.linalg.cholesky(S)
 
 
