@@ -159,3 +159,19 @@ def test_laplace_is_refused_for_gaussian_models():
     model = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff"))
     with pytest.raises(MultilevelError, match="sampler='laplace' is for binomial"):
         model.sample(chains=1, draws=100, warmup=100, seed=1, sampler="laplace")
+
+
+def test_vector_first_term_is_checked_over_all_its_effects():
+    """With a vector first term no effect is integrated by quadrature: the check weighs every effect. Poisson
+    counts near 50 make the Laplace approximation nearly exact, so the check must find no bias to speak of."""
+    rng = np.random.default_rng(5)
+    g, x = np.repeat(np.arange(12), 8), np.tile(np.linspace(-1, 1, 8), 12)
+    b = rng.normal(0, [0.3, 0.2], (12, 2))
+    y = rng.poisson(np.exp(4 + 0.5 * x + b[g, 0] + b[g, 1] * x))
+    data = __import__("pandas").DataFrame({"y": y, "x": x, "g": g.astype(str)})
+    post = mlv.Model("y ~ x + (1 + x | g)", data, family="poisson").sample(
+        chains=1, draws=200, warmup=200, seed=3, progress=False, sampler="laplace")
+    check = post.importance_check
+    assert check.attrs["inner_pareto_k"] < 0.7 and check.attrs["pareto_k"] < 0.7
+    assert np.all(np.abs(check["bias"]) < 0.1)
+    assert "cor_g__Intercept__x" in check.index

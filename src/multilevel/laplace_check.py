@@ -7,7 +7,7 @@ quadrature given the others, so the weights cover only the other terms): the wei
 r(x). Re-weighting the draws by r (Pareto-smoothed, Vehtari et al. 2024) estimates the exact posterior mean of
 each parameter; its difference from the Laplace draws' mean on the same subsample, in posterior SDs, is the
 estimated bias. The group effects (drawn from the Laplace Gaussian) get both weights. Pareto k above 0.7 of
-either weighting means the estimate itself is unreliable.
+either weighting (the inner one's median over the draws) means the estimate itself is unreliable.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ STREAM = 2**32 - 1  # the check's random stream: np.random.default_rng([seed, ST
 def importance_check(post, layout, data: dict, positions: np.ndarray, n_draws: int, n_proposals: int) -> pd.DataFrame:
     """Per parameter (and per term, its group effect with the largest bias): the estimated bias of the Laplace
     posterior mean (Laplace minus exact, in posterior SDs) and its Monte Carlo SE; the weights' diagnostics in
-    `attrs` (pareto_k, inner_pareto_k, ess, draws, proposals)."""
+    `attrs` (pareto_k; inner_pareto_k, the median over the checked draws: each from K proposals is noisy, and
+    their largest is high even for a good proposal; ess, draws, proposals)."""
     from arviz_stats.base.array import array_stats
 
     flat = positions.reshape(-1, positions.shape[-1])
@@ -40,7 +41,7 @@ def importance_check(post, layout, data: dict, positions: np.ndarray, n_draws: i
     w /= w.sum()
     k_inner = np.nan  # no inner weights: every effect integrated exactly (one scalar term)
     if ratios.shape[1] > 1:
-        k_inner = float(np.max(array_stats.psislw(ratios.max(1, keepdims=True) - ratios, axis=-1)[1]))
+        k_inner = float(np.median(array_stats.psislw(ratios.max(1, keepdims=True) - ratios, axis=-1)[1]))
     rows = {}
     for name, draws in post.parameters().items():
         phi = draws.reshape(-1)[pick]
@@ -97,7 +98,7 @@ def messages(post) -> list[str]:
         return ["APPROXIMATE: sampler='laplace' integrates the group effects out by the Laplace approximation; "
                 "this result carries no importance-sampling check of its error"]
     a = table.attrs
-    inner = "" if np.isnan(a["inner_pareto_k"]) else f", inner {a['inner_pareto_k']:.2f}"
+    inner = "" if np.isnan(a["inner_pareto_k"]) else f", inner (median) {a['inner_pareto_k']:.2f}"
     worst = table["bias"].abs().idxmax()
     out = [f"APPROXIMATE: sampler='laplace' integrates the group effects out by the Laplace approximation and draws "
            f"them from its Gaussian. Importance-sampling check on {int(a['draws'])} draws x {int(a['proposals'])}: largest "
