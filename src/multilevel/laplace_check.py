@@ -3,11 +3,12 @@ user's model.
 
 For a subsample of the draws x = (beta, theta), group effects are drawn from the Laplace Gaussian and weighted
 against the exact joint p(y, u | x) (a scalar first term, often most of the effects, integrated out exactly by
-quadrature given the others, so the weights cover only the other terms): the weights' mean estimates the exact marginal likelihood over Laplace's,
-r(x). Re-weighting the draws by r (Pareto-smoothed, Vehtari et al. 2024) estimates the exact posterior mean of
-each parameter; its difference from the Laplace draws' mean on the same subsample, in posterior SDs, is the
-estimated bias. The group effects (drawn from the Laplace Gaussian) get both weights. Pareto k above 0.7 of
-either weighting (the inner one's median over the draws) means the estimate itself is unreliable.
+quadrature given the others, so the weights cover only the other terms): the weights' mean estimates the exact
+marginal likelihood over Laplace's, r(x). Re-weighting the draws by r (Pareto-smoothed, Vehtari et al. 2024)
+estimates the exact posterior mean of each parameter; its difference from the Laplace draws' mean on the same
+subsample, in posterior SDs, is the estimated bias. The group effects (drawn from the Laplace Gaussian) get
+both weights. Pareto k above 0.7 of either weighting (the inner one's median over the draws) means the
+estimate itself is unreliable.
 """
 
 from __future__ import annotations
