@@ -2,13 +2,14 @@
 JAX for NUTS (``sampler="laplace"``; APPROXIMATE, see docs/bayes.md).
 
 At each point the standardised effects u (b = diag(sd) L u per level) go to the mode u* of
-f(u) = sum of the rows' log-likelihood - |u|^2 / 2 by damped Newton steps, and the log marginal likelihood is
-f(u*) - log det(H) / 2 with H = I + A'WA the negative Hessian (A: each row's loading on u, W the rows' observed
-information). H is held in blocks as the engine's: the first term's k x k blocks per level, a dense Schur
-complement for the others (the rows' loadings on them held sparse, a few entries per row). The gradient is exact for the approximation: the mode enters through one Newton
-step from its stopped value, whose derivative is the mode's implicit derivative H^-1 dg/dtheta. The effects
-are drawn per draw from the Laplace Gaussian N(u*, H^-1) (approximate too); `importance_log_ratios` measures
-the error of both against the exact joint.
+f(u) = sum of the rows' log-likelihood - |u|^2 / 2 (term-by-term sweeps, then full Newton steps), and the log
+marginal likelihood is f(u*) - log det(H) / 2 with H = I + A'WA the negative Hessian (A: each row's loading on
+u, W the rows' observed information). H is held in blocks as the engine's: the first term's k x k blocks per
+level, a dense Schur complement for the others (the rows' loadings on them held sparse, a few entries per row).
+The gradient is exact for the approximation: the mode enters through one Newton step from its stopped value,
+whose derivative is the mode's implicit derivative H^-1 dg/dtheta. The effects are drawn per draw from the
+Laplace Gaussian N(u*, H^-1) (approximate too); `importance_draws` and `marginal_importance_draws` give the
+`laplace_check` its weights against the exact joint.
 """
 
 from __future__ import annotations
