@@ -31,18 +31,27 @@ def importance_check(post, layout, data: dict, positions: np.ndarray, n_draws: i
     `attrs` (pareto_k; inner_pareto_k, the median over the checked draws: each from K proposals is noisy, and
     their largest is high even for a good proposal; ess, draws, proposals)."""
     from arviz_stats.base.array import array_stats
+    from scipy.special import logsumexp
 
     flat = positions.reshape(-1, positions.shape[-1])
     pick = np.unique(np.linspace(0, len(flat) - 1, min(n_draws, len(flat))).round().astype(int))
     ratios, inner_means, plain_means = _weigh(layout, data, flat[pick], n_proposals, post.seed)
     n_proposals = ratios.shape[1]
-    log_r = np.log(np.mean(np.exp(ratios - ratios.max(1, keepdims=True)), axis=1)) + ratios.max(1)
-    smoothed, k_outer = array_stats.psislw(log_r.max() - log_r)  # ArviZ takes negated log ratios (LOO's -log lik)
-    w = np.exp(smoothed - smoothed.max())
-    w /= w.sum()
+    failed = float(np.mean(~np.isfinite(ratios)))  # numerical failures (NaN, overflow): zero weight, reported
+    ratios = np.where(np.isfinite(ratios), ratios, -np.inf)
+    log_r = logsumexp(ratios, axis=1) - np.log(n_proposals)
+    ok = np.isfinite(log_r)
+    w, k_outer = np.zeros(len(log_r)), np.nan
+    if ok.sum() > 1:
+        smoothed, k_outer = array_stats.psislw(log_r[ok].max() - log_r[ok])  # ArviZ takes negated log ratios
+        w[ok] = np.exp(smoothed - smoothed.max())
+    with np.errstate(invalid="ignore"):
+        w /= w.sum()  # NaN if every draw failed: the table then says the check failed
+    inner_means = np.where(ok[:, None], inner_means, 0.0)
+    whole = np.isfinite(ratios).all(axis=1)
     k_inner = np.nan  # no inner weights: every effect integrated exactly (one scalar term)
-    if ratios.shape[1] > 1:
-        k_inner = float(np.median(array_stats.psislw(ratios.max(1, keepdims=True) - ratios, axis=-1)[1]))
+    if n_proposals > 1 and whole.any():
+        k_inner = float(np.median(array_stats.psislw(ratios[whole].max(1, keepdims=True) - ratios[whole], axis=-1)[1]))
     rows = {}
     for name, draws in post.parameters().items():
         phi = draws.reshape(-1)[pick]
@@ -59,7 +68,7 @@ def importance_check(post, layout, data: dict, positions: np.ndarray, n_draws: i
         start += size
     table = pd.DataFrame.from_dict(rows, orient="index", columns=["bias", "mcse"])
     table.index.name = "parameter"
-    table.attrs.update(pareto_k=float(k_outer), inner_pareto_k=k_inner, ess=float(1.0 / np.sum(w**2)),
+    table.attrs.update(failed=failed, pareto_k=float(k_outer), inner_pareto_k=k_inner, ess=float(1.0 / np.sum(w**2)),
                        draws=len(pick), proposals=n_proposals)
     return table
 
@@ -80,7 +89,7 @@ def _weigh(layout, data: dict, points: np.ndarray, n_proposals: int, seed: int):
     ratios, inner, plain = [], [], []
     for x in points:
         v, blocks = run(data, x, rng.standard_normal((n_proposals, size)))
-        v = np.asarray(v)
+        v = np.where(np.isfinite(v := np.asarray(v)), v, -np.inf)
         effects = np.concatenate([np.asarray(b).reshape(n_proposals, -1) for b in blocks], axis=1)
         weights = np.exp(v - v.max())
         ratios.append(v)
@@ -99,6 +108,10 @@ def messages(post) -> list[str]:
         return ["APPROXIMATE: sampler='laplace' integrates the group effects out by the Laplace approximation; "
                 "this result carries no importance-sampling check of its error"]
     a = table.attrs
+    if not np.isfinite(table["bias"]).any():
+        return ["APPROXIMATE: sampler='laplace' integrates the group effects out by the Laplace approximation; its "
+                f"importance-sampling check failed ({a.get('failed', 0):.0%} of its weights not finite): the "
+                "approximation's error on this model is unknown; use sampler='nuts', which is exact"]
     inner = "" if np.isnan(a["inner_pareto_k"]) else f", inner (median) {a['inner_pareto_k']:.2f}"
     worst = table["bias"].abs().idxmax()
     out = [f"APPROXIMATE: sampler='laplace' integrates the group effects out by the Laplace approximation and draws "
