@@ -26,6 +26,8 @@ from .errors import MultilevelError, emit
 from .gibbs import sample_gibbs
 from .glmm_bayes import sample_glmm
 from .glmm_gibbs import sample_polya_gamma
+from .glmm_laplace import sample_laplace
+from .laplace_check import messages as approximation_messages
 from .partitioned import response_values, sampler_inputs
 from .posterior import Posterior
 from .priors import brms_scale, for_centred_response, resolve_priors
@@ -49,7 +51,9 @@ def sample(
 
     ``sampler="nuts"`` runs NUTS on the variance parameters (and the centred intercept) with the group
     effects and other coefficients integrated out, then draws those exactly; ``"gibbs"`` is a blocked
-    Gibbs sampler (Pólya–Gamma augmented for binomial-logit models). Chains run in `cores` processes; a seed gives
+    Gibbs sampler (Pólya–Gamma augmented for binomial-logit models); ``"laplace"`` (binomial, Poisson and
+    negative-binomial models) is NUTS with the group effects integrated out by the Laplace approximation:
+    APPROXIMATE, labelled so, with an importance-sampling check of its error in ``post.importance_check``. Chains run in `cores` processes; a seed gives
     the same draws whatever `cores` is. Ctrl-C returns the draws finished by then, marked ``post.partial`` with a
     warning (docs/reliability.md).
     """
@@ -61,8 +65,11 @@ def sample(
         import sys
 
         progress = sys.stderr.isatty()
-    if sampler not in ("nuts", "gibbs"):
-        raise MultilevelError(f"sampler must be 'nuts' or 'gibbs', not {sampler!r}")
+    if sampler not in ("nuts", "gibbs", "laplace"):
+        raise MultilevelError(f"sampler must be 'nuts', 'gibbs' or 'laplace', not {sampler!r}")
+    if sampler == "laplace" and model.gaussian:
+        raise MultilevelError("sampler='laplace' is for binomial, Poisson and negative-binomial models: a Gaussian "
+                              "model's group effects integrate out exactly with sampler='nuts' (the default)")
     ps = resolve_priors(model, prior)
     if model.design.blocks:
         check_dense_size(model.design)
@@ -70,7 +77,8 @@ def sample(
         if sampler == "gibbs":
             return diagnosed(sample_polya_gamma(model, ps, chains, draws, warmup, seed, cores, progress))
         with gc_paused():
-            post = sample_glmm(model, ps, chains, draws, warmup, seed, cores, progress)
+            run = sample_laplace if sampler == "laplace" else sample_glmm
+            post = run(model, ps, chains, draws, warmup, seed, cores, progress)
     elif sampler == "gibbs":
         post = sample_gibbs(model, ps, chains, draws, warmup, seed, cores, progress)
     else:
@@ -80,10 +88,10 @@ def sample(
 
 
 def diagnosed(post: Posterior, warn: bool = True) -> Posterior:
-    """The posterior with the sampler's diagnostics (interrupted, noise-free data, divergences, R-hat, ESS) in
-    `warnings`, raised once."""
+    """The posterior with the sampler's diagnostics (an approximate sampler's label and check, interrupted,
+    noise-free data, divergences, R-hat, ESS) in `warnings`, raised once."""
     sigma = None if post.sigma is None else float(np.median(post.sigma))
-    post.warnings = (interrupted_message(post.finished, post.n_chains, post.n_draws)
+    post.warnings = (approximation_messages(post) + interrupted_message(post.finished, post.n_chains, post.n_draws)
                      + exact_fit_message(sigma, post.design) + sampler_warnings(post))
     if warn:
         emit(post.warnings)

@@ -32,6 +32,14 @@ def sample_glmm(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed:
                 nodes: int = NODES) -> Posterior:
     """Draws of a GLMM's posterior; `nodes=0` samples every term's effects (the joint posterior)."""
     start = time.perf_counter()
+    layout, data, centred, columns = target_inputs(model, ps, nodes)
+    inits = [initial_point(layout, model, np.random.default_rng([seed, c])) for c in range(chains)]
+    positions, stats, cond, finished = nuts.run_chains(glmm_density, layout, data, seed, inits, warmup, draws, cores, progress)
+    return to_posterior(model, ps, layout, centred, columns, positions, stats, cond, finished, seed, start, "nuts")
+
+
+def target_inputs(model, ps: PriorSet, nodes: int):
+    """The density's layout and data, the centred design and the scaling that maps its columns back."""
     design = model.design
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)'")
@@ -43,16 +51,20 @@ def sample_glmm(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed:
     data = make_data(layout, design, centred.X[:, :p_c], offset, b_prior)
     if ps.shape is None and model.family.has_dispersion:
         data["shape"] = np.array(model.family.theta)
-    inits = [_init(layout, model, np.random.default_rng([seed, c])) for c in range(chains)]
-    positions, stats, cond, finished = nuts.run_chains(glmm_density, layout, data, seed, inits, warmup, draws, cores, progress)
-    nb = layout.n_base
+    return layout, data, centred, columns
+
+
+def to_posterior(model, ps: PriorSet, layout: GlmmLayout, centred, columns, positions, stats, cond, finished, seed: int,
+                 start: float, sampler: str) -> Posterior:
+    """The `Posterior` of a GLMM target's chains: parameters constrained, coefficients uncentred."""
+    nb, p_c = layout.n_base, layout.p_c
     sds, chols, shape, alpha, _ = constrain(layout.base, positions[..., :nb], np)
     beta_c = positions[..., nb : nb + p_c]
-    if intercept:
+    if layout.base.intercept:
         beta_c = np.concatenate([beta_c, alpha[..., None]], axis=-1)
-    beta = uncentre(design.fixed_names, centred.fixed_names, beta_c, columns)
+    beta = uncentre(model.design.fixed_names, centred.fixed_names, beta_c, columns)
     corr = [np.einsum("...ab,...cb->...ac", L, L) for L in chols]
-    return Posterior(model, beta, sds, corr, None, cond, stats, ps, seed, time.perf_counter() - start, "nuts",
+    return Posterior(model, beta, sds, corr, None, cond, stats, ps, seed, time.perf_counter() - start, sampler,
                      shape=shape, finished=finished)
 
 
@@ -71,7 +83,7 @@ def _layout(model, ps: PriorSet, p_c: int, intercept: bool, nodes: int) -> GlmmL
                       target_accept=JOINT_TARGET_ACCEPT[all(centred)])
 
 
-def _init(layout: GlmmLayout, model, rng: np.random.Generator) -> np.ndarray:
+def initial_point(layout: GlmmLayout, model, rng: np.random.Generator) -> np.ndarray:
     """Random start: SDs about 0.5, shape about 1, the intercept near brms's prior location, the rest near 0."""
     base = layout.base
     x = rng.uniform(-1, 1, layout.dim)

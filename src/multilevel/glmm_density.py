@@ -74,9 +74,14 @@ def make_data(layout: GlmmLayout, design, X_c: np.ndarray, offset: np.ndarray, b
     if layout.nodes:
         if design.nobs * layout.base.ms[0] <= MAX_INDICATOR:
             data["indicator"] = np.eye(layout.base.ms[0])[design.blocks[0].codes]
-        x, wts = np.polynomial.hermite.hermgauss(layout.nodes)
-        data["gh_x"], data["gh_logw"] = x, np.log(wts) + x**2
+        data.update(quadrature_nodes(layout.nodes))
     return data
+
+
+def quadrature_nodes(nodes: int) -> dict:
+    """Gauss-Hermite nodes and log weights (times exp(x^2): the integrand's own Gaussian is in h) for the data."""
+    x, wts = np.polynomial.hermite.hermgauss(nodes)
+    return {"gh_x": x, "gh_logw": np.log(wts) + x**2}
 
 
 def row_loglik(layout: GlmmLayout, data: dict, eta, shape):
@@ -158,7 +163,7 @@ def _derivatives(layout: GlmmLayout, data: dict, eta0, shape, slope, u):
     return h1, h2
 
 
-def _mode(layout: GlmmLayout, data: dict, eta0, shape, slope):
+def _mode(layout: GlmmLayout, data: dict, eta0, shape, slope, start=None):
     """Each group's mode of h and its conditional SD 1 / sqrt(-h''), by damped Newton steps (no gradient flows)."""
     import jax
     import jax.numpy as jnp
@@ -174,7 +179,8 @@ def _mode(layout: GlmmLayout, data: dict, eta0, shape, slope):
     def more(state):
         return (state[0] < NEWTON_STEPS) & (state[2] > NEWTON_TOL)
 
-    _, u, _ = jax.lax.while_loop(more, step, (0, jnp.zeros(layout.base.ms[0]), jnp.inf))
+    u0 = jnp.zeros(layout.base.ms[0]) if start is None else jax.lax.stop_gradient(start)
+    _, u, _ = jax.lax.while_loop(more, step, (0, u0, jnp.inf))
     _, h2 = _derivatives(layout, data, eta0, shape, slope, u)
     return u, 1.0 / jnp.sqrt(-h2)
 
@@ -204,22 +210,29 @@ def _effects(layout: GlmmLayout, data: dict, sds, chols, u):
 def log_density(layout: GlmmLayout, data: dict, x):
     """Unnormalised log posterior at one unconstrained point (JAX)."""
     import jax.numpy as jnp
-    from jax.scipy.special import logsumexp
 
     sds, chols, shape, lp, eta0 = _parameters(layout, data, x)
     _, eta_b, lp_b = _effects(layout, data, sds, chols, x[layout.n_base + layout.p_c :])
     eta0, lp = eta0 + eta_b, lp + lp_b
     if layout.nodes:
-        slope = sds[0][0] * data["Z0"][:, 0]
-        mode, s = _mode(layout, data, eta0, shape, slope)
-        t = mode + np.sqrt(2.0) * s * data["gh_x"][:, None]  # (nodes, m)
-        h = _group_sums(layout, data, eta0, shape, slope, t)
-        per_group = jnp.log(np.sqrt(2.0) * s) + logsumexp(data["gh_logw"][:, None] + h, axis=0) - 0.5 * np.log(2 * np.pi)
-        ll = jnp.sum(per_group)
+        ll = jnp.sum(first_term_integral(layout, data, eta0, shape, sds[0][0] * data["Z0"][:, 0])[0])
     else:
         ll = jnp.sum(row_loglik(layout, data, eta0, shape))
     total = lp + ll + shape_loglik(layout, data, shape) + data["const"]
     return jnp.where(jnp.isfinite(total), total, -jnp.inf)  # degenerate corners have no mass, never NaN
+
+
+def first_term_integral(layout: GlmmLayout, data: dict, eta0, shape, slope, start=None):
+    """Per group of the scalar first term, the log of its likelihood integrated over its effect by adaptive
+    Gauss-Hermite quadrature (m,), with the nodes t (nodes, m) in standardised units and their log weights;
+    `start`: where the Newton steps to the groups' modes begin (0 if None)."""
+    import jax.numpy as jnp
+    from jax.scipy.special import logsumexp
+
+    mode, s = _mode(layout, data, eta0, shape, slope, start)
+    t = mode + np.sqrt(2.0) * s * data["gh_x"][:, None]  # (nodes, m)
+    logw = data["gh_logw"][:, None] + _group_sums(layout, data, eta0, shape, slope, t)
+    return jnp.log(np.sqrt(2.0) * s) + logsumexp(logw, axis=0) - 0.5 * np.log(2 * np.pi), t, logw
 
 
 def noise_size(layout: GlmmLayout) -> int:

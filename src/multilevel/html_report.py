@@ -176,6 +176,7 @@ def _diagnostics(r) -> pd.DataFrame:
         summary = r.summary()
         rows = [
             ("sampler", f"{r.sampler}, {r.n_chains} chains x {r.n_draws} draws, seed {r.seed}"),
+            *([("approximation", r.approximation)] if getattr(r, "approximation", None) else []),
             ("divergent transitions", int(np.sum(r.stats.get("diverging", 0)))),
             ("largest R-hat", float(summary["r_hat"].max())),
             ("smallest bulk ESS", float(summary["ess_bulk"].min())),

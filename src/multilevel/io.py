@@ -278,6 +278,19 @@ def _posterior(attrs: dict, frame: pd.DataFrame, posterior, stats: dict) -> Post
                               f"data need {expected}: the file is damaged or altered")
     sigma = posterior["sigma"].values if "sigma" in posterior else None
     shape = posterior["shape"].values if "shape" in posterior else None
-    return Posterior(model, beta, sds, corrs, sigma, b, stats, _priors_from(json.loads(attrs["priors"])),
+    post = Posterior(model, beta, sds, corrs, sigma, b, stats, _priors_from(json.loads(attrs["priors"])),
                      int(attrs["seed"]), float(attrs["seconds"]), str(attrs["sampler"]), json.loads(attrs["warnings"]),
                      shape=shape, finished=_finished(attrs))
+    post.importance_check = _importance_check(attrs)
+    return post
+
+
+def _importance_check(attrs: dict) -> pd.DataFrame | None:
+    """A Laplace posterior's importance-sampling check table (None if the file has none)."""
+    if "importance_check" not in attrs:
+        return None
+    record = json.loads(attrs["importance_check"])
+    rows = {k: [np.nan if v is None else float(v) for v in row] for k, row in record["rows"].items()}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["bias", "mcse"]).rename_axis("parameter")
+    table.attrs.update({k: np.nan if v is None else v for k, v in record["attrs"].items()})
+    return table

@@ -241,7 +241,7 @@ def _versions() -> str:
     from importlib.metadata import version
 
     here = Path(__file__).parent
-    code = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("collapsed.py", "glmm_density.py", "occupancy_likelihood.py", "nuts.py", "priors.py", "coefficient_prior.py")))
+    code = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("collapsed.py", "glmm_density.py", "laplace_density.py", "occupancy_likelihood.py", "nuts.py", "priors.py", "coefficient_prior.py")))
     return ";".join(f"{p}={version(p)}" for p in ("jaxlib", "blackjax")) + ";" + code.hexdigest()[:16]
 
 

@@ -24,10 +24,16 @@ from .tables import callable_table, interval_table
 from .variance import icc, r2
 
 
+APPROXIMATIONS = {"laplace": "APPROXIMATE: group effects integrated out by the Laplace approximation"}
+
+
 class Posterior(Bayesian, OfModel):
     """Posterior draws of a mixed model (Gaussian: sigma; negative binomial: shape); the same vocabulary as
     `LmmFit` and `GlmmFit`. The sampler's diagnostics (divergences, R-hat, ESS) are stored in `warnings`;
-    `partial` marks the draws of a run stopped by Ctrl-C."""
+    `partial` marks the draws of a run stopped by Ctrl-C; `approximation` names an approximate sampler's
+    approximation (None when exact), whose importance-sampling check is `importance_check`."""
+
+    importance_check: pd.DataFrame | None = None  # sampler="laplace": `laplace_check.importance_check`'s table
 
     def __init__(self, model, beta, sd, corr, sigma, b, stats: dict, priors, seed: int, seconds: float, sampler: str,
                  warnings: list[str] | None = None, shape=None, finished: list[int] | None = None):
@@ -35,6 +41,11 @@ class Posterior(Bayesian, OfModel):
         self.beta, self.sd, self.corr, self.sigma, self.b, self.stats = beta, sd, corr, sigma, b, stats
         self.shape, self.finished = shape, finished
         self.warnings = list(warnings or [])
+
+    @property
+    def approximation(self) -> str | None:
+        """The label of an approximate sampler's draws (``sampler="laplace"``); None for the exact samplers."""
+        return APPROXIMATIONS.get(self.sampler)
 
     # ------------------------------------------------------------------ shapes and names
     @property
@@ -73,7 +84,10 @@ class Posterior(Bayesian, OfModel):
         params = self.parameters()
         if group_effects:
             params.update(self.group_effect_draws())
-        return draw_summary(params, prob)
+        table = draw_summary(params, prob)
+        if self.approximation:
+            table.attrs["approximation"] = self.approximation
+        return table
 
     @cached_property
     def fixed_effects(self) -> pd.DataFrame:
@@ -207,7 +221,10 @@ class Posterior(Bayesian, OfModel):
             groups["log_likelihood"] = {"y": self.log_likelihood()}
         if posterior_predictive:
             groups["posterior_predictive"] = {"y": self.posterior_predictive()}
-        return arviz_base.from_dict(groups, dims=dims, coords=coords)
+        tree = arviz_base.from_dict(groups, dims=dims, coords=coords)
+        if self.approximation:
+            tree.attrs["approximation"] = self.approximation
+        return tree
 
     def loo(self, kind: str = "conditional"):
         """PSIS-LOO by ArviZ; kind="conditional" (given the group effects, as brms) or "marginal" (new groups)."""
@@ -223,6 +240,7 @@ class Posterior(Bayesian, OfModel):
 
     def _heading(self) -> list[str]:
         partial = ", PARTIAL: interrupted" if self.partial else ""
+        partial += f", {self.approximation}" if self.approximation else ""
         return [f"Bayesian fit ({self.sampler}, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, "
                 f"{self.seconds:.1f} s{partial})", f"Formula: {self.design.formula}"]
 

@@ -174,6 +174,11 @@ def _posterior_tree(post):
         "priors": json.dumps(_priors_record(post.priors)), "warnings": json.dumps(list(post.warnings)),
         "finished": json.dumps(post.finished), "family": json.dumps(_family_record(post.model)),
     })
+    if post.importance_check is not None:
+        table = post.importance_check
+        tree.attrs["importance_check"] = json.dumps({"rows": {str(k): [_finite_or_none(v) for v in row]
+                                                               for k, row in table.iterrows()},
+                                                     "attrs": {k: _finite_or_none(v) for k, v in table.attrs.items()}})
     return tree
 
 
