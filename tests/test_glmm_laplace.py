@@ -25,15 +25,15 @@ def density_inputs(model):
     from multilevel.nuts import setup_jax
 
     setup_jax()
-    glmm, data, centred, means = glmm_bayes.target_inputs(model, resolve_priors(model, None), 0)
-    return *laplace_density.laplace_inputs(glmm, data, model.design), means
+    glmm, data, centred, columns = glmm_bayes.target_inputs(model, resolve_priors(model, None), 0)
+    return *laplace_density.laplace_inputs(glmm, data, model.design), columns
 
 
-def point_of(layout, means, sds, beta):
-    """The sampler's unconstrained point of lme4's SDs and coefficients (intercept first): the centred intercept
-    alpha = beta_0 + means . slopes."""
-    beta = np.asarray(beta)
-    return np.concatenate([np.log(sds), [beta[0] + means @ beta[1:]], beta[1:]])
+def point_of(layout, columns, sds, beta):
+    """The sampler's unconstrained point of lme4's SDs and coefficients (intercept first): the held (centred)
+    columns' coefficients, whose intercept alpha = beta_0 + centres . slopes."""
+    held = columns.held_coefficients(np.asarray(beta, float))
+    return np.concatenate([np.log(sds), [held[0]], held[1:]])
 
 
 @pytest.mark.parametrize("spec, name", [(CBPP, "cbpp_binomial_laplace"), (GROUSE, "grouseticks_poisson")],
@@ -45,11 +45,11 @@ def test_laplace_likelihood_is_the_exact_laplace_value(spec, name):
 
     ref = reference(name)
     model = model_of(spec)
-    layout, data, means = density_inputs(model)
+    layout, data, columns = density_inputs(model)
     order = [ref["theta"]["names"].index(f"{b.group}.(Intercept)") for b in model.design.blocks]
     f = jax.jit(lambda v: laplace_density.log_density(layout, data, v))
     for point in ref["objective_checks"]["points"]:
-        x = point_of(layout, means, np.array(point["theta"])[order], point["beta"])  # scalar terms: theta = SD
+        x = point_of(layout, columns, np.array(point["theta"])[order], point["beta"])  # scalar terms: theta = SD
         log_prior = float(glmm_density._parameters(layout, data, x)[3])
         assert float(f(x)) - log_prior == pytest.approx(-point["objective_exact_laplace"] / 2, rel=1e-9)
     if layout.pairs:  # the Schur complement by row pairs is the dense product's
@@ -69,9 +69,9 @@ def test_gaussian_draws_have_the_laplace_covariance():
     import jax
 
     ref = reference("grouseticks_poisson")
-    layout, data, means = density_inputs(model_of(GROUSE))
+    layout, data, columns = density_inputs(model_of(GROUSE))
     assert layout.pairs  # one row per INDEX level: the sparse Schur complement
-    x = point_of(layout, means, ref["theta"]["values"], ref["fixef"]["estimate"])
+    x = point_of(layout, columns, ref["theta"]["values"], ref["fixef"]["estimate"])
     *_, mode, _, factors = laplace_density._at_mode(layout, data, x)
     L0, M, Ls = (np.asarray(a) for a in factors)
     q0 = layout.q_first

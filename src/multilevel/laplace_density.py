@@ -61,7 +61,7 @@ def laplace_inputs(glmm: GlmmLayout, data: dict, design) -> tuple[LaplaceLayout,
     starts = np.concatenate([[0], np.cumsum(sizes)])
     pairs = [(a, b) for g in range(len(sizes)) for a in order[starts[g] : starts[g + 1]] for b in order[starts[g] : starts[g + 1]]]
     i, j = np.array(pairs, dtype=np.int32).T
-    return LaplaceLayout(glmm.base, glmm.family, glmm.link, glmm.p_c, 0, True), {**data, "pair_i": i, "pair_j": j}
+    return LaplaceLayout(glmm.base, glmm.family, glmm.link, glmm.p_c, 0, pairs=True), {**data, "pair_i": i, "pair_j": j}
 
 
 def loadings(layout: LaplaceLayout, data: dict, sds, chols):
