@@ -156,4 +156,24 @@ def test_fit_binomial_glmm_saves_and_reports_with_its_checks(tmp_path):
     page = (tmp_path / "cbpp.html").read_text()
     assert "Pearson chi-square / df" in page and "Simulated quantile residuals" in page
     refused = run("fit", tmp_path / "cbpp.csv", "incidence ~ 1 + (1 | herd)", "--family", "poisson", "--method", "reml")
-    assert refused.returncode == 2 and "maximum likelihood" in refused.stderr
+    assert refused.returncode == 2 and "no REML fit" in refused.stderr
+
+
+def test_fit_binomial_glmm_both_ways_and_by_the_laplace_sampler(tmp_path):
+    """--method all on a GLMM: glmer's optimum and a posterior within 0.1 SD of brms's long run, saved side by side;
+    --sampler laplace says it is approximate."""
+    cbpp = mlv.datasets.load("cbpp")
+    cbpp.assign(period="p" + cbpp["period"].astype(str)).to_csv(tmp_path / "cbpp.csv", index=False)
+    formula = "incidence | trials(size) ~ period + (1 | herd)"
+    out = run("fit", tmp_path / "cbpp.csv", formula, "--family", "binomial", "--method", "all", "--save", tmp_path / "cbpp")
+    assert out.returncode == 0, out.stderr
+    optimum = reference("cbpp_binomial_laplace")["laplace_exact"]["optimum"]["objective"]
+    assert load(tmp_path / "cbpp-ml.json").deviance == pytest.approx(optimum, rel=1e-9)
+    ours = load(tmp_path / "cbpp-bayes.nc").summary()
+    for row in reference("cbpp_binomial_brms_long")["posterior_summary"]:
+        got = ours.loc[row["variable"].replace("b_period", "b_periodp")]  # the CSV's periods are p1..p4
+        assert abs(got["mean"] - row["mean"]) < 0.1 * row["sd"], row["variable"]
+    approx = run("fit", tmp_path / "cbpp.csv", formula, "--family", "binomial", "--method", "bayes", "--sampler",
+                 "laplace", "--chains", "2", "--draws", "300", "--warmup", "300")
+    assert approx.returncode == 0, approx.stderr
+    assert "APPROXIMATE" in approx.stdout

@@ -95,7 +95,7 @@ def _sampling_options(command):
 def _fit_all(model, method: str, sampling: dict, nagq: int | None = None) -> dict:
     """method tag ('reml', 'ml', 'bayes') -> result, for the requested method(s); nagq for GLMMs."""
     out = {}
-    for tag in _tags(method):
+    for tag in _tags(method, model.gaussian):
         if tag == "bayes":
             out[tag] = _whole(model.sample(progress=None, **sampling))
         else:
@@ -110,8 +110,11 @@ def _whole(post):
     return post
 
 
-def _tags(method: str) -> list[str]:
-    return ["reml", "ml", "bayes"] if method == "all" else [method]
+def _tags(method: str, gaussian: bool = True) -> list[str]:
+    """The result tags of a --method: 'all' is REML, ML and Bayes (ML and Bayes for a GLMM, which has no REML)."""
+    if method != "all":
+        return [method]
+    return ["reml", "ml", "bayes"] if gaussian else ["ml", "bayes"]
 
 
 def _save_paths(save: str, tags: list[str]) -> dict:
@@ -161,27 +164,30 @@ def _show_and_write(results: dict, outputs: dict, report_path: str | None, force
 @click.argument("data")
 @click.argument("formula")
 @click.option("--method", type=click.Choice(METHODS, case_sensitive=False), default=None,
-              help="reml (default), ml, bayes or all; binomial, Poisson and negative-binomial models: ml.")
+              help="reml (default), ml, bayes or all; binomial, Poisson and negative-binomial models: ml (default), "
+                   "bayes or all.")
 @click.option("--family", default="gaussian", show_default=True,
               help="Response family: gaussian, binomial, binomial(probit), poisson, negbinomial ...")
 @click.option("--nagq", type=int, default=None, help="GLMMs: quadrature nodes (1 = Laplace, the default; 0 = fast).")
 @_sampling_options
+@click.option("--sampler", type=click.Choice(("nuts", "gibbs", "laplace"), case_sensitive=False), default="nuts",
+              show_default=True, help="Bayes: NUTS (exact), Gibbs, or for GLMMs the approximate Laplace-marginalised NUTS.")
 @click.option("--report", "report_path", help="Write an HTML report here.")
 @click.option("--save", help="Save the result: out.json (ML/REML) or out.nc (Bayes); with --method all, a stem.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @_user_errors
-def fit(data, formula, method, family, nagq, chains, draws, warmup, seed, cores, report_path, save, force):
+def fit(data, formula, method, family, nagq, chains, draws, warmup, seed, cores, sampler, report_path, save, force):
     """Fit FORMULA (lme4/brms syntax) to DATA (.csv or .parquet) and print the results."""
     from .model import Model
 
     model = Model(formula, read_data(data), family=family)
     method = (method or ("reml" if model.gaussian else "ml")).lower()
-    if not model.gaussian and method != "ml":
-        raise MultilevelError(f"a {model.family.name} model is fitted by maximum likelihood: use --method ml (or leave "
-                              "it out)")
-    outputs = _outputs(save, _tags(method), report_path, force)
-    results = _fit_all(model, method, {"chains": chains, "draws": draws, "warmup": warmup, "seed": seed, "cores": cores},
-                       nagq)
+    if not model.gaussian and method == "reml":
+        raise MultilevelError(f"a {model.family.name} model has no REML fit: use --method ml, bayes or all")
+    outputs = _outputs(save, _tags(method, model.gaussian), report_path, force)
+    sampling = {"chains": chains, "draws": draws, "warmup": warmup, "seed": seed, "cores": cores,
+                "sampler": sampler.lower()}
+    results = _fit_all(model, method, sampling, nagq)
     _show_and_write(results, outputs, report_path, force, lambda r: repr(r) if is_bayesian(r) else r.summary())
 
 
