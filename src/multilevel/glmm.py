@@ -277,7 +277,8 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
         idx = np.flatnonzero(free_coordinates(info.x, lower))
         cov = np.full(hessian.shape, np.nan)
         cov[np.ix_(idx, idx)] = 2.0 * np.linalg.inv(hessian[np.ix_(idx, idx)])
-        vcov = objective.held.coefficient_covariance(objective.J @ cov[n_theta : n_theta + p, n_theta : n_theta + p] @ objective.J.T)
+        held_vcov = objective.J @ cov[n_theta : n_theta + p, n_theta : n_theta + p] @ objective.J.T
+        vcov = objective.held.coefficient_covariance(held_vcov)
         if objective.estimate_size:
             log_size_se = float(np.sqrt(cov[-1, -1]))
     messages = list(info.warnings) + [precision_message(c) for c in objective.held.lost]

@@ -126,8 +126,11 @@ class GlmmFit(GlmmText, Generalized, OfModel):
     def covariances(self) -> list[np.ndarray]:
         """Covariance matrix of each random term on the linear-predictor scale, M T T' M' (M undoes the centring of
         a far random-slope covariate, identity otherwise)."""
-        maps = [self.held.random_map(i, T.shape[0]) for i, T in enumerate(self.factor.T)]
-        return [(M @ T) @ (M @ T).T for M, T in zip(maps, self.factor.T)]
+        return [(M @ T) @ (M @ T).T for M, T in zip(self._random_maps(), self.factor.T)]
+
+    def _random_maps(self) -> list[np.ndarray]:
+        """Per term, M mapping effects held with centred covariates to the user's (identity unless centred)."""
+        return [self.held.random_map(i, b.k) for i, b in enumerate(self.design.blocks)]
 
     @cached_property
     def variance_components(self) -> pd.DataFrame:
@@ -147,10 +150,9 @@ class GlmmFit(GlmmText, Generalized, OfModel):
     @cached_property
     def group_effects(self) -> pd.DataFrame:
         """Conditional modes of the group effects with conditional SDs (lme4's ranef with condVar)."""
-        cond = self.mode.engine.conditional_covariances(self.factor)
-        maps = [self.held.random_map(i, c.shape[1]) for i, c in enumerate(cond)]
+        cond = [M @ c @ M.T for M, c in zip(self._random_maps(), self.mode.engine.conditional_covariances(self.factor))]
         rows = []
-        for block, b, cov in zip(self.design.blocks, self.random_effects, [M @ c @ M.T for M, c in zip(maps, cond)]):
+        for block, b, cov in zip(self.design.blocks, self.random_effects, cond):
             sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
             for j, name in enumerate(block.coef_names):
                 rows.append(pd.DataFrame({"group": block.group, "level": block.levels, "term": name,
