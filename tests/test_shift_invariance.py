@@ -514,10 +514,15 @@ def test_partitioned_random_slope_covariate_shifted():
     close(f.covariances[0], f0.covariances[0])
 
 
-GLMMS = {  # a covariate of the fixed part, shifted or scaled
-    "cbpp binomial": ("cbind(incidence, size - incidence) ~ period + x + (1 | herd)", "cbpp_x", "binomial", "x"),
+CBPP_X = "cbind(incidence, size - incidence) ~ period + x + (1 | herd)"
+GLMMS = {  # formula, data, family, the covariate of the fixed part shifted or scaled, fit options
+    "cbpp binomial": (CBPP_X, "cbpp_x", "binomial", "x", ()),
+    "cbpp binomial AGQ": (CBPP_X, "cbpp_x", "binomial", "x", (("nAGQ", 25),)),
+    "cbpp binomial nAGQ=0": (CBPP_X, "cbpp_x", "binomial", "x", (("nAGQ", 0),)),
     "grouseticks poisson": ("TICKS ~ YEAR + HEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)", "grouseticks",
-                            "poisson", "HEIGHT"),
+                            "poisson", "HEIGHT", ()),
+    "grouseticks negative binomial": ("TICKS ~ YEAR + HEIGHT + (1 | BROOD) + (1 | LOCATION)", "grouseticks",
+                                      "negbinomial", "HEIGHT", ()),
 }
 CBPP_SLOPES = "cbind(incidence, size - incidence) ~ period + x + (1 + x | herd)"
 
@@ -531,13 +536,13 @@ def glmm_data(name: str):
     return cbpp.assign(x=np.random.default_rng(16).normal(size=len(cbpp)))
 
 
-def glmm_fit(formula: str, frame, family: str):
-    return mlv.Model(formula, frame, family=family).fit(warn=False)
+def glmm_fit(formula: str, frame, family: str, options=()):
+    return mlv.Model(formula, frame, family=family).fit(warn=False, **dict(options))
 
 
 def assert_same_glmm(f, f0, T):
     """f against f0 with the coefficients mapped by beta = T^-1 beta_0: deviance, beta, SEs from both covariances,
-    the SDs, the group effects, and the fitted probabilities or rates."""
+    the SDs (and a negative binomial's size), the group effects, and the fitted probabilities or rates."""
     Tinv = np.linalg.inv(T)
     assert f.converged
     close(f.deviance, f0.deviance)
@@ -545,6 +550,8 @@ def assert_same_glmm(f, f0, T):
     for V, V0 in [(f.vcov, f0.vcov), (f.vcov_rx, f0.vcov_rx)]:
         close(np.sqrt(np.diag(V.to_numpy())), np.sqrt(np.diag(Tinv @ V0.to_numpy() @ Tinv.T)))
     close(f.variance_components["sd"].to_numpy(), f0.variance_components["sd"].to_numpy())
+    if f.nb_theta is not None:
+        close(f.nb_theta, f0.nb_theta)
     b, b0 = np.concatenate([e.ravel() for e in f.random_effects]), np.concatenate([e.ravel() for e in f0.random_effects])
     close_vector(b, b0)
     close(f.fitted(), f0.fitted())
@@ -555,10 +562,10 @@ def assert_same_glmm(f, f0, T):
 def test_glmm_predictor_shift(key, c):
     """x + c in a GLMM (before, cbpp failed at x + 1e4: 'penalised IRLS did not converge'): the fit of (x + c) - c
     with beta = T^-1 beta_0 (the intercept absorbs -c beta_x), the same SEs mapped, SDs, modes and fitted values."""
-    formula, dataset, family, x = GLMMS[key]
+    formula, dataset, family, x, options = GLMMS[key]
     shifted = glmm_data(dataset).assign(**{x: glmm_data(dataset)[x] + c})
-    f = glmm_fit(formula, shifted, family)
-    f0 = glmm_fit(formula, shifted.assign(**{x: shifted[x] - c}), family)
+    f = glmm_fit(formula, shifted, family, options)
+    f0 = glmm_fit(formula, shifted.assign(**{x: shifted[x] - c}), family, options)
     assert_same_glmm(f, f0, shift_map(f.model.fixed_names, x, c))
 
 
@@ -566,10 +573,10 @@ def test_glmm_predictor_shift(key, c):
 @pytest.mark.parametrize("key", list(GLMMS))
 def test_glmm_predictor_scale(key, s):
     """x s in a GLMM: the fit of x with x's coefficient divided by s."""
-    formula, dataset, family, x = GLMMS[key]
+    formula, dataset, family, x, options = GLMMS[key]
     frame = glmm_data(dataset)
-    f = glmm_fit(formula, frame.assign(**{x: frame[x] * s}), family)
-    f0 = glmm_fit(formula, frame, family)
+    f = glmm_fit(formula, frame.assign(**{x: frame[x] * s}), family, options)
+    f0 = glmm_fit(formula, frame, family, options)
     T = np.eye(len(f.model.fixed_names))
     j = f.model.fixed_names.index(x)
     T[j, j] = s
@@ -606,7 +613,7 @@ def test_glmm_random_slope_covariate_shift():
 
 def test_glmm_columns_near_zero_are_held_as_given():
     """cbpp as it comes needs no centring: PIRLS sees the user's columns (nothing to undo, nothing spent)."""
-    f = glmm_fit(GLMMS["cbpp binomial"][0], glmm_data("cbpp_x"), "binomial")
+    f = glmm_fit(CBPP_X, glmm_data("cbpp_x"), "binomial")
     assert not np.any(f.held.centre) and np.all(f.held.scale == 1.0) and not f.held.random_centred
 
 
@@ -614,7 +621,7 @@ def test_a_glmm_fit_with_centred_columns_reopens_exactly(tmp_path):
     """Saved and loaded, a GLMM fit held centred (x + 1e8) gives the same beta, deviance, group effects and
     predictions; its RX covariance to 1e-6: the file holds the user's beta, whose intercept (-2e7) keeps ~4e-9 of
     the held intercept, and the modes are found again from there."""
-    formula, dataset, family, x = GLMMS["cbpp binomial"]
+    formula, dataset, family, x, _ = GLMMS["cbpp binomial"]
     frame = glmm_data(dataset)
     f = glmm_fit(formula, frame.assign(x=frame[x] + 1e8), family)
     assert np.any(f.held.centre)
