@@ -13,6 +13,7 @@ from scipy import optimize, stats
 
 import multilevel as mlv
 from multilevel.errors import MultilevelError
+from multilevel.profile import interval_end
 
 CHISQ = stats.chi2.ppf(0.95, 1)  # 3.841
 
@@ -127,3 +128,11 @@ def test_penalised_fit_is_refused():
     fit = mlv.Model("Yield ~ 1 + (1 | Batch)", mlv.datasets.load("Dyestuff2")).fit(prior="zero-avoiding")
     with pytest.raises(MultilevelError, match="penalised"):
         fit.confint(method="profile")
+
+
+def test_a_profile_that_changes_when_evaluated_again_is_reported():
+    """A zeta that is not a function of its argument (the inner minimisation lands elsewhere each time, as with a
+    GLMM's predictor at x + 100 beside the intercept) gives our error, not brentq's ValueError."""
+    calls = iter([0.5, 2.5, 2.5, 2.5])  # below the target, then above it at every point, the bracket's end included
+    with pytest.raises(mlv.MultilevelError, match="profile of parameter 0 is not resolved"):
+        interval_end(lambda w, x: next(calls), 0, 1.96, 0.0, np.inf, 1.0)

@@ -21,11 +21,14 @@ become a `GlmmFit`; the warnings are raised here, once.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import scipy.linalg as sla
 
 from .components import boundary_parameters
+from .crossprod import held_blocks
 from .data import as_frame
 from .design import Design
 from .errors import MultilevelError, emit
@@ -37,10 +40,12 @@ from .optimize import (NEWTON_TRUST, OptimumInfo, bobyqa, finite_difference_chec
                        hessian_from_gradient, lbfgsb)
 from .pirls import Mode, Pirls
 from .scalar_pirls import ScalarPirls
+from .scaling import Scaling, far_covariate_messages, precision_message, random_columns
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
 GRADIENT_HESSIAN_STEP = 1e-3  # the same from differences of the exact gradient (error ~1e-6)
 STAGE2_FTOL, STAGE2_GTOL = 1e-10, 1e-5  # L-BFGS-B stops ~1e-5 from the optimum: the final Newton step goes the rest
+SPREAD_BITS = 10  # columns near zero whose spread is within 2^+-10 of 1 are held as given (the whitening absorbs it)
 
 
 # ---------------------------------------------------------------------- input
@@ -112,12 +117,25 @@ def explain_failure(design: Design, family: Family) -> str:
     return message
 
 
+def held_design(design: Design) -> tuple[Design, Scaling]:
+    """The design as PIRLS holds it (`Scaling`, as the LMM's cross-products: columns far from zero centred, products
+    formed of centred parents, spreads scaled by powers of two; a random slope's far covariate centred in its term),
+    with that `Scaling`; the design as given (an identity scaling) when no column needs it, as is usual."""
+    held = replace(Scaling.learn(design.X, np.zeros(design.nobs), design.fixed_names), terms=random_columns(design.blocks))
+    if not (np.any(held.centre) or held.random_centred or np.any(np.abs(np.log2(held.scale)) > SPREAD_BITS)):
+        return design, Scaling.identity(design.p)
+    X = held.apply(np.column_stack([design.X, np.zeros(design.nobs)]))[:, :-1]
+    return replace(design, X=X, blocks=held_blocks(design, held)), held
+
+
 # ---------------------------------------------------------------------- objective
 class GlmmObjective:
-    """-2 log-likelihood of one parameter vector x = (theta, gamma, [log NB size]) with beta = beta0 + J gamma."""
+    """-2 log-likelihood of one parameter vector x = (theta, gamma, [log NB size]) with beta = beta0 + J gamma, of the
+    columns as `held` holds them (PIRLS's design)."""
 
-    def __init__(self, pirls: Pirls, n_agq: int, estimate_size: bool):
+    def __init__(self, pirls: Pirls, n_agq: int, estimate_size: bool, held: Scaling | None = None):
         self.pirls, self.n_agq, self.estimate_size = pirls, n_agq, estimate_size
+        self.held = Scaling.identity(pirls.design.p) if held is None else held
         self.n_theta = sum(sl.stop - sl.start for sl in pirls.theta_slices)
         self.beta0 = np.zeros(pirls.design.p)
         self.J = np.eye(pirls.design.p)
@@ -210,9 +228,10 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     ``warn=False`` the warnings are only kept in ``fit.warnings`` (refits in a loop)."""
     design, family = model.design, model.family
     n_agq = _check_nagq(nAGQ, design)
-    pirls = Pirls(design, family, information)
+    held_rows, held = held_design(design)
+    pirls = Pirls(held_rows, family, information)
     estimate_size = family.has_dispersion and family.dispersion is None
-    objective = GlmmObjective(pirls, n_agq, estimate_size)
+    objective = GlmmObjective(pirls, n_agq, estimate_size, held)
     start = np.concatenate([_theta_start(pirls), [_log_size_start(pirls)] if estimate_size else []])
     lower1 = np.concatenate([_theta_lower(pirls), [-np.inf] if estimate_size else []])
     try:
@@ -247,7 +266,8 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
 
 def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hessian: np.ndarray | None, value: float,
             warn: bool) -> GlmmFit:
-    """The fit at the optimum: covariances of the estimates (Hessian-based and PIRLS-based) and the warnings."""
+    """The fit at the optimum: covariances of the estimates (Hessian-based and PIRLS-based; of the user's columns) and
+    the warnings."""
     pirls, p, n_theta = objective.pirls, model.design.p, objective.n_theta
     family = objective.family(info.x)
     vcov_rx = _vcov_rx(objective, mode, family)
@@ -257,10 +277,12 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
         idx = np.flatnonzero(free_coordinates(info.x, lower))
         cov = np.full(hessian.shape, np.nan)
         cov[np.ix_(idx, idx)] = 2.0 * np.linalg.inv(hessian[np.ix_(idx, idx)])
-        vcov = objective.J @ cov[n_theta : n_theta + p, n_theta : n_theta + p] @ objective.J.T
+        held_vcov = objective.J @ cov[n_theta : n_theta + p, n_theta : n_theta + p] @ objective.J.T
+        vcov = objective.held.coefficient_covariance(held_vcov)
         if objective.estimate_size:
             log_size_se = float(np.sqrt(cov[-1, -1]))
-    messages = list(info.warnings)
+    messages = list(info.warnings) + [precision_message(c) for c in objective.held.lost]
+    messages += far_covariate_messages(model.design.blocks, objective.held)
     boundary = boundary_parameters(model.design.blocks, mode.factor.T)
     if boundary:
         messages.append(f"boundary (singular) fit: {'; '.join(boundary)}. Simplify the random effects (drop that term, "
@@ -274,20 +296,21 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
 def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: np.ndarray, size: float | None,
                  info: OptimumInfo, value: float, vcov: np.ndarray, parameter_covariance: np.ndarray | None,
                  log_size_se: float) -> GlmmFit:
-    """A saved GLMM fit at its stored parameters (size: an estimated NB size): modes recomputed by PIRLS, the
-    Hessian-based covariances as stored, nothing re-optimised."""
-    pirls = Pirls(model.design, model.family, information)
-    objective = GlmmObjective(pirls, _check_nagq(n_agq, model.design), size is not None)
+    """A saved GLMM fit at its stored parameters (size: an estimated NB size; theta as the fit holds its terms, beta
+    the user's): modes recomputed by PIRLS, the Hessian-based covariances as stored, nothing re-optimised."""
+    held_rows, held = held_design(model.design)
+    pirls = Pirls(held_rows, model.family, information)
+    objective = GlmmObjective(pirls, _check_nagq(n_agq, model.design), size is not None, held)
     family = model.family if size is None else model.family.with_dispersion(size)
-    mode = pirls.mode(theta, beta, family)
+    mode = pirls.mode(theta, held.held_coefficients(beta), family)
     n_params = model.design.p + objective.n_theta + int(objective.estimate_size)
     return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, _vcov_rx(objective, mode, family),
                    parameter_covariance, log_size_se, [])
 
 
 def _vcov_rx(objective: GlmmObjective, mode: Mode, family: Family) -> np.ndarray:
-    """Covariance of beta-hat from the PIRLS information given theta (lme4's RX): by the vectorised PIRLS where
-    the objective has one (its modes start where `mode`'s are), else the engine's."""
+    """Covariance of beta-hat (of the user's columns) from the PIRLS information given theta (lme4's RX): by the
+    vectorised PIRLS where the objective has one (its modes start where `mode`'s are), else the engine's."""
     pirls = objective.pirls
     if objective.has_gradient:
         inv = np.linalg.inv(objective.beta_precision_factor(mode.theta, mode.beta, family))
@@ -295,7 +318,7 @@ def _vcov_rx(objective: GlmmObjective, mode: Mode, family: Family) -> np.ndarray
         kind = "expected" if pirls.information == "expected" else "observed"
         engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
         inv = engine.beta_covariance_factor(engine.factor(mode.theta))
-    return inv.T @ inv
+    return objective.held.coefficient_covariance(inv.T @ inv)
 
 
 def _check_nagq(nAGQ, design: Design) -> int:

@@ -2,7 +2,9 @@
 
 Fitting (`glmm.fit_glmm`) computes the optimum, the conditional modes there, both covariances of the fixed
 effects and the warnings; the fit stores them and derives tables. Parameters are on the linear-predictor
-scale: the covariances of the group effects are T T' (no residual variance scales them).
+scale: the covariances of the group effects are M T T' M' (no residual variance scales them). PIRLS may hold the
+columns centred and scaled (`glmm.held_design`): theta, `factor` and `mode` are as it holds them; the fixed
+effects, covariances and group effects reported are the user's (`Scaling`: beta = A beta_held, b = M b_held).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .glmm_checks import SimulatedResiduals, binned_residuals, overdispersion, s
 from .kinds import Generalized, OfModel
 from .optimize import OptimumInfo
 from .pirls import Mode
-from .profile import intervals
+from .profile import held_theta, intervals
 from .summary import GlmmText
 from .tables import callable_table, estimates_table
 from .variance import icc, r2
@@ -41,8 +43,8 @@ class GlmmFit(GlmmText, Generalized, OfModel):
         self.nAGQ, self.information_kind = deviance_function.n_agq, deviance_function.pirls.information
         self.information = self.information_kind if not family.canonical else "observed = expected (canonical link)"
         self.size_estimated = bool(deviance_function.estimate_size)
-        self._deviance_function = deviance_function
-        self.theta, self.beta, self.factor = mode.theta, mode.beta, mode.factor
+        self._deviance_function, self.held = deviance_function, deviance_function.held
+        self.theta, self.beta, self.factor = mode.theta, self.held.coefficients(mode.beta), mode.factor
         self.objective, self.n_params = objective, n_params
         self._vcov, self._vcov_rx = vcov, vcov_rx
         self.log_size_se = log_size_se  # SE of log NB size (NaN unless estimated with a Hessian)
@@ -51,9 +53,11 @@ class GlmmFit(GlmmText, Generalized, OfModel):
 
     # ---- scalars
     def deviance_at(self, theta: np.ndarray, beta: np.ndarray, size: float | None = None) -> float:
-        """-2 log-likelihood by this fit's approximation at other parameters (NB size: None keeps the fit's)."""
+        """-2 log-likelihood by this fit's approximation at other parameters, the user's (theta of the terms'
+        covariances M T T' M'; NB size: None keeps the fit's)."""
         family = self.family if size is None else self.family.with_dispersion(float(size))
-        return self._deviance_function.deviance(np.asarray(theta, float), np.asarray(beta, float), family)
+        theta = held_theta(self.held, np.asarray(theta, float), [b.k for b in self.design.blocks])
+        return self._deviance_function.deviance(theta, self.held.held_coefficients(np.asarray(beta, float)), family)
 
     @property
     def converged(self) -> bool:
@@ -120,8 +124,13 @@ class GlmmFit(GlmmText, Generalized, OfModel):
 
     @cached_property
     def covariances(self) -> list[np.ndarray]:
-        """Covariance matrix of each random term on the linear-predictor scale, T T'."""
-        return [T @ T.T for T in self.factor.T]
+        """Covariance matrix of each random term on the linear-predictor scale, M T T' M' (M undoes the centring of
+        a far random-slope covariate, identity otherwise)."""
+        return [(M @ T) @ (M @ T).T for M, T in zip(self._random_maps(), self.factor.T)]
+
+    def _random_maps(self) -> list[np.ndarray]:
+        """Per term, M mapping effects held with centred covariates to the user's (identity unless centred)."""
+        return [self.held.random_map(i, b.k) for i, b in enumerate(self.design.blocks)]
 
     @cached_property
     def variance_components(self) -> pd.DataFrame:
@@ -141,9 +150,9 @@ class GlmmFit(GlmmText, Generalized, OfModel):
     @cached_property
     def group_effects(self) -> pd.DataFrame:
         """Conditional modes of the group effects with conditional SDs (lme4's ranef with condVar)."""
-        cond = self.mode.engine.conditional_covariances(self.factor)
+        cond = [M @ c @ M.T for M, c in zip(self._random_maps(), self.mode.engine.conditional_covariances(self.factor))]
         rows = []
-        for block, b, cov in zip(self.design.blocks, self.mode.b, cond):
+        for block, b, cov in zip(self.design.blocks, self.random_effects, cond):
             sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
             for j, name in enumerate(block.coef_names):
                 rows.append(pd.DataFrame({"group": block.group, "level": block.levels, "term": name,
@@ -153,7 +162,7 @@ class GlmmFit(GlmmText, Generalized, OfModel):
     @property
     def random_effects(self) -> list[np.ndarray]:
         """Conditional modes per term as (levels x coefficients) arrays."""
-        return [b.copy() for b in self.mode.b]
+        return self.held.random_effects(self.mode.b)
 
     # ---- data scale
     def fitted(self, type: str = "response") -> np.ndarray:
@@ -170,7 +179,7 @@ class GlmmFit(GlmmText, Generalized, OfModel):
     def predict(self, new_data=None, type: str = "link", include_groups: bool = True, offset=None) -> np.ndarray:
         """Predictions on the link or response scale; unseen group levels get no group effect. Offsets written
         in the formula are evaluated on the new rows; ``offset`` is needed if the model was given one."""
-        b = self.mode.b if include_groups else None
+        b = self.random_effects if include_groups else None
         if new_data is None:
             eta = self.mode.eta if include_groups else _predict.linear_predictor(self.design, self.beta, None)
         else:

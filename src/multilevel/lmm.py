@@ -23,7 +23,7 @@ from .errors import MultilevelError, emit
 from .lmm_fit import LmmFit
 from .optimize import OptimumInfo, bobyqa, boundary_polish, finite_difference_checks, lbfgsb
 from .partitioned import PartitionedDesign
-from .scaling import FAR_COVARIATE, Scaling
+from .scaling import far_covariate_messages, precision_message
 
 BLME_EXTRA_DF = 2.5  # blme's default Wishart df = q + 2.5
 GRADIENT_MIN_SIZE = 200  # the analytic gradient pays only when one evaluation is expensive (docs/performance.md)
@@ -133,7 +133,7 @@ def fit_at(model, method: str, prior: str | None, info: OptimumInfo, warn: bool 
         raise MultilevelError("the fitted model is numerically degenerate (the system is not positive definite)")
     sigma = float(np.sqrt(factor.r2 / (engine.n - engine.p if reml else engine.n)))
     beta, b = engine.solve(factor)
-    b = [bi @ engine.held.random_map(i, bi.shape[1]).T for i, bi in enumerate(b)]  # the user's covariates
+    b = engine.held.random_effects(b)  # the user's covariates
     objective = engine.criterion(factor, reml)
     penalized = objective + (blme_penalty(engine, info.x) if prior else 0.0)
     messages = exact_fit_message(sigma, model.design) + list(info.warnings)
@@ -144,33 +144,6 @@ def fit_at(model, method: str, prior: str | None, info: OptimumInfo, warn: bool 
     if warn:
         emit(messages)
     return LmmFit(model, method, prior, info, factor, sigma, beta, b, objective, penalized, messages)
-
-
-def precision_message(column: str) -> str:
-    """Plain words for a column whose values no longer resolve their own spread (`Scaling.lost`)."""
-    return (
-        f"{column} lies so far from zero for its spread that its values are stored with rounding errors above 1e-4 of "
-        "that spread: the data themselves have lost digits that tell the rows apart, and the estimates can be off by "
-        "a similar share. Subtract a constant from it before the data are stored as floating-point numbers."
-    )
-
-
-def far_covariate_messages(blocks, held: Scaling) -> list[str]:
-    """Random slopes whose covariate lies far from zero beside the term's intercept (held centred, `random_columns`):
-    the fit is exact, but the intercept's variance and its correlation with the slope describe the covariate at 0."""
-    out = []
-    for block, columns in zip(blocks, held.terms):
-        products = {k for k, _, _ in columns.products} if columns is not None else set()
-        for j, (name, mean) in enumerate(zip(block.coef_names, [] if columns is None else columns.centre)):
-            if mean != 0 and j not in products:
-                out.append(
-                    f"the random slope '{name}' by '{block.group}' has covariate values averaging {mean:.3g}, more than "
-                    f"{FAR_COVARIATE:g} times their spread from zero: the intercept's variance and its correlation with the "
-                    f"slope refer to '{name}' = 0, far outside the data (computed exactly, the covariate centred within "
-                    f"the fit, but an extrapolation). Centre '{name}' (subtract a value near its mean) for values within "
-                    "the data."
-                )
-    return out
 
 
 def singular_message(blocks, factors: list[np.ndarray]) -> str:

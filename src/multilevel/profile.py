@@ -103,8 +103,16 @@ def interval_end(zeta, w: int, target: float, est: float, bound: float, scale: f
             outer = bound
         value = zeta(w, outer)
         if direction * (value - target) >= 0:
-            return optimize.brentq(lambda x: zeta(w, x) - target, min(inner, outer), max(inner, outer),
-                                   xtol=1e-10 * max(abs(est), scale), rtol=1e-12)
+            try:
+                return optimize.brentq(lambda x: zeta(w, x) - target, min(inner, outer), max(inner, outer),
+                                       xtol=1e-10 * max(abs(est), scale), rtol=1e-12)
+            except ValueError:  # zeta at the bracket's ends changed sign when evaluated again
+                raise MultilevelError(
+                    f"the profile of parameter {w} is not resolved: minimising over the other parameters gives different "
+                    "values at the same point, as when estimates are correlated within a hair of +/-1 (a predictor far "
+                    "from zero beside the intercept). Centre that predictor (subtract a value near its mean), or use "
+                    "method='Wald' or 'boot'"
+                ) from None
         if outer == bound:
             return bound
         inner, step = outer, step * 2

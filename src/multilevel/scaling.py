@@ -105,6 +105,15 @@ class Scaling:
         """The inverse of `coefficients`."""
         return -(self.inverse @ np.append(-beta, 1.0))[:-1] / self.scale[-1]
 
+    def coefficient_covariance(self, V: np.ndarray) -> np.ndarray:
+        """The covariance of the user's coefficients from V, that of the held ones (the linear part of `coefficients`)."""
+        A = self.scale[-1] * self.matrix[: len(self.unit), : len(self.unit)]
+        return A @ V @ A.T
+
+    def random_effects(self, b: list[np.ndarray]) -> list[np.ndarray]:
+        """The user's group effects (one (levels x k) array per term) from the held ones: b = M b_held per level."""
+        return [bi @ self.random_map(i, bi.shape[1]).T for i, bi in enumerate(b)]
+
     def precision_factor(self, R: np.ndarray) -> np.ndarray:
         """R_X of the user's columns from that of the held ones: A_X^-T R (not triangular once centred)."""
         p = len(self.unit)
@@ -144,6 +153,33 @@ class Scaling:
                              tuple((position[row], tuple(position[j] for j in out)) for row, out in expansion)))
         return replace(self, centre=self.centre[keep], scale=self.scale[keep], unit=self.unit[keep[:-1]],
                        products=tuple(products))
+
+
+def precision_message(column: str) -> str:
+    """Plain words for a column whose values no longer resolve their own spread (`Scaling.lost`)."""
+    return (
+        f"{column} lies so far from zero for its spread that its values are stored with rounding errors above 1e-4 of "
+        "that spread: the data themselves have lost digits that tell the rows apart, and the estimates can be off by "
+        "a similar share. Subtract a constant from it before the data are stored as floating-point numbers."
+    )
+
+
+def far_covariate_messages(blocks, held: Scaling) -> list[str]:
+    """Random slopes whose covariate lies far from zero beside the term's intercept (held centred, `random_columns`):
+    the fit is exact, but the intercept's variance and its correlation with the slope describe the covariate at 0."""
+    out = []
+    for block, columns in zip(blocks, held.terms):
+        products = {k for k, _, _ in columns.products} if columns is not None else set()
+        for j, (name, mean) in enumerate(zip(block.coef_names, [] if columns is None else columns.centre)):
+            if mean != 0 and j not in products:
+                out.append(
+                    f"the random slope '{name}' by '{block.group}' has covariate values averaging {mean:.3g}, more than "
+                    f"{FAR_COVARIATE:g} times their spread from zero: the intercept's variance and its correlation with the "
+                    f"slope refer to '{name}' = 0, far outside the data (computed exactly, the covariate centred within "
+                    f"the fit, but an extrapolation). Centre '{name}' (subtract a value near its mean) for values within "
+                    "the data."
+                )
+    return out
 
 
 def random_columns(blocks) -> tuple:
