@@ -12,15 +12,13 @@ of its whole run (../shared/reference/timings.md and python-peers.md).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from child import run_pinned  # noqa: E402
 from results_file import update  # noqa: E402
 MODELS = {
     "sleepstudy": ("sleepstudy", "Reaction ~ 1 + Days + (1 + Days | Subject)", 88.4, 268),
@@ -49,11 +47,8 @@ print(json.dumps({{"sample_s": t2 - t1, "process_s": t2 - t0, "min_ess": float(s
 
 def run(name: str, cache: str, repeats: int = 0) -> dict:
     data, formula, _, _ = MODELS[name]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MULTILEVEL_CACHE=cache,
-               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", CHILD.format(formula=formula, data=data, repeats=repeats)],
-                         capture_output=True, text=True, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_pinned(CHILD.format(formula=formula, data=data, repeats=repeats), cache,
+                      XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 
 def main(names: list[str]) -> None:

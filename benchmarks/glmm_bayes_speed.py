@@ -14,15 +14,13 @@ Gibbs compiles nothing, so it runs once per model ("first").
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from child import run_pinned  # noqa: E402
 from results_file import update  # noqa: E402
 MODELS = {  # data, formula, family, brms's min bulk ESS per second of sampling
     "cbpp": ("cbpp", "incidence | trials(size) ~ period + (1 | herd)", "binomial", 476),
@@ -45,10 +43,7 @@ print(json.dumps({{"sample_s": seconds, "cpu_s": cpu, "min_ess": float(s["ess_bu
 
 def run(name: str, cache: str, sampler: str) -> dict:
     data, formula, family, _ = MODELS[name]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MULTILEVEL_CACHE=cache)
-    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", CHILD.format(formula=formula, data=data, family=family, sampler=sampler)],
-                         capture_output=True, text=True, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_pinned(CHILD.format(formula=formula, data=data, family=family, sampler=sampler), cache)
 
 
 def main(names: list[str], sampler: str = "nuts") -> None:

@@ -10,9 +10,6 @@ of the process is the fair one; the ratio uses CPU seconds. The check's largest 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from glmm_bayes_speed import MODELS  # noqa: E402
+from child import run_pinned  # noqa: E402
 from results_file import update  # noqa: E402
 
 CHILD = """
@@ -39,10 +37,7 @@ print(json.dumps({{"sample_s": wall, "cpu_s": cpu, "min_ess": float(s["ess_bulk"
 
 def run(name: str, cache: str) -> dict:
     data, formula, family, _ = MODELS[name]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MULTILEVEL_CACHE=cache)
-    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", CHILD.format(formula=formula, data=data, family=family)],
-                         capture_output=True, text=True, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_pinned(CHILD.format(formula=formula, data=data, family=family), cache)
 
 
 def main(names: list[str]) -> None:

@@ -35,16 +35,21 @@ def blme_penalty(engine, theta: np.ndarray) -> float:
     return sum(-(BLME_EXTRA_DF - 1.0) * np.linalg.slogdet(T @ T.T)[1] for T in engine.factors_of(theta))
 
 
+def assert_objective_at(engine, ref, point) -> None:
+    """lme4's / blme's profiled objective at one of the reference's check points, to 1e-8 relative."""
+    theta = np.asarray(point["theta"])
+    value = engine.objective(theta, ref["REML"])
+    if ref["kind"] == "blme::blmer":
+        value += blme_penalty(engine, theta)
+    assert value == pytest.approx(point["objective"], rel=1e-8), point["point"]
+
+
 @pytest.mark.parametrize("name", [n for n in LMER_BLME if not n.startswith("insteval")])
 def test_objective_checks(name):
     """lme4's / blme's profiled objective at theta-hat, the start and their midpoint, to 1e-8 relative."""
     ref, engine = engine_of(name)
     for point in ref["objective_checks"]["points"]:
-        theta = np.asarray(point["theta"])
-        value = engine.objective(theta, ref["REML"])
-        if ref["kind"] == "blme::blmer":
-            value += blme_penalty(engine, theta)
-        assert value == pytest.approx(point["objective"], rel=1e-8), point["point"]
+        assert_objective_at(engine, ref, point)
 
 
 @pytest.mark.slow
@@ -72,11 +77,8 @@ def test_fill_without_the_map_gives_lme4s_objective(name, fill, monkeypatch):
     assert product.fill_map is None and mapped.fill_map is not None
     assert (product.pair_fill is not None) == (fill == "pairs" and product.ks[0] == 1 and len(product.ks) > 1)
     for point in ref["objective_checks"]["points"]:
+        assert_objective_at(product, ref, point)
         theta = np.asarray(point["theta"])
-        value = product.objective(theta, ref["REML"])
-        if ref["kind"] == "blme::blmer":
-            value += blme_penalty(product, theta)
-        assert value == pytest.approx(point["objective"], rel=1e-8), point["point"]
         if product.has_gradient:
             np.testing.assert_allclose(product.objective_and_gradient(theta, ref["REML"])[1],
                                        mapped.objective_and_gradient(theta, ref["REML"])[1], rtol=1e-9, atol=1e-9)
