@@ -3,6 +3,8 @@ process, single-threaded BLAS, synchronous Dask scheduler.
 
     PYTHONPATH=src python benchmarks/scale_data.py nested 10000000 /tmp/nested_1e7
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=src python benchmarks/scale.py nested /tmp/nested_1e7 [--only dask] [--repeat 3] [--levels] [--fill pairs]
+    PYTHONPATH=src python benchmarks/scale_data.py crossed 10000000 /tmp/grow_1e7 --items 20000   # items growing
+    OPENBLAS_NUM_THREADS=1 PYTHONPATH=src python benchmarks/scale.py crossed /tmp/grow_1e7 --only dask --solver iterative
 
 The in-memory path reads the folder with pandas, then Model() and fit(); the Dask path gives Model() the
 folder. "model" is reading plus Model() (design and cross-products); "fit" adds the REML fit. Peak memory is
@@ -48,17 +50,19 @@ given = {"levels": json.load(open(FOLDER + "/_levels.json"))} if LEVELS and PATH
 model = mlv.Model(FORMULA, data, **given)
 model.cross_products
 out["model"] = mark()
-fit = model.fit()
+fit = model.fit(solver=SOLVER)
 out["fit"] = mark()
 out["objective"], out["theta"] = fit.objective, list(fit.theta)
 out["beta"], out["sigma"] = list(fit.beta), fit.sigma
+out["evaluations"], out["objective_error"] = fit.info.evaluations, getattr(fit, "objective_error", 0.0)
 print(json.dumps(out))
 """
 
 
-def run(path: str, folder: Path, formula: str, levels: bool, fill: str) -> dict:
+def run(path: str, folder: Path, formula: str, levels: bool, fill: str, solver: str) -> dict:
     """One path in a fresh process: its marks (CPU and wall since start, peak RSS) and its fit."""
-    code = f"FOLDER, PATH, FORMULA, LEVELS, FILL = {str(folder)!r}, {path!r}, {formula!r}, {levels!r}, {fill!r}\n" + CHILD
+    code = (f"FOLDER, PATH, FORMULA, LEVELS, FILL, SOLVER = {str(folder)!r}, {path!r}, {formula!r}, {levels!r}, {fill!r}, "
+            f"{solver!r}\n" + CHILD)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if done.returncode:
@@ -107,6 +111,8 @@ def main() -> None:
                         "(_levels.json, written by scale_data.py), which skips its levels pass")
     parser.add_argument("--fill", choices=["auto", "map", "pairs", "product"], default="auto",
                         help="force the engine's fill of the first term (auto: by its size and the memory available)")
+    parser.add_argument("--solver", choices=["exact", "iterative"], default="exact",
+                        help="fit(solver=...): the exact engine or the approximate iterative one (crossed scalar terms)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per path; the one with the least model-stage CPU is kept "
                         "(on a shared machine the least disturbed)")
     args = parser.parse_args()
@@ -114,19 +120,20 @@ def main() -> None:
     runs = {path: [] for path in paths}
     for _ in range(args.repeat):  # alternating, so both paths see the same spells of load
         for path in paths:
-            runs[path].append(run(path, args.folder, FORMULAS[args.kind], args.levels, args.fill))
+            runs[path].append(run(path, args.folder, FORMULAS[args.kind], args.levels, args.fill, args.solver))
     results = {path: min(rs, key=lambda r: r["model"]["cpu"] - r["import"]["cpu"]) for path, rs in runs.items()}
     load = os.getloadavg()[0]
     print(f"{args.kind}: {FORMULAS[args.kind]}, {args.folder}; load average {load:.1f}" + ("; levels given" if args.levels else "")
-          + ("" if args.fill == "auto" else f"; fill {args.fill}"))
+          + ("" if args.fill == "auto" else f"; fill {args.fill}") + ("" if args.solver == "exact" else f"; solver {args.solver}"))
     print(table(results))
     expected = args.folder / "_closed_form.json"
     row = {"formula": FORMULAS[args.kind], "load_average": load, "repeat": args.repeat, "levels_given": args.levels,
-           "fill": args.fill, "paths": results}
+           "fill": args.fill, "solver": args.solver, "paths": results}
     if expected.exists():
         row["closed_form"] = json.loads(expected.read_text())
         print(closed_form_check(row["closed_form"], results))
     key = f"{args.kind} {args.folder.name}" + (" levels given" if args.levels else "") + ("" if args.fill == "auto" else f" fill {args.fill}")
+    key += "" if args.solver == "exact" else f" solver {args.solver}"
     print(update("scale", {key: row}))
 
 

@@ -94,12 +94,17 @@ def _theta_from_sweep(coefs: list, s2: float) -> np.ndarray:
     return np.clip(np.sqrt(np.maximum(tau2, 0.0) / s2), 0.1, 10.0)
 
 
+def checked_method(method: str) -> str:
+    """'REML' or 'ML' (any case), upper-cased; anything else refused."""
+    if str(method).upper() not in ("REML", "ML"):
+        raise MultilevelError(f"method must be 'REML' or 'ML', not {method!r}")
+    return str(method).upper()
+
+
 def fit_lmm(model, method: str = "REML", prior: str | None = None, warn: bool = True) -> LmmFit:
     """Fit a linear mixed model by REML or ML, optionally with the zero-avoiding covariance prior; with
     ``warn=False`` the warnings are only kept in ``fit.warnings`` (refits in a loop)."""
-    method = str(method).upper()
-    if method not in ("REML", "ML"):
-        raise MultilevelError(f"method must be 'REML' or 'ML', not {method!r}")
+    method = checked_method(method)
     if prior not in (None, "zero-avoiding"):
         raise MultilevelError(f"prior must be None or 'zero-avoiding', not {prior!r}")
     if model.design.se is not None:

@@ -21,7 +21,8 @@ from .engine import Engine
 from .errors import MultilevelError
 from .families import GAUSSIAN, Family, Gaussian, parse
 from .glmm import fit_glmm, prepare_data, validate
-from .lmm import fit_lmm
+from .iterative_lmm import check_iterative, fit_iterative
+from .lmm import checked_method, fit_lmm
 from .partitioned import is_partitioned, partitioned_design
 from .scaling import random_columns
 
@@ -129,12 +130,18 @@ class Model:
         return Engine(self.cross_products, [b.k for b in self.design.blocks], [b.m for b in self.design.blocks])
 
     def fit(self, method: str | None = None, prior: str | None = None, warn: bool = True, *, nAGQ: int | None = None,
-            information: str | None = None):
+            information: str | None = None, solver: str = "exact"):
         """Maximum-likelihood fit: ``method="REML"`` (default) or ``"ML"``; ``prior="zero-avoiding"``
         adds blme's default covariance prior (a penalised fit that never sits on the boundary).
         ``warn=False`` keeps convergence and boundary warnings in ``fit.warnings`` without raising them.
         Binomial, Poisson and negative-binomial models are fitted by ML (`multilevel.glmm.fit_glmm`: ``nAGQ``
-        quadrature nodes, 1 = Laplace; ``information="observed" | "expected"``)."""
+        quadrature nodes, 1 = Laplace; ``information="observed" | "expected"``). ``solver="iterative"``: the
+        APPROXIMATE solver for crossed scalar terms with many levels (`multilevel.iterative_lmm`; docs/scale.md)."""
+        if solver not in ("exact", "iterative"):
+            raise MultilevelError(f"solver must be 'exact' or 'iterative', not {solver!r}")
+        if solver == "iterative":
+            check_iterative(self, prior)
+            return fit_iterative(self, checked_method(method or "REML"), warn)
         if self.gaussian:
             if nAGQ is not None or information is not None:
                 raise MultilevelError("nAGQ= and information= apply to binomial, Poisson and negative-binomial models only")

@@ -74,6 +74,25 @@ def lmm_summary(fit) -> str:
     return "\n".join(lines + warning_lines(fit.warnings))
 
 
+def approximate_summary(fit) -> str:
+    """The text of an approximate fit (solver='iterative'): its label first, the criterion with its estimated error."""
+    parts = lmm_overview(fit)
+    crit = "REML criterion" if fit.reml else "Deviance"
+    lines = [parts["title"] + " -- APPROXIMATE", fit.approximation, parts["formula"], "",
+             f"{crit}: {fit.objective:.4f} (estimated error {fit.objective_error:.2g})"]
+    lines += ["", "Random effects:"] + variance_lines(fit.variance_components) + [parts["observations"]]
+    lines += ["", "Fixed effects (Wald z):"] + fixed_lines(fit.fixed_effects)
+    lines += [line for a in parts["aliased"] for line in ("", a)]
+    return "\n".join(lines + warning_lines(fit.warnings))
+
+
+def approximate_html(fit) -> str:
+    """An approximate fit as a notebook block: its label and criterion's error first, then the tables."""
+    head = approximate_summary(fit).split("\n")
+    tables = [("Random effects", fit.variance_components), ("Fixed effects (Wald z)", fit.fixed_effects)]
+    return result_html(head[0], [line for line in head[1:5] if line], tables, fit.warnings, [])
+
+
 def warning_lines(warnings: list[str]) -> list[str]:
     """A fit's warnings as a wrapped list (nothing when there are none)."""
     lines = ["", "Warnings:"] if warnings else []

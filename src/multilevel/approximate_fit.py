@@ -1,0 +1,138 @@
+"""`ApproximateLmmFit`: an ML/REML fit by the APPROXIMATE iterative solver (``fit(solver="iterative")``,
+`iterative_lmm`), labelled so in every face it shows, with the estimated error of its criterion.
+
+It holds what the iterative solver computes exactly up to rounding at its theta (sigma, beta and its covariance,
+the conditional modes) and the criterion, whose log-determinant is a stochastic estimate. What needs the
+conditional covariances or refits of the exact criterion (profile intervals, Satterthwaite df, ICC/R^2, the
+bootstrap, saving) is refused, naming the exact solver on a subsample.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import predict as _predict
+from .components import variance_table
+from .errors import MultilevelError
+from .optimize import OptimumInfo
+from .partitioned import PartitionedDesign
+from .summary import approximate_html, approximate_summary
+
+REFUSED = ("satterthwaite_df", "conditional_covariances", "group_effects", "icc", "r2", "variance_decomposition",
+           "pooling", "ppc", "bootstrap", "save", "simulate", "deviance")
+
+
+class ApproximateLmmFit:
+    """An ML/REML fit whose criterion's log-determinant is estimated (stochastic Lanczos quadrature)."""
+
+    def __init__(self, model, method: str, info: OptimumInfo, sigma: float, beta: np.ndarray, beta_covariance: np.ndarray,
+                 b: list[np.ndarray], objective: float, objective_error: float, approximation: str, warnings: list[str]):
+        self.model, self.method, self.info = model, method, info
+        self.reml, self.prior = method == "REML", None
+        self.theta = info.x
+        self.sigma, self.beta, self._b = sigma, beta, b
+        self.objective, self.objective_error = objective, objective_error
+        self.approximation = approximation
+        self.warnings = warnings
+        names = list(self.design.fixed_names)
+        self.vcov = pd.DataFrame(beta_covariance, index=names, columns=names)
+
+    def __getattr__(self, name: str):
+        if name in REFUSED:
+            raise MultilevelError(f"fit.{name} needs the exact criterion or the conditional covariances, which the "
+                                  "approximate solver (solver='iterative') does not form: fit a subsample (or the whole "
+                                  "data where its dense block fits) with the exact solver, model.fit()")
+        raise AttributeError(name)
+
+    @property
+    def design(self):
+        return self.model.design
+
+    @property
+    def nobs(self) -> int:
+        return self.design.nobs
+
+    @property
+    def converged(self) -> bool:
+        return self.info.converged
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood (REML's for REML fits), approximate: within `objective_error` / 2."""
+        return -0.5 * self.objective
+
+    @property
+    def n_params(self) -> int:
+        return len(self.beta) + len(self.theta) + 1
+
+    @property
+    def aic(self) -> float:
+        return -2 * self.loglik + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return -2 * self.loglik + np.log(self.nobs) * self.n_params
+
+    @property
+    def is_singular(self) -> bool:
+        return bool(np.any(self.theta < 1e-4))
+
+    @cached_property
+    def fixed_effects(self) -> pd.DataFrame:
+        """Estimates, standard errors, Wald z statistics (df infinite) and p-values, Wald 95 % CIs."""
+        se = np.sqrt(np.diag(self.vcov.to_numpy()))
+        t = self.beta / se
+        z = stats.norm.ppf(0.975)
+        return pd.DataFrame({"estimate": self.beta, "std_error": se, "t_value": t, "df": np.inf,
+                             "p_value": 2 * stats.norm.sf(np.abs(t)), "ci_lower": self.beta - z * se,
+                             "ci_upper": self.beta + z * se}, index=pd.Index(self.design.fixed_names, name="term"))
+
+    @cached_property
+    def variance_components(self) -> pd.DataFrame:
+        """Variances and SDs of each random term, then the residual (as lme4's VarCorr)."""
+        covariances = [np.array([[(self.sigma * t) ** 2]]) for t in self.theta]
+        return variance_table(self.design.blocks, covariances, self.sigma)
+
+    @property
+    def random_effects(self) -> list[np.ndarray]:
+        """Conditional modes per term as (levels x 1) arrays."""
+        return [b.copy() for b in self._b]
+
+    def fitted(self):
+        """Fitted values X beta + Z b for the rows used (partitioned data: a lazy Dask series)."""
+        return self._linear_predictor(self._b)
+
+    def _linear_predictor(self, b: list[np.ndarray] | None):
+        if isinstance(self.design, PartitionedDesign):
+            return self.design.fitted(self.beta, b)
+        return _predict.linear_predictor(self.design, self.beta, b)
+
+    def predict(self, new_data=None, include_groups: bool = True, offset=None):
+        """Predictions X beta + Z b for new rows (the fitted rows if None), as `LmmFit.predict`."""
+        b = self._b if include_groups else None
+        if new_data is None:
+            return self._linear_predictor(b)
+        return _predict.predict_new(self.design, self.beta, b, new_data, offset)
+
+    def confint(self, method: str = "Wald", level: float = 0.95) -> pd.DataFrame:
+        """Wald intervals for the fixed effects (profile intervals need the exact criterion: refused)."""
+        if method != "Wald":
+            raise MultilevelError(f"confint(method={method!r}) needs the exact criterion; the approximate solver gives "
+                                  "Wald intervals for the fixed effects only, confint('Wald'); profile intervals need the exact solver, "
+                                  "model.fit()")
+        se = np.sqrt(np.diag(self.vcov.to_numpy()))
+        z = stats.norm.ppf(0.5 + level / 2)
+        return pd.DataFrame({"lower": self.beta - z * se, "upper": self.beta + z * se}, index=self.design.fixed_names)
+
+    def summary(self) -> str:
+        return approximate_summary(self)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        return approximate_html(self)

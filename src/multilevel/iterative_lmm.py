@@ -1,0 +1,65 @@
+"""ML/REML fits of crossed scalar terms by the APPROXIMATE iterative solver (``Model.fit(solver="iterative")``):
+BOBYQA on `iterative_engine`'s criterion (conjugate gradients for the solves, stochastic Lanczos quadrature with
+fixed probes for the log-determinant), from the moment start. For designs whose dense block is too large to factor
+at every evaluation (docs/scale.md: 10^7 crossed rows with 20,000 items).
+
+>>> import multilevel as mlv
+>>> data = mlv.datasets.load("Penicillin")
+>>> fit = mlv.Model("diameter ~ 1 + (1 | plate) + (1 | sample)", data).fit(solver="iterative")
+>>> fit.approximation.startswith("APPROXIMATE")
+True
+>>> fit.objective_error < 1.0
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .approximate_fit import ApproximateLmmFit
+from .errors import MultilevelError, emit
+from .iterative_engine import IterativeEngine
+from .lmm import moment_start, moment_start_from, singular_message
+from .optimize import bobyqa
+from .partitioned import PartitionedDesign
+
+PROBES = 16  # Rademacher probes of the log-determinant (after deflating each term's common shift)
+STEPS = 12  # Lanczos steps a probe (the quadrature's change from 6 to 12 steps is reported)
+SEED = 20_140  # the probes' seed: the same criterion at every theta and in every run
+
+
+def fit_iterative(model, method: str, warn: bool = True) -> ApproximateLmmFit:
+    """The approximate ML/REML fit of a model with crossed scalar random terms (see the module's docstring)."""
+    design, cp = model.design, model.cross_products
+    engine = IterativeEngine(cp, [b.k for b in design.blocks], [b.m for b in design.blocks], PROBES, STEPS, SEED)
+    reml = method == "REML"
+    start = moment_start_from(cp) if isinstance(design, PartitionedDesign) else moment_start(design)
+    info = bobyqa(lambda theta: engine.evaluate(theta, reml).criterion, start, np.zeros(len(start)))
+    at = engine.evaluate(info.x, reml)
+    held = cp.held
+    sigma = float(np.sqrt(at.r2 / (engine.n - engine.p if reml else engine.n)))
+    beta = held.coefficients(at.beta)
+    b = held.random_effects([t * u * held.scale[-1] for t, u in zip(info.x, at.modes)])
+    inverse = held.covariance_factor(at.rx) if engine.p else np.zeros((0, 0))
+    error = at.logdet.error
+    label = (f"APPROXIMATE: solver='iterative' estimates the log-determinant by stochastic Lanczos quadrature "
+             f"({PROBES} probes, seed {SEED}; estimated error of the criterion {error:.2g}: 3 standard errors of the "
+             f"probes, {at.logdet.standard_error:.2g} each, plus the quadrature's change {at.logdet.quadrature_change:.2g}); "
+             "the solves are by conjugate gradients to a relative residual of 1e-10")
+    messages = list(info.warnings)
+    if np.any(info.x < 1e-4):
+        messages.append(singular_message(design.blocks, [np.array([[t]]) for t in info.x]))
+    if warn:
+        emit(messages)
+    return ApproximateLmmFit(model, method, info, sigma, beta, sigma**2 * inverse.T @ inverse, b, at.criterion,
+                             error, label, messages)
+
+
+def check_iterative(model, prior: str | None) -> None:
+    """Refuse what the iterative solver does not fit, naming the fix."""
+    if prior is not None:
+        raise MultilevelError("solver='iterative' fits ML/REML without a covariance prior: drop prior= or use the "
+                              "exact solver")
+    if not model.gaussian:
+        raise MultilevelError("solver='iterative' fits Gaussian linear mixed models; a GLMM is fitted by the exact "
+                              "solver (the default)")

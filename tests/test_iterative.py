@@ -1,0 +1,129 @@
+"""The APPROXIMATE iterative solver (fit(solver="iterative"), docs/scale.md) against the exact criterion.
+
+Tolerances come from the estimator's own stated error eps (fit.objective_error: three standard errors of the
+Lanczos log-determinant's probes plus its quadrature's change). If the approximate criterion is within eps of the
+exact one at the approximate optimum theta_a and at the exact optimum theta_e, then
+|approx_min - exact_min| <= eps and exact(theta_a) - exact_min <= 2 eps (approx(theta_a) <= approx(theta_e)).
+The solves are by conjugate gradients to a relative residual of 1e-10, so at a given theta sigma and beta equal
+the exact engine's to about 1e-10 times the system's condition (asserted at 1e-7).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import reference
+
+import multilevel as mlv
+from multilevel.errors import MultilevelError
+from multilevel.iterative_engine import IterativeEngine
+from multilevel.iterative_lmm import PROBES, SEED, STEPS
+from multilevel.krylov import conjugate_gradients, lanczos_logdet, rademacher_probes
+
+
+def crossed_data(rows: int, items: int, seed: int = 3) -> pd.DataFrame:
+    """benchmarks/scale_data.py's crossed design: 20 rows a user, items at random."""
+    rng = np.random.default_rng(seed)
+    users = rows // 20
+    user, item = rng.integers(0, users, rows), rng.integers(0, items, rows)
+    x = rng.normal(size=rows)
+    y = 1 + 0.5 * x + rng.normal(0, 0.8, users)[user] + rng.normal(0, 0.5, items)[item] + rng.normal(size=rows)
+    return pd.DataFrame({"y": y, "x": x, "user": user, "item": item})
+
+
+@pytest.fixture(scope="module")
+def crossed():
+    """10^5 crossed rows, 5,000 users x 200 items (500 rows an item, as the benchmark's growing design)."""
+    return mlv.Model("y ~ x + (1 | user) + (1 | item)", crossed_data(100_000, 200))
+
+
+def within_stated_error(model, method: str):
+    """The approximate and exact fits, asserting the bounds of the module's docstring."""
+    exact, approx = model.fit(method), model.fit(method, solver="iterative")
+    eps = approx.objective_error
+    assert 0 < eps < 10
+    assert abs(approx.objective - exact.objective) <= eps
+    assert model.engine.objective(approx.theta, method == "REML") - exact.objective <= 2 * eps
+    return exact, approx
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_crossed_within_stated_error(crossed, method):
+    exact, approx = within_stated_error(crossed, method)
+    assert approx.method == method and approx.converged
+
+
+def test_solves_are_exact_at_a_given_theta(crossed):
+    """At the exact optimum, the iterative engine's sigma^2, beta and modes are the exact engine's (CG to 1e-10)."""
+    exact = crossed.fit()
+    engine = IterativeEngine(crossed.cross_products, [1, 1], [b.m for b in crossed.design.blocks], PROBES, STEPS, SEED)
+    at = engine.evaluate(exact.theta, True)
+    held = crossed.cross_products.held
+    assert held.coefficients(at.beta) == pytest.approx(exact.beta, rel=1e-7)
+    assert np.sqrt(at.r2 / (crossed.nobs - 2)) == pytest.approx(exact.sigma, rel=1e-7)
+    for t, u, b in zip(exact.theta, at.modes, exact.random_effects):
+        assert t * u * held.scale[-1] == pytest.approx(b, rel=1e-7, abs=1e-9 * np.abs(b).max())
+
+
+def test_insteval_against_lme4():
+    """Three crossed scalar terms (73,421 rows, 4,128 effects): lme4's REML criterion within the stated error, the
+    approximate criterion at lme4's theta within it too, and the exact criterion at our theta within twice it."""
+    ref = reference("insteval_reml")
+    model = mlv.Model(ref["formula"], mlv.datasets.load(ref["dataset"]))
+    fit = model.fit(solver="iterative")
+    eps = fit.objective_error
+    assert abs(fit.objective - ref["REMLcrit"]) <= eps
+    assert model.engine.objective(fit.theta, True) - ref["REMLcrit"] <= 2 * eps
+    engine = IterativeEngine(model.cross_products, [1, 1, 1], [b.m for b in model.design.blocks], PROBES, STEPS, SEED)
+    at_lme4 = engine.evaluate(np.array(ref["theta"]["values"]), True)
+    assert abs(at_lme4.criterion - ref["REMLcrit"]) <= at_lme4.logdet.error
+
+
+def test_labelled_reproducible_and_refusing(crossed):
+    fit = crossed.fit(solver="iterative")
+    assert fit.approximation.startswith("APPROXIMATE")
+    assert "APPROXIMATE" in fit.summary().splitlines()[0] and "APPROXIMATE" in fit._repr_html_()
+    assert crossed.fit(solver="iterative").objective == fit.objective  # fixed probes: the same criterion
+    assert fit.fixed_effects.loc["x", "estimate"] == pytest.approx(0.5, abs=5 * fit.fixed_effects.loc["x", "std_error"])
+    assert fit.confint().shape == (2, 2)
+    with pytest.raises(MultilevelError, match="exact solver"):
+        fit.confint("profile")
+    with pytest.raises(MultilevelError, match="approximate solver"):
+        fit.icc()
+
+
+def test_refused_models(sleep):
+    with pytest.raises(MultilevelError, match="random slope"):
+        mlv.Model("Reaction ~ Days + (Days | Subject)", sleep).fit(solver="iterative")
+    with pytest.raises(MultilevelError, match="one random term"):
+        mlv.Model("Reaction ~ Days + (1 | Subject)", sleep).fit(solver="iterative")
+    with pytest.raises(MultilevelError, match="solver must be"):
+        mlv.Model("Reaction ~ Days + (1 | Subject)", sleep).fit(solver="cg")
+    with pytest.raises(MultilevelError, match="covariance prior"):
+        mlv.Model("Reaction ~ Days + (1 | Subject)", sleep).fit(prior="zero-avoiding", solver="iterative")
+
+
+def random_spd(size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    G = rng.normal(size=(size, size)) / np.sqrt(size)
+    return G @ G.T + np.diag(rng.uniform(0.5, 2.0, size))
+
+
+def test_conjugate_gradients_solves():
+    A = random_spd(60, 1)
+    rhs = np.random.default_rng(2).normal(size=(60, 3))
+    X, _ = conjugate_gradients(lambda V: A @ V, rhs, np.diag(A).copy(), 1e-12, 500)
+    assert X == pytest.approx(np.linalg.solve(A, rhs), rel=1e-9, abs=1e-10)
+
+
+def test_lanczos_logdet_within_its_error():
+    """Sampling error: the estimate within its stated error of log det; with every eigenvector deflated, exact."""
+    A = random_spd(80, 3)
+    exact = np.linalg.slogdet(A)[1]
+    estimate = lanczos_logdet(lambda V: A @ V, np.diag(A).copy(), rademacher_probes(80, 64, 5), 40)
+    assert abs(estimate.value - exact) <= estimate.error
+    scale = 1 / np.sqrt(np.diag(A))
+    _, vectors = np.linalg.eigh(scale[:, None] * A * scale)
+    deflated = lanczos_logdet(lambda V: A @ V, np.diag(A).copy(), rademacher_probes(80, 4, 5), 40, vectors)
+    assert deflated.value == pytest.approx(exact, rel=1e-10)
