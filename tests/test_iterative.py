@@ -127,3 +127,18 @@ def test_lanczos_logdet_within_its_error():
     _, vectors = np.linalg.eigh(scale[:, None] * A * scale)
     deflated = lanczos_logdet(lambda V: A @ V, np.diag(A).copy(), rademacher_probes(80, 4, 5), 40, vectors)
     assert deflated.value == pytest.approx(exact, rel=1e-10)
+
+
+def test_partitioned_data_give_the_same_fit():
+    """From a Dask DataFrame of shuffled partitions (the same cross-products to rounding): the same approximate fit,
+    criterion within the exact-vs-partitioned agreement of docs/scale.md (1e-10 relative) and theta within
+    BOBYQA's stopping precision (1e-5)."""
+    dd = pytest.importorskip("dask.dataframe")
+    data = crossed_data(20_000, 100, seed=7)
+    formula = "y ~ x + (1 | user) + (1 | item)"
+    memory = mlv.Model(formula, data).fit(solver="iterative")
+    parts = mlv.Model(formula, dd.from_pandas(data.sample(frac=1, random_state=3), npartitions=3, sort=False))
+    dask = parts.fit(solver="iterative")
+    assert dask.objective == pytest.approx(memory.objective, rel=1e-10)
+    assert dask.theta == pytest.approx(memory.theta, abs=1e-5)
+    assert "APPROXIMATE" in dask.summary()
