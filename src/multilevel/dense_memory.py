@@ -12,6 +12,8 @@ from .errors import MultilevelError, MultilevelWarning
 COPIES = 3  # the engine's r x r cross-product, the matrix refactored at each evaluation, and a work copy
 WARN_BYTES = 2**30  # a dense block over 1 GiB is worth a warning even when it fits
 FLOPS_PER_SECOND = 1e10  # one core's dense Cholesky, for the per-evaluation estimate
+ITERATIVE_HINT = ("; crossed terms without slopes can be fitted APPROXIMATELY, without the dense matrix, by "
+                  "model.fit(solver='iterative') (docs/scale.md)")
 
 
 def dense_size(design) -> int:
@@ -47,6 +49,6 @@ def check_dense_size(design) -> None:
     if free is not None and need > free:
         raise MultilevelError(
             f"{what}, but only {free / 2**30:.1f} GiB of memory is available. Fit a subset of the levels, drop "
-            "slopes from those terms, or model the factor with fewer levels as a fixed effect"
+            f"slopes from those terms, or model the factor with fewer levels as a fixed effect{ITERATIVE_HINT}"
         )
-    warnings.warn(f"{what}. It fits in memory but will be slow", MultilevelWarning, stacklevel=4)
+    warnings.warn(f"{what}. It fits in memory but will be slow{ITERATIVE_HINT}", MultilevelWarning, stacklevel=4)

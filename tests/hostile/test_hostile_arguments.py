@@ -162,6 +162,7 @@ def test_crossed_dense_block_refused_with_its_size(monkeypatch):
     r = min(model.n_levels.values()) + 2  # the term with most levels is eliminated first
     error = refused(model.fit, "dense", f"{r:,} x {r:,}", "GiB", "available")
     assert f"{3 * 8 * r * r / 2**30:.1f} GiB" in str(error)
+    assert "solver='iterative'" in str(error)  # the way round it for crossed scalar terms
     refused(lambda: model.sample(sampler="gibbs", draws=10, warmup=50), "dense", "available")
 
 
