@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from html.parser import HTMLParser
 
@@ -70,6 +71,16 @@ def test_fit_shows_its_summary_tables_lines_and_warnings(sleep, boundary_fit):
     assert Cells(page).warnings == []
     boundary = Cells(boundary_fit._repr_html_()).warnings
     assert boundary and boundary[-1].strip().startswith("boundary (singular) fit")
+
+
+def test_approximate_fit_shows_its_label_error_and_tables():
+    fit = mlv.Model("diameter ~ 1 + (1 | plate) + (1 | sample)", mlv.datasets.load("Penicillin")).fit(solver="iterative")
+    page = fit._repr_html_()
+    holds(page, fit.fixed_effects)
+    holds(page, fit.variance_components)
+    for line in fit.summary().splitlines()[:5]:  # the title, the APPROXIMATE label, the criterion and its error
+        assert html.escape(line.strip()) in page
+    assert "APPROXIMATE" in fit.summary().splitlines()[0]
 
 
 def test_fit_from_an_old_file_shows_the_same_block(tmp_path, boundary_fit):
