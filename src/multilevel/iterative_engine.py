@@ -52,10 +52,11 @@ class IterativeEngine:
         self.cp, self.ms, self.n, self.p = cp, list(ms), cp.n, cp.p
         self.g0 = cp.diag[0][:, 0, 0]
         self.bt = sp.hstack([cp.off[(0, a)] for a in range(1, len(ms))], format="csr")  # (m0, q2): Z_0'WZ_rest
-        self.b = self.bt.T.tocsr()
+        self.b = self.bt.T  # its transpose as a CSC view: products scatter user by user (10x faster than a CSR
+        # copy's gather over 500,000 users at 3e6 rows, 0.019 against 0.19 s for 21 columns)
         self.c = self._rest_block()
         self.term = np.repeat(np.arange(1, len(ms)), ms[1:])  # each rest effect's term
-        self.b_squared = self.b.multiply(self.b).tocsr()
+        self.b_squared = self.bt.multiply(self.bt).T
         self.probes, self.steps = rademacher_probes(self.c.shape[0], probes, seed), steps
         self.held = cp.held
 
