@@ -31,14 +31,13 @@ CG_MAX_ITER = 2_000
 class Evaluation:
     """The approximate criterion at one theta and what the fit reads from it (held units)."""
 
-    theta: np.ndarray
     criterion: float
     logdet: LogDet  # of the other terms' block S; the first term's part is exact
     r2: float
     beta: np.ndarray  # as the cross-products hold X
     modes: list[np.ndarray]  # spherical modes u per term, (m, 1)
     rx: np.ndarray  # lower Cholesky factor of X's block of the Schur complement (held units)
-    iterations: int
+    iterations: int  # of conjugate gradients
 
 
 class IterativeEngine:
@@ -113,4 +112,4 @@ class IterativeEngine:
             criterion += 2.0 * float(np.sum(np.log(d[:p])))
         offsets = np.cumsum([0] + self.ms[1:])
         modes = [u0[:, None]] + [u_rest[offsets[i] : offsets[i + 1], None] for i in range(len(self.ms) - 1)]
-        return Evaluation(theta, float(criterion), logdet, r2, beta, modes, L[:p, :p], iterations)
+        return Evaluation(float(criterion), logdet, r2, beta, modes, L[:p, :p], iterations)

@@ -45,7 +45,7 @@ def fit_iterative(model, method: str, warn: bool = True) -> ApproximateLmmFit:
     label = (f"APPROXIMATE: solver='iterative' estimates the log-determinant by stochastic Lanczos quadrature "
              f"({PROBES} probes, seed {SEED}; estimated error of the criterion {error:.2g}: 3 standard errors of the "
              f"probes, {at.logdet.standard_error:.2g} each, plus the quadrature's change {at.logdet.quadrature_change:.2g}); "
-             "the solves are by conjugate gradients to a relative residual of 1e-10")
+             f"the solves are by conjugate gradients to a relative residual of 1e-10, {at.iterations} iterations at the optimum")
     messages = list(info.warnings)
     if np.any(info.x < 1e-4):
         messages.append(singular_message(design.blocks, [np.array([[t]]) for t in info.x]))
