@@ -355,6 +355,62 @@ def test_given_levels_are_checked(sleep, tmp_path, levels, match):
         mlv.Model("Reaction ~ Days + (Days | Subject)", str(tmp_path / "sleep.parquet"), levels=levels)
 
 
+@pytest.mark.parametrize("formula, dataset", [MODELS[0], MODELS[3], MODELS[5], ("mAch ~ ses + minrty + sx + (1 | school)", "Hsb82")])
+def test_known_categories_skip_the_levels_pass(formula, dataset, monkeypatch):
+    """A Dask DataFrame's known categories, of grouping factors and of fixed-effect factors, are taken as their
+    levels: the levels pass is not run, and the levels, sums and fit are those of the data in memory."""
+    import multilevel.partitioned as partitioned
+
+    data = mlv.datasets.load(dataset)
+    whole = mlv.Model(formula, data)
+    monkeypatch.setattr(partitioned, "_levels_pass", None)
+    model = mlv.Model(formula, shuffled(data, 3))
+    assert [list(b.levels) for b in model.design.blocks] == [list(b.levels) for b in whole.design.blocks]
+    assert model.fixed_names == whole.fixed_names
+    assert_same_cross_products(whole.cross_products, model.cross_products)
+    assert_same_fit(whole.fit(), model.fit())
+
+
+def test_known_integer_categories_are_coded_by_number(sleep, monkeypatch):
+    """A grouping factor of integer categories (coded by number, not by their labels) with known categories: the
+    in-memory levels and sums; a category outside the learned levels in a later partition is refused by its label."""
+    import multilevel.partitioned as partitioned
+
+    formula = "Reaction ~ Days + (Days | Subject)"
+    data = sleep.assign(Subject=sleep.Subject.astype(int).astype("category"))
+    whole = mlv.Model(formula, data)
+    monkeypatch.setattr(partitioned, "_levels_pass", None)
+    model = mlv.Model(formula, shuffled(data, 3))
+    assert [list(b.levels) for b in model.design.blocks] == [list(b.levels) for b in whole.design.blocks]
+    assert_same_cross_products(whole.cross_products, model.cross_products)
+    rows = data.assign(Subject=data.Subject.cat.add_categories([999]))
+    rows.loc[rows.index[-1], "Subject"] = 999
+    with pytest.raises(MultilevelError, match=r"has level\(s\) \['999'\] the coding was not learned with"):
+        apply_coding(whole.design.coding, rows)
+
+
+@pytest.mark.parametrize("column, incomplete", [("school", False), ("sector", False), ("school", True)])
+def test_known_categories_without_rows_are_refused_and_unknown_ones_learned(column, incomplete):
+    """A known category without complete rows (unused, or only in rows with missing values) is refused as a level
+    given in levels= is, naming the fix; with the categories made unknown the levels pass drops it, as in memory."""
+    formula = "mAch ~ meanses*cses + sector*cses + (1 + cses | school)"
+    data = mlv.datasets.load("Hsb82")
+    if incomplete:  # the first school's rows all miss the response
+        data.loc[data.school == data.school.iloc[0], "mAch"] = np.nan
+        empty = str(data.school.iloc[0])
+    else:
+        data[column] = data[column].cat.add_categories(["unused"])
+        empty = "unused"
+    with pytest.raises(MultilevelError, match=rf"categories \['{empty}'\] of '{column}' have no complete rows.*as_unknown"):
+        mlv.Model(formula, shuffled(data, 3))
+    source = shuffled(data, 3)
+    source[column] = source[column].cat.as_unknown()
+    whole = mlv.Model(formula, data)
+    model = mlv.Model(formula, source)
+    assert [list(b.levels) for b in model.design.blocks] == [list(b.levels) for b in whole.design.blocks]
+    assert_same_cross_products(whole.cross_products, model.cross_products)
+
+
 def test_given_levels_without_rows_and_in_memory_are_refused(sleep):
     levels = {"Subject": list(sleep.Subject.cat.categories) + ["999"]}
     data = dd.from_pandas(sleep.assign(Subject=sleep.Subject.astype(str)), npartitions=2)
