@@ -2,7 +2,7 @@
 process, single-threaded BLAS, synchronous Dask scheduler.
 
     PYTHONPATH=src python benchmarks/scale_data.py nested 10000000 /tmp/nested_1e7
-    OPENBLAS_NUM_THREADS=1 PYTHONPATH=src python benchmarks/scale.py nested /tmp/nested_1e7 [--only dask] [--repeat 3] [--levels] [--categories known] [--fill pairs]
+    OPENBLAS_NUM_THREADS=1 PYTHONPATH=src python benchmarks/scale.py nested /tmp/nested_1e7 [--only dask] [--repeat 3] [--levels] [--categories known] [--dense] [--fill pairs]
 
 The in-memory path reads the folder with pandas, then Model() and fit(); the Dask path gives Model() the
 folder. "model" is reading plus Model() (design and cross-products); "fit" adds the REML fit. Peak memory is
@@ -40,6 +40,9 @@ def mark():
     return {"cpu": time.process_time(), "wall": time.perf_counter(), "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 out = {"import": mark()}
 import multilevel.engine as engine
+if DENSE:  # every partition's sums dense over all levels (the path before sparse partials)
+    import multilevel.level_partials as level_partials
+    level_partials.SPARSE_SHARE = 0.0
 if FILL != "auto":  # force the first term's fill: the map, the pair list (scalar first term) or the sparse product
     engine.fill_map_fits = lambda pairs: FILL == "map"
     engine.pairs_fit = lambda B, q: FILL == "pairs"
@@ -62,10 +65,10 @@ print(json.dumps(out))
 """
 
 
-def run(path: str, folder: Path, formula: str, levels: bool, fill: str, categories: str | None) -> dict:
+def run(path: str, folder: Path, formula: str, levels: bool, fill: str, categories: str | None, dense: bool) -> dict:
     """One path in a fresh process: its marks (CPU and wall since start, peak RSS) and its fit."""
-    code = (f"FOLDER, PATH, FORMULA, LEVELS, FILL, CATEGORIES = {str(folder)!r}, {path!r}, {formula!r}, {levels!r}, "
-            f"{fill!r}, {categories!r}\n" + CHILD)
+    code = (f"FOLDER, PATH, FORMULA, LEVELS, FILL, CATEGORIES, DENSE = {str(folder)!r}, {path!r}, {formula!r}, {levels!r}, "
+            f"{fill!r}, {categories!r}, {dense!r}\n" + CHILD)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if done.returncode:
@@ -115,6 +118,8 @@ def main() -> None:
     parser.add_argument("--categories", choices=["known", "unknown"], help="the Dask path reads the folder as a Dask "
                         "DataFrame whose grouping factors are categoricals (of _levels.json), their categories known "
                         "(the levels pass is skipped) or not")
+    parser.add_argument("--dense", action="store_true", help="hold every partition's sums dense over all levels "
+                        "(no sparse partials: level_partials.SPARSE_SHARE = 0)")
     parser.add_argument("--fill", choices=["auto", "map", "pairs", "product"], default="auto",
                         help="force the engine's fill of the first term (auto: by its size and the memory available)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per path; the one with the least model-stage CPU is kept "
@@ -124,20 +129,20 @@ def main() -> None:
     runs = {path: [] for path in paths}
     for _ in range(args.repeat):  # alternating, so both paths see the same spells of load
         for path in paths:
-            runs[path].append(run(path, args.folder, FORMULAS[args.kind], args.levels, args.fill, args.categories))
+            runs[path].append(run(path, args.folder, FORMULAS[args.kind], args.levels, args.fill, args.categories, args.dense))
     results = {path: min(rs, key=lambda r: r["model"]["cpu"] - r["import"]["cpu"]) for path, rs in runs.items()}
     load = os.getloadavg()[0]
     print(f"{args.kind}: {FORMULAS[args.kind]}, {args.folder}; load average {load:.1f}" + ("; levels given" if args.levels else "")
-          + ("" if args.fill == "auto" else f"; fill {args.fill}") + (f"; categories {args.categories}" if args.categories else ""))
+          + ("" if args.fill == "auto" else f"; fill {args.fill}") + (f"; categories {args.categories}" if args.categories else "") + ("; dense partials" if args.dense else ""))
     print(table(results))
     expected = args.folder / "_closed_form.json"
     row = {"formula": FORMULAS[args.kind], "load_average": load, "repeat": args.repeat, "levels_given": args.levels,
-           "fill": args.fill, "categories": args.categories, "paths": results}
+           "fill": args.fill, "categories": args.categories, "dense": args.dense, "paths": results}
     if expected.exists():
         row["closed_form"] = json.loads(expected.read_text())
         print(closed_form_check(row["closed_form"], results))
     key = f"{args.kind} {args.folder.name}" + (" levels given" if args.levels else "") + ("" if args.fill == "auto" else f" fill {args.fill}")
-    key += f" categories {args.categories}" if args.categories else ""
+    key += (f" categories {args.categories}" if args.categories else "") + (" dense" if args.dense else "")
     print(update("scale", {key: row}))
 
 

@@ -36,6 +36,7 @@ from .design import (
 )
 from .errors import MultilevelError
 from .formula import parse
+from .level_partials import total, add_cross_products, localised, summed
 from .partition_sources import as_source, compute
 from .predict import linear_predictor
 from .scaling import Scaling, random_columns
@@ -122,6 +123,8 @@ class Reduced:
     sketch: Sketch | None
     level_rows: list[np.ndarray] | None
     n_dropped: int
+    seen: list[np.ndarray | None] | None = None  # per term, the levels its sums are held over (None: all; level_partials)
+    m: list[int] | None = None  # per term, its number of levels
 
 
 @dataclass
@@ -182,50 +185,27 @@ def partial_sums(frame: pd.DataFrame, coding: Coding, scaling: Scaling) -> Reduc
         return Reduced(None, None, None, None, len(frame))
     design = apply_coding(coding, frame)
     x_sums = np.ones(design.nobs) @ design.X  # X.sum(axis=0) walks the rows one at a time
-    level_rows = [np.bincount(b.codes, minlength=b.m) for b in design.blocks]
+    local, seen = localised(design)
+    level_rows = [np.bincount(b.codes, minlength=b.m) for b in local.blocks]
     level_rows += [np.bincount(design.frame[c].cat.codes, minlength=len(d.categories)) for c, d in fixed_categories(coding).items()]
-    return Reduced(cross_products(design, scaling), x_sums, Sketch.of(design.y, None), level_rows, len(frame) - n_complete)
+    return Reduced(cross_products(local, scaling), x_sums, Sketch.of(design.y, None), level_rows, len(frame) - n_complete,
+                   seen, [b.m for b in design.blocks])
 
 
-def add_partial_sums(*parts: Reduced, into_first: bool = False) -> Reduced:
+def add_partial_sums(*parts: Reduced, into_first: bool = False, dense: bool = False) -> Reduced:
     """Several partitions' sums as one; `into_first` adds into the first part's arrays (a file's running total,
-    which nothing else holds: one dense partial less alive)."""
+    which nothing else holds: one dense partial less alive); `dense` holds the sum over every level."""
     n_dropped = sum(p.n_dropped for p in parts)
     parts = [p for p in parts if p.cp is not None]
     if not parts:
         return Reduced(None, None, None, None, n_dropped)
+    m, seen = parts[0].m, [p.seen for p in parts]
+    cp, unions = add_cross_products([p.cp for p in parts], seen, m, into_first, dense)
+    level_rows = [summed([p.level_rows[i] for p in parts], [s[i] for s in seen], unions[i], m[i], into_first)
+                  for i in range(len(m))]
+    level_rows += [total([p.level_rows[i] for p in parts], into_first) for i in range(len(m), len(parts[0].level_rows))]
     sketch = Sketch.merge(*(p.sketch for p in parts))
-    level_rows = [_total([p.level_rows[i] for p in parts], into_first) for i in range(len(parts[0].level_rows))]
-    return Reduced(add_cross_products(*(p.cp for p in parts), into_first=into_first), _total([p.x_sums for p in parts], into_first),
-                   sketch, level_rows, n_dropped)
-
-
-def add_cross_products(*parts: CrossProducts, into_first: bool = False) -> CrossProducts:
-    """The sum of partial cross-products (`into_first`: see add_partial_sums)."""
-    first = parts[0]
-    return CrossProducts(
-        sum(p.n for p in parts),
-        first.p,
-        [_total([p.diag[i] for p in parts], into_first) for i in range(len(first.diag))],
-        {key: sum((p.off[key] for p in parts[1:]), first.off[key]).tocsr() for key in first.off},
-        [_total([p.zxy[i] for p in parts], into_first) for i in range(len(first.zxy))],
-        _total([p.xy for p in parts], into_first),
-        sum(p.sum_log_w for p in parts),
-        first.scaling,
-    )
-
-
-def _total(arrays: list[np.ndarray], into_first: bool) -> np.ndarray:
-    """The sum of arrays in one new array (`sum` makes one per addition, and a dense partial over 10^5 levels
-    costs more to allocate than to add), or in the first."""
-    if into_first:
-        out = arrays[0]
-    else:
-        out = arrays[0].copy() if len(arrays) == 1 else arrays[0] + arrays[1]
-        arrays = arrays[1:]
-    for a in arrays[1:]:
-        out += a
-    return out
+    return Reduced(cp, total([p.x_sums for p in parts], into_first), sketch, level_rows, n_dropped, unions, m)
 
 
 def level_sets(f, meta: pd.DataFrame, used: list[str]) -> list[tuple[str, ...]]:
@@ -303,6 +283,7 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
         raise (exc if levels is None else MultilevelError(f"{exc}; levels= must list every level in the data")) from None
     if sums.cp is None:
         raise MultilevelError(f"no rows are left after dropping rows with missing values in {used}: check those columns")
+    sums = add_partial_sums(sums, into_first=True, dense=True)  # levels held sparse, over all levels
     if given is not None:
         check_given_levels(coding, sums.level_rows, levels or {})
     coding, sums = drop_aliased(coding, sums)
