@@ -270,3 +270,27 @@ def test_refreshed_engine_equals_a_fresh_build(formula, data):
         for x, y in zip(fresh.solve_spherical(a)[1], refreshed.solve_spherical(b)[1]):
             np.testing.assert_array_equal(x, y)
         base = refreshed
+
+
+@pytest.mark.parametrize("formula", ["Reaction ~ Days + (Days | Subject) + (1 | Day)",
+                                     "Reaction ~ Days + (Days | Subject) + (Days || Day) + (1 | Half)"])
+def test_pair_list_of_a_first_term_with_slopes_is_the_maps_fill(formula):
+    """A first term with random slopes (k0 = 2) crossed with others: the pair list's lower triangle of B M B' equals
+    the fill map's, and the sparse product's, at per-level blocks M from a theta (1e-12 of the largest entry)."""
+    from multilevel.pair_fill import PairFill
+
+    data = mlv.datasets.load("sleepstudy")
+    data = data.assign(Day=data.Days.astype(str), Half=np.where(data.Days < 5, "early", "late"))
+    engine = mlv.Model(formula, data).engine
+    assert engine.ks[0] == 2 and engine.fill_map is not None
+    rest = [engine.cp.off[(0, a)] for a in range(1, engine.n_terms)]
+    pairs = PairFill(engine.B, engine.q_rest, rest[0] if len(rest) == 1 else sp.hstack(rest, format="csr"), k0=2)
+    rng = np.random.default_rng(1)
+    M = engine._first_block(engine.factors_of(rng.uniform(0.2, 1.5, engine.n_theta))[0])[2]
+    expected = np.zeros((engine.r, engine.r))
+    expected.reshape(-1)[engine.fill_targets] = engine.fill_map @ M
+    product = engine.fill_product(M).toarray()
+    F = pairs.fill(M)
+    np.testing.assert_allclose(F, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    np.testing.assert_allclose(F, np.tril(product), rtol=0, atol=1e-12 * np.abs(expected).max())
+    assert pairs.pairs.nnz == sum(n * (n + 1) // 2 for n in np.diff(engine.B[: engine.q_rest].T.tocsr().indptr[::2]))
