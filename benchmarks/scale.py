@@ -45,7 +45,7 @@ if DENSE:  # every partition's sums dense over all levels (the path before spars
     level_partials.SPARSE_SHARE = 0.0
 if FILL != "auto":  # force the first term's fill: the map, the pair list (scalar first term) or the sparse product
     engine.fill_map_fits = lambda pairs: FILL == "map"
-    engine.pairs_fit = lambda B, q: FILL == "pairs"
+    engine.pairs_fit = lambda B, q, k0=1: FILL == "pairs"
 data = pd.read_parquet(FOLDER) if PATH == "memory" else FOLDER
 given = {"levels": json.load(open(FOLDER + "/_levels.json"))} if LEVELS and PATH == "dask" else {}
 if CATEGORIES and PATH == "dask":  # a Dask DataFrame whose grouping factors are categoricals, their categories known or not
