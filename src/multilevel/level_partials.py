@@ -72,7 +72,8 @@ def summed(arrays: list[np.ndarray], seen: list[np.ndarray | None], union: np.nd
     size = m if union is None else len(union)
     first = seen[0] is None if union is None else seen[0] is not None and np.array_equal(seen[0], union)
     out = arrays[0] if into_first and first else np.zeros((size,) + arrays[0].shape[1:])
-    for a, s in zip(arrays[1:] if out is arrays[0] else arrays, seen[1:] if out is arrays[0] else seen):
+    skip = 1 if out is arrays[0] else 0
+    for a, s in zip(arrays[skip:], seen[skip:]):
         where = positions(s, union)
         if where is None:
             out += a
