@@ -36,7 +36,7 @@ from .design import (
 )
 from .errors import MultilevelError
 from .formula import parse
-from .level_partials import total, add_cross_products, localised, summed
+from .level_partials import add_cross_products, localised, summed, total
 from .partition_sources import as_source, compute
 from .predict import linear_predictor
 from .scaling import Scaling, random_columns
@@ -283,7 +283,7 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
         raise (exc if levels is None else MultilevelError(f"{exc}; levels= must list every level in the data")) from None
     if sums.cp is None:
         raise MultilevelError(f"no rows are left after dropping rows with missing values in {used}: check those columns")
-    sums = add_partial_sums(sums, into_first=True, dense=True)  # levels held sparse, over all levels
+    sums = add_partial_sums(sums, into_first=True, dense=True)  # terms held over the levels seen: over all levels
     if given is not None:
         check_given_levels(coding, sums.level_rows, levels or {})
     coding, sums = drop_aliased(coding, sums)
