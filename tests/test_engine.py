@@ -303,3 +303,13 @@ def test_pair_list_of_a_first_term_with_slopes_is_the_maps_fill(formula, monkeyp
         (a, da), (b, db) = engine.objective_and_gradient(theta, reml), listed.objective_and_gradient(theta, reml)
         assert b == pytest.approx(a, rel=1e-10)
         np.testing.assert_allclose(db, da, rtol=1e-8, atol=1e-10 * np.abs(da).max())
+
+
+@pytest.mark.parametrize("available, built", [(4 * 12 * 16, True), (4 * 12 * 16 - 1, False)])
+def test_a_pair_list_of_a_term_with_slopes_counts_pairs_per_level(monkeypatch, available, built):
+    """k0 = 2: columns (level, coefficient); a level's entries are those of both its columns (5 and 1: 15 + 1 pairs)."""
+    import multilevel.pair_fill as pair_fill
+
+    B = sp.csr_matrix(np.array([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 3.0], [2.0, 2.0, 2.0, 2.0]]))
+    monkeypatch.setattr(pair_fill, "available_bytes", lambda: available)
+    assert pair_fill.pairs_fit(B, 3, k0=2) is built
