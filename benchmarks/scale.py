@@ -2,7 +2,7 @@
 process, single-threaded BLAS, synchronous Dask scheduler.
 
     PYTHONPATH=src python benchmarks/scale_data.py nested 10000000 /tmp/nested_1e7
-    OPENBLAS_NUM_THREADS=1 PYTHONPATH=src python benchmarks/scale.py nested /tmp/nested_1e7 [--only dask] [--repeat 3] [--levels] [--fill pairs]
+    OPENBLAS_NUM_THREADS=1 PYTHONPATH=src python benchmarks/scale.py nested /tmp/nested_1e7 [--only dask] [--repeat 3] [--levels] [--categories known] [--dense] [--fill pairs]
     PYTHONPATH=src python benchmarks/scale_data.py crossed 10000000 /tmp/grow_1e7 --items 20000   # items growing
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=src python benchmarks/scale.py crossed /tmp/grow_1e7 --only dask --solver iterative
 
@@ -42,11 +42,20 @@ def mark():
     return {"cpu": time.process_time(), "wall": time.perf_counter(), "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 out = {"import": mark()}
 import multilevel.engine as engine
+if DENSE:  # every partition's sums dense over all levels (the path before sparse partials)
+    import multilevel.level_partials as level_partials
+    level_partials.SPARSE_SHARE = 0.0
 if FILL != "auto":  # force the first term's fill: the map, the pair list (scalar first term) or the sparse product
     engine.fill_map_fits = lambda pairs: FILL == "map"
-    engine.pairs_fit = lambda B, q: FILL == "pairs"
+    engine.pairs_fit = lambda B, q, k0=1: FILL == "pairs"
 data = pd.read_parquet(FOLDER) if PATH == "memory" else FOLDER
 given = {"levels": json.load(open(FOLDER + "/_levels.json"))} if LEVELS and PATH == "dask" else {}
+if CATEGORIES and PATH == "dask":  # a Dask DataFrame whose grouping factors are categoricals, their categories known or not
+    import dask.dataframe as dd
+    data = dd.read_parquet(FOLDER)
+    for name, levels in json.load(open(FOLDER + "/_levels.json")).items():
+        data[name] = data[name].astype(pd.CategoricalDtype(levels))
+        data[name] = data[name] if CATEGORIES == "known" else data[name].cat.as_unknown()
 model = mlv.Model(FORMULA, data, **given)
 model.cross_products
 out["model"] = mark()
@@ -59,10 +68,11 @@ print(json.dumps(out))
 """
 
 
-def run(path: str, folder: Path, formula: str, levels: bool, fill: str, solver: str) -> dict:
+def run(path: str, folder: Path, formula: str, levels: bool, fill: str, categories: str | None, dense: bool,
+        solver: str) -> dict:
     """One path in a fresh process: its marks (CPU and wall since start, peak RSS) and its fit."""
-    code = (f"FOLDER, PATH, FORMULA, LEVELS, FILL, SOLVER = {str(folder)!r}, {path!r}, {formula!r}, {levels!r}, {fill!r}, "
-            f"{solver!r}\n" + CHILD)
+    code = (f"FOLDER, PATH, FORMULA, LEVELS, FILL, CATEGORIES, DENSE, SOLVER = {str(folder)!r}, {path!r}, {formula!r}, "
+            f"{levels!r}, {fill!r}, {categories!r}, {dense!r}, {solver!r}\n" + CHILD)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if done.returncode:
@@ -109,6 +119,11 @@ def main() -> None:
     parser.add_argument("--only", choices=["memory", "dask"])
     parser.add_argument("--levels", action="store_true", help="the Dask path is given the grouping factors' levels "
                         "(_levels.json, written by scale_data.py), which skips its levels pass")
+    parser.add_argument("--categories", choices=["known", "unknown"], help="the Dask path reads the folder as a Dask "
+                        "DataFrame whose grouping factors are categoricals (of _levels.json), their categories known "
+                        "(the levels pass is skipped) or not")
+    parser.add_argument("--dense", action="store_true", help="hold every partition's sums dense over all levels "
+                        "(no sparse partials: level_partials.SPARSE_SHARE = 0)")
     parser.add_argument("--fill", choices=["auto", "map", "pairs", "product"], default="auto",
                         help="force the engine's fill of the first term (auto: by its size and the memory available)")
     parser.add_argument("--solver", choices=["exact", "iterative"], default="exact",
@@ -120,19 +135,23 @@ def main() -> None:
     runs = {path: [] for path in paths}
     for _ in range(args.repeat):  # alternating, so both paths see the same spells of load
         for path in paths:
-            runs[path].append(run(path, args.folder, FORMULAS[args.kind], args.levels, args.fill, args.solver))
+            runs[path].append(run(path, args.folder, FORMULAS[args.kind], args.levels, args.fill, args.categories, args.dense,
+                                 args.solver))
     results = {path: min(rs, key=lambda r: r["model"]["cpu"] - r["import"]["cpu"]) for path, rs in runs.items()}
     load = os.getloadavg()[0]
     print(f"{args.kind}: {FORMULAS[args.kind]}, {args.folder}; load average {load:.1f}" + ("; levels given" if args.levels else "")
-          + ("" if args.fill == "auto" else f"; fill {args.fill}") + ("" if args.solver == "exact" else f"; solver {args.solver}"))
+          + ("" if args.fill == "auto" else f"; fill {args.fill}") + (f"; categories {args.categories}" if args.categories else "") + ("; dense partials" if args.dense else "")
+          + ("" if args.solver == "exact" else f"; solver {args.solver}"))
     print(table(results))
     expected = args.folder / "_closed_form.json"
     row = {"formula": FORMULAS[args.kind], "load_average": load, "repeat": args.repeat, "levels_given": args.levels,
-           "fill": args.fill, "solver": args.solver, "paths": results}
+           "fill": args.fill, "categories": args.categories, "dense": args.dense,
+           "solver": args.solver, "paths": results}
     if expected.exists():
         row["closed_form"] = json.loads(expected.read_text())
         print(closed_form_check(row["closed_form"], results))
     key = f"{args.kind} {args.folder.name}" + (" levels given" if args.levels else "") + ("" if args.fill == "auto" else f" fill {args.fill}")
+    key += (f" categories {args.categories}" if args.categories else "") + (" dense" if args.dense else "")
     key += "" if args.solver == "exact" else f" solver {args.solver}"
     print(update("scale", {key: row}))
 

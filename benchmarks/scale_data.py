@@ -3,7 +3,7 @@
     PYTHONPATH=src python benchmarks/scale_data.py nested 10000000 /tmp/nested_1e7
     PYTHONPATH=src python benchmarks/scale_data.py crossed 1000000 /tmp/crossed_1e6 --items 2000
 
-nested:  y = 1 + 0.5 x + a_g + b_g x + e, 50 rows per group g (a ~ N(0, 1), b ~ N(0, 0.3^2), corr 0.3, e ~ N(0, 1));
+nested:  y = 1 + 0.5 x + a_g + b_g x + e, 50 rows per group g (--per-group; --by-group: rows sorted by group) (a ~ N(0, 1), b ~ N(0, 0.3^2), corr 0.3, e ~ N(0, 1));
          formula "y ~ x + (1 + x | g)".
 crossed: y = 1 + 0.5 x + u_user + v_item + e, 20 rows per user, --items items (u ~ N(0, 0.8^2), v ~ N(0, 0.5^2));
          formula "y ~ x + (1 | user) + (1 | item)".
@@ -35,11 +35,11 @@ def nested_effects(n_groups: int, rng: np.random.Generator) -> np.ndarray:
     return rng.multivariate_normal(np.zeros(2), cov, size=n_groups)
 
 
-def write(kind: str, n: int, folder: Path, items: int, seed: int) -> None:
+def write(kind: str, n: int, folder: Path, items: int, seed: int, per_group: int = 50, by_group: bool = False) -> None:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     if kind == "nested":
-        effects = nested_effects(max(2, n // 50), rng)
+        effects = nested_effects(max(2, n // per_group), rng)
         present = {"g": np.zeros(len(effects), dtype=bool)}
     else:
         users, item_effects = rng.normal(0, 0.8, max(2, n // 20)), rng.normal(0, 0.5, items)
@@ -49,7 +49,7 @@ def write(kind: str, n: int, folder: Path, items: int, seed: int) -> None:
         x = rng.normal(size=size)
         e = rng.normal(size=size)
         if kind == "nested":
-            g = rng.integers(0, len(effects), size)
+            g = (start + np.arange(size)) * len(effects) // n if by_group else rng.integers(0, len(effects), size)
             y = 1 + 0.5 * x + effects[g, 0] + effects[g, 1] * x + e
             table = pa.table({"y": y, "x": x, "g": g})
         else:
@@ -104,11 +104,14 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--groups", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--per-group", type=int, default=50, help="nested: rows per group")
+    parser.add_argument("--by-group", action="store_true", help="nested: rows sorted by group, each group's rows "
+                        "together (each file and batch sees a narrow slice of the groups)")
     args = parser.parse_args()
     if args.kind == "balanced":
         write_balanced(args.rows, args.folder, args.groups, args.seed)
     else:
-        write(args.kind, args.rows, args.folder, args.items, args.seed)
+        write(args.kind, args.rows, args.folder, args.items, args.seed, args.per_group, args.by_group)
 
 
 if __name__ == "__main__":

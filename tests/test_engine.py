@@ -62,7 +62,7 @@ def without_fill_map(monkeypatch, fill: str) -> None:
     """Engines built from here on take the pair list (a scalar first term) or the sparse product instead of the map."""
     monkeypatch.setattr(engine_module, "fill_map_fits", lambda pairs: False)
     if fill == "product":
-        monkeypatch.setattr(engine_module, "pairs_fit", lambda B, q: False)
+        monkeypatch.setattr(engine_module, "pairs_fit", lambda B, q, k0=1: False)
 
 
 @pytest.mark.parametrize("fill", ["pairs", "product"])
@@ -75,7 +75,7 @@ def test_fill_without_the_map_gives_lme4s_objective(name, fill, monkeypatch):
     without_fill_map(monkeypatch, fill)
     _, product = engine_of(name)
     assert product.fill_map is None and mapped.fill_map is not None
-    assert (product.pair_fill is not None) == (fill == "pairs" and product.ks[0] == 1 and len(product.ks) > 1)
+    assert (product.pair_fill is not None) == (fill == "pairs" and len(product.ks) > 1)
     for point in ref["objective_checks"]["points"]:
         assert_objective_at(product, ref, point)
         theta = np.asarray(point["theta"])
@@ -270,3 +270,46 @@ def test_refreshed_engine_equals_a_fresh_build(formula, data):
         for x, y in zip(fresh.solve_spherical(a)[1], refreshed.solve_spherical(b)[1]):
             np.testing.assert_array_equal(x, y)
         base = refreshed
+
+
+@pytest.mark.parametrize("formula", ["Reaction ~ Days + (Days | Subject) + (1 | Day)",
+                                     "Reaction ~ Days + (Days | Subject) + (Days || Day) + (1 | Half)"])
+def test_pair_list_of_a_first_term_with_slopes_is_the_maps_fill(formula, monkeypatch):
+    """A first term with random slopes (k0 = 2) crossed with others: the pair list's lower triangle of B M B' equals
+    the fill map's, and the sparse product's, at per-level blocks M from a theta (1e-12 of the largest entry); an
+    engine built without the map takes the list and gives the map's criterion and gradient (1e-10)."""
+    from multilevel.pair_fill import PairFill
+
+    data = mlv.datasets.load("sleepstudy")
+    data = data.assign(Day=data.Days.astype(str), Half=np.where(data.Days < 5, "early", "late"))
+    engine = mlv.Model(formula, data).engine
+    assert engine.ks[0] == 2 and engine.fill_map is not None
+    rest = [engine.cp.off[(0, a)] for a in range(1, engine.n_terms)]
+    pairs = PairFill(engine.B, engine.q_rest, rest[0] if len(rest) == 1 else sp.hstack(rest, format="csr"), k0=2)
+    rng = np.random.default_rng(1)
+    M = engine._first_block(engine.factors_of(rng.uniform(0.2, 1.5, engine.n_theta))[0])[2]
+    expected = np.zeros((engine.r, engine.r))
+    expected.reshape(-1)[engine.fill_targets] = engine.fill_map @ M
+    product = engine.fill_product(M).toarray()
+    F = pairs.fill(M)
+    np.testing.assert_allclose(F, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    np.testing.assert_allclose(F, np.tril(product), rtol=0, atol=1e-12 * np.abs(expected).max())
+    assert pairs.pairs.nnz == sum(n * (n + 1) // 2 for n in np.diff(engine.B[: engine.q_rest].T.tocsr().indptr[::2]))
+    without_fill_map(monkeypatch, "pairs")
+    listed = mlv.Model(formula, data).engine
+    assert listed.fill_map is None and listed.pair_fill is not None
+    theta = rng.uniform(0.2, 1.5, engine.n_theta)
+    for reml in (True, False):
+        (a, da), (b, db) = engine.objective_and_gradient(theta, reml), listed.objective_and_gradient(theta, reml)
+        assert b == pytest.approx(a, rel=1e-10)
+        np.testing.assert_allclose(db, da, rtol=1e-8, atol=1e-10 * np.abs(da).max())
+
+
+@pytest.mark.parametrize("available, built", [(4 * 12 * 16, True), (4 * 12 * 16 - 1, False)])
+def test_a_pair_list_of_a_term_with_slopes_counts_pairs_per_level(monkeypatch, available, built):
+    """k0 = 2: columns (level, coefficient); a level's entries are those of both its columns (5 and 1: 15 + 1 pairs)."""
+    import multilevel.pair_fill as pair_fill
+
+    B = sp.csr_matrix(np.array([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 3.0], [2.0, 2.0, 2.0, 2.0]]))
+    monkeypatch.setattr(pair_fill, "available_bytes", lambda: available)
+    assert pair_fill.pairs_fit(B, 3, k0=2) is built

@@ -17,7 +17,8 @@ from multilevel.crossprod import rescaled, residual_sum_of_squares
 from multilevel.design import apply_coding, learn_coding
 from multilevel.lmm import fit_at
 from multilevel.optimize import OptimumInfo
-from multilevel.partitioned import SKETCH_SIZE, Sketch, sampler_inputs, seen_in
+from multilevel.level_partials import localised
+from multilevel.partitioned import SKETCH_SIZE, Sketch, partial_sums, sampler_inputs, seen_in
 from multilevel.predict import linear_predictor
 from multilevel.priors import default_priors
 
@@ -355,6 +356,62 @@ def test_given_levels_are_checked(sleep, tmp_path, levels, match):
         mlv.Model("Reaction ~ Days + (Days | Subject)", str(tmp_path / "sleep.parquet"), levels=levels)
 
 
+@pytest.mark.parametrize("formula, dataset", [MODELS[0], MODELS[3], MODELS[5], ("mAch ~ ses + minrty + sx + (1 | school)", "Hsb82")])
+def test_known_categories_skip_the_levels_pass(formula, dataset, monkeypatch):
+    """A Dask DataFrame's known categories, of grouping factors and of fixed-effect factors, are taken as their
+    levels: the levels pass is not run, and the levels, sums and fit are those of the data in memory."""
+    import multilevel.partitioned as partitioned
+
+    data = mlv.datasets.load(dataset)
+    whole = mlv.Model(formula, data)
+    monkeypatch.setattr(partitioned, "_levels_pass", None)
+    model = mlv.Model(formula, shuffled(data, 3))
+    assert [list(b.levels) for b in model.design.blocks] == [list(b.levels) for b in whole.design.blocks]
+    assert model.fixed_names == whole.fixed_names
+    assert_same_cross_products(whole.cross_products, model.cross_products)
+    assert_same_fit(whole.fit(), model.fit())
+
+
+def test_known_integer_categories_are_coded_by_number(sleep, monkeypatch):
+    """A grouping factor of integer categories (coded by number, not by their labels) with known categories: the
+    in-memory levels and sums; a category outside the learned levels in a later partition is refused by its label."""
+    import multilevel.partitioned as partitioned
+
+    formula = "Reaction ~ Days + (Days | Subject)"
+    data = sleep.assign(Subject=sleep.Subject.astype(int).astype("category"))
+    whole = mlv.Model(formula, data)
+    monkeypatch.setattr(partitioned, "_levels_pass", None)
+    model = mlv.Model(formula, shuffled(data, 3))
+    assert [list(b.levels) for b in model.design.blocks] == [list(b.levels) for b in whole.design.blocks]
+    assert_same_cross_products(whole.cross_products, model.cross_products)
+    rows = data.assign(Subject=data.Subject.cat.add_categories([999]))
+    rows.loc[rows.index[-1], "Subject"] = 999
+    with pytest.raises(MultilevelError, match=r"has level\(s\) \['999'\] the coding was not learned with"):
+        apply_coding(whole.design.coding, rows)
+
+
+@pytest.mark.parametrize("column, incomplete", [("school", False), ("sector", False), ("school", True)])
+def test_known_categories_without_rows_are_refused_and_unknown_ones_learned(column, incomplete):
+    """A known category without complete rows (unused, or only in rows with missing values) is refused as a level
+    given in levels= is, naming the fix; with the categories made unknown the levels pass drops it, as in memory."""
+    formula = "mAch ~ meanses*cses + sector*cses + (1 + cses | school)"
+    data = mlv.datasets.load("Hsb82")
+    if incomplete:  # the first school's rows all miss the response
+        data.loc[data.school == data.school.iloc[0], "mAch"] = np.nan
+        empty = str(data.school.iloc[0])
+    else:
+        data[column] = data[column].cat.add_categories(["unused"])
+        empty = "unused"
+    with pytest.raises(MultilevelError, match=rf"categories \['{empty}'\] of '{column}' have no complete rows.*as_unknown"):
+        mlv.Model(formula, shuffled(data, 3))
+    source = shuffled(data, 3)
+    source[column] = source[column].cat.as_unknown()
+    whole = mlv.Model(formula, data)
+    model = mlv.Model(formula, source)
+    assert [list(b.levels) for b in model.design.blocks] == [list(b.levels) for b in whole.design.blocks]
+    assert_same_cross_products(whole.cross_products, model.cross_products)
+
+
 def test_given_levels_without_rows_and_in_memory_are_refused(sleep):
     levels = {"Subject": list(sleep.Subject.cat.categories) + ["999"]}
     data = dd.from_pandas(sleep.assign(Subject=sleep.Subject.astype(str)), npartitions=2)
@@ -362,3 +419,43 @@ def test_given_levels_without_rows_and_in_memory_are_refused(sleep):
         mlv.Model("Reaction ~ Days + (Days | Subject)", data, levels=levels)
     with pytest.raises(MultilevelError, match="levels= is for partitioned data"):
         mlv.Model("Reaction ~ Days + (Days | Subject)", sleep, levels=levels)
+
+
+@pytest.mark.parametrize("formula, dataset, group", [
+    (MODELS[0][0], "sleepstudy", "Subject"),
+    (MODELS[3][0], "Penicillin", "plate"),
+    (MODELS[3][0], "Penicillin", "sample"),  # the second term sparse: the columns of Z_1'Z_2 remapped
+    (MODELS[6][0], "radon", "county"),
+    (INSTEVAL, "InstEval", "s"),
+])
+def test_sorted_partitions_hold_sparse_partials_with_the_dense_sums(formula, dataset, group):
+    """Rows sorted by a grouping factor, so each of 17 partitions sees a narrow slice of its levels: those
+    partitions' sums are held over only the levels they see (no full-length arrays), and their tree-sum equals the
+    in-memory cross-products to 1e-12 (other terms dense, the off-diagonal blocks of crossed terms remapped)."""
+    data = mlv.datasets.load(dataset)
+    whole = mlv.Model(formula, data)
+    rows = data.sort_values(group, kind="stable")
+    coding = whole.design.coding
+    term = next(i for i, t in enumerate(coding.terms) if t.term.group == group)
+    part = partial_sums(rows.iloc[: len(rows) // 17], coding, whole.cross_products.scaling)
+    m = len(coding.terms[term].levels)
+    assert part.seen[term] is not None and len(part.seen[term]) <= m / 4
+    assert part.cp.diag[term].shape[0] == len(part.seen[term]) == len(part.level_rows[term])
+    model = mlv.Model(formula, dd.from_pandas(rows, npartitions=17, sort=False))
+    assert_same_cross_products(whole.cross_products, model.cross_products)
+
+
+def test_partials_are_sparse_over_a_narrow_range_or_few_rows():
+    """A term's partial is held over a range of codes within a quarter of its levels (no sort), over the distinct
+    codes of rows fewer than a quarter of the levels, else over every level; codes become positions in it."""
+    data = pd.DataFrame({"y": np.arange(6.0), "g": [10, 12, 11, 12, 10, 10]})
+    coding = learn_coding("y ~ 1 + (1 | g)", pd.DataFrame({"y": np.zeros(100), "g": np.arange(100)}))
+    local, seen = localised(apply_coding(coding, data))
+    np.testing.assert_array_equal(seen[0], [10, 11, 12])
+    np.testing.assert_array_equal(local.blocks[0].codes, [0, 2, 1, 2, 0, 0])
+    assert list(local.blocks[0].levels) == ["10", "11", "12"]
+    local, seen = localised(apply_coding(coding, data.assign(g=[5, 90, 5, 17, 90, 5])))
+    np.testing.assert_array_equal(seen[0], [5, 17, 90])
+    np.testing.assert_array_equal(local.blocks[0].codes, [0, 2, 0, 1, 2, 0])
+    wide = pd.DataFrame({"y": np.zeros(30), "g": np.arange(0, 90, 3)})
+    assert localised(apply_coding(coding, wide))[1] == [None]

@@ -202,7 +202,8 @@ EXACT_INTEGERS = 2**53  # floats hold every integer below this; above it neighbo
 def check_group_ids(col: pd.Series, name: str) -> None:
     """Warn where group ids cannot be told apart exactly: integers too large for the floats they are stored as,
     and text equal to a number's label in the same column ('1' and 1 are one group)."""
-    if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biu":  # neither floats nor text
+    dtype = col.cat.categories.dtype if isinstance(col.dtype, pd.CategoricalDtype) else col.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biu":  # neither floats nor text (a categorical's: its categories')
         return
     values = pd.unique(col.dropna())
     floats = [v for v in values if isinstance(v, (float, np.floating))]

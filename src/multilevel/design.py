@@ -407,7 +407,8 @@ def _learned_categories(coding: Coding, frame: pd.DataFrame, needed: list[str], 
     """Give categorical columns the learned categories (codes of rows then mean the learned levels, and contrasts
     line up); refuse levels the coding lacks, except new rows' grouping levels, which become missing."""
     f = coding.formula
-    frame = prepare_categoricals(frame, needed, _group_factors(f))
+    held = {n for n, d in coding.categories.items() if n in needed and _holds_categories(frame[n], d)}
+    frame = prepare_categoricals(frame, [c for c in needed if c not in held], _group_factors(f))  # held: unused kept
     fixed = names_in(f.fixed, needed)
     model = set(fixed).union(*(names_in(t.term.expr, needed) for t in coding.terms))
     changed = {}
@@ -415,8 +416,8 @@ def _learned_categories(coding: Coding, frame: pd.DataFrame, needed: list[str], 
         if name not in needed:
             continue
         col = frame[name]
-        if isinstance(col.dtype, pd.CategoricalDtype) and col.cat.categories.equals(dtype.categories) and col.cat.ordered == dtype.ordered:
-            continue  # coded as learned already (the learning rows themselves)
+        if _holds_categories(col, dtype):
+            continue  # coded as learned already (the learning rows themselves, partitions of known categories)
         cat = as_factor(col)
         learned = dtype.categories.astype(str)
         index = pd.Index(learned).get_indexer(cat.categories.astype(str))
@@ -433,6 +434,11 @@ def _learned_categories(coding: Coding, frame: pd.DataFrame, needed: list[str], 
             )
         changed[name] = pd.Series(pd.Categorical.from_codes(_recode(cat.codes, index), dtype=dtype), index=frame.index)
     return frame.assign(**changed) if changed else frame
+
+
+def _holds_categories(col: pd.Series, dtype: pd.CategoricalDtype) -> bool:
+    """Whether a column is categorical with exactly the learned categories (its codes are then the learned ones)."""
+    return isinstance(col.dtype, pd.CategoricalDtype) and col.cat.ordered == dtype.ordered and col.cat.categories.equals(dtype.categories)
 
 
 def _group_factors(f: Formula) -> list[str]:
@@ -728,14 +734,17 @@ def _apply_term(t: TermCoding, frame: pd.DataFrame, columns: list[str], new: boo
     if codes is not None:
         Z, _ = _apply_spec(t.spec, t.term.expr, frame, columns, f"the random term {t.term}")
         return RandomBlock(t.term, list(t.coef_names), t.levels, codes, Z, t.spec)
+    index = None
     if len(factors) == 1 and isinstance(col.dtype, pd.CategoricalDtype):  # learned categories: no pass to drop unused
-        local, labels = col.cat.codes.to_numpy(dtype=np.int64), np.asarray(col.cat.categories.astype(str), dtype=object)
+        local, categories = col.cat.codes.to_numpy(dtype=np.int64), col.cat.categories
+        index = _numeric_codes(categories.to_series(), t.numeric_levels, True)  # numbers: no 10^5 labels a partition
+        labels = np.asarray(categories.astype(str), dtype=object) if index is None else categories.to_numpy()
     else:
         local, labels = group_codes(frame, factors)
-    codes = _recode(local, pd.Index(t.levels).get_indexer(labels))
+    codes = _recode(local, pd.Index(t.levels).get_indexer(labels) if index is None else index)
     if not new and (codes < 0).any():
         raise MultilevelError(
-            f"the grouping factor '{t.term.group}' has level(s) {sorted(set(labels[local[codes < 0]]))[:5]} the coding "
+            f"the grouping factor '{t.term.group}' has level(s) {sorted({str(v) for v in labels[local[codes < 0]]})[:5]} the coding "
             "was not learned with: learn it from data holding every level"
         )
     Z, _ = _apply_spec(t.spec, t.term.expr, frame, columns, f"the random term {t.term}")

@@ -39,7 +39,7 @@ FILL_MAP_MEMORY_SHARE = 0.25  # beyond FILL_MAP_PAIRS, a map is built only withi
 
 
 def fill_map_fits(pairs: float) -> bool:
-    """Whether to build the fill map (fast; ~72 bytes a pair while built) rather than a pair list (a scalar first
+    """Whether to build the fill map (fast; ~72 bytes a pair while built) rather than a pair list (any first
     term: 12 bytes a pair, `pair_fill`) or a sparse product at each evaluation (a sixth of the map's memory and 6x
     its time at 10^7 crossed rows): always up to FILL_MAP_PAIRS, beyond that only within a quarter of the memory
     available."""
@@ -181,9 +181,9 @@ class Engine:
         if not fill_map_fits(np.sum(entries * (entries + 1) / 2)):  # crossed terms with many levels: no map
             self.fill_map = self.fill_targets = None
             self._fill_unique = False  # `refresh` rebuilds
-            if k0 == 1 and self.n_terms > 1 and pairs_fit(B, self.q_rest):  # one term: no pairs to list
+            if self.n_terms > 1 and pairs_fit(B, self.q_rest, k0):  # one term: no pairs to list
                 rest = [cp.off[(0, a)] for a in range(1, self.n_terms)]
-                self.pair_fill = PairFill(B, self.q_rest, rest[0] if len(rest) == 1 else sp.hstack(rest, format="csr"))
+                self.pair_fill = PairFill(B, self.q_rest, rest[0] if len(rest) == 1 else sp.hstack(rest, format="csr"), k0)
             return
         order = np.lexsort((coef, coo.row, level))
         rows, vals, level, coef = coo.row[order].astype(np.int64), coo.data[order], level[order], coef[order]

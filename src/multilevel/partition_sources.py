@@ -38,6 +38,11 @@ class DaskSource:
 
         return [delayed(function, pure=True)(part, *args) for part in self.frame[columns].to_delayed()]
 
+    def known_categories(self, columns: list[str]) -> dict[str, pd.Index]:
+        """The categories of the categorical columns whose categories Dask knows (`frame[c].cat.known`)."""
+        return {c: self.meta[c].cat.categories for c in columns
+                if isinstance(self.meta[c].dtype, pd.CategoricalDtype) and self.frame[c].cat.known}
+
     def first_rows(self, columns: list[str], select) -> pd.DataFrame:
         """`select` of the first partition for which it keeps rows (of an empty frame if none does)."""
         for part in self.frame[columns].to_delayed():
@@ -69,6 +74,10 @@ class ParquetFiles:
 
         empty = self.meta[columns]
         return [delayed(_read_file, pure=True)(f, columns, empty, function, combine, *args) for f in self.files]
+
+    def known_categories(self, columns: list[str]) -> dict[str, pd.Index]:
+        """None known: each batch of a dictionary-encoded column has its own categories."""
+        return {}
 
     def first_rows(self, columns: list[str], select) -> pd.DataFrame:
         """`select` of the first batch for which it keeps rows (of an empty frame if none does)."""

@@ -36,11 +36,13 @@ from .design import (
 )
 from .errors import MultilevelError
 from .formula import parse
+from .level_partials import add_cross_products, localised, summed, total
 from .partition_sources import as_source, compute
 from .predict import linear_predictor
 from .scaling import Scaling, random_columns
 
 SPLIT_EVERY = 2  # partial results combined per task of the reduction tree: two keep the fewest partials alive (docs/scale.md)
+SAMPLE_ROWS = 10_000  # rows of the data the coding is learned from with known levels (a Dask partition may hold 10^6)
 SKETCH_SIZE = 4001  # quantiles kept of the response: brms's default priors within 1/4001 in rank (docs/scale.md)
 
 
@@ -113,13 +115,16 @@ def merge_seen(*parts: Seen, sets: list[tuple[str, ...]]) -> Seen:
 class Reduced:
     """What the accumulation pass sums: the cross-products, the unweighted column sums of X (the samplers centre
     by the plain means, as brms), a quantile sketch of the response (brms's default priors), the model rows of each
-    random term's levels (given levels must all have rows) and the rows dropped for missing values."""
+    random term's levels and of each fixed factor's categories (given levels must all have rows) and the rows dropped
+    for missing values."""
 
     cp: CrossProducts | None  # None: no model rows
     x_sums: np.ndarray | None
     sketch: Sketch | None
     level_rows: list[np.ndarray] | None
     n_dropped: int
+    seen: list[np.ndarray | None] | None = None  # per term, the levels its sums are held over (None: all; level_partials)
+    m: list[int] | None = None  # per term, its number of levels
 
 
 @dataclass
@@ -180,49 +185,27 @@ def partial_sums(frame: pd.DataFrame, coding: Coding, scaling: Scaling) -> Reduc
         return Reduced(None, None, None, None, len(frame))
     design = apply_coding(coding, frame)
     x_sums = np.ones(design.nobs) @ design.X  # X.sum(axis=0) walks the rows one at a time
-    level_rows = [np.bincount(b.codes, minlength=b.m) for b in design.blocks]
-    return Reduced(cross_products(design, scaling), x_sums, Sketch.of(design.y, None), level_rows, len(frame) - n_complete)
+    local, seen = localised(design)
+    level_rows = [np.bincount(b.codes, minlength=b.m) for b in local.blocks]
+    level_rows += [np.bincount(design.frame[c].cat.codes, minlength=len(d.categories)) for c, d in fixed_categories(coding).items()]
+    return Reduced(cross_products(local, scaling), x_sums, Sketch.of(design.y, None), level_rows, len(frame) - n_complete,
+                   seen, [b.m for b in design.blocks])
 
 
-def add_partial_sums(*parts: Reduced, into_first: bool = False) -> Reduced:
+def add_partial_sums(*parts: Reduced, into_first: bool = False, dense: bool = False) -> Reduced:
     """Several partitions' sums as one; `into_first` adds into the first part's arrays (a file's running total,
-    which nothing else holds: one dense partial less alive)."""
+    which nothing else holds: one dense partial less alive); `dense` holds the sum over every level."""
     n_dropped = sum(p.n_dropped for p in parts)
     parts = [p for p in parts if p.cp is not None]
     if not parts:
         return Reduced(None, None, None, None, n_dropped)
+    m, seen = parts[0].m, [p.seen for p in parts]
+    cp, unions = add_cross_products([p.cp for p in parts], seen, m, into_first, dense)
+    level_rows = [summed([p.level_rows[i] for p in parts], [s[i] for s in seen], unions[i], m[i], into_first)
+                  for i in range(len(m))]
+    level_rows += [total([p.level_rows[i] for p in parts], into_first) for i in range(len(m), len(parts[0].level_rows))]
     sketch = Sketch.merge(*(p.sketch for p in parts))
-    level_rows = [_total([p.level_rows[i] for p in parts], into_first) for i in range(len(parts[0].level_rows))]
-    return Reduced(add_cross_products(*(p.cp for p in parts), into_first=into_first), _total([p.x_sums for p in parts], into_first),
-                   sketch, level_rows, n_dropped)
-
-
-def add_cross_products(*parts: CrossProducts, into_first: bool = False) -> CrossProducts:
-    """The sum of partial cross-products (`into_first`: see add_partial_sums)."""
-    first = parts[0]
-    return CrossProducts(
-        sum(p.n for p in parts),
-        first.p,
-        [_total([p.diag[i] for p in parts], into_first) for i in range(len(first.diag))],
-        {key: sum((p.off[key] for p in parts[1:]), first.off[key]).tocsr() for key in first.off},
-        [_total([p.zxy[i] for p in parts], into_first) for i in range(len(first.zxy))],
-        _total([p.xy for p in parts], into_first),
-        sum(p.sum_log_w for p in parts),
-        first.scaling,
-    )
-
-
-def _total(arrays: list[np.ndarray], into_first: bool) -> np.ndarray:
-    """The sum of arrays in one new array (`sum` makes one per addition, and a dense partial over 10^5 levels
-    costs more to allocate than to add), or in the first."""
-    if into_first:
-        out = arrays[0]
-    else:
-        out = arrays[0].copy() if len(arrays) == 1 else arrays[0] + arrays[1]
-        arrays = arrays[1:]
-    for a in arrays[1:]:
-        out += a
-    return out
+    return Reduced(cp, total([p.x_sums for p in parts], into_first), sketch, level_rows, n_dropped, unions, m)
 
 
 def level_sets(f, meta: pd.DataFrame, used: list[str]) -> list[tuple[str, ...]]:
@@ -274,8 +257,8 @@ def drop_aliased(coding: Coding, sums: Reduced) -> tuple[Coding, Reduced]:
 
 
 def partitioned_design(formula, data, weights=None, offset=None, levels=None) -> tuple[PartitionedDesign, CrossProducts]:
-    """The design (without rows) and cross-products of partitioned data: levels pass (skipped when `levels` gives
-    every grouping factor's levels), coding, accumulation pass."""
+    """The design (without rows) and cross-products of partitioned data: levels pass (skipped when every level-bearing
+    column's levels are given in `levels` or known categories), coding, accumulation pass."""
     for arg, what in ((weights, "weights"), (offset, "offset")):
         if arg is not None and not isinstance(arg, str):
             raise MultilevelError(f"with partitioned data give {what} as a column name: an array cannot follow the partitions")
@@ -283,8 +266,8 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     source = as_source(data)
     used = used_columns(f, source.meta, weights, offset)
     sets = level_sets(f, source.meta, used)
-    groups = {g for t in f.random for g in t.group_factors}
-    rows = _levels_pass(source, used, sets).rows if levels is None else rows_of_levels(source, used, sets, groups, levels)
+    given = given_levels(source, sets, {g for t in f.random for g in t.group_factors}, levels)
+    rows = _levels_pass(source, used, sets).rows if given is None else rows_of_levels(source, used, given)
     coding = learn_coding(f, rows, weights, offset, aliasing=False)
     check_learnable(coding, sets)
     check_factor_levels(coding.fixed_spec, coding.terms)
@@ -300,34 +283,46 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
         raise (exc if levels is None else MultilevelError(f"{exc}; levels= must list every level in the data")) from None
     if sums.cp is None:
         raise MultilevelError(f"no rows are left after dropping rows with missing values in {used}: check those columns")
-    if levels is not None:
-        check_given_levels(coding, sums.level_rows)
+    sums = add_partial_sums(sums, into_first=True, dense=True)  # terms held over the levels seen: over all levels
+    if given is not None:
+        check_given_levels(coding, sums.level_rows, levels or {})
     coding, sums = drop_aliased(coding, sums)
     n = sums.cp.n
     check_counts(coding, n)
     return PartitionedDesign(coding, source, n, sums.n_dropped, sums.x_sums / n, sums.sketch.sample()), sums.cp
 
 
-def rows_of_levels(source, used: list[str], sets: list[tuple[str, ...]], groups: set[str], levels) -> pd.DataFrame:
-    """Rows to learn the coding from without a levels pass: the first complete rows of the data, repeated to hold
-    each given level of each grouping factor once at least (their other columns: real rows, for the scaling)."""
-    if not isinstance(levels, dict):
-        raise MultilevelError(f"levels= must be a dict of grouping factor to its levels, not {type(levels).__name__}")
-    unknown = sorted(set(levels) - groups)
-    if unknown:
-        raise MultilevelError(f"levels= names {unknown}, which are not grouping factors of the formula")
-    missing = [":".join(s) for s in sets if len(s) > 1 or s[0] not in levels]
-    if missing:
-        raise MultilevelError(
-            f"levels= skips the pass over the data that finds levels, so it must give every grouping factor's levels, and "
-            f"the formula may have no other factor columns nor interactions of grouping factors (missing: {missing}): "
-            "give them, or omit levels= to learn them in one pass"
-        )
-    given = {c: _index_of(c, levels[c]) for c in levels}
+def given_levels(source, sets: list[tuple[str, ...]], groups: set[str], levels) -> dict | None:
+    """The levels that skip the levels pass: those of `levels=` and the data's known categories (a Dask DataFrame's
+    categoricals with `cat.known`); None, to run the pass, when some level-bearing column's levels are not known
+    and `levels=` is not given (given, it must then cover them: refused naming the fix)."""
+    if levels is not None:
+        if not isinstance(levels, dict):
+            raise MultilevelError(f"levels= must be a dict of grouping factor to its levels, not {type(levels).__name__}")
+        unknown = sorted(set(levels) - groups)
+        if unknown:
+            raise MultilevelError(f"levels= names {unknown}, which are not grouping factors of the formula")
+    given = {**source.known_categories([s[0] for s in sets if len(s) == 1]), **(levels or {})}
+    missing = [":".join(s) for s in sets if len(s) > 1 or s[0] not in given]
+    if not missing:
+        return given
+    if levels is None:
+        return None
+    raise MultilevelError(
+        f"levels= skips the pass over the data that finds levels, so it must give every grouping factor's levels, and "
+        f"the formula may have no other factor columns (but categoricals with known categories) nor interactions of "
+        f"grouping factors (missing: {missing}): give them, or omit levels= to learn them in one pass"
+    )
+
+
+def rows_of_levels(source, used: list[str], given: dict) -> pd.DataFrame:
+    """Rows to learn the coding from without a levels pass: the first complete rows of the data (up to SAMPLE_ROWS),
+    repeated to hold each given level of each column once at least (their other columns: real rows, for the scaling)."""
+    given = {c: _index_of(c, values) for c, values in given.items()}
     sample = source.first_rows(used, partial(_complete, used=used))
     if not len(sample):
         raise MultilevelError(f"no rows are left after dropping rows with missing values in {used}: check those columns")
-    size = max([len(sample)] + [len(index) for index in given.values()])
+    size = max([min(len(sample), SAMPLE_ROWS)] + [len(index) for index in given.values()])
     rows = sample.iloc[np.resize(np.arange(len(sample)), size)].reset_index(drop=True)
     for c, index in given.items():
         rows[c] = _column_of(c, np.resize(index.to_numpy(), size), source.meta[c].dtype)
@@ -359,15 +354,31 @@ def _column_of(name: str, values: np.ndarray, dtype) -> pd.Series | pd.Categoric
         raise MultilevelError(f"levels= for '{name}' are not values of its type ({dtype}): {exc}") from None
 
 
-def check_given_levels(coding: Coding, level_rows: list[np.ndarray]) -> None:
-    """Refuse given levels without model rows (a pass over the data would not have found them: the fit would differ)."""
-    for t, rows in zip(coding.terms, level_rows):
-        empty = [t.levels[i] for i in np.flatnonzero(rows == 0)]
-        if empty:
+def check_given_levels(coding: Coding, level_rows: list[np.ndarray], levels: dict) -> None:
+    """Refuse given levels (`levels=`, or known categories of a grouping factor or fixed factor) without model rows:
+    a pass over the data would not have found them, and the fit would differ."""
+    columns = [t.term.group_factors[0] for t in coding.terms] + list(fixed_categories(coding))
+    labels = [t.levels for t in coding.terms] + [d.categories for d in fixed_categories(coding).values()]
+    for column, names, rows in zip(columns, labels, level_rows):
+        empty = [names[i] for i in np.flatnonzero(rows == 0)]
+        if empty and column in levels:
             raise MultilevelError(
-                f"level(s) {empty[:5]} of '{t.term.group}' given in levels= have no complete rows in the data (rows with "
+                f"level(s) {empty[:5]} of '{column}' given in levels= have no complete rows in the data (rows with "
                 f"missing values are dropped): give only the levels present, or omit levels= to learn them"
             )
+        if empty:
+            raise MultilevelError(
+                f"categories {empty[:5]} of '{column}' have no complete rows in the data (rows with missing values are "
+                f"dropped). Known categories are taken as the levels, skipping a pass over the data: remove the unused "
+                f"ones (df['{column}'] = df['{column}'].cat.remove_unused_categories()), or let one pass learn the "
+                f"levels (df['{column}'] = df['{column}'].cat.as_unknown())"
+            )
+
+
+def fixed_categories(coding: Coding) -> dict[str, pd.CategoricalDtype]:
+    """The categorical columns other than grouping factors (fixed-effect factors), with their learned categories."""
+    groups = {g for t in coding.terms for g in t.term.group_factors}
+    return {c: d for c, d in coding.categories.items() if c not in groups}
 
 
 def _levels_pass(source, used: list[str], sets: list[tuple[str, ...]]) -> Seen:
