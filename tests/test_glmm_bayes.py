@@ -50,7 +50,7 @@ def test_quadrature_error_is_negligible(spec):
     default, fine = density_inputs(model, glmm_bayes.NODES), density_inputs(model, 200)
     for x in points(default[0], np.random.default_rng(1)):
         a, b = float(glmm_density.log_density(*default, x)), float(glmm_density.log_density(*fine, x))
-        assert np.isfinite(a) and abs(a - b) < 1e-5  # measured: at most 1.8e-6 (salamanders, far tail)
+        assert np.isfinite(a) and abs(a - b) < 1e-5  # measured (21 nodes): at most 2.1e-6 (salamanders, far tail)
 
 
 def test_group_effects_are_drawn_from_their_exact_conditional():

@@ -23,7 +23,9 @@ from scipy import special
 from .collapsed import Layout, constrain, prior_params
 
 NEWTON_STEPS = 30  # at most this many damped Newton steps to each group's mode (from 0; quadratic convergence)
-NEWTON_TOL = 1e-10  # until no group's step is larger (standardised units)
+NEWTON_TOL = 1e-6  # until no group's step is larger (standardised units; convergence is quadratic, so the mode is then
+# good to ~1e-12, and the curvature, taken at the last step's start, to ~1e-6 relative: both move the quadrature far
+# less than its tested error)
 MAX_NEWTON_STEP = 2.0  # in standardised units: keeps the first steps of a flat logistic likelihood in range
 TANGENTS = np.array([-1.5, -0.5, 0.5, 1.5])  # envelope tangent points, in conditional SDs from the mode
 MAX_INDICATOR = 200_000  # rows x groups up to which per-group sums are a dense product (faster than a scatter)
@@ -84,23 +86,42 @@ def quadrature_nodes(nodes: int) -> dict:
     return {"gh_x": x, "gh_logw": np.log(wts) + x**2}
 
 
+def softplus(x):
+    """log(1 + e^x), whose derivative (the logistic function) reuses the value's e^-|x|: one exponential per point
+    for value and gradient, where `jax.nn.softplus` takes a second (the quadrature's rows x nodes: docs/bayes.md)."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_jvp
+    def f(x):
+        return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (x,), (dx,) = primals, tangents
+        e = jnp.exp(-jnp.abs(x))
+        return jnp.maximum(x, 0.0) + jnp.log1p(e), jnp.where(x >= 0, 1.0, e) / (1.0 + e) * dx
+
+    return f(x)
+
+
 def row_loglik(layout: GlmmLayout, data: dict, eta, shape):
     """Each row's log-likelihood at eta, without the terms free of the parameters (in data["const"])."""
-    import jax
     import jax.numpy as jnp
     from jax.scipy.special import log_ndtr
 
     y, w, link = data["y"], data["w"], layout.link
     if layout.family == "binomial":
         if link == "logit":
-            return y * eta - w * jax.nn.softplus(eta)
+            return y * eta - w * softplus(eta)
         if link == "probit":
             return y * log_ndtr(eta) + (w - y) * log_ndtr(-eta)
         e = jnp.exp(eta)  # cloglog: P(y = 1) = 1 - exp(-e)
         return y * jnp.log(-jnp.expm1(-e)) - (w - y) * e
     if layout.family == "poisson":
         return w * (y * eta - jnp.exp(eta)) if link == "log" else w * (y * jnp.log(eta) - eta)
-    return w * (y * eta - (shape + y) * jnp.logaddexp(jnp.log(shape), eta))  # log(shape + mu) by logaddexp
+    log_shape = jnp.log(shape)
+    return w * (y * eta - (shape + y) * (log_shape + softplus(eta - log_shape)))  # log(shape + mu), stable
 
 
 def shape_loglik(layout: GlmmLayout, data: dict, shape):
@@ -171,18 +192,17 @@ def _mode(layout: GlmmLayout, data: dict, eta0, shape, slope, start=None):
     eta0, shape, slope = (jax.lax.stop_gradient(a) for a in (eta0, shape, slope))
 
     def step(state):
-        i, u, _ = state
+        i, u, _, _ = state
         h1, h2 = _derivatives(layout, data, eta0, shape, slope, u)
         move = jnp.clip(-h1 / h2, -MAX_NEWTON_STEP, MAX_NEWTON_STEP)
-        return i + 1, u + move, jnp.max(jnp.abs(move))
+        return i + 1, u + move, jnp.max(jnp.abs(move)), h2
 
     def more(state):
         return (state[0] < NEWTON_STEPS) & (state[2] > NEWTON_TOL)
 
     u0 = jnp.zeros(layout.base.ms[0]) if start is None else jax.lax.stop_gradient(start)
-    _, u, _ = jax.lax.while_loop(more, step, (0, u0, jnp.inf))
-    _, h2 = _derivatives(layout, data, eta0, shape, slope, u)
-    return u, 1.0 / jnp.sqrt(-h2)
+    _, u, _, h2 = jax.lax.while_loop(more, step, (0, u0, jnp.inf, -jnp.ones_like(u0)))
+    return u, 1.0 / jnp.sqrt(-h2)  # the curvature of the last step's start, within NEWTON_TOL of the mode
 
 
 def _effects(layout: GlmmLayout, data: dict, sds, chols, u):
