@@ -169,7 +169,7 @@ def test_grouseticks_three_terms_match_brms_adapt_delta_099():
 @pytest.mark.slow
 def test_verbagg_crossed_bernoulli_matches_brms():
     """Crossed subjects x items, 7,584 Bernoulli rows, by joint NUTS with both terms centred. Measured: means
-    within 0.092 SD (b_GenderM), SDs within 8.8 % (b_Anger, bulk ESS 329); ~140 CPU s (Gibbs is the fast sampler
+    within 0.092 SD (b_GenderM), SDs within 8.8 % (b_Anger, bulk ESS 329); ~70 CPU s (Gibbs is the fast sampler
     here, tests/test_glmm_gibbs.py)."""
     post = model_of(VERBAGG).sample(chains=4, draws=1000, warmup=1000, seed=1, progress=False)
     assert post.stats["diverging"].sum() == 0
