@@ -53,6 +53,21 @@ def test_quadrature_error_is_negligible(spec):
         assert np.isfinite(a) and abs(a - b) < 1e-5  # measured (21 nodes): at most 2.1e-6 (salamanders, far tail)
 
 
+def test_softplus_and_its_derivatives_are_the_logistic_functions():
+    import jax
+    from scipy.special import expit
+
+    from multilevel.nuts import setup_jax
+
+    setup_jax()
+    x = np.array([-800.0, -40.0, -3.0, -1e-3, 0.0, 1e-3, 2.0, 40.0, 800.0])
+    d1 = jax.vmap(jax.grad(glmm_density.softplus))(x)
+    d2 = jax.vmap(jax.grad(jax.grad(glmm_density.softplus)))(x)
+    assert np.allclose(glmm_density.softplus(x), np.logaddexp(0.0, x), rtol=1e-15, atol=0)
+    assert np.allclose(d1, expit(x), rtol=1e-15, atol=1e-300)
+    assert np.allclose(d2, expit(x) * expit(-x), rtol=1e-14, atol=1e-300)
+
+
 def test_group_effects_are_drawn_from_their_exact_conditional():
     import jax
 
