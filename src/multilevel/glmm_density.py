@@ -23,12 +23,15 @@ from scipy import special
 from .collapsed import Layout, constrain, prior_params
 
 NEWTON_STEPS = 30  # at most this many damped Newton steps to each group's mode (from 0; quadratic convergence)
-NEWTON_TOL = 1e-10  # until no group's step is larger (standardised units)
+NEWTON_TOL = 1e-6  # until no group's step is larger (standardised units; convergence is quadratic, so the mode is then
+# good to ~1e-12, and the curvature, taken at the last step's start, to ~1e-6 relative: both move the quadrature far
+# less than its tested error)
 MAX_NEWTON_STEP = 2.0  # in standardised units: keeps the first steps of a flat logistic likelihood in range
 TANGENTS = np.array([-1.5, -0.5, 0.5, 1.5])  # envelope tangent points, in conditional SDs from the mode
 MAX_INDICATOR = 200_000  # rows x groups up to which per-group sums are a dense product (faster than a scatter)
 CONDITIONAL_PER_DRAW = True  # the conditional draws evaluate the likelihood (nuts.py compiles them at -O1)
 TRIES = 16  # rejection proposals per group and draw (each accepted with probability ~0.9: all fail ~1e-16)
+UNIFORM_NOISE = True  # the conditional draws take uniforms on (0, 1) (nuts.py): erfinv and ndtr cost 3/4 of the draw
 
 
 @dataclass(frozen=True)
@@ -84,23 +87,42 @@ def quadrature_nodes(nodes: int) -> dict:
     return {"gh_x": x, "gh_logw": np.log(wts) + x**2}
 
 
+def softplus(x):
+    """log(1 + e^x), whose derivative (the logistic function) reuses the value's e^-|x|: one exponential per point
+    for value and gradient, where `jax.nn.softplus` takes a second (the quadrature's rows x nodes: docs/bayes.md)."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_jvp
+    def f(x):
+        return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (x,), (dx,) = primals, tangents
+        e = jnp.exp(-jnp.abs(x))
+        return jnp.maximum(x, 0.0) + jnp.log1p(e), jnp.where(x >= 0, 1.0, e) / (1.0 + e) * dx
+
+    return f(x)
+
+
 def row_loglik(layout: GlmmLayout, data: dict, eta, shape):
     """Each row's log-likelihood at eta, without the terms free of the parameters (in data["const"])."""
-    import jax
     import jax.numpy as jnp
     from jax.scipy.special import log_ndtr
 
     y, w, link = data["y"], data["w"], layout.link
     if layout.family == "binomial":
         if link == "logit":
-            return y * eta - w * jax.nn.softplus(eta)
+            return y * eta - w * softplus(eta)
         if link == "probit":
             return y * log_ndtr(eta) + (w - y) * log_ndtr(-eta)
         e = jnp.exp(eta)  # cloglog: P(y = 1) = 1 - exp(-e)
         return y * jnp.log(-jnp.expm1(-e)) - (w - y) * e
     if layout.family == "poisson":
         return w * (y * eta - jnp.exp(eta)) if link == "log" else w * (y * jnp.log(eta) - eta)
-    return w * (y * eta - (shape + y) * jnp.logaddexp(jnp.log(shape), eta))  # log(shape + mu) by logaddexp
+    log_shape = jnp.log(shape)
+    return w * (y * eta - (shape + y) * (log_shape + softplus(eta - log_shape)))  # log(shape + mu), stable
 
 
 def shape_loglik(layout: GlmmLayout, data: dict, shape):
@@ -171,18 +193,17 @@ def _mode(layout: GlmmLayout, data: dict, eta0, shape, slope, start=None):
     eta0, shape, slope = (jax.lax.stop_gradient(a) for a in (eta0, shape, slope))
 
     def step(state):
-        i, u, _ = state
+        i, u, _, _ = state
         h1, h2 = _derivatives(layout, data, eta0, shape, slope, u)
         move = jnp.clip(-h1 / h2, -MAX_NEWTON_STEP, MAX_NEWTON_STEP)
-        return i + 1, u + move, jnp.max(jnp.abs(move))
+        return i + 1, u + move, jnp.max(jnp.abs(move)), h2
 
     def more(state):
         return (state[0] < NEWTON_STEPS) & (state[2] > NEWTON_TOL)
 
     u0 = jnp.zeros(layout.base.ms[0]) if start is None else jax.lax.stop_gradient(start)
-    _, u, _ = jax.lax.while_loop(more, step, (0, u0, jnp.inf))
-    _, h2 = _derivatives(layout, data, eta0, shape, slope, u)
-    return u, 1.0 / jnp.sqrt(-h2)
+    _, u, _, h2 = jax.lax.while_loop(more, step, (0, u0, jnp.inf, -jnp.ones_like(u0)))
+    return u, 1.0 / jnp.sqrt(-h2)  # the curvature of the last step's start, within NEWTON_TOL of the mode
 
 
 def _effects(layout: GlmmLayout, data: dict, sds, chols, u):
@@ -236,7 +257,7 @@ def first_term_integral(layout: GlmmLayout, data: dict, eta0, shape, slope, star
 
 
 def noise_size(layout: GlmmLayout) -> int:
-    """Standard normals each conditional draw consumes (uniforms are their normal CDFs)."""
+    """Uniforms on (0, 1) each conditional draw consumes (three per proposal)."""
     return 3 * TRIES * layout.base.ms[0] if layout.nodes else 0
 
 
@@ -266,7 +287,6 @@ def _rejection_draw(layout: GlmmLayout, data: dict, eta0, shape, slope, z):
     The first accepted of TRIES proposals is returned (all are rejected with probability below 1e-15)."""
     import jax
     import jax.numpy as jnp
-    from jax.scipy.special import ndtr
 
     mode, s = _mode(layout, data, eta0, shape, slope)
     a = mode + TANGENTS[:, None] * s  # (4, m)
@@ -281,7 +301,7 @@ def _rejection_draw(layout: GlmmLayout, data: dict, eta0, shape, slope, z):
     log_mass = jnp.where(width > 0, e_lo + middle, e_lo - jnp.log(jnp.abs(d)))
     log_mass = log_mass.at[1:-1].set(jnp.where(width[1:-1] > 0, log_mass[1:-1], -jnp.inf))
     cum = jnp.cumsum(jax.nn.softmax(log_mass, axis=0), axis=0)  # (4, m)
-    u1, u2, u3 = ndtr(z[0]), ndtr(z[1]), ndtr(z[2])  # (TRIES, m) each
+    u1, u2, u3 = z  # (TRIES, m) each
     piece = jnp.sum(u1[None] > cum[:-1, None], axis=0)  # (TRIES, m)
     pick = lambda v: jnp.take_along_axis(v, piece, axis=0)  # noqa: E731 - per try and group, the piece's value
     dd, ll, ww = pick(d), pick(lo), pick(width)
