@@ -191,6 +191,14 @@ class GlmmObjective:
             return self.terms.mode(theta, beta, family)
         return self.scalar.mode(float(theta[0]), beta, family)
 
+    def final_mode(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> Mode:
+        """The modes at the optimum as a `Mode`: by the objective's own solver where it has one (the engine is then
+        built only if a result asks for it), else by the engine's PIRLS."""
+        if not self.has_gradient:
+            return self.pirls.mode(theta, beta, family)
+        mode = self._solver_mode(theta, beta, family)
+        return self.pirls.settled(theta, beta, self.pirls.u, mode.eta, mode.minus2_cond_loglik, family)
+
     def __call__(self, x: np.ndarray) -> float:
         return self.deviance(*self.split(x))
 
@@ -232,7 +240,7 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     pirls = Pirls(held_rows, family, information)
     estimate_size = family.has_dispersion and family.dispersion is None
     objective = GlmmObjective(pirls, n_agq, estimate_size, held)
-    start = np.concatenate([_theta_start(pirls), [_log_size_start(pirls)] if estimate_size else []])
+    start = np.concatenate([_theta_start(pirls), [_log_size_start(objective)] if estimate_size else []])
     lower1 = np.concatenate([_theta_lower(pirls), [-np.inf] if estimate_size else []])
     try:
         if objective.has_gradient:  # a gradient method needs no better start than lme4's: stage 1 only whitens
@@ -260,8 +268,9 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
         hessian, _ = _final_hessian(objective, info, lower)
     finite_difference_checks(objective, info, lower)
     theta, beta, fam = objective.split(info.x)
-    mode = pirls.mode(theta, beta, fam)
-    return _fit_at(model, objective, info, mode, hessian, float(info.fun) if n_agq > 1 else mode.laplace, warn)
+    mode = objective.final_mode(theta, beta, fam)
+    value = float(info.fun) if n_agq > 1 or objective.has_gradient else mode.laplace
+    return _fit_at(model, objective, info, mode, hessian, value, warn)
 
 
 def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hessian: np.ndarray | None, value: float,
@@ -283,7 +292,7 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
             log_size_se = float(np.sqrt(cov[-1, -1]))
     messages = list(info.warnings) + [precision_message(c) for c in objective.held.lost]
     messages += far_covariate_messages(model.design.blocks, objective.held)
-    boundary = boundary_parameters(model.design.blocks, mode.factor.T)
+    boundary = boundary_parameters(model.design.blocks, mode.T)
     if boundary:
         messages.append(f"boundary (singular) fit: {'; '.join(boundary)}. Simplify the random effects (drop that term, "
                         "or its correlation with '||')")
@@ -346,9 +355,10 @@ def _theta_lower(pirls: Pirls) -> np.ndarray:
     return np.array(out)
 
 
-def _log_size_start(pirls: Pirls) -> float:
+def _log_size_start(objective: GlmmObjective) -> float:
     """A moment estimate of the negative-binomial size from a Poisson fit of the fixed part (kept in [0.01, 1000])."""
-    mode = pirls.mode(np.zeros(sum(sl.stop - sl.start for sl in pirls.theta_slices)), None, Poisson())
+    pirls, theta = objective.pirls, np.zeros(objective.n_theta)
+    mode = objective._solver_mode(theta, None, Poisson()) if objective.has_gradient else pirls.mode(theta, None, Poisson())
     mu = np.exp(mode.eta)
     excess = np.sum((pirls.y - mu) ** 2 - mu)
     size = np.sum(mu**2) / excess if excess > 0 else 1000.0

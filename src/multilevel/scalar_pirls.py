@@ -160,7 +160,7 @@ class ScalarPirls:
         if with_score:
             ll, score = family.loglik_kernel_and_score(p.y[:, None], eta, p.prior_weights[:, None])
         else:
-            ll, score = family.loglik_kernel(p.y[:, None], family.link.linkinv(eta), p.prior_weights[:, None]), None
+            ll, score = family.kernel_at(p.y[:, None], eta, p.prior_weights[:, None]), None
         t = mode.u[:, None] + shift
         log_terms = self.indicator @ ll - 0.5 * t**2 + x[None, :] ** 2 + np.log(w)[None, :]
         top = np.max(log_terms, axis=1)
