@@ -193,6 +193,12 @@ class Family:
             return self._canonical_kernel(y, eta, mu, w)
         return self._kernel(y, self.link.linkinv(eta), w)
 
+    def information_slope(self, eta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | None:
+        """d information / d eta = w V'(mu) V(mu) where `_canonical_mean` applies (a canonical link, no clamp at
+        work), else None."""
+        mu = self._canonical_mean(eta)
+        return None if mu is None else _ones_like(weights, eta) * self.variance_deriv(mu) * self.variance(mu)
+
     def _canonical_mean(self, eta: np.ndarray) -> np.ndarray | None:
         """mu = g^-1(eta) where the link is canonical and no clamp acts (then d mu / d eta = V(mu): the score is
         w (y - mu), the information w V(mu), the kernel linear in eta), else None (the general formulas)."""
@@ -323,7 +329,7 @@ class Binomial(Family):
         return special.xlogy(k, mu) + special.xlog1py(w - k, -mu)
 
     def _canonical_mean(self, eta):
-        if self.link.name != "logit" or np.max(np.abs(eta), initial=0.0) > CANONICAL_LOGIT_BOUND:
+        if self.link.name != "logit" or np.abs(eta).max(initial=0.0) > CANONICAL_LOGIT_BOUND:
             return None
         return special.expit(eta)
 
@@ -371,7 +377,7 @@ class Poisson(Family):
         return w * (special.xlogy(y, mu) - mu)
 
     def _canonical_mean(self, eta):
-        if self.link.name != "log" or np.min(eta, initial=0.0) < CANONICAL_LOG_BOUND:
+        if self.link.name != "log" or eta.min(initial=0.0) < CANONICAL_LOG_BOUND:
             return None
         return np.exp(eta)
 

@@ -34,7 +34,6 @@ from .families import Family
 from .pirls import MAX_ITERATIONS, STEP_TOL, Pirls, halved_step, step_size
 
 MAX_DENSE_SOLUTION = 4_000_000  # n x (levels of the other terms) entries held at once; larger: derivative-free search
-WEIGHT_STEP = 1e-5  # central-difference step in eta of the weights' derivative (error ~1e-10)
 
 
 def _blocks_of(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -339,7 +338,7 @@ class ScalarTermsGradient:
         expected = p.information == "expected" and not family.canonical
         kind = "expected" if expected else "observed"
         V = p.weights(eta, family, kind) if expected else W
-        dV = (p.weights(eta + WEIGHT_STEP, family, kind) - p.weights(eta - WEIGHT_STEP, family, kind)) / (2 * WEIGHT_STEP)
+        dV = p.weights_slope(eta, family, kind)
         h, C = self._leverages(system)
         vh = dV * h
         r1, r2 = self._solve(self._system(a1, a2, W) if expected else system, *self._transpose_times(a1, a2, vh))
