@@ -166,6 +166,18 @@ class ScalarTermsGradient:
         self.z2 = np.column_stack([blocks[t].Z[:, 0] for t in self.rest]).astype(float)
         self.rows = np.arange(len(self.codes))
         self.pattern = _Pattern(self.codes, self.m, self.cols, self.q2)
+        pat = self.pattern
+        # S's entries by block, flat one after the other: the second diagonal D2 (S[:m2, :m2] holds nothing else: the
+        # first term is nested in that one), E = S[:m2, m2:] and S33 = S[m2:, m2:] (the mirror image E' not summed)
+        m2, r = self.m2, self.q2 - self.m2
+        row, col = np.divmod(pat.s_index, self.q2)
+        self._s_keep = (row < m2) | (col >= m2)
+        row, col = row[self._s_keep], col[self._s_keep]
+        self._s_target = np.where(row >= m2, m2 + m2 * r + (row - m2) * r + col - m2,
+                                  np.where(col < m2, row, m2 + row * r + col - m2))
+        self._s_size = m2 + m2 * r + r * r
+        # the rows' right-hand sides as a sparse matrix whose values `_leverages` replaces
+        self._rhs = sp.csr_matrix((np.zeros(len(pat.c_row)), pat.c_col, pat.c_indptr), shape=(len(self.codes), self.q2))
 
     @staticmethod
     def applies(design) -> bool:
@@ -194,13 +206,15 @@ class ScalarTermsGradient:
         B = np.bincount(pat.b_slot, ((a1 * w)[:, None] * a2).ravel(), len(pat.b_row))
         m22 = (a2[:, :, None] * (w[:, None] * a2)[:, None, :]).ravel()
         coupling = B[pat.pair_a] * B[pat.pair_b] / D[pat.b_row[pat.pair_a]]
-        S = np.bincount(pat.s_index, np.concatenate([m22, -coupling]), q2 * q2).reshape(q2, q2)
-        S.flat[:: q2 + 1] += 1.0
-        D2 = S.diagonal()[:m2].copy()
+        blocks = np.bincount(self._s_target, np.concatenate([m22, -coupling])[self._s_keep], self._s_size)
+        r = q2 - m2
+        D2 = blocks[:m2] + 1.0
         if not np.all(D2 > 0):
             raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
-        K = S[:m2, m2:] / D2[:, None]
-        return TermsSystem(a1, a2, D, B, D2, K, _cholesky(S[m2:, m2:] - S[:m2, m2:].T @ K))
+        E, S33 = blocks[m2 : m2 + m2 * r].reshape(m2, r), blocks[m2 + m2 * r :].reshape(r, r)
+        S33.flat[:: r + 1] += 1.0
+        K = E / D2[:, None]
+        return TermsSystem(a1, a2, D, B, D2, K, _cholesky(S33 - E.T @ K))
 
     def _solve(self, system: TermsSystem, v1: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """M^-1 [v1; v2] by block elimination."""
@@ -314,7 +328,8 @@ class ScalarTermsGradient:
         c = -(a1 / D[g])[pat.c_row] * B[pat.c_nz] + np.bincount(pat.c_own, system.a2.ravel(), len(pat.c_row))
         inverse = _cho_inverse(system.L)
         stacked = np.vstack([-K @ inverse, inverse])  # S^-1's columns of the dense part
-        tail = sp.csr_matrix((c, pat.c_col, pat.c_indptr), shape=(n, q2)) @ stacked  # (n, q2 - m2)
+        self._rhs.data = c
+        tail = self._rhs @ stacked  # (n, q2 - m2)
         Gc = np.empty(len(c))  # (S^-1 c_i) at c_i's nonzeros
         second = pat.c_col < m2
         Gc[~second] = tail[pat.c_row[~second], pat.c_col[~second] - m2]
