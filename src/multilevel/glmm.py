@@ -142,6 +142,7 @@ class GlmmObjective:
         self.scalar = ScalarPirls(pirls) if ScalarPirls.applies(pirls.design) else None
         several = self.scalar is None and n_agq == 1 and ScalarTermsGradient.applies(pirls.design)
         self.terms = ScalarTermsGradient(pirls) if several else None
+        self._last: tuple = (None, np.inf, None)  # the last (x, value, gradient): the optimiser's last point is the Hessian's
 
     @property
     def has_gradient(self) -> bool:
@@ -152,6 +153,7 @@ class GlmmObjective:
         """beta = beta0 + L'^-1 gamma, L the lower Cholesky factor of beta's information (cov(gamma) ~ I)."""
         self.beta0 = beta0.copy()
         self.J = sla.solve_triangular(precision_factor.T, np.eye(len(beta0)), lower=False)
+        self._last = (None, np.inf, None)
 
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, Family]:
         theta = x[: self.n_theta]
@@ -215,7 +217,15 @@ class GlmmObjective:
         return mode.laplace if self.n_agq == 1 else self.scalar.agq(mode, fam, self.n_agq)
 
     def value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """The objective and its gradient in x = (theta, gamma, [log size])."""
+        """The objective and its gradient in x = (theta, gamma, [log size]) (the last point's are kept)."""
+        last, value, grad = self._last
+        if last is not None and np.array_equal(last, x):
+            return value, grad.copy()
+        value, grad = self._value_and_gradient(x)
+        self._last = (np.array(x, dtype=float), value, grad.copy())
+        return value, grad
+
+    def _value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         theta, beta, fam = self.split(x)
         try:
             if self.scalar is not None:
