@@ -38,13 +38,16 @@ from .glmm_fit import GlmmFit
 from .laplace_gradient import ScalarTermsGradient
 from .optimize import (NEWTON_TRUST, OptimumInfo, bobyqa, finite_difference_checks, free_coordinates, gradient_hessian,
                        hessian_from_gradient, lbfgsb)
-from .pirls import Mode, Pirls
+from .pirls import STEP_TOL, Mode, Pirls
 from .scalar_pirls import ScalarPirls
 from .scaling import Scaling, far_covariate_messages, precision_message, random_columns
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
-GRADIENT_HESSIAN_STEP = 1e-3  # the same from differences of the exact gradient (error ~1e-6)
+GRADIENT_HESSIAN_STEP = 1e-3  # the same from central differences of the exact gradient (error ~1e-6)
+FORWARD_HESSIAN_STEP = 3e-5  # forward differences of the exact gradient (half the gradients): SEs within 1e-4 of those
+NEARLY_SINGULAR = 1e-3  # smallest / largest eigenvalue below which forward differences' O(h) error could hide singularity
 STAGE2_FTOL, STAGE2_GTOL = 1e-10, 1e-5  # L-BFGS-B stops ~1e-5 from the optimum: the final Newton step goes the rest
+FINAL_STEP_TOL = 1e-13  # PIRLS's stopping step for the modes a fit reports (STEP_TOL leaves them ~1e-12 from exact)
 SPREAD_BITS = 10  # columns near zero whose spread is within 2^+-10 of 1 are held as given (the whitening absorbs it)
 
 
@@ -188,17 +191,20 @@ class GlmmObjective:
     def _solver(self):
         return self.terms if self.terms is not None else self.scalar
 
-    def _solver_mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family):
+    def _solver_mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family, tol: float = STEP_TOL):
         if self.terms is not None:
-            return self.terms.mode(theta, beta, family)
-        return self.scalar.mode(float(theta[0]), beta, family)
+            return self.terms.mode(theta, beta, family, tol)
+        return self.scalar.mode(float(theta[0]), beta, family, tol)
 
     def final_mode(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> Mode:
         """The modes at the optimum as a `Mode`: by the objective's own solver where it has one (the engine is then
         built only if a result asks for it), else by the engine's PIRLS."""
         if not self.has_gradient:
             return self.pirls.mode(theta, beta, family)
-        mode = self._solver_mode(theta, beta, family)
+        try:  # modes exact to rounding, whatever the start (a fit and its saved copy agree)
+            mode = self._solver_mode(theta, beta, family, FINAL_STEP_TOL)
+        except MultilevelError:
+            mode = self._solver_mode(theta, beta, family)
         return self.pirls.settled(theta, beta, self.pirls.u, mode.eta, mode.minus2_cond_loglik, family)
 
     def __call__(self, x: np.ndarray) -> float:
@@ -321,7 +327,7 @@ def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: n
     pirls = Pirls(held_rows, model.family, information)
     objective = GlmmObjective(pirls, _check_nagq(n_agq, model.design), size is not None, held)
     family = model.family if size is None else model.family.with_dispersion(size)
-    mode = pirls.mode(theta, held.held_coefficients(beta), family)
+    mode = objective.final_mode(theta, held.held_coefficients(beta), family)
     n_params = model.design.p + objective.n_theta + int(objective.estimate_size)
     return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, _vcov_rx(objective, mode, family),
                    parameter_covariance, log_size_se, [])
@@ -389,8 +395,12 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
         return objective(x)
 
     if objective.has_gradient:
-        grad, hess = hessian_from_gradient(lambda x: objective.value_and_gradient(x)[1], info.x, free,
-                                           h=GRADIENT_HESSIAN_STEP)
+        def gradient(x):
+            return objective.value_and_gradient(x)[1]
+
+        grad, hess = hessian_from_gradient(gradient, info.x, free, h=FORWARD_HESSIAN_STEP, forward=True)
+        if _nearly_singular(hess[np.ix_(free, free)]):  # central differences tell a singular Hessian apart
+            grad, hess = hessian_from_gradient(gradient, info.x, free, h=GRADIENT_HESSIAN_STEP)
     else:
         grad, hess = gradient_hessian(from_optimum, info.x, free, h=HESSIAN_STEP, f0=info.fun, paired=True)
     idx = np.flatnonzero(free)
@@ -407,3 +417,11 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
         return hess, False
     info.x, info.fun = trial, value
     return hess, bool(np.max(np.abs(step)) > NEWTON_TRUST)
+
+
+def _nearly_singular(hess: np.ndarray) -> bool:
+    """Whether the symmetric matrix's smallest eigenvalue is below NEARLY_SINGULAR times its largest (or not positive)."""
+    if hess.size == 0:
+        return False
+    eigenvalues = np.linalg.eigvalsh(hess)
+    return bool(eigenvalues[0] <= NEARLY_SINGULAR * abs(eigenvalues[-1]))

@@ -233,9 +233,9 @@ class ScalarTermsGradient:
         return a1 * u1[self.codes] + np.sum(a2 * u2[self.cols], axis=1)
 
     # ------------------------------------------------------------------ modes
-    def mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family) -> TermsMode:
+    def mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family, tol: float = STEP_TOL) -> TermsMode:
         """Modes at theta and beta by PIRLS (as `Pirls.mode`; beta None: found jointly, lme4's nAGQ = 0); raises
-        MultilevelError as Pirls."""
+        MultilevelError as Pirls. `tol`: the stopping rule's step size (Pirls's unless asked for tighter)."""
         p, X = self.pirls, self.pirls.design.X
         joint = beta is None
         beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
@@ -253,7 +253,7 @@ class ScalarTermsGradient:
             db = np.zeros_like(beta)
             if joint:
                 db, d1, d2 = self._joint_step(system, w, score, d1, d2)
-            if step_size(beta, [u1, u2], beta + db, [u1 + d1, u2 + d2]) < STEP_TOL:
+            if step_size(beta, [u1, u2], beta + db, [u1 + d1, u2 + d2]) < tol:
                 if joint:
                     p.beta = beta.copy()
                 return self._finish(theta, beta, u1, u2, eta, pdev, a1, a2, system, family)

@@ -74,8 +74,9 @@ class ScalarPirls:
         return np.add.reduceat(M if self._order is None else M[self._order], self._starts, axis=0)
 
     # ------------------------------------------------------------------ modes
-    def mode(self, theta: float, beta: np.ndarray | None, family: Family) -> ScalarMode:
-        """Modes at theta and beta (beta None: found jointly, lme4's nAGQ = 0); raises MultilevelError as Pirls."""
+    def mode(self, theta: float, beta: np.ndarray | None, family: Family, tol: float = STEP_TOL) -> ScalarMode:
+        """Modes at theta and beta (beta None: found jointly, lme4's nAGQ = 0); raises MultilevelError as Pirls.
+        `tol`: the stopping rule's step size (Pirls's unless asked for tighter)."""
         p = self.pirls
         joint = beta is None
         beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
@@ -91,7 +92,7 @@ class ScalarPirls:
             else:
                 new_beta = beta
                 new_u = u + (theta * self._sum(self.z * score) - u) / (1.0 + theta**2 * self._sum(self.z**2 * w))
-            if step_size(beta, [u], new_beta, [new_u]) < STEP_TOL:
+            if step_size(beta, [u], new_beta, [new_u]) < tol:
                 p.u, p.beta = [u[:, None].copy()], beta.copy()
                 return self._finish(theta, beta, u, eta, pdev - float(u @ u), w, family)
             beta, u, eta, pdev = self._halve(theta, beta, u, new_beta, new_u, pdev, family)
