@@ -323,7 +323,7 @@ class ScalarTermsGradient:
         """h_i = a_i' M^-1 a_i and C[i, t] = z_ti (M^-1 a_i)[col_t(i)], from each row's right-hand side c_i (the
         other terms' part of M^-1 a_i is S^-1 c_i, needed only where c_i is not zero): the dense part S3^-1 by
         potri, the second diagonal's part from it as in `_solve`."""
-        pat, g, n, q2, m2 = self.pattern, self.codes, len(self.codes), self.q2, self.m2
+        pat, g, n, m2 = self.pattern, self.codes, len(self.codes), self.m2
         a1, D, B, K = system.a1, system.D, system.B, system.K
         c = -(a1 / D[g])[pat.c_row] * B[pat.c_nz] + np.bincount(pat.c_own, system.a2.ravel(), len(pat.c_row))
         inverse = _cho_inverse(system.L)
