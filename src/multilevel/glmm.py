@@ -398,8 +398,10 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
         def gradient(x):
             return objective.value_and_gradient(x)[1]
 
-        grad, hess = hessian_from_gradient(gradient, info.x, free, h=FORWARD_HESSIAN_STEP, forward=True)
-        if _nearly_singular(hess[np.ix_(free, free)]):  # central differences tell a singular Hessian apart
+        exact = objective.pirls.family.canonical  # the gradient exact to rounding (no differenced weights' slope)
+        if exact:
+            grad, hess = hessian_from_gradient(gradient, info.x, free, h=FORWARD_HESSIAN_STEP, forward=True)
+        if not exact or _nearly_singular(hess[np.ix_(free, free)]):  # central: ~1e-6, and tells singularity apart
             grad, hess = hessian_from_gradient(gradient, info.x, free, h=GRADIENT_HESSIAN_STEP)
     else:
         grad, hess = gradient_hessian(from_optimum, info.x, free, h=HESSIAN_STEP, f0=info.fun, paired=True)
