@@ -210,3 +210,24 @@ def test_arithmetic_columns_are_evaluated_as_formulaic_would():
     design = build_design("cbind(k, n - k) ~ 1 + (1 | g) + offset(log(e))", frame.assign(g=list("aabb")), residual=False)
     np.testing.assert_allclose(design.trials, frame.n)
     np.testing.assert_allclose(design.offset, np.log(frame.e))
+
+
+def test_plain_fixed_terms_are_coded_as_formulaic_codes_them():
+    """Intercept, numeric columns, plain factors and two-way products with their main effects skip formulaic but give
+    its matrix, column order and (lme4) names, on the learning rows and on new ones; anything else goes through it."""
+    import formulaic
+
+    from multilevel.data import prepare_categoricals
+    from multilevel.design import PlainTerms, lme4_name, names_in
+
+    frame = pd.DataFrame({"a": list("xyzxyzxyzx"), "b": list("ppqqrrppqq"), "v": np.arange(10.0),
+                          "w": np.arange(10.0) ** 2, "s": [True, False] * 5})
+    frame = prepare_categoricals(frame, list(frame.columns))
+    for expr in ("a", "a + v", "v + a*b", "b*a", "a:v + a + v", "a*b + s*v", "v*w + a"):
+        spec = PlainTerms.parse(expr, frame)
+        expected = formulaic.model_matrix(expr, frame)
+        assert spec.names == [lme4_name(c, names_in(expr, frame.columns)) for c in expected.columns]
+        np.testing.assert_array_equal(spec.matrix(frame), expected.to_numpy())
+        new = frame.iloc[[5, 2, 9]].astype({"a": str, "b": str})
+        np.testing.assert_array_equal(spec.matrix(new), expected.model_spec.get_model_matrix(new).to_numpy())
+    assert all(PlainTerms.parse(expr, frame) is None for expr in ("a:b", "a + a:v", "v + w", "0 + a", "a*b*v", "log(v) + a"))

@@ -144,3 +144,21 @@ def test_bad_responses_are_refused_naming_rows():
 def test_canonical_links():
     assert F.Binomial().canonical and F.Poisson().canonical and F.Gaussian().canonical
     assert not F.Binomial("probit").canonical and not F.NegativeBinomial(1.0).canonical
+
+
+def test_canonical_shortcuts_equal_the_general_formulas():
+    """For logit and log links the score, information, kernel and the information's slope written with eta equal the
+    general formulas (mu, d mu / d eta, V(mu)); beyond the clamps the general ones are used."""
+    eta = np.linspace(-6, 6, 25)
+    for fam, y, w in ((F.Binomial(), np.linspace(0, 1, 25), np.full(25, 4.0)), (F.Poisson(), np.arange(25.0), None)):
+        mu, d1, v = fam.link.linkinv(eta), fam.link.mu_eta(eta), fam.variance(fam.link.linkinv(eta))
+        ones = np.ones(25) if w is None else w
+        score, info = fam.score_and_information(y, eta, w)
+        np.testing.assert_allclose(score, ones * (y - mu) * d1 / v, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(info, ones * d1**2 / v, rtol=1e-13)
+        np.testing.assert_allclose(fam.kernel_at(y, eta, w), fam.loglik_kernel(y, mu, w), rtol=1e-13, atol=1e-13)
+        h = 1e-6
+        numeric = (fam.information(y, eta + h, w) - fam.information(y, eta - h, w)) / (2 * h)
+        np.testing.assert_allclose(fam.information_slope(eta, w), numeric, rtol=1e-7, atol=1e-9)
+    assert F.Binomial().information_slope(np.array([0.0, 40.0])) is None
+    assert F.Binomial("probit").information_slope(np.zeros(3)) is None

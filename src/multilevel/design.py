@@ -253,12 +253,13 @@ def learn_coding(formula: str | Formula, data, weights=None, offset=None, aliasi
     frame = as_frame(data)
     frame, weights, offset = _attach_arrays(frame, weights, offset)
     used = used_columns(f, frame, weights, offset)
-    frame = _clean(f, frame, used)[0]
+    frame, n_dropped = _clean(f, frame, used)
     for g in _group_factors(f):
         check_group_ids(frame[g], g)
     frame = prepare_categoricals(frame, used, _group_factors(f))
     columns = list(frame.columns)
     evaluated = {} if evaluated is None else evaluated
+    evaluated["rows"] = (frame, n_dropped)  # the rows cleaned and coded as `apply_coding` would code them
     response, trials = _learn_response(f, frame, evaluated)
     X, names, fixed_spec = _fixed_matrix(f.fixed, frame, columns)
     evaluated["fixed"] = (X, names)
@@ -290,6 +291,7 @@ def apply_coding(coding: Coding, data, weights=None, offset=None, *, new: bool =
     f = coding.formula
     frame = as_frame(data)
     frame, weights, offset = _attach_arrays(frame, weights, offset)
+    evaluated = evaluated or {}
     if new:
         if coding.offset is not None and offset is None:
             raise MultilevelError("the model was fitted with an offset: pass offset= (a column name or an array) for the new rows")
@@ -297,11 +299,14 @@ def apply_coding(coding: Coding, data, weights=None, offset=None, *, new: bool =
         n_dropped = 0
     else:
         needed = _model_columns(coding, frame, weights, offset)
-        frame, n_dropped = _clean(f, frame, needed)
-    frame = _learned_categories(coding, frame, needed, new)
+    if not new and "rows" in evaluated:  # the learning rows: cleaned and coded as learned already
+        frame, n_dropped = evaluated["rows"]
+    else:
+        if not new:
+            frame, n_dropped = _clean(f, frame, needed)
+        frame = _learned_categories(coding, frame, needed, new)
     columns = list(frame.columns)
     blocks = [_apply_term(t, frame, columns, new) for t in coding.terms] if random else []
-    evaluated = evaluated or {}
     y, trials = (None, None) if new else _response(coding, frame, evaluated)
     X = _apply_fixed(coding, frame, columns, evaluated.get("fixed"))
     w = None if new else _positive_column(coding.weights, frame, "weights")
@@ -553,8 +558,8 @@ def _finite_matrix(mm, names: list[str], where: str) -> np.ndarray:
 
 def _fixed_matrix(fixed: str, frame: pd.DataFrame, columns: list[str]):
     """Learn the fixed part: its spec, and its matrix and names on the learning rows (for the aliasing check)."""
-    simple = NumericColumns.parse(fixed, frame)
-    if simple is not None:  # intercept and numeric columns only: no formula machinery needed
+    simple = NumericColumns.parse(fixed, frame) or PlainTerms.parse(fixed, frame)
+    if simple is not None:  # intercept, numeric columns and plain factors only: no formula machinery needed
         return simple.matrix(frame), simple.names, simple
     mm = _evaluate(_poly_for_ordered(fixed, frame), frame, columns, "the fixed part")
     names = [lme4_name(c, names_in(fixed, frame.columns)) for c in mm.columns]
@@ -572,7 +577,7 @@ def _apply_fixed(coding: Coding, frame: pd.DataFrame, columns: list[str], learne
 
 def _apply_spec(spec, expr: str, frame: pd.DataFrame, columns: list[str], where: str) -> tuple[np.ndarray, list[str]]:
     """The columns a learned spec gives for the rows, and their lme4 names."""
-    if isinstance(spec, NumericColumns):
+    if isinstance(spec, (NumericColumns, PlainTerms)):
         return spec.matrix(frame), spec.names
     mm = _evaluate(expr, frame, columns, where, spec)
     names = [lme4_name(c, names_in(expr, frame.columns)) for c in mm.columns]
@@ -825,6 +830,78 @@ class NumericColumns:
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         parts = ([np.ones(len(frame))] if self.intercept else []) + [frame[c].to_numpy(dtype=float) for c in self.columns]
         return np.column_stack(parts)
+
+
+@dataclass(frozen=True)
+class PlainTerms:
+    """An intercept plus numeric columns and unordered factors (treatment contrasts: the first level is the baseline)
+    and two-way interactions of them whose main effects are in the model ('period', 'spp + mined', 'a*b'), evaluated
+    directly: the matrix and names formulaic gives, without its milliseconds; the spec for new rows (coded with the
+    learned levels)."""
+
+    terms: tuple[tuple[str, ...], ...]  # main effects, then interactions (formulaic's order: by degree, as written)
+    levels: dict  # each column's learned levels; None for a numeric column
+    order: tuple[str, ...]  # the columns in order of first appearance (lme4's names of interactions)
+
+    @classmethod
+    def parse(cls, expr: str, frame: pd.DataFrame) -> PlainTerms | None:
+        """The spec, or None unless the expression is that simple (factors of two or more levels)."""
+        terms: list[tuple[str, ...]] = []
+        for token in (t.strip() for t in expr.split("+")):
+            if token == "1":
+                continue
+            if token in ("", "0", "-1") or token.count("*") + token.count(":") > 1:
+                return None
+            parts = tuple(p.strip() for p in token.replace("*", ":").split(":"))
+            terms += [(p,) for p in parts] + [parts] if "*" in token else [parts]
+        unique = list(dict.fromkeys(terms))
+        if not unique or len({frozenset(t) for t in unique}) != len(unique) or any(len(set(t)) != len(t) for t in unique):
+            return None
+        if any(len(t) > 1 and any((c,) not in unique for c in t) for t in unique):
+            return None  # an interaction without its main effects: R's contrasts would differ
+        levels = {}
+        for name in dict.fromkeys(c for t in unique for c in t):
+            dtype = frame[name].dtype if name in frame.columns else None
+            if isinstance(dtype, pd.CategoricalDtype) and not dtype.ordered and len(dtype.categories) > 1:
+                levels[name] = tuple(dtype.categories)
+            elif dtype is not None and pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+                levels[name] = None
+            else:
+                return None
+        if all(lv is None for lv in levels.values()):
+            return None  # numeric columns only: `NumericColumns`, or formulaic for their products
+        return cls(tuple(sorted(unique, key=len)), levels, tuple(levels))
+
+    def _labels(self, name: str) -> list[str]:
+        levels = self.levels[name]
+        return [name] if levels is None else [f"{name}[T.{level}]" for level in levels[1:]]
+
+    @property
+    def names(self) -> list[str]:
+        out = ["(Intercept)"]
+        for term in self.terms:
+            labels = [""]
+            for name in term:  # the first column's levels vary fastest
+                labels = [f"{b}:{a}" if b else a for a in self._labels(name) for b in labels]
+            out += [lme4_name(label, list(self.order)) for label in labels]
+        return out
+
+    def _columns(self, frame: pd.DataFrame, name: str) -> np.ndarray:
+        col, levels = frame[name], self.levels[name]
+        if levels is None:
+            return col.to_numpy(dtype=float)[:, None]
+        same = isinstance(col.dtype, pd.CategoricalDtype) and tuple(col.cat.categories) == levels
+        codes = col.cat.codes if same else pd.Categorical(col, categories=list(levels)).codes
+        return (np.asarray(codes)[:, None] == np.arange(1, len(levels))).astype(float)
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        parts = [np.ones((len(frame), 1))]
+        for term in self.terms:
+            block = self._columns(frame, term[0])
+            for name in term[1:]:
+                block = np.einsum("ni,nj->nji", block, self._columns(frame, name)).reshape(len(frame), -1)
+            parts.append(block)
+        return np.hstack(parts)
 
 
 _OPERATORS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.true_divide}

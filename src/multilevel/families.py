@@ -34,6 +34,8 @@ EPS = np.finfo(float).eps
 LOGIT_BOUND = -np.log(EPS)  # R's logit clamps eta to +-36: mu stays inside (0, 1)
 PROBIT_BOUND = -stats.norm.ppf(EPS)  # R's probit clamp, about 8.1
 INTEGER_TOL = 1e-8
+CANONICAL_LOGIT_BOUND = 30.0  # |eta| within which the logit's clamps never act (mu (1 - mu) > 1e-13 > EPS)
+CANONICAL_LOG_BOUND = -30.0  # eta above which the log link's floor EPS never acts
 LOG_2PI = float(np.log(2 * np.pi))
 
 
@@ -176,8 +178,35 @@ class Family:
 
     def loglik_kernel_and_score(self, y, eta, weights=None) -> tuple[np.ndarray, np.ndarray]:
         """`loglik_kernel` at the mean g^-1(eta) and `score`, from one evaluation of the link (quadrature nodes)."""
-        moments, w = self._moments(eta), _ones_like(weights, y)
-        return self._kernel(np.asarray(y, float), moments[0], w), self._score(y, moments, w)
+        y, w = np.asarray(y, float), _ones_like(weights, y)
+        mu = self._canonical_mean(eta)
+        if mu is not None:
+            return self._canonical_kernel(y, eta, mu, w), w * (y - mu)
+        moments = self._moments(eta)
+        return self._kernel(y, moments[0], w), self._score(y, moments, w)
+
+    def kernel_at(self, y: np.ndarray, eta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """`loglik_kernel` at the mean g^-1(eta) (penalised IRLS's objective)."""
+        y, w = np.asarray(y, float), _ones_like(weights, y)
+        mu = self._canonical_mean(eta)
+        if mu is not None:
+            return self._canonical_kernel(y, eta, mu, w)
+        return self._kernel(y, self.link.linkinv(eta), w)
+
+    def information_slope(self, eta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | None:
+        """d information / d eta = w V'(mu) V(mu) where `_canonical_mean` applies (a canonical link, no clamp at
+        work), else None."""
+        mu = self._canonical_mean(eta)
+        return None if mu is None else _ones_like(weights, eta) * self.variance_deriv(mu) * self.variance(mu)
+
+    def _canonical_mean(self, eta: np.ndarray) -> np.ndarray | None:
+        """mu = g^-1(eta) where the link is canonical and no clamp acts (then d mu / d eta = V(mu): the score is
+        w (y - mu), the information w V(mu), the kernel linear in eta), else None (the general formulas)."""
+        return None
+
+    def _canonical_kernel(self, y, eta, mu, w):
+        """`_kernel` at mu = `_canonical_mean(eta)`, written with eta (fewer logarithms)."""
+        return self._kernel(y, mu, w)
 
     @staticmethod
     def _score(y, moments, w):
@@ -199,7 +228,10 @@ class Family:
 
     def score_and_information(self, y, eta, weights=None, kind: str = "observed") -> tuple[np.ndarray, np.ndarray]:
         """`score` and `information` together, from one evaluation of the link (penalised IRLS needs both)."""
-        moments, w = self._moments(eta), _ones_like(weights, eta)
+        w, mu = _ones_like(weights, eta), self._canonical_mean(eta)
+        if mu is not None:
+            return w * (y - mu), w * self.variance(mu)
+        moments = self._moments(eta)
         return self._score(y, moments, w), self._information(y, eta, moments, w, kind)
 
     def _moments(self, eta):
@@ -296,6 +328,14 @@ class Binomial(Family):
         k = np.round(w * y)
         return special.xlogy(k, mu) + special.xlog1py(w - k, -mu)
 
+    def _canonical_mean(self, eta):
+        if self.link.name != "logit" or np.abs(eta).max(initial=0.0) > CANONICAL_LOGIT_BOUND:
+            return None
+        return special.expit(eta)
+
+    def _canonical_kernel(self, y, eta, mu, w):
+        return w * np.log(mu) - (w - np.round(w * y)) * eta  # k log mu + (w - k) log(1 - mu), log(1 - mu) = log mu - eta
+
     def _normaliser(self, y, w):
         k = np.round(w * y)
         return special.gammaln(w + 1) - special.gammaln(k + 1) - special.gammaln(w - k + 1)
@@ -335,6 +375,14 @@ class Poisson(Family):
 
     def _kernel(self, y, mu, w):
         return w * (special.xlogy(y, mu) - mu)
+
+    def _canonical_mean(self, eta):
+        if self.link.name != "log" or eta.min(initial=0.0) < CANONICAL_LOG_BOUND:
+            return None
+        return np.exp(eta)
+
+    def _canonical_kernel(self, y, eta, mu, w):
+        return w * (y * eta - mu)
 
     def _normaliser(self, y, w):
         return -w * special.gammaln(y + 1)

@@ -38,13 +38,16 @@ from .glmm_fit import GlmmFit
 from .laplace_gradient import ScalarTermsGradient
 from .optimize import (NEWTON_TRUST, OptimumInfo, bobyqa, finite_difference_checks, free_coordinates, gradient_hessian,
                        hessian_from_gradient, lbfgsb)
-from .pirls import Mode, Pirls
+from .pirls import STEP_TOL, Mode, Pirls
 from .scalar_pirls import ScalarPirls
 from .scaling import Scaling, far_covariate_messages, precision_message, random_columns
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
-GRADIENT_HESSIAN_STEP = 1e-3  # the same from differences of the exact gradient (error ~1e-6)
+GRADIENT_HESSIAN_STEP = 1e-3  # the same from central differences of the exact gradient (error ~1e-6)
+FORWARD_HESSIAN_STEP = 3e-5  # forward differences of the exact gradient (half the gradients): SEs within 1e-4 of those
+NEARLY_SINGULAR = 1e-3  # smallest / largest eigenvalue below which forward differences' O(h) error could hide singularity
 STAGE2_FTOL, STAGE2_GTOL = 1e-10, 1e-5  # L-BFGS-B stops ~1e-5 from the optimum: the final Newton step goes the rest
+FINAL_STEP_TOL = 1e-13  # PIRLS's stopping step for the modes a fit reports (STEP_TOL leaves them ~1e-12 from exact)
 SPREAD_BITS = 10  # columns near zero whose spread is within 2^+-10 of 1 are held as given (the whitening absorbs it)
 
 
@@ -142,6 +145,7 @@ class GlmmObjective:
         self.scalar = ScalarPirls(pirls) if ScalarPirls.applies(pirls.design) else None
         several = self.scalar is None and n_agq == 1 and ScalarTermsGradient.applies(pirls.design)
         self.terms = ScalarTermsGradient(pirls) if several else None
+        self._last: tuple = (None, np.inf, None)  # the last (x, value, gradient): the optimiser's last point is the Hessian's
 
     @property
     def has_gradient(self) -> bool:
@@ -152,6 +156,7 @@ class GlmmObjective:
         """beta = beta0 + L'^-1 gamma, L the lower Cholesky factor of beta's information (cov(gamma) ~ I)."""
         self.beta0 = beta0.copy()
         self.J = sla.solve_triangular(precision_factor.T, np.eye(len(beta0)), lower=False)
+        self._last = (None, np.inf, None)
 
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, Family]:
         theta = x[: self.n_theta]
@@ -186,10 +191,21 @@ class GlmmObjective:
     def _solver(self):
         return self.terms if self.terms is not None else self.scalar
 
-    def _solver_mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family):
+    def _solver_mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family, tol: float = STEP_TOL):
         if self.terms is not None:
-            return self.terms.mode(theta, beta, family)
-        return self.scalar.mode(float(theta[0]), beta, family)
+            return self.terms.mode(theta, beta, family, tol)
+        return self.scalar.mode(float(theta[0]), beta, family, tol)
+
+    def final_mode(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> Mode:
+        """The modes at the optimum as a `Mode`: by the objective's own solver where it has one (the engine is then
+        built only if a result asks for it), else by the engine's PIRLS."""
+        if not self.has_gradient:
+            return self.pirls.mode(theta, beta, family)
+        try:  # modes exact to rounding, whatever the start (a fit and its saved copy agree)
+            mode = self._solver_mode(theta, beta, family, FINAL_STEP_TOL)
+        except MultilevelError:
+            mode = self._solver_mode(theta, beta, family)
+        return self.pirls.settled(theta, beta, self.pirls.u, mode.eta, mode.minus2_cond_loglik, family)
 
     def __call__(self, x: np.ndarray) -> float:
         return self.deviance(*self.split(x))
@@ -207,7 +223,15 @@ class GlmmObjective:
         return mode.laplace if self.n_agq == 1 else self.scalar.agq(mode, fam, self.n_agq)
 
     def value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """The objective and its gradient in x = (theta, gamma, [log size])."""
+        """The objective and its gradient in x = (theta, gamma, [log size]) (the last point's are kept)."""
+        last, value, grad = self._last
+        if last is not None and np.array_equal(last, x):
+            return value, grad.copy()
+        value, grad = self._value_and_gradient(x)
+        self._last = (np.array(x, dtype=float), value, grad.copy())
+        return value, grad
+
+    def _value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         theta, beta, fam = self.split(x)
         try:
             if self.scalar is not None:
@@ -232,7 +256,7 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     pirls = Pirls(held_rows, family, information)
     estimate_size = family.has_dispersion and family.dispersion is None
     objective = GlmmObjective(pirls, n_agq, estimate_size, held)
-    start = np.concatenate([_theta_start(pirls), [_log_size_start(pirls)] if estimate_size else []])
+    start = np.concatenate([_theta_start(pirls), [_log_size_start(objective)] if estimate_size else []])
     lower1 = np.concatenate([_theta_lower(pirls), [-np.inf] if estimate_size else []])
     try:
         if objective.has_gradient:  # a gradient method needs no better start than lme4's: stage 1 only whitens
@@ -260,8 +284,9 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
         hessian, _ = _final_hessian(objective, info, lower)
     finite_difference_checks(objective, info, lower)
     theta, beta, fam = objective.split(info.x)
-    mode = pirls.mode(theta, beta, fam)
-    return _fit_at(model, objective, info, mode, hessian, float(info.fun) if n_agq > 1 else mode.laplace, warn)
+    mode = objective.final_mode(theta, beta, fam)
+    value = float(info.fun) if n_agq > 1 or objective.has_gradient else mode.laplace
+    return _fit_at(model, objective, info, mode, hessian, value, warn)
 
 
 def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hessian: np.ndarray | None, value: float,
@@ -283,7 +308,7 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
             log_size_se = float(np.sqrt(cov[-1, -1]))
     messages = list(info.warnings) + [precision_message(c) for c in objective.held.lost]
     messages += far_covariate_messages(model.design.blocks, objective.held)
-    boundary = boundary_parameters(model.design.blocks, mode.factor.T)
+    boundary = boundary_parameters(model.design.blocks, mode.T)
     if boundary:
         messages.append(f"boundary (singular) fit: {'; '.join(boundary)}. Simplify the random effects (drop that term, "
                         "or its correlation with '||')")
@@ -302,7 +327,7 @@ def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: n
     pirls = Pirls(held_rows, model.family, information)
     objective = GlmmObjective(pirls, _check_nagq(n_agq, model.design), size is not None, held)
     family = model.family if size is None else model.family.with_dispersion(size)
-    mode = pirls.mode(theta, held.held_coefficients(beta), family)
+    mode = objective.final_mode(theta, held.held_coefficients(beta), family)
     n_params = model.design.p + objective.n_theta + int(objective.estimate_size)
     return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, _vcov_rx(objective, mode, family),
                    parameter_covariance, log_size_se, [])
@@ -346,9 +371,10 @@ def _theta_lower(pirls: Pirls) -> np.ndarray:
     return np.array(out)
 
 
-def _log_size_start(pirls: Pirls) -> float:
+def _log_size_start(objective: GlmmObjective) -> float:
     """A moment estimate of the negative-binomial size from a Poisson fit of the fixed part (kept in [0.01, 1000])."""
-    mode = pirls.mode(np.zeros(sum(sl.stop - sl.start for sl in pirls.theta_slices)), None, Poisson())
+    pirls, theta = objective.pirls, np.zeros(objective.n_theta)
+    mode = objective._solver_mode(theta, None, Poisson()) if objective.has_gradient else pirls.mode(theta, None, Poisson())
     mu = np.exp(mode.eta)
     excess = np.sum((pirls.y - mu) ** 2 - mu)
     size = np.sum(mu**2) / excess if excess > 0 else 1000.0
@@ -369,8 +395,14 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
         return objective(x)
 
     if objective.has_gradient:
-        grad, hess = hessian_from_gradient(lambda x: objective.value_and_gradient(x)[1], info.x, free,
-                                           h=GRADIENT_HESSIAN_STEP)
+        def gradient(x):
+            return objective.value_and_gradient(x)[1]
+
+        exact = objective.pirls.family.canonical  # the gradient exact to rounding (no differenced weights' slope)
+        if exact:
+            grad, hess = hessian_from_gradient(gradient, info.x, free, h=FORWARD_HESSIAN_STEP, forward=True)
+        if not exact or _nearly_singular(hess[np.ix_(free, free)]):  # central: ~1e-6, and tells singularity apart
+            grad, hess = hessian_from_gradient(gradient, info.x, free, h=GRADIENT_HESSIAN_STEP)
     else:
         grad, hess = gradient_hessian(from_optimum, info.x, free, h=HESSIAN_STEP, f0=info.fun, paired=True)
     idx = np.flatnonzero(free)
@@ -387,3 +419,11 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
         return hess, False
     info.x, info.fun = trial, value
     return hess, bool(np.max(np.abs(step)) > NEWTON_TRUST)
+
+
+def _nearly_singular(hess: np.ndarray) -> bool:
+    """Whether the symmetric matrix's smallest eigenvalue is below NEARLY_SINGULAR times its largest (or not positive)."""
+    if hess.size == 0:
+        return False
+    eigenvalues = np.linalg.eigvalsh(hess)
+    return bool(eigenvalues[0] <= NEARLY_SINGULAR * abs(eigenvalues[-1]))

@@ -44,7 +44,7 @@ class GlmmFit(GlmmText, Generalized, OfModel):
         self.information = self.information_kind if not family.canonical else "observed = expected (canonical link)"
         self.size_estimated = bool(deviance_function.estimate_size)
         self._deviance_function, self.held = deviance_function, deviance_function.held
-        self.theta, self.beta, self.factor = mode.theta, self.held.coefficients(mode.beta), mode.factor
+        self.theta, self.beta = mode.theta, self.held.coefficients(mode.beta)
         self.objective, self.n_params = objective, n_params
         self._vcov, self._vcov_rx = vcov, vcov_rx
         self.log_size_se = log_size_se  # SE of log NB size (NaN unless estimated with a Hessian)
@@ -58,6 +58,11 @@ class GlmmFit(GlmmText, Generalized, OfModel):
         family = self.family if size is None else self.family.with_dispersion(float(size))
         theta = held_theta(self.held, np.asarray(theta, float), [b.k for b in self.design.blocks])
         return self._deviance_function.deviance(theta, self.held.held_coefficients(np.asarray(beta, float)), family)
+
+    @property
+    def factor(self):
+        """The engine's factor at the optimum (information weights at the modes), built when first asked for."""
+        return self.mode.factor
 
     @property
     def converged(self) -> bool:
@@ -87,8 +92,7 @@ class GlmmFit(GlmmText, Generalized, OfModel):
     @property
     def is_singular(self) -> bool:
         """lme4's rule: a diagonal element of a relative factor within 1e-4 of its bound 0."""
-        bounded = np.isfinite(self.mode.engine.theta_lower())
-        return bool(np.any(self.theta[bounded] < SINGULAR_TOL))
+        return any(np.any(np.diag(T) < SINGULAR_TOL) for T in self.mode.T)
 
     @property
     def nb_theta(self) -> float | None:
@@ -126,7 +130,7 @@ class GlmmFit(GlmmText, Generalized, OfModel):
     def covariances(self) -> list[np.ndarray]:
         """Covariance matrix of each random term on the linear-predictor scale, M T T' M' (M undoes the centring of
         a far random-slope covariate, identity otherwise)."""
-        return [(M @ T) @ (M @ T).T for M, T in zip(self._random_maps(), self.factor.T)]
+        return [(M @ T) @ (M @ T).T for M, T in zip(self._random_maps(), self.mode.T)]
 
     def _random_maps(self) -> list[np.ndarray]:
         """Per term, M mapping effects held with centred covariates to the user's (identity unless centred)."""

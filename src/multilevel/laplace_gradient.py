@@ -34,7 +34,6 @@ from .families import Family
 from .pirls import MAX_ITERATIONS, STEP_TOL, Pirls, halved_step, step_size
 
 MAX_DENSE_SOLUTION = 4_000_000  # n x (levels of the other terms) entries held at once; larger: derivative-free search
-WEIGHT_STEP = 1e-5  # central-difference step in eta of the weights' derivative (error ~1e-10)
 
 
 def _blocks_of(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -167,6 +166,18 @@ class ScalarTermsGradient:
         self.z2 = np.column_stack([blocks[t].Z[:, 0] for t in self.rest]).astype(float)
         self.rows = np.arange(len(self.codes))
         self.pattern = _Pattern(self.codes, self.m, self.cols, self.q2)
+        pat = self.pattern
+        # S's entries by block, flat one after the other: the second diagonal D2 (S[:m2, :m2] holds nothing else: the
+        # first term is nested in that one), E = S[:m2, m2:] and S33 = S[m2:, m2:] (the mirror image E' not summed)
+        m2, r = self.m2, self.q2 - self.m2
+        row, col = np.divmod(pat.s_index, self.q2)
+        self._s_keep = (row < m2) | (col >= m2)
+        row, col = row[self._s_keep], col[self._s_keep]
+        self._s_target = np.where(row >= m2, m2 + m2 * r + (row - m2) * r + col - m2,
+                                  np.where(col < m2, row, m2 + row * r + col - m2))
+        self._s_size = m2 + m2 * r + r * r
+        # the rows' right-hand sides as a sparse matrix whose values `_leverages` replaces
+        self._rhs = sp.csr_matrix((np.zeros(len(pat.c_row)), pat.c_col, pat.c_indptr), shape=(len(self.codes), self.q2))
 
     @staticmethod
     def applies(design) -> bool:
@@ -195,13 +206,15 @@ class ScalarTermsGradient:
         B = np.bincount(pat.b_slot, ((a1 * w)[:, None] * a2).ravel(), len(pat.b_row))
         m22 = (a2[:, :, None] * (w[:, None] * a2)[:, None, :]).ravel()
         coupling = B[pat.pair_a] * B[pat.pair_b] / D[pat.b_row[pat.pair_a]]
-        S = np.bincount(pat.s_index, np.concatenate([m22, -coupling]), q2 * q2).reshape(q2, q2)
-        S.flat[:: q2 + 1] += 1.0
-        D2 = S.diagonal()[:m2].copy()
+        blocks = np.bincount(self._s_target, np.concatenate([m22, -coupling])[self._s_keep], self._s_size)
+        r = q2 - m2
+        D2 = blocks[:m2] + 1.0
         if not np.all(D2 > 0):
             raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
-        K = S[:m2, m2:] / D2[:, None]
-        return TermsSystem(a1, a2, D, B, D2, K, _cholesky(S[m2:, m2:] - S[:m2, m2:].T @ K))
+        E, S33 = blocks[m2 : m2 + m2 * r].reshape(m2, r), blocks[m2 + m2 * r :].reshape(r, r)
+        S33.flat[:: r + 1] += 1.0
+        K = E / D2[:, None]
+        return TermsSystem(a1, a2, D, B, D2, K, _cholesky(S33 - E.T @ K))
 
     def _solve(self, system: TermsSystem, v1: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """M^-1 [v1; v2] by block elimination."""
@@ -220,9 +233,9 @@ class ScalarTermsGradient:
         return a1 * u1[self.codes] + np.sum(a2 * u2[self.cols], axis=1)
 
     # ------------------------------------------------------------------ modes
-    def mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family) -> TermsMode:
+    def mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family, tol: float = STEP_TOL) -> TermsMode:
         """Modes at theta and beta by PIRLS (as `Pirls.mode`; beta None: found jointly, lme4's nAGQ = 0); raises
-        MultilevelError as Pirls."""
+        MultilevelError as Pirls. `tol`: the stopping rule's step size (Pirls's unless asked for tighter)."""
         p, X = self.pirls, self.pirls.design.X
         joint = beta is None
         beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
@@ -240,7 +253,7 @@ class ScalarTermsGradient:
             db = np.zeros_like(beta)
             if joint:
                 db, d1, d2 = self._joint_step(system, w, score, d1, d2)
-            if step_size(beta, [u1, u2], beta + db, [u1 + d1, u2 + d2]) < STEP_TOL:
+            if step_size(beta, [u1, u2], beta + db, [u1 + d1, u2 + d2]) < tol:
                 if joint:
                     p.beta = beta.copy()
                 return self._finish(theta, beta, u1, u2, eta, pdev, a1, a2, system, family)
@@ -310,12 +323,13 @@ class ScalarTermsGradient:
         """h_i = a_i' M^-1 a_i and C[i, t] = z_ti (M^-1 a_i)[col_t(i)], from each row's right-hand side c_i (the
         other terms' part of M^-1 a_i is S^-1 c_i, needed only where c_i is not zero): the dense part S3^-1 by
         potri, the second diagonal's part from it as in `_solve`."""
-        pat, g, n, q2, m2 = self.pattern, self.codes, len(self.codes), self.q2, self.m2
+        pat, g, n, m2 = self.pattern, self.codes, len(self.codes), self.m2
         a1, D, B, K = system.a1, system.D, system.B, system.K
         c = -(a1 / D[g])[pat.c_row] * B[pat.c_nz] + np.bincount(pat.c_own, system.a2.ravel(), len(pat.c_row))
         inverse = _cho_inverse(system.L)
         stacked = np.vstack([-K @ inverse, inverse])  # S^-1's columns of the dense part
-        tail = sp.csr_matrix((c, pat.c_col, pat.c_indptr), shape=(n, q2)) @ stacked  # (n, q2 - m2)
+        self._rhs.data = c
+        tail = self._rhs @ stacked  # (n, q2 - m2)
         Gc = np.empty(len(c))  # (S^-1 c_i) at c_i's nonzeros
         second = pat.c_col < m2
         Gc[~second] = tail[pat.c_row[~second], pat.c_col[~second] - m2]
@@ -339,7 +353,7 @@ class ScalarTermsGradient:
         expected = p.information == "expected" and not family.canonical
         kind = "expected" if expected else "observed"
         V = p.weights(eta, family, kind) if expected else W
-        dV = (p.weights(eta + WEIGHT_STEP, family, kind) - p.weights(eta - WEIGHT_STEP, family, kind)) / (2 * WEIGHT_STEP)
+        dV = p.weights_slope(eta, family, kind)
         h, C = self._leverages(system)
         vh = dV * h
         r1, r2 = self._solve(self._system(a1, a2, W) if expected else system, *self._transpose_times(a1, a2, vh))

@@ -249,9 +249,11 @@ def finite_difference_checks(
     return info
 
 
-def hessian_from_gradient(grad_fun, x: np.ndarray, free: np.ndarray, h: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-    """The gradient at x and the Hessian over the free coordinates by central differences of an exact gradient
-    (2 gradients per coordinate, steps relative as in `gradient_hessian`), symmetrised."""
+def hessian_from_gradient(grad_fun, x: np.ndarray, free: np.ndarray, h: float = 1e-3,
+                          forward: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient at x and the Hessian over the free coordinates by differences of an exact gradient, symmetrised
+    (steps relative as in `gradient_hessian`): central (2 gradients per coordinate, error O(h^2)) or, with
+    ``forward=True``, forward (one gradient per coordinate, error O(h): for a small h and a gradient exact to rounding)."""
     n = len(x)
     grad, hess = np.array(grad_fun(x), dtype=float), np.zeros((n, n))
     steps = h * np.maximum(np.abs(x), 0.1)
@@ -259,7 +261,10 @@ def hessian_from_gradient(grad_fun, x: np.ndarray, free: np.ndarray, h: float = 
     for a in idx:
         ea = np.zeros(n)
         ea[a] = steps[a]
-        hess[a, idx] = (np.asarray(grad_fun(x + ea))[idx] - np.asarray(grad_fun(x - ea))[idx]) / (2 * steps[a])
+        if forward:
+            hess[a, idx] = (np.asarray(grad_fun(x + ea))[idx] - grad[idx]) / steps[a]
+        else:
+            hess[a, idx] = (np.asarray(grad_fun(x + ea))[idx] - np.asarray(grad_fun(x - ea))[idx]) / (2 * steps[a])
     sub = hess[np.ix_(idx, idx)]
     hess[np.ix_(idx, idx)] = 0.5 * (sub + sub.T)
     grad[~free] = 0.0

@@ -15,7 +15,9 @@ non-canonical links, the expected (Fisher) information.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -30,22 +32,37 @@ MAX_ITERATIONS = 100
 MAX_HALVINGS = 30
 STEP_TOL = 1e-11  # Newton steps this small (relative): the mode is exact to rounding, the objective to ~1e-12
 INFORMATION_KINDS = ("observed", "expected")
+TINY = np.finfo(float).tiny  # the smallest weight (a zero information would make the system singular)
+WEIGHT_STEP = 1e-5  # central-difference step in eta of the weights' derivative of a non-canonical link
 SIZE_STEP = 1e-5  # relative central-difference step in the negative-binomial size of `size_partials`
 
 
 @dataclass
 class Mode:
-    """The conditional modes at one (theta, beta) and what the Laplace objective is made of."""
+    """The conditional modes at one (theta, beta) and what the Laplace objective is made of; the engine and its
+    factor with the information weights at the modes are built when first asked for (`system`)."""
 
     theta: np.ndarray
     beta: np.ndarray
     u: list[np.ndarray]  # spherical modes per term, (m, k)
     eta: np.ndarray  # linear predictor at the modes, offset included
-    factor: Factor  # engine factor with the information weights at the modes
-    engine: Engine
+    T: list[np.ndarray]  # each term's relative factor at theta
     minus2_cond_loglik: float  # -2 log f(y | u-hat)
     penalty: float  # |u-hat|^2
     iterations: int
+    system: Callable[[], tuple[Engine, Factor]]
+
+    @cached_property
+    def _built(self) -> tuple[Engine, Factor]:
+        return self.system()
+
+    @property
+    def engine(self) -> Engine:
+        return self._built[0]
+
+    @property
+    def factor(self) -> Factor:
+        return self._built[1]
 
     @property
     def logdet(self) -> float:
@@ -60,7 +77,7 @@ class Mode:
     @property
     def b(self) -> list[np.ndarray]:
         """Random effects on the data scale, b = Lambda u, per term."""
-        return [u @ T.T for u, T in zip(self.u, self.factor.T)]
+        return [u @ T.T for u, T in zip(self.u, self.T)]
 
 
 class Pirls:
@@ -100,7 +117,7 @@ class Pirls:
 
     def minus2_loglik(self, eta: np.ndarray, family: Family) -> float:
         """-2 log f(y | eta), summed over rows (the terms free of eta summed once per family)."""
-        kernel = float(np.sum(family.loglik_kernel(self.y, family.link.linkinv(eta), self.prior_weights)))
+        kernel = float(np.sum(family.kernel_at(self.y, eta, self.prior_weights)))
         return -2.0 * (kernel + self.normaliser(family))
 
     def normaliser(self, family: Family) -> float:
@@ -113,15 +130,22 @@ class Pirls:
         """Observed or expected information in eta; the expected where the observed is not positive."""
         return self._positive(family.information(self.y, eta, self.prior_weights, kind), eta, family, kind)
 
+    def weights_slope(self, eta: np.ndarray, family: Family, kind: str) -> np.ndarray:
+        """d `weights` / d eta per row: exact for a canonical link, else central differences (error ~1e-10)."""
+        slope = family.information_slope(eta, self.prior_weights)
+        if slope is not None:
+            return slope
+        return (self.weights(eta + WEIGHT_STEP, family, kind) - self.weights(eta - WEIGHT_STEP, family, kind)) / (2 * WEIGHT_STEP)
+
     def score_and_weights(self, eta: np.ndarray, family: Family, kind: str) -> tuple[np.ndarray, np.ndarray]:
         """The score and `weights` in eta, from one evaluation of the link."""
         score, w = family.score_and_information(self.y, eta, self.prior_weights, kind)
         return score, self._positive(w, eta, family, kind)
 
     def _positive(self, w: np.ndarray, eta: np.ndarray, family: Family, kind: str) -> np.ndarray:
-        if kind == "observed" and not np.all(w > 0):
+        if kind == "observed" and not (w > 0).all():
             w = np.where(w > 0, w, family.expected_information(eta, self.prior_weights))
-        return np.maximum(w, np.finfo(float).tiny)
+        return np.maximum(w, TINY)
 
     def _size_pair(self, family: Family) -> tuple[Family, Family]:
         size = float(family.dispersion)
@@ -200,7 +224,20 @@ class Pirls:
             engine = self.engine(eta, fixed, family, "expected", engine.p > 0)
             factor = engine.factor(theta)
         penalty = _sumsq(u)
-        return Mode(theta, beta, u, eta, factor, engine, pdev - penalty, penalty, iterations)
+        return Mode(theta, beta, u, eta, factor.T, pdev - penalty, penalty, iterations, lambda: (engine, factor))
+
+    def settled(self, theta: np.ndarray, beta: np.ndarray, u: list[np.ndarray], eta: np.ndarray, minus2_cond_loglik: float,
+                family: Family) -> Mode:
+        """The `Mode` at modes another solver found (this PIRLS's to rounding, `scalar_pirls`, `laplace_gradient`):
+        the engine is built only if asked for, by this PIRLS from those modes (one Newton step)."""
+        u = [x.copy() for x in u]
+
+        def system():
+            self.u, self.beta = [x.copy() for x in u], beta.copy()
+            mode = self.mode(theta, beta, family)
+            return mode.engine, mode.factor
+
+        return Mode(theta, beta, u, eta, self.factors(theta), minus2_cond_loglik, _sumsq(u), 0, system)
 
     def laplace(self, theta: np.ndarray, beta: np.ndarray | None = None, family: Family | None = None) -> float:
         """The Laplace objective (-2 log-likelihood); inf where PIRLS fails."""
@@ -228,6 +265,6 @@ def _sumsq(u: list[np.ndarray]) -> float:
 
 def step_size(beta, u, new_beta, new_u) -> float:
     """Largest change of (beta, u) relative to the size of the values: PIRLS stops when it is below STEP_TOL."""
-    old = np.concatenate([beta] + [x.ravel() for x in u])
-    new = np.concatenate([new_beta] + [x.ravel() for x in new_u])
-    return float(np.max(np.abs(new - old), initial=0.0) / (1.0 + np.max(np.abs(old), initial=0.0)))
+    old, new = [beta, *u], [new_beta, *new_u]
+    change = max(float(np.abs(b - a).max(initial=0.0)) for a, b in zip(old, new))
+    return change / (1.0 + max(float(np.abs(a).max(initial=0.0)) for a in old))

@@ -17,14 +17,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import scipy.sparse as sp
 
 from .errors import MultilevelError
 from .families import Family
 from .pirls import MAX_ITERATIONS, STEP_TOL, Pirls, halved_step, step_size
 
 LOG2PI = float(np.log(2 * np.pi))
-WEIGHT_STEP = 1e-5  # central-difference step in eta of the information weights' derivative (error ~1e-10)
 
 
 @dataclass
@@ -52,7 +50,11 @@ class ScalarPirls:
         self.z = np.asarray(block.Z[:, 0], dtype=float)
         self.X = pirls.design.X
         n = len(self.codes)
-        self.indicator = sp.csr_matrix((np.ones(n), (self.codes, np.arange(n))), shape=(self.m, n))
+        order = np.argsort(self.codes, kind="stable")
+        self._order = None if np.array_equal(order, np.arange(n)) else order
+        self._starts = np.searchsorted(self.codes[order], np.arange(self.m))  # each group's first row, in that order
+        if np.any(np.bincount(self.codes, minlength=self.m) == 0):
+            self._starts = None  # a level without rows: sums column by column
         self._normaliser: tuple = (None, np.zeros(self.m))
         self._tangent: tuple | None = None  # (theta, beta, modes, their derivatives) at the last gradient
 
@@ -65,9 +67,16 @@ class ScalarPirls:
         """Per-group sums of a row vector."""
         return np.bincount(self.codes, v, self.m)
 
+    def _sum_rows(self, M: np.ndarray) -> np.ndarray:
+        """Per-group sums of the rows of an (n, j) array, (m, j): contiguous runs of rows summed in place."""
+        if self._starts is None:
+            return np.column_stack([self._sum(column) for column in M.T])
+        return np.add.reduceat(M if self._order is None else M[self._order], self._starts, axis=0)
+
     # ------------------------------------------------------------------ modes
-    def mode(self, theta: float, beta: np.ndarray | None, family: Family) -> ScalarMode:
-        """Modes at theta and beta (beta None: found jointly, lme4's nAGQ = 0); raises MultilevelError as Pirls."""
+    def mode(self, theta: float, beta: np.ndarray | None, family: Family, tol: float = STEP_TOL) -> ScalarMode:
+        """Modes at theta and beta (beta None: found jointly, lme4's nAGQ = 0); raises MultilevelError as Pirls.
+        `tol`: the stopping rule's step size (Pirls's unless asked for tighter)."""
         p = self.pirls
         joint = beta is None
         beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
@@ -83,7 +92,7 @@ class ScalarPirls:
             else:
                 new_beta = beta
                 new_u = u + (theta * self._sum(self.z * score) - u) / (1.0 + theta**2 * self._sum(self.z**2 * w))
-            if step_size(beta, [u], new_beta, [new_u]) < STEP_TOL:
+            if step_size(beta, [u], new_beta, [new_u]) < tol:
                 p.u, p.beta = [u[:, None].copy()], beta.copy()
                 return self._finish(theta, beta, u, eta, pdev - float(u @ u), w, family)
             beta, u, eta, pdev = self._halve(theta, beta, u, new_beta, new_u, pdev, family)
@@ -96,7 +105,7 @@ class ScalarPirls:
         """beta's information given theta at weights w, X'WX less what the groups take (the Schur complement S of
         the groups' diagonal block H), with the coupling C = theta Z'WX per group and H."""
         H = 1.0 + theta**2 * self._sum(self.z**2 * w)
-        C = theta * (self.indicator @ ((self.z * w)[:, None] * self.X))  # (m, p)
+        C = theta * (self._sum_rows((self.z * w)[:, None] * self.X))  # (m, p)
         return (self.X * w[:, None]).T @ self.X - C.T @ (C / H[:, None]), C, H
 
     def beta_precision_factor(self, mode: ScalarMode, family: Family) -> np.ndarray:
@@ -160,9 +169,9 @@ class ScalarPirls:
         if with_score:
             ll, score = family.loglik_kernel_and_score(p.y[:, None], eta, p.prior_weights[:, None])
         else:
-            ll, score = family.loglik_kernel(p.y[:, None], family.link.linkinv(eta), p.prior_weights[:, None]), None
+            ll, score = family.kernel_at(p.y[:, None], eta, p.prior_weights[:, None]), None
         t = mode.u[:, None] + shift
-        log_terms = self.indicator @ ll - 0.5 * t**2 + x[None, :] ** 2 + np.log(w)[None, :]
+        log_terms = self._sum_rows(ll) - 0.5 * t**2 + x[None, :] ** 2 + np.log(w)[None, :]
         top = np.max(log_terms, axis=1)
         lse = top + np.log(np.sum(np.exp(log_terms - top[:, None]), axis=1))  # log-sum-exp over the nodes
         constant = self._group_normaliser(family)  # the log-likelihood's terms free of u
@@ -193,16 +202,15 @@ class ScalarPirls:
         eta, u = mode.eta, mode.u
         score, w_obs = p.score_and_weights(eta, family, "observed")
         V = self._laplace_weights(eta, family, w_obs)
-        dV = (self._laplace_weights(eta + WEIGHT_STEP, family) - self._laplace_weights(eta - WEIGHT_STEP, family)) / (
-            2 * WEIGHT_STEP)
+        dV = p.weights_slope(eta, family, "expected" if p.information == "expected" and not family.canonical else "observed")
         H, H_obs = mode.curvature, 1.0 + theta**2 * self._sum(z**2 * w_obs)
         du_dtheta = (self._sum(z * score) - theta * u * self._sum(z**2 * w_obs)) / H_obs
-        du_dbeta = -theta * (self.indicator @ ((z * w_obs)[:, None] * X)) / H_obs[:, None]  # (m, p)
+        du_dbeta = -theta * (self._sum_rows((z * w_obs)[:, None] * X)) / H_obs[:, None]  # (m, p)
         self._tangent = (theta, beta.copy(), u.copy(), du_dtheta, du_dbeta)
         c = theta**2 * z**2 * dV / H[g]  # d log H_g / d eta_i
         cz = self._sum(c * z)
         dlogH_dtheta = 2 * theta * self._sum(z**2 * V) / H + cz * (u + theta * du_dtheta)
-        dlogH_dbeta = self.indicator @ (c[:, None] * X) + theta * cz[:, None] * du_dbeta
+        dlogH_dbeta = self._sum_rows(c[:, None] * X) + theta * cz[:, None] * du_dbeta
         if n_nodes == 1:  # Laplace: the one node is the mode itself (weight 1), where everything is known
             x, t, eta_k, P, score_k = np.zeros(1), u[:, None], eta[:, None], np.ones((self.m, 1)), score[:, None]
         else:
@@ -210,7 +218,7 @@ class ScalarPirls:
             P = np.exp(log_terms - np.max(log_terms, axis=1)[:, None])
             P /= np.sum(P, axis=1)[:, None]  # each group's node weights
         averaged = P[g] * score_k
-        d = theta * (self.indicator @ (z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
+        d = theta * (self._sum_rows(z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
         a1 = np.sum(P * d, axis=1)
         kappa = -0.5 - np.sqrt(0.5) * np.sum(P * d * x[None, :], axis=1) / np.sqrt(H)
         d_theta = -2.0 * (float(z @ np.sum(averaged * t[g], axis=1)) + float(a1 @ du_dtheta) + float(kappa @ dlogH_dtheta))
@@ -222,7 +230,7 @@ class ScalarPirls:
             dl, ds, dw = p.size_partials(eta, family, kind)
             du = theta * self._sum(z * ds) / H_obs
             dlogH = theta**2 * self._sum(z**2 * dw) / H + cz * theta * du
-            nodes_dl = self.indicator @ p.loglik_size_partial(eta_k, family) if n_nodes > 1 else self._sum(dl)[:, None]
+            nodes_dl = self._sum_rows(p.loglik_size_partial(eta_k, family)) if n_nodes > 1 else self._sum(dl)[:, None]
             d_size = -2.0 * float(np.sum(np.sum(P * nodes_dl, axis=1) + a1 * du + kappa * dlogH))
         return value, d_theta, d_beta, d_size
 
