@@ -90,3 +90,10 @@ def _accept_ratio(x: np.ndarray, f: np.ndarray) -> np.ndarray:
             coef = np.cumprod(np.vstack([np.ones((1, fs.size)), (n[:-1] + fs) / n[1:]]), axis=0)
             out[part] = np.sum((-1.0) ** n * coef * (1 + 2 * n / fs) * np.exp(-2 * n * (n + fs) / xs), axis=0)
     return out
+
+
+def augment(rng: np.random.Generator, h: np.ndarray, kappa: np.ndarray, psi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Given psi, the Gaussian weights omega ~ PG(h, psi) and pseudo-response z = kappa / omega: the factor
+    exp(kappa psi) / (1 + e^psi)^h is then proportional to N(z; psi, 1 / omega) in psi."""
+    omega = draw(rng, h, psi)
+    return omega, kappa / omega
