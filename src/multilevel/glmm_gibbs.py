@@ -141,22 +141,21 @@ class NegativeBinomialChain(PolyaGammaChain):
 
 
 SLICE_WIDTH = 1.0  # initial slice interval on log shape (its posterior SD is about 0.1-0.5 on count data)
-SLICE_STEPS = 50  # at most this many step-outs each way
+SLICE_STEPS = 50  # at most this many step-outs in all, split at random between the two sides (Neal 2003, fig. 3)
 
 
 def slice_step(rng: np.random.Generator, log_target, x: float, width: float) -> float:
-    """One univariate slice-sampling update from x (Neal 2003, stepping out and shrinkage): exact for log_target."""
+    """One univariate slice-sampling update from x (Neal 2003, stepping out with a random split of SLICE_STEPS, then
+    shrinkage): leaves the density exp(log_target) invariant."""
     level = log_target(x) + np.log(rng.uniform())
     left = x - width * rng.uniform()
     right = left + width
-    for _ in range(SLICE_STEPS):
-        if log_target(left) <= level:
-            break
-        left -= width
-    for _ in range(SLICE_STEPS):
-        if log_target(right) <= level:
-            break
-        right += width
+    steps_left = int(rng.uniform() * SLICE_STEPS)
+    steps_right = SLICE_STEPS - 1 - steps_left
+    while steps_left > 0 and log_target(left) > level:
+        left, steps_left = left - width, steps_left - 1
+    while steps_right > 0 and log_target(right) > level:
+        right, steps_right = right + width, steps_right - 1
     while True:
         proposal = rng.uniform(left, right)
         if log_target(proposal) > level:
