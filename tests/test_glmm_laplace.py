@@ -8,7 +8,7 @@ import pytest
 from conftest import reference
 
 import multilevel as mlv
-from multilevel import glmm_bayes, glmm_density, laplace_density
+from multilevel import glmm_bayes, glmm_density, glmm_laplace, laplace_density
 from multilevel.errors import MultilevelError
 from multilevel.priors import resolve_priors
 
@@ -61,6 +61,45 @@ def test_laplace_likelihood_is_the_exact_laplace_value(spec, name):
     h = 1e-5
     numeric = np.array([(f(x + h * e) - f(x - h * e)) / (2 * h) for e in np.eye(len(x))])
     assert np.allclose(grad, numeric, rtol=1e-6, atol=1e-6 * np.abs(grad).max())
+
+
+@pytest.mark.parametrize("spec, name", [(CBPP, "cbpp_binomial_laplace"), (GROUSE, "grouseticks_poisson")],
+                         ids=["cbpp", "grouseticks"])
+def test_warm_start_from_the_ml_modes_changes_nothing_but_the_start(spec, name):
+    """The Newton steps from the ML fit's modes (the sampler's default) reach the modes from 0's: the same density
+    and gradient at the reference's check points."""
+    import jax
+
+    ref = reference(name)
+    model = model_of(spec)
+    layout, data, columns = density_inputs(model)
+    warm = {**data, **glmm_laplace.anchor(model)}
+    assert "anchor0" in warm
+    order = [ref["theta"]["names"].index(f"{b.group}.(Intercept)") for b in model.design.blocks]
+    vg = jax.jit(jax.value_and_grad(lambda d, v: laplace_density.log_density(layout, d, v), argnums=1))
+    for point in ref["objective_checks"]["points"]:
+        x = point_of(layout, columns, np.array(point["theta"])[order], point["beta"])
+        (v0, g0), (v1, g1) = vg(data, x), vg(warm, x)
+        assert float(v1) == pytest.approx(float(v0), rel=1e-12)
+        np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), rtol=1e-7, atol=1e-9 * np.abs(g0).max())
+
+
+def test_grouseticks_chains_start_where_the_density_is_finite():
+    """Regression: cHEIGHT (SD 23) at brms-style starts of +-1 put e^47 ticks in the linear predictor; the modes
+    overflowed, the density was -inf with a NaN gradient at every chain's start, no chain moved (600 of 600
+    transitions divergent) and the importance check's weights were all NaN. Starts are now near 0 on each column's
+    scale, and where the Newton steps cannot reach a mode the density is -inf (a divergence), never NaN."""
+    import jax
+
+    model = model_of(GROUSE)
+    layout, data, _ = density_inputs(model)
+    data = {**data, **glmm_laplace.anchor(model)}
+    vg = jax.jit(jax.value_and_grad(lambda v: laplace_density.log_density(layout, data, v)))
+    for c in range(4):
+        value, grad = vg(glmm_laplace.chain_start(layout, model, data, np.random.default_rng([1, c])))
+        assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))
+    old = glmm_bayes.initial_point(layout, model, np.random.default_rng([1, 0]))  # the start that stuck
+    assert not np.isnan(float(vg(old)[0]))  # finite, or -inf where the modes are out of the Newton steps' reach
 
 
 def test_gaussian_draws_have_the_laplace_covariance():

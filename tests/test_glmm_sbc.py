@@ -1,9 +1,10 @@
 """Simulation-based calibration (Talts et al. 2018) of the GLMM samplers: NUTS with the group effects integrated
-by quadrature (binomial and Poisson) and Pólya–Gamma Gibbs (binomial).
+by quadrature (binomial and Poisson) and Pólya–Gamma Gibbs (binomial; negative binomial with its shape).
 
 As tests/test_sbc.py: parameters from proper priors, data from them, ranks of the true values among thinned
 posterior draws, which are uniform when the sampler is right. 8 groups x 5 rows, a random intercept and a slope
-on an uncentred covariate (the centred-intercept path); binomial rows have 4 trials.
+on an uncentred covariate (the centred-intercept path); binomial rows have 4 trials; the negative binomial's shape
+has a gamma(4, 2) prior (brms's gamma(0.01, 0.01) is too diffuse to simulate from).
 """
 
 from __future__ import annotations
@@ -16,15 +17,25 @@ import multilevel as mlv
 from sbc_ranks import KEPT, ranks_of_truth, uniformity_pvalues
 
 PRIORS = {"Intercept": mlv.prior.normal(0, 1), "b": mlv.prior.normal(0, 1), "sd": mlv.prior.half_normal(1)}
+SHAPE_PRIOR = mlv.prior.gamma(4, 2)
 GROUPS, PER_GROUP, TRIALS = 8, 5, 4
 X = np.random.default_rng(2013).normal(0.5, 1.0, GROUPS * PER_GROUP)
 RUNS = {  # (family, sampler) -> (warmup, draws before thinning)
     ("binomial", "nuts"): (300, 2 * KEPT),
     ("poisson", "nuts"): (300, 2 * KEPT),
     ("binomial", "gibbs"): (200, 10 * KEPT),
+    ("negbinomial", "gibbs"): (200, 10 * KEPT),
 }
-FORMULAS = {"binomial": "y | trials(n) ~ x + (1 | g)", "poisson": "y ~ x + (1 | g)"}
+FORMULAS = {"binomial": "y | trials(n) ~ x + (1 | g)", "poisson": "y ~ x + (1 | g)", "negbinomial": "y ~ x + (1 | g)"}
 PARAMETERS = ["b_Intercept", "b_x", "sd_g__Intercept", "r_g[g0,Intercept]"]
+
+
+def parameters(family: str) -> list[str]:
+    return PARAMETERS + ["shape"] if family == "negbinomial" else PARAMETERS
+
+
+def priors(family: str) -> dict:
+    return PRIORS | {"shape": SHAPE_PRIOR} if family == "negbinomial" else PRIORS
 
 
 def simulate(family: str, replicate: int) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -34,9 +45,15 @@ def simulate(family: str, replicate: int) -> tuple[pd.DataFrame, dict[str, float
     u = rng.normal(0, tau, GROUPS)
     g = np.repeat(np.arange(GROUPS), PER_GROUP)
     eta = alpha + slope * (X - X.mean()) + u[g]
-    y = rng.binomial(TRIALS, 1 / (1 + np.exp(-eta))) if family == "binomial" else rng.poisson(np.exp(eta))
-    data = pd.DataFrame({"y": y, "n": TRIALS, "x": X, "g": [f"g{i}" for i in g]})
     truth = {"b_Intercept": alpha - slope * X.mean(), "b_x": slope, "sd_g__Intercept": tau, "r_g[g0,Intercept]": u[0]}
+    if family == "binomial":
+        y = rng.binomial(TRIALS, 1 / (1 + np.exp(-eta)))
+    elif family == "poisson":
+        y = rng.poisson(np.exp(eta))
+    else:
+        truth["shape"] = shape = SHAPE_PRIOR.sample(rng)
+        y = rng.negative_binomial(shape, shape / (shape + np.exp(eta)))
+    data = pd.DataFrame({"y": y, "n": TRIALS, "x": X, "g": [f"g{i}" for i in g]})
     return data, truth
 
 
@@ -47,9 +64,9 @@ def ranks(family: str, sampler: str, replicates: range) -> np.ndarray:
     for r in replicates:
         data, truth = simulate(family, r)
         post = mlv.Model(FORMULAS[family], data, family=family).sample(
-            chains=1, draws=draws, warmup=warmup, seed=r, prior=PRIORS, sampler=sampler, progress=False
+            chains=1, draws=draws, warmup=warmup, seed=r, prior=priors(family), sampler=sampler, progress=False
         )
-        out.append(ranks_of_truth(post.parameters() | post.group_effect_draws(), truth, PARAMETERS))
+        out.append(ranks_of_truth(post.parameters() | post.group_effect_draws(), truth, parameters(family)))
     return np.array(out)
 
 
@@ -57,5 +74,5 @@ def ranks(family: str, sampler: str, replicates: range) -> np.ndarray:
 @pytest.mark.parametrize("family, sampler", list(RUNS), ids=[f"{f}-{s}" for f, s in RUNS])
 def test_glmm_sbc(family, sampler):
     """60 replicates, five bins: gross miscalibration of any exact GLMM sampler fails it."""
-    p = uniformity_pvalues(ranks(family, sampler, range(60)), PARAMETERS, bins=5)
+    p = uniformity_pvalues(ranks(family, sampler, range(60)), parameters(family), bins=5)
     assert min(p.values()) > 0.001, p

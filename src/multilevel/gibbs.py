@@ -133,6 +133,8 @@ def metropolis_cov(rng, S: np.ndarray, m: float, cov: np.ndarray, sd_priors: lis
 class Chain:
     """One Gibbs chain: the state and one full sweep of conditional draws."""
 
+    shape: float | None = None  # a negative binomial's shape (`glmm_gibbs.NegativeBinomialChain`)
+
     def __init__(self, design: Design, ps: PriorSet, rng: np.random.Generator, cp: CrossProducts | None = None):
         self.design, self.rng = design, rng
         self.block = GaussianBlock(design, cp)
@@ -224,6 +226,7 @@ def keep_sweeps(ch: Chain, chain: int, warmup: int, draws: int, report=None) -> 
         "corr": [np.empty((draws, b.k, b.k)) for b in blocks],
         "b": [np.empty((draws, b.m, b.k)) for b in blocks],
         "sigma": np.empty(draws) if ch.sigma is not None else None,
+        "shape": np.empty(draws) if ch.shape is not None else None,
         "accept_rate": np.empty(draws),
     }
     step = max(1, (warmup + draws) // 100)
@@ -245,6 +248,8 @@ def keep_sweeps(ch: Chain, chain: int, warmup: int, draws: int, report=None) -> 
             out["b"][i][d] = ch.b[i]
         if ch.sigma is not None:
             out["sigma"][d] = ch.sigma
+        if ch.shape is not None:
+            out["shape"][d] = ch.shape
     return out
 
 
@@ -277,7 +282,7 @@ def posterior_of(model, centred_names: list[str], columns: Scaling, res: list, d
     res, n, finished = runner.kept_chains(res, lambda r: len(r["beta"]), draws)
     res = [_first(r, n) for r in res]
     beta = uncentre(model.design.fixed_names, centred_names, np.stack([r["beta"] for r in res]), columns, y0)
-    sigma = None if res[0]["sigma"] is None else np.stack([r["sigma"] for r in res])
+    sigma, shape = (None if res[0][k] is None else np.stack([r[k] for r in res]) for k in ("sigma", "shape"))
     stats = {"accept_rate": np.stack([r["accept_rate"] for r in res])}
     return Posterior(model, beta, _per_term(res, "sd"), _per_term(res, "corr"), sigma, _per_term(res, "b"), stats, ps,
-                     seed, seconds, "gibbs", finished=finished)
+                     seed, seconds, "gibbs", shape=shape, finished=finished)

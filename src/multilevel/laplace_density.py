@@ -2,12 +2,14 @@
 JAX for NUTS (``sampler="laplace"``; APPROXIMATE, see docs/bayes.md).
 
 At each point the standardised effects u (b = diag(sd) L u per level) go to the mode u* of
-f(u) = sum of the rows' log-likelihood - |u|^2 / 2 (term-by-term sweeps, then full Newton steps), and the log
+f(u) = sum of the rows' log-likelihood - |u|^2 / 2 (term-by-term sweeps, then full Newton steps, each shortened
+until it improves f; from the ML fit's modes when the data hold them, a constant, else from 0), and the log
 marginal likelihood is f(u*) - log det(H) / 2 with H = I + A'WA the negative Hessian (A: each row's loading on
 u, W the rows' observed information). H is held in blocks as the engine's: the first term's k x k blocks per
 level, a dense Schur complement for the others (the rows' loadings on them held sparse, a few entries per row).
 The gradient is exact for the approximation: the mode enters through one Newton step from its stopped value,
-whose derivative is the mode's implicit derivative H^-1 dg/dtheta. The effects are drawn per draw from the
+whose derivative is the mode's implicit derivative H^-1 dg/dtheta; where that step is still long the mode was
+not found and the density is -inf (NUTS's divergence), never NaN. The effects are drawn per draw from the
 Laplace Gaussian N(u*, H^-1) (approximate too); `importance_draws` and `marginal_importance_draws` give the
 `laplace_check` its weights against the exact joint.
 """
@@ -20,11 +22,14 @@ import numpy as np
 
 from .glmm_density import GlmmLayout, _parameters, first_term_integral, row_loglik, shape_loglik
 
-NEWTON_STEPS = 40  # at most this many Newton steps to the mode, from u = 0
+NEWTON_STEPS = 40  # at most this many Newton steps to the mode
 NEWTON_TOL = 1e-6  # until no coordinate moves more (standardised units); the final Newton step in
 # `log_density` takes the error to ~1e-12, its square
-SWEEPS = 6  # term-by-term Newton sweeps (each costs gradients only) before the full Newton steps
+SWEEPS = 6  # term-by-term Newton sweeps (each costs gradients only) before the full Newton steps, from u = 0
+WARM_SWEEPS = 1  # the same from the ML fit's modes (`start_point`): VerbAgg 6 sweeps + 3 steps from 0 -> 1 + 3-4
 MAX_STEP = 3.0  # a step's largest coordinate (standardised units): keeps flat logistic likelihoods in range
+MODE_CHECK = 1e-3  # a last Newton step longer than this (standardised units) means the mode was not found
+HALVINGS = 12  # step lengths the line search may try: 1, 1/2, ..., 1/2048
 
 
 @dataclass(frozen=True)
@@ -190,50 +195,72 @@ def gaussian_draw(layout: LaplaceLayout, factors, mode, z):
     return mode + jnp.concatenate([d0.reshape(-1), d1])
 
 
-def find_mode(layout: LaplaceLayout, data: dict, eta0, shape, A, R):
-    """u* by Newton steps from 0 (at most MAX_STEP in any coordinate, halved when the full step does not
-    increase f); no gradient flows."""
+def find_mode(layout: LaplaceLayout, data: dict, eta0, shape, A, R, start):
+    """u* by Newton steps from `start` (each at most MAX_STEP in any coordinate and shortened by `_line_search`
+    until it improves f, so no step leaves the finite region); no gradient flows."""
     import jax
     import jax.numpy as jnp
 
-    eta0, shape, A, R = jax.tree_util.tree_map(jax.lax.stop_gradient, (eta0, shape, A, R))
+    eta0, shape, A, R, start = jax.tree_util.tree_map(jax.lax.stop_gradient, (eta0, shape, A, R, start))
 
     def f(u):
         return objective(layout, data, eta0, shape, A, R, u)
 
     def step(state):
-        i, u, _ = state
+        i, u, fu, _ = state
         g, w = _gradient_and_weights(layout, data, eta0, shape, A, R, u)
-        move = solve(layout, factor(layout, data, A, R, w), g)
-        move = move * jnp.minimum(1.0, MAX_STEP / jnp.max(jnp.abs(move)))
-        move = jnp.where(f(u + move) >= f(u), move, 0.5 * move)  # a NaN or worse value: half the step
-        return i + 1, u + move, jnp.max(jnp.abs(move))
+        u, fu, size = _line_search(f, u, fu, solve(layout, factor(layout, data, A, R, w), g))
+        return i + 1, u, fu, size
 
     def more(state):
-        return (state[0] < NEWTON_STEPS) & (state[2] > NEWTON_TOL)
+        return (state[0] < NEWTON_STEPS) & (state[3] > NEWTON_TOL)
 
-    q = layout.q_first + layout.q_rest
-    u = jax.lax.fori_loop(0, SWEEPS, lambda _, u: _sweep(layout, data, eta0, shape, A, R, u), jnp.zeros(q))
-    _, u, _ = jax.lax.while_loop(more, step, (0, u, jnp.inf))
+    sweeps = WARM_SWEEPS if "anchor0" in data else SWEEPS
+    u, fu = jax.lax.fori_loop(0, sweeps, lambda _, s: _sweep(layout, data, eta0, shape, A, R, *s, f), (start, f(start)))
+    _, u, _, _ = jax.lax.while_loop(more, step, (0, u, fu, jnp.inf))
     return u
 
 
-def _sweep(layout: LaplaceLayout, data: dict, eta0, shape, A, R, u):
-    """One cheap sweep towards the mode: a Newton step in each term's effects in turn, the others held (the
-    levels of one term are independent given the others, so the diagonal is their Hessian for scalar terms)."""
+def _line_search(f, u, fu, move):
+    """u + s move for the largest s in 1, 1/2, ..., 2^-(HALVINGS - 1) at which f is finite and not below f(u) (the
+    move first capped at MAX_STEP per coordinate; 1 and 1/2 tried together, the rest one by one only when both fail),
+    with f there and the step's largest coordinate; u itself when none is (then the step's size is 0)."""
     import jax
+    import jax.numpy as jnp
+
+    move = move * jnp.minimum(1.0, MAX_STEP / jnp.max(jnp.abs(move)))
+
+    def good(value):
+        return jnp.isfinite(value) & (value >= fu)
+
+    def halve(state):
+        i, s, _ = state
+        return i + 1, 0.5 * s, f(u + 0.5 * s * move)
+
+    def shorter(_):
+        return jax.lax.while_loop(lambda st: (st[0] < HALVINGS) & ~good(st[2]), halve, (2, 0.5, -jnp.inf))
+
+    pair = jax.vmap(lambda s: f(u + s * move))(jnp.array([1.0, 0.5]))
+    first = good(pair[0])
+    i, s, value = jax.lax.cond(good(pair).any(), lambda _: (1, jnp.where(first, 1.0, 0.5), jnp.where(first, pair[0], pair[1])),
+                               shorter, None)
+    s = jnp.where(i < HALVINGS, s, 0.0)
+    return u + s * move, jnp.where(i < HALVINGS, value, fu), s * jnp.max(jnp.abs(move))
+
+
+def _sweep(layout: LaplaceLayout, data: dict, eta0, shape, A, R, u, fu, f):
+    """One cheap sweep towards the mode: a Newton step in each term's effects in turn, the others held (the
+    levels of one term are independent given the others, so the diagonal is their Hessian for scalar terms).
+    Returns u and f(u)."""
     import jax.numpy as jnp
 
     start = 0
     for k, m in zip(layout.base.ks, layout.base.ms):
         g, w = _gradient_and_weights(layout, data, eta0, shape, A, R, u)
         mask = jnp.zeros(u.shape[0]).at[start : start + k * m].set(1.0)
-        move = mask * g / _diagonal(layout, data, A, R, w)
-        move = move * jnp.minimum(1.0, MAX_STEP / jnp.max(jnp.abs(move)))
-        better = objective(layout, data, eta0, shape, A, R, u + move) >= objective(layout, data, eta0, shape, A, R, u)
-        u = u + jnp.where(better, move, 0.5 * move)
+        u, fu, _ = _line_search(f, u, fu, mask * g / _diagonal(layout, data, A, R, w))
         start += k * m
-    return u
+    return u, fu
 
 
 def _diagonal(layout: LaplaceLayout, data: dict, A, R, w):
@@ -248,6 +275,20 @@ def _diagonal(layout: LaplaceLayout, data: dict, A, R, w):
     return 1.0 + d0
 
 
+def start_point(layout: LaplaceLayout, data: dict, sds, chols):
+    """Where the Newton steps begin: the anchor effects b (data["anchor<t>"], (m, k) per term, the ML fit's modes:
+    `glmm_laplace.anchor`) standardised at this point, u = (diag(sd) L)^-1 b per level; 0 without them. A constant
+    of the data, so the density stays a function of (beta, theta) alone."""
+    import jax.numpy as jnp
+    from jax.scipy.linalg import solve_triangular
+
+    if "anchor0" not in data:
+        return jnp.zeros(layout.q_first + layout.q_rest)
+    parts = [solve_triangular(sds[t][:, None] * chols[t], data[f"anchor{t}"].T, lower=True).T.reshape(-1)
+             for t in range(len(layout.base.ks))]
+    return jnp.concatenate(parts)
+
+
 def _at_mode(layout: LaplaceLayout, data: dict, x):
     """Everything at one point: log prior, shape, the loadings, the stopped mode and its factors."""
     import jax
@@ -255,22 +296,26 @@ def _at_mode(layout: LaplaceLayout, data: dict, x):
     sds, chols, shape, lp, eta0 = _parameters(layout, data, x)
     A = loadings(layout, data, sds, chols)
     R = _rest_entries(layout, data, A) if layout.q_rest else None
-    mode = find_mode(layout, data, eta0, shape, A, R)
+    mode = find_mode(layout, data, eta0, shape, A, R, start_point(layout, data, sds, chols))
     g, w = _gradient_and_weights(layout, data, eta0, shape, A, R, mode)
     factors = factor(layout, data, *jax.lax.stop_gradient((A, R, w)))
     return sds, chols, shape, lp, eta0, A, R, mode, g, factors
 
 
 def log_density(layout: LaplaceLayout, data: dict, x):
-    """Unnormalised log posterior of (beta, theta) at one unconstrained point, effects integrated out by Laplace."""
+    """Unnormalised log posterior of (beta, theta) at one unconstrained point, effects integrated out by Laplace;
+    -inf where the mode was not found (a divergence to NUTS, so reported, not hidden)."""
+    import jax
     import jax.numpy as jnp
 
     _, _, shape, lp, eta0, A, R, mode, g, factors = _at_mode(layout, data, x)
-    u = mode + solve(layout, factors, g)  # = the mode in value; its derivative is the mode's implicit derivative
+    correction = solve(layout, factors, g)
+    u = mode + correction  # = the mode in value; its derivative is the mode's implicit derivative
     _, w = _gradient_and_weights(layout, data, eta0, shape, A, R, u)
     ll = objective(layout, data, eta0, shape, A, R, u) - 0.5 * log_det(factor(layout, data, A, R, w))
     total = lp + ll + shape_loglik(layout, data, shape) + data["const"]
-    return jnp.where(jnp.isfinite(total), total, -jnp.inf)
+    found = jnp.max(jnp.abs(jax.lax.stop_gradient(correction))) < MODE_CHECK  # else the Newton steps ran out
+    return jnp.where(jnp.isfinite(total) & found, total, -jnp.inf)
 
 
 def noise_size(layout: LaplaceLayout) -> int:
