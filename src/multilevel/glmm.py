@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.linalg as sla
 
 from .components import boundary_parameters
-from .crossprod import held_blocks
+from .crossprod import design_scaling, held_blocks
 from .data import as_frame
 from .design import Design
 from .errors import MultilevelError, emit
@@ -40,7 +40,7 @@ from .optimize import (NEWTON_TRUST, OptimumInfo, bobyqa, finite_difference_chec
                        hessian_from_gradient, lbfgsb)
 from .pirls import Mode, Pirls
 from .scalar_pirls import ScalarPirls
-from .scaling import Scaling, far_covariate_messages, precision_message, random_columns
+from .scaling import Scaling, far_covariate_messages, precision_message
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
 GRADIENT_HESSIAN_STEP = 1e-3  # the same from differences of the exact gradient (error ~1e-6)
@@ -121,7 +121,7 @@ def held_design(design: Design) -> tuple[Design, Scaling]:
     """The design as PIRLS holds it (`Scaling`, as the LMM's cross-products: columns far from zero centred, products
     formed of centred parents, spreads scaled by powers of two; a random slope's far covariate centred in its term),
     with that `Scaling`; the design as given (an identity scaling) when no column needs it, as is usual."""
-    held = replace(Scaling.learn(design.X, np.zeros(design.nobs), design.fixed_names), terms=random_columns(design.blocks))
+    held = design_scaling(design, with_response=False)
     if not (np.any(held.centre) or held.random_centred or np.any(np.abs(np.log2(held.scale)) > SPREAD_BITS)):
         return design, Scaling.identity(design.p)
     X = held.apply(np.column_stack([design.X, np.zeros(design.nobs)]))[:, :-1]

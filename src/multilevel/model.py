@@ -14,7 +14,7 @@ from functools import cached_property
 import numpy as np
 
 from .bayes import sample
-from .crossprod import CrossProducts, cross_products, learn_scaling, with_response
+from .crossprod import CrossProducts, cross_products, design_scaling, with_response
 from .dense_memory import check_dense_size
 from .design import Design, build_design
 from .engine import Engine
@@ -23,7 +23,6 @@ from .families import GAUSSIAN, Family, Gaussian, parse
 from .glmm import fit_glmm, prepare_data, validate
 from .lmm import fit_lmm
 from .partitioned import is_partitioned, partitioned_design
-from .scaling import random_columns
 
 
 class Model:
@@ -116,8 +115,7 @@ class Model:
         term (`scaling.random_columns`: its fits map the effects and covariances back, `LmmFit`)."""
         if not self.gaussian:
             return cross_products(self.design)
-        held = replace(learn_scaling(self.design), terms=random_columns(self.design.blocks))
-        return cross_products(self.design, held)
+        return cross_products(self.design, design_scaling(self.design))
 
     @cached_property
     def engine(self) -> Engine:

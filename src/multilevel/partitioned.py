@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .centring import centred_cross_products, centred_design
-from .crossprod import CrossProducts, cross_products, learn_scaling, rescaled
+from .crossprod import CrossProducts, cross_products, design_scaling, rescaled
 from .data import names_in
 from .design import (
     TABLE_SPREAD,
@@ -38,7 +38,7 @@ from .errors import MultilevelError
 from .formula import parse
 from .partition_sources import as_source, compute
 from .predict import linear_predictor
-from .scaling import Scaling, random_columns
+from .scaling import Scaling
 
 SPLIT_EVERY = 2  # partial results combined per task of the reduction tree: two keep the fewest partials alive (docs/scale.md)
 SKETCH_SIZE = 4001  # quantiles kept of the response: brms's default priors within 1/4001 in rank (docs/scale.md)
@@ -289,7 +289,7 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     check_learnable(coding, sets)
     check_factor_levels(coding.fixed_spec, coding.terms)
     sample = apply_coding(coding, rows)  # the levels pass's rows: a sample spanning the levels
-    scaling = replace(learn_scaling(sample), terms=random_columns(sample.blocks))  # any nearby centre will do
+    scaling = design_scaling(sample)  # any nearby centre will do
     from dask import delayed
 
     shared = delayed(coding, pure=True, traverse=False)  # one task holding the coding, not a copy in every task
