@@ -191,6 +191,18 @@ class GlmmObjective:
             return self.terms.mode(theta, beta, family)
         return self.scalar.mode(float(theta[0]), beta, family)
 
+    def held_beta_covariance(self, mode: Mode, family: Family) -> np.ndarray:
+        """Covariance of the held columns' beta-hat from the PIRLS information given theta at `mode`: by the
+        vectorised PIRLS where the objective has one (its modes start where `mode`'s are), else the engine's."""
+        if self.has_gradient:
+            inv = np.linalg.inv(self.beta_precision_factor(mode.theta, mode.beta, family))
+        else:
+            pirls = self.pirls
+            kind = "expected" if pirls.information == "expected" else "observed"
+            engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
+            inv = engine.beta_covariance_factor(engine.factor(mode.theta))
+        return inv.T @ inv
+
     def __call__(self, x: np.ndarray) -> float:
         return self.deviance(*self.split(x))
 
@@ -309,16 +321,8 @@ def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: n
 
 
 def _vcov_rx(objective: GlmmObjective, mode: Mode, family: Family) -> np.ndarray:
-    """Covariance of beta-hat (of the user's columns) from the PIRLS information given theta (lme4's RX): by the
-    vectorised PIRLS where the objective has one (its modes start where `mode`'s are), else the engine's."""
-    pirls = objective.pirls
-    if objective.has_gradient:
-        inv = np.linalg.inv(objective.beta_precision_factor(mode.theta, mode.beta, family))
-    else:
-        kind = "expected" if pirls.information == "expected" else "observed"
-        engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
-        inv = engine.beta_covariance_factor(engine.factor(mode.theta))
-    return objective.held.coefficient_covariance(inv.T @ inv)
+    """Covariance of beta-hat (of the user's columns) from the PIRLS information given theta (lme4's RX)."""
+    return objective.held.coefficient_covariance(objective.held_beta_covariance(mode, family))
 
 
 def _check_nagq(nAGQ, design: Design) -> int:
