@@ -729,3 +729,30 @@ def test_a_transform_of_a_far_column_warns(formula, warns):
         warnings.simplefilter("always")
         mlv.Model(formula, sleep.assign(Days=sleep.Days + 1))
     assert not [w for w in caught if "computed from" in str(w.message)]
+
+
+@pytest.mark.parametrize("sampler", ["nuts", "gibbs"])
+def test_partitioned_sampler_product_term_shift(sampler):
+    """Dask data, w + 1e9 in Days*w: the samplers' product is formed of the centred factors from the sums (its centre
+    from the columns' means), as in memory; the posterior is the unshifted one within Monte Carlo error. Before, the
+    product was centred as a column: Gibbs stopped with 'not positive definite'."""
+    formula, frame = "Reaction ~ Days*w + (1 | Subject)", product_data("sleep_w")
+    shifted = frame.assign(w=frame.w + 1e9)
+    kw = dict(chains=2, draws=1000, warmup=500, seed=1, sampler=sampler, progress=False)
+    post = mlv.Model(formula, dd.from_pandas(shifted.sample(frac=1, random_state=3), npartitions=3, sort=False)).sample(**kw)
+    post0 = mlv.Model(formula, frame).sample(**kw)
+    within_mc_error(post.summary(), post0.summary(), ["b_w", "b_Days:w", "sigma", "sd_Subject__Intercept"])
+
+
+def test_an_informative_prior_on_a_far_factor_says_the_product_is_kept_as_given():
+    """A normal prior on b_w with w + 1e4 in Days*w: the product stays formed of the uncentred w (so the prior means
+    what it says), and a warning names the prior, the product, the column and the fix; w + 1 (near zero) is quiet."""
+    frame = product_data("sleep_w")
+    kw = dict(prior={"b_w": mlv.prior.normal(7.0, 0.01)}, chains=1, draws=50, warmup=50, seed=2, sampler="gibbs",
+              progress=False)
+    for c, expected in [(1e4, 1), (1.0, 0)]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mlv.Model("Reaction ~ Days*w + (1 | Subject)", frame.assign(w=frame.w + c)).sample(**kw)
+        said = [str(w.message) for w in caught if "informative prior on b_w keeps the product 'Days:w'" in str(w.message)]
+        assert len(said) == expected and all("Centre 'w' in the data" in m for m in said)

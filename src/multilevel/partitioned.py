@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from .centring import centred_cross_products, centred_design
+from .centring import centred_cross_products, centred_design, columns_from_means
 from .crossprod import CrossProducts, cross_products, design_scaling, rescaled
 from .data import names_in
 from .design import (
@@ -473,8 +473,8 @@ def sampler_inputs(model, y0: float = 0.0, informative=frozenset()) -> tuple[Des
     """The samplers' design (non-intercept columns centred, products of far factors formed of centred ones, the
     intercept last: `centring.centred_design`; the response less y0, which only a model with an intercept absorbs)
     and its cross-products, with the `Scaling` that makes those columns and whether there is an intercept; for
-    partitioned data by the exact linear map of the cross-products (`centring.centred_cross_products`, products
-    centred as columns) instead of the rows."""
+    partitioned data by the exact linear map of the cross-products (`centring.centred_cross_products`; products
+    of far factors formed of centred ones, `centring.columns_from_means`) instead of the rows."""
     design = model.design
     if not isinstance(design, PartitionedDesign):
         centred, columns, intercept = centred_design(design, informative)
@@ -486,6 +486,5 @@ def sampler_inputs(model, y0: float = 0.0, informative=frozenset()) -> tuple[Des
     centred = copy.copy(design)
     keep = [j for j, n in enumerate(names) if n != "(Intercept)"]
     centred.fixed_names = [names[j] for j in keep] + ["(Intercept)"]
-    unit = np.array([n == "(Intercept)" for n in names], dtype=float)
-    columns = Scaling(np.append(np.where(unit == 0, design.x_means, 0.0), 0.0), np.ones(len(names) + 1), unit)
+    columns = columns_from_means(names, design.x_means, model.cross_products.held.products, informative)
     return centred, centred_cross_products(model.cross_products, names, columns, y0), columns, True
