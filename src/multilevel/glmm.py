@@ -45,6 +45,7 @@ from .scaling import Scaling, far_covariate_messages, precision_message
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
 GRADIENT_HESSIAN_STEP = 1e-3  # the same from differences of the exact gradient (error ~1e-6)
 STAGE2_FTOL, STAGE2_GTOL = 1e-10, 1e-5  # L-BFGS-B stops ~1e-5 from the optimum: the final Newton step goes the rest
+MAX_NAGQ = 100  # quadrature nodes, as lme4's GHrule
 SPREAD_BITS = 10  # columns near zero whose spread is within 2^+-10 of 1 are held as given (the whitening absorbs it)
 
 
@@ -326,9 +327,14 @@ def _vcov_rx(objective: GlmmObjective, mode: Mode, family: Family) -> np.ndarray
 
 
 def _check_nagq(nAGQ, design: Design) -> int:
-    n = int(nAGQ)
-    if n != nAGQ or n < 0:
-        raise MultilevelError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
+    """nAGQ as a whole number from 0 to MAX_NAGQ (lme4's limit; with 400 nodes the weights underflow to an infinite
+    deviance), refused by name otherwise."""
+    try:
+        n = int(nAGQ)
+    except (TypeError, ValueError, OverflowError):  # NaN, inf, text
+        n = None
+    if n is None or n != nAGQ or not 0 <= n <= MAX_NAGQ:
+        raise MultilevelError(f"nAGQ must be a whole number >= 0 and at most {MAX_NAGQ} (as in lme4), not {nAGQ!r}")
     if n > 1 and (len(design.blocks) != 1 or design.blocks[0].k != 1):
         raise MultilevelError(
             "adaptive Gauss-Hermite quadrature (nAGQ > 1) needs a single scalar random-effect term such as "

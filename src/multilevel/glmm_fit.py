@@ -55,7 +55,11 @@ class GlmmFit(GlmmText, Generalized, OfModel):
     def deviance_at(self, theta: np.ndarray, beta: np.ndarray, size: float | None = None) -> float:
         """-2 log-likelihood by this fit's approximation at other parameters, the user's (theta of the terms'
         covariances M T T' M'; NB size: None keeps the fit's)."""
-        return self.held_deviance_at(theta, self.held.held_coefficients(np.asarray(beta, float)), size)
+        theta, beta = np.asarray(theta, float), np.asarray(beta, float)
+        if theta.shape != self.theta.shape or beta.shape != self.beta.shape:
+            raise MultilevelError(f"deviance_at takes theta of {self.theta.size} and beta of {self.beta.size} values (this "
+                                  f"fit's), not {theta.size} and {beta.size}")
+        return self.held_deviance_at(theta, self.held.held_coefficients(beta), size)
 
     def held_deviance_at(self, theta: np.ndarray, beta_held: np.ndarray, size: float | None = None) -> float:
         """`deviance_at` with the fixed effects of the columns as PIRLS holds them (`held`): well conditioned where
