@@ -756,3 +756,35 @@ def test_an_informative_prior_on_a_far_factor_says_the_product_is_kept_as_given(
             mlv.Model("Reaction ~ Days*w + (1 | Subject)", frame.assign(w=frame.w + c)).sample(**kw)
         said = [str(w.message) for w in caught if "informative prior on b_w keeps the product 'Days:w'" in str(w.message)]
         assert len(said) == expected and all("Centre 'w' in the data" in m for m in said)
+
+
+OCCUPANCY = {"fixed": "~ Elevation_scaled", "random intercept": "~ Elevation_scaled + (1 | region)"}
+
+
+@pytest.mark.parametrize("c", [1e4, 1e9, 1e12])
+@pytest.mark.parametrize("key", list(OCCUPANCY))
+def test_occupancy_covariate_shift(key, c):
+    """Site and survey covariates + c in an occupancy model (before: at 1e9 the slope was off by 100 %, silently):
+    fitted in the held columns, the coefficients mapped by T (intercepts absorb -c slope), their SEs, the
+    log-likelihood and the SD are those of the fit of (x + c) - c to 1e-6 (a random intercept's SEs, from finite
+    differences in other coordinates, to 1e-5); stored values that lost digits warn."""
+    if key != "fixed" and c != 1e9:
+        pytest.skip("the random intercept's BOBYQA fit: one shift")
+    oven = data("oven_occupancy")
+    oven = oven.assign(region=(oven.site.astype("category").cat.codes // 10).astype(str))
+    shifted = oven.assign(Elevation_scaled=oven.Elevation_scaled + c, day_scaled=oven.day_scaled + c)
+    same = shifted.assign(Elevation_scaled=shifted.Elevation_scaled - c, day_scaled=shifted.day_scaled - c)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f = mlv.Occupancy(OCCUPANCY[key], "~ day_scaled", shifted).fit()
+    f0 = mlv.Occupancy(OCCUPANCY[key], "~ day_scaled", same).fit()
+    T = np.array([[1, c, 0, 0], [0, 1, 0, 0], [0, 0, 1, c], [0, 0, 0, 1]], float)
+    mapped_close(f.params, T, f0.params)
+    Tinv = np.linalg.inv(T)
+    fd = f.sigma is not None  # SEs from a finite-difference Hessian, taken in other coordinates: ~1e-6 apart
+    close(np.sqrt(np.diag(f.vcov))[[1, 3]], np.sqrt(np.diag(Tinv @ f0.vcov @ Tinv.T))[[1, 3]], rel=1e-5 if fd else TOL)
+    close(f.loglik, f0.loglik)
+    if f.sigma is not None:
+        close(f.sigma, f0.sigma)
+    lost = any("lost digits" in str(w.message) or "rounding errors" in str(w.message) for w in caught)
+    assert lost == (c >= 1e12)
