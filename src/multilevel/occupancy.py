@@ -24,6 +24,7 @@ from .data import as_frame
 from .design import apply_coding, learn_coding, used_columns
 from .errors import MultilevelError, emit
 from .formula import RandomTerm, parse
+from .glmm import MAX_NAGQ
 from .occupancy_bayes import SPOCCUPANCY_IG, SPOCCUPANCY_PRIOR_VARIANCE, sample
 from .occupancy_fit import OccupancyFit
 from .occupancy_posterior import OccupancyPosterior
@@ -131,8 +132,9 @@ class Occupancy:
         """Maximum likelihood: with no random effects by Newton trust region on the analytic gradient and Hessian
         (SEs from it); with a random intercept by BOBYQA on the Laplace (`n_agq=1`) or adaptive Gauss-Hermite
         (`n_agq` nodes) approximation, SEs from its finite-difference Hessian."""
-        if not isinstance(n_agq, (int, np.integer)) or n_agq < 1:
-            raise MultilevelError(f"n_agq must be an integer >= 1 (1 = Laplace), got {n_agq!r}")
+        if isinstance(n_agq, bool) or not isinstance(n_agq, (int, np.integer)) or not 1 <= n_agq <= MAX_NAGQ:
+            raise MultilevelError(f"n_agq must be an integer >= 1 (1 = Laplace) and at most {MAX_NAGQ} (as lme4's "
+                                  f"quadrature; more nodes underflow to a log-likelihood of -inf), got {n_agq!r}")
         held, B, lost = self._held()
         fit = held._fit_fixed()
         fit = fit if self.random is None else held._fit_random(fit, n_agq)

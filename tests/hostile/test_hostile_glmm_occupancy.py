@@ -166,3 +166,11 @@ def test_glmm_deviance_at_of_the_wrong_length_is_refused():
     """deviance_at with a beta of another model leaked a numpy matmul error."""
     f = glmm(BINOMIAL, cbpp(), "binomial")
     refused(lambda: f.deviance_at([0.5], [1.0, 2.0]), "theta of 1 and beta of 4", "not 1 and 2")
+
+
+@pytest.mark.parametrize("n_agq", [1000, 101, True, 0])
+def test_occupancy_quadrature_nodes_outside_1_to_100_are_refused(n_agq):
+    """n_agq = 1000 on a random intercept returned a fit with a log-likelihood of -inf (the weights underflow)."""
+    frame = oven().assign(region=(oven().site.astype("category").cat.codes // 10).astype(str))
+    refused(lambda: occupancy(frame, "~ 1 + (1 | region)", "~ 1").fit(n_agq=n_agq), "n_agq must be an integer",
+            "at most 100")
