@@ -83,6 +83,9 @@ def validate(design: Design, family: Family) -> None:
         return
     if design.se is not None:
         raise MultilevelError("se() in the response is for Gaussian models with known standard errors")
+    if design.trials is not None and not isinstance(family, Binomial):
+        raise MultilevelError(f"cbind(successes, failures) and trials() describe binomial data, not {family.name}: use "
+                              "family='binomial' (or model the counts themselves, e.g. successes ~ ... + offset=log(trials))")
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)': this is a GLM, not a mixed model")
     family.check_response(design.y, design.family_weights)

@@ -174,3 +174,10 @@ def test_occupancy_quadrature_nodes_outside_1_to_100_are_refused(n_agq):
     frame = oven().assign(region=(oven().site.astype("category").cat.codes // 10).astype(str))
     refused(lambda: occupancy(frame, "~ 1 + (1 | region)", "~ 1").fit(n_agq=n_agq), "n_agq must be an integer",
             "at most 100")
+
+
+@pytest.mark.parametrize("family", ["poisson", "negbinomial"])
+def test_glmm_cbind_with_a_count_family_is_refused_by_name(family):
+    """cbind(incidence, size - incidence) with family='poisson' was read as proportions and refused as 'not a count'
+    (row 1: 0.142857): now the message says cbind() is binomial data."""
+    refused(lambda: glmm(BINOMIAL, cbpp(), family), "cbind(successes, failures)", "binomial data", "family='binomial'")
