@@ -8,11 +8,13 @@ that spacing too (a double near 1e12 holds 4 decimals).
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import dask.dataframe as dd
 import numpy as np
 import pytest
+from scipy import optimize, stats
 
 import multilevel as mlv
 from multilevel import scaling
@@ -632,3 +634,157 @@ def test_a_glmm_fit_with_centred_columns_reopens_exactly(tmp_path):
     close(g.deviance, f.deviance, rel=1e-12)
     close_vector(g.random_effects[0], f.random_effects[0])
     close(g.predict(), f.predict())
+
+
+@pytest.mark.parametrize("c", [1e4, 1e8, 1e12])
+def test_glmm_profile_intervals_of_a_shifted_predictor(c):
+    """cbpp with x + c (before: an error, the user's intercept and slope correlated within a hair of -1): profiled in
+    the held, whitened coordinates, the SD's and every slope's intervals are those of (x + c) - c to 1e-6."""
+    formula, dataset, family, x, _ = GLMMS["cbpp binomial"]
+    shifted = glmm_data(dataset).assign(**{x: glmm_data(dataset)[x] + c})
+    ci = glmm_fit(formula, shifted, family).confint(method="profile")
+    ci0 = glmm_fit(formula, shifted.assign(**{x: shifted[x] - c}), family).confint(method="profile")
+    rows = [r for r in ci0.index if r != "(Intercept)"]
+    close(ci.loc[rows].to_numpy(), ci0.loc[rows].to_numpy())
+
+
+def test_glmm_profile_of_a_shifted_intercept_is_where_the_deviance_rises_by_z2():
+    """The intercept of x + 100 (the mean log-odds at x = -100) profiled: at each end, the deviance minimised over the
+    SD and the other coefficients with that intercept fixed (the unshifted fit's deviance at intercept_0 = end + 100
+    beta_x, by Powell's method: another optimiser in other coordinates) is the minimum plus z^2."""
+    formula, dataset, family, x, _ = GLMMS["cbpp binomial"]
+    c, frame = 100.0, glmm_data(dataset)
+    ci = glmm_fit(formula, frame.assign(**{x: frame[x] + c}), family).confint(method="profile")
+    f0 = glmm_fit(formula, frame, family)
+    j = f0.model.fixed_names.index(x)
+    for end in ("lower", "upper"):
+        value = ci.loc["(Intercept)", end]
+
+        def deviance(v):  # v: the SD, then beta without the intercept
+            return f0.deviance_at(v[:1], np.concatenate([[value + c * v[j]], v[1:]]))
+
+        start = np.concatenate([[f0.variance_components["sd"].iloc[0]], f0.beta[1:]])
+        start[j] = (f0.beta[0] - value) / c  # on the constraint, with the unshifted intercept at its estimate
+        best = optimize.minimize(deviance, start, method="Powell", options={"xtol": 1e-10, "ftol": 1e-12})
+        assert best.fun - f0.deviance == pytest.approx(stats.norm.ppf(0.975) ** 2, abs=1e-4)
+
+
+POWERS = {
+    "quadratic": ("Reaction ~ Days + I(Days^2) + (1 | Subject)", "I(Days^2)"),
+    "cubic": ("Reaction ~ Days + I(Days^2) + I(Days^3) + (1 | Subject)", "I(Days^3)"),
+    "raw poly": ("Reaction ~ poly(Days, 2, raw=True) + (1 | Subject)", "poly(Days, 2, raw=True)1"),
+}
+
+
+@pytest.mark.parametrize("c", [1e3, 1e6, 1e9, 1e12])
+@pytest.mark.parametrize("key", list(POWERS))
+def test_power_term_shift(key, c):
+    """Days + c in a full polynomial: the powers are formed again of the centred column (as products are), so the fit
+    is the unshifted one: theta, sigma, criterion, the highest power's coefficient and SE. Before,
+    x^2 of Days + 1e6 was formed by the formula library: sigma moved 1e-5 (raw poly), more with I()."""
+    formula, top = POWERS[key]
+    sleep = data("sleepstudy")
+    f, f0 = fit(formula, sleep.assign(Days=sleep.Days + c)), fit(formula, sleep)
+    close_vector(f.theta, f0.theta)
+    close([f.sigma, f.objective], [f0.sigma, f0.objective])
+    close(f.fixed_effects.loc[top].to_numpy()[:2], f0.fixed_effects.loc[top].to_numpy()[:2])
+    assert not any("computed from" in w for w in f.warnings)
+
+
+def test_glmm_power_term_shift():
+    """x + 1e8 in cbpp's x + I(x^2): PIRLS holds the square formed of the centred x; the deviance, the square's
+    coefficient and SE and the SD are those of the unshifted fit."""
+    formula = "cbind(incidence, size - incidence) ~ period + x + I(x^2) + (1 | herd)"
+    frame = glmm_data("cbpp_x")
+    f = glmm_fit(formula, frame.assign(x=frame.x + 1e8), "binomial")
+    f0 = glmm_fit(formula, frame, "binomial")
+    close(f.deviance, f0.deviance)
+    close(f.fixed_effects.loc["I(x^2)"].to_numpy()[:2], f0.fixed_effects.loc["I(x^2)"].to_numpy()[:2])
+    close(f.variance_components["sd"].to_numpy(), f0.variance_components["sd"].to_numpy())
+
+
+@pytest.mark.parametrize("formula, warns", [
+    ("Reaction ~ I(Days^2) + (1 | Subject)", True),  # no Days column: the square is the formula library's
+    ("Reaction ~ Days + I(Days^3) + (1 | Subject)", True),  # no square: the cube cannot be formed again
+    ("Reaction ~ np.log(Days + 1) + (1 | Subject)", True),
+    ("Reaction ~ Days + I(Days^2) + (1 | Subject)", False),
+    ("Reaction ~ poly(Days, 2) + (1 | Subject)", False),  # orthogonal polynomials of x - mean: exact
+    ("Reaction ~ center(Days) + (1 | Subject)", False),
+    ("Reaction ~ I(Days - 1e6) + (1 | Subject)", False),  # affine: held centred as a column
+    ("Reaction ~ C(Days) + (1 | Subject)", False),
+])
+def test_a_transform_of_a_far_column_warns(formula, warns):
+    """Days + 1e6 inside a transform the fit cannot form again of the centred column: a warning naming the column and
+    the fix (centre it first); nothing for what is formed exactly."""
+    sleep = data("sleepstudy")
+    shifted = sleep.assign(Days=sleep.Days + 1e6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mlv.Model(formula, shifted)
+    messages = [str(w.message) for w in caught if "computed from 'Days'" in str(w.message)]
+    assert len(messages) == int(warns)
+    assert all("Centre 'Days' in the data first" in m and issubclass(w.category, MultilevelWarning)
+               for m, w in zip(messages, caught))
+    with warnings.catch_warnings(record=True) as caught:  # near zero: nothing to say
+        warnings.simplefilter("always")
+        mlv.Model(formula, sleep.assign(Days=sleep.Days + 1))
+    assert not [w for w in caught if "computed from" in str(w.message)]
+
+
+@pytest.mark.parametrize("sampler", ["nuts", "gibbs"])
+def test_partitioned_sampler_product_term_shift(sampler):
+    """Dask data, w + 1e9 in Days*w: the samplers' product is formed of the centred factors from the sums (its centre
+    from the columns' means), as in memory; the posterior is the unshifted one within Monte Carlo error. Before, the
+    product was centred as a column: Gibbs stopped with 'not positive definite'."""
+    formula, frame = "Reaction ~ Days*w + (1 | Subject)", product_data("sleep_w")
+    shifted = frame.assign(w=frame.w + 1e9)
+    kw = dict(chains=2, draws=1000, warmup=500, seed=1, sampler=sampler, progress=False)
+    post = mlv.Model(formula, dd.from_pandas(shifted.sample(frac=1, random_state=3), npartitions=3, sort=False)).sample(**kw)
+    post0 = mlv.Model(formula, frame).sample(**kw)
+    within_mc_error(post.summary(), post0.summary(), ["b_w", "b_Days:w", "sigma", "sd_Subject__Intercept"])
+
+
+def test_an_informative_prior_on_a_far_factor_says_the_product_is_kept_as_given():
+    """A normal prior on b_w with w + 1e4 in Days*w: the product stays formed of the uncentred w (so the prior means
+    what it says), and a warning names the prior, the product, the column and the fix; w + 1 (near zero) is quiet."""
+    frame = product_data("sleep_w")
+    kw = dict(prior={"b_w": mlv.prior.normal(7.0, 0.01)}, chains=1, draws=50, warmup=50, seed=2, sampler="gibbs",
+              progress=False)
+    for c, expected in [(1e4, 1), (1.0, 0)]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mlv.Model("Reaction ~ Days*w + (1 | Subject)", frame.assign(w=frame.w + c)).sample(**kw)
+        said = [str(w.message) for w in caught if "informative prior on b_w keeps the product 'Days:w'" in str(w.message)]
+        assert len(said) == expected and all("Centre 'w' in the data" in m for m in said)
+
+
+OCCUPANCY = {"fixed": "~ Elevation_scaled", "random intercept": "~ Elevation_scaled + (1 | region)"}
+
+
+@pytest.mark.parametrize("c", [1e4, 1e9, 1e12])
+@pytest.mark.parametrize("key", list(OCCUPANCY))
+def test_occupancy_covariate_shift(key, c):
+    """Site and survey covariates + c in an occupancy model (before: at 1e9 the slope was off by 100 %, silently):
+    fitted in the held columns, the coefficients mapped by T (intercepts absorb -c slope), their SEs, the
+    log-likelihood and the SD are those of the fit of (x + c) - c to 1e-6 (a random intercept's SEs, from finite
+    differences in other coordinates, to 1e-5); stored values that lost digits warn."""
+    if key != "fixed" and c != 1e9:
+        pytest.skip("the random intercept's BOBYQA fit: one shift")
+    oven = data("oven_occupancy")
+    oven = oven.assign(region=(oven.site.astype("category").cat.codes // 10).astype(str))
+    shifted = oven.assign(Elevation_scaled=oven.Elevation_scaled + c, day_scaled=oven.day_scaled + c)
+    same = shifted.assign(Elevation_scaled=shifted.Elevation_scaled - c, day_scaled=shifted.day_scaled - c)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f = mlv.Occupancy(OCCUPANCY[key], "~ day_scaled", shifted).fit()
+    f0 = mlv.Occupancy(OCCUPANCY[key], "~ day_scaled", same).fit()
+    T = np.array([[1, c, 0, 0], [0, 1, 0, 0], [0, 0, 1, c], [0, 0, 0, 1]], float)
+    mapped_close(f.params, T, f0.params)
+    Tinv = np.linalg.inv(T)
+    fd = f.sigma is not None  # SEs from a finite-difference Hessian, taken in other coordinates: ~1e-6 apart
+    close(np.sqrt(np.diag(f.vcov))[[1, 3]], np.sqrt(np.diag(Tinv @ f0.vcov @ Tinv.T))[[1, 3]], rel=1e-5 if fd else TOL)
+    close(f.loglik, f0.loglik)
+    if f.sigma is not None:
+        close(f.sigma, f0.sigma)
+    lost = any("lost digits" in str(w.message) or "rounding errors" in str(w.message) for w in caught)
+    assert lost == (c >= 1e12)

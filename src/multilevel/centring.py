@@ -15,23 +15,64 @@ from dataclasses import replace
 import numpy as np
 
 from .design import Design
-from .scaling import Scaling, column_centres, held_products, product_columns
+from .errors import emit
+from .scaling import FAR_TRANSFORM, Scaling, column_centres, held_products, product_columns
 
 
 def sampler_columns(X: np.ndarray, names: list[str], informative=frozenset()) -> Scaling:
     """The samplers' columns as a `Scaling` (scale 1): every column but the intercept centred at its mean, products
     with a factor far from zero formed of the centred factors first, unless a factor's coefficient has an
-    informative prior (`informative`: names), which the product's coefficient would otherwise mix in."""
+    informative prior (`informative`: names), which the product's coefficient would otherwise mix in (then said,
+    where the factor lies far enough from zero to cost digits: `informative_messages`)."""
     p, i0 = X.shape[1], names.index("(Intercept)")
     unit = np.eye(p)[i0]
+    products = product_columns(X, names, column_centres(X, unit), unit)
+    emit(informative_messages(products, names, X.mean(axis=0), X.std(axis=0), informative))
+    products = kept_products(products, names, informative)
     centre = np.where(unit == 0, X.mean(axis=0), 0.0)
-    products = tuple(pr for pr in product_columns(X, names, column_centres(X, unit), unit)
-                     if not any(names[j] in informative for j in pr[1]))
     if products:  # a product's centre: the mean of the product of its centred factors
         held = X.copy()
         held_products(held, centre, products)
         centre = np.where(unit == 0, held.mean(axis=0), 0.0)
     return Scaling(np.append(centre, 0.0), np.ones(p + 1), unit, products=products)
+
+
+def columns_from_means(names: list[str], means: np.ndarray, products: tuple, informative=frozenset()) -> Scaling:
+    """`sampler_columns` for data known by their sums (partitioned): centres from the columns' means, the products
+    the cross-products hold (`Scaling.products`) formed of centred factors unless a factor has an informative prior;
+    a product's centre, the mean of the product of its centred factors, from the means of its expansion's columns
+    (nearby is enough: the map to the user's coefficients is exact whatever the centre)."""
+    p, i0 = len(names), names.index("(Intercept)")
+    unit = np.eye(p)[i0]
+    products = kept_products(products, names, informative)
+    centre = np.where(unit == 0, means, 0.0)
+    for k, _, expansion in products:
+        centre[k] = sum(np.prod(-centre[list(left)]) * (1.0 if row < 0 else means[row]) for row, left in expansion)
+    return Scaling(np.append(centre, 0.0), np.ones(p + 1), unit, products=products)
+
+
+def kept_products(products: tuple, names: list[str], informative) -> tuple:
+    """The products none of whose factors has an informative prior."""
+    return tuple(pr for pr in products if not any(names[j] in informative for j in pr[1]))
+
+
+def informative_messages(products: tuple, names: list[str], mean: np.ndarray, sd: np.ndarray, informative) -> list[str]:
+    """Plain words for a product kept as given because a factor's coefficient has an informative prior, where a factor
+    lies more than FAR_TRANSFORM SDs from zero (the product, centred alone, is then nearly a multiple of the other
+    factor and its draws lose digits)."""
+    out = []
+    for k, parents, _ in products:
+        held = [names[j] for j in parents if names[j] in informative]
+        far = [j for j in parents if sd[j] > 0 and abs(mean[j]) > FAR_TRANSFORM * sd[j]]
+        if held and far:
+            x = names[far[0]]
+            out.append(
+                f"the informative prior on {', '.join('b_' + n for n in held)} keeps the product '{names[k]}' formed of the uncentred '{x}' "
+                f"(averaging {mean[far[0]]:.3g}, more than {FAR_TRANSFORM:g} times its spread from zero): centred alone "
+                "the product is nearly a multiple of its other factor and the samplers lose digits of its coefficient. "
+                f"Centre '{x}' in the data (and move the prior with it) for draws formed of centred factors"
+            )
+    return out
 
 
 def centred_design(design: Design, informative=frozenset()) -> tuple[Design, Scaling, bool]:

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .design import Design, RandomBlock
-from .scaling import Scaling, held_random
+from .scaling import Scaling, held_random, random_columns
 
 @dataclass
 class CrossProducts:
@@ -80,6 +80,13 @@ def response(design: Design) -> np.ndarray:
 def learn_scaling(design: Design) -> Scaling:
     """The design's `Scaling`, learned from its rows."""
     return Scaling.learn(design.X, response(design), design.fixed_names)
+
+
+def design_scaling(design: Design, with_response: bool = True) -> Scaling:
+    """The design's `Scaling` with its random slopes' far covariates held centred in their terms (`random_columns`);
+    `with_response=False` leaves the response as given (a GLMM's, which PIRLS reweights)."""
+    y = response(design) if with_response else np.zeros(design.nobs)
+    return replace(Scaling.learn(design.X, y, design.fixed_names), terms=random_columns(design.blocks))
 
 
 def weighted_columns(design: Design, scaling: Scaling) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -10,7 +10,7 @@ import ast
 import re
 import warnings
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 
 import formulaic
 import numpy as np
@@ -32,7 +32,7 @@ from .data import (
 from .errors import MultilevelError, MultilevelWarning
 from .formula import Formula, RandomTerm, _plain, _to_python_power, cbind_parts, parse
 from .names import interaction_parts
-from .scaling import held_columns
+from .scaling import held_columns, transform_messages
 
 _MISSING_RE = re.compile(r"`([^`]+)` is not present")
 _OFFSET_RE = re.compile(r"name 'offset' is not defined")
@@ -263,6 +263,10 @@ def learn_coding(formula: str | Formula, data, weights=None, offset=None, aliasi
     response, trials = _learn_response(f, frame, evaluated)
     X, names, fixed_spec = _fixed_matrix(f.fixed, frame, columns)
     evaluated["fixed"] = (X, names)
+    if not isinstance(fixed_spec, NumericColumns):  # plain numeric columns have no transforms
+        probe = partial(_apply_spec, fixed_spec, f.fixed, columns=columns, where="the fixed part")
+        for message in transform_messages(X, names, frame, lambda rows: probe(rows)[0]):
+            warnings.warn(message, MultilevelWarning, stacklevel=4)
     aliased = _aliased(X, names) if aliasing else []
     terms = sorted((_learn_term(t, frame, columns) for t in f.random), key=lambda t: -len(t.levels))  # lme4's order
     for t in terms:

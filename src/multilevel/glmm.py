@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.linalg as sla
 
 from .components import boundary_parameters
-from .crossprod import held_blocks
+from .crossprod import design_scaling, held_blocks
 from .data import as_frame
 from .design import Design
 from .errors import MultilevelError, emit
@@ -40,7 +40,7 @@ from .optimize import (NEWTON_TRUST, OptimumInfo, bobyqa, finite_difference_chec
                        hessian_from_gradient, lbfgsb)
 from .pirls import STEP_TOL, Mode, Pirls
 from .scalar_pirls import ScalarPirls
-from .scaling import Scaling, far_covariate_messages, precision_message, random_columns
+from .scaling import Scaling, far_covariate_messages, precision_message
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
 GRADIENT_HESSIAN_STEP = 1e-3  # the same from central differences of the exact gradient (error ~1e-6)
@@ -48,6 +48,7 @@ FORWARD_HESSIAN_STEP = 3e-5  # forward differences of the exact gradient (half t
 NEARLY_SINGULAR = 1e-3  # smallest / largest eigenvalue below which forward differences' O(h) error could hide singularity
 STAGE2_FTOL, STAGE2_GTOL = 1e-10, 1e-5  # L-BFGS-B stops ~1e-5 from the optimum: the final Newton step goes the rest
 FINAL_STEP_TOL = 1e-13  # PIRLS's stopping step for the modes a fit reports (STEP_TOL leaves them ~1e-12 from exact)
+MAX_NAGQ = 100  # quadrature nodes, as lme4's GHrule
 SPREAD_BITS = 10  # columns near zero whose spread is within 2^+-10 of 1 are held as given (the whitening absorbs it)
 
 
@@ -85,6 +86,9 @@ def validate(design: Design, family: Family) -> None:
         return
     if design.se is not None:
         raise MultilevelError("se() in the response is for Gaussian models with known standard errors")
+    if design.trials is not None and not isinstance(family, Binomial):
+        raise MultilevelError(f"cbind(successes, failures) and trials() describe binomial data, not {family.name}: use "
+                              "family='binomial' (or model the counts themselves, e.g. successes ~ ... + offset=log(trials))")
     if not design.blocks:
         raise MultilevelError("the formula has no random term such as '(1 | group)': this is a GLM, not a mixed model")
     family.check_response(design.y, design.family_weights)
@@ -124,7 +128,7 @@ def held_design(design: Design) -> tuple[Design, Scaling]:
     """The design as PIRLS holds it (`Scaling`, as the LMM's cross-products: columns far from zero centred, products
     formed of centred parents, spreads scaled by powers of two; a random slope's far covariate centred in its term),
     with that `Scaling`; the design as given (an identity scaling) when no column needs it, as is usual."""
-    held = replace(Scaling.learn(design.X, np.zeros(design.nobs), design.fixed_names), terms=random_columns(design.blocks))
+    held = design_scaling(design, with_response=False)
     if not (np.any(held.centre) or held.random_centred or np.any(np.abs(np.log2(held.scale)) > SPREAD_BITS)):
         return design, Scaling.identity(design.p)
     X = held.apply(np.column_stack([design.X, np.zeros(design.nobs)]))[:, :-1]
@@ -206,6 +210,18 @@ class GlmmObjective:
         except MultilevelError:
             mode = self._solver_mode(theta, beta, family)
         return self.pirls.settled(theta, beta, self.pirls.u, mode.eta, mode.minus2_cond_loglik, family)
+
+    def held_beta_covariance(self, mode: Mode, family: Family) -> np.ndarray:
+        """Covariance of the held columns' beta-hat from the PIRLS information given theta at `mode`: by the
+        vectorised PIRLS where the objective has one (its modes start where `mode`'s are), else the engine's."""
+        if self.has_gradient:
+            inv = np.linalg.inv(self.beta_precision_factor(mode.theta, mode.beta, family))
+        else:
+            pirls = self.pirls
+            kind = "expected" if pirls.information == "expected" else "observed"
+            engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
+            inv = engine.beta_covariance_factor(engine.factor(mode.theta))
+        return inv.T @ inv
 
     def __call__(self, x: np.ndarray) -> float:
         return self.deviance(*self.split(x))
@@ -334,22 +350,19 @@ def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: n
 
 
 def _vcov_rx(objective: GlmmObjective, mode: Mode, family: Family) -> np.ndarray:
-    """Covariance of beta-hat (of the user's columns) from the PIRLS information given theta (lme4's RX): by the
-    vectorised PIRLS where the objective has one (its modes start where `mode`'s are), else the engine's."""
-    pirls = objective.pirls
-    if objective.has_gradient:
-        inv = np.linalg.inv(objective.beta_precision_factor(mode.theta, mode.beta, family))
-    else:
-        kind = "expected" if pirls.information == "expected" else "observed"
-        engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
-        inv = engine.beta_covariance_factor(engine.factor(mode.theta))
-    return objective.held.coefficient_covariance(inv.T @ inv)
+    """Covariance of beta-hat (of the user's columns) from the PIRLS information given theta (lme4's RX)."""
+    return objective.held.coefficient_covariance(objective.held_beta_covariance(mode, family))
 
 
 def _check_nagq(nAGQ, design: Design) -> int:
-    n = int(nAGQ)
-    if n != nAGQ or n < 0:
-        raise MultilevelError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
+    """nAGQ as a whole number from 0 to MAX_NAGQ (lme4's limit; with 400 nodes the weights underflow to an infinite
+    deviance), refused by name otherwise."""
+    try:
+        n = int(nAGQ)
+    except (TypeError, ValueError, OverflowError):  # NaN, inf, text
+        n = None
+    if n is None or n != nAGQ or not 0 <= n <= MAX_NAGQ:
+        raise MultilevelError(f"nAGQ must be a whole number >= 0 and at most {MAX_NAGQ} (as in lme4), not {nAGQ!r}")
     if n > 1 and (len(design.blocks) != 1 or design.blocks[0].k != 1):
         raise MultilevelError(
             "adaptive Gauss-Hermite quadrature (nAGQ > 1) needs a single scalar random-effect term such as "

@@ -55,9 +55,24 @@ class GlmmFit(GlmmText, Generalized, OfModel):
     def deviance_at(self, theta: np.ndarray, beta: np.ndarray, size: float | None = None) -> float:
         """-2 log-likelihood by this fit's approximation at other parameters, the user's (theta of the terms'
         covariances M T T' M'; NB size: None keeps the fit's)."""
+        theta, beta = np.asarray(theta, float), np.asarray(beta, float)
+        if theta.shape != self.theta.shape or beta.shape != self.beta.shape:
+            raise MultilevelError(f"deviance_at takes theta of {self.theta.size} and beta of {self.beta.size} values (this "
+                                  f"fit's), not {theta.size} and {beta.size}")
+        return self.held_deviance_at(theta, self.held.held_coefficients(beta), size)
+
+    def held_deviance_at(self, theta: np.ndarray, beta_held: np.ndarray, size: float | None = None) -> float:
+        """`deviance_at` with the fixed effects of the columns as PIRLS holds them (`held`): well conditioned where
+        the user's are not (a predictor far from zero beside the intercept); what profiles minimise over."""
         family = self.family if size is None else self.family.with_dispersion(float(size))
         theta = held_theta(self.held, np.asarray(theta, float), [b.k for b in self.design.blocks])
-        return self._deviance_function.deviance(theta, self.held.held_coefficients(np.asarray(beta, float)), family)
+        return self._deviance_function.deviance(theta, np.asarray(beta_held, float), family)
+
+    @cached_property
+    def held_beta_covariance(self) -> np.ndarray:
+        """Covariance of beta-hat of the columns as PIRLS holds them (from its information given theta; the user's
+        is `vcov_rx`)."""
+        return self._deviance_function.held_beta_covariance(self.mode, self.family)
 
     @property
     def factor(self):

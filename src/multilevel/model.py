@@ -14,7 +14,7 @@ from functools import cached_property
 import numpy as np
 
 from .bayes import sample
-from .crossprod import CrossProducts, cross_products, learn_scaling, with_response
+from .crossprod import CrossProducts, cross_products, design_scaling, with_response
 from .dense_memory import check_dense_size
 from .design import Design, build_design
 from .engine import Engine
@@ -24,7 +24,6 @@ from .glmm import fit_glmm, prepare_data, validate
 from .iterative_lmm import check_iterative, fit_iterative
 from .lmm import checked_method, fit_lmm
 from .partitioned import is_partitioned, partitioned_design
-from .scaling import random_columns
 
 
 class Model:
@@ -117,8 +116,7 @@ class Model:
         term (`scaling.random_columns`: its fits map the effects and covariances back, `LmmFit`)."""
         if not self.gaussian:
             return cross_products(self.design)
-        held = replace(learn_scaling(self.design), terms=random_columns(self.design.blocks))
-        return cross_products(self.design, held)
+        return cross_products(self.design, design_scaling(self.design))
 
     @cached_property
     def engine(self) -> Engine:

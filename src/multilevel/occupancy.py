@@ -17,12 +17,14 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import scipy.linalg as sla
 from scipy import optimize
 
 from .data import as_frame
 from .design import apply_coding, learn_coding, used_columns
 from .errors import MultilevelError, emit
 from .formula import RandomTerm, parse
+from .glmm import MAX_NAGQ
 from .occupancy_bayes import SPOCCUPANCY_IG, SPOCCUPANCY_PRIOR_VARIANCE, sample
 from .occupancy_fit import OccupancyFit
 from .occupancy_posterior import OccupancyPosterior
@@ -30,6 +32,7 @@ from .occupancy_likelihood import OccupancyArrays, gradient_hessian, loglik
 from .occupancy_random import RandomIntercept, marginal_loglik
 from .optimize import bobyqa, finite_difference_checks, free_coordinates
 from .optimize import gradient_hessian as fd_gradient_hessian
+from .scaling import Scaling, precision_message
 
 GRADIENT_TOL = 1e-6  # largest absolute score accepted at the optimum
 BOUNDARY = 1e-6  # psi or p this close to 0 or 1 at every site or survey: the maximum is at infinity
@@ -129,12 +132,36 @@ class Occupancy:
         """Maximum likelihood: with no random effects by Newton trust region on the analytic gradient and Hessian
         (SEs from it); with a random intercept by BOBYQA on the Laplace (`n_agq=1`) or adaptive Gauss-Hermite
         (`n_agq` nodes) approximation, SEs from its finite-difference Hessian."""
-        if not isinstance(n_agq, (int, np.integer)) or n_agq < 1:
-            raise MultilevelError(f"n_agq must be an integer >= 1 (1 = Laplace), got {n_agq!r}")
-        fit = self._fit_fixed()
-        fit = fit if self.random is None else self._fit_random(fit, n_agq)
+        if isinstance(n_agq, bool) or not isinstance(n_agq, (int, np.integer)) or not 1 <= n_agq <= MAX_NAGQ:
+            raise MultilevelError(f"n_agq must be an integer >= 1 (1 = Laplace) and at most {MAX_NAGQ} (as lme4's "
+                                  f"quadrature; more nodes underflow to a log-likelihood of -inf), got {n_agq!r}")
+        held, B, lost = self._held()
+        fit = held._fit_fixed()
+        fit = fit if self.random is None else held._fit_random(fit, n_agq)
+        if B is not None:  # the user's coefficients and their covariance from the held columns'
+            fit.model, fit.params, fit.vcov = self, B @ fit.params, B @ fit.vcov @ B.T
+        fit.warnings.extend(precision_message(c) for c in lost)
         emit(fit.warnings)
         return fit
+
+    def _held(self) -> tuple[Occupancy, np.ndarray | None, list[str]]:
+        """The model on its columns as `Scaling` holds them (far from zero: centred where an intercept absorbs it;
+        scaled by powers of two), and B mapping those coefficients to the user's (None when nothing is held
+        otherwise: the model itself), with the columns whose stored values lost digits. Fitted on the user's x + 1e9 the optimiser sees an intercept and a slope
+        correlated within a hair of -1 and stops far from the maximum."""
+        occ = Scaling.learn(self.arrays.X, np.zeros(len(self.arrays.X)), list(self.occupancy_coding.fixed_names))
+        det = Scaling.learn(self.detection_matrix, np.zeros(len(self.detection_matrix)),
+                            list(self.detection_coding.fixed_names))
+        lost = [*occ.lost, *det.lost]
+        if not any(np.any(s.centre) or np.any(s.scale != 1) for s in (occ, det)):
+            return self, None, lost
+        X = occ.apply(np.column_stack([self.arrays.X, np.zeros(len(self.arrays.X))]))[:, :-1]
+        V = np.zeros_like(self.arrays.V)
+        V[self.survey_sites, self.survey_slots] = det.apply(
+            np.column_stack([self.detection_matrix, np.zeros(len(self.detection_matrix))]))[:, :-1]
+        held = copy.copy(self)
+        held.arrays = replace(self.arrays, X=X, V=V)
+        return held, sla.block_diag(occ.coefficient_map, det.coefficient_map), lost
 
     def _fit_fixed(self) -> OccupancyFit:
         def objective(x):

@@ -18,8 +18,8 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from .centring import centred_cross_products, centred_design
-from .crossprod import CrossProducts, cross_products, learn_scaling, rescaled
+from .centring import centred_cross_products, centred_design, columns_from_means
+from .crossprod import CrossProducts, cross_products, design_scaling, rescaled
 from .data import names_in
 from .design import (
     TABLE_SPREAD,
@@ -39,7 +39,7 @@ from .formula import parse
 from .level_partials import add_cross_products, localised, summed, total
 from .partition_sources import as_source, compute
 from .predict import linear_predictor
-from .scaling import Scaling, random_columns
+from .scaling import Scaling
 
 SPLIT_EVERY = 2  # partial results combined per task of the reduction tree: two keep the fewest partials alive (docs/scale.md)
 SAMPLE_ROWS = 10_000  # rows of the data the coding is learned from with known levels (a Dask partition may hold 10^6)
@@ -272,7 +272,7 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     check_learnable(coding, sets)
     check_factor_levels(coding.fixed_spec, coding.terms)
     sample = apply_coding(coding, rows)  # the levels pass's rows: a sample spanning the levels
-    scaling = replace(learn_scaling(sample), terms=random_columns(sample.blocks))  # any nearby centre will do
+    scaling = design_scaling(sample)  # any nearby centre will do
     from dask import delayed
 
     shared = delayed(coding, pure=True, traverse=False)  # one task holding the coding, not a copy in every task
@@ -484,8 +484,8 @@ def sampler_inputs(model, y0: float = 0.0, informative=frozenset()) -> tuple[Des
     """The samplers' design (non-intercept columns centred, products of far factors formed of centred ones, the
     intercept last: `centring.centred_design`; the response less y0, which only a model with an intercept absorbs)
     and its cross-products, with the `Scaling` that makes those columns and whether there is an intercept; for
-    partitioned data by the exact linear map of the cross-products (`centring.centred_cross_products`, products
-    centred as columns) instead of the rows."""
+    partitioned data by the exact linear map of the cross-products (`centring.centred_cross_products`; products
+    of far factors formed of centred ones, `centring.columns_from_means`) instead of the rows."""
     design = model.design
     if not isinstance(design, PartitionedDesign):
         centred, columns, intercept = centred_design(design, informative)
@@ -497,6 +497,5 @@ def sampler_inputs(model, y0: float = 0.0, informative=frozenset()) -> tuple[Des
     centred = copy.copy(design)
     keep = [j for j, n in enumerate(names) if n != "(Intercept)"]
     centred.fixed_names = [names[j] for j in keep] + ["(Intercept)"]
-    unit = np.array([n == "(Intercept)" for n in names], dtype=float)
-    columns = Scaling(np.append(np.where(unit == 0, design.x_means, 0.0), 0.0), np.ones(len(names) + 1), unit)
+    columns = columns_from_means(names, design.x_means, model.cross_products.held.products, informative)
     return centred, centred_cross_products(model.cross_products, names, columns, y0), columns, True

@@ -25,6 +25,7 @@ import dataclasses
 import nlopt
 import numpy as np
 import pandas as pd
+import scipy.linalg as sla
 from scipy import optimize, stats
 
 from .arguments import check_level
@@ -54,6 +55,14 @@ def profile_intervals(fit, level: float = 0.95) -> pd.DataFrame:
     check_level(level)
     z = stats.norm.ppf(0.5 + level / 2)
     if isinstance(fit, Generalized):
+        if fit.held.random_centred:
+            raise MultilevelError(
+                "profile intervals are not available here: a random slope's covariate lies more than 10 SDs from zero, "
+                "so the intercept's SD and its correlation with the slope (both at the covariate's 0) are correlated "
+                "within a hair of +/-1 and their profiles are not resolved (a GLMM's profile of them took minutes and "
+                "then failed). Centre that covariate in the data (subtract a value near its mean), or use "
+                "method='Wald' or fit.bootstrap()"
+            )
         prof = GlmmProfile(fit)
         return _profile_table(prof, z, [w for w, kind in enumerate(prof.kinds) if kind != "size"])
     if fit.prior:
@@ -192,33 +201,77 @@ class VarianceProfile:
         return float(np.sign(x - self.start[w]) * np.sqrt(max(value - self.base, 0.0)))
 
 
-class GlmmProfile(VarianceProfile):
+class GlmmProfile:
     """A GLMM's deviance over SDs, correlations, fixed effects (and the log NB size, a nuisance when estimated),
-    profiled over all but one: glmer's profile, on the fit's own approximation (Laplace or quadrature)."""
+    profiled over all but one: glmer's profile, on the fit's own approximation (Laplace or quadrature). The others are
+    minimised over in the columns as PIRLS holds them, whitened: beta_held = beta-hat + C g (C C' their covariance),
+    a round problem however far from zero the user's predictors lie (with cbpp's x + 100 the user's intercept and
+    slope are correlated within 1e-4 of -1). A fixed effect held at a value is the plane D_j g = value - estimate."""
 
     def __init__(self, fit):
         self.fit, self.ks, self.base = fit, [b.k for b in fit.design.blocks], fit.objective
         names, start, kinds = sdcor_parameters(fit)
-        self.n_var, se = len(names), fit.fixed_effects["std_error"].to_numpy()
+        self.n_var, p = len(names), len(fit.beta)
         self.names = names + list(fit.design.fixed_names)
         self.start = np.concatenate([start, fit.beta])
-        self.kinds = np.concatenate([kinds, np.full(len(fit.beta), "beta")])
-        scale = np.concatenate([np.where(kinds == "cor", 0.2, np.maximum(start, 0.05)), se])
+        self.kinds = np.concatenate([kinds, np.full(p, "beta")])
+        var_scale = np.where(kinds == "cor", 0.2, np.maximum(start, 0.05))
+        self.scale = np.concatenate([var_scale, fit.fixed_effects["std_error"].to_numpy()])
+        self.C = np.linalg.cholesky(fit.held_beta_covariance)
+        self.D = fit.held.coefficient_map @ self.C  # the user's beta = estimate + D g
+        self.point = np.concatenate([start, np.zeros(p)])  # (SDs and correlations, g, [log size])
+        self.inner_scale = np.concatenate([var_scale, np.ones(p)])
         if fit.size_estimated:
             self.names.append("log size")
-            self.start = np.append(self.start, np.log(fit.nb_theta))
+            self.start, self.point = np.append(self.start, np.log(fit.nb_theta)), np.append(self.point, np.log(fit.nb_theta))
             self.kinds = np.append(self.kinds, "size")
-            scale = np.append(scale, 0.1)
-        self.scale, self._warm = scale, {}
+            self.scale, self.inner_scale = np.append(self.scale, 0.1), np.append(self.inner_scale, 0.1)
+        self._warm = {}
 
     def limits(self, w: int) -> tuple[float, float]:
         """SDs [0, inf), correlations [-1, 1], fixed effects and the log size unbounded."""
         return {"sd": (0.0, np.inf), "cor": (-1.0, 1.0)}.get(self.kinds[w], (-np.inf, np.inf))
 
-    def deviance(self, s: np.ndarray) -> float:
-        theta = sdcor_to_theta(np.append(s[: self.n_var], 1.0), self.ks)
-        beta = s[self.n_var : self.n_var + len(self.fit.beta)]
-        return self.fit.deviance_at(theta, beta, np.exp(s[-1]) if self.fit.size_estimated else None)
+    def deviance(self, u: np.ndarray) -> float:
+        """-2 log-likelihood at the point u = (SDs and correlations, g, [log size])."""
+        p = len(self.fit.beta)
+        theta = sdcor_to_theta(np.append(u[: self.n_var], 1.0), self.ks)
+        beta = self.fit.mode.beta + self.C @ u[self.n_var : self.n_var + p]
+        return self.fit.held_deviance_at(theta, beta, np.exp(u[-1]) if self.fit.size_estimated else None)
+
+    def zeta(self, w: int, x: float) -> float:
+        """Signed root of the profiled deviance increase with parameter w fixed at x."""
+        p, warm = len(self.fit.beta), self._warm.get(w, self.point)
+        g = np.arange(self.n_var, self.n_var + p)
+        if self.kinds[w] == "beta":  # g on the plane: a point of it plus its orthonormal directions
+            d = self.D[w - self.n_var]
+            on_plane, directions = d * (x - self.start[w]) / (d @ d), sla.null_space(d[None, :])
+            free = np.setdiff1d(np.arange(len(self.point)), g)
+            x0 = np.concatenate([warm[free], directions.T @ (warm[g] - on_plane)])
+        else:
+            on_plane, directions = None, None
+            free = np.delete(np.arange(len(self.point)), w)
+            x0 = warm[free]
+        lower = np.array([self._inner_limits(i)[0] for i in free] + [-np.inf] * (len(x0) - len(free)))
+        upper = np.array([self._inner_limits(i)[1] for i in free] + [np.inf] * (len(x0) - len(free)))
+        scale = np.append(self.inner_scale[free], np.ones(len(x0) - len(free)))
+
+        def embed(v):
+            u = self.point.copy()
+            u[free] = v[: len(free)]
+            if directions is None:
+                u[w] = x
+            else:
+                u[g] = on_plane + directions @ v[len(free) :]
+            return u
+
+        v, value = minimise_bounded(lambda v: self.deviance(embed(v)), np.clip(x0, lower, upper), lower, upper, scale)
+        self._warm[w] = embed(v)
+        return float(np.sign(x - self.start[w]) * np.sqrt(max(value - self.base, 0.0)))
+
+    def _inner_limits(self, i: int) -> tuple[float, float]:
+        """Bounds of the point's entry i (g unbounded)."""
+        return self.limits(i) if i < self.n_var else (-np.inf, np.inf)
 
 
 class FixedProfile:

@@ -10,17 +10,20 @@ formed again from its centred parents, (x - c_x)(w - c_w): formed of x + 1e9 it 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from itertools import combinations
 
 import numpy as np
 import scipy.linalg as sla
 
+from .data import names_in
 from .errors import MultilevelError
 from .names import interaction_parts
 
 FAR_COVARIATE = 10.0  # a random slope's covariate this many SDs from zero is centred in its term (beside an intercept)
 CENTRE_RATIO = 1.0  # centre a column whose mean exceeds its SD this many times (below it centring gains < 2x)
+FAR_TRANSFORM = 1e3  # a nonlinear transform of a column this many SDs from zero has lost 6 digits (its square)
 DIGITS_LOST = 1e-4  # warn when rounding a column's values (eps |mean|) exceeds this share of its SD
 
 
@@ -105,9 +108,14 @@ class Scaling:
         """The inverse of `coefficients`."""
         return -(self.inverse @ np.append(-beta, 1.0))[:-1] / self.scale[-1]
 
+    @property
+    def coefficient_map(self) -> np.ndarray:
+        """The linear part of `coefficients`: scale_y A_X (the rest moves with the response's centre)."""
+        return self.scale[-1] * self.matrix[: len(self.unit), : len(self.unit)]
+
     def coefficient_covariance(self, V: np.ndarray) -> np.ndarray:
-        """The covariance of the user's coefficients from V, that of the held ones (the linear part of `coefficients`)."""
-        A = self.scale[-1] * self.matrix[: len(self.unit), : len(self.unit)]
+        """The covariance of the user's coefficients from V, that of the held ones."""
+        A = self.coefficient_map
         return A @ V @ A.T
 
     def random_effects(self, b: list[np.ndarray]) -> list[np.ndarray]:
@@ -221,31 +229,99 @@ def column_centres(M: np.ndarray, unit: np.ndarray, mean: np.ndarray | None = No
 
 
 def product_columns(X: np.ndarray, names: list[str], centre: np.ndarray, unit: np.ndarray) -> tuple:
-    """Product columns to form again from centred parents: each x:w:.. whose factors (x, w, ..) are columns, one at
-    least centred, every product of fewer of them a column too (the expansion needs them: `x*w`, not `x:w` alone),
-    and which equals the product of its factors' columns to rounding."""
+    """Product columns to form again from centred parents: each x:w:.. or power I(x^2) whose factors (x, w, ..) are
+    columns, one at least centred, every product of fewer of them a column too (the expansion needs them: `x*w`, not
+    `x:w` alone; `x + I(x^2)`, not `I(x^2)` alone), and which equals the product of its factors' columns to rounding.
+    A factor repeated (a power) is a parent as many times."""
     if not unit.any():
         return ()
-    parts = [frozenset(interaction_parts(n)) for n in names]
+    parts = [factor_parts(n) for n in names]
     column = {}
     for j, part in enumerate(parts):
         column.setdefault(part, j)
     out = []
     for k, part in enumerate(parts):
-        parents = sorted(column.get(frozenset([f]), -1) for f in part)
+        parents = sorted(column.get((f,), -1) for f in part)
         if len(part) < 2 or unit[k] != 0 or min(parents) < 0 or not np.any(centre[parents]):
             continue
         expansion = []
         for size in range(len(parents) + 1):
-            for kept in combinations(parents, size):
-                factors = frozenset().union(*(parts[j] for j in kept))
+            for kept in combinations(range(len(parents)), size):
+                factors = tuple(sorted(f for i in kept for f in parts[parents[i]]))
                 row = -1 if not kept else column.get(factors, -2)
-                expansion.append((row, tuple(j for j in parents if j not in kept)))
+                expansion.append((row, tuple(j for i, j in enumerate(parents) if i not in kept)))
         product = np.prod(X[:, parents], axis=1)
         if any(row == -2 for row, _ in expansion) or np.any(np.abs(X[:, k] - product) > 8 * np.finfo(float).eps * np.abs(product)):
             continue
         out.append((k, tuple(parents), tuple(expansion)))
     return tuple(out)
+
+
+_POWER = re.compile(r"^I\((?P<name>[^\W\d][\w.]*)\s*(?:\^|\*\*)\s*(?P<power>[2-9])\)$")
+_RAW_POLY = re.compile(r"^poly\((?P<name>[^\W\d][\w.]*),\s*\d+,\s*raw\s*=\s*True\)(?P<power>\d)$")
+
+
+def factor_parts(name: str) -> tuple[str, ...]:
+    """A column's factors as a sorted multiset: 'x:w' -> ('w', 'x'), 'I(x^2)' -> ('x', 'x'), 'x:I(x^2)' -> ('x', 'x',
+    'x'); any other name is its own single factor."""
+    out = []
+    for part in interaction_parts(name):
+        power, raw = _POWER.match(part.strip()), _RAW_POLY.match(part.strip())
+        if raw:  # formulaic's raw polynomial columns count from 0: x, x^2, ...
+            out += [raw["name"]] * (int(raw["power"]) + 1)
+        else:
+            out += [power["name"]] * int(power["power"]) if power else [part]
+    return tuple(sorted(out))
+
+
+def transform_messages(X: np.ndarray, names: list[str], frame, evaluate) -> list[str]:
+    """Plain words for fixed columns computed from a numeric data column lying more than FAR_TRANSFORM SDs from zero
+    by a transform that is not affine in it and is not formed again here of the centred column (products and powers
+    whose lower terms are columns are: `product_columns`; formulaic's orthogonal `poly(x, d)` centres x itself): the
+    formula library evaluates it before any centring, so its values have lost digits (a square: twice the decimal
+    digits of the column's distance from zero in SDs). `evaluate(rows)` gives the columns of other rows (affinity is
+    judged on three rows along the inputs' line, x = 0, m, 2m: rounding hides the curvature near the data)."""
+    handled = {k for k, _, _ in Scaling.learn(X, np.zeros(len(X)), names).products}
+    columns, out = set(frame.columns), []
+    for k, name in enumerate(names):
+        x = X[:, k]
+        if name in columns or k in handled or np.all((x == 0) | (x == 1)) or (name.startswith("poly(") and "raw" not in name):
+            continue
+        far = [c for c in names_in(name, columns) if _far(frame[c])]
+        if far and not _affine_in(evaluate, frame, far, k):
+            values = np.asarray(frame[far[0]], dtype=float)
+            out.append(
+                f"the column '{name}' is computed from '{far[0]}', whose values average {values.mean():.3g}, "
+                f"{abs(values.mean()) / values.std():.2g} times their spread from zero: the formula evaluates it before any "
+                f"centring, so its values have lost more than 6 of their 16 digits (a square of '{far[0]}' loses twice the "
+                f"digits of that ratio) and the estimates involving it can be off. Centre '{far[0]}' in the data first "
+                f"(subtract a value near its mean); a polynomial written in full ('{far[0]} + I({far[0]}^2)') or "
+                f"poly({far[0]}, 2) is formed exactly"
+            )
+    return out
+
+
+def _far(column) -> bool:
+    """A numeric column averaging more than FAR_TRANSFORM SDs from zero."""
+    values = np.asarray(column)
+    if not np.issubdtype(values.dtype, np.number) or values.dtype == bool:
+        return False
+    values = values.astype(float)
+    return bool(values.std() > 0 and abs(values.mean()) > FAR_TRANSFORM * values.std())
+
+
+def _affine_in(evaluate, frame, inputs: list[str], k: int) -> bool:
+    """Whether column k is affine in the inputs: its second difference along x = t m (t = 0, 1, 2; every input at once)
+    vanishes to rounding (center(x), scale(x), I(x - c) do; I(x^2), log(x) do not)."""
+    rows = frame.iloc[[0, 0, 0]].copy()
+    for c in inputs:
+        rows[c] = np.array([0.0, 1.0, 2.0]) * float(np.asarray(frame[c], dtype=float).mean())
+    try:
+        col = np.asarray(evaluate(rows), dtype=float)[:, k]
+    except Exception:  # noqa: BLE001 (a transform undefined at 0, such as log: not affine)
+        return False
+    second = col[0] - 2.0 * col[1] + col[2]
+    return bool(np.all(np.isfinite(col)) and abs(second) <= 1e-9 * np.sum(np.abs(col) * [1.0, 2.0, 1.0]))
 
 
 def held_products(Xy: np.ndarray, centre: np.ndarray, products: tuple) -> None:

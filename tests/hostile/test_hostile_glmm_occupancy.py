@@ -152,3 +152,32 @@ def test_occupancy_intercepts_only_reaches_its_maximum():
                     - model.loglik(fit.params - h * (ei - ej)) + model.loglik(fit.params - h * (ei + ej))) / (4 * h * h)
                    for ej in np.eye(2)] for ei in np.eye(2)])
     np.testing.assert_allclose(np.sqrt(np.diag(fit.vcov)), np.sqrt(np.diag(np.linalg.inv(-H))), rtol=1e-4)
+
+
+@pytest.mark.parametrize("nagq", [float("nan"), float("inf"), 101, 1000, "3", 2.5, -1])
+def test_glmm_nagq_outside_lme4s_range_is_refused(nagq):
+    """nAGQ = NaN leaked a ValueError; nAGQ = 1000 returned a fit with an infinite deviance (the quadrature weights
+    underflow): whole numbers from 0 to 100 only, as lme4's GHrule."""
+    refused(lambda: mlv.Model(BINOMIAL, cbpp(), family="binomial").fit(nAGQ=nagq), "nagq must be a whole number",
+            "at most 100")
+
+
+def test_glmm_deviance_at_of_the_wrong_length_is_refused():
+    """deviance_at with a beta of another model leaked a numpy matmul error."""
+    f = glmm(BINOMIAL, cbpp(), "binomial")
+    refused(lambda: f.deviance_at([0.5], [1.0, 2.0]), "theta of 1 and beta of 4", "not 1 and 2")
+
+
+@pytest.mark.parametrize("n_agq", [1000, 101, True, 0])
+def test_occupancy_quadrature_nodes_outside_1_to_100_are_refused(n_agq):
+    """n_agq = 1000 on a random intercept returned a fit with a log-likelihood of -inf (the weights underflow)."""
+    frame = oven().assign(region=(oven().site.astype("category").cat.codes // 10).astype(str))
+    refused(lambda: occupancy(frame, "~ 1 + (1 | region)", "~ 1").fit(n_agq=n_agq), "n_agq must be an integer",
+            "at most 100")
+
+
+@pytest.mark.parametrize("family", ["poisson", "negbinomial"])
+def test_glmm_cbind_with_a_count_family_is_refused_by_name(family):
+    """cbind(incidence, size - incidence) with family='poisson' was read as proportions and refused as 'not a count'
+    (row 1: 0.142857): now the message says cbind() is binomial data."""
+    refused(lambda: glmm(BINOMIAL, cbpp(), family), "cbind(successes, failures)", "binomial data", "family='binomial'")
