@@ -431,7 +431,21 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
     if value >= info.fun:
         return hess, False
     info.x, info.fun = trial, value
-    return hess, bool(np.max(np.abs(step)) > NEWTON_TRUST)
+    far = bool(np.max(np.abs(step)) > NEWTON_TRUST)
+    if not far:  # the convergence check reads the gradient where the fit now is, not where the optimiser stopped
+        info.gradient = gradient(trial) if objective.has_gradient else _central_gradient(from_optimum, trial, free)
+        info.checked_at = trial.copy()
+    return hess, far
+
+
+def _central_gradient(fun, x: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """Central differences of fun at x over the free coordinates (the final Hessian's relative step)."""
+    grad = np.zeros(len(x))
+    for a in np.flatnonzero(free):
+        step = np.zeros(len(x))
+        step[a] = HESSIAN_STEP * max(abs(x[a]), 0.1)
+        grad[a] = (fun(x + step) - fun(x - step)) / (2 * step[a])
+    return grad
 
 
 def _nearly_singular(hess: np.ndarray) -> bool:
