@@ -1,5 +1,7 @@
 """GLMM results (predict, simulate, summary, tables), response syntax and bad input."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -153,6 +155,16 @@ def test_vector_term_fit_checks_convergence_where_it_stopped():
     refined = minimize(lambda z: fit.deviance_at(z[:3], z[3:]), start, method="Nelder-Mead",
                        options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 5000})
     assert fit.deviance_at(fit.theta, fit.beta) - refined.fun < 1e-6
+
+
+def test_counts_too_large_for_pirls_are_named():
+    """Poisson counts near 1e6 give weights whose rounding noise stalls PIRLS's Newton steps (~1e-8) above its stop:
+    the error says so and names the largest count, rather than blaming separation or all-zero groups alone."""
+    rng = np.random.default_rng(4)
+    g, x = np.repeat(np.arange(20), 10), rng.normal(size=200)
+    y = rng.poisson(1e6 * np.exp(0.5 + 0.3 * x + rng.normal(0, 0.5, 20)[g]))
+    with pytest.raises(MultilevelError, match=re.escape(f"counts reach {y.max():.3g}") + ".*Gaussian model of log counts"):
+        mlv.Model("y ~ x + (1 | g)", pd.DataFrame({"y": y, "x": x, "g": g.astype(str)}), family="poisson").fit()
 
 
 def test_convergence_check_flags_an_unidentifiable_model(cbpp):

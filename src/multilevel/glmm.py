@@ -49,6 +49,7 @@ NEARLY_SINGULAR = 1e-3  # smallest / largest eigenvalue below which forward diff
 STAGE2_FTOL, STAGE2_GTOL = 1e-10, 1e-5  # L-BFGS-B stops ~1e-5 from the optimum: the final Newton step goes the rest
 FINAL_STEP_TOL = 1e-13  # PIRLS's stopping step for the modes a fit reports (STEP_TOL leaves them ~1e-12 from exact)
 MAX_NAGQ = 100  # quadrature nodes, as lme4's GHrule
+LARGE_COUNT = 1e5  # counts from here on can stall PIRLS at a rounding floor (Poisson counts of 1e6: steps of ~1e-8)
 SPREAD_BITS = 10  # columns near zero whose spread is within 2^+-10 of 1 are held as given (the whitening absorbs it)
 
 
@@ -121,6 +122,11 @@ def explain_failure(design: Design, family: Family) -> str:
                 levels = [str(v) for v in np.asarray(block.levels)[at_edge]]
                 message += (f"{len(levels)} of {block.m} '{block.group}' groups have only responses {edge:g} "
                             f"({', '.join(levels[:8])}{' ...' if len(levels) > 8 else ''}). ")
+    counts = y * design.family_weights if isinstance(family, Binomial) and design.family_weights is not None else y
+    if np.max(counts, initial=0.0) >= LARGE_COUNT:
+        message += (f"The counts reach {np.max(counts):.3g}: weights this large leave rounding noise in the Newton steps "
+                    "of penalised IRLS above its stop (docs/limitations.md); a Gaussian model of log counts avoids it "
+                    "(with counts this large it is close to the Poisson's). ")
     return message
 
 
