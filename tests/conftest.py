@@ -18,6 +18,20 @@ def reference(name: str) -> dict:
     return json.loads((REFERENCE / f"{name}.json").read_text())
 
 
+# GLMM reference models as (formula, shipped data set, family), shared by the Bayesian GLMM tests
+CBPP = ("incidence | trials(size) ~ period + (1 | herd)", "cbpp", "binomial")
+SALAMANDERS = ("count ~ spp + mined + (1 | site)", "Salamanders", "negbinomial")
+VERBAGG = ("r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)", "VerbAgg", "bernoulli")
+
+
+def model_of(spec):
+    """The `Model` of a (formula, data set, family) triple."""
+    import multilevel as mlv
+
+    formula, data, family = spec
+    return mlv.Model(formula, mlv.datasets.load(data), family=family)
+
+
 def reference_files(*kinds: str) -> list[str]:
     """Names of the reference fits of the given kinds (e.g. 'lme4::lmer')."""
     out = []

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import reference
+from conftest import CBPP, SALAMANDERS, VERBAGG, model_of, reference
 
-import multilevel as mlv
-from multilevel.errors import MultilevelError
 from multilevel import glmm_bayes, glmm_density
 from multilevel.bayes import diagnosed
 from multilevel.centring import centred_design
 from multilevel.priors import coefficient_prior, resolve_priors
 
-CBPP = ("incidence | trials(size) ~ period + (1 | herd)", "cbpp", "binomial")
-SALAMANDERS = ("count ~ spp + mined + (1 | site)", "Salamanders", "negbinomial")
-VERBAGG = ("r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)", "VerbAgg", "bernoulli")
 GROUSETICKS = ("TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)", "grouseticks", "poisson")
-
-
-def model_of(spec) -> mlv.Model:
-    formula, data, family = spec
-    return mlv.Model(formula, mlv.datasets.load(data), family=family)
 
 
 def density_inputs(model, nodes):

@@ -5,20 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import reference
+from conftest import CBPP, SALAMANDERS, VERBAGG, model_of, reference
 
 import multilevel as mlv
 from multilevel import polya_gamma
 from multilevel.errors import MultilevelError
-
-CBPP = ("incidence | trials(size) ~ period + (1 | herd)", "cbpp", "binomial")
-VERBAGG = ("r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)", "VerbAgg", "bernoulli")
-SALAMANDERS = ("count ~ spp + mined + (1 | site)", "Salamanders", "negbinomial")
-
-
-def model_of(spec) -> mlv.Model:
-    formula, data, family = spec
-    return mlv.Model(formula, mlv.datasets.load(data), family=family)
 
 
 def pg_moments(h: float, z: float) -> tuple[float, float]:

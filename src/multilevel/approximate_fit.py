@@ -18,6 +18,7 @@ from scipy import stats
 from . import predict as _predict
 from .components import variance_table
 from .errors import MultilevelError
+from .kinds import Criteria, OfModel
 from .optimize import OptimumInfo
 from .partitioned import PartitionedDesign
 from .summary import approximate_html, approximate_summary
@@ -26,7 +27,7 @@ REFUSED = ("satterthwaite_df", "conditional_covariances", "group_effects", "icc"
            "pooling", "ppc", "bootstrap", "save", "simulate", "deviance")
 
 
-class ApproximateLmmFit:
+class ApproximateLmmFit(Criteria, OfModel):
     """An ML/REML fit whose criterion's log-determinant is estimated (stochastic Lanczos quadrature)."""
 
     def __init__(self, model, method: str, info: OptimumInfo, sigma: float, beta: np.ndarray, beta_covariance: np.ndarray,
@@ -49,18 +50,6 @@ class ApproximateLmmFit:
         raise AttributeError(name)
 
     @property
-    def design(self):
-        return self.model.design
-
-    @property
-    def nobs(self) -> int:
-        return self.design.nobs
-
-    @property
-    def converged(self) -> bool:
-        return self.info.converged
-
-    @property
     def loglik(self) -> float:
         """Log-likelihood (REML's for REML fits), approximate: within `objective_error` / 2."""
         return -0.5 * self.objective
@@ -68,14 +57,6 @@ class ApproximateLmmFit:
     @property
     def n_params(self) -> int:
         return len(self.beta) + len(self.theta) + 1
-
-    @property
-    def aic(self) -> float:
-        return -2 * self.loglik + 2 * self.n_params
-
-    @property
-    def bic(self) -> float:
-        return -2 * self.loglik + np.log(self.nobs) * self.n_params
 
     @property
     def is_singular(self) -> bool:

@@ -22,7 +22,7 @@ from .components import SINGULAR_TOL, variance_table
 from .errors import MultilevelError
 from .families import Family
 from .glmm_checks import SimulatedResiduals, binned_residuals, overdispersion, simulated_residuals
-from .kinds import Generalized, OfModel
+from .kinds import Criteria, Generalized, OfModel
 from .optimize import OptimumInfo
 from .pirls import Mode
 from .profile import held_theta, intervals
@@ -33,7 +33,7 @@ from .variance import icc, r2
 APPROXIMATIONS = {0: "Laplace, fixed effects inside PIRLS (nAGQ = 0)", 1: "Laplace"}
 
 
-class GlmmFit(GlmmText, Generalized, OfModel):
+class GlmmFit(GlmmText, Criteria, Generalized, OfModel):
     """Results of a GLMM fit, with the vocabulary of the Gaussian `LmmFit`."""
 
     def __init__(self, model, family: Family, info: OptimumInfo, mode: Mode, deviance_function,
@@ -80,10 +80,6 @@ class GlmmFit(GlmmText, Generalized, OfModel):
         return self.mode.factor
 
     @property
-    def converged(self) -> bool:
-        return self.info.converged
-
-    @property
     def approximation(self) -> str:
         return APPROXIMATIONS.get(self.nAGQ, f"adaptive Gauss-Hermite quadrature, {self.nAGQ} nodes")
 
@@ -95,14 +91,6 @@ class GlmmFit(GlmmText, Generalized, OfModel):
     @property
     def loglik(self) -> float:
         return -0.5 * self.objective
-
-    @property
-    def aic(self) -> float:
-        return self.objective + 2 * self.n_params
-
-    @property
-    def bic(self) -> float:
-        return self.objective + np.log(self.nobs) * self.n_params
 
     @property
     def is_singular(self) -> bool:

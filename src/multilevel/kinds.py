@@ -3,6 +3,8 @@ Frequentist)` instead of sniffing attributes, and never import a concrete result
 
 from __future__ import annotations
 
+import numpy as np
+
 from .errors import MultilevelError
 
 
@@ -16,6 +18,22 @@ class OfModel:
     @property
     def nobs(self) -> int:
         return self.design.nobs
+
+
+class Criteria:
+    """A fit's convergence (its optimiser's `info`) and AIC/BIC from its `loglik`, `n_params` and `nobs`."""
+
+    @property
+    def converged(self) -> bool:
+        return self.info.converged
+
+    @property
+    def aic(self) -> float:
+        return -2 * self.loglik + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return -2 * self.loglik + np.log(self.nobs) * self.n_params
 
 
 class Frequentist:

@@ -19,7 +19,7 @@ from . import saving
 from .bootstrap import bootstrap
 from .components import SINGULAR_TOL, variance_table
 from .engine import Engine, Factor
-from .kinds import Frequentist, OfModel
+from .kinds import Criteria, Frequentist, OfModel
 from .optimize import OptimumInfo
 from .partitioned import PartitionedDesign
 from .pooling import pooling
@@ -31,7 +31,7 @@ from .tables import callable_table, estimates_table
 from .variance import icc, r2, variance_decomposition
 
 
-class LmmFit(LmmText, Frequentist, OfModel):
+class LmmFit(LmmText, Criteria, Frequentist, OfModel):
     """Results of an ML/REML fit; the same vocabulary as the Bayesian results."""
 
     def __init__(self, model, method: str, prior: str | None, info: OptimumInfo, factor: Factor, sigma: float,
@@ -46,10 +46,6 @@ class LmmFit(LmmText, Frequentist, OfModel):
 
     # ------------------------------------------------------------------ scalars
     @property
-    def converged(self) -> bool:
-        return self.info.converged
-
-    @property
     def loglik(self) -> float:
         """Log-likelihood (the REML log-likelihood for REML fits, as lme4 reports)."""
         return -0.5 * self.objective
@@ -57,14 +53,6 @@ class LmmFit(LmmText, Frequentist, OfModel):
     @property
     def n_params(self) -> int:
         return self.engine.p + self.engine.n_theta + 1
-
-    @property
-    def aic(self) -> float:
-        return -2 * self.loglik + 2 * self.n_params
-
-    @property
-    def bic(self) -> float:
-        return -2 * self.loglik + np.log(self.nobs) * self.n_params
 
     @property
     def deviance(self) -> float:
