@@ -313,7 +313,7 @@ def test_levels_pass_keeps_the_first_row_of_each_id(ids):
     same order, as pandas' drop_duplicates."""
     rows = pd.DataFrame({"y": np.arange(len(ids), dtype=float), "g": ids})
     expected = pd.concat([rows.head(1), rows.drop_duplicates(subset=["g"])])
-    pd.testing.assert_frame_equal(seen_in(rows, ["y", "g"], [("g",)]).rows, expected)
+    pd.testing.assert_frame_equal(seen_in(rows, ["y", "g"], [("g",)], {"y": False}).rows, expected)
 
 
 @pytest.mark.parametrize("formula, dataset", [MODELS[0], MODELS[3]])
@@ -437,7 +437,7 @@ def test_sorted_partitions_hold_sparse_partials_with_the_dense_sums(formula, dat
     rows = data.sort_values(group, kind="stable")
     coding = whole.design.coding
     term = next(i for i, t in enumerate(coding.terms) if t.term.group == group)
-    part = partial_sums(rows.iloc[: len(rows) // 17], coding, whole.cross_products.scaling)
+    part = partial_sums(rows.iloc[: len(rows) // 17], coding, whole.cross_products.scaling, {})
     m = len(coding.terms[term].levels)
     assert part.seen[term] is not None and len(part.seen[term]) <= m / 4
     assert part.cp.diag[term].shape[0] == len(part.seen[term]) == len(part.level_rows[term])

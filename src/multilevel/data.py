@@ -136,7 +136,7 @@ def check_finite(frame: pd.DataFrame, used: list[str]) -> None:
             bad = np.isinf(values)
             if bad.any():
                 raise MultilevelError(
-                    f"column '{name}' has {int(bad.sum())} infinite value(s) (first in row {int(np.argmax(bad))}): "
+                    f"column '{name}' has {int(bad.sum())} infinite value(s) (first in the row with index {frame.index[np.argmax(bad)]}): "
                     "remove or replace them before fitting"
                 )
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .centring import centred_cross_products, centred_design, columns_from_means
 from .crossprod import CrossProducts, cross_products, design_scaling, rescaled
-from .data import names_in
+from .data import check_finite, names_in
 from .design import (
     TABLE_SPREAD,
     Coding,
@@ -99,10 +99,31 @@ def _first_rows(col: pd.Series) -> np.ndarray | None:
     return mask
 
 
-def seen_in(frame: pd.DataFrame, used: list[str], sets: list[tuple[str, ...]]) -> Seen:
+def column_kinds(meta: pd.DataFrame, used: list[str], groups: set[str]) -> dict[str, bool]:
+    """Whether each used column other than the grouping factors holds levels (text, categories, booleans) rather
+    than numbers, as the data's declared types say (a grouping factor's ids may differ in type between partitions)."""
+    return {c: _is_levels(meta[c]) for c in used if c not in groups}
+
+
+def check_kinds(rows: pd.DataFrame, kinds: dict[str, bool]) -> None:
+    """Refuse a column holding numbers in this partition where the data's declared types say levels, or the reverse
+    (it would be coded as a factor in some partitions and as a number in others)."""
+    for c, levels in kinds.items():
+        if _is_levels(rows[c]) != levels and rows[c].notna().any():
+            here, there = ("text or categories", "numbers") if not levels else ("numbers", "text or categories")
+            raise MultilevelError(
+                f"column '{c}' holds {here} ({rows[c].dtype}) but {there} in the data's declared types (a Dask "
+                f"DataFrame's meta, the first Parquet file holding it): store it with one type in every partition"
+            )
+
+
+def seen_in(frame: pd.DataFrame, used: list[str], sets: list[tuple[str, ...]], kinds: dict[str, bool]) -> Seen:
     """The levels pass on one partition."""
     rows = _complete(frame, used)
-    return Seen(_distinct(rows, sets), len(rows))
+    check_kinds(rows, kinds)
+    distinct = _distinct(rows, sets)
+    check_finite(distinct, used)  # the coding is learned from these rows: refused here, naming the partition
+    return Seen(distinct, len(rows))
 
 
 def merge_seen(*parts: Seen, sets: list[tuple[str, ...]]) -> Seen:
@@ -178,11 +199,13 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, size: int) -> n
     return np.interp((np.arange(size) + 0.5) / size, middle, values)
 
 
-def partial_sums(frame: pd.DataFrame, coding: Coding, scaling: Scaling) -> Reduced:
+def partial_sums(frame: pd.DataFrame, coding: Coding, scaling: Scaling, kinds: dict[str, bool]) -> Reduced:
     """The sums of one partition's model rows with the global coding and scaling."""
-    n_complete = len(_complete(frame, list(coding.columns)))
+    rows = _complete(frame, list(coding.columns))
+    n_complete = len(rows)
     if not n_complete:
         return Reduced(None, None, None, None, len(frame))
+    check_kinds(rows, kinds)
     design = apply_coding(coding, frame)
     x_sums = np.ones(design.nobs) @ design.X  # X.sum(axis=0) walks the rows one at a time
     local, seen = localised(design)
@@ -266,8 +289,10 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     source = as_source(data)
     used = used_columns(f, source.meta, weights, offset)
     sets = level_sets(f, source.meta, used)
-    given = given_levels(source, sets, {g for t in f.random for g in t.group_factors}, levels)
-    rows = _levels_pass(source, used, sets).rows if given is None else rows_of_levels(source, used, given)
+    groups = {g for t in f.random for g in t.group_factors}
+    kinds = column_kinds(source.meta, used, groups)
+    given = given_levels(source, sets, groups, levels)
+    rows = _levels_pass(source, used, sets, kinds).rows if given is None else rows_of_levels(source, used, given)
     coding = learn_coding(f, rows, weights, offset, aliasing=False)
     check_learnable(coding, sets)
     check_factor_levels(coding.fixed_spec, coding.terms)
@@ -276,7 +301,7 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     from dask import delayed
 
     shared = delayed(coding, pure=True, traverse=False)  # one task holding the coding, not a copy in every task
-    parts = source.partials(used, partial_sums, shared, scaling, combine=partial(add_partial_sums, into_first=True))
+    parts = source.partials(used, partial_sums, shared, scaling, kinds, combine=partial(add_partial_sums, into_first=True))
     try:
         (sums,) = compute(tree_reduce(parts, add_partial_sums))
     except MultilevelError as exc:
@@ -381,9 +406,9 @@ def fixed_categories(coding: Coding) -> dict[str, pd.CategoricalDtype]:
     return {c: d for c, d in coding.categories.items() if c not in groups}
 
 
-def _levels_pass(source, used: list[str], sets: list[tuple[str, ...]]) -> Seen:
+def _levels_pass(source, used: list[str], sets: list[tuple[str, ...]], kinds: dict[str, bool]) -> Seen:
     merge = partial(merge_seen, sets=sets)
-    (seen,) = compute(tree_reduce(source.partials(used, seen_in, used, sets, combine=merge), merge))
+    (seen,) = compute(tree_reduce(source.partials(used, seen_in, used, sets, kinds, combine=merge), merge))
     if seen.n == 0:
         raise MultilevelError(f"no rows are left after dropping rows with missing values in {used}: check those columns")
     return seen
