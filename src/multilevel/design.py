@@ -212,17 +212,10 @@ def check_variation(design: Design) -> None:
     grouping factor); warn about a group slope whose covariate never varies within a group."""
     y, name = design.y, design.formula.response.strip()
     if np.all(y == y[0]):
-        raise MultilevelError(
-            f"the response '{name}' is constant (every one of its {y.size} values is {y[0]:g}): there is no variation "
-            "for a model to explain; check the column"
-        )
+        raise constant_response(name, y.size, y[0])
     for block in design.blocks:
         if "(Intercept)" in block.coef_names and _constant_within(y, block):
-            raise MultilevelError(
-                f"the response '{name}' is constant within every level of '{block.group}': all its variation is "
-                "between those groups, so the residual variance is 0 and the likelihood has no maximum. Model one "
-                "value per group (a regression of the group values), or check the response"
-            )
+            raise constant_within_groups(name, block.group)
         for j, coef in enumerate(block.coef_names):
             if coef != "(Intercept)" and _constant_within(block.Z[:, j], block):
                 warnings.warn(
@@ -230,6 +223,21 @@ def check_variation(design: Design) -> None:
                     f"be told apart from the intercept of {block.term}. A predictor measured once per group belongs "
                     "in the fixed part only; drop it from the random term", MultilevelWarning, stacklevel=4,
                 )
+
+
+def constant_response(name: str, n: int, value: float) -> MultilevelError:
+    return MultilevelError(
+        f"the response '{name}' is constant (every one of its {n} values is {value:g}): there is no variation "
+        "for a model to explain; check the column"
+    )
+
+
+def constant_within_groups(name: str, group: str, precision: str = "") -> MultilevelError:
+    return MultilevelError(
+        f"the response '{name}' is constant within every level of '{group}'{precision}: all its variation is "
+        "between those groups, so the residual variance is 0 and the likelihood has no maximum. Model one "
+        "value per group (a regression of the group values), or check the response"
+    )
 
 
 def _constant_within(values: np.ndarray, block: RandomBlock) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import reference
-from hostile_support import refused
+from hostile_support import refused, warned
 
 import multilevel as mlv
 from multilevel.lmm import fit_at
@@ -248,3 +248,33 @@ def test_unused_categories_in_parquet_files_are_not_levels(sleep, tmp_path):
     categories = sorted(sleep.Subject.unique()) + ["ghost"]
     frames = [f.assign(Subject=pd.Categorical(f.Subject, categories=categories)) for f in thirds(sleep)]
     same_fit(folder(tmp_path, "unused", frames), sleep)
+
+
+# ----------------------------------------------------------------------------------------------- degenerate data
+def test_known_ordered_categories_keep_their_polynomial_contrasts(sleep):
+    """An ordered categorical with known categories (no levels pass) is coded as in memory: k.L, k.Q."""
+    k = pd.Categorical(np.where(sleep.Days < 3, "lo", np.where(sleep.Days < 7, "mid", "hi")), categories=["lo", "mid", "hi"], ordered=True)
+    data = sleep.assign(k=k, Subject=sleep.Subject.astype("category"))
+    fit = same_fit(dd.from_pandas(data, npartitions=3), data, "Reaction ~ k + (1 | Subject)")
+    assert fit.model.fixed_names == ["(Intercept)", "k.L", "k.Q"]
+
+
+@pytest.mark.parametrize("shift", [0.0, 1e9])
+def test_a_constant_response_and_one_constant_within_groups_are_refused(sleep, shift):
+    """As in memory: no variation, or none within the groups (the residual variance is 0, the likelihood unbounded)."""
+    refused(lambda: mlv.Model(SLOPES, dd.from_pandas(sleep.assign(Reaction=1.0 + shift), npartitions=3)),
+            "'Reaction' is constant", "180 values")
+    means = sleep.groupby("Subject").Reaction.transform("mean") + shift
+    refused(lambda: mlv.Model("Reaction ~ 1 + (1 | Subject)", dd.from_pandas(sleep.assign(Reaction=means), npartitions=17)),
+            "constant within every level of 'Subject'", "precision of the sums", "one value per group")
+
+
+def test_a_response_nearly_constant_within_groups_is_fitted_with_the_warning(sleep):
+    """Noise of 1e-5 within groups 30 apart (an SD ratio of 3e-7, above the sums' 1e-7): fitted, not refused, with
+    the in-memory path's warning that the data look noise-free; sigma on the noise's scale (the sums resolve the
+    within-level sum of squares, 1e-13 of the total, to about a tenth here)."""
+    noise = 1e-5 * np.random.default_rng(1).normal(size=len(sleep))
+    data = sleep.assign(Reaction=sleep.groupby("Subject").Reaction.transform("mean") + noise)
+    fit = warned(lambda: mlv.Model("Reaction ~ 1 + (1 | Subject)", dd.from_pandas(data, npartitions=3)).fit(),
+                 "reproduces the response almost exactly")
+    assert 0.5e-5 < fit.sigma < 2e-5
