@@ -28,6 +28,11 @@ def as_frame(data) -> pd.DataFrame:
         frame = _unordered_polars_categories(data, data.to_pandas())
     elif isinstance(data, Mapping):
         frame = _dict_frame(data)
+    elif type(data).__module__.split(".")[0] == "dask":
+        raise MultilevelError(
+            f"a Dask {type(data).__name__} is not taken here: these rows must be in memory (.compute() them). "
+            "mlv.Model and a frequentist fit's predict() take Dask DataFrames"
+        )
     else:
         raise MultilevelError(
             f"data must be a pandas or polars DataFrame, a pyarrow Table or a dict of columns, not {type(data).__name__}"

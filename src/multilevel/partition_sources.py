@@ -164,8 +164,9 @@ def as_source(data) -> DaskSource | ParquetFiles:
     """The source of partitioned data: a Dask DataFrame; local Parquet files (a folder of files, a glob, a file);
     other paths (remote, hive-partitioned folders) through Dask's reader."""
     if not isinstance(data, (str, os.PathLike)):
-        if not hasattr(data, "to_delayed"):
-            raise MultilevelError(f"partitioned data must be a Dask DataFrame or a Parquet path, not {type(data).__name__}")
+        if not hasattr(data, "to_delayed") or not isinstance(getattr(data, "_meta", None), pd.DataFrame):
+            raise MultilevelError(f"partitioned data must be a Dask DataFrame or a Parquet path, not a {type(data).__module__.split('.')[0]} "
+                                  f"{type(data).__name__}" + (": use .to_frame()" if hasattr(data, "to_frame") else ""))
         return DaskSource(data)
     path = os.fspath(data)
     files = _local_files(path)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from .arguments import check_count, check_seed
 from .design import Design, apply_coding
+from .errors import MultilevelError
 
 
 def linear_predictor(design: Design, beta: np.ndarray, b: list[np.ndarray] | None) -> np.ndarray:
@@ -26,11 +28,25 @@ def random_part(design: Design, b: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, data, offset=None) -> np.ndarray:
+def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, data, offset=None):
     """Predictions for new data, coded as the fitted data: known groups get their effects, unseen groups none
-    (population level); without group effects (b None) the grouping columns are not needed."""
-    new = apply_coding(design.coding, data, offset=offset, new=True, random=b is not None)
-    return linear_predictor(new, beta, b)
+    (population level); without group effects (b None) the grouping columns are not needed. A Dask DataFrame
+    gives a lazy Dask Series in its partitions (its offset a column name)."""
+    if type(data).__module__.split(".")[0] == "dask":
+        if not isinstance(getattr(data, "_meta", None), pd.DataFrame):
+            raise MultilevelError(f"new data must be a data frame, not a Dask {type(data).__name__}: use .to_frame()")
+        if offset is not None and not isinstance(offset, str):
+            raise MultilevelError("with a Dask DataFrame give offset= as a column name: an array cannot follow the partitions")
+        return data.map_partitions(_predicted, design.coding, beta, b, offset, meta=("prediction", float))
+    return _predicted(data, design.coding, beta, b, offset, index=False)
+
+
+def _predicted(data, coding, beta: np.ndarray, b: list[np.ndarray] | None, offset, index: bool = True):
+    """Predictions for the rows of `data` (a partition: as a Series on its index, empty for no rows)."""
+    if index and not len(data):
+        return pd.Series(np.empty(0), index=data.index, name="prediction")
+    values = linear_predictor(apply_coding(coding, data, offset=offset, new=True, random=b is not None), beta, b)
+    return pd.Series(values, index=data.index, name="prediction") if index else values
 
 
 def simulate(design: Design, family, beta, covariances, sigma: float | None, n: int, seed) -> np.ndarray:

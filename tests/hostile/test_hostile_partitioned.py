@@ -278,3 +278,20 @@ def test_a_response_nearly_constant_within_groups_is_fitted_with_the_warning(sle
     fit = warned(lambda: mlv.Model("Reaction ~ 1 + (1 | Subject)", dd.from_pandas(data, npartitions=3)).fit(),
                  "reproduces the response almost exactly")
     assert 0.5e-5 < fit.sigma < 2e-5
+
+
+# ----------------------------------------------------------------------------------------------- predictions
+def test_predictions_for_a_dask_dataframe_of_new_rows_are_a_lazy_series(sleep):
+    """New rows in partitions (one empty, an unseen subject): a lazy Dask Series equal to the in-memory predictions."""
+    fit = mlv.Model(SLOPES, dd.from_pandas(sleep, npartitions=3)).fit()
+    new = sleep.iloc[::7].assign(Subject=lambda d: np.where(d.Days == 3, "new", d.Subject))
+    predicted = fit.predict(parts(new.iloc[:10], new.iloc[:0], new.iloc[10:]))
+    assert isinstance(predicted, dd.Series)
+    expected = mlv.Model(SLOPES, sleep).fit().predict(new)
+    np.testing.assert_allclose(predicted.compute(scheduler="synchronous").to_numpy(), expected, rtol=1e-8)
+
+
+def test_dask_objects_where_rows_must_be_in_memory_are_refused_naming_the_fix(sleep):
+    refused(lambda: mlv.Model(SLOPES, dd.from_pandas(sleep, npartitions=3).Reaction), "Dask Series", ".to_frame()")
+    post = mlv.Model("Reaction ~ Days + (1 | Subject)", sleep).sample(sampler="gibbs", chains=1, draws=20, warmup=60, seed=1, progress=False)
+    refused(lambda: post.predict(dd.from_pandas(sleep, npartitions=3)), "Dask DataFrame", ".compute()")
