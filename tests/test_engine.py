@@ -313,3 +313,14 @@ def test_a_pair_list_of_a_term_with_slopes_counts_pairs_per_level(monkeypatch, a
     B = sp.csr_matrix(np.array([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 3.0], [2.0, 2.0, 2.0, 2.0]]))
     monkeypatch.setattr(pair_fill, "available_bytes", lambda: available)
     assert pair_fill.pairs_fit(B, 3, k0=2) is built
+
+
+@pytest.mark.parametrize("counts", [[3, 0, 1, 2], [0, 0], [1], [4, 4, 0, 5]])
+def test_pairs_within_runs_list_each_pair_of_a_run_once(counts):
+    """The fill map's and the pair list's one enumeration: every (a, b), b at or before a, within each run."""
+    from multilevel.pair_fill import pairs_within_runs
+
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    expected = [(a, b) for s, e in zip(starts[:-1], starts[1:]) for a in range(s, e) for b in range(s, a + 1)]
+    a, b = pairs_within_runs(np.asarray(counts))
+    assert list(zip(a.tolist(), b.tolist())) == expected

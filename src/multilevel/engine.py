@@ -29,7 +29,7 @@ from scipy.linalg import lapack
 from .coefficient_prior import CoefficientPrior
 from .crossprod import CrossProducts
 from .dense_memory import available_bytes
-from .pair_fill import PairFill, pairs_fit
+from .pair_fill import PairFill, pairs_fit, pairs_within_runs
 
 LOG_2PI = float(np.log(2 * np.pi))
 DENSE_FILL_ENTRIES = 100_000  # a fill map this small is faster dense than through scipy.sparse's call overhead
@@ -187,12 +187,7 @@ class Engine:
             return
         order = np.lexsort((coef, coo.row, level))
         rows, vals, level, coef = coo.row[order].astype(np.int64), coo.data[order], level[order], coef[order]
-        counts = np.bincount(level, minlength=m0)
-        first = np.cumsum(counts) - counts  # position of each level's first entry
-        pos = np.arange(len(rows)) - first[level]  # position within its level
-        run = pos + 1  # pairs (e1, e2) with e2 at or before e1 in the same level
-        e1 = np.repeat(np.arange(len(rows)), run)
-        e2 = first[level[e1]] + np.arange(len(e1)) - np.repeat(np.cumsum(run) - run, run)
+        e1, e2 = pairs_within_runs(np.bincount(level, minlength=m0))  # e2 at or before e1 in the same level
         both_orders = (rows[e1] == rows[e2]) & (e1 != e2)
         weight = vals[e1] * vals[e2] * np.where(both_orders, 2.0, 1.0)
         target = rows[e1] * r + rows[e2]

@@ -93,10 +93,11 @@ def positions(seen: np.ndarray | None, union: np.ndarray | None) -> np.ndarray |
     return seen - union[0] if union[-1] - union[0] + 1 == len(union) else np.searchsorted(union, seen)  # a range: no search
 
 
-def summed_off(blocks: list[sp.spmatrix], rows: list, cols: list, shape: tuple[int, int], dense: bool) -> sp.csr_matrix:
+def summed_off(blocks: list[sp.spmatrix], rows: list, cols: list, shape: tuple[int, int], all_levels: bool) -> sp.csr_matrix:
     """The sum of off-diagonal blocks Z_i'WZ_j, each held over its own effects `rows` and `cols` (positions of its
-    effects among the sum's; None: the same), as one CSR matrix of `shape`."""
-    if dense:
+    effects among the sum's; None: the same), as one CSR matrix of `shape` (`all_levels`: every block is held over
+    all effects, so they add as they are)."""
+    if all_levels:
         return sum(blocks[1:], blocks[0]).tocsr()
     parts = [b.tocoo() for b in blocks]
     r = np.concatenate([p.row if at is None else at[p.row] for p, at in zip(parts, rows)])
@@ -127,11 +128,11 @@ def add_cross_products(parts: list[CrossProducts], seen: list[list], m: list[int
         zxy.append(z.reshape(-1, z.shape[2]))
     off = {}
     for (i, j) in first.off:
-        dense = all(s[i] is None and s[j] is None for s in seen) and unions[i] is None and unions[j] is None
+        all_levels = all(s[i] is None and s[j] is None for s in seen) and unions[i] is None and unions[j] is None
         rows = [effect_positions(positions(s[i], unions[i]), ks[i]) for s in seen]
         cols = [effect_positions(positions(s[j], unions[j]), ks[j]) for s in seen]
         shape = (diag[i].shape[0] * ks[i], diag[j].shape[0] * ks[j])
-        off[(i, j)] = summed_off([p.off[(i, j)] for p in parts], rows, cols, shape, dense)
+        off[(i, j)] = summed_off([p.off[(i, j)] for p in parts], rows, cols, shape, all_levels)
     xy = total([p.xy for p in parts], into_first)
     cp = CrossProducts(sum(p.n for p in parts), first.p, diag, off, zxy, xy, sum(p.sum_log_w for p in parts), first.scaling)
     return cp, unions

@@ -22,6 +22,15 @@ def pairs_fit(B: sp.csr_matrix, q_rest: int, k0: int = 1) -> bool:
     return available is not None and bool(PAIR_BYTES * np.sum(counts * (counts + 1) / 2) <= MEMORY_SHARE * available)
 
 
+def pairs_within_runs(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For entries held in runs of `counts` (a level's entries together), the positions (a, b) of every pair of
+    entries of one run with b at or before a: a ascending, and for each a, b from its run's first entry to a."""
+    first = np.repeat(np.cumsum(counts) - counts, counts)  # each entry's run's first entry
+    run = np.arange(len(first)) - first + 1  # pairs of an entry with those at or before it in its run
+    a = np.repeat(np.arange(len(first)), run)
+    return a, first[a] + np.arange(len(a)) - np.repeat(np.cumsum(run) - run, run)
+
+
 class PairFill:
     """The lower triangle of B M B' for per-level k0 x k0 blocks M, B (r x m0 k0, level-major columns) being
     [Z_2..Z_t, X, y]'WZ_1 with its first q_rest rows (the other terms' effects) sparse and the rest (X, y) dense."""
@@ -66,10 +75,7 @@ def _pair_list(Bt: sp.csr_matrix, r: int, k0: int = 1) -> sp.csc_matrix:
             coef = np.repeat(np.arange(start * k0, stop * k0) % k0, np.diff(Bt.indptr[start * k0 : stop * k0 + 1]))
             order = np.lexsort((coef, rows, np.repeat(np.arange(stop - start), c)))
             rows, values, coef = rows[order], values[order], coef[order]
-        first = np.repeat(np.cumsum(c) - c, c)  # each entry's level's first entry
-        run = np.arange(hi - lo) - first + 1  # pairs of an entry with those at or before it in its level
-        a = np.repeat(np.arange(hi - lo), run)
-        b = first[a] + np.arange(len(a)) - np.repeat(np.cumsum(run) - run, run)
+        a, b = pairs_within_runs(c)
         target, weight = rows[a] * r + rows[b], values[a] * values[b]
         if k0 > 1:  # grouped by block entry (level, coef a, coef b): the CSC matrix's columns
             weight *= np.where((rows[a] == rows[b]) & (a != b), 2.0, 1.0)

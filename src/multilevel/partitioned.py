@@ -215,7 +215,7 @@ def partial_sums(frame: pd.DataFrame, coding: Coding, scaling: Scaling, kinds: d
     if not n_complete:
         return Reduced(None, None, None, None, len(frame))
     check_kinds(rows, kinds)
-    design = apply_coding(coding, frame)
+    design = apply_coding(coding, rows)
     x_sums = np.ones(design.nobs) @ design.X  # X.sum(axis=0) walks the rows one at a time
     local, seen = localised(design)
     level_rows = [np.bincount(b.codes, minlength=b.m) for b in local.blocks]
@@ -487,7 +487,7 @@ class PartitionedDesign(Design):
 
     def residuals(self, beta: np.ndarray, b: list[np.ndarray]):
         """y - fitted of every model row, as a lazy Dask Series."""
-        return self.source.map_partitions(_residuals, self.coding, beta, b, meta=("residual", float))
+        return self.source.map_partitions(_fitted, self.coding, beta, b, True, meta=("residual", float))
 
 
 class PartitionedBlock(RandomBlock):
@@ -507,21 +507,15 @@ class PartitionedBlock(RandomBlock):
     Z = property(lambda self: _refuse("the random-effect covariates of the rows"))
 
 
-def _model_rows(frame: pd.DataFrame, coding: Coding) -> tuple[pd.Index, Design | None]:
+def _fitted(frame: pd.DataFrame, coding: Coding, beta, b, residual: bool = False) -> pd.Series:
+    """Fitted values (or residuals) of one partition's model rows, on their index."""
     rows = _complete(frame, list(coding.columns))
-    return rows.index, (apply_coding(coding, rows) if len(rows) else None)
-
-
-def _fitted(frame: pd.DataFrame, coding: Coding, beta, b) -> pd.Series:
-    index, design = _model_rows(frame, coding)
-    values = linear_predictor(design, beta, b) if design is not None else np.empty(0)
-    return pd.Series(values, index=index, name="fitted")
-
-
-def _residuals(frame: pd.DataFrame, coding: Coding, beta, b) -> pd.Series:
-    index, design = _model_rows(frame, coding)
-    values = design.y - linear_predictor(design, beta, b) if design is not None else np.empty(0)
-    return pd.Series(values, index=index, name="residual")
+    values = np.empty(0)
+    if len(rows):
+        design = apply_coding(coding, rows)
+        values = linear_predictor(design, beta, b)
+        values = design.y - values if residual else values
+    return pd.Series(values, index=rows.index, name="residual" if residual else "fitted")
 
 
 def _refuse(what: str):
