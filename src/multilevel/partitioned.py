@@ -44,7 +44,8 @@ from .predict import linear_predictor
 from .scaling import Scaling
 
 SPLIT_EVERY = 2  # partial results combined per task of the reduction tree: two keep the fewest partials alive (docs/scale.md)
-SAMPLE_ROWS = 10_000  # rows of the data the coding is learned from with known levels (a Dask partition may hold 10^6)
+SAMPLE_ROWS = 10_000  # rows of the data the coding is learned from beside one per level (a Dask partition may hold 10^6)
+SPREAD_ROWS = 64  # of them, rows taken evenly spaced from each partition (or file) by the levels pass
 SKETCH_SIZE = 4001  # quantiles kept of the response: brms's default priors within 1/4001 in rank (docs/scale.md)
 
 
@@ -65,11 +66,18 @@ def tree_reduce(parts: list, combine):
 
 @dataclass
 class Seen:
-    """What the levels pass saw: one row for each distinct value of each level-bearing column set, and the
-    number of rows complete in every used column."""
+    """What the levels pass saw: one row for each distinct value of each level-bearing column set, rows spread
+    over the partitions (up to SAMPLE_ROWS: the first rows of each level may all share a predictor's value, and
+    the scaling learned from them would then not centre it), and the number of rows complete in every used column."""
 
     rows: pd.DataFrame
+    spread: pd.DataFrame
     n: int
+
+    @property
+    def learning_rows(self) -> pd.DataFrame:
+        """The rows the coding and the scaling are learned from."""
+        return pd.concat([self.rows, self.spread])
 
 
 def _complete(frame: pd.DataFrame, used: list[str]) -> pd.DataFrame:
@@ -123,15 +131,20 @@ def seen_in(frame: pd.DataFrame, used: list[str], sets: list[tuple[str, ...]], k
     """The levels pass on one partition."""
     rows = _complete(frame, used)
     check_kinds(rows, kinds)
-    distinct = _distinct(rows, sets)
-    check_finite(distinct, used)  # the coding is learned from these rows: refused here, naming the partition
-    return Seen(distinct, len(rows))
+    distinct, spread = _distinct(rows, sets), _evenly(rows, SPREAD_ROWS)
+    check_finite(pd.concat([distinct, spread]), used)  # the coding is learned from these rows: refused here, naming the partition
+    return Seen(distinct, spread, len(rows))
 
 
 def merge_seen(*parts: Seen, sets: list[tuple[str, ...]]) -> Seen:
     """Several partitions' `Seen` as one."""
     rows = pd.concat([s.rows for s in parts])
-    return Seen(_distinct(rows, sets), sum(s.n for s in parts))
+    return Seen(_distinct(rows, sets), _evenly(pd.concat([s.spread for s in parts]), SAMPLE_ROWS), sum(s.n for s in parts))
+
+
+def _evenly(rows: pd.DataFrame, size: int) -> pd.DataFrame:
+    """At most `size` rows, evenly spaced."""
+    return rows if len(rows) <= size else rows.iloc[np.linspace(0, len(rows) - 1, size).astype(np.int64)]
 
 
 @dataclass
@@ -301,7 +314,7 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     groups = {g for t in f.random for g in t.group_factors}
     kinds = column_kinds(source.meta, used, groups)
     given = given_levels(source, sets, groups, levels)
-    rows = _levels_pass(source, used, sets, kinds).rows if given is None else rows_of_levels(source, used, given)
+    rows = _levels_pass(source, used, sets, kinds).learning_rows if given is None else rows_of_levels(source, used, given)
     coding = learn_coding(f, rows, weights, offset, aliasing=False)
     check_learnable(coding, sets)
     check_factor_levels(coding.fixed_spec, coding.terms)
