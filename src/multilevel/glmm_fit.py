@@ -179,13 +179,17 @@ class GlmmFit(GlmmText, Criteria, Generalized, OfModel):
     def _scale(self, eta: np.ndarray, type: str) -> np.ndarray:
         if type == "link":
             return eta
+        if type == "response" and hasattr(eta, "map_partitions"):  # new rows in Dask partitions: a lazy Series
+            return eta.map_partitions(lambda e: pd.Series(self.family.link.linkinv(e.to_numpy()), index=e.index, name=e.name),
+                                      meta=eta._meta)
         if type == "response":
             return self.family.link.linkinv(eta)
         raise MultilevelError(f"type must be 'link' or 'response', not {type!r}")
 
     def predict(self, new_data=None, type: str = "link", include_groups: bool = True, offset=None) -> np.ndarray:
         """Predictions on the link or response scale; unseen group levels get no group effect. Offsets written
-        in the formula are evaluated on the new rows; ``offset`` is needed if the model was given one."""
+        in the formula are evaluated on the new rows; ``offset`` is needed if the model was given one. New rows in a
+        Dask DataFrame give a lazy Dask Series."""
         b = self.random_effects if include_groups else None
         if new_data is None:
             eta = self.mode.eta if include_groups else _predict.linear_predictor(self.design, self.beta, None)

@@ -158,7 +158,8 @@ class LmmFit(LmmText, Criteria, Frequentist, OfModel):
     def predict(self, new_data=None, include_groups: bool = True, offset=None) -> np.ndarray:
         """Predictions X beta + Z b for new rows (the fitted rows if None). A group level not seen in fitting
         gets no group effect (its expected value, 0): the population-level prediction for that term.
-        ``include_groups=False`` gives X beta for every row; ``offset`` is needed if the model has one."""
+        ``include_groups=False`` gives X beta for every row; ``offset`` is needed if the model has one. New rows in
+        a Dask DataFrame (and the fitted rows of partitioned data) give a lazy Dask Series."""
         if new_data is None:
             return self._linear_predictor(self._b if include_groups else None)
         return _predict.predict_new(self.design, self.beta, self._b if include_groups else None, new_data, offset)

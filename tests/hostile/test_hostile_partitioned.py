@@ -310,3 +310,12 @@ def test_dask_objects_where_rows_must_be_in_memory_are_refused_naming_the_fix(sl
     refused(lambda: mlv.Model(SLOPES, dd.from_pandas(sleep, npartitions=3).Reaction), "Dask Series", ".to_frame()")
     post = mlv.Model("Reaction ~ Days + (1 | Subject)", sleep).sample(sampler="gibbs", chains=1, draws=20, warmup=60, seed=1, progress=False)
     refused(lambda: post.predict(dd.from_pandas(sleep, npartitions=3)), "Dask DataFrame", ".compute()")
+
+
+def test_glmm_predictions_for_a_dask_dataframe_stay_lazy_on_both_scales():
+    cbpp = mlv.datasets.load("cbpp")
+    fit = mlv.Model("incidence | trials(size) ~ period + (1 | herd)", cbpp, family="binomial").fit()
+    for scale in ("link", "response"):
+        predicted = fit.predict(dd.from_pandas(cbpp, npartitions=3), type=scale)
+        assert isinstance(predicted, dd.Series)
+        np.testing.assert_allclose(predicted.compute(scheduler="synchronous").to_numpy(), fit.predict(cbpp, type=scale), rtol=1e-12)
