@@ -23,6 +23,7 @@ import pandas as pd
 
 from .errors import MultilevelError
 from .kinds import Bayesian, Generalized, OccupancyResult, Study, require_result
+from .partitioned import PartitionedDesign
 
 FORMAT = "multilevel"
 VERSION = 2  # fits: 2 carries theta, the optimiser's report and the data (version 1 files still load)
@@ -38,6 +39,12 @@ def save(result, path, force: bool = False) -> None:
     require_result(result, "save's result")
     if isinstance(result, Study):
         return result.save(path, force=force)
+    if isinstance(getattr(result, "design", None), PartitionedDesign):
+        raise MultilevelError(
+            "a result of partitioned data (Dask, Parquet) cannot be saved: the file holds the data rows, from which "
+            "loading rebuilds the model. Save its tables instead (fit.to_frame() or posterior.summary(), e.g. .to_csv(...)), or fit a "
+            "subsample in memory"
+        )
     path = Path(path)
     bayesian = isinstance(result, Bayesian)
     suffixes = POSTERIOR_SUFFIXES if bayesian else FIT_SUFFIXES

@@ -319,3 +319,11 @@ def test_glmm_predictions_for_a_dask_dataframe_stay_lazy_on_both_scales():
         predicted = fit.predict(dd.from_pandas(cbpp, npartitions=3), type=scale)
         assert isinstance(predicted, dd.Series)
         np.testing.assert_allclose(predicted.compute(scheduler="synchronous").to_numpy(), fit.predict(cbpp, type=scale), rtol=1e-12)
+
+
+def test_saving_a_result_of_partitioned_data_is_refused_naming_what_to_save(sleep, tmp_path):
+    model = mlv.Model("Reaction ~ Days + (1 | Subject)", dd.from_pandas(sleep, npartitions=3))
+    post = model.sample(sampler="gibbs", chains=1, draws=20, warmup=60, seed=1, progress=False)
+    for result, name in ((model.fit(), "fit.json"), (post, "post.nc")):
+        refused(lambda: result.save(tmp_path / name), "partitioned data", "cannot be saved", "to_frame()")
+        assert not (tmp_path / name).exists()
