@@ -29,7 +29,7 @@ from .data import (
     unknown_column_error,
     unknown_names,
 )
-from .errors import MultilevelError, MultilevelWarning
+from .errors import MultilevelError, MultilevelWarning, UnseenLevelError
 from .formula import Formula, RandomTerm, _plain, _to_python_power, cbind_parts, parse
 from .names import interaction_parts
 from .scaling import held_columns, transform_messages
@@ -445,7 +445,7 @@ def _learned_categories(coding: Coding, frame: pd.DataFrame, needed: list[str], 
                 f"column '{name}' has level(s) {unknown[:5]} not seen in fitting: {effects} exist only for {list(learned)}"
             )
         if unknown and not new:
-            raise MultilevelError(
+            raise UnseenLevelError(
                 f"column '{name}' has level(s) {unknown[:5]} the coding was not learned with: learn it from data "
                 f"holding every level (it knows {list(learned)[:20]})"
             )
@@ -760,7 +760,7 @@ def _apply_term(t: TermCoding, frame: pd.DataFrame, columns: list[str], new: boo
         local, labels = group_codes(frame, factors)
     codes = _recode(local, pd.Index(t.levels).get_indexer(labels) if index is None else index)
     if not new and (codes < 0).any():
-        raise MultilevelError(
+        raise UnseenLevelError(
             f"the grouping factor '{t.term.group}' has level(s) {sorted({str(v) for v in labels[local[codes < 0]]})[:5]} the coding "
             "was not learned with: learn it from data holding every level"
         )

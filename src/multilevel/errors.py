@@ -9,6 +9,10 @@ class FormulaError(MultilevelError):
     """A formula that cannot be parsed; the message shows where."""
 
 
+class UnseenLevelError(MultilevelError):
+    """Model rows holding a level the coding was not learned with."""
+
+
 class MultilevelWarning(UserWarning):
     """Numerical trouble the user must know about (boundary fits, convergence, sampler diagnostics)."""
 

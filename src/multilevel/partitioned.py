@@ -36,7 +36,7 @@ from .design import (
     used_columns,
     warn_aliased,
 )
-from .errors import MultilevelError
+from .errors import MultilevelError, UnseenLevelError
 from .formula import parse
 from .level_partials import add_cross_products, localised, summed, total
 from .partition_sources import as_source, compute
@@ -303,7 +303,7 @@ def drop_aliased(coding: Coding, sums: Reduced) -> tuple[Coding, Reduced]:
 
 def partitioned_design(formula, data, weights=None, offset=None, levels=None) -> tuple[PartitionedDesign, CrossProducts]:
     """The design (without rows) and cross-products of partitioned data: levels pass (skipped when every level-bearing
-    column's levels are given in `levels` or known categories), coding, accumulation pass."""
+    column's levels are given in `levels` or known categories), coding, accumulation pass, checks of the sums."""
     for arg, what in ((weights, "weights"), (offset, "offset")):
         if arg is not None and not isinstance(arg, str):
             raise MultilevelError(f"with partitioned data give {what} as a column name: an array cannot follow the partitions")
@@ -318,19 +318,7 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     coding = learn_coding(f, rows, weights, offset, aliasing=False)
     check_learnable(coding, sets)
     check_factor_levels(coding.fixed_spec, coding.terms)
-    sample = apply_coding(coding, rows)  # the levels pass's rows: a sample spanning the levels
-    scaling = design_scaling(sample)  # any nearby centre will do
-    from dask import delayed
-
-    shared = delayed(coding, pure=True, traverse=False)  # one task holding the coding, not a copy in every task
-    parts = source.partials(used, partial_sums, shared, scaling, kinds, combine=partial(add_partial_sums, into_first=True))
-    try:
-        (sums,) = compute(tree_reduce(parts, add_partial_sums))
-    except MultilevelError as exc:
-        raise (exc if levels is None else MultilevelError(f"{exc}; levels= must list every level in the data")) from None
-    if sums.cp is None:
-        raise MultilevelError(f"no rows are left after dropping rows with missing values in {used}: check those columns")
-    sums = add_partial_sums(sums, into_first=True, dense=True)  # terms held over the levels seen: over all levels
+    sums = _accumulate(source, used, coding, design_scaling(apply_coding(coding, rows)), kinds, levels is not None)
     if given is not None:
         check_given_levels(coding, sums.level_rows, levels or {})
     coding, sums = drop_aliased(coding, sums)
@@ -339,6 +327,22 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     if coding.se is None:  # as in memory: the residual variance needs variation within groups
         check_variation_of_sums(coding, sums.cp, sums.sketch)
     return PartitionedDesign(coding, source, n, sums.n_dropped, sums.x_sums / n, sums.sketch.sample()), sums.cp
+
+
+def _accumulate(source, used: list[str], coding: Coding, scaling: Scaling, kinds: dict[str, bool], levels_given: bool) -> Reduced:
+    """The accumulation pass: every partition's sums with the coding and the scaling (learned from the levels pass's
+    rows: any nearby centre will do), tree-summed, each term's sums then held over all its levels."""
+    from dask import delayed
+
+    shared = delayed(coding, pure=True, traverse=False)  # one task holding the coding, not a copy in every task
+    parts = source.partials(used, partial_sums, shared, scaling, kinds, combine=partial(add_partial_sums, into_first=True))
+    try:
+        (sums,) = compute(tree_reduce(parts, add_partial_sums))
+    except UnseenLevelError as exc:
+        raise (UnseenLevelError(f"{exc}; levels= must list every level in the data") if levels_given else exc) from None
+    if sums.cp is None:
+        raise MultilevelError(f"no rows are left after dropping rows with missing values in {used}: check those columns")
+    return add_partial_sums(sums, into_first=True, dense=True)  # terms held over the levels seen: over all levels
 
 
 WITHIN_SHARE = 1e-14  # a response whose sum of squares within levels is below this share of its total is constant within

@@ -327,3 +327,14 @@ def test_saving_a_result_of_partitioned_data_is_refused_naming_what_to_save(slee
     for result, name in ((model.fit(), "fit.json"), (post, "post.nc")):
         refused(lambda: result.save(tmp_path / name), "partitioned data", "cannot be saved", "to_frame()")
         assert not (tmp_path / name).exists()
+
+
+def test_with_levels_given_only_an_unseen_level_blames_them(sleep, tmp_path):
+    """levels= skips the levels pass; a row's level outside them is blamed on levels=, other bad data are not."""
+    levels = {"Subject": sorted(sleep.Subject.unique())}
+    refused(lambda: mlv.Model(SLOPES, dd.from_pandas(sleep, npartitions=3), levels={"Subject": levels["Subject"][1:]}),
+            "the coding was not learned with", "levels= must list every level")
+    data = sleep.copy()
+    data.loc[data.index[170], "Reaction"] = np.inf
+    error = refused(lambda: mlv.Model(SLOPES, dd.from_pandas(data, npartitions=3), levels=levels), "infinite", "partition 2 (of 3)")
+    assert "levels=" not in str(error)
