@@ -119,13 +119,14 @@ def _matrix(rows) -> np.ndarray | None:
 def _rebuilt_glmm(model: Model, g: dict, theta: np.ndarray, info: OptimumInfo, objective: float):
     """A GLMM fit at its stored theta, beta and NB size, with its stored covariances (NaN for a saved null)."""
     beta = np.asarray(g["beta"], dtype=float)
-    if beta.shape != (model.design.p,):
+    held_beta = np.asarray(g["held_beta"], dtype=float) if "held_beta" in g else None  # files before it: from beta
+    if beta.shape != (model.design.p,) or (held_beta is not None and held_beta.shape != beta.shape):
         raise MultilevelError(f"the saved fit has {beta.size} fixed effects but its formula and data give {model.design.p}")
     info.x = np.asarray(g["x"], dtype=float)
     size = None if g["size"] is None else float(g["size"])
     return restore_glmm(model, int(g["nAGQ"]), str(g["information"]), theta, beta, size, info, objective,
                         _matrix(g["vcov"]), _matrix(g["parameter_covariance"]),
-                        np.nan if g["log_size_se"] is None else float(g["log_size_se"]))
+                        np.nan if g["log_size_se"] is None else float(g["log_size_se"]), held_beta)
 
 
 def _occupancy_model(spec: dict, frame: pd.DataFrame) -> Occupancy:

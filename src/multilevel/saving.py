@@ -132,7 +132,7 @@ def fit_record(fit) -> dict:
     if isinstance(fit, Generalized):
         record["glmm"] = _family_record(fit.model) | {
             "nAGQ": int(fit.nAGQ),
-            "information": fit.information_kind, "beta": plain(fit.beta), "x": plain(info.x),
+            "information": fit.information_kind, "beta": plain(fit.beta), "held_beta": plain(fit.mode.beta), "x": plain(info.x),
             "size": fit.nb_theta if fit.size_estimated else None, "vcov": [plain(r) for r in np.asarray(fit.vcov)],
             "parameter_covariance": None if fit.parameter_covariance is None else [plain(r) for r in fit.parameter_covariance],
             "log_size_se": _finite_or_none(fit.log_size_se),
