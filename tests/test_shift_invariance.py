@@ -787,6 +787,34 @@ def test_occupancy_covariate_shift(key, c):
     assert lost == (c >= 1e12)
 
 
+@lru_cache(maxsize=None)
+def occupancy_posterior(c: float, sampler: str):
+    """OVEN's occupancy with Elevation and day + c (c = 0: as given), sampled with one seed."""
+    oven = data("oven_occupancy")
+    shifted = oven.assign(Elevation_scaled=oven.Elevation_scaled + c, day_scaled=oven.day_scaled + c)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MultilevelWarning)  # c = 1e12: the stored values' lost digits
+        return mlv.Occupancy("~ Elevation_scaled", "~ day_scaled", shifted).sample(chains=2, draws=500, warmup=300,
+                                                                                  seed=5, sampler=sampler)
+
+
+@pytest.mark.parametrize("c", [1e4, 1e9, 1e12])
+@pytest.mark.parametrize("sampler", ["nuts", "gibbs"])
+def test_occupancy_sampler_covariate_shift(sampler, c):
+    """sample() centres far covariates as fit() does: with Elevation and day + c the posterior means of the slopes
+    and of the intercepts at x = 0 (each draw's intercept + c slope) are the unshifted posterior's within 4 Monte
+    Carlo SEs of the difference, the same seed (before, the intercept's prior sat 1e9 from the data and the
+    sampler's steps were the intercept's: nothing was learned)."""
+    post, post0 = occupancy_posterior(c, sampler), occupancy_posterior(0.0, sampler)
+    T = np.array([[1, c, 0, 0], [0, 1, 0, 0], [0, 0, 1, c], [0, 0, 0, 1]], float)
+    draws, draws0 = post.draws @ T.T, post0.draws  # intercepts at x = 0, slopes as they are
+    mcse = [np.std(d.reshape(-1, 4), axis=0) / np.sqrt(p.summary()["ess_bulk"].to_numpy()[:4]) for d, p in
+            ((draws, post), (draws0, post0))]
+    gap = np.abs(draws.reshape(-1, 4).mean(axis=0) - draws0.reshape(-1, 4).mean(axis=0))
+    assert np.all(gap <= 4 * np.hypot(*mcse)), (gap, mcse)
+    close(post.conditional_occupancy.mean(), post0.conditional_occupancy.mean(), rel=0.01)
+
+
 # ---------------------------------------------------------------- fitted values and predictions
 QUADRATIC = "Reaction ~ Days + I(Days^2) + (Days | Subject)"
 

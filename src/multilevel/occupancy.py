@@ -135,7 +135,7 @@ class Occupancy:
         if isinstance(n_agq, bool) or not isinstance(n_agq, (int, np.integer)) or not 1 <= n_agq <= MAX_NAGQ:
             raise MultilevelError(f"n_agq must be an integer >= 1 (1 = Laplace) and at most {MAX_NAGQ} (as lme4's "
                                   f"quadrature; more nodes underflow to a log-likelihood of -inf), got {n_agq!r}")
-        held, B, lost = self._held()
+        held, B, lost = self.held_model()
         fit = held._fit_fixed()
         fit = fit if self.random is None else held._fit_random(fit, n_agq)
         if B is not None:  # the user's coefficients and their covariance from the held columns'
@@ -144,14 +144,16 @@ class Occupancy:
         emit(fit.warnings)
         return fit
 
-    def _held(self) -> tuple[Occupancy, np.ndarray | None, list[str]]:
+    def held_model(self, scaled: bool = True) -> tuple[Occupancy, np.ndarray | None, list[str]]:
         """The model on its columns as `Scaling` holds them (far from zero: centred where an intercept absorbs it;
-        scaled by powers of two), and B mapping those coefficients to the user's (None when nothing is held
-        otherwise: the model itself), with the columns whose stored values lost digits. Fitted on the user's x + 1e9 the optimiser sees an intercept and a slope
-        correlated within a hair of -1 and stops far from the maximum."""
-        occ = Scaling.learn(self.arrays.X, np.zeros(len(self.arrays.X)), list(self.occupancy_coding.fixed_names))
+        scaled by powers of two unless `scaled=False`), and B mapping those coefficients to the user's (None when
+        nothing is held otherwise: the model itself), with the columns whose stored values lost digits. Fitted on the
+        user's x + 1e9 the optimiser sees an intercept and a slope correlated within a hair of -1 and stops far from
+        the maximum (and a sampler takes steps of the intercept's posterior width, 1e9 times too wide for the slope)."""
+        occ = Scaling.learn(self.arrays.X, np.zeros(len(self.arrays.X)), list(self.occupancy_coding.fixed_names),
+                            scaled=scaled)
         det = Scaling.learn(self.detection_matrix, np.zeros(len(self.detection_matrix)),
-                            list(self.detection_coding.fixed_names))
+                            list(self.detection_coding.fixed_names), scaled=scaled)
         lost = [*occ.lost, *det.lost]
         if not any(np.any(s.centre) or np.any(s.scale != 1) for s in (occ, det)):
             return self, None, lost
@@ -192,7 +194,9 @@ class Occupancy:
                progress: bool = False, sampler: str = "nuts") -> OccupancyPosterior:
         """NUTS with the occupancy summed out (`sampler="nuts"`) or Pólya-Gamma Gibbs (`"gibbs"`, spOccupancy's);
         normal(0, variance `prior_variance`) priors on all coefficients and inverse-gamma `sd_prior` (shape, scale)
-        on a random intercept's variance (spOccupancy's defaults)."""
+        on a random intercept's variance (spOccupancy's defaults). A covariate averaging more than its SD from zero
+        is centred (as `fit()` centres it): the intercept's prior is then on the intercept at its mean (brms's
+        convention), so a shift of the covariate changes no posterior (docs/occupancy.md)."""
         return sample(self, chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress, sampler)
 
     def marginal_loglik(self, params, sigma: float, n_agq: int = 1) -> float:

@@ -15,6 +15,7 @@ from .diagnostics import interrupted_message, sampler_warnings
 from .errors import MultilevelError, emit
 from .occupancy_likelihood import OccupancyLayout
 from .occupancy_posterior import OccupancyPosterior
+from .scaling import precision_message
 
 SPOCCUPANCY_PRIOR_VARIANCE = 2.72
 SPOCCUPANCY_IG = (0.1, 0.1)  # inverse-gamma shape and scale on a random-effect variance
@@ -31,8 +32,12 @@ def sample(model, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: 
     if sampler not in ("nuts", "gibbs"):
         raise MultilevelError(f"sampler must be 'nuts' or 'gibbs', not {sampler!r}")
     sample_with = _gibbs if sampler == "gibbs" else _nuts
-    post = sample_with(model, chains, draws, warmup, seed, cores, float(prior_variance), tuple(map(float, sd_prior)), progress)
-    post.warnings = interrupted_message(post.finished, post.n_chains, post.n_draws) + sampler_warnings(post)
+    held, B, lost = model.held_model(scaled=False)  # centred far covariates; unscaled: the priors are per unit
+    post = sample_with(held, chains, draws, warmup, seed, cores, float(prior_variance), tuple(map(float, sd_prior)), progress)
+    if B is not None:  # the user's coefficients
+        post.model, post.draws = model, post.draws @ B.T
+    post.warnings = (interrupted_message(post.finished, post.n_chains, post.n_draws) + sampler_warnings(post)
+                     + [precision_message(c) for c in lost])
     emit(post.warnings)
     return post
 
