@@ -741,18 +741,23 @@ def test_partitioned_sampler_product_term_shift(sampler):
     within_mc_error(post.summary(), post0.summary(), ["b_w", "b_Days:w", "sigma", "sd_Subject__Intercept"])
 
 
-def test_an_informative_prior_on_a_far_factor_says_the_product_is_kept_as_given():
+@pytest.mark.parametrize("partitioned", [False, True])
+def test_an_informative_prior_on_a_far_factor_says_the_product_is_kept_as_given(partitioned):
     """A normal prior on b_w with w + 1e4 in Days*w: the product stays formed of the uncentred w (so the prior means
-    what it says), and a warning names the prior, the product, the column and the fix; w + 1 (near zero) is quiet."""
+    what it says: b_w's posterior sits at its tight prior), and a warning names the prior, the product, the column
+    and the fix; w + 1 (near zero) is quiet. Partitioned data the same (before: the product kept, nothing said)."""
     frame = product_data("sleep_w")
     kw = dict(prior={"b_w": mlv.prior.normal(7.0, 0.01)}, chains=1, draws=50, warmup=50, seed=2, sampler="gibbs",
               progress=False)
     for c, expected in [(1e4, 1), (1.0, 0)]:
+        data_ = frame.assign(w=frame.w + c)
+        data_ = dd.from_pandas(data_, npartitions=3) if partitioned else data_
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            mlv.Model("Reaction ~ Days*w + (1 | Subject)", frame.assign(w=frame.w + c)).sample(**kw)
+            post = mlv.Model("Reaction ~ Days*w + (1 | Subject)", data_).sample(**kw)
         said = [str(w.message) for w in caught if "informative prior on b_w keeps the product 'Days:w'" in str(w.message)]
         assert len(said) == expected and all("Centre 'w' in the data" in m for m in said)
+        assert post.summary().loc["b_w", "mean"] == pytest.approx(7.0, abs=0.05)
 
 
 OCCUPANCY = {"fixed": "~ Elevation_scaled", "random intercept": "~ Elevation_scaled + (1 | region)"}

@@ -497,5 +497,16 @@ def sampler_inputs(model, y0: float = 0.0, informative=frozenset()) -> tuple[Des
     centred = copy.copy(design)
     keep = [j for j, n in enumerate(names) if n != "(Intercept)"]
     centred.fixed_names = [names[j] for j in keep] + ["(Intercept)"]
-    columns = columns_from_means(names, design.x_means, model.cross_products.held.products, informative)
-    return centred, centred_cross_products(model.cross_products, names, columns, y0), columns, True
+    cp = model.cross_products
+    columns = columns_from_means(names, design.x_means, column_sds(cp, names.index("(Intercept)")), cp.held.products,
+                                 informative)
+    return centred, centred_cross_products(cp, names, columns, y0), columns, True
+
+
+def column_sds(cp: CrossProducts, intercept: int) -> np.ndarray:
+    """Each fixed column's (weighted) SD from the held cross-products, whose intercept column is 1: centring leaves
+    an SD alone and the held scale restores it (a product's is that of its centred factors' product)."""
+    xy, p = cp.xy, cp.p
+    n = xy[intercept, intercept]
+    variance = np.diag(xy)[:p] / n - (xy[intercept, :p] / n) ** 2
+    return np.sqrt(np.maximum(variance, 0.0)) * cp.held.scale[:p]
