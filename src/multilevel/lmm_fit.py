@@ -149,15 +149,15 @@ class LmmFit(LmmText, Criteria, Frequentist, OfModel):
 
     def residuals(self) -> np.ndarray:
         if isinstance(self.design, PartitionedDesign):
-            return self.design.residuals(self.beta, self._b)
+            return self.design.residuals(self.held_beta, self.held_b, self.engine.held)
         return self.design.y - self.fitted()
 
     def _linear_predictor(self, include_groups: bool):
         """On the model's rows, formed of the held columns (`predict.held_predictor`)."""
-        b = self._b if include_groups else None
+        b = self.held_b if include_groups else None
         if isinstance(self.design, PartitionedDesign):
-            return self.design.fitted(self.beta, b)
-        return _predict.held_predictor(self.design, self.engine.held, self.held_beta, self.held_b if include_groups else None)
+            return self.design.fitted(self.held_beta, b, self.engine.held)
+        return _predict.held_predictor(self.design, self.engine.held, self.held_beta, b)
 
     def predict(self, new_data=None, include_groups: bool = True, offset=None) -> np.ndarray:
         """Predictions X beta + Z b for new rows (the fitted rows if None). A group level not seen in fitting

@@ -38,7 +38,7 @@ from .errors import MultilevelError
 from .formula import parse
 from .level_partials import add_cross_products, localised, summed, total
 from .partition_sources import as_source, compute
-from .predict import linear_predictor
+from .predict import held_predictor, linear_predictor
 from .scaling import Scaling
 
 SPLIT_EVERY = 2  # partial results combined per task of the reduction tree: two keep the fewest partials alive (docs/scale.md)
@@ -422,13 +422,14 @@ class PartitionedDesign(Design):
     offset = property(lambda self: None if self.coding.offset is None else _refuse("the offset"))
     se = property(lambda self: None if self.coding.se is None else _refuse("the known standard errors (se())"))
 
-    def fitted(self, beta: np.ndarray, b: list[np.ndarray] | None):
-        """X beta (+ Z b) (+ offset) of every model row, as a lazy Dask Series in the data's partitions."""
-        return self.source.map_partitions(_fitted, self.coding, beta, b, meta=("fitted", float))
+    def fitted(self, beta: np.ndarray, b: list[np.ndarray] | None, held: Scaling | None = None):
+        """X beta (+ Z b) (+ offset) of every model row, as a lazy Dask Series in the data's partitions (with `held`,
+        beta and b are the held columns': `predict.held_predictor`)."""
+        return self.source.map_partitions(_fitted, self.coding, beta, b, held, meta=("fitted", float))
 
-    def residuals(self, beta: np.ndarray, b: list[np.ndarray]):
+    def residuals(self, beta: np.ndarray, b: list[np.ndarray], held: Scaling | None = None):
         """y - fitted of every model row, as a lazy Dask Series."""
-        return self.source.map_partitions(_residuals, self.coding, beta, b, meta=("residual", float))
+        return self.source.map_partitions(_residuals, self.coding, beta, b, held, meta=("residual", float))
 
 
 class PartitionedBlock(RandomBlock):
@@ -453,16 +454,20 @@ def _model_rows(frame: pd.DataFrame, coding: Coding) -> tuple[pd.Index, Design |
     return rows.index, (apply_coding(coding, rows) if len(rows) else None)
 
 
-def _fitted(frame: pd.DataFrame, coding: Coding, beta, b) -> pd.Series:
+def _fitted(frame: pd.DataFrame, coding: Coding, beta, b, held) -> pd.Series:
     index, design = _model_rows(frame, coding)
-    values = linear_predictor(design, beta, b) if design is not None else np.empty(0)
+    values = _predictor(design, beta, b, held) if design is not None else np.empty(0)
     return pd.Series(values, index=index, name="fitted")
 
 
-def _residuals(frame: pd.DataFrame, coding: Coding, beta, b) -> pd.Series:
+def _residuals(frame: pd.DataFrame, coding: Coding, beta, b, held) -> pd.Series:
     index, design = _model_rows(frame, coding)
-    values = design.y - linear_predictor(design, beta, b) if design is not None else np.empty(0)
+    values = design.y - _predictor(design, beta, b, held) if design is not None else np.empty(0)
     return pd.Series(values, index=index, name="residual")
+
+
+def _predictor(design: Design, beta, b, held: Scaling | None) -> np.ndarray:
+    return linear_predictor(design, beta, b) if held is None else held_predictor(design, held, beta, b)
 
 
 def _refuse(what: str):
