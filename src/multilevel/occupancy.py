@@ -20,6 +20,7 @@ import pandas as pd
 import scipy.linalg as sla
 from scipy import optimize
 
+from .arguments import check_column_name, check_formula_text
 from .data import as_frame
 from .design import apply_coding, learn_coding, used_columns
 from .errors import MultilevelError, emit
@@ -69,7 +70,10 @@ class Occupancy:
 
     def __init__(self, occupancy: str, detection: str, data, site: str = "site", response: str = "y"):
         frame = as_frame(data)
-        for column, what in ((site, "site"), (response, "response")):
+        occupancy, detection = (check_formula_text(occupancy, "occupancy", "~ forest"),
+                                check_formula_text(detection, "detection", "~ date"))
+        for column, what in ((check_column_name(site, "site", "site"), "site"),
+                             (check_column_name(response, "response", "y"), "response")):
             if column not in frame.columns:
                 raise MultilevelError(f"the {what} column '{column}' is not in the data")
         self.occupancy_formula, self.detection_formula = occupancy, detection

@@ -120,6 +120,9 @@ def as_source(data) -> DaskSource | ParquetFiles:
             raise MultilevelError(f"partitioned data must be a Dask DataFrame or a Parquet path, not {type(data).__name__}")
         return DaskSource(data)
     path = os.fspath(data)
+    if path.lower().endswith((".csv", ".tsv", ".txt", ".xlsx", ".json")):
+        raise MultilevelError(f"data given as a path are read as Parquet (a file, folder or glob); '{path}' is not: read it "
+                              "first (pandas.read_csv for a CSV) and pass the data frame")
     files = _local_files(path)
     if files:
         return ParquetFiles(path, files)

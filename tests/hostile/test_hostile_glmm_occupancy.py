@@ -181,3 +181,35 @@ def test_glmm_cbind_with_a_count_family_is_refused_by_name(family):
     """cbind(incidence, size - incidence) with family='poisson' was read as proportions and refused as 'not a count'
     (row 1: 0.142857): now the message says cbind() is binomial data."""
     refused(lambda: glmm(BINOMIAL, cbpp(), family), "cbind(successes, failures)", "binomial data", "family='binomial'")
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"site": ["site"]}, ["site must be the name of one column", "site='site'"]),
+    ({"site": None}, ["site must be the name of one column", "nonetype"]),
+    ({"site": 2.5}, ["site must be the name of one column", "float"]),
+    ({"response": ["y"]}, ["response must be the name of one column", "response='y'"]),
+    ({"response": None}, ["response must be the name of one column"]),
+    ({"occupancy": ["~ 1"]}, ["occupancy formula must be a string", "list"]),
+    ({"occupancy": None}, ["occupancy formula must be a string"]),
+    ({"detection": 3}, ["detection formula must be a string", "int"]),
+])
+def test_occupancy_arguments_of_the_wrong_kind_are_refused_by_name(kwargs, words):
+    """A list, None or a number where Occupancy expects a column name or a formula (a TypeError or AttributeError
+    traceback before)."""
+    args = {"occupancy": "~ 1", "detection": "~ 1", "data": oven()} | kwargs
+    refused(lambda: mlv.Occupancy(**args), *words)
+
+
+@pytest.mark.parametrize("argument", ["weights", "offset"])
+def test_model_weights_or_offset_as_a_list_of_names_is_refused_by_name(argument):
+    """weights=['w'] (a list where a column name is expected) leaked numpy's 'could not convert string to float'."""
+    sleep = mlv.datasets.load("sleepstudy")
+    refused(lambda: mlv.Model("Reaction ~ Days + (1 | Subject)", sleep, **{argument: ["Days"]}),
+            f"{argument} must name a column", f"{argument}='w'")
+
+
+def test_model_data_as_a_csv_path_says_to_read_it_first(tmp_path):
+    """A CSV path given as data was read as Parquet and failed with pyarrow's 'magic bytes not found'."""
+    mlv.datasets.load("sleepstudy").to_csv(tmp_path / "sleep.csv", index=False)
+    refused(lambda: mlv.Model("Reaction ~ Days + (1 | Subject)", str(tmp_path / "sleep.csv")),
+            "read as parquet", "pandas.read_csv")
