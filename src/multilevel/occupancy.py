@@ -118,7 +118,10 @@ class Occupancy:
     def with_response(self, y) -> Occupancy:
         """The same model with new detections, one per survey in the model's row order (`surveys`): refits
         (bootstrap, goodness of fit) go through it."""
-        y = np.asarray(y, dtype=float)
+        try:
+            y = np.asarray(y, dtype=float)
+        except (TypeError, ValueError):
+            y = np.full(1, np.nan)  # refused below, in our words
         if y.shape != (len(self.survey_sites),) or not np.isin(y, (0, 1)).all():
             raise MultilevelError(f"with_response needs {len(self.survey_sites)} detections, each 0 or 1")
         new = copy.copy(self)

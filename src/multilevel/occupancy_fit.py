@@ -12,6 +12,7 @@ import pandas as pd
 from scipy import stats
 from scipy.special import expit
 
+from .arguments import check_level
 from .html_tables import result_html
 from . import saving
 from .kinds import Frequentist, OccupancyResult
@@ -137,6 +138,7 @@ class OccupancyFit(Frequentist, OccupancyResult):
         """psi (occupancy, from site covariates) or p (detection, from survey covariates) for new rows, with
         delta-method standard errors and a Wald interval made on the logit scale; a random effect is left out
         (new sites: the population value)."""
+        prob = check_level(prob, "prob")
         M, cols = self.model.new_matrix(newdata, part)
         eta = M @ self.params[cols]
         se_eta = np.sqrt(np.einsum("ij,jk,ik->i", M, self.vcov[cols, cols], M))

@@ -213,3 +213,32 @@ def test_model_data_as_a_csv_path_says_to_read_it_first(tmp_path):
     mlv.datasets.load("sleepstudy").to_csv(tmp_path / "sleep.csv", index=False)
     refused(lambda: mlv.Model("Reaction ~ Days + (1 | Subject)", str(tmp_path / "sleep.csv")),
             "read as parquet", "pandas.read_csv")
+
+
+@pytest.fixture(scope="module")
+def pcru_model():
+    return mlv.Occupancy("~ 1", "~ 1", mlv.datasets.load("pcru_occupancy"))
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"prior_variance": [1.0]}, ["prior_variance must be a positive number"]),
+    ({"prior_variance": "big"}, ["prior_variance must be a positive number"]),
+    ({"sd_prior": None}, ["sd_prior two positive numbers"]),
+    ({"sd_prior": "ab"}, ["sd_prior two positive numbers"]),
+    ({"seed": "a"}, ["seed must be a whole number"]),
+    ({"seed": None}, ["seed must be a whole number", "not none"]),
+])
+def test_occupancy_sample_arguments_of_the_wrong_kind_are_refused_by_name(pcru_model, kwargs, words):
+    """TypeError ('>' not supported, no len()) or numpy's 'unrecognized seed string' before."""
+    refused(lambda: pcru_model.sample(chains=1, draws=10, warmup=50, **kwargs), *words)
+
+
+def test_occupancy_checks_of_a_fit_refuse_bad_counts_levels_and_seeds(pcru_model):
+    """goodness_of_fit(n_sim=-1) leaked numpy's 'negative dimensions', a string seed SeedSequence's TypeError,
+    predict(prob=95) returned an interval of NaN, with_response(['a']) a ValueError."""
+    fit = pcru_model.fit()
+    refused(lambda: fit.goodness_of_fit(n_sim=-1), "n_sim must be a whole number")
+    refused(lambda: fit.goodness_of_fit(n_sim=2, seed="x"), "seed must be a whole number")
+    refused(lambda: fit.predict(mlv.datasets.load("pcru_occupancy").head(), prob=95), "prob must be a probability",
+            "write 0.95")
+    refused(lambda: pcru_model.with_response(["a"]), "each 0 or 1")
