@@ -86,6 +86,7 @@ class Occupancy:
             frame = frame.assign(**{response: frame[response].map({True: 1.0, False: 0.0}).astype(float)})
         visited = _visited(frame, site, response)
         rows = frame[visited]
+        _check_detections(rows[response], response)
         occ_columns, det_columns = used_columns(occ, rows, None, None), used_columns(det, rows, None, None)
         _check_site_constant(rows, [c for c in occ_columns if c != response], site)
         _check_survey_complete(rows, [c for c in det_columns if c != response], site)
@@ -188,12 +189,16 @@ class Occupancy:
         proper = bool(np.max(np.abs(grad)) < GRADIENT_TOL) and bool(np.all(np.linalg.eigvalsh(-H) > 0))
         vcov = np.linalg.inv(-H) if proper else np.full_like(H, np.nan)
         fit = OccupancyFit(self, x, vcov, self.loglik(x), proper, str(res.message))
-        saturated = [name for name, values in (("psi", fit.psi), ("p", fit.p["p"]))
-                     if np.all(values > 1 - BOUNDARY) or np.all(values < BOUNDARY)]
-        if not proper or saturated:
+        at_one = [name for name, values in (("psi", fit.psi), ("p", fit.p["p"])) if np.all(values > 1 - BOUNDARY)]
+        at_zero = [name for name, values in (("psi", fit.psi), ("p", fit.p["p"])) if np.all(values < BOUNDARY)]
+        for part in at_one:  # the Hessian's curvature there is rounding: no SE (the others are given psi or p = 1)
+            cut = slice(0, self.arrays.a) if part == "psi" else slice(self.arrays.a, None)
+            fit.vcov[cut, :], fit.vcov[:, cut] = np.nan, np.nan
+        if not proper or at_one or at_zero:
             fit.converged = False
-            fit.warnings.append(f"no proper maximum: {' and '.join(saturated) or 'the estimates'} at a boundary (0 or 1 "
-                                "everywhere, e.g. every site detected or none); estimates and SEs are not usable")
+            fit.warnings.append(boundary_message(at_one) if at_one and not at_zero else
+                                f"no proper maximum: {' and '.join(at_zero) or 'the estimates'} at a boundary (0 "
+                                "everywhere); estimates and SEs are not usable")
         return fit
 
     def sample(self, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: int = 1, cores: int = 1,
@@ -239,6 +244,28 @@ class Occupancy:
         a = self.arrays.a
         coding, cols = (self.occupancy_coding, slice(0, a)) if part == "psi" else (self.detection_coding, slice(a, None))
         return apply_coding(coding, as_frame(newdata), new=True).X, cols
+
+
+def boundary_message(at_one: list[str]) -> str:
+    """Plain words for a maximum at psi = 1 (every site had a detection) and/or p = 1 (every visit to those sites
+    detected the species): a boundary fit, as unmarked's (a huge logit with a huge SE), not a failure."""
+    said = {"psi": "every site had a detection, so the occupancy probability psi", "p": "every visit detected the "
+            "species, so the detection probability p"}
+    return (f"boundary fit: {' and '.join(said[n] for n in at_one)} {'are' if len(at_one) > 1 else 'is'} estimated at "
+            f"1, the edge of what is possible: the maximum lies at an infinite logit, so the {' and '.join(at_one)} "
+            f"coefficients are not usable and have no SE (report {' = 1, '.join(at_one)} = 1 from these data). For an estimate inside (0, 1) with an interval, use "
+            "sample(), whose prior keeps it off the edge; or survey sites where the species may be missed.")
+
+
+def _check_detections(y: pd.Series, response: str) -> None:
+    """Refuse data without a single detection: occupancy and detection are then not identifiable."""
+    if not (y == 1).any():
+        raise MultilevelError(
+            f"no visit detected the species (every '{response}' is 0): occupancy (psi) and detection (p) cannot be told "
+            "apart, since 'absent' and 'present but missed' explain the data equally (every psi x p near 0 fits), so "
+            f"neither can be estimated. Check that '{response}' holds the detections (1 = detected); if the species was "
+            "truly never detected, report the naive occupancy 0 and the survey effort (sites, visits), or fit these "
+            "sites together with data where it was detected.")
 
 
 def _visited(frame: pd.DataFrame, site: str, response: str) -> np.ndarray:
