@@ -63,6 +63,17 @@ def test_estimates_ses_and_loglik_match_the_reference(fit):
     assert fit.converged and not fit.warnings
 
 
+def test_criteria_are_the_other_fits(fit):
+    """AIC, BIC and convergence through kinds.Criteria, as LMM and GLMM fits: BIC counts the 130 sites (the
+    likelihood's independent units), from the reference's -2 log-likelihood and parameter count."""
+    from multilevel.kinds import Criteria
+
+    assert isinstance(fit, Criteria) and fit.info.converged and fit.converged
+    assert fit.n_independent == REF["n_sites"]
+    assert fit.bic == pytest.approx(REF["minus2loglik"] + np.log(REF["n_sites"]) * REF["n_parameters"], abs=1e-6)
+    assert f"BIC {fit.bic:.4f}" in fit.summary()
+
+
 def test_psi_p_and_occupied_sites_match_the_reference(fit, pcru):
     back = REF["back_transformed"]
     assert fit.psi.shape == (130,)

@@ -145,10 +145,12 @@ def _occupancy_fit(record: dict) -> OccupancyFit:
         raise MultilevelError(f"the saved occupancy fit's estimates do not match its formulas ({k} coefficients"
                               f"{', a random intercept' if model.random else ''}): the file is damaged or altered")
     sigma = None if record["sigma"] is None else float(record["sigma"])
-    fit = OccupancyFit(model, params, vcov, float(record["loglik"]), bool(record["converged"]), str(record["message"]),
-                       sigma=sigma, sigma_se=np.nan if record["sigma_se"] is None else float(record["sigma_se"]),
+    warnings = [str(w) for w in record["warnings"]]
+    failed = [] if record["converged"] else warnings or ["saved as not converged"]  # what made the fit not converge
+    info = OptimumInfo(params, -2 * float(record["loglik"]), 0, str(record["message"]), warnings=failed)
+    fit = OccupancyFit(model, params, vcov, float(record["loglik"]), info, sigma=sigma, sigma_se=np.nan if record["sigma_se"] is None else float(record["sigma_se"]),
                        n_agq=int(record["nAGQ"]))
-    fit.warnings = [str(w) for w in record["warnings"]]
+    fit.warnings = warnings
     return fit
 
 

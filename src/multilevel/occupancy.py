@@ -31,7 +31,7 @@ from .occupancy_fit import OccupancyFit
 from .occupancy_posterior import OccupancyPosterior
 from .occupancy_likelihood import OccupancyArrays, gradient_hessian, loglik
 from .occupancy_random import RandomIntercept, marginal_loglik
-from .optimize import bobyqa, finite_difference_checks, free_coordinates
+from .optimize import OptimumInfo, bobyqa, finite_difference_checks, free_coordinates
 from .optimize import gradient_hessian as fd_gradient_hessian
 from .scaling import Scaling, precision_message
 
@@ -188,17 +188,18 @@ class Occupancy:
         x, grad, H = newton_polish(res.x, self.arrays)
         proper = bool(np.max(np.abs(grad)) < GRADIENT_TOL) and bool(np.all(np.linalg.eigvalsh(-H) > 0))
         vcov = np.linalg.inv(-H) if proper else np.full_like(H, np.nan)
-        fit = OccupancyFit(self, x, vcov, self.loglik(x), proper, str(res.message))
+        info = OptimumInfo(x, -self.loglik(x), int(res.nfev), str(res.message))
+        fit = OccupancyFit(self, x, vcov, -info.fun, info)
         at_one = [name for name, values in (("psi", fit.psi), ("p", fit.p["p"])) if np.all(values > 1 - BOUNDARY)]
         at_zero = [name for name, values in (("psi", fit.psi), ("p", fit.p["p"])) if np.all(values < BOUNDARY)]
         for part in at_one:  # the Hessian's curvature there is rounding: no SE (the others are given psi or p = 1)
             cut = slice(0, self.arrays.a) if part == "psi" else slice(self.arrays.a, None)
             fit.vcov[cut, :], fit.vcov[:, cut] = np.nan, np.nan
-        if not proper or at_one or at_zero:
-            fit.converged = False
-            fit.warnings.append(boundary_message(at_one) if at_one and not at_zero else
-                                f"no proper maximum: {' and '.join(at_zero) or 'the estimates'} at a boundary (0 "
-                                "everywhere); estimates and SEs are not usable")
+        if not proper or at_one or at_zero:  # not converged: the optimiser's report says why
+            info.warnings.append(boundary_message(at_one) if at_one and not at_zero else
+                                 f"no proper maximum: {' and '.join(at_zero) or 'the estimates'} at a boundary (0 "
+                                 "everywhere); estimates and SEs are not usable")
+        fit.warnings.extend(info.warnings)
         return fit
 
     def sample(self, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: int = 1, cores: int = 1,
@@ -232,8 +233,8 @@ class Occupancy:
         except np.linalg.LinAlgError:
             pass
         k = len(start.params)
-        fit = OccupancyFit(self, info.x[:k], cov[:k, :k], -info.fun / 2, info.converged, info.message,
-                           sigma=info.x[k], sigma_se=np.sqrt(cov[k, k]), n_agq=n_agq)
+        fit = OccupancyFit(self, info.x[:k], cov[:k, :k], -info.fun / 2, info, sigma=info.x[k], sigma_se=np.sqrt(cov[k, k]),
+                           n_agq=n_agq)
         fit.warnings.extend(info.warnings)
         return fit
 

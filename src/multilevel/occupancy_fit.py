@@ -15,19 +15,20 @@ from scipy.special import expit
 from .arguments import check_level
 from .html_tables import result_html
 from . import saving
-from .kinds import Frequentist, OccupancyResult
+from .kinds import Criteria, Frequentist, OccupancyResult
 from .occupancy_gof import mackenzie_bailey
 from .occupancy_likelihood import conditional_occupancy
 from .occupancy_random import modes
+from .optimize import OptimumInfo
 
 
-class OccupancyFit(Frequentist, OccupancyResult):
-    """Maximum-likelihood estimates, their covariance (inverse observed information) and per-site values."""
+class OccupancyFit(Criteria, Frequentist, OccupancyResult):
+    """Maximum-likelihood estimates, their covariance (inverse observed information) and per-site values;
+    convergence (the optimiser's `info`), AIC and BIC (log of the number of sites) as the other fits'."""
 
-    def __init__(self, model, params: np.ndarray, vcov: np.ndarray, loglik: float, converged: bool, message: str,
+    def __init__(self, model, params: np.ndarray, vcov: np.ndarray, loglik: float, info: OptimumInfo,
                  sigma: float | None = None, sigma_se: float = np.nan, n_agq: int = 0):
-        self.model, self.params, self.vcov, self.loglik = model, params, vcov, loglik
-        self.converged, self.message = converged, message
+        self.model, self.params, self.vcov, self.loglik, self.info = model, params, vcov, loglik, info
         self.sigma, self.sigma_se, self.nAGQ = sigma, sigma_se, n_agq  # the random intercept's SD (None: no term)
         self.warnings: list[str] = []
 
@@ -82,8 +83,13 @@ class OccupancyFit(Frequentist, OccupancyResult):
         return int(self.model.arrays.mask.sum())
 
     @property
-    def aic(self) -> float:
-        return -2 * self.loglik + 2 * self.n_params
+    def n_independent(self) -> int:
+        """Sites: the likelihood is a product over sites, not over surveys (AICcmodavg's sample size of unmarked fits)."""
+        return len(self.model.sites)
+
+    @property
+    def message(self) -> str:
+        return self.info.message
 
     @property
     def objective(self) -> float:
@@ -171,7 +177,7 @@ class OccupancyFit(Frequentist, OccupancyResult):
         ]
         notes = [f"random intercept {self.model.random[0]} on {self.model.random[1].part}: SD {self.sigma:.4f} "
                  f"({self.approximation})"] if self.sigma is not None else []
-        notes += [f"log-likelihood {self.loglik:.4f}   AIC {self.aic:.4f}",
+        notes += [f"log-likelihood {self.loglik:.4f}   AIC {self.aic:.4f}   BIC {self.bic:.4f}",
                   f"occupied sites (estimated): {n['estimate']:.1f} (sd {n['sd']:.2f})"]
         return head, notes
 
