@@ -242,3 +242,30 @@ def test_occupancy_checks_of_a_fit_refuse_bad_counts_levels_and_seeds(pcru_model
     refused(lambda: fit.predict(mlv.datasets.load("pcru_occupancy").head(), prob=95), "prob must be a probability",
             "write 0.95")
     refused(lambda: pcru_model.with_response(["a"]), "each 0 or 1")
+
+
+@pytest.mark.parametrize("c", [5.0, 50.0, -50.0])
+def test_glmm_a_shifted_offset_moves_only_the_intercept(c):
+    """A constant added to a binomial offset is absorbed by the intercept (the same model): PIRLS now starts where
+    glm does (least squares of link(mustart) - offset), so the fit is the unshifted one's with the intercept less c
+    (before: 'step halving could not reduce the penalised deviance' from an offset of +5)."""
+    cbpp = mlv.datasets.load("cbpp").assign(o=0.0)
+    formula = "cbind(incidence, size - incidence) ~ period + (1 | herd) + offset(o)"
+    f0 = glmm(formula, cbpp, "binomial")
+    f = glmm(formula, cbpp.assign(o=c), "binomial")
+    np.testing.assert_allclose(f.beta[0] + c, f0.beta[0], rtol=1e-6)
+    np.testing.assert_allclose(f.beta[1:], f0.beta[1:], rtol=1e-6)
+    np.testing.assert_allclose(f.theta, f0.theta, rtol=1e-6)
+    assert f.objective == pytest.approx(f0.objective, rel=1e-9)
+
+
+@pytest.mark.parametrize("c", [30.0, -100.0])
+def test_glmm_a_poisson_offset_far_from_zero_fits(c):
+    """log exposure in small units: grouseticks with log(HEIGHT) + c as offset (before: refused, blaming the broods
+    with only zero counts). The fit is the unshifted one's, the intercept less c, to the flat criterion's 1e-4."""
+    frame = ticks().assign(o=np.log(ticks().HEIGHT))
+    formula = "TICKS ~ YEAR + (1 | BROOD) + offset(o)"
+    f0 = glmm(formula, frame, "poisson")
+    f = glmm(formula, frame.assign(o=frame.o + c), "poisson")
+    np.testing.assert_allclose(f.beta + np.r_[c, np.zeros(len(f.beta) - 1)], f0.beta, rtol=1e-4)
+    assert f.objective == pytest.approx(f0.objective, rel=1e-9)
