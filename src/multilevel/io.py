@@ -95,7 +95,8 @@ def _damaged(path: Path, kind: str):
 def _rebuilt_fit(record: dict):
     """The fit at its stored theta on its stored data: the closed-form values recomputed, nothing re-optimised."""
     frame = _frame(record["data"])
-    model = _model(record["formula"], frame, _family(record.get("glmm")))
+    model = _model(record["formula"], frame, _family(record.get("glmm")),
+                   {k: record[k] for k in ("weights", "offset")} if "weights" in record else None)
     model.design = replace(model.design, n_dropped=int(record["n_dropped"]))
     opt = record["optimizer"]
     theta = np.asarray(record["theta"], dtype=float)
@@ -120,8 +121,11 @@ def _rebuilt_glmm(model: Model, g: dict, theta: np.ndarray, info: OptimumInfo, o
     """A GLMM fit at its stored theta, beta and NB size, with its stored covariances (NaN for a saved null)."""
     beta = np.asarray(g["beta"], dtype=float)
     held_beta = np.asarray(g["held_beta"], dtype=float) if "held_beta" in g else None  # files before it: from beta
-    if beta.shape != (model.design.p,) or (held_beta is not None and held_beta.shape != beta.shape):
+    if beta.shape != (model.design.p,):
         raise MultilevelError(f"the saved fit has {beta.size} fixed effects but its formula and data give {model.design.p}")
+    if held_beta is not None and held_beta.shape != beta.shape:
+        raise MultilevelError(f"the saved fit's held coefficients are {held_beta.size} for {beta.size} fixed effects: the "
+                              "file is damaged or altered")
     info.x = np.asarray(g["x"], dtype=float)
     size = None if g["size"] is None else float(g["size"])
     return restore_glmm(model, int(g["nAGQ"]), str(g["information"]), theta, beta, size, info, objective,
@@ -159,12 +163,18 @@ def _frame(columns: list) -> pd.DataFrame:
     return pd.DataFrame({str(c["name"]): _decode(_column(c), c["attrs"]) for c in columns})
 
 
-def _model(formula: str, frame: pd.DataFrame, family=None) -> Model:
+def _model(formula: str, frame: pd.DataFrame, family=None, columns: dict | None = None) -> Model:
     """The model of a saved result, from its formula (checked to hold nothing but columns, operators and
-    whitelisted transforms: never code), data (weights and offset as saved columns) and family."""
+    whitelisted transforms: never code), data, the columns of weights and offset (files before they were saved:
+    only values given as arrays, saved as '(weights)'/'(offset)') and family."""
     check_stored_formula(formula, frame.columns)
-    return Model(formula, frame, weights="(weights)" if "(weights)" in frame else None,
-                 offset="(offset)" if "(offset)" in frame else None, family=family)
+    if columns is None:
+        columns = {k: f"({k})" if f"({k})" in frame else None for k in ("weights", "offset")}
+    for what in ("weights", "offset"):
+        if columns.get(what) is not None and columns[what] not in frame.columns:
+            raise MultilevelError(f"the saved {what} column {columns[what]!r} is not in the file's data: the file is "
+                                  "damaged or altered")
+    return Model(formula, frame, weights=columns.get("weights"), offset=columns.get("offset"), family=family)
 
 
 def _family(g: dict | None):
@@ -263,7 +273,8 @@ def _finished(attrs: dict) -> list[int] | None:
 
 def _posterior(attrs: dict, frame: pd.DataFrame, posterior, stats: dict) -> Posterior:
     """The posterior of a saved file, its arrays checked against its own formula."""
-    model = _model(attrs["formula"], frame, _family(json.loads(attrs.get("family", "null"))))
+    model = _model(attrs["formula"], frame, _family(json.loads(attrs.get("family", "null"))),
+                   json.loads(attrs["columns"]) if "columns" in attrs else None)
     d = model.design
     beta = np.stack([posterior[fixed_name(n)].values for n in d.fixed_names], axis=-1)
     sds, corrs = [], []

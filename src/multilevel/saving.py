@@ -115,6 +115,7 @@ def fit_record(fit) -> dict:
         "deviance": fit.deviance, "nobs": int(fit.nobs),
         "n_params": int(fit.n_params), "converged": bool(fit.converged), "is_singular": fit.is_singular,
         "warnings": list(fit.warnings), "fixed_names": list(d.fixed_names), "n_dropped": int(d.n_dropped),
+        **weights_and_offset(d),
         "aliased": list(d.aliased),
         "blocks": [
             {"group": b.group, "coef_names": list(b.coef_names), "levels": plain(b.levels), "codes": np.asarray(b.codes).tolist()}
@@ -141,6 +142,12 @@ def fit_record(fit) -> dict:
         record.update({"method": fit.method, "prior": fit.prior, "sigma": fit.sigma,
                        "penalized_objective": fit.penalized_objective, "residuals": plain(fit.residuals())})
     return record
+
+
+def weights_and_offset(design) -> dict:
+    """The columns holding the weights and the offset (a name the user gave, or '(weights)'/'(offset)' for values):
+    a reload must use them as the fit did."""
+    return {"weights": design.coding.weights, "offset": design.coding.offset}
 
 
 def _finite_or_none(x: float):
@@ -173,6 +180,7 @@ def _posterior_tree(post):
         "sampler": post.sampler, "seed": int(post.seed), "seconds": float(post.seconds),
         "priors": json.dumps(_priors_record(post.priors)), "warnings": json.dumps(list(post.warnings)),
         "finished": json.dumps(post.finished), "family": json.dumps(_family_record(post.model)),
+        "columns": json.dumps(weights_and_offset(post.design)),
     })
     if post.importance_check is not None:
         table = post.importance_check
