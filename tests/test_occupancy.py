@@ -127,7 +127,7 @@ def test_every_visit_detected_is_reported_as_a_boundary_fit(pcru):
     with pytest.warns(mlv.MultilevelWarning, match=r"boundary fit: every site had a detection.*psi and every visit "
                       r"detected the species.*p are estimated at 1.*report psi = 1, p = 1.*sample\(\)"):
         fit = mlv.Occupancy("~ 1", "~ 1", pcru.assign(y=1.0)).fit()
-    assert not fit.converged
+    assert not fit.converged and "Warnings:\n * boundary fit" in fit.summary()
     assert fit.psi.min() > 1 - 1e-6 and fit.p["p"].min() > 1 - 1e-6
 
 

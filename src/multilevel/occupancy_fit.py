@@ -20,6 +20,7 @@ from .occupancy_gof import mackenzie_bailey
 from .occupancy_likelihood import conditional_occupancy
 from .occupancy_random import modes
 from .optimize import OptimumInfo
+from .summary import warning_lines
 
 
 class OccupancyFit(Criteria, Frequentist, OccupancyResult):
@@ -163,9 +164,9 @@ class OccupancyFit(Criteria, Frequentist, OccupancyResult):
         return saving.save(self, path, force=force)
 
     def summary(self) -> str:
-        """Readable text: the two coefficient tables, log-likelihood, AIC and the sites."""
+        """Readable text: the two coefficient tables, log-likelihood, AIC, BIC, the sites and the warnings."""
         head, notes = self._overview()
-        return "\n".join(head + [self.fixed_effects.round(4).to_string()] + notes)
+        return "\n".join(head + [self.fixed_effects.round(4).to_string()] + notes + warning_lines(self.warnings))
 
     def _overview(self) -> tuple[list[str], list[str]]:
         """The summary's lines above the coefficient table and below it."""
