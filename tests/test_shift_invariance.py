@@ -901,3 +901,28 @@ def test_glmm_predictions_of_a_shifted_quadratic(c, tmp_path):
     back = mlv.load(tmp_path / "glmm.json")
     np.testing.assert_array_equal(back.mode.beta, f.mode.beta)
     np.testing.assert_allclose(back.fitted(), f.fitted(), rtol=1e-12)  # PIRLS's modes again, from another start
+
+
+OCCUPANCY_QUADRATIC = ("~ Elevation_scaled + I(Elevation_scaled**2)", "~ day_scaled + I(day_scaled**2)")
+
+
+@pytest.mark.parametrize("c", [1e3, 1e6, 1e9])
+def test_occupancy_probabilities_of_a_shifted_quadratic(c, tmp_path):
+    """OVEN's quadratics in elevation and day, both + c: psi, p, P(z = 1 | y) and predictions for new rows (with
+    their SEs) are formed of the held columns and equal the unshifted fit's to 1e-6 (the stored x + 1e9 itself
+    rounds at 1e-7 of its spread); a saved fit reopens with the same numbers. Before, the user's X beta summed
+    terms near c^2 times a coefficient."""
+    oven = data("oven_occupancy")
+    shift = dict(Elevation_scaled=oven.Elevation_scaled + c, day_scaled=oven.day_scaled + c)
+    f0, f = mlv.Occupancy(*OCCUPANCY_QUADRATIC, oven).fit(), mlv.Occupancy(*OCCUPANCY_QUADRATIC, oven.assign(**shift)).fit()
+    close(f.psi, f0.psi)
+    close(f.p["p"], f0.p["p"])
+    close(f.conditional_occupancy, f0.conditional_occupancy)
+    rows = oven.iloc[[0, 10, 20]]
+    moved = rows.assign(Elevation_scaled=rows.Elevation_scaled + c, day_scaled=rows.day_scaled + c)
+    for part in ("psi", "p"):
+        close(f.predict(moved, part=part).to_numpy(), f0.predict(rows, part=part).to_numpy(), rel=1e-6)
+    f.save(tmp_path / "occ.json")
+    back = mlv.load(tmp_path / "occ.json")
+    np.testing.assert_array_equal(back.psi, f.psi)
+    np.testing.assert_array_equal(back.predict(moved).to_numpy(), f.predict(moved).to_numpy())

@@ -154,6 +154,13 @@ def _occupancy_fit(record: dict) -> OccupancyFit:
     info = OptimumInfo(params, -2 * float(record["loglik"]), 0, str(record["message"]), warnings=failed)
     fit = OccupancyFit(model, params, vcov, float(record["loglik"]), info, sigma=sigma, sigma_se=np.nan if record["sigma_se"] is None else float(record["sigma_se"]),
                        n_agq=int(record["nAGQ"]))
+    if record.get("held") is not None:  # the coefficients of the columns it was fitted in (files before: none)
+        held = model.held_model()[0]
+        fit.held = OccupancyFit(held, np.asarray(record["held"]["params"], dtype=float), _matrix(record["held"]["vcov"]),
+                                fit.loglik, info, sigma=sigma, sigma_se=fit.sigma_se, n_agq=fit.nAGQ)
+        if fit.held.params.shape != (k,) or fit.held.vcov.shape != (k, k) or held is model:
+            raise MultilevelError("the saved occupancy fit's held coefficients do not match its data: the file is damaged "
+                                  "or altered")
     fit.warnings = warnings
     return fit
 

@@ -77,6 +77,7 @@ class Occupancy:
             if column not in frame.columns:
                 raise MultilevelError(f"the {what} column '{column}' is not in the data")
         self.occupancy_formula, self.detection_formula = occupancy, detection
+        self.scalings: tuple[Scaling, Scaling] | None = None  # a held model's (psi, p) columns: `held_model`
         self.site, self.response = site, response
         occ, det = _formula(occupancy, response, "occupancy"), _formula(detection, response, "detection")
         if frame[site].isna().any():
@@ -147,7 +148,7 @@ class Occupancy:
         fit = held._fit_fixed()
         fit = fit if self.random is None else held._fit_random(fit, n_agq)
         if B is not None:  # the user's coefficients and their covariance from the held columns'
-            fit.model, fit.params, fit.vcov = self, B @ fit.params, B @ fit.vcov @ B.T
+            fit = fit.in_user_columns(self, B)
         fit.warnings.extend(precision_message(c) for c in lost)
         emit(fit.warnings)
         return fit
@@ -167,10 +168,10 @@ class Occupancy:
             return self, None, lost
         X = occ.apply(np.column_stack([self.arrays.X, np.zeros(len(self.arrays.X))]))[:, :-1]
         V = np.zeros_like(self.arrays.V)
-        V[self.survey_sites, self.survey_slots] = det.apply(
-            np.column_stack([self.detection_matrix, np.zeros(len(self.detection_matrix))]))[:, :-1]
         held = copy.copy(self)
-        held.arrays = replace(self.arrays, X=X, V=V)
+        held.detection_matrix = det.apply(np.column_stack([self.detection_matrix, np.zeros(len(self.detection_matrix))]))[:, :-1]
+        V[self.survey_sites, self.survey_slots] = held.detection_matrix
+        held.arrays, held.scalings = replace(self.arrays, X=X, V=V), (occ, det)
         return held, sla.block_diag(occ.coefficient_map, det.coefficient_map), lost
 
     def _fit_fixed(self) -> OccupancyFit:
@@ -244,7 +245,10 @@ class Occupancy:
             raise MultilevelError(f"part must be 'psi' or 'p', not {part!r}")
         a = self.arrays.a
         coding, cols = (self.occupancy_coding, slice(0, a)) if part == "psi" else (self.detection_coding, slice(a, None))
-        return apply_coding(coding, as_frame(newdata), new=True).X, cols
+        X = apply_coding(coding, as_frame(newdata), new=True).X
+        if self.scalings is not None:  # a held model's columns (`held_model`)
+            X = self.scalings[part == "p"].apply(np.column_stack([X, np.zeros(len(X))]))[:, :-1]
+        return X, cols
 
 
 def boundary_message(at_one: list[str]) -> str:

@@ -236,6 +236,7 @@ def occupancy_fit_record(fit) -> dict:
         "converged": bool(fit.converged), "message": fit.message,
         "sigma": None if fit.sigma is None else float(fit.sigma), "sigma_se": _finite_or_none(fit.sigma_se),
         "nAGQ": int(fit.nAGQ), "warnings": list(fit.warnings), "fixed_effects": _frame_record(fit.fixed_effects),
+        "held": None if fit.held is None else {"params": plain(fit.held.params), "vcov": [plain(r) for r in fit.held.vcov]},
     }
 
 
