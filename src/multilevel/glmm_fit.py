@@ -59,6 +59,8 @@ class GlmmFit(GlmmText, Criteria, Generalized, OfModel):
         if theta.shape != self.theta.shape or beta.shape != self.beta.shape:
             raise MultilevelError(f"deviance_at takes theta of {self.theta.size} and beta of {self.beta.size} values (this "
                                   f"fit's), not {theta.size} and {beta.size}")
+        if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(beta))):
+            raise MultilevelError(f"deviance_at takes finite parameters, not theta {theta} and beta {beta}")
         return self.held_deviance_at(theta, self.held.held_coefficients(beta), size)
 
     def held_deviance_at(self, theta: np.ndarray, beta_held: np.ndarray, size: float | None = None) -> float:

@@ -269,3 +269,10 @@ def test_glmm_a_poisson_offset_far_from_zero_fits(c):
     f = glmm(formula, frame.assign(o=frame.o + c), "poisson")
     np.testing.assert_allclose(f.beta + np.r_[c, np.zeros(len(f.beta) - 1)], f0.beta, rtol=1e-4)
     assert f.objective == pytest.approx(f0.objective, rel=1e-9)
+
+
+def test_glmm_deviance_at_non_finite_parameters_is_refused():
+    """deviance_at(NaN) returned NaN without a word."""
+    f = glmm(POISSON, ticks(), "poisson")
+    refused(lambda: f.deviance_at(np.array([np.nan]), f.beta), "finite parameters")
+    refused(lambda: f.deviance_at(f.theta, np.full_like(f.beta, np.inf)), "finite parameters")
