@@ -125,3 +125,12 @@ def test_loo_of_too_few_draws_is_refused_by_name():
     short = mlv.Model("Reaction ~ Days + (1 | Subject)", mlv.datasets.load("sleepstudy")).sample(
         sampler="gibbs", chains=1, draws=20, warmup=50, seed=1, progress=False)
     refused(lambda: short.loo(), "psis-loo", "sample more draws")
+
+
+def test_python_dash_m_with_arguments_is_the_command():
+    """`python -m multilevel --help` ran the sleepstudy demo, ignoring the arguments."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "multilevel", "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "Commands:" in run.stdout and "REML criterion" not in run.stdout
