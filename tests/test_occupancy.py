@@ -63,6 +63,17 @@ def test_estimates_ses_and_loglik_match_the_reference(fit):
     assert fit.converged and not fit.warnings
 
 
+def test_criteria_are_the_other_fits(fit):
+    """AIC, BIC and convergence through kinds.Criteria, as LMM and GLMM fits: BIC counts the 130 sites (the
+    likelihood's independent units), from the reference's -2 log-likelihood and parameter count."""
+    from multilevel.kinds import Criteria
+
+    assert isinstance(fit, Criteria) and fit.info.converged and fit.converged
+    assert fit.n_independent == REF["n_sites"]
+    assert fit.bic == pytest.approx(REF["minus2loglik"] + np.log(REF["n_sites"]) * REF["n_parameters"], abs=1e-6)
+    assert f"BIC {fit.bic:.4f}" in fit.summary()
+
+
 def test_psi_p_and_occupied_sites_match_the_reference(fit, pcru):
     back = REF["back_transformed"]
     assert fit.psi.shape == (130,)
@@ -110,12 +121,36 @@ def test_bad_input_is_refused(pcru, change, message):
         mlv.Occupancy("~ 1", DETECTION, change(pcru.copy()))
 
 
-@pytest.mark.parametrize("y", [0.0, 1.0])
-def test_no_maximum_is_reported(pcru, y):
-    """Every site detected on every visit (psi = p = 1) or none detected (psi p = 0): no finite maximum."""
-    with pytest.warns(mlv.MultilevelWarning, match="no proper maximum"):
-        fit = mlv.Occupancy("~ 1", "~ 1", pcru.assign(y=y)).fit()
-    assert not fit.converged
+def test_every_visit_detected_is_reported_as_a_boundary_fit(pcru):
+    """Every site detected on every visit: the maximum is psi = p = 1 (infinite logits), said as a boundary fit that
+    names both, what to report and what to do (before: 'no proper maximum', as for a failure)."""
+    with pytest.warns(mlv.MultilevelWarning, match=r"boundary fit: every site had a detection.*psi and every visit "
+                      r"detected the species.*p are estimated at 1.*report psi = 1, p = 1.*sample\(\)"):
+        fit = mlv.Occupancy("~ 1", "~ 1", pcru.assign(y=1.0)).fit()
+    assert not fit.converged and "Warnings:\n * boundary fit" in fit.summary()
+    assert fit.psi.min() > 1 - 1e-6 and fit.p["p"].min() > 1 - 1e-6
+
+
+def test_every_site_with_a_detection_is_a_boundary_fit_of_psi_alone(pcru):
+    """One detection at each site's first visit, none after: psi at 1 (said), p inside (0, 1)."""
+    first = pcru.dropna(subset=["y"]).groupby("site").head(1).index
+    data = pcru.assign(y=pcru.y.where(pcru.y.isna(), 0.0))
+    data.loc[first, "y"] = 1.0
+    with pytest.warns(mlv.MultilevelWarning, match=r"boundary fit: every site had a detection, so the occupancy "
+                      r"probability psi is estimated at 1"):
+        fit = mlv.Occupancy("~ 1", "~ 1", data).fit()
+    visits = data.dropna(subset=["y"]).groupby("site").size()
+    assert fit.p["p"].iloc[0] == pytest.approx(len(visits) / visits.sum(), rel=1e-4)  # psi = 1: p is the detection rate
+    se = fit.fixed_effects["std_error"]
+    assert np.isnan(se.iloc[0]) and np.isfinite(se.iloc[1])  # psi's has none; p's given psi = 1
+
+
+def test_no_detection_at_all_is_refused_saying_why(pcru):
+    """No visit detected the species: psi and p are not identifiable (refused; before, a 'no proper maximum'
+    warning and numbers)."""
+    with pytest.raises(mlv.MultilevelError, match=r"no visit detected the species.*cannot be told apart.*'absent' and "
+                       r"'present but missed'.*Check that 'y' holds the detections"):
+        mlv.Occupancy("~ 1", "~ 1", pcru.assign(y=0.0))
 
 
 def test_site_covariates_varying_within_a_site_are_refused_by_name(pcru):

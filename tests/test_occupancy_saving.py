@@ -68,8 +68,8 @@ def test_fit_round_trip_keeps_every_number(which, request, tmp_path):
 
 
 def test_a_fit_without_a_maximum_keeps_its_nan_covariance_and_warning(pcru, tmp_path):
-    with pytest.warns(mlv.MultilevelWarning, match="no proper maximum"):
-        fit = mlv.Occupancy("~ 1", DETECTION, pcru.assign(y=pcru["y"].where(pcru["y"].isna(), 0.0))).fit()
+    with pytest.warns(mlv.MultilevelWarning, match="boundary fit"):
+        fit = mlv.Occupancy("~ 1", DETECTION, pcru.assign(y=pcru["y"].where(pcru["y"].isna(), 1.0))).fit()
     assert np.isnan(fit.vcov).all()
     fit.save(tmp_path / "flat.json")
     _same_fit(load(tmp_path / "flat.json"), fit)

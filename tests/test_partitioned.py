@@ -19,7 +19,7 @@ from multilevel.lmm import fit_at
 from multilevel.optimize import OptimumInfo
 from multilevel.level_partials import localised
 from multilevel.partitioned import SKETCH_SIZE, Sketch, partial_sums, sampler_inputs, seen_in
-from multilevel.predict import linear_predictor
+from multilevel.predict import held_predictor, linear_predictor
 from multilevel.priors import default_priors
 
 MODELS = [
@@ -196,11 +196,12 @@ def test_fitted_and_residuals_are_a_lazy_second_pass(messy_sleep):
     fit = mlv.Model(formula, dd.from_pandas(messy_sleep, npartitions=3), offset="off").fit()
     fitted, residuals = fit.fitted(), fit.residuals()
     assert isinstance(fitted, dd.Series)
-    expected = linear_predictor(whole, fit.beta, fit.random_effects)
+    expected = held_predictor(whole, fit.engine.held, fit.held_beta, fit.held_b)  # formed of the held columns
+    np.testing.assert_allclose(expected, linear_predictor(whole, fit.beta, fit.random_effects), rtol=1e-13)
     np.testing.assert_array_equal(fitted.compute(scheduler="synchronous").to_numpy(), expected)
     np.testing.assert_array_equal(residuals.compute(scheduler="synchronous").to_numpy(), whole.y - expected)
     fixed_only = fit.predict(include_groups=False).compute(scheduler="synchronous").to_numpy()
-    np.testing.assert_array_equal(fixed_only, linear_predictor(whole, fit.beta, None))
+    np.testing.assert_array_equal(fixed_only, held_predictor(whole, fit.engine.held, fit.held_beta, None))
     new = messy_sleep.dropna().iloc[:10]
     np.testing.assert_array_equal(fit.predict(new, offset="off"), expected[:10])
 

@@ -31,3 +31,20 @@ def check_seed(value, name: str = "seed", generators: bool = True):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**63:
         raise MultilevelError(f"{name} must be a whole number from 0 to 2**63 - 1 (or None), got {value!r}")
     return int(value)
+
+
+def check_column_name(value, name: str, example: str):
+    """One column's name (a string, or a whole number for integer-labelled columns): a list, None or a float where a
+    name is expected is refused, with the fix."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, np.integer)):
+        hint = f" (one column: {name}={value[0]!r})" if isinstance(value, (list, tuple)) and len(value) == 1 else ""
+        raise MultilevelError(f"{name} must be the name of one column of the data, a string such as {name}='{example}', "
+                              f"not {type(value).__name__} {value!r}{hint}")
+    return value
+
+
+def check_formula_text(value, name: str, example: str) -> str:
+    """A formula given as a string (such as `example`); anything else is refused, naming the argument."""
+    if not isinstance(value, str):
+        raise MultilevelError(f"the {name} formula must be a string such as '{example}', not {type(value).__name__} {value!r}")
+    return value

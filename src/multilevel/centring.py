@@ -37,13 +37,16 @@ def sampler_columns(X: np.ndarray, names: list[str], informative=frozenset()) ->
     return Scaling(np.append(centre, 0.0), np.ones(p + 1), unit, products=products)
 
 
-def columns_from_means(names: list[str], means: np.ndarray, products: tuple, informative=frozenset()) -> Scaling:
+def columns_from_means(names: list[str], means: np.ndarray, sds: np.ndarray, products: tuple,
+                       informative=frozenset()) -> Scaling:
     """`sampler_columns` for data known by their sums (partitioned): centres from the columns' means, the products
-    the cross-products hold (`Scaling.products`) formed of centred factors unless a factor has an informative prior;
-    a product's centre, the mean of the product of its centred factors, from the means of its expansion's columns
-    (nearby is enough: the map to the user's coefficients is exact whatever the centre)."""
+    the cross-products hold (`Scaling.products`) formed of centred factors unless a factor has an informative prior
+    (said as `sampler_columns` says it, from the columns' `sds`); a product's centre, the mean of the product of its
+    centred factors, from the means of its expansion's columns (nearby is enough: the map to the user's coefficients
+    is exact whatever the centre)."""
     p, i0 = len(names), names.index("(Intercept)")
     unit = np.eye(p)[i0]
+    emit(informative_messages(products, names, means, sds, informative))
     products = kept_products(products, names, informative)
     centre = np.where(unit == 0, means, 0.0)
     for k, _, expansion in products:

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .design import Design, RandomBlock
-from .scaling import Scaling, held_random, random_columns
+from .scaling import Scaling, held_blocks, random_columns
 
 @dataclass
 class CrossProducts:
@@ -117,12 +117,6 @@ def cross_products(design: Design, scaling: Scaling | None = None) -> CrossProdu
             off[(i, j)] = (left @ zs[j]).tocsr()
     sum_log_w = 0.0 if w is None else float(np.sum(np.log(w)))
     return CrossProducts(design.nobs, design.p, diag, off, zxy, Xy.T @ WXy, sum_log_w, scaling)
-
-
-def held_blocks(design: Design, scaling: Scaling) -> list:
-    """The design's random blocks with their covariates as `scaling` holds them."""
-    terms = scaling.terms or (None,) * len(design.blocks)
-    return [held_random(b, c) for b, c in zip(design.blocks, terms)]
 
 
 def with_response(cp: CrossProducts, design: Design) -> CrossProducts:

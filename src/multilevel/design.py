@@ -359,7 +359,11 @@ def _attach_arrays(frame: pd.DataFrame, weights, offset):
         if arg is None or isinstance(arg, str):
             names.append(arg)
             continue
-        values = np.asarray(arg, dtype=float).ravel()
+        try:
+            values = np.asarray(arg, dtype=float).ravel()
+        except (TypeError, ValueError):
+            raise MultilevelError(f"{key[1:-1]} must name a column (a string such as {key[1:-1]}='w') or give one number "
+                                  f"per row, not {type(arg).__name__} {str(arg)[:60]}") from None
         if values.size != len(frame):
             raise MultilevelError(f"{key[1:-1]} has {values.size} values for {len(frame)} rows of data")
         extra[key] = values

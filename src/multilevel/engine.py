@@ -438,7 +438,7 @@ class Engine:
             d = np.diagonal(Sinv)
             for j, sj in self._scalar_rest:
                 traces[j] = float(np.sum(d[sj]))
-        _, b = self.solve(f)
+        _, b = self.solve_held(f)
         nu = (self.n - self.p) if reml else self.n
         grad = np.zeros(self.n_terms)
         for j in range(self.n_terms):
@@ -451,8 +451,15 @@ class Engine:
     # ------------------------------------------------------------------ solutions
     def solve(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
         """beta-hat and the conditional modes b (y units) per term, each (m, k)."""
-        beta, u = self.solve_spherical(f)
-        return beta, [uu @ T.T for uu, T in zip(u, f.T)]
+        beta, b = self.solve_held(f)
+        return self.held.coefficients(beta), self.held.random_effects(b)
+
+    def solve_held(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`solve` for the columns as the system holds them (`held`: centred, scaled; b in y units of a term's
+        covariates as held): what fitted values and predictions are formed from without losing digits."""
+        beta, u = self._solve_held(f)
+        scale = self.held.scale[-1]
+        return beta, [uu * scale @ T.T for uu, T in zip(u, f.T)]
 
     def solve_spherical(self, f: Factor) -> tuple[np.ndarray, list[np.ndarray]]:
         """beta-hat and the spherical modes u (b = Lambda u) per term, each (m, k), in user units: what a GLMM's

@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.linalg as sla
 
 from .components import boundary_parameters
-from .crossprod import design_scaling, held_blocks
+from .crossprod import design_scaling
 from .data import as_frame
 from .design import Design
 from .errors import MultilevelError, emit
@@ -40,7 +40,7 @@ from .optimize import (NEWTON_TRUST, OptimumInfo, bobyqa, finite_difference_chec
                        hessian_from_gradient, lbfgsb)
 from .pirls import STEP_TOL, Mode, Pirls
 from .scalar_pirls import ScalarPirls
-from .scaling import Scaling, far_covariate_messages, precision_message
+from .scaling import Scaling, far_covariate_messages, held_blocks, precision_message
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
 GRADIENT_HESSIAN_STEP = 1e-3  # the same from central differences of the exact gradient (error ~1e-6)
@@ -342,14 +342,15 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
 
 def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: np.ndarray, size: float | None,
                  info: OptimumInfo, value: float, vcov: np.ndarray, parameter_covariance: np.ndarray | None,
-                 log_size_se: float) -> GlmmFit:
+                 log_size_se: float, held_beta: np.ndarray | None = None) -> GlmmFit:
     """A saved GLMM fit at its stored parameters (size: an estimated NB size; theta as the fit holds its terms, beta
-    the user's): modes recomputed by PIRLS, the Hessian-based covariances as stored, nothing re-optimised."""
+    the user's, `held_beta` the held columns' (files before it: mapped from beta, which loses the digits a predictor
+    far from zero costs)): modes recomputed by PIRLS, the Hessian-based covariances as stored, nothing re-optimised."""
     held_rows, held = held_design(model.design)
     pirls = Pirls(held_rows, model.family, information)
     objective = GlmmObjective(pirls, _check_nagq(n_agq, model.design), size is not None, held)
     family = model.family if size is None else model.family.with_dispersion(size)
-    mode = objective.final_mode(theta, held.held_coefficients(beta), family)
+    mode = objective.final_mode(theta, held.held_coefficients(beta) if held_beta is None else held_beta, family)
     n_params = model.design.p + objective.n_theta + int(objective.estimate_size)
     return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, _vcov_rx(objective, mode, family),
                    parameter_covariance, log_size_se, [])

@@ -59,6 +59,8 @@ class GlmmFit(GlmmText, Criteria, Generalized, OfModel):
         if theta.shape != self.theta.shape or beta.shape != self.beta.shape:
             raise MultilevelError(f"deviance_at takes theta of {self.theta.size} and beta of {self.beta.size} values (this "
                                   f"fit's), not {theta.size} and {beta.size}")
+        if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(beta))):
+            raise MultilevelError(f"deviance_at takes finite parameters, not theta {theta} and beta {beta}")
         return self.held_deviance_at(theta, self.held.held_coefficients(beta), size)
 
     def held_deviance_at(self, theta: np.ndarray, beta_held: np.ndarray, size: float | None = None) -> float:
@@ -190,17 +192,23 @@ class GlmmFit(GlmmText, Criteria, Generalized, OfModel):
         """Predictions on the link or response scale; unseen group levels get no group effect. Offsets written
         in the formula are evaluated on the new rows; ``offset`` is needed if the model was given one. New rows in a
         Dask DataFrame give a lazy Dask Series."""
-        b = self.random_effects if include_groups else None
         if new_data is None:
-            eta = self.mode.eta if include_groups else _predict.linear_predictor(self.design, self.beta, None)
+            eta = self.mode.eta if include_groups else self._fixed_predictor()
         else:
-            eta = _predict.predict_new(self.design, self.beta, b, new_data, offset)
+            eta = _predict.predict_new(self.design, self.mode.beta, self.mode.b if include_groups else None, new_data,
+                                       offset, held=self.held)
         return self._scale(eta, type)
+
+    def _fixed_predictor(self) -> np.ndarray:
+        """X beta (+ offset) on the model's rows, formed of the columns as PIRLS holds them (`predict.held_predictor`)."""
+        return _predict.held_predictor(self.design, self.held, self.mode.beta, None)
 
     def simulate(self, n: int = 1, seed=None) -> np.ndarray:
         """n new response vectors (n x nobs) with new group effects; binomial responses as success counts
         when the model has trials (cbind or trials()), else on the response's own scale."""
-        return _predict.simulate(self.design, self.family, self.beta, self.covariances, None, n, seed)
+        held = [T @ T.T for T in self.mode.T]  # group effects drawn as held, as fitted values are
+        return _predict.simulate(_predict.held_rows(self.design, self.held), self.family, self._fixed_predictor(), held,
+                                 None, n, seed)
 
     def confint(self, method: str = "Wald", level: float = 0.95) -> pd.DataFrame:
         """Intervals: ``"Wald"`` for fixed effects, ``"profile"`` for SDs, correlations and fixed effects (glmer's)."""

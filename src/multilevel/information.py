@@ -137,7 +137,11 @@ def loo(post, kind: str = "conditional", log_lik: np.ndarray | None = None):
         {"posterior": post.parameters(), "log_likelihood": {"y": ll}, "observed_data": {"y": np.zeros(ll.shape[-1])}},
         dims={"y": ["unit"]},
     )
-    result = arviz_stats.loo(tree)
+    try:
+        result = arviz_stats.loo(tree)
+    except ValueError as exc:  # too few draws for Pareto smoothing's tail ('n_draws_tail must be at least 5')
+        raise MultilevelError(f"PSIS-LOO cannot smooth the importance ratios of {ll.shape[0] * ll.shape[1]} draws "
+                              f"(ArviZ: {exc}): sample more draws (a few hundred at least) and call loo() again") from None
     k = np.asarray(result.pareto_k).ravel()
     bad = int(np.sum(k > result.good_k))
     if bad:

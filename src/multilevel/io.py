@@ -95,7 +95,8 @@ def _damaged(path: Path, kind: str):
 def _rebuilt_fit(record: dict):
     """The fit at its stored theta on its stored data: the closed-form values recomputed, nothing re-optimised."""
     frame = _frame(record["data"])
-    model = _model(record["formula"], frame, _family(record.get("glmm")))
+    model = _model(record["formula"], frame, _family(record.get("glmm")),
+                   {k: record[k] for k in ("weights", "offset")} if "weights" in record else None)
     model.design = replace(model.design, n_dropped=int(record["n_dropped"]))
     opt = record["optimizer"]
     theta = np.asarray(record["theta"], dtype=float)
@@ -119,13 +120,17 @@ def _matrix(rows) -> np.ndarray | None:
 def _rebuilt_glmm(model: Model, g: dict, theta: np.ndarray, info: OptimumInfo, objective: float):
     """A GLMM fit at its stored theta, beta and NB size, with its stored covariances (NaN for a saved null)."""
     beta = np.asarray(g["beta"], dtype=float)
+    held_beta = np.asarray(g["held_beta"], dtype=float) if "held_beta" in g else None  # files before it: from beta
     if beta.shape != (model.design.p,):
         raise MultilevelError(f"the saved fit has {beta.size} fixed effects but its formula and data give {model.design.p}")
+    if held_beta is not None and held_beta.shape != beta.shape:
+        raise MultilevelError(f"the saved fit's held coefficients are {held_beta.size} for {beta.size} fixed effects: the "
+                              "file is damaged or altered")
     info.x = np.asarray(g["x"], dtype=float)
     size = None if g["size"] is None else float(g["size"])
     return restore_glmm(model, int(g["nAGQ"]), str(g["information"]), theta, beta, size, info, objective,
                         _matrix(g["vcov"]), _matrix(g["parameter_covariance"]),
-                        np.nan if g["log_size_se"] is None else float(g["log_size_se"]))
+                        np.nan if g["log_size_se"] is None else float(g["log_size_se"]), held_beta)
 
 
 def _occupancy_model(spec: dict, frame: pd.DataFrame) -> Occupancy:
@@ -144,10 +149,19 @@ def _occupancy_fit(record: dict) -> OccupancyFit:
         raise MultilevelError(f"the saved occupancy fit's estimates do not match its formulas ({k} coefficients"
                               f"{', a random intercept' if model.random else ''}): the file is damaged or altered")
     sigma = None if record["sigma"] is None else float(record["sigma"])
-    fit = OccupancyFit(model, params, vcov, float(record["loglik"]), bool(record["converged"]), str(record["message"]),
-                       sigma=sigma, sigma_se=np.nan if record["sigma_se"] is None else float(record["sigma_se"]),
+    warnings = [str(w) for w in record["warnings"]]
+    failed = [] if record["converged"] else warnings or ["saved as not converged"]  # what made the fit not converge
+    info = OptimumInfo(params, -2 * float(record["loglik"]), 0, str(record["message"]), warnings=failed)
+    fit = OccupancyFit(model, params, vcov, float(record["loglik"]), info, sigma=sigma, sigma_se=np.nan if record["sigma_se"] is None else float(record["sigma_se"]),
                        n_agq=int(record["nAGQ"]))
-    fit.warnings = [str(w) for w in record["warnings"]]
+    if record.get("held") is not None:  # the coefficients of the columns it was fitted in (files before: none)
+        held = model.held_model()[0]
+        fit.held = OccupancyFit(held, np.asarray(record["held"]["params"], dtype=float), _matrix(record["held"]["vcov"]),
+                                fit.loglik, info, sigma=sigma, sigma_se=fit.sigma_se, n_agq=fit.nAGQ)
+        if fit.held.params.shape != (k,) or fit.held.vcov.shape != (k, k) or held is model:
+            raise MultilevelError("the saved occupancy fit's held coefficients do not match its data: the file is damaged "
+                                  "or altered")
+    fit.warnings = warnings
     return fit
 
 
@@ -156,12 +170,18 @@ def _frame(columns: list) -> pd.DataFrame:
     return pd.DataFrame({str(c["name"]): _decode(_column(c), c["attrs"]) for c in columns})
 
 
-def _model(formula: str, frame: pd.DataFrame, family=None) -> Model:
+def _model(formula: str, frame: pd.DataFrame, family=None, columns: dict | None = None) -> Model:
     """The model of a saved result, from its formula (checked to hold nothing but columns, operators and
-    whitelisted transforms: never code), data (weights and offset as saved columns) and family."""
+    whitelisted transforms: never code), data, the columns of weights and offset (files before they were saved:
+    only values given as arrays, saved as '(weights)'/'(offset)') and family."""
     check_stored_formula(formula, frame.columns)
-    return Model(formula, frame, weights="(weights)" if "(weights)" in frame else None,
-                 offset="(offset)" if "(offset)" in frame else None, family=family)
+    if columns is None:
+        columns = {k: f"({k})" if f"({k})" in frame else None for k in ("weights", "offset")}
+    for what in ("weights", "offset"):
+        if columns.get(what) is not None and columns[what] not in frame.columns:
+            raise MultilevelError(f"the saved {what} column {columns[what]!r} is not in the file's data: the file is "
+                                  "damaged or altered")
+    return Model(formula, frame, weights=columns.get("weights"), offset=columns.get("offset"), family=family)
 
 
 def _family(g: dict | None):
@@ -260,7 +280,8 @@ def _finished(attrs: dict) -> list[int] | None:
 
 def _posterior(attrs: dict, frame: pd.DataFrame, posterior, stats: dict) -> Posterior:
     """The posterior of a saved file, its arrays checked against its own formula."""
-    model = _model(attrs["formula"], frame, _family(json.loads(attrs.get("family", "null"))))
+    model = _model(attrs["formula"], frame, _family(json.loads(attrs.get("family", "null"))),
+                   json.loads(attrs["columns"]) if "columns" in attrs else None)
     d = model.design
     beta = np.stack([posterior[fixed_name(n)].values for n in d.fixed_names], axis=-1)
     sds, corrs = [], []

@@ -21,11 +21,16 @@ class OfModel:
 
 
 class Criteria:
-    """A fit's convergence (its optimiser's `info`) and AIC/BIC from its `loglik`, `n_params` and `nobs`."""
+    """A fit's convergence (its optimiser's `info`) and AIC/BIC from its `loglik`, `n_params` and `n_independent`."""
 
     @property
     def converged(self) -> bool:
         return self.info.converged
+
+    @property
+    def n_independent(self) -> int:
+        """The independent units BIC's log(n) counts: the rows (an occupancy fit's sites, whose rows are not)."""
+        return self.nobs
 
     @property
     def aic(self) -> float:
@@ -33,7 +38,7 @@ class Criteria:
 
     @property
     def bic(self) -> float:
-        return -2 * self.loglik + np.log(self.nobs) * self.n_params
+        return -2 * self.loglik + np.log(self.n_independent) * self.n_params
 
 
 class Frequentist:

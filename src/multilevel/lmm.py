@@ -137,8 +137,7 @@ def fit_at(model, method: str, prior: str | None, info: OptimumInfo, warn: bool 
     if factor is None:
         raise MultilevelError("the fitted model is numerically degenerate (the system is not positive definite)")
     sigma = float(np.sqrt(factor.r2 / (engine.n - engine.p if reml else engine.n)))
-    beta, b = engine.solve(factor)
-    b = engine.held.random_effects(b)  # the user's covariates
+    beta, b = engine.solve_held(factor)  # the held columns': LmmFit reports the user's
     objective = engine.criterion(factor, reml)
     penalized = objective + (blme_penalty(engine, info.x) if prior else 0.0)
     messages = exact_fit_message(sigma, model.design) + list(info.warnings)

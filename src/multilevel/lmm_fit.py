@@ -35,12 +35,14 @@ class LmmFit(LmmText, Criteria, Frequentist, OfModel):
     """Results of an ML/REML fit; the same vocabulary as the Bayesian results."""
 
     def __init__(self, model, method: str, prior: str | None, info: OptimumInfo, factor: Factor, sigma: float,
-                 beta: np.ndarray, b: list[np.ndarray], objective: float, penalized_objective: float, warnings: list[str]):
+                 held_beta: np.ndarray, held_b: list[np.ndarray], objective: float, penalized_objective: float, warnings: list[str]):
         self.model, self.method, self.prior, self.info = model, method, prior, info
         self.engine: Engine = model.engine
         self.reml = method == "REML"
         self.theta = info.x
-        self.factor, self.sigma, self.beta, self._b = factor, sigma, beta, b
+        self.factor, self.sigma = factor, sigma
+        self.held_beta, self.held_b = held_beta, held_b  # of the columns as the engine holds them: fitted values use these
+        self.beta, self._b = self.engine.held.coefficients(held_beta), self.engine.held.random_effects(held_b)
         self.objective, self.penalized_objective = objective, penalized_objective
         self.warnings = warnings
 
@@ -143,17 +145,19 @@ class LmmFit(LmmText, Criteria, Frequentist, OfModel):
     # ------------------------------------------------------------------ data-scale quantities
     def fitted(self) -> np.ndarray:
         """Fitted values X beta + Z b (plus offset) for the rows used (partitioned data: a lazy Dask series)."""
-        return self._linear_predictor(self._b)
+        return self._linear_predictor(True)
 
     def residuals(self) -> np.ndarray:
         if isinstance(self.design, PartitionedDesign):
-            return self.design.residuals(self.beta, self._b)
+            return self.design.residuals(self.held_beta, self.held_b, self.engine.held)
         return self.design.y - self.fitted()
 
-    def _linear_predictor(self, b: list[np.ndarray] | None):
+    def _linear_predictor(self, include_groups: bool):
+        """On the model's rows, formed of the held columns (`predict.held_predictor`)."""
+        b = self.held_b if include_groups else None
         if isinstance(self.design, PartitionedDesign):
-            return self.design.fitted(self.beta, b)
-        return _predict.linear_predictor(self.design, self.beta, b)
+            return self.design.fitted(self.held_beta, b, self.engine.held)
+        return _predict.held_predictor(self.design, self.engine.held, self.held_beta, b)
 
     def predict(self, new_data=None, include_groups: bool = True, offset=None) -> np.ndarray:
         """Predictions X beta + Z b for new rows (the fitted rows if None). A group level not seen in fitting
@@ -161,12 +165,15 @@ class LmmFit(LmmText, Criteria, Frequentist, OfModel):
         ``include_groups=False`` gives X beta for every row; ``offset`` is needed if the model has one. New rows in
         a Dask DataFrame (and the fitted rows of partitioned data) give a lazy Dask Series."""
         if new_data is None:
-            return self._linear_predictor(self._b if include_groups else None)
-        return _predict.predict_new(self.design, self.beta, self._b if include_groups else None, new_data, offset)
+            return self._linear_predictor(include_groups)
+        return _predict.predict_new(self.design, self.held_beta, self.held_b if include_groups else None, new_data, offset,
+                                    held=self.engine.held)
 
     def simulate(self, n: int = 1, seed=None) -> np.ndarray:
         """n new response vectors (n x nobs) drawn from the fitted model, new group effects included."""
-        return _predict.simulate(self.design, self.model.family, self.beta, self.covariances, self.sigma, n, seed)
+        held = [self.sigma**2 * T @ T.T for T in self.factor.T]  # group effects drawn as held, as fitted values are
+        return _predict.simulate(_predict.held_rows(self.design, self.engine.held), self.model.family,
+                                 self._linear_predictor(False), held, self.sigma, n, seed)
 
     def confint(self, method: str = "Wald", level: float = 0.95) -> pd.DataFrame:
         """Intervals: ``"Wald"`` for fixed effects, ``"profile"`` for every parameter (as lme4's confint)."""

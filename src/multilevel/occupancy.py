@@ -20,6 +20,7 @@ import pandas as pd
 import scipy.linalg as sla
 from scipy import optimize
 
+from .arguments import check_column_name, check_formula_text
 from .data import as_frame
 from .design import apply_coding, learn_coding, used_columns
 from .errors import MultilevelError, emit
@@ -30,7 +31,7 @@ from .occupancy_fit import OccupancyFit
 from .occupancy_posterior import OccupancyPosterior
 from .occupancy_likelihood import OccupancyArrays, gradient_hessian, loglik
 from .occupancy_random import RandomIntercept, marginal_loglik
-from .optimize import bobyqa, finite_difference_checks, free_coordinates
+from .optimize import OptimumInfo, bobyqa, finite_difference_checks, free_coordinates
 from .optimize import gradient_hessian as fd_gradient_hessian
 from .scaling import Scaling, precision_message
 
@@ -69,10 +70,14 @@ class Occupancy:
 
     def __init__(self, occupancy: str, detection: str, data, site: str = "site", response: str = "y"):
         frame = as_frame(data)
-        for column, what in ((site, "site"), (response, "response")):
+        occupancy, detection = (check_formula_text(occupancy, "occupancy", "~ forest"),
+                                check_formula_text(detection, "detection", "~ date"))
+        for column, what in ((check_column_name(site, "site", "site"), "site"),
+                             (check_column_name(response, "response", "y"), "response")):
             if column not in frame.columns:
                 raise MultilevelError(f"the {what} column '{column}' is not in the data")
         self.occupancy_formula, self.detection_formula = occupancy, detection
+        self.scalings: tuple[Scaling, Scaling] | None = None  # a held model's (psi, p) columns: `held_model`
         self.site, self.response = site, response
         occ, det = _formula(occupancy, response, "occupancy"), _formula(detection, response, "detection")
         if frame[site].isna().any():
@@ -82,6 +87,7 @@ class Occupancy:
             frame = frame.assign(**{response: frame[response].map({True: 1.0, False: 0.0}).astype(float)})
         visited = _visited(frame, site, response)
         rows = frame[visited]
+        _check_detections(rows[response], response)
         occ_columns, det_columns = used_columns(occ, rows, None, None), used_columns(det, rows, None, None)
         _check_site_constant(rows, [c for c in occ_columns if c != response], site)
         _check_survey_complete(rows, [c for c in det_columns if c != response], site)
@@ -114,7 +120,10 @@ class Occupancy:
     def with_response(self, y) -> Occupancy:
         """The same model with new detections, one per survey in the model's row order (`surveys`): refits
         (bootstrap, goodness of fit) go through it."""
-        y = np.asarray(y, dtype=float)
+        try:
+            y = np.asarray(y, dtype=float)
+        except (TypeError, ValueError):
+            y = np.full(1, np.nan)  # refused below, in our words
         if y.shape != (len(self.survey_sites),) or not np.isin(y, (0, 1)).all():
             raise MultilevelError(f"with_response needs {len(self.survey_sites)} detections, each 0 or 1")
         new = copy.copy(self)
@@ -135,32 +144,34 @@ class Occupancy:
         if isinstance(n_agq, bool) or not isinstance(n_agq, (int, np.integer)) or not 1 <= n_agq <= MAX_NAGQ:
             raise MultilevelError(f"n_agq must be an integer >= 1 (1 = Laplace) and at most {MAX_NAGQ} (as lme4's "
                                   f"quadrature; more nodes underflow to a log-likelihood of -inf), got {n_agq!r}")
-        held, B, lost = self._held()
+        held, B, lost = self.held_model()
         fit = held._fit_fixed()
         fit = fit if self.random is None else held._fit_random(fit, n_agq)
         if B is not None:  # the user's coefficients and their covariance from the held columns'
-            fit.model, fit.params, fit.vcov = self, B @ fit.params, B @ fit.vcov @ B.T
+            fit = fit.in_user_columns(self, B)
         fit.warnings.extend(precision_message(c) for c in lost)
         emit(fit.warnings)
         return fit
 
-    def _held(self) -> tuple[Occupancy, np.ndarray | None, list[str]]:
+    def held_model(self, scaled: bool = True) -> tuple[Occupancy, np.ndarray | None, list[str]]:
         """The model on its columns as `Scaling` holds them (far from zero: centred where an intercept absorbs it;
-        scaled by powers of two), and B mapping those coefficients to the user's (None when nothing is held
-        otherwise: the model itself), with the columns whose stored values lost digits. Fitted on the user's x + 1e9 the optimiser sees an intercept and a slope
-        correlated within a hair of -1 and stops far from the maximum."""
-        occ = Scaling.learn(self.arrays.X, np.zeros(len(self.arrays.X)), list(self.occupancy_coding.fixed_names))
+        scaled by powers of two unless `scaled=False`), and B mapping those coefficients to the user's (None when
+        nothing is held otherwise: the model itself), with the columns whose stored values lost digits. Fitted on the
+        user's x + 1e9 the optimiser sees an intercept and a slope correlated within a hair of -1 and stops far from
+        the maximum (and a sampler takes steps of the intercept's posterior width, 1e9 times too wide for the slope)."""
+        occ = Scaling.learn(self.arrays.X, np.zeros(len(self.arrays.X)), list(self.occupancy_coding.fixed_names),
+                            scaled=scaled)
         det = Scaling.learn(self.detection_matrix, np.zeros(len(self.detection_matrix)),
-                            list(self.detection_coding.fixed_names))
+                            list(self.detection_coding.fixed_names), scaled=scaled)
         lost = [*occ.lost, *det.lost]
         if not any(np.any(s.centre) or np.any(s.scale != 1) for s in (occ, det)):
             return self, None, lost
         X = occ.apply(np.column_stack([self.arrays.X, np.zeros(len(self.arrays.X))]))[:, :-1]
         V = np.zeros_like(self.arrays.V)
-        V[self.survey_sites, self.survey_slots] = det.apply(
-            np.column_stack([self.detection_matrix, np.zeros(len(self.detection_matrix))]))[:, :-1]
         held = copy.copy(self)
-        held.arrays = replace(self.arrays, X=X, V=V)
+        held.detection_matrix = det.apply(np.column_stack([self.detection_matrix, np.zeros(len(self.detection_matrix))]))[:, :-1]
+        V[self.survey_sites, self.survey_slots] = held.detection_matrix
+        held.arrays, held.scalings = replace(self.arrays, X=X, V=V), (occ, det)
         return held, sla.block_diag(occ.coefficient_map, det.coefficient_map), lost
 
     def _fit_fixed(self) -> OccupancyFit:
@@ -178,13 +189,18 @@ class Occupancy:
         x, grad, H = newton_polish(res.x, self.arrays)
         proper = bool(np.max(np.abs(grad)) < GRADIENT_TOL) and bool(np.all(np.linalg.eigvalsh(-H) > 0))
         vcov = np.linalg.inv(-H) if proper else np.full_like(H, np.nan)
-        fit = OccupancyFit(self, x, vcov, self.loglik(x), proper, str(res.message))
-        saturated = [name for name, values in (("psi", fit.psi), ("p", fit.p["p"]))
-                     if np.all(values > 1 - BOUNDARY) or np.all(values < BOUNDARY)]
-        if not proper or saturated:
-            fit.converged = False
-            fit.warnings.append(f"no proper maximum: {' and '.join(saturated) or 'the estimates'} at a boundary (0 or 1 "
-                                "everywhere, e.g. every site detected or none); estimates and SEs are not usable")
+        info = OptimumInfo(x, -self.loglik(x), int(res.nfev), str(res.message))
+        fit = OccupancyFit(self, x, vcov, -info.fun, info)
+        at_one = [name for name, values in (("psi", fit.psi), ("p", fit.p["p"])) if np.all(values > 1 - BOUNDARY)]
+        at_zero = [name for name, values in (("psi", fit.psi), ("p", fit.p["p"])) if np.all(values < BOUNDARY)]
+        for part in at_one:  # the Hessian's curvature there is rounding: no SE (the others are given psi or p = 1)
+            cut = slice(0, self.arrays.a) if part == "psi" else slice(self.arrays.a, None)
+            fit.vcov[cut, :], fit.vcov[:, cut] = np.nan, np.nan
+        if not proper or at_one or at_zero:  # not converged: the optimiser's report says why
+            info.warnings.append(boundary_message(at_one) if at_one and not at_zero else
+                                 f"no proper maximum: {' and '.join(at_zero) or 'the estimates'} at a boundary (0 "
+                                 "everywhere); estimates and SEs are not usable")
+        fit.warnings.extend(info.warnings)
         return fit
 
     def sample(self, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: int = 1, cores: int = 1,
@@ -192,7 +208,9 @@ class Occupancy:
                progress: bool = False, sampler: str = "nuts") -> OccupancyPosterior:
         """NUTS with the occupancy summed out (`sampler="nuts"`) or Pólya-Gamma Gibbs (`"gibbs"`, spOccupancy's);
         normal(0, variance `prior_variance`) priors on all coefficients and inverse-gamma `sd_prior` (shape, scale)
-        on a random intercept's variance (spOccupancy's defaults)."""
+        on a random intercept's variance (spOccupancy's defaults). A covariate averaging more than its SD from zero
+        is centred (as `fit()` centres it): the intercept's prior is then on the intercept at its mean (brms's
+        convention), so a shift of the covariate changes no posterior (docs/occupancy.md)."""
         return sample(self, chains, draws, warmup, seed, cores, prior_variance, sd_prior, progress, sampler)
 
     def marginal_loglik(self, params, sigma: float, n_agq: int = 1) -> float:
@@ -216,8 +234,8 @@ class Occupancy:
         except np.linalg.LinAlgError:
             pass
         k = len(start.params)
-        fit = OccupancyFit(self, info.x[:k], cov[:k, :k], -info.fun / 2, info.converged, info.message,
-                           sigma=info.x[k], sigma_se=np.sqrt(cov[k, k]), n_agq=n_agq)
+        fit = OccupancyFit(self, info.x[:k], cov[:k, :k], -info.fun / 2, info, sigma=info.x[k], sigma_se=np.sqrt(cov[k, k]),
+                           n_agq=n_agq)
         fit.warnings.extend(info.warnings)
         return fit
 
@@ -227,7 +245,32 @@ class Occupancy:
             raise MultilevelError(f"part must be 'psi' or 'p', not {part!r}")
         a = self.arrays.a
         coding, cols = (self.occupancy_coding, slice(0, a)) if part == "psi" else (self.detection_coding, slice(a, None))
-        return apply_coding(coding, as_frame(newdata), new=True).X, cols
+        X = apply_coding(coding, as_frame(newdata), new=True).X
+        if self.scalings is not None:  # a held model's columns (`held_model`)
+            X = self.scalings[part == "p"].apply(np.column_stack([X, np.zeros(len(X))]))[:, :-1]
+        return X, cols
+
+
+def boundary_message(at_one: list[str]) -> str:
+    """Plain words for a maximum at psi = 1 (every site had a detection) and/or p = 1 (every visit to those sites
+    detected the species): a boundary fit, as unmarked's (a huge logit with a huge SE), not a failure."""
+    said = {"psi": "every site had a detection, so the occupancy probability psi", "p": "every visit detected the "
+            "species, so the detection probability p"}
+    return (f"boundary fit: {' and '.join(said[n] for n in at_one)} {'are' if len(at_one) > 1 else 'is'} estimated at "
+            f"1, the edge of what is possible: the maximum lies at an infinite logit, so the {' and '.join(at_one)} "
+            f"coefficients are not usable and have no SE (report {' = 1, '.join(at_one)} = 1 from these data). For an estimate inside (0, 1) with an interval, use "
+            "sample(), whose prior keeps it off the edge; or survey sites where the species may be missed.")
+
+
+def _check_detections(y: pd.Series, response: str) -> None:
+    """Refuse data without a single detection: occupancy and detection are then not identifiable."""
+    if not (y == 1).any():
+        raise MultilevelError(
+            f"no visit detected the species (every '{response}' is 0): occupancy (psi) and detection (p) cannot be told "
+            "apart, since 'absent' and 'present but missed' explain the data equally (every psi x p near 0 fits), so "
+            f"neither can be estimated. Check that '{response}' holds the detections (1 = detected); if the species was "
+            "truly never detected, report the naive occupancy 0 and the survey effort (sites, visits), or fit these "
+            "sites together with data where it was detected.")
 
 
 def _visited(frame: pd.DataFrame, site: str, response: str) -> np.ndarray:

@@ -10,11 +10,13 @@ import time
 import numpy as np
 
 from . import chains, nuts, occupancy_gibbs, occupancy_likelihood
+from .arguments import check_seed
 from .bayes import _check_counts
 from .diagnostics import interrupted_message, sampler_warnings
 from .errors import MultilevelError, emit
 from .occupancy_likelihood import OccupancyLayout
 from .occupancy_posterior import OccupancyPosterior
+from .scaling import precision_message
 
 SPOCCUPANCY_PRIOR_VARIANCE = 2.72
 SPOCCUPANCY_IG = (0.1, 0.1)  # inverse-gamma shape and scale on a random-effect variance
@@ -26,13 +28,23 @@ def sample(model, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: 
     """Draw from the posterior of an `Occupancy` model by `sampler` ("nuts" or "gibbs"); warnings from the
     diagnostics. A random intercept's variance has an inverse-gamma(shape, scale) = `sd_prior` prior."""
     _check_counts(chains, draws, warmup, cores)
-    if not prior_variance > 0 or len(sd_prior) != 2 or not min(sd_prior) > 0:
-        raise MultilevelError(f"prior_variance and both sd_prior values must be positive, got {prior_variance!r}, {sd_prior!r}")
+    if check_seed(seed, generators=False) is None:
+        raise MultilevelError("seed must be a whole number (chains start and draw from it, reproducibly), not None")
+    number = (int, float, np.integer, np.floating)
+    pair = isinstance(sd_prior, (tuple, list)) and len(sd_prior) == 2 and all(isinstance(v, number) for v in sd_prior)
+    if isinstance(prior_variance, bool) or not isinstance(prior_variance, number) or not prior_variance > 0 or not pair \
+            or not min(sd_prior) > 0:
+        raise MultilevelError(f"prior_variance must be a positive number and sd_prior two positive numbers (shape, scale), "
+                              f"got {prior_variance!r}, {sd_prior!r}")
     if sampler not in ("nuts", "gibbs"):
         raise MultilevelError(f"sampler must be 'nuts' or 'gibbs', not {sampler!r}")
     sample_with = _gibbs if sampler == "gibbs" else _nuts
-    post = sample_with(model, chains, draws, warmup, seed, cores, float(prior_variance), tuple(map(float, sd_prior)), progress)
-    post.warnings = interrupted_message(post.finished, post.n_chains, post.n_draws) + sampler_warnings(post)
+    held, B, lost = model.held_model(scaled=False)  # centred far covariates; unscaled: the priors are per unit
+    post = sample_with(held, chains, draws, warmup, seed, cores, float(prior_variance), tuple(map(float, sd_prior)), progress)
+    if B is not None:  # the user's coefficients
+        post.model, post.draws = model, post.draws @ B.T
+    post.warnings = (interrupted_message(post.finished, post.n_chains, post.n_draws) + sampler_warnings(post)
+                     + [precision_message(c) for c in lost])
     emit(post.warnings)
     return post
 

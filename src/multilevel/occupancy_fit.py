@@ -5,6 +5,7 @@ Coefficients are on the logit scale and named as unmarked's `coef()`: `psi((Inte
 
 from __future__ import annotations
 
+import copy
 from functools import cached_property
 
 import numpy as np
@@ -12,31 +13,48 @@ import pandas as pd
 from scipy import stats
 from scipy.special import expit
 
+from .arguments import check_level
 from .html_tables import result_html
 from . import saving
-from .kinds import Frequentist, OccupancyResult
+from .kinds import Criteria, Frequentist, OccupancyResult
 from .occupancy_gof import mackenzie_bailey
 from .occupancy_likelihood import conditional_occupancy
 from .occupancy_random import modes
+from .optimize import OptimumInfo
+from .summary import warning_lines
 
 
-class OccupancyFit(Frequentist, OccupancyResult):
-    """Maximum-likelihood estimates, their covariance (inverse observed information) and per-site values."""
+class OccupancyFit(Criteria, Frequentist, OccupancyResult):
+    """Maximum-likelihood estimates, their covariance (inverse observed information) and per-site values;
+    convergence (the optimiser's `info`), AIC and BIC (log of the number of sites) as the other fits'."""
 
-    def __init__(self, model, params: np.ndarray, vcov: np.ndarray, loglik: float, converged: bool, message: str,
+    def __init__(self, model, params: np.ndarray, vcov: np.ndarray, loglik: float, info: OptimumInfo,
                  sigma: float | None = None, sigma_se: float = np.nan, n_agq: int = 0):
-        self.model, self.params, self.vcov, self.loglik = model, params, vcov, loglik
-        self.converged, self.message = converged, message
+        self.model, self.params, self.vcov, self.loglik, self.info = model, params, vcov, loglik, info
         self.sigma, self.sigma_se, self.nAGQ = sigma, sigma_se, n_agq  # the random intercept's SD (None: no term)
+        self.held: OccupancyFit | None = None  # the fit in the columns it was made in (`in_user_columns`)
         self.warnings: list[str] = []
+
+    def in_user_columns(self, model, B: np.ndarray) -> OccupancyFit:
+        """This fit of a held model (`Occupancy.held_model`) in the user's coefficients (B maps them), keeping itself
+        as `held`: probabilities and predictions are formed of the held columns, which lose no digits to a
+        covariate far from zero (the user's X beta sums terms of c times a slope)."""
+        user = copy.copy(self)
+        user.model, user.params, user.vcov, user.held = model, B @ self.params, B @ self.vcov @ B.T, self
+        return user
+
+    @property
+    def _columns(self) -> OccupancyFit:
+        """The fit whose model's columns and coefficients the probabilities are formed of."""
+        return self.held if self.held is not None else self
 
     @cached_property
     def _modes(self) -> np.ndarray:
         """Conditional modes of the random intercept per group (empty without a term, zero at sigma 0)."""
         if self.model.random is None:
             return np.zeros(0)
-        term = self.model.random[1]
-        return modes(self.params, self.sigma, self.model.arrays, term)[0] if self.sigma > 0 else np.zeros(term.m)
+        term, h = self.model.random[1], self._columns
+        return modes(h.params, self.sigma, h.model.arrays, term)[0] if self.sigma > 0 else np.zeros(term.m)
 
     @property
     def _shifts(self) -> dict:
@@ -81,8 +99,13 @@ class OccupancyFit(Frequentist, OccupancyResult):
         return int(self.model.arrays.mask.sum())
 
     @property
-    def aic(self) -> float:
-        return -2 * self.loglik + 2 * self.n_params
+    def n_independent(self) -> int:
+        """Sites: the likelihood is a product over sites, not over surveys (AICcmodavg's sample size of unmarked fits)."""
+        return len(self.model.sites)
+
+    @property
+    def message(self) -> str:
+        return self.info.message
 
     @property
     def objective(self) -> float:
@@ -110,14 +133,16 @@ class OccupancyFit(Frequentist, OccupancyResult):
     @property
     def psi(self) -> pd.Series:
         """Fitted occupancy probability per site (at the conditional modes of a random effect on psi)."""
-        eta = self.model.arrays.X @ self.beta + self._shifts.get("shift_psi", 0.0)
+        h = self._columns
+        eta = h.model.arrays.X @ h.beta + self._shifts.get("shift_psi", 0.0)
         return pd.Series(expit(eta), index=self.model.sites, name="psi")
 
     @property
     def p(self) -> pd.DataFrame:
         """Fitted detection probability per survey: the model's rows (site, visit, y) with a column `p` (at the
         conditional modes of a random effect on p)."""
-        eta = self.model.detection_matrix @ self.alpha
+        h = self._columns
+        eta = h.model.detection_matrix @ h.alpha
         if "shift_p" in self._shifts:
             eta = eta + self._shifts["shift_p"][self.model.survey_sites]
         return self.model.surveys.assign(p=expit(eta))
@@ -125,7 +150,9 @@ class OccupancyFit(Frequentist, OccupancyResult):
     @property
     def conditional_occupancy(self) -> pd.Series:
         """P(site occupied | its detections): 1 where the species was seen, below psi where it never was."""
-        return pd.Series(conditional_occupancy(self.params, self.model.arrays, **self._shifts), index=self.model.sites, name="P(z = 1 | y)")
+        h = self._columns
+        return pd.Series(conditional_occupancy(h.params, h.model.arrays, **self._shifts), index=self.model.sites,
+                         name="P(z = 1 | y)")
 
     def n_occupied(self) -> pd.Series:
         """Finite-sample number of occupied sites among those surveyed: the sum of P(z = 1 | y) (unmarked's
@@ -137,9 +164,11 @@ class OccupancyFit(Frequentist, OccupancyResult):
         """psi (occupancy, from site covariates) or p (detection, from survey covariates) for new rows, with
         delta-method standard errors and a Wald interval made on the logit scale; a random effect is left out
         (new sites: the population value)."""
-        M, cols = self.model.new_matrix(newdata, part)
-        eta = M @ self.params[cols]
-        se_eta = np.sqrt(np.einsum("ij,jk,ik->i", M, self.vcov[cols, cols], M))
+        prob = check_level(prob, "prob")
+        h = self._columns
+        M, cols = h.model.new_matrix(newdata, part)
+        eta = M @ h.params[cols]
+        se_eta = np.sqrt(np.einsum("ij,jk,ik->i", M, h.vcov[cols, cols], M))
         z = stats.norm.ppf((1 + prob) / 2)
         value = expit(eta)
         index = newdata.index if isinstance(newdata, pd.DataFrame) else None
@@ -155,9 +184,9 @@ class OccupancyFit(Frequentist, OccupancyResult):
         return saving.save(self, path, force=force)
 
     def summary(self) -> str:
-        """Readable text: the two coefficient tables, log-likelihood, AIC and the sites."""
+        """Readable text: the two coefficient tables, log-likelihood, AIC, BIC, the sites and the warnings."""
         head, notes = self._overview()
-        return "\n".join(head + [self.fixed_effects.round(4).to_string()] + notes)
+        return "\n".join(head + [self.fixed_effects.round(4).to_string()] + notes + warning_lines(self.warnings))
 
     def _overview(self) -> tuple[list[str], list[str]]:
         """The summary's lines above the coefficient table and below it."""
@@ -169,7 +198,7 @@ class OccupancyFit(Frequentist, OccupancyResult):
         ]
         notes = [f"random intercept {self.model.random[0]} on {self.model.random[1].part}: SD {self.sigma:.4f} "
                  f"({self.approximation})"] if self.sigma is not None else []
-        notes += [f"log-likelihood {self.loglik:.4f}   AIC {self.aic:.4f}",
+        notes += [f"log-likelihood {self.loglik:.4f}   AIC {self.aic:.4f}   BIC {self.bic:.4f}",
                   f"occupied sites (estimated): {n['estimate']:.1f} (sd {n['sd']:.2f})"]
         return head, notes
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from .arguments import check_count, check_seed
 from .errors import MultilevelError
 
 
@@ -42,7 +43,8 @@ def mackenzie_bailey(fit, n_sim: int = 100, seed: int = 1) -> pd.Series:
     c-hat (observed over the mean simulated statistic; above 1 means overdispersion)."""
     if fit.model.random is not None:
         raise MultilevelError("the MacKenzie-Bailey test is implemented for models without random effects")
-    rng = np.random.default_rng(seed)
+    n_sim = check_count(n_sim, "n_sim")
+    rng = np.random.default_rng(check_seed(seed))
     observed = chi_square(fit)
     psi, p, site = fit.psi.to_numpy(), fit.p["p"].to_numpy(), fit.model.survey_sites
     sims = np.empty(n_sim)
@@ -60,6 +62,7 @@ def posterior_predictive_check(post, statistic: str = "freeman-tukey", seed: int
     p-value is the share of draws where the replicate's is larger (near 0 or 1: lack of fit)."""
     if statistic not in ("freeman-tukey", "chi-squared"):
         raise MultilevelError(f"statistic must be 'freeman-tukey' or 'chi-squared', not {statistic!r}")
+    seed = check_seed(seed)
     a = post.model.arrays
     eta = np.einsum("sjk,cdk->cdsj", a.V, post.draws[..., a.X.shape[1]:])
     if post.b is not None and post.model.random[1].part == "p":

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from .arguments import check_level
 from .diagnostics import draw_summary
 from .html_tables import result_html
 from .information import loo
@@ -79,6 +80,7 @@ class OccupancyPosterior(Bayesian, OccupancyResult):
     def predict(self, newdata, part: str = "psi", prob: float = 0.95) -> pd.DataFrame:
         """psi or p for new sites or surveys: posterior mean, SD and interval of the probability (random effects
         left out: the population value)."""
+        prob = check_level(prob, "prob")
         M, cols = self.model.new_matrix(newdata, part)
         values = expit(np.einsum("ij,cdj->cdi", M, self.draws[..., cols])).reshape(-1, M.shape[0])
         lo, hi = (1 - prob) / 2, (1 + prob) / 2

@@ -169,6 +169,9 @@ def as_source(data) -> DaskSource | ParquetFiles:
                                   f"{type(data).__name__}" + (": use .to_frame()" if hasattr(data, "to_frame") else ""))
         return DaskSource(data)
     path = os.fspath(data)
+    if path.lower().endswith((".csv", ".tsv", ".txt", ".xlsx", ".json")):
+        raise MultilevelError(f"data given as a path are read as Parquet (a file, folder or glob); '{path}' is not: read it "
+                              "first (pandas.read_csv for a CSV) and pass the data frame")
     files = _local_files(path)
     if files:
         return ParquetFiles(path, files)

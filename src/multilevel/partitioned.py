@@ -40,7 +40,7 @@ from .errors import MultilevelError, UnseenLevelError
 from .formula import parse
 from .level_partials import add_cross_products, localised, summed, total
 from .partition_sources import as_source, compute
-from .predict import linear_predictor
+from .predict import predictor
 from .scaling import Scaling
 
 SPLIT_EVERY = 2  # partial results combined per task of the reduction tree: two keep the fewest partials alive (docs/scale.md)
@@ -498,13 +498,14 @@ class PartitionedDesign(Design):
     offset = property(lambda self: None if self.coding.offset is None else _refuse("the offset"))
     se = property(lambda self: None if self.coding.se is None else _refuse("the known standard errors (se())"))
 
-    def fitted(self, beta: np.ndarray, b: list[np.ndarray] | None):
-        """X beta (+ Z b) (+ offset) of every model row, as a lazy Dask Series in the data's partitions."""
-        return self.source.map_partitions(_fitted, self.coding, beta, b, meta=("fitted", float))
+    def fitted(self, beta: np.ndarray, b: list[np.ndarray] | None, held: Scaling | None = None):
+        """X beta (+ Z b) (+ offset) of every model row, as a lazy Dask Series in the data's partitions (with `held`,
+        beta and b are the held columns': `predict.held_predictor`)."""
+        return self.source.map_partitions(_fitted, self.coding, beta, b, held, meta=("fitted", float))
 
-    def residuals(self, beta: np.ndarray, b: list[np.ndarray]):
+    def residuals(self, beta: np.ndarray, b: list[np.ndarray], held: Scaling | None = None):
         """y - fitted of every model row, as a lazy Dask Series."""
-        return self.source.map_partitions(_fitted, self.coding, beta, b, True, meta=("residual", float))
+        return self.source.map_partitions(_fitted, self.coding, beta, b, held, True, meta=("residual", float))
 
 
 class PartitionedBlock(RandomBlock):
@@ -524,13 +525,13 @@ class PartitionedBlock(RandomBlock):
     Z = property(lambda self: _refuse("the random-effect covariates of the rows"))
 
 
-def _fitted(frame: pd.DataFrame, coding: Coding, beta, b, residual: bool = False) -> pd.Series:
-    """Fitted values (or residuals) of one partition's model rows, on their index."""
+def _fitted(frame: pd.DataFrame, coding: Coding, beta, b, held: Scaling | None, residual: bool = False) -> pd.Series:
+    """Fitted values (or residuals) of one partition's model rows, on their index (`predict.predictor`)."""
     rows = _complete(frame, list(coding.columns))
     values = np.empty(0)
     if len(rows):
         design = apply_coding(coding, rows)
-        values = linear_predictor(design, beta, b)
+        values = predictor(design, beta, b, held)
         values = design.y - values if residual else values
     return pd.Series(values, index=rows.index, name="residual" if residual else "fitted")
 
@@ -567,5 +568,16 @@ def sampler_inputs(model, y0: float = 0.0, informative=frozenset()) -> tuple[Des
     centred = copy.copy(design)
     keep = [j for j, n in enumerate(names) if n != "(Intercept)"]
     centred.fixed_names = [names[j] for j in keep] + ["(Intercept)"]
-    columns = columns_from_means(names, design.x_means, model.cross_products.held.products, informative)
-    return centred, centred_cross_products(model.cross_products, names, columns, y0), columns, True
+    cp = model.cross_products
+    columns = columns_from_means(names, design.x_means, column_sds(cp, names.index("(Intercept)")), cp.held.products,
+                                 informative)
+    return centred, centred_cross_products(cp, names, columns, y0), columns, True
+
+
+def column_sds(cp: CrossProducts, intercept: int) -> np.ndarray:
+    """Each fixed column's (weighted) SD from the held cross-products, whose intercept column is 1: centring leaves
+    an SD alone and the held scale restores it (a product's is that of its centred factors' product)."""
+    xy, p = cp.xy, cp.p
+    n = xy[intercept, intercept]
+    variance = np.diag(xy)[:p] / n - (xy[intercept, :p] / n) ** 2
+    return np.sqrt(np.maximum(variance, 0.0)) * cp.held.scale[:p]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from dataclasses import replace
+
 from .arguments import check_count, check_seed
 from .design import Design, apply_coding
 from .errors import MultilevelError
+from .scaling import Scaling, held_blocks
 
 
 def linear_predictor(design: Design, beta: np.ndarray, b: list[np.ndarray] | None) -> np.ndarray:
@@ -16,6 +19,22 @@ def linear_predictor(design: Design, beta: np.ndarray, b: list[np.ndarray] | Non
     if design.offset is not None:
         eta = eta + design.offset
     return eta if b is None else eta + random_part(design, b)
+
+
+def held_predictor(design: Design, held: Scaling, beta: np.ndarray, b: list[np.ndarray] | None) -> np.ndarray:
+    """`linear_predictor` from the coefficients of the columns as the fit holds them (`Scaling`; b: y units, a term's
+    covariates held centred): each column centred before it meets its coefficient, so a predictor far from zero
+    costs no digits (X beta of the user's columns sums terms of c times a slope that cancel)."""
+    X = held.apply(np.column_stack([design.X, np.zeros(design.nobs)]))[:, :-1]
+    eta = held.centre[-1] + held.scale[-1] * (X @ beta)
+    if design.offset is not None:
+        eta = eta + design.offset
+    return eta if b is None else eta + random_part(held_rows(design, held), b)
+
+
+def held_rows(design: Design, held: Scaling) -> Design:
+    """The design with its random terms' covariates as `held` holds them (the group effects' parametrisation)."""
+    return replace(design, blocks=held_blocks(design, held))
 
 
 def random_part(design: Design, b: list[np.ndarray]) -> np.ndarray:
@@ -28,34 +47,41 @@ def random_part(design: Design, b: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, data, offset=None):
+def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, data, offset=None,
+                held: Scaling | None = None):
     """Predictions for new data, coded as the fitted data: known groups get their effects, unseen groups none
-    (population level); without group effects (b None) the grouping columns are not needed. A Dask DataFrame
-    gives a lazy Dask Series in its partitions (its offset a column name)."""
+    (population level); without group effects (b None) the grouping columns are not needed. With `held`, beta and b
+    are the held columns' (`held_predictor`). A Dask DataFrame gives a lazy Dask Series in its partitions (its
+    offset a column name)."""
     if type(data).__module__.split(".")[0] == "dask":
         if not isinstance(getattr(data, "_meta", None), pd.DataFrame):
             raise MultilevelError(f"new data must be a data frame, not a Dask {type(data).__name__}: use .to_frame()")
         if offset is not None and not isinstance(offset, str):
             raise MultilevelError("with a Dask DataFrame give offset= as a column name: an array cannot follow the partitions")
-        return data.map_partitions(_predicted, design.coding, beta, b, offset, meta=("prediction", float))
-    return _predicted(data, design.coding, beta, b, offset, index=False)
+        return data.map_partitions(_predicted, design.coding, beta, b, offset, held, meta=("prediction", float))
+    return _predicted(data, design.coding, beta, b, offset, held, index=False)
 
 
-def _predicted(data, coding, beta: np.ndarray, b: list[np.ndarray] | None, offset, index: bool = True):
+def _predicted(data, coding, beta: np.ndarray, b: list[np.ndarray] | None, offset, held: Scaling | None,
+               index: bool = True):
     """Predictions for the rows of `data` (a partition: as a Series on its index, empty for no rows)."""
     if index and not len(data):
         return pd.Series(np.empty(0), index=data.index, name="prediction")
-    values = linear_predictor(apply_coding(coding, data, offset=offset, new=True, random=b is not None), beta, b)
+    values = predictor(apply_coding(coding, data, offset=offset, new=True, random=b is not None), beta, b, held)
     return pd.Series(values, index=data.index, name="prediction") if index else values
 
 
-def simulate(design: Design, family, beta, covariances, sigma: float | None, n: int, seed) -> np.ndarray:
-    """n response vectors from the model: new group effects, then the responses given them, fixed effects as
-    given. With `sigma` Gaussian residuals; without (binomial, Poisson, negative binomial) draws from the family
+def predictor(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, held: Scaling | None) -> np.ndarray:
+    """`linear_predictor` of the user's coefficients, or with `held` `held_predictor` of the held columns'."""
+    return linear_predictor(design, beta, b) if held is None else held_predictor(design, held, beta, b)
+
+
+def simulate(design: Design, family, eta, covariances, sigma: float | None, n: int, seed) -> np.ndarray:
+    """n response vectors from the model: new group effects, then the responses given them, the fixed part of the
+    linear predictor (offset included) as given by `eta`. With `sigma` Gaussian residuals; without (binomial, Poisson, negative binomial) draws from the family
     at the means, binomial responses with trials as success counts."""
     rng = np.random.default_rng(check_seed(seed))
     n = check_count(n, "n")
-    eta = linear_predictor(design, beta, None)
     resid_sd = None if sigma is None else residual_sd(design, sigma)
     out = np.empty((n, design.nobs))
     for i in range(n):

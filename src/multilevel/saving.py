@@ -122,6 +122,7 @@ def fit_record(fit) -> dict:
         "deviance": fit.deviance, "nobs": int(fit.nobs),
         "n_params": int(fit.n_params), "converged": bool(fit.converged), "is_singular": fit.is_singular,
         "warnings": list(fit.warnings), "fixed_names": list(d.fixed_names), "n_dropped": int(d.n_dropped),
+        **weights_and_offset(d),
         "aliased": list(d.aliased),
         "blocks": [
             {"group": b.group, "coef_names": list(b.coef_names), "levels": plain(b.levels), "codes": np.asarray(b.codes).tolist()}
@@ -139,7 +140,7 @@ def fit_record(fit) -> dict:
     if isinstance(fit, Generalized):
         record["glmm"] = _family_record(fit.model) | {
             "nAGQ": int(fit.nAGQ),
-            "information": fit.information_kind, "beta": plain(fit.beta), "x": plain(info.x),
+            "information": fit.information_kind, "beta": plain(fit.beta), "held_beta": plain(fit.mode.beta), "x": plain(info.x),
             "size": fit.nb_theta if fit.size_estimated else None, "vcov": [plain(r) for r in np.asarray(fit.vcov)],
             "parameter_covariance": None if fit.parameter_covariance is None else [plain(r) for r in fit.parameter_covariance],
             "log_size_se": _finite_or_none(fit.log_size_se),
@@ -148,6 +149,12 @@ def fit_record(fit) -> dict:
         record.update({"method": fit.method, "prior": fit.prior, "sigma": fit.sigma,
                        "penalized_objective": fit.penalized_objective, "residuals": plain(fit.residuals())})
     return record
+
+
+def weights_and_offset(design) -> dict:
+    """The columns holding the weights and the offset (a name the user gave, or '(weights)'/'(offset)' for values):
+    a reload must use them as the fit did."""
+    return {"weights": design.coding.weights, "offset": design.coding.offset}
 
 
 def _finite_or_none(x: float):
@@ -180,6 +187,7 @@ def _posterior_tree(post):
         "sampler": post.sampler, "seed": int(post.seed), "seconds": float(post.seconds),
         "priors": json.dumps(_priors_record(post.priors)), "warnings": json.dumps(list(post.warnings)),
         "finished": json.dumps(post.finished), "family": json.dumps(_family_record(post.model)),
+        "columns": json.dumps(weights_and_offset(post.design)),
     })
     if post.importance_check is not None:
         table = post.importance_check
@@ -235,6 +243,7 @@ def occupancy_fit_record(fit) -> dict:
         "converged": bool(fit.converged), "message": fit.message,
         "sigma": None if fit.sigma is None else float(fit.sigma), "sigma_se": _finite_or_none(fit.sigma_se),
         "nAGQ": int(fit.nAGQ), "warnings": list(fit.warnings), "fixed_effects": _frame_record(fit.fixed_effects),
+        "held": None if fit.held is None else {"params": plain(fit.held.params), "vcov": [plain(r) for r in fit.held.vcov]},
     }
 
 

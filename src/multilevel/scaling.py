@@ -211,6 +211,12 @@ def held_random(block, columns: Scaling | None):
     return replace(block, Z=columns.apply(np.column_stack([block.Z, np.zeros(len(block.Z))]))[:, :-1])
 
 
+def held_blocks(design, scaling: Scaling) -> list:
+    """The design's random blocks with their covariates as `scaling` holds them."""
+    terms = scaling.terms or (None,) * len(design.blocks)
+    return [held_random(b, c) for b, c in zip(design.blocks, terms)]
+
+
 def held_columns(X: np.ndarray, names: list[str]) -> np.ndarray:
     """X as the cross-products would hold it (centred, products formed of centred parents, scaled): what aliasing is
     judged on, so that a shift of a column changes nothing."""

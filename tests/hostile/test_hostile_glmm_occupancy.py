@@ -181,3 +181,98 @@ def test_glmm_cbind_with_a_count_family_is_refused_by_name(family):
     """cbind(incidence, size - incidence) with family='poisson' was read as proportions and refused as 'not a count'
     (row 1: 0.142857): now the message says cbind() is binomial data."""
     refused(lambda: glmm(BINOMIAL, cbpp(), family), "cbind(successes, failures)", "binomial data", "family='binomial'")
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"site": ["site"]}, ["site must be the name of one column", "site='site'"]),
+    ({"site": None}, ["site must be the name of one column", "nonetype"]),
+    ({"site": 2.5}, ["site must be the name of one column", "float"]),
+    ({"response": ["y"]}, ["response must be the name of one column", "response='y'"]),
+    ({"response": None}, ["response must be the name of one column"]),
+    ({"occupancy": ["~ 1"]}, ["occupancy formula must be a string", "list"]),
+    ({"occupancy": None}, ["occupancy formula must be a string"]),
+    ({"detection": 3}, ["detection formula must be a string", "int"]),
+])
+def test_occupancy_arguments_of_the_wrong_kind_are_refused_by_name(kwargs, words):
+    """A list, None or a number where Occupancy expects a column name or a formula (a TypeError or AttributeError
+    traceback before)."""
+    args = {"occupancy": "~ 1", "detection": "~ 1", "data": oven()} | kwargs
+    refused(lambda: mlv.Occupancy(**args), *words)
+
+
+@pytest.mark.parametrize("argument", ["weights", "offset"])
+def test_model_weights_or_offset_as_a_list_of_names_is_refused_by_name(argument):
+    """weights=['w'] (a list where a column name is expected) leaked numpy's 'could not convert string to float'."""
+    sleep = mlv.datasets.load("sleepstudy")
+    refused(lambda: mlv.Model("Reaction ~ Days + (1 | Subject)", sleep, **{argument: ["Days"]}),
+            f"{argument} must name a column", f"{argument}='w'")
+
+
+def test_model_data_as_a_csv_path_says_to_read_it_first(tmp_path):
+    """A CSV path given as data was read as Parquet and failed with pyarrow's 'magic bytes not found'."""
+    mlv.datasets.load("sleepstudy").to_csv(tmp_path / "sleep.csv", index=False)
+    refused(lambda: mlv.Model("Reaction ~ Days + (1 | Subject)", str(tmp_path / "sleep.csv")),
+            "read as parquet", "pandas.read_csv")
+
+
+@pytest.fixture(scope="module")
+def pcru_model():
+    return mlv.Occupancy("~ 1", "~ 1", mlv.datasets.load("pcru_occupancy"))
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"prior_variance": [1.0]}, ["prior_variance must be a positive number"]),
+    ({"prior_variance": "big"}, ["prior_variance must be a positive number"]),
+    ({"sd_prior": None}, ["sd_prior two positive numbers"]),
+    ({"sd_prior": "ab"}, ["sd_prior two positive numbers"]),
+    ({"seed": "a"}, ["seed must be a whole number"]),
+    ({"seed": None}, ["seed must be a whole number", "not none"]),
+])
+def test_occupancy_sample_arguments_of_the_wrong_kind_are_refused_by_name(pcru_model, kwargs, words):
+    """TypeError ('>' not supported, no len()) or numpy's 'unrecognized seed string' before."""
+    refused(lambda: pcru_model.sample(chains=1, draws=10, warmup=50, **kwargs), *words)
+
+
+def test_occupancy_checks_of_a_fit_refuse_bad_counts_levels_and_seeds(pcru_model):
+    """goodness_of_fit(n_sim=-1) leaked numpy's 'negative dimensions', a string seed SeedSequence's TypeError,
+    predict(prob=95) returned an interval of NaN, with_response(['a']) a ValueError."""
+    fit = pcru_model.fit()
+    refused(lambda: fit.goodness_of_fit(n_sim=-1), "n_sim must be a whole number")
+    refused(lambda: fit.goodness_of_fit(n_sim=2, seed="x"), "seed must be a whole number")
+    refused(lambda: fit.predict(mlv.datasets.load("pcru_occupancy").head(), prob=95), "prob must be a probability",
+            "write 0.95")
+    refused(lambda: pcru_model.with_response(["a"]), "each 0 or 1")
+
+
+@pytest.mark.parametrize("c", [5.0, 50.0, -50.0])
+def test_glmm_a_shifted_offset_moves_only_the_intercept(c):
+    """A constant added to a binomial offset is absorbed by the intercept (the same model): PIRLS now starts where
+    glm does (least squares of link(mustart) - offset), so the fit is the unshifted one's with the intercept less c
+    (before: 'step halving could not reduce the penalised deviance' from an offset of +5)."""
+    cbpp = mlv.datasets.load("cbpp").assign(o=0.0)
+    formula = "cbind(incidence, size - incidence) ~ period + (1 | herd) + offset(o)"
+    f0 = glmm(formula, cbpp, "binomial")
+    f = glmm(formula, cbpp.assign(o=c), "binomial")
+    np.testing.assert_allclose(f.beta[0] + c, f0.beta[0], rtol=1e-6)
+    np.testing.assert_allclose(f.beta[1:], f0.beta[1:], rtol=1e-6)
+    np.testing.assert_allclose(f.theta, f0.theta, rtol=1e-6)
+    assert f.objective == pytest.approx(f0.objective, rel=1e-9)
+
+
+@pytest.mark.parametrize("c", [30.0, -100.0])
+def test_glmm_a_poisson_offset_far_from_zero_fits(c):
+    """log exposure in small units: grouseticks with log(HEIGHT) + c as offset (before: refused, blaming the broods
+    with only zero counts). The fit is the unshifted one's, the intercept less c, to the flat criterion's 1e-4."""
+    frame = ticks().assign(o=np.log(ticks().HEIGHT))
+    formula = "TICKS ~ YEAR + (1 | BROOD) + offset(o)"
+    f0 = glmm(formula, frame, "poisson")
+    f = glmm(formula, frame.assign(o=frame.o + c), "poisson")
+    np.testing.assert_allclose(f.beta + np.r_[c, np.zeros(len(f.beta) - 1)], f0.beta, rtol=1e-4)
+    assert f.objective == pytest.approx(f0.objective, rel=1e-9)
+
+
+def test_glmm_deviance_at_non_finite_parameters_is_refused():
+    """deviance_at(NaN) returned NaN without a word."""
+    f = glmm(POISSON, ticks(), "poisson")
+    refused(lambda: f.deviance_at(np.array([np.nan]), f.beta), "finite parameters")
+    refused(lambda: f.deviance_at(f.theta, np.full_like(f.beta, np.inf)), "finite parameters")
