@@ -36,9 +36,10 @@ from .families import Binomial, Family, Gaussian, Poisson
 from .formula import Formula, parse
 from .glmm_fit import GlmmFit
 from .laplace_gradient import ScalarTermsGradient
+from .newton_modes import STEP_TOL
 from .optimize import (NEWTON_TRUST, OptimumInfo, bobyqa, finite_difference_checks, free_coordinates, gradient_hessian,
                        hessian_from_gradient, lbfgsb)
-from .pirls import STEP_TOL, Mode, Pirls
+from .pirls import Mode, Pirls
 from .scalar_pirls import ScalarPirls
 from .scaling import Scaling, far_covariate_messages, precision_message
 

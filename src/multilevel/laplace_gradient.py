@@ -31,7 +31,8 @@ from scipy.linalg import lapack
 
 from .errors import MultilevelError
 from .families import Family
-from .pirls import MAX_ITERATIONS, STEP_TOL, Pirls, halved_step, step_size
+from .newton_modes import STEP_TOL, iterate
+from .pirls import Pirls
 
 MAX_DENSE_SOLUTION = 4_000_000  # n x (levels of the other terms) entries held at once; larger: derivative-free search
 
@@ -245,30 +246,26 @@ class ScalarTermsGradient:
         u2 = np.concatenate([p.u[t][:, 0] for t in self.rest])
         eta = X @ beta + p.offset + self._times(a1, a2, u1, u2)
         pdev = p.minus2_loglik(eta, family) + float(u1 @ u1 + u2 @ u2)
-        for _ in range(MAX_ITERATIONS):
+
+        def newton_step(beta, u, eta):
             score, w = p.score_and_weights(eta, family, "observed")
             system = self._system(a1, a2, w)
             s1, s2 = self._transpose_times(a1, a2, score)
-            d1, d2 = self._solve(system, s1 - u1, s2 - u2)
-            db = np.zeros_like(beta)
-            if joint:
-                db, d1, d2 = self._joint_step(system, w, score, d1, d2)
-            if step_size(beta, [u1, u2], beta + db, [u1 + d1, u2 + d2]) < tol:
-                if joint:
-                    p.beta = beta.copy()
-                return self._finish(theta, beta, u1, u2, eta, pdev, a1, a2, system, family)
+            d1, d2 = self._solve(system, s1 - u[0], s2 - u[1])
+            if not joint:
+                return beta, [u[0] + d1, u[1] + d2], system
+            db, d1, d2 = self._joint_step(system, w, score, d1, d2)
+            return beta + db, [u[0] + d1, u[1] + d2], system
 
-            def at(t: float, beta=beta, u1=u1, u2=u2, db=db, d1=d1, d2=d2):
-                b, c1, c2 = beta + t * db, u1 + t * d1, u2 + t * d2
-                cand = X @ b + p.offset + self._times(a1, a2, c1, c2)
-                return b, c1, c2, p.minus2_loglik(cand, family) + float(c1 @ c1 + c2 @ c2), cand
+        def evaluate(beta, u):
+            eta = X @ beta + p.offset + self._times(a1, a2, *u)
+            return p.minus2_loglik(eta, family) + float(u[0] @ u[0] + u[1] @ u[1]), eta
 
-            beta, u1, u2, pdev, eta = halved_step(at, pdev)
-        raise MultilevelError(
-            f"penalised IRLS did not converge in {MAX_ITERATIONS} iterations at theta = {np.round(theta, 4)}: the "
-            "model may be too complex for the data (complete separation, or a group with all-zero responses); "
-            "simplify the model"
-        )
+        beta, (u1, u2), eta, pdev, system = iterate(beta, [u1, u2], eta, pdev, newton_step, evaluate, tol,
+                                                    lambda: f"theta = {np.round(theta, 4)}")
+        if joint:
+            p.beta = beta.copy()
+        return self._finish(theta, beta, u1, u2, eta, pdev, a1, a2, system, family)
 
     def _joint_step(self, system: TermsSystem, w: np.ndarray, score: np.ndarray, r1: np.ndarray, r2: np.ndarray):
         """The Newton step in (beta, u) together from the step in u alone (r = M^-1 (A's - u)): beta's by the Schur

@@ -20,7 +20,8 @@ import numpy as np
 
 from .errors import MultilevelError
 from .families import Family
-from .pirls import MAX_ITERATIONS, STEP_TOL, Pirls, halved_step, step_size
+from .newton_modes import STEP_TOL, iterate
+from .pirls import Pirls
 
 LOG2PI = float(np.log(2 * np.pi))
 
@@ -85,21 +86,23 @@ class ScalarPirls:
         if not joint and self._tangent is not None:  # the first-order prediction where it is the better start
             guess = self._start(self._predicted(theta, beta), theta, base, family)
             u, eta, pdev = guess if guess[2] < pdev else (u, eta, pdev)
-        for _ in range(MAX_ITERATIONS):
+
+        def newton_step(beta, u, eta):
             score, w = p.score_and_weights(eta, family, "observed")
             if joint:
                 new_beta, new_u = self._joint_step(theta, eta, w, score)
-            else:
-                new_beta = beta
-                new_u = u + (theta * self._sum(self.z * score) - u) / (1.0 + theta**2 * self._sum(self.z**2 * w))
-            if step_size(beta, [u], new_beta, [new_u]) < tol:
-                p.u, p.beta = [u[:, None].copy()], beta.copy()
-                return self._finish(theta, beta, u, eta, pdev - float(u @ u), w, family)
-            beta, u, eta, pdev = self._halve(theta, beta, u, new_beta, new_u, pdev, family)
-        raise MultilevelError(
-            f"penalised IRLS did not converge in {MAX_ITERATIONS} iterations at theta = {theta:.4g}: the model may be "
-            "too complex for the data (complete separation, or a group with all-zero responses); simplify the model"
-        )
+                return new_beta, [new_u], w
+            H = 1.0 + theta**2 * self._sum(self.z**2 * w)
+            return beta, [u[0] + (theta * self._sum(self.z * score) - u[0]) / H], w
+
+        def evaluate(beta, u):
+            _, eta, pdev = self._start(u[0], theta, self.X @ beta + p.offset, family)
+            return pdev, eta
+
+        beta, (u,), eta, pdev, w = iterate(beta, [u], eta, pdev, newton_step, evaluate, tol,
+                                           lambda: f"theta = {theta:.4g}")
+        p.u, p.beta = [u[:, None].copy()], beta.copy()
+        return self._finish(theta, beta, u, eta, pdev - float(u @ u), w, family)
 
     def _beta_information(self, theta, w):
         """beta's information given theta at weights w, X'WX less what the groups take (the Schur complement S of
@@ -135,17 +138,6 @@ class ScalarPirls:
         except np.linalg.LinAlgError:
             raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite") from None
         return beta, (c - C @ beta) / H
-
-    def _halve(self, theta, beta, u, new_beta, new_u, pdev, family):
-        """The Newton step, halved until the penalised deviance does not increase (`halved_step`, as Pirls)."""
-
-        def at(t: float):
-            cand_beta = beta + t * (new_beta - beta)
-            cand_u = u + t * (new_u - u)
-            eta = self.X @ cand_beta + self.pirls.offset + theta * self.z * cand_u[self.codes]
-            return cand_beta, cand_u, eta, self.pirls.minus2_loglik(eta, family) + float(cand_u @ cand_u)
-
-        return halved_step(at, pdev)
 
     def _finish(self, theta, beta, u, eta, minus2, w_observed, family) -> ScalarMode:
         """The curvature with the Laplace weights (the expected information if `pirls` asks for it)."""
