@@ -226,6 +226,15 @@ class Family:
         """The observed or the expected information, by name."""
         return self._information(y, eta, self._moments(eta), _ones_like(weights, eta), kind)
 
+    def kernel_score_information(self, y, eta, weights=None, kind: str = "observed") -> tuple:
+        """`kernel_at`, `score` and `information` from one evaluation of the link (a PIRLS step needs all three)."""
+        y, w = np.asarray(y, float), _ones_like(weights, y)
+        mu = self._canonical_mean(eta)
+        if mu is not None:
+            return self._canonical_kernel(y, eta, mu, w), w * (y - mu), w * self.variance(mu)
+        moments = self._moments(eta)
+        return self._kernel(y, moments[0], w), self._score(y, moments, w), self._information(y, eta, moments, w, kind)
+
     def score_and_information(self, y, eta, weights=None, kind: str = "observed") -> tuple[np.ndarray, np.ndarray]:
         """`score` and `information` together, from one evaluation of the link (penalised IRLS needs both)."""
         w, mu = _ones_like(weights, eta), self._canonical_mean(eta)

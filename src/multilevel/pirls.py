@@ -139,6 +139,11 @@ class Pirls:
         score, w = family.score_and_information(self.y, eta, self.prior_weights, kind)
         return score, self._positive(w, eta, family, kind)
 
+    def evaluation(self, eta: np.ndarray, family: Family) -> tuple[float, np.ndarray, np.ndarray]:
+        """`minus2_loglik`, the score and the observed `weights` at eta, from one evaluation of the link."""
+        kernel, score, w = family.kernel_score_information(self.y, eta, self.prior_weights, "observed")
+        return -2.0 * (float(np.sum(kernel)) + self.normaliser(family)), score, self._positive(w, eta, family, "observed")
+
     def _positive(self, w: np.ndarray, eta: np.ndarray, family: Family, kind: str) -> np.ndarray:
         if kind == "observed" and not (w > 0).all():
             w = np.where(w > 0, w, family.expected_information(eta, self.prior_weights))

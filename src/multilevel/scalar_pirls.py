@@ -36,6 +36,8 @@ class ScalarMode:
     eta: np.ndarray
     curvature: np.ndarray  # (m,) H_g with the Laplace weights (the log-determinant's)
     minus2_cond_loglik: float
+    score: np.ndarray  # per row at the modes
+    w_observed: np.ndarray  # the observed information per row at the modes
 
     @property
     def laplace(self) -> float:
@@ -49,6 +51,7 @@ class ScalarPirls:
         block = pirls.design.blocks[0]
         self.pirls, self.codes, self.m = pirls, block.codes, block.m
         self.z = np.asarray(block.Z[:, 0], dtype=float)
+        self.zsq = self.z * self.z
         self.X = pirls.design.X
         n = len(self.codes)
         order = np.argsort(self.codes, kind="stable")
@@ -82,32 +85,33 @@ class ScalarPirls:
         joint = beta is None
         beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
         base = self.X @ beta + p.offset
-        u, eta, pdev = self._start(p.u[0][:, 0].copy(), theta, base, family)
+        u, state, pdev = self._start(p.u[0][:, 0].copy(), theta, base, family)
         if not joint and self._tangent is not None:  # the first-order prediction where it is the better start
             guess = self._start(self._predicted(theta, beta), theta, base, family)
-            u, eta, pdev = guess if guess[2] < pdev else (u, eta, pdev)
+            u, state, pdev = guess if guess[2] < pdev else (u, state, pdev)
 
-        def newton_step(beta, u, eta):
-            score, w = p.score_and_weights(eta, family, "observed")
+        def newton_step(beta, u, state):
+            eta, score, w = state
             if joint:
                 new_beta, new_u = self._joint_step(theta, eta, w, score)
-                return new_beta, [new_u], w
-            H = 1.0 + theta**2 * self._sum(self.z**2 * w)
-            return beta, [u[0] + (theta * self._sum(self.z * score) - u[0]) / H], w
+                return new_beta, [new_u], None
+            H = 1.0 + theta**2 * self._sum(self.zsq * w)
+            return beta, [u[0] + (theta * self._sum(self.z * score) - u[0]) / H], None
 
         def evaluate(beta, u):
-            _, eta, pdev = self._start(u[0], theta, self.X @ beta + p.offset, family)
-            return pdev, eta
+            _, state, pdev = self._start(u[0], theta, base if beta is base_beta else self.X @ beta + p.offset, family)
+            return pdev, state
 
-        beta, (u,), eta, pdev, w = iterate(beta, [u], eta, pdev, newton_step, evaluate, tol,
-                                           lambda: f"theta = {theta:.4g}")
+        base_beta = beta
+        beta, (u,), state, pdev, _ = iterate(beta, [u], state, pdev, newton_step, evaluate, tol,
+                                             lambda: f"theta = {theta:.4g}")
         p.u, p.beta = [u[:, None].copy()], beta.copy()
-        return self._finish(theta, beta, u, eta, pdev - float(u @ u), w, family)
+        return self._finish(theta, beta, u, state, pdev - float(u @ u), family)
 
     def _beta_information(self, theta, w):
         """beta's information given theta at weights w, X'WX less what the groups take (the Schur complement S of
         the groups' diagonal block H), with the coupling C = theta Z'WX per group and H."""
-        H = 1.0 + theta**2 * self._sum(self.z**2 * w)
+        H = 1.0 + theta**2 * self._sum(self.zsq * w)
         C = theta * (self._sum_rows((self.z * w)[:, None] * self.X))  # (m, p)
         return (self.X * w[:, None]).T @ self.X - C.T @ (C / H[:, None]), C, H
 
@@ -116,9 +120,11 @@ class ScalarPirls:
         return np.linalg.cholesky(self._beta_information(mode.theta, self._laplace_weights(mode.eta, family))[0])
 
     def _start(self, u: np.ndarray, theta: float, base: np.ndarray, family: Family):
-        """Modes u with the linear predictor and the penalised deviance there."""
+        """Modes u with the state there (the linear predictor, the score and the observed weights) and the
+        penalised deviance."""
         eta = base + theta * self.z * u[self.codes]
-        return u, eta, self.pirls.minus2_loglik(eta, family) + float(u @ u)
+        minus2, score, w = self.pirls.evaluation(eta, family)
+        return u, (eta, score, w), minus2 + float(u @ u)
 
     def _predicted(self, theta: float, beta: np.ndarray) -> np.ndarray:
         """Modes at (theta, beta) predicted from the last gradient's modes and their derivatives (first order: near
@@ -139,10 +145,11 @@ class ScalarPirls:
             raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite") from None
         return beta, (c - C @ beta) / H
 
-    def _finish(self, theta, beta, u, eta, minus2, w_observed, family) -> ScalarMode:
+    def _finish(self, theta, beta, u, state, minus2, family) -> ScalarMode:
         """The curvature with the Laplace weights (the expected information if `pirls` asks for it)."""
+        eta, score, w_observed = state
         w = self._laplace_weights(eta, family, w_observed)
-        return ScalarMode(theta, beta, u, eta, 1.0 + theta**2 * self._sum(self.z**2 * w), minus2)
+        return ScalarMode(theta, beta, u, eta, 1.0 + theta**2 * self._sum(self.zsq * w), minus2, score, w_observed)
 
     def _laplace_weights(self, eta, family, w_observed=None):
         if self.pirls.information == "expected" and not family.canonical:
@@ -192,38 +199,47 @@ class ScalarPirls:
         p, g, z, X = self.pirls, self.codes, self.z, self.X
         mode = self.mode(theta, beta, family)
         eta, u = mode.eta, mode.u
-        score, w_obs = p.score_and_weights(eta, family, "observed")
+        score, w_obs = mode.score, mode.w_observed
         V = self._laplace_weights(eta, family, w_obs)
         dV = p.weights_slope(eta, family, "expected" if p.information == "expected" and not family.canonical else "observed")
-        H, H_obs = mode.curvature, 1.0 + theta**2 * self._sum(z**2 * w_obs)
-        du_dtheta = (self._sum(z * score) - theta * u * self._sum(z**2 * w_obs)) / H_obs
+        zw, sz = self._sum(self.zsq * w_obs), self._sum(z * score)
+        H = mode.curvature
+        H_obs = H if V is w_obs else 1.0 + theta**2 * zw
+        du_dtheta = (sz - theta * u * zw) / H_obs
         du_dbeta = -theta * (self._sum_rows((z * w_obs)[:, None] * X)) / H_obs[:, None]  # (m, p)
         self._tangent = (theta, beta.copy(), u.copy(), du_dtheta, du_dbeta)
-        c = theta**2 * z**2 * dV / H[g]  # d log H_g / d eta_i
+        c = theta**2 * self.zsq * dV / H[g]  # d log H_g / d eta_i
         cz = self._sum(c * z)
-        dlogH_dtheta = 2 * theta * self._sum(z**2 * V) / H + cz * (u + theta * du_dtheta)
+        dlogH_dtheta = 2 * theta * (zw if V is w_obs else self._sum(self.zsq * V)) / H + cz * (u + theta * du_dtheta)
         dlogH_dbeta = self._sum_rows(c[:, None] * X) + theta * cz[:, None] * du_dbeta
-        if n_nodes == 1:  # Laplace: the one node is the mode itself (weight 1), where everything is known
-            x, t, eta_k, P, score_k = np.zeros(1), u[:, None], eta[:, None], np.ones((self.m, 1)), score[:, None]
+        if n_nodes == 1:  # Laplace: the one node is the mode itself (weight 1, kappa = -1/2), where all is known
+            value, kappa, eta_k, P = mode.laplace, -0.5, None, None
+            a1 = theta * sz - u  # d log integrand / d u at the modes
+            d_theta = -2.0 * (float(z @ (score * u[g])) + float(a1 @ du_dtheta) + kappa * float(np.sum(dlogH_dtheta)))
+            d_beta = -2.0 * (X.T @ score + du_dbeta.T @ a1 + kappa * np.sum(dlogH_dbeta, axis=0))
         else:
             x, t, eta_k, log_terms, per_group, score_k = self._quadrature(theta, mode, family, n_nodes, True)
             P = np.exp(log_terms - np.max(log_terms, axis=1)[:, None])
             P /= np.sum(P, axis=1)[:, None]  # each group's node weights
-        averaged = P[g] * score_k
-        d = theta * (self._sum_rows(z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
-        a1 = np.sum(P * d, axis=1)
-        kappa = -0.5 - np.sqrt(0.5) * np.sum(P * d * x[None, :], axis=1) / np.sqrt(H)
-        d_theta = -2.0 * (float(z @ np.sum(averaged * t[g], axis=1)) + float(a1 @ du_dtheta) + float(kappa @ dlogH_dtheta))
-        d_beta = -2.0 * (X.T @ np.sum(averaged, axis=1) + du_dbeta.T @ a1 + dlogH_dbeta.T @ kappa)
-        value = mode.laplace if n_nodes == 1 else float(np.sum(per_group))
+            averaged = P[g] * score_k
+            d = theta * (self._sum_rows(z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
+            a1 = np.sum(P * d, axis=1)
+            kappa = -0.5 - np.sqrt(0.5) * np.sum(P * d * x[None, :], axis=1) / np.sqrt(H)
+            d_theta = -2.0 * (float(z @ np.sum(averaged * t[g], axis=1)) + float(a1 @ du_dtheta)
+                              + float(kappa @ dlogH_dtheta))
+            d_beta = -2.0 * (X.T @ np.sum(averaged, axis=1) + du_dbeta.T @ a1 + dlogH_dbeta.T @ kappa)
+            value = float(np.sum(per_group))
         d_size = None
         if with_size:
             kind = "expected" if p.information == "expected" and not family.canonical else "observed"
             dl, ds, dw = p.size_partials(eta, family, kind)
             du = theta * self._sum(z * ds) / H_obs
-            dlogH = theta**2 * self._sum(z**2 * dw) / H + cz * theta * du
-            nodes_dl = self._sum_rows(p.loglik_size_partial(eta_k, family)) if n_nodes > 1 else self._sum(dl)[:, None]
-            d_size = -2.0 * float(np.sum(np.sum(P * nodes_dl, axis=1) + a1 * du + kappa * dlogH))
+            dlogH = theta**2 * self._sum(self.zsq * dw) / H + cz * theta * du
+            if n_nodes == 1:
+                nodes_dl = float(np.sum(dl))
+            else:
+                nodes_dl = float(np.sum(P * self._sum_rows(p.loglik_size_partial(eta_k, family))))
+            d_size = -2.0 * (nodes_dl + float(a1 @ du) + float(np.sum(kappa * dlogH)))
         return value, d_theta, d_beta, d_size
 
 

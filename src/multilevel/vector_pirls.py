@@ -38,6 +38,8 @@ class VectorMode:
     eta: np.ndarray
     curvature: np.ndarray  # (m, k, k)
     minus2_cond_loglik: float
+    score: np.ndarray  # per row at the modes
+    w_observed: np.ndarray  # the observed information per row at the modes
 
     @property
     def laplace(self) -> float:
@@ -109,26 +111,27 @@ class VectorTermGradient:
 
         def evaluate(beta, u):
             eta = X @ beta + p.offset + self._random(T, u[0])
-            return p.minus2_loglik(eta, family) + float(np.sum(u[0] * u[0])), eta
+            minus2, score, w = p.evaluation(eta, family)
+            return minus2 + float(np.sum(u[0] * u[0])), (eta, score, w)
 
-        def newton_step(beta, u, eta):
-            score, w = p.score_and_weights(eta, family, "observed")
+        def newton_step(beta, u, state):
+            eta, score, w = state
             if joint:
                 new_beta, new_u = self._joint_step(T, eta, w, score)
-                return new_beta, [new_u], w
+                return new_beta, [new_u], None
             H, _ = self._curvature(T, w)
             s = self.group_sum @ (score[:, None] * self.Z)
-            return beta, [u[0] + _solve(H, s @ T - u[0])], w
+            return beta, [u[0] + _solve(H, s @ T - u[0])], None
 
         u = p.u[0].copy()
-        pdev, eta = evaluate(beta, [u])
-        beta, (u,), eta, pdev, w = iterate(beta, [u], eta, pdev, newton_step, evaluate, tol,
-                                           lambda: f"theta = {np.round(theta, 4)}")
+        pdev, state = evaluate(beta, [u])
+        beta, (u,), (eta, score, w), pdev, _ = iterate(beta, [u], state, pdev, newton_step, evaluate, tol,
+                                                       lambda: f"theta = {np.round(theta, 4)}")
         p.u = [u.copy()]
         if joint:
             p.beta = beta.copy()
         H, _ = self._curvature(T, self._laplace_weights(eta, family, w))
-        return VectorMode(theta, beta, u, eta, H, pdev - float(np.sum(u * u)))
+        return VectorMode(theta, beta, u, eta, H, pdev - float(np.sum(u * u)), score, w)
 
     def _laplace_weights(self, eta, family, w_observed=None):
         """V: the expected information if `pirls` asks for it (non-canonical links), else the observed."""
@@ -174,7 +177,7 @@ class VectorTermGradient:
         p, Z, g = self.pirls, self.Z, self.codes
         mode = self.mode(theta, beta, family)
         T, eta, u = theta_to_T(mode.theta, self.k), mode.eta, mode.u
-        score, W = p.score_and_weights(eta, family, "observed")
+        score, W = mode.score, mode.w_observed
         expected = p.information == "expected" and not family.canonical
         kind = "expected" if expected else "observed"
         V = p.weights(eta, family, kind) if expected else W
