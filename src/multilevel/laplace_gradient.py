@@ -60,11 +60,16 @@ def _cholesky(S: np.ndarray) -> np.ndarray:
 
 
 def _cho_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(L L')^-1 b; L a vector: the square roots of a diagonal matrix."""
+    if L.ndim == 1:
+        return b / (L * L)
     return b if L.size == 0 else lapack.dpotrs(L, b, lower=1)[0]
 
 
 def _cho_inverse(L: np.ndarray) -> np.ndarray:
-    """(L L')^-1, both triangles."""
+    """(L L')^-1, both triangles (L a vector: the square roots of a diagonal matrix)."""
+    if L.ndim == 1:
+        return np.diag(1.0 / (L * L))
     if L.size == 0:
         return L
     inverse, info = lapack.dpotri(L, lower=1)
@@ -111,7 +116,7 @@ class _Pattern:
 @dataclass
 class TermsSystem:
     """M = A'diag(w)A + I: the rows' entries of A (first term, others), the diagonal D, B's nonzeros, the second
-    diagonal D2 with K = D2^-1 E, and the lower Cholesky factor L of S3."""
+    diagonal D2 with K = D2^-1 E, and the lower Cholesky factor L of S3 (a vector when S3 is diagonal)."""
 
     a1: np.ndarray
     a2: np.ndarray
@@ -124,7 +129,7 @@ class TermsSystem:
     @property
     def logdet(self) -> float:
         """log det M."""
-        return float(np.sum(np.log(self.D)) + np.sum(np.log(self.D2)) + 2.0 * np.sum(np.log(np.diag(self.L))))
+        return float(np.sum(np.log(self.D)) + np.sum(np.log(self.D2)) + 2.0 * np.sum(np.log(self.L if self.L.ndim == 1 else np.diag(self.L))))
 
 
 @dataclass
@@ -197,9 +202,22 @@ class ScalarTermsGradient:
         self._e_flat = e_flat
         self._sparse_e = 8 * len(self._e_pair_a) < m2 * r * r
         self._e_pair_target = e_col[self._e_pair_a] * r + e_col[self._e_pair_b]
+        # S3 diagonal (each term nested in the next: INDEX in BROOD in LOCATION): its factor is a vector
+        s33 = self._s_target[self._s_target >= m2 + m2 * r] - (m2 + m2 * r)
+        self._diagonal_s3 = bool(np.all(s33 // max(r, 1) == s33 % max(r, 1))) and self._sparse_e and bool(
+            np.all(self._e_pair_target // max(r, 1) == self._e_pair_target % max(r, 1)))
         self._K = sp.csr_matrix((np.zeros(len(e_flat)), e_col, np.concatenate([[0], np.cumsum(counts)])), shape=(m2, r))
-        # the rows' right-hand sides as a sparse matrix whose values `_leverages` replaces
+        # the rows' right-hand sides as a sparse matrix whose values `_leverages` replaces; their nonzeros in the
+        # second diagonal's levels and in the dense part (flat in the rows' dense solutions), and for the first, K's
+        # nonzeros in their row (K sparse) with where those fall in the rows' dense solutions
         self._rhs = sp.csr_matrix((np.zeros(len(pat.c_row)), pat.c_col, pat.c_indptr), shape=(len(self.codes), self.q2))
+        self._c_second = np.flatnonzero(pat.c_col < m2)
+        dense = np.flatnonzero(pat.c_col >= m2)
+        self._c_dense, self._c_dense_flat = dense, pat.c_row[dense] * r + pat.c_col[dense] - m2
+        k_counts = np.diff(self._K.indptr)[pat.c_col[self._c_second]]
+        self._ck_entry = np.repeat(np.arange(len(self._c_second)), k_counts)
+        self._ck_pos = _blocks_of(self._K.indptr[pat.c_col[self._c_second]], k_counts)
+        self._ck_flat = pat.c_row[self._c_second][self._ck_entry] * r + self._K.indices[self._ck_pos]
 
     @staticmethod
     def applies(design) -> bool:
@@ -245,6 +263,11 @@ class ScalarTermsGradient:
             e = E.ravel()[self._e_flat]
             S33 -= np.bincount(self._e_pair_target, e[self._e_pair_a] * (e / D2[self._e_row])[self._e_pair_b],
                                r * r).reshape(r, r)
+            if self._diagonal_s3:
+                d3 = np.diagonal(S33)
+                if not np.all(d3 > 0):
+                    raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
+                return TermsSystem(a1, a2, D, B, D2, K, np.sqrt(d3))
             return TermsSystem(a1, a2, D, B, D2, K, _cholesky(S33))
         return TermsSystem(a1, a2, D, B, D2, K, _cholesky(S33 - E.T @ K))
 
@@ -353,22 +376,26 @@ class ScalarTermsGradient:
         """h_i = a_i' M^-1 a_i and C[i, t] = z_ti (M^-1 a_i)[col_t(i)], from each row's right-hand side c_i (the
         other terms' part of M^-1 a_i is S^-1 c_i, needed only where c_i is not zero): the dense part S3^-1 by
         potri, the second diagonal's part from it as in `_solve`."""
-        pat, g, n, m2 = self.pattern, self.codes, len(self.codes), self.m2
+        pat, g, n = self.pattern, self.codes, len(self.codes)
         a1, D, B, K = system.a1, system.D, system.B, system.K
         c = -(a1 / D[g])[pat.c_row] * B[pat.c_nz] + np.bincount(pat.c_own, system.a2.ravel(), len(pat.c_row))
         inverse = _cho_inverse(system.L)
         if self._sparse_e:
             self._K.data = K.ravel()[self._e_flat]
-            stacked = np.vstack([-(self._K @ inverse), inverse])  # S^-1's columns of the dense part
+            inverse_K = -K / (system.L * system.L) if system.L.ndim == 1 else -(self._K @ inverse)
+            stacked = np.vstack([inverse_K, inverse])  # S^-1's columns of the dense part
         else:
             stacked = np.vstack([-K @ inverse, inverse])
         self._rhs.data = c
         tail = self._rhs @ stacked  # (n, q2 - m2)
         Gc = np.empty(len(c))  # (S^-1 c_i) at c_i's nonzeros
-        second = pat.c_col < m2
-        Gc[~second] = tail[pat.c_row[~second], pat.c_col[~second] - m2]
-        Gc[second] = (c[second] / system.D2[pat.c_col[second]]
-                      - np.einsum("ij,ij->i", tail[pat.c_row[second]], K[pat.c_col[second]]))
+        second = self._c_second
+        Gc[self._c_dense] = tail.ravel()[self._c_dense_flat]
+        if self._sparse_e:  # K_b . tail_i over K's nonzeros in row b
+            K_tail = np.bincount(self._ck_entry, self._K.data[self._ck_pos] * tail.ravel()[self._ck_flat], len(second))
+        else:
+            K_tail = np.einsum("ij,ij->i", tail[pat.c_row[second]], K[pat.c_col[second]])
+        Gc[second] = c[second] / system.D2[pat.c_col[second]] - K_tail
         h = a1 * a1 / D[g] + np.bincount(pat.c_row, c * Gc, n)
         C = np.zeros((n, self.n_terms))
         C[:, self.rest] = self.z2 * Gc[pat.c_own].reshape(n, -1)
