@@ -24,6 +24,7 @@ from .newton_modes import STEP_TOL, iterate
 from .pirls import Pirls
 
 LOG2PI = float(np.log(2 * np.pi))
+SQRT2 = float(np.sqrt(2.0))
 
 
 @dataclass
@@ -158,23 +159,27 @@ class ScalarPirls:
 
     # ------------------------------------------------------------------ quadrature and the gradient
     def _quadrature(self, theta, mode: ScalarMode, family: Family, n_nodes: int, with_score: bool = False):
-        """Adaptive Gauss-Hermite nodes t (m, K) about the modes, the linear predictor there (n, K), the log
-        integrands (m, K), each group's -2 log integral (m,) and (with_score) the rows' scores at the nodes (n, K)."""
+        """Adaptive Gauss-Hermite nodes t (m, K) about the modes, the linear predictor there (n, K), each group's
+        weights of its nodes in its integral (m, K), each group's -2 log integral (m,) and (with_score) the rows'
+        scores at the nodes (n, K)."""
         p = self.pirls
-        x, w = _hermite(n_nodes)
+        x, log_weight = _hermite(n_nodes)
         scale = 1.0 / np.sqrt(mode.curvature)
-        shift = np.sqrt(2.0) * scale[:, None] * x[None, :]  # (m, K): u - u-hat at the nodes
-        eta = mode.eta[:, None] + theta * self.z[:, None] * shift[self.codes]
+        shift = (SQRT2 * scale)[:, None] * x[None, :]  # (m, K): u - u-hat at the nodes
+        eta = mode.eta[:, None] + (theta * self.z)[:, None] * shift[self.codes]
         if with_score:
             ll, score = family.loglik_kernel_and_score(p.y[:, None], eta, p.prior_weights[:, None])
         else:
             ll, score = family.kernel_at(p.y[:, None], eta, p.prior_weights[:, None]), None
         t = mode.u[:, None] + shift
-        log_terms = self._sum_rows(ll) - 0.5 * t**2 + x[None, :] ** 2 + np.log(w)[None, :]
+        log_terms = self._sum_rows(ll) - 0.5 * t * t + log_weight
         top = np.max(log_terms, axis=1)
-        lse = top + np.log(np.sum(np.exp(log_terms - top[:, None]), axis=1))  # log-sum-exp over the nodes
+        P = np.exp(log_terms - top[:, None])
+        total = np.sum(P, axis=1)
+        lse = top + np.log(total)  # log-sum-exp over the nodes
         constant = self._group_normaliser(family)  # the log-likelihood's terms free of u
-        return x, t, eta, log_terms, -2.0 * (lse + constant + np.log(np.sqrt(2.0) * scale) - 0.5 * LOG2PI), score
+        per_group = -2.0 * (lse + constant + np.log(SQRT2 * scale) - 0.5 * LOG2PI)
+        return x, t, eta, P / total[:, None], per_group, score
 
     def _group_normaliser(self, family: Family) -> np.ndarray:
         """Per group, the sum of its rows' log-likelihood terms free of eta (kept for the last family asked)."""
@@ -218,13 +223,12 @@ class ScalarPirls:
             d_theta = -2.0 * (float(z @ (score * u[g])) + float(a1 @ du_dtheta) + kappa * float(np.sum(dlogH_dtheta)))
             d_beta = -2.0 * (X.T @ score + du_dbeta.T @ a1 + kappa * np.sum(dlogH_dbeta, axis=0))
         else:
-            x, t, eta_k, log_terms, per_group, score_k = self._quadrature(theta, mode, family, n_nodes, True)
-            P = np.exp(log_terms - np.max(log_terms, axis=1)[:, None])
-            P /= np.sum(P, axis=1)[:, None]  # each group's node weights
+            x, t, eta_k, P, per_group, score_k = self._quadrature(theta, mode, family, n_nodes, True)
             averaged = P[g] * score_k
             d = theta * (self._sum_rows(z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
-            a1 = np.sum(P * d, axis=1)
-            kappa = -0.5 - np.sqrt(0.5) * np.sum(P * d * x[None, :], axis=1) / np.sqrt(H)
+            Pd = P * d
+            a1 = np.sum(Pd, axis=1)
+            kappa = -0.5 - np.sum(Pd * x[None, :], axis=1) / (SQRT2 * np.sqrt(H))
             d_theta = -2.0 * (float(z @ np.sum(averaged * t[g], axis=1)) + float(a1 @ du_dtheta)
                               + float(kappa @ dlogH_dtheta))
             d_beta = -2.0 * (X.T @ np.sum(averaged, axis=1) + du_dbeta.T @ a1 + dlogH_dbeta.T @ kappa)
@@ -245,5 +249,6 @@ class ScalarPirls:
 
 @lru_cache(maxsize=16)
 def _hermite(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss-Hermite nodes and weights (computed once per count)."""
-    return np.polynomial.hermite.hermgauss(n_nodes)
+    """Gauss-Hermite nodes x and log(weight) + x^2 (computed once per count)."""
+    x, w = np.polynomial.hermite.hermgauss(n_nodes)
+    return x, np.log(w) + x**2
