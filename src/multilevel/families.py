@@ -446,6 +446,23 @@ class NegativeBinomial(Family):
         t = self.theta
         return w * (special.gammaln(y + t) - special.gammaln(t) - special.gammaln(y + 1) + t * np.log(t))
 
+    def loglik_size_partial(self, y, eta, weights=None) -> np.ndarray:
+        """d log-likelihood / d log(theta) at fixed eta, per row (log link)."""
+        t, mu, w = self.theta, np.exp(eta), _ones_like(weights, y)
+        return w * t * (special.digamma(y + t) - special.digamma(t) + np.log(t / (t + mu)) + 1 - (y + t) / (t + mu))
+
+    def size_partials(self, y, eta, weights=None, kind: str = "observed") -> tuple:
+        """d / d log(theta) at fixed eta of the log-likelihood, the score t (y - mu) / (t + mu) and the observed
+        information t mu (t + y) / (t + mu)^2 (or the expected, t mu / (t + mu)), per row (log link)."""
+        t, mu, w = self.theta, np.exp(eta), _ones_like(weights, y)
+        tm = t + mu
+        score = w * t * (y - mu) * mu / tm**2
+        if kind == "expected":
+            information = w * t * mu * mu / tm**2
+        else:
+            information = w * t * mu * (2 * t * mu + y * mu - t * y) / tm**3
+        return self.loglik_size_partial(y, eta, weights), score, information
+
     def unit_deviance(self, y, mu):
         t = self.theta
         return 2 * (special.xlogy(y, y) - special.xlogy(y, mu) - (y + t) * (np.log(y + t) - np.log(mu + t)))

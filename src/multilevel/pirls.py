@@ -32,7 +32,6 @@ from .predict import random_part
 INFORMATION_KINDS = ("observed", "expected")
 TINY = np.finfo(float).tiny  # the smallest weight (a zero information would make the system singular)
 WEIGHT_STEP = 1e-5  # central-difference step in eta of the weights' derivative of a non-canonical link
-SIZE_STEP = 1e-5  # relative central-difference step in the negative-binomial size of `size_partials`
 
 
 @dataclass
@@ -149,24 +148,15 @@ class Pirls:
             w = np.where(w > 0, w, family.expected_information(eta, self.prior_weights))
         return np.maximum(w, TINY)
 
-    def _size_pair(self, family: Family) -> tuple[Family, Family]:
-        size = float(family.dispersion)
-        return family.with_dispersion(size * (1 + SIZE_STEP)), family.with_dispersion(size * (1 - SIZE_STEP))
-
     def loglik_size_partial(self, eta: np.ndarray, family: Family) -> np.ndarray:
-        """d log f(y | eta) / d log(size) at fixed eta, per row (eta (n,) or (n, K)): central differences in the
-        negative-binomial size, for exact gradients' last coordinate without re-running PIRLS."""
+        """d log f(y | eta) / d log(size) at fixed eta, per row (eta (n,) or (n, K)): the negative binomial's exact
+        partial, for exact gradients' last coordinate without re-running PIRLS."""
         shape = (-1,) + (1,) * (np.ndim(eta) - 1)
-        y, w, mu = self.y.reshape(shape), self.prior_weights.reshape(shape), family.link.linkinv(eta)
-        up, down = self._size_pair(family)
-        return (up.loglik(y, mu, w) - down.loglik(y, mu, w)) / (2 * SIZE_STEP)
+        return family.loglik_size_partial(self.y.reshape(shape), eta, self.prior_weights.reshape(shape))
 
     def size_partials(self, eta: np.ndarray, family: Family, kind: str):
         """Per row, d/d log(size) at fixed eta of the log-likelihood, the score and the `kind` weights."""
-        up, down = self._size_pair(family)
-        score = (up.score(self.y, eta, self.prior_weights) - down.score(self.y, eta, self.prior_weights)) / (2 * SIZE_STEP)
-        weights = (self.weights(eta, up, kind) - self.weights(eta, down, kind)) / (2 * SIZE_STEP)
-        return self.loglik_size_partial(eta, family), score, weights
+        return family.size_partials(self.y, eta, self.prior_weights, kind)
 
     def engine(self, eta: np.ndarray, fixed: np.ndarray, family: Family, kind: str, joint: bool) -> Engine:
         """The penalised weighted least-squares problem at eta in u (and beta when joint): information weights of

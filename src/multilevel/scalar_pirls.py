@@ -196,7 +196,7 @@ class ScalarPirls:
     def gradient(self, theta: float, beta: np.ndarray, family: Family, n_nodes: int,
                  with_size: bool = False) -> tuple[float, float, np.ndarray, float | None]:
         """-2 log-likelihood (Laplace for n_nodes = 1, else quadrature) and its exact derivatives in theta, beta and
-        (with_size) log NB size (its partials at fixed eta by central differences, `Pirls.size_partials`).
+        (with_size) log NB size (its partials at fixed eta, `Pirls.size_partials`).
 
         The nodes move with the modes and the curvature: d t / d phi = d u-hat / d phi - t-shift / 2 d log H / d phi,
         with d u-hat / d phi by implicit differentiation (observed information) and d log H / d phi through the
