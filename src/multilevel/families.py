@@ -193,7 +193,13 @@ class Family:
             return self._canonical_kernel(y, eta, mu, w)
         return self._kernel(y, self.link.linkinv(eta), w)
 
-    def information_slope(self, eta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | None:
+    @property
+    def exact_information_slope(self) -> bool:
+        """Whether `information_slope` is exact (a canonical link), so gradients using it are exact to rounding."""
+        return self.canonical
+
+    def information_slope(self, y, eta: np.ndarray, weights: np.ndarray | None = None,
+                          kind: str = "observed") -> np.ndarray | None:
         """d information / d eta = w V'(mu) V(mu) where `_canonical_mean` applies (a canonical link, no clamp at
         work), else None."""
         mu = self._canonical_mean(eta)
@@ -445,6 +451,18 @@ class NegativeBinomial(Family):
     def _normaliser(self, y, w):
         t = self.theta
         return w * (special.gammaln(y + t) - special.gammaln(t) - special.gammaln(y + 1) + t * np.log(t))
+
+    @property
+    def exact_information_slope(self) -> bool:
+        return True
+
+    def information_slope(self, y, eta, weights=None, kind: str = "observed") -> np.ndarray:
+        """d information / d eta (log link): the observed t (t + y) mu (t - mu) / (t + mu)^3, the expected
+        t^2 mu / (t + mu)^2."""
+        t, mu, w = self.theta, np.exp(eta), _ones_like(weights, y)
+        if kind == "expected":
+            return w * t * t * mu / (t + mu) ** 2
+        return w * t * (t + y) * mu * (t - mu) / (t + mu) ** 3
 
     def loglik_size_partial(self, y, eta, weights=None) -> np.ndarray:
         """d log-likelihood / d log(theta) at fixed eta, per row (log link)."""

@@ -423,7 +423,7 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
         def gradient(x):
             return objective.value_and_gradient(x)[1]
 
-        exact = objective.pirls.family.canonical  # the gradient exact to rounding (no differenced weights' slope)
+        exact = objective.pirls.family.exact_information_slope  # the gradient exact to rounding
         if exact:
             grad, hess = hessian_from_gradient(gradient, info.x, free, h=FORWARD_HESSIAN_STEP, forward=True)
         if not exact or _nearly_singular(hess[np.ix_(free, free)]):  # central: ~1e-6, and tells singularity apart

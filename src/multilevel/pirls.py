@@ -127,8 +127,9 @@ class Pirls:
         return self._positive(family.information(self.y, eta, self.prior_weights, kind), eta, family, kind)
 
     def weights_slope(self, eta: np.ndarray, family: Family, kind: str) -> np.ndarray:
-        """d `weights` / d eta per row: exact for a canonical link, else central differences (error ~1e-10)."""
-        slope = family.information_slope(eta, self.prior_weights)
+        """d `weights` / d eta per row: exact for a canonical link and the negative binomial, else central differences
+        (error ~1e-10)."""
+        slope = family.information_slope(self.y, eta, self.prior_weights, kind)
         if slope is not None:
             return slope
         return (self.weights(eta + WEIGHT_STEP, family, kind) - self.weights(eta - WEIGHT_STEP, family, kind)) / (2 * WEIGHT_STEP)
