@@ -159,6 +159,24 @@ def test_canonical_shortcuts_equal_the_general_formulas():
         np.testing.assert_allclose(fam.kernel_at(y, eta, w), fam.loglik_kernel(y, mu, w), rtol=1e-13, atol=1e-13)
         h = 1e-6
         numeric = (fam.information(y, eta + h, w) - fam.information(y, eta - h, w)) / (2 * h)
-        np.testing.assert_allclose(fam.information_slope(eta, w), numeric, rtol=1e-7, atol=1e-9)
-    assert F.Binomial().information_slope(np.array([0.0, 40.0])) is None
-    assert F.Binomial("probit").information_slope(np.zeros(3)) is None
+        np.testing.assert_allclose(fam.information_slope(y, eta, w), numeric, rtol=1e-7, atol=1e-9)
+    assert F.Binomial().information_slope(np.zeros(2), np.array([0.0, 40.0])) is None
+    assert F.Binomial("probit").information_slope(np.zeros(3), np.zeros(3)) is None
+
+
+@pytest.mark.parametrize("kind", ["observed", "expected"])
+def test_negative_binomial_exact_partials_are_the_derivatives(kind):
+    """The negative binomial's information slope in eta and its partials in log(theta) at fixed eta (log-likelihood,
+    score, information) equal central differences of the general formulas."""
+    rng = np.random.default_rng(0)
+    y, eta, w = rng.poisson(3, 40).astype(float), rng.normal(1, 0.7, 40), rng.integers(1, 3, 40).astype(float)
+    fam, h = F.NegativeBinomial(2.5), 1e-6
+    numeric = (fam.information(y, eta + h, w, kind) - fam.information(y, eta - h, w, kind)) / (2 * h)
+    np.testing.assert_allclose(fam.information_slope(y, eta, w, kind), numeric, rtol=1e-7, atol=1e-9)
+    up, down = F.NegativeBinomial(2.5 * np.exp(h)), F.NegativeBinomial(2.5 * np.exp(-h))
+    mu = np.exp(eta)
+    expected = [(up.loglik(y, mu, w) - down.loglik(y, mu, w)) / (2 * h),
+                (up.score(y, eta, w) - down.score(y, eta, w)) / (2 * h),
+                (up.information(y, eta, w, kind) - down.information(y, eta, w, kind)) / (2 * h)]
+    for exact, numeric in zip(fam.size_partials(y, eta, w, kind), expected):
+        np.testing.assert_allclose(exact, numeric, rtol=1e-7, atol=1e-8)

@@ -239,3 +239,54 @@ def test_laplace_gradient_of_several_scalar_terms_is_the_derivative(formula, fam
     if family.has_dispersion:  # d / d log(size)
         ends = [pirls.mode(theta, beta, family.with_dispersion(2.0 * np.exp(s))).laplace for s in (h, -h)]
         assert d_size == pytest.approx((ends[0] - ends[1]) / (2 * h), rel=1e-6, abs=5e-3)
+
+
+def slopes_data() -> "pd.DataFrame":
+    """Counts and 0/1 outcomes with a correlated random intercept and slopes in x and x2 over 40 groups."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    g, x, x2 = np.repeat(np.arange(40), 15), rng.normal(size=600), rng.normal(size=600)
+    effects = rng.multivariate_normal([0, 0], [[0.25, 0.05], [0.05, 0.09]], 40)
+    y = rng.poisson(np.exp(0.5 + 0.3 * x + 0.1 * x2 + effects[g, 0] + effects[g, 1] * x))
+    return pd.DataFrame({"y": y, "yb": (y > 2).astype(int), "x": x, "x2": x2, "g": g.astype(str)})
+
+
+@pytest.mark.parametrize("formula, family, information", [
+    ("y ~ x + x2 + (1 + x | g)", "poisson", "observed"),
+    ("y ~ x + x2 + (1 + x + x2 | g)", "poisson", "observed"),  # k = 3
+    ("yb ~ x + (1 + x | g)", "binomial", "observed"),
+    ("yb ~ x + (1 + x | g)", "binomial(probit)", "observed"),
+    ("yb ~ x + (1 + x | g)", "binomial(probit)", "expected"),
+    ("y ~ x + (1 + x | g)", "negbinomial", "observed"),
+    ("y ~ x + (1 + x | g)", "negbinomial", "expected"),
+])
+def test_vector_term_gradient_is_the_derivative(formula, family, information):
+    """One vector term: the per-group PIRLS gives the engine PIRLS's Laplace value and joint beta; its gradient in
+    theta (T's lower triangle, lme4's order), beta and log size matches central differences of the engine PIRLS."""
+    from multilevel.vector_pirls import VectorTermGradient
+
+    model = mlv.Model(formula, slopes_data(), family=family)
+    family = model.family.with_dispersion(2.0) if model.family.has_dispersion else model.family
+    pirls = Pirls(model.design, model.family, information)
+    k = model.design.blocks[0].k
+    theta = np.array([0.7, 0.15, 0.4] if k == 2 else [0.7, 0.15, -0.1, 0.4, 0.05, 0.3])
+    beta = np.linspace(-0.3, 0.4, model.design.p)
+    vector = VectorTermGradient(Pirls(model.design, model.family, information))
+    joint, expected = vector.mode(theta, None, family), pirls.mode(theta, None, family)  # beta found with the modes
+    assert joint.laplace == pytest.approx(expected.laplace, rel=1e-12)
+    np.testing.assert_allclose(joint.beta, expected.beta, rtol=1e-8, atol=1e-10)
+    value, d_theta, d_beta, d_size = vector.gradient(theta, beta, family, family.has_dispersion)
+    assert value == pytest.approx(pirls.mode(theta, beta, family).laplace, rel=1e-12)
+    h = 1e-5
+
+    def central(step, fam=family):
+        return (pirls.mode(theta + step[: len(theta)], beta + step[len(theta):], fam).laplace
+                - pirls.mode(theta - step[: len(theta)], beta - step[len(theta):], fam).laplace) / (2 * h)
+
+    numeric = [central(h * e) for e in np.eye(len(theta) + len(beta))]
+    # atol: rounding in central differences (h = 1e-5) of a ~1e3 objective
+    np.testing.assert_allclose(np.r_[d_theta, d_beta], numeric, rtol=1e-6, atol=1e-5)
+    if family.has_dispersion:  # d / d log(size)
+        ends = [pirls.mode(theta, beta, family.with_dispersion(2.0 * np.exp(s))).laplace for s in (h, -h)]
+        assert d_size == pytest.approx((ends[0] - ends[1]) / (2 * h), rel=1e-6, abs=1e-5)

@@ -193,7 +193,13 @@ class Family:
             return self._canonical_kernel(y, eta, mu, w)
         return self._kernel(y, self.link.linkinv(eta), w)
 
-    def information_slope(self, eta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | None:
+    @property
+    def exact_information_slope(self) -> bool:
+        """Whether `information_slope` is exact (a canonical link), so gradients using it are exact to rounding."""
+        return self.canonical
+
+    def information_slope(self, y, eta: np.ndarray, weights: np.ndarray | None = None,
+                          kind: str = "observed") -> np.ndarray | None:
         """d information / d eta = w V'(mu) V(mu) where `_canonical_mean` applies (a canonical link, no clamp at
         work), else None."""
         mu = self._canonical_mean(eta)
@@ -225,6 +231,15 @@ class Family:
     def information(self, y, eta, weights=None, kind: str = "observed") -> np.ndarray:
         """The observed or the expected information, by name."""
         return self._information(y, eta, self._moments(eta), _ones_like(weights, eta), kind)
+
+    def kernel_score_information(self, y, eta, weights=None, kind: str = "observed") -> tuple:
+        """`kernel_at`, `score` and `information` from one evaluation of the link (a PIRLS step needs all three)."""
+        y, w = np.asarray(y, float), _ones_like(weights, y)
+        mu = self._canonical_mean(eta)
+        if mu is not None:
+            return self._canonical_kernel(y, eta, mu, w), w * (y - mu), w * self.variance(mu)
+        moments = self._moments(eta)
+        return self._kernel(y, moments[0], w), self._score(y, moments, w), self._information(y, eta, moments, w, kind)
 
     def score_and_information(self, y, eta, weights=None, kind: str = "observed") -> tuple[np.ndarray, np.ndarray]:
         """`score` and `information` together, from one evaluation of the link (penalised IRLS needs both)."""
@@ -436,6 +451,35 @@ class NegativeBinomial(Family):
     def _normaliser(self, y, w):
         t = self.theta
         return w * (special.gammaln(y + t) - special.gammaln(t) - special.gammaln(y + 1) + t * np.log(t))
+
+    @property
+    def exact_information_slope(self) -> bool:
+        return True
+
+    def information_slope(self, y, eta, weights=None, kind: str = "observed") -> np.ndarray:
+        """d information / d eta (log link): the observed t (t + y) mu (t - mu) / (t + mu)^3, the expected
+        t^2 mu / (t + mu)^2."""
+        t, mu, w = self.theta, np.exp(eta), _ones_like(weights, y)
+        if kind == "expected":
+            return w * t * t * mu / (t + mu) ** 2
+        return w * t * (t + y) * mu * (t - mu) / (t + mu) ** 3
+
+    def loglik_size_partial(self, y, eta, weights=None) -> np.ndarray:
+        """d log-likelihood / d log(theta) at fixed eta, per row (log link)."""
+        t, mu, w = self.theta, np.exp(eta), _ones_like(weights, y)
+        return w * t * (special.digamma(y + t) - special.digamma(t) + np.log(t / (t + mu)) + 1 - (y + t) / (t + mu))
+
+    def size_partials(self, y, eta, weights=None, kind: str = "observed") -> tuple:
+        """d / d log(theta) at fixed eta of the log-likelihood, the score t (y - mu) / (t + mu) and the observed
+        information t mu (t + y) / (t + mu)^2 (or the expected, t mu / (t + mu)), per row (log link)."""
+        t, mu, w = self.theta, np.exp(eta), _ones_like(weights, y)
+        tm = t + mu
+        score = w * t * (y - mu) * mu / tm**2
+        if kind == "expected":
+            information = w * t * mu * mu / tm**2
+        else:
+            information = w * t * mu * (2 * t * mu + y * mu - t * y) / tm**3
+        return self.loglik_size_partial(y, eta, weights), score, information
 
     def unit_deviance(self, y, mu):
         t = self.theta

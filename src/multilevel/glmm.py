@@ -5,8 +5,8 @@ theta and beta jointly on the Laplace approximation (nAGQ = 1) or adaptive Gauss
 one scalar random-effect term). Stage 2 works in fixed effects whitened by stage 1's information, so the
 optimiser sees a round problem whatever the scaling of the predictors. Every objective value is exact (PIRLS
 converged to rounding): the optimum is the true Laplace / quadrature optimum, which lme4's defaults approach
-to ~1e-3. When every random-effect term is scalar the objective has an exact gradient (`scalar_pirls`,
-`laplace_gradient`): stage 2 is then L-BFGS-B from lme4's start (stage 1 only whitens there) and the Hessian comes
+to ~1e-3. When every random-effect term is scalar, or the one term is a vector, the objective has an exact gradient
+(`scalar_pirls`, `laplace_gradient`, `vector_pirls`): stage 2 is then L-BFGS-B from lme4's start (stage 1 only whitens there) and the Hessian comes
 from differences of the gradient; otherwise both stages are BOBYQA. Negative-binomial sizes are estimated jointly
 on the log scale. Standard errors come from the Hessian of -2 log-likelihood in all parameters (lme4's default;
 the PIRLS-based ones are `vcov_rx`), which also serves lme4's convergence checks. The values at the optimum
@@ -36,11 +36,13 @@ from .families import Binomial, Family, Gaussian, Poisson
 from .formula import Formula, parse
 from .glmm_fit import GlmmFit
 from .laplace_gradient import ScalarTermsGradient
+from .newton_modes import STEP_TOL
 from .optimize import (NEWTON_TRUST, OptimumInfo, bobyqa, finite_difference_checks, free_coordinates, gradient_hessian,
                        hessian_from_gradient, lbfgsb)
-from .pirls import STEP_TOL, Mode, Pirls
+from .pirls import Mode, Pirls
 from .scalar_pirls import ScalarPirls
 from .scaling import Scaling, far_covariate_messages, held_blocks, precision_message
+from .vector_pirls import VectorTermGradient
 
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
 GRADIENT_HESSIAN_STEP = 1e-3  # the same from central differences of the exact gradient (error ~1e-6)
@@ -153,13 +155,17 @@ class GlmmObjective:
         self.beta0 = np.zeros(pirls.design.p)
         self.J = np.eye(pirls.design.p)
         self.scalar = ScalarPirls(pirls) if ScalarPirls.applies(pirls.design) else None
-        several = self.scalar is None and n_agq == 1 and ScalarTermsGradient.applies(pirls.design)
-        self.terms = ScalarTermsGradient(pirls) if several else None
+        self.terms = None  # the Laplace solver with a gradient for several scalar terms or one vector term
+        if self.scalar is None and n_agq == 1 and ScalarTermsGradient.applies(pirls.design):
+            self.terms = ScalarTermsGradient(pirls)
+        elif n_agq == 1 and VectorTermGradient.applies(pirls.design):
+            self.terms = VectorTermGradient(pirls)
         self._last: tuple = (None, np.inf, None)  # the last (x, value, gradient): the optimiser's last point is the Hessian's
 
     @property
     def has_gradient(self) -> bool:
-        """Whether `value_and_gradient` exists: one scalar term (Laplace or quadrature), or all terms scalar (Laplace)."""
+        """Whether `value_and_gradient` exists: one scalar term (Laplace or quadrature), all terms scalar or one vector
+        term (Laplace)."""
         return (self.scalar is not None and self.n_agq >= 1) or self.terms is not None
 
     def whiten(self, beta0: np.ndarray, precision_factor: np.ndarray) -> None:
@@ -418,7 +424,7 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
         def gradient(x):
             return objective.value_and_gradient(x)[1]
 
-        exact = objective.pirls.family.canonical  # the gradient exact to rounding (no differenced weights' slope)
+        exact = objective.pirls.family.exact_information_slope  # the gradient exact to rounding
         if exact:
             grad, hess = hessian_from_gradient(gradient, info.x, free, h=FORWARD_HESSIAN_STEP, forward=True)
         if not exact or _nearly_singular(hess[np.ix_(free, free)]):  # central: ~1e-6, and tells singularity apart

@@ -31,7 +31,8 @@ from scipy.linalg import lapack
 
 from .errors import MultilevelError
 from .families import Family
-from .pirls import MAX_ITERATIONS, STEP_TOL, Pirls, halved_step, step_size
+from .newton_modes import STEP_TOL, iterate
+from .pirls import Pirls
 
 MAX_DENSE_SOLUTION = 4_000_000  # n x (levels of the other terms) entries held at once; larger: derivative-free search
 
@@ -59,11 +60,16 @@ def _cholesky(S: np.ndarray) -> np.ndarray:
 
 
 def _cho_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(L L')^-1 b; L a vector: the square roots of a diagonal matrix."""
+    if L.ndim == 1:
+        return b / (L * L)
     return b if L.size == 0 else lapack.dpotrs(L, b, lower=1)[0]
 
 
 def _cho_inverse(L: np.ndarray) -> np.ndarray:
-    """(L L')^-1, both triangles."""
+    """(L L')^-1, both triangles (L a vector: the square roots of a diagonal matrix)."""
+    if L.ndim == 1:
+        return np.diag(1.0 / (L * L))
     if L.size == 0:
         return L
     inverse, info = lapack.dpotri(L, lower=1)
@@ -110,7 +116,7 @@ class _Pattern:
 @dataclass
 class TermsSystem:
     """M = A'diag(w)A + I: the rows' entries of A (first term, others), the diagonal D, B's nonzeros, the second
-    diagonal D2 with K = D2^-1 E, and the lower Cholesky factor L of S3."""
+    diagonal D2 with K = D2^-1 E, and the lower Cholesky factor L of S3 (a vector when S3 is diagonal)."""
 
     a1: np.ndarray
     a2: np.ndarray
@@ -123,7 +129,7 @@ class TermsSystem:
     @property
     def logdet(self) -> float:
         """log det M."""
-        return float(np.sum(np.log(self.D)) + np.sum(np.log(self.D2)) + 2.0 * np.sum(np.log(np.diag(self.L))))
+        return float(np.sum(np.log(self.D)) + np.sum(np.log(self.D2)) + 2.0 * np.sum(np.log(self.L if self.L.ndim == 1 else np.diag(self.L))))
 
 
 @dataclass
@@ -138,6 +144,9 @@ class TermsMode:
     eta: np.ndarray
     system: TermsSystem
     minus2_cond_loglik: float
+    score: np.ndarray  # per row at the modes
+    w_observed: np.ndarray  # the observed information per row at the modes
+    observed: TermsSystem  # the system with the observed information (`system` itself unless lme4's expected)
 
     @property
     def laplace(self) -> float:
@@ -171,13 +180,44 @@ class ScalarTermsGradient:
         # first term is nested in that one), E = S[:m2, m2:] and S33 = S[m2:, m2:] (the mirror image E' not summed)
         m2, r = self.m2, self.q2 - self.m2
         row, col = np.divmod(pat.s_index, self.q2)
-        self._s_keep = (row < m2) | (col >= m2)
-        row, col = row[self._s_keep], col[self._s_keep]
+        keep = (row < m2) | (col >= m2)
+        n_m22 = self.cols.size * self.cols.shape[1]
+        self._m22_keep = np.flatnonzero(keep[:n_m22])  # M22's products kept, their rows, and the pairs of B'D^-1 B
+        self._m22_rows = self._m22_keep // (self.cols.shape[1] ** 2)
+        pairs = np.flatnonzero(keep[n_m22:])
+        self._pair_a, self._pair_b = pat.pair_a[pairs], pat.pair_b[pairs]
+        self._pair_row = pat.b_row[self._pair_a]
+        row, col = row[keep], col[keep]
         self._s_target = np.where(row >= m2, m2 + m2 * r + (row - m2) * r + col - m2,
                                   np.where(col < m2, row, m2 + row * r + col - m2))
         self._s_size = m2 + m2 * r + r * r
-        # the rows' right-hand sides as a sparse matrix whose values `_leverages` replaces
+        # E's structural nonzeros (row by row): with few per row (the second term nested in the others, one each),
+        # E'D2^-1 E is summed over pairs of nonzeros in one row and K applied as a sparse matrix
+        e_flat = np.unique(self._s_target[(self._s_target >= m2) & (self._s_target < m2 + m2 * r)]) - m2
+        self._e_row, e_col = np.divmod(e_flat, max(r, 1))
+        counts = np.bincount(self._e_row, minlength=m2)
+        starts = np.cumsum(counts) - counts
+        self._e_pair_a = np.repeat(np.arange(len(e_flat)), counts[self._e_row])
+        self._e_pair_b = _blocks_of(starts[self._e_row], counts[self._e_row])
+        self._e_flat = e_flat
+        self._sparse_e = 8 * len(self._e_pair_a) < m2 * r * r
+        self._e_pair_target = e_col[self._e_pair_a] * r + e_col[self._e_pair_b]
+        # S3 diagonal (each term nested in the next: INDEX in BROOD in LOCATION): its factor is a vector
+        s33 = self._s_target[self._s_target >= m2 + m2 * r] - (m2 + m2 * r)
+        self._diagonal_s3 = bool(np.all(s33 // max(r, 1) == s33 % max(r, 1))) and self._sparse_e and bool(
+            np.all(self._e_pair_target // max(r, 1) == self._e_pair_target % max(r, 1)))
+        self._K = sp.csr_matrix((np.zeros(len(e_flat)), e_col, np.concatenate([[0], np.cumsum(counts)])), shape=(m2, r))
+        # the rows' right-hand sides as a sparse matrix whose values `_leverages` replaces; their nonzeros in the
+        # second diagonal's levels and in the dense part (flat in the rows' dense solutions), and for the first, K's
+        # nonzeros in their row (K sparse) with where those fall in the rows' dense solutions
         self._rhs = sp.csr_matrix((np.zeros(len(pat.c_row)), pat.c_col, pat.c_indptr), shape=(len(self.codes), self.q2))
+        self._c_second = np.flatnonzero(pat.c_col < m2)
+        dense = np.flatnonzero(pat.c_col >= m2)
+        self._c_dense, self._c_dense_flat = dense, pat.c_row[dense] * r + pat.c_col[dense] - m2
+        k_counts = np.diff(self._K.indptr)[pat.c_col[self._c_second]]
+        self._ck_entry = np.repeat(np.arange(len(self._c_second)), k_counts)
+        self._ck_pos = _blocks_of(self._K.indptr[pat.c_col[self._c_second]], k_counts)
+        self._ck_flat = pat.c_row[self._c_second][self._ck_entry] * r + self._K.indices[self._ck_pos]
 
     @staticmethod
     def applies(design) -> bool:
@@ -199,14 +239,19 @@ class ScalarTermsGradient:
         """The rows' entries of A = Z Lambda: first term (n,), the others (n, T - 1)."""
         return theta[self.first] * self.z, self.z2 * theta[self.rest]
 
-    def _system(self, a1: np.ndarray, a2: np.ndarray, w: np.ndarray) -> TermsSystem:
-        """M at weights w in blocks; a MultilevelError if it is not positive definite."""
+    def _products(self, a1: np.ndarray, a2: np.ndarray) -> tuple:
+        """What M's blocks need of A's entries alone (fixed while theta is): a1^2, a1 a2 and M22's kept products."""
+        return a1, a2, a1 * a1, a1[:, None] * a2, (a2[:, :, None] * a2[:, None, :]).ravel()[self._m22_keep]
+
+    def _system(self, products: tuple, w: np.ndarray) -> TermsSystem:
+        """M at weights w in blocks (`products`: `_products` of A's entries); a MultilevelError if it is not positive
+        definite."""
         pat, q2, m2 = self.pattern, self.q2, self.m2
-        D = 1.0 + np.bincount(self.codes, a1 * a1 * w, self.m)
-        B = np.bincount(pat.b_slot, ((a1 * w)[:, None] * a2).ravel(), len(pat.b_row))
-        m22 = (a2[:, :, None] * (w[:, None] * a2)[:, None, :]).ravel()
-        coupling = B[pat.pair_a] * B[pat.pair_b] / D[pat.b_row[pat.pair_a]]
-        blocks = np.bincount(self._s_target, np.concatenate([m22, -coupling])[self._s_keep], self._s_size)
+        a1, a2, a1a1, a1a2, a2a2 = products
+        D = 1.0 + np.bincount(self.codes, a1a1 * w, self.m)
+        B = np.bincount(pat.b_slot, (a1a2 * w[:, None]).ravel(), len(pat.b_row))
+        coupling = B[self._pair_a] * B[self._pair_b] / D[self._pair_row]
+        blocks = np.bincount(self._s_target, np.concatenate([a2a2 * w[self._m22_rows], -coupling]), self._s_size)
         r = q2 - m2
         D2 = blocks[:m2] + 1.0
         if not np.all(D2 > 0):
@@ -214,6 +259,16 @@ class ScalarTermsGradient:
         E, S33 = blocks[m2 : m2 + m2 * r].reshape(m2, r), blocks[m2 + m2 * r :].reshape(r, r)
         S33.flat[:: r + 1] += 1.0
         K = E / D2[:, None]
+        if self._sparse_e:
+            e = E.ravel()[self._e_flat]
+            S33 -= np.bincount(self._e_pair_target, e[self._e_pair_a] * (e / D2[self._e_row])[self._e_pair_b],
+                               r * r).reshape(r, r)
+            if self._diagonal_s3:
+                d3 = np.diagonal(S33)
+                if not np.all(d3 > 0):
+                    raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
+                return TermsSystem(a1, a2, D, B, D2, K, np.sqrt(d3))
+            return TermsSystem(a1, a2, D, B, D2, K, _cholesky(S33))
         return TermsSystem(a1, a2, D, B, D2, K, _cholesky(S33 - E.T @ K))
 
     def _solve(self, system: TermsSystem, v1: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -240,35 +295,31 @@ class ScalarTermsGradient:
         joint = beta is None
         beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
         theta = np.asarray(theta, dtype=float)
-        a1, a2 = self._entries(theta)
-        u1 = p.u[self.first][:, 0].copy()
-        u2 = np.concatenate([p.u[t][:, 0] for t in self.rest])
-        eta = X @ beta + p.offset + self._times(a1, a2, u1, u2)
-        pdev = p.minus2_loglik(eta, family) + float(u1 @ u1 + u2 @ u2)
-        for _ in range(MAX_ITERATIONS):
-            score, w = p.score_and_weights(eta, family, "observed")
-            system = self._system(a1, a2, w)
+        products = self._products(*self._entries(theta))
+        a1, a2 = products[:2]
+
+        def evaluate(beta, u):
+            eta = X @ beta + p.offset + self._times(a1, a2, *u)
+            minus2, score, w = p.evaluation(eta, family)
+            return minus2 + float(u[0] @ u[0] + u[1] @ u[1]), (eta, score, w)
+
+        def newton_step(beta, u, state):
+            _, score, w = state
+            system = self._system(products, w)
             s1, s2 = self._transpose_times(a1, a2, score)
-            d1, d2 = self._solve(system, s1 - u1, s2 - u2)
-            db = np.zeros_like(beta)
-            if joint:
-                db, d1, d2 = self._joint_step(system, w, score, d1, d2)
-            if step_size(beta, [u1, u2], beta + db, [u1 + d1, u2 + d2]) < tol:
-                if joint:
-                    p.beta = beta.copy()
-                return self._finish(theta, beta, u1, u2, eta, pdev, a1, a2, system, family)
+            d1, d2 = self._solve(system, s1 - u[0], s2 - u[1])
+            if not joint:
+                return beta, [u[0] + d1, u[1] + d2], system
+            db, d1, d2 = self._joint_step(system, w, score, d1, d2)
+            return beta + db, [u[0] + d1, u[1] + d2], system
 
-            def at(t: float, beta=beta, u1=u1, u2=u2, db=db, d1=d1, d2=d2):
-                b, c1, c2 = beta + t * db, u1 + t * d1, u2 + t * d2
-                cand = X @ b + p.offset + self._times(a1, a2, c1, c2)
-                return b, c1, c2, p.minus2_loglik(cand, family) + float(c1 @ c1 + c2 @ c2), cand
-
-            beta, u1, u2, pdev, eta = halved_step(at, pdev)
-        raise MultilevelError(
-            f"penalised IRLS did not converge in {MAX_ITERATIONS} iterations at theta = {np.round(theta, 4)}: the "
-            "model may be too complex for the data (complete separation, or a group with all-zero responses); "
-            "simplify the model"
-        )
+        u = [p.u[self.first][:, 0].copy(), np.concatenate([p.u[t][:, 0] for t in self.rest])]
+        pdev, state = evaluate(beta, u)
+        beta, (u1, u2), state, pdev, system = iterate(beta, u, state, pdev, newton_step, evaluate, tol,
+                                                      lambda: f"theta = {np.round(theta, 4)}")
+        if joint:
+            p.beta = beta.copy()
+        return self._finish(theta, beta, u1, u2, state, pdev, products, system, family)
 
     def _joint_step(self, system: TermsSystem, w: np.ndarray, score: np.ndarray, r1: np.ndarray, r2: np.ndarray):
         """The Newton step in (beta, u) together from the step in u alone (r = M^-1 (A's - u)): beta's by the Schur
@@ -297,15 +348,17 @@ class ScalarTermsGradient:
         kind = "expected" if p.information == "expected" and not family.canonical else "observed"
         return np.linalg.cholesky(self._beta_information(mode.system, p.weights(mode.eta, family, kind))[0])
 
-    def _finish(self, theta, beta, u1, u2, eta, pdev, a1, a2, system, family) -> TermsMode:
+    def _finish(self, theta, beta, u1, u2, state, pdev, products, system, family) -> TermsMode:
         """Store the modes for the next start; the system with the expected information if `pirls` asks for it."""
         p = self.pirls
         p.u[self.first] = u1[:, None].copy()
         for j, t in enumerate(self.rest):
             p.u[t] = u2[self.starts[j] : self.starts[j + 1], None].copy()
+        eta, score, w = state
+        observed = system
         if p.information == "expected" and not family.canonical:
-            system = self._system(a1, a2, p.weights(eta, family, "expected"))
-        return TermsMode(theta, beta, u1, u2, eta, system, pdev - float(u1 @ u1 + u2 @ u2))
+            system = self._system(products, p.weights(eta, family, "expected"))
+        return TermsMode(theta, beta, u1, u2, eta, system, pdev - float(u1 @ u1 + u2 @ u2), score, w, observed)
 
     def laplace(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> float:
         """The Laplace objective (-2 log-likelihood) at theta and beta."""
@@ -323,18 +376,26 @@ class ScalarTermsGradient:
         """h_i = a_i' M^-1 a_i and C[i, t] = z_ti (M^-1 a_i)[col_t(i)], from each row's right-hand side c_i (the
         other terms' part of M^-1 a_i is S^-1 c_i, needed only where c_i is not zero): the dense part S3^-1 by
         potri, the second diagonal's part from it as in `_solve`."""
-        pat, g, n, m2 = self.pattern, self.codes, len(self.codes), self.m2
+        pat, g, n = self.pattern, self.codes, len(self.codes)
         a1, D, B, K = system.a1, system.D, system.B, system.K
         c = -(a1 / D[g])[pat.c_row] * B[pat.c_nz] + np.bincount(pat.c_own, system.a2.ravel(), len(pat.c_row))
         inverse = _cho_inverse(system.L)
-        stacked = np.vstack([-K @ inverse, inverse])  # S^-1's columns of the dense part
+        if self._sparse_e:
+            self._K.data = K.ravel()[self._e_flat]
+            inverse_K = -K / (system.L * system.L) if system.L.ndim == 1 else -(self._K @ inverse)
+            stacked = np.vstack([inverse_K, inverse])  # S^-1's columns of the dense part
+        else:
+            stacked = np.vstack([-K @ inverse, inverse])
         self._rhs.data = c
         tail = self._rhs @ stacked  # (n, q2 - m2)
         Gc = np.empty(len(c))  # (S^-1 c_i) at c_i's nonzeros
-        second = pat.c_col < m2
-        Gc[~second] = tail[pat.c_row[~second], pat.c_col[~second] - m2]
-        Gc[second] = (c[second] / system.D2[pat.c_col[second]]
-                      - np.einsum("ij,ij->i", tail[pat.c_row[second]], K[pat.c_col[second]]))
+        second = self._c_second
+        Gc[self._c_dense] = tail.ravel()[self._c_dense_flat]
+        if self._sparse_e:  # K_b . tail_i over K's nonzeros in row b
+            K_tail = np.bincount(self._ck_entry, self._K.data[self._ck_pos] * tail.ravel()[self._ck_flat], len(second))
+        else:
+            K_tail = np.einsum("ij,ij->i", tail[pat.c_row[second]], K[pat.c_col[second]])
+        Gc[second] = c[second] / system.D2[pat.c_col[second]] - K_tail
         h = a1 * a1 / D[g] + np.bincount(pat.c_row, c * Gc, n)
         C = np.zeros((n, self.n_terms))
         C[:, self.rest] = self.z2 * Gc[pat.c_own].reshape(n, -1)
@@ -349,14 +410,14 @@ class ScalarTermsGradient:
         mode = self.mode(theta, beta, family)
         eta, system = mode.eta, mode.system
         a1, a2 = system.a1, system.a2
-        score, W = p.score_and_weights(eta, family, "observed")
+        score, W = mode.score, mode.w_observed
         expected = p.information == "expected" and not family.canonical
         kind = "expected" if expected else "observed"
         V = p.weights(eta, family, kind) if expected else W
         dV = p.weights_slope(eta, family, kind)
         h, C = self._leverages(system)
         vh = dV * h
-        r1, r2 = self._solve(self._system(a1, a2, W) if expected else system, *self._transpose_times(a1, a2, vh))
+        r1, r2 = self._solve(mode.observed, *self._transpose_times(a1, a2, vh))
         Ar = self._times(a1, a2, r1, r2)
         Du, Dr = self._per_term(mode.u1, mode.u2), self._per_term(r1, r2)
         d_theta = (-2.0 * Du.T @ score + 2.0 * C.T @ V + Du.T @ vh + Dr.T @ score - Du.T @ (W * Ar))

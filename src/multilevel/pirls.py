@@ -26,15 +26,12 @@ from .design import Design
 from .engine import Engine, Factor, theta_to_T
 from .errors import MultilevelError
 from .families import Family
+from .newton_modes import STEP_TOL, iterate
 from .predict import random_part
 
-MAX_ITERATIONS = 100
-MAX_HALVINGS = 30
-STEP_TOL = 1e-11  # Newton steps this small (relative): the mode is exact to rounding, the objective to ~1e-12
 INFORMATION_KINDS = ("observed", "expected")
 TINY = np.finfo(float).tiny  # the smallest weight (a zero information would make the system singular)
 WEIGHT_STEP = 1e-5  # central-difference step in eta of the weights' derivative of a non-canonical link
-SIZE_STEP = 1e-5  # relative central-difference step in the negative-binomial size of `size_partials`
 
 
 @dataclass
@@ -49,7 +46,6 @@ class Mode:
     T: list[np.ndarray]  # each term's relative factor at theta
     minus2_cond_loglik: float  # -2 log f(y | u-hat)
     penalty: float  # |u-hat|^2
-    iterations: int
     system: Callable[[], tuple[Engine, Factor]]
 
     @cached_property
@@ -141,8 +137,9 @@ class Pirls:
         return self._positive(family.information(self.y, eta, self.prior_weights, kind), eta, family, kind)
 
     def weights_slope(self, eta: np.ndarray, family: Family, kind: str) -> np.ndarray:
-        """d `weights` / d eta per row: exact for a canonical link, else central differences (error ~1e-10)."""
-        slope = family.information_slope(eta, self.prior_weights)
+        """d `weights` / d eta per row: exact for a canonical link and the negative binomial, else central differences
+        (error ~1e-10)."""
+        slope = family.information_slope(self.y, eta, self.prior_weights, kind)
         if slope is not None:
             return slope
         return (self.weights(eta + WEIGHT_STEP, family, kind) - self.weights(eta - WEIGHT_STEP, family, kind)) / (2 * WEIGHT_STEP)
@@ -152,29 +149,25 @@ class Pirls:
         score, w = family.score_and_information(self.y, eta, self.prior_weights, kind)
         return score, self._positive(w, eta, family, kind)
 
+    def evaluation(self, eta: np.ndarray, family: Family) -> tuple[float, np.ndarray, np.ndarray]:
+        """`minus2_loglik`, the score and the observed `weights` at eta, from one evaluation of the link."""
+        kernel, score, w = family.kernel_score_information(self.y, eta, self.prior_weights, "observed")
+        return -2.0 * (float(np.sum(kernel)) + self.normaliser(family)), score, self._positive(w, eta, family, "observed")
+
     def _positive(self, w: np.ndarray, eta: np.ndarray, family: Family, kind: str) -> np.ndarray:
         if kind == "observed" and not (w > 0).all():
             w = np.where(w > 0, w, family.expected_information(eta, self.prior_weights))
         return np.maximum(w, TINY)
 
-    def _size_pair(self, family: Family) -> tuple[Family, Family]:
-        size = float(family.dispersion)
-        return family.with_dispersion(size * (1 + SIZE_STEP)), family.with_dispersion(size * (1 - SIZE_STEP))
-
     def loglik_size_partial(self, eta: np.ndarray, family: Family) -> np.ndarray:
-        """d log f(y | eta) / d log(size) at fixed eta, per row (eta (n,) or (n, K)): central differences in the
-        negative-binomial size, for exact gradients' last coordinate without re-running PIRLS."""
+        """d log f(y | eta) / d log(size) at fixed eta, per row (eta (n,) or (n, K)): the negative binomial's exact
+        partial, for exact gradients' last coordinate without re-running PIRLS."""
         shape = (-1,) + (1,) * (np.ndim(eta) - 1)
-        y, w, mu = self.y.reshape(shape), self.prior_weights.reshape(shape), family.link.linkinv(eta)
-        up, down = self._size_pair(family)
-        return (up.loglik(y, mu, w) - down.loglik(y, mu, w)) / (2 * SIZE_STEP)
+        return family.loglik_size_partial(self.y.reshape(shape), eta, self.prior_weights.reshape(shape))
 
     def size_partials(self, eta: np.ndarray, family: Family, kind: str):
         """Per row, d/d log(size) at fixed eta of the log-likelihood, the score and the `kind` weights."""
-        up, down = self._size_pair(family)
-        score = (up.score(self.y, eta, self.prior_weights) - down.score(self.y, eta, self.prior_weights)) / (2 * SIZE_STEP)
-        weights = (self.weights(eta, up, kind) - self.weights(eta, down, kind)) / (2 * SIZE_STEP)
-        return self.loglik_size_partial(eta, family), score, weights
+        return family.size_partials(self.y, eta, self.prior_weights, kind)
 
     def engine(self, eta: np.ndarray, fixed: np.ndarray, family: Family, kind: str, joint: bool) -> Engine:
         """The penalised weighted least-squares problem at eta in u (and beta when joint): information weights of
@@ -197,36 +190,25 @@ class Pirls:
         u = [x.copy() for x in self.u]
         eta = self.eta(theta, beta, u)
         pdev = self.minus2_loglik(eta, family) + _sumsq(u)
-        for iteration in range(1, MAX_ITERATIONS + 1):
+
+        def newton_step(beta, u, eta):
             fixed = self.offset if joint else self.offset + self.design.X @ beta
             engine = self.engine(eta, fixed, family, "observed", joint)
             factor = engine.factor(theta)
             if factor is None:
                 raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
             new_beta, new_u = engine.solve_spherical(factor)
-            if not joint:
-                new_beta = beta
-            if step_size(beta, u, new_beta, new_u) < STEP_TOL:
-                return self._finish(theta, beta, u, eta, pdev, engine, factor, family, iteration)
-            beta, u, eta, pdev = self._halve(theta, beta, u, new_beta, new_u, pdev, family)
-        raise MultilevelError(
-            f"penalised IRLS did not converge in {MAX_ITERATIONS} iterations at theta = {np.round(theta, 4)}: the "
-            "model may be too complex for the data (complete separation, or a group with all-zero responses); "
-            "simplify the model"
-        )
+            return (new_beta if joint else beta), new_u, (engine, factor)
 
-    def _halve(self, theta, beta, u, new_beta, new_u, pdev, family):
-        """Take the Newton step, halving it until the penalised deviance does not increase (`halved_step`)."""
+        def evaluate(beta, u):
+            eta = self.eta(theta, beta, u)
+            return self.minus2_loglik(eta, family) + _sumsq(u), eta
 
-        def at(t: float):
-            cand_beta = beta + t * (new_beta - beta)
-            cand_u = [a + t * (b - a) for a, b in zip(u, new_u)]
-            eta = self.eta(theta, cand_beta, cand_u)
-            return cand_beta, cand_u, eta, self.minus2_loglik(eta, family) + _sumsq(cand_u)
+        beta, u, eta, pdev, (engine, factor) = iterate(beta, u, eta, pdev, newton_step, evaluate, STEP_TOL,
+                                                       lambda: f"theta = {np.round(theta, 4)}")
+        return self._finish(theta, beta, u, eta, pdev, engine, factor, family)
 
-        return halved_step(at, pdev)
-
-    def _finish(self, theta, beta, u, eta, pdev, engine, factor, family, iterations) -> Mode:
+    def _finish(self, theta, beta, u, eta, pdev, engine, factor, family) -> Mode:
         """Store the modes for the next start; refactor with the expected information if asked for."""
         self.u, self.beta = [x.copy() for x in u], beta.copy()
         if self.information == "expected" and not family.canonical:
@@ -234,7 +216,7 @@ class Pirls:
             engine = self.engine(eta, fixed, family, "expected", engine.p > 0)
             factor = engine.factor(theta)
         penalty = _sumsq(u)
-        return Mode(theta, beta, u, eta, factor.T, pdev - penalty, penalty, iterations, lambda: (engine, factor))
+        return Mode(theta, beta, u, eta, factor.T, pdev - penalty, penalty, lambda: (engine, factor))
 
     def settled(self, theta: np.ndarray, beta: np.ndarray, u: list[np.ndarray], eta: np.ndarray, minus2_cond_loglik: float,
                 family: Family) -> Mode:
@@ -247,7 +229,7 @@ class Pirls:
             mode = self.mode(theta, beta, family)
             return mode.engine, mode.factor
 
-        return Mode(theta, beta, u, eta, self.factors(theta), minus2_cond_loglik, _sumsq(u), 0, system)
+        return Mode(theta, beta, u, eta, self.factors(theta), minus2_cond_loglik, _sumsq(u), system)
 
     def laplace(self, theta: np.ndarray, beta: np.ndarray | None = None, family: Family | None = None) -> float:
         """The Laplace objective (-2 log-likelihood); inf where PIRLS fails."""
@@ -257,24 +239,6 @@ class Pirls:
             return np.inf
 
 
-def halved_step(at, pdev: float) -> tuple:
-    """The first of the Newton step's fractions 1, 1/2, 1/4, ... whose penalised deviance does not exceed `pdev`:
-    `at(t)` gives the candidate a fraction t along the step, a tuple whose fourth item is its penalised deviance."""
-    t = 1.0
-    for _ in range(MAX_HALVINGS):
-        candidate = at(t)
-        if candidate[3] <= pdev + 1e-10 * (1.0 + abs(pdev)):
-            return candidate
-        t /= 2.0
-    raise MultilevelError("penalised IRLS failed: step halving could not reduce the penalised deviance")
-
-
 def _sumsq(u: list[np.ndarray]) -> float:
     return float(sum(np.sum(x * x) for x in u))
 
-
-def step_size(beta, u, new_beta, new_u) -> float:
-    """Largest change of (beta, u) relative to the size of the values: PIRLS stops when it is below STEP_TOL."""
-    old, new = [beta, *u], [new_beta, *new_u]
-    change = max(float(np.abs(b - a).max(initial=0.0)) for a, b in zip(old, new))
-    return change / (1.0 + max(float(np.abs(a).max(initial=0.0)) for a in old))

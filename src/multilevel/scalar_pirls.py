@@ -20,9 +20,11 @@ import numpy as np
 
 from .errors import MultilevelError
 from .families import Family
-from .pirls import MAX_ITERATIONS, STEP_TOL, Pirls, halved_step, step_size
+from .newton_modes import STEP_TOL, iterate
+from .pirls import Pirls
 
 LOG2PI = float(np.log(2 * np.pi))
+SQRT2 = float(np.sqrt(2.0))
 
 
 @dataclass
@@ -35,6 +37,8 @@ class ScalarMode:
     eta: np.ndarray
     curvature: np.ndarray  # (m,) H_g with the Laplace weights (the log-determinant's)
     minus2_cond_loglik: float
+    score: np.ndarray  # per row at the modes
+    w_observed: np.ndarray  # the observed information per row at the modes
 
     @property
     def laplace(self) -> float:
@@ -48,6 +52,7 @@ class ScalarPirls:
         block = pirls.design.blocks[0]
         self.pirls, self.codes, self.m = pirls, block.codes, block.m
         self.z = np.asarray(block.Z[:, 0], dtype=float)
+        self.zsq = self.z * self.z
         self.X = pirls.design.X
         n = len(self.codes)
         order = np.argsort(self.codes, kind="stable")
@@ -81,30 +86,33 @@ class ScalarPirls:
         joint = beta is None
         beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
         base = self.X @ beta + p.offset
-        u, eta, pdev = self._start(p.u[0][:, 0].copy(), theta, base, family)
+        u, state, pdev = self._start(p.u[0][:, 0].copy(), theta, base, family)
         if not joint and self._tangent is not None:  # the first-order prediction where it is the better start
             guess = self._start(self._predicted(theta, beta), theta, base, family)
-            u, eta, pdev = guess if guess[2] < pdev else (u, eta, pdev)
-        for _ in range(MAX_ITERATIONS):
-            score, w = p.score_and_weights(eta, family, "observed")
+            u, state, pdev = guess if guess[2] < pdev else (u, state, pdev)
+
+        def newton_step(beta, u, state):
+            eta, score, w = state
             if joint:
                 new_beta, new_u = self._joint_step(theta, eta, w, score)
-            else:
-                new_beta = beta
-                new_u = u + (theta * self._sum(self.z * score) - u) / (1.0 + theta**2 * self._sum(self.z**2 * w))
-            if step_size(beta, [u], new_beta, [new_u]) < tol:
-                p.u, p.beta = [u[:, None].copy()], beta.copy()
-                return self._finish(theta, beta, u, eta, pdev - float(u @ u), w, family)
-            beta, u, eta, pdev = self._halve(theta, beta, u, new_beta, new_u, pdev, family)
-        raise MultilevelError(
-            f"penalised IRLS did not converge in {MAX_ITERATIONS} iterations at theta = {theta:.4g}: the model may be "
-            "too complex for the data (complete separation, or a group with all-zero responses); simplify the model"
-        )
+                return new_beta, [new_u], None
+            H = 1.0 + theta**2 * self._sum(self.zsq * w)
+            return beta, [u[0] + (theta * self._sum(self.z * score) - u[0]) / H], None
+
+        def evaluate(beta, u):
+            _, state, pdev = self._start(u[0], theta, base if beta is base_beta else self.X @ beta + p.offset, family)
+            return pdev, state
+
+        base_beta = beta
+        beta, (u,), state, pdev, _ = iterate(beta, [u], state, pdev, newton_step, evaluate, tol,
+                                             lambda: f"theta = {theta:.4g}")
+        p.u, p.beta = [u[:, None].copy()], beta.copy()
+        return self._finish(theta, beta, u, state, pdev - float(u @ u), family)
 
     def _beta_information(self, theta, w):
         """beta's information given theta at weights w, X'WX less what the groups take (the Schur complement S of
         the groups' diagonal block H), with the coupling C = theta Z'WX per group and H."""
-        H = 1.0 + theta**2 * self._sum(self.z**2 * w)
+        H = 1.0 + theta**2 * self._sum(self.zsq * w)
         C = theta * (self._sum_rows((self.z * w)[:, None] * self.X))  # (m, p)
         return (self.X * w[:, None]).T @ self.X - C.T @ (C / H[:, None]), C, H
 
@@ -113,9 +121,11 @@ class ScalarPirls:
         return np.linalg.cholesky(self._beta_information(mode.theta, self._laplace_weights(mode.eta, family))[0])
 
     def _start(self, u: np.ndarray, theta: float, base: np.ndarray, family: Family):
-        """Modes u with the linear predictor and the penalised deviance there."""
+        """Modes u with the state there (the linear predictor, the score and the observed weights) and the
+        penalised deviance."""
         eta = base + theta * self.z * u[self.codes]
-        return u, eta, self.pirls.minus2_loglik(eta, family) + float(u @ u)
+        minus2, score, w = self.pirls.evaluation(eta, family)
+        return u, (eta, score, w), minus2 + float(u @ u)
 
     def _predicted(self, theta: float, beta: np.ndarray) -> np.ndarray:
         """Modes at (theta, beta) predicted from the last gradient's modes and their derivatives (first order: near
@@ -136,21 +146,11 @@ class ScalarPirls:
             raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite") from None
         return beta, (c - C @ beta) / H
 
-    def _halve(self, theta, beta, u, new_beta, new_u, pdev, family):
-        """The Newton step, halved until the penalised deviance does not increase (`halved_step`, as Pirls)."""
-
-        def at(t: float):
-            cand_beta = beta + t * (new_beta - beta)
-            cand_u = u + t * (new_u - u)
-            eta = self.X @ cand_beta + self.pirls.offset + theta * self.z * cand_u[self.codes]
-            return cand_beta, cand_u, eta, self.pirls.minus2_loglik(eta, family) + float(cand_u @ cand_u)
-
-        return halved_step(at, pdev)
-
-    def _finish(self, theta, beta, u, eta, minus2, w_observed, family) -> ScalarMode:
+    def _finish(self, theta, beta, u, state, minus2, family) -> ScalarMode:
         """The curvature with the Laplace weights (the expected information if `pirls` asks for it)."""
+        eta, score, w_observed = state
         w = self._laplace_weights(eta, family, w_observed)
-        return ScalarMode(theta, beta, u, eta, 1.0 + theta**2 * self._sum(self.z**2 * w), minus2)
+        return ScalarMode(theta, beta, u, eta, 1.0 + theta**2 * self._sum(self.zsq * w), minus2, score, w_observed)
 
     def _laplace_weights(self, eta, family, w_observed=None):
         if self.pirls.information == "expected" and not family.canonical:
@@ -159,23 +159,27 @@ class ScalarPirls:
 
     # ------------------------------------------------------------------ quadrature and the gradient
     def _quadrature(self, theta, mode: ScalarMode, family: Family, n_nodes: int, with_score: bool = False):
-        """Adaptive Gauss-Hermite nodes t (m, K) about the modes, the linear predictor there (n, K), the log
-        integrands (m, K), each group's -2 log integral (m,) and (with_score) the rows' scores at the nodes (n, K)."""
+        """Adaptive Gauss-Hermite nodes t (m, K) about the modes, the linear predictor there (n, K), each group's
+        weights of its nodes in its integral (m, K), each group's -2 log integral (m,) and (with_score) the rows'
+        scores at the nodes (n, K)."""
         p = self.pirls
-        x, w = _hermite(n_nodes)
+        x, log_weight = _hermite(n_nodes)
         scale = 1.0 / np.sqrt(mode.curvature)
-        shift = np.sqrt(2.0) * scale[:, None] * x[None, :]  # (m, K): u - u-hat at the nodes
-        eta = mode.eta[:, None] + theta * self.z[:, None] * shift[self.codes]
+        shift = (SQRT2 * scale)[:, None] * x[None, :]  # (m, K): u - u-hat at the nodes
+        eta = mode.eta[:, None] + (theta * self.z)[:, None] * shift[self.codes]
         if with_score:
             ll, score = family.loglik_kernel_and_score(p.y[:, None], eta, p.prior_weights[:, None])
         else:
             ll, score = family.kernel_at(p.y[:, None], eta, p.prior_weights[:, None]), None
         t = mode.u[:, None] + shift
-        log_terms = self._sum_rows(ll) - 0.5 * t**2 + x[None, :] ** 2 + np.log(w)[None, :]
+        log_terms = self._sum_rows(ll) - 0.5 * t * t + log_weight
         top = np.max(log_terms, axis=1)
-        lse = top + np.log(np.sum(np.exp(log_terms - top[:, None]), axis=1))  # log-sum-exp over the nodes
+        P = np.exp(log_terms - top[:, None])
+        total = np.sum(P, axis=1)
+        lse = top + np.log(total)  # log-sum-exp over the nodes
         constant = self._group_normaliser(family)  # the log-likelihood's terms free of u
-        return x, t, eta, log_terms, -2.0 * (lse + constant + np.log(np.sqrt(2.0) * scale) - 0.5 * LOG2PI), score
+        per_group = -2.0 * (lse + constant + np.log(SQRT2 * scale) - 0.5 * LOG2PI)
+        return x, t, eta, P / total[:, None], per_group, score
 
     def _group_normaliser(self, family: Family) -> np.ndarray:
         """Per group, the sum of its rows' log-likelihood terms free of eta (kept for the last family asked)."""
@@ -192,7 +196,7 @@ class ScalarPirls:
     def gradient(self, theta: float, beta: np.ndarray, family: Family, n_nodes: int,
                  with_size: bool = False) -> tuple[float, float, np.ndarray, float | None]:
         """-2 log-likelihood (Laplace for n_nodes = 1, else quadrature) and its exact derivatives in theta, beta and
-        (with_size) log NB size (its partials at fixed eta by central differences, `Pirls.size_partials`).
+        (with_size) log NB size (its partials at fixed eta, `Pirls.size_partials`).
 
         The nodes move with the modes and the curvature: d t / d phi = d u-hat / d phi - t-shift / 2 d log H / d phi,
         with d u-hat / d phi by implicit differentiation (observed information) and d log H / d phi through the
@@ -200,42 +204,51 @@ class ScalarPirls:
         p, g, z, X = self.pirls, self.codes, self.z, self.X
         mode = self.mode(theta, beta, family)
         eta, u = mode.eta, mode.u
-        score, w_obs = p.score_and_weights(eta, family, "observed")
+        score, w_obs = mode.score, mode.w_observed
         V = self._laplace_weights(eta, family, w_obs)
         dV = p.weights_slope(eta, family, "expected" if p.information == "expected" and not family.canonical else "observed")
-        H, H_obs = mode.curvature, 1.0 + theta**2 * self._sum(z**2 * w_obs)
-        du_dtheta = (self._sum(z * score) - theta * u * self._sum(z**2 * w_obs)) / H_obs
+        zw, sz = self._sum(self.zsq * w_obs), self._sum(z * score)
+        H = mode.curvature
+        H_obs = H if V is w_obs else 1.0 + theta**2 * zw
+        du_dtheta = (sz - theta * u * zw) / H_obs
         du_dbeta = -theta * (self._sum_rows((z * w_obs)[:, None] * X)) / H_obs[:, None]  # (m, p)
         self._tangent = (theta, beta.copy(), u.copy(), du_dtheta, du_dbeta)
-        c = theta**2 * z**2 * dV / H[g]  # d log H_g / d eta_i
+        c = theta**2 * self.zsq * dV / H[g]  # d log H_g / d eta_i
         cz = self._sum(c * z)
-        dlogH_dtheta = 2 * theta * self._sum(z**2 * V) / H + cz * (u + theta * du_dtheta)
+        dlogH_dtheta = 2 * theta * (zw if V is w_obs else self._sum(self.zsq * V)) / H + cz * (u + theta * du_dtheta)
         dlogH_dbeta = self._sum_rows(c[:, None] * X) + theta * cz[:, None] * du_dbeta
-        if n_nodes == 1:  # Laplace: the one node is the mode itself (weight 1), where everything is known
-            x, t, eta_k, P, score_k = np.zeros(1), u[:, None], eta[:, None], np.ones((self.m, 1)), score[:, None]
+        if n_nodes == 1:  # Laplace: the one node is the mode itself (weight 1, kappa = -1/2), where all is known
+            value, kappa, eta_k, P = mode.laplace, -0.5, None, None
+            a1 = theta * sz - u  # d log integrand / d u at the modes
+            d_theta = -2.0 * (float(z @ (score * u[g])) + float(a1 @ du_dtheta) + kappa * float(np.sum(dlogH_dtheta)))
+            d_beta = -2.0 * (X.T @ score + du_dbeta.T @ a1 + kappa * np.sum(dlogH_dbeta, axis=0))
         else:
-            x, t, eta_k, log_terms, per_group, score_k = self._quadrature(theta, mode, family, n_nodes, True)
-            P = np.exp(log_terms - np.max(log_terms, axis=1)[:, None])
-            P /= np.sum(P, axis=1)[:, None]  # each group's node weights
-        averaged = P[g] * score_k
-        d = theta * (self._sum_rows(z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
-        a1 = np.sum(P * d, axis=1)
-        kappa = -0.5 - np.sqrt(0.5) * np.sum(P * d * x[None, :], axis=1) / np.sqrt(H)
-        d_theta = -2.0 * (float(z @ np.sum(averaged * t[g], axis=1)) + float(a1 @ du_dtheta) + float(kappa @ dlogH_dtheta))
-        d_beta = -2.0 * (X.T @ np.sum(averaged, axis=1) + du_dbeta.T @ a1 + dlogH_dbeta.T @ kappa)
-        value = mode.laplace if n_nodes == 1 else float(np.sum(per_group))
+            x, t, eta_k, P, per_group, score_k = self._quadrature(theta, mode, family, n_nodes, True)
+            averaged = P[g] * score_k
+            d = theta * (self._sum_rows(z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
+            Pd = P * d
+            a1 = np.sum(Pd, axis=1)
+            kappa = -0.5 - np.sum(Pd * x[None, :], axis=1) / (SQRT2 * np.sqrt(H))
+            d_theta = -2.0 * (float(z @ np.sum(averaged * t[g], axis=1)) + float(a1 @ du_dtheta)
+                              + float(kappa @ dlogH_dtheta))
+            d_beta = -2.0 * (X.T @ np.sum(averaged, axis=1) + du_dbeta.T @ a1 + dlogH_dbeta.T @ kappa)
+            value = float(np.sum(per_group))
         d_size = None
         if with_size:
             kind = "expected" if p.information == "expected" and not family.canonical else "observed"
             dl, ds, dw = p.size_partials(eta, family, kind)
             du = theta * self._sum(z * ds) / H_obs
-            dlogH = theta**2 * self._sum(z**2 * dw) / H + cz * theta * du
-            nodes_dl = self._sum_rows(p.loglik_size_partial(eta_k, family)) if n_nodes > 1 else self._sum(dl)[:, None]
-            d_size = -2.0 * float(np.sum(np.sum(P * nodes_dl, axis=1) + a1 * du + kappa * dlogH))
+            dlogH = theta**2 * self._sum(self.zsq * dw) / H + cz * theta * du
+            if n_nodes == 1:
+                nodes_dl = float(np.sum(dl))
+            else:
+                nodes_dl = float(np.sum(P * self._sum_rows(p.loglik_size_partial(eta_k, family))))
+            d_size = -2.0 * (nodes_dl + float(a1 @ du) + float(np.sum(kappa * dlogH)))
         return value, d_theta, d_beta, d_size
 
 
 @lru_cache(maxsize=16)
 def _hermite(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss-Hermite nodes and weights (computed once per count)."""
-    return np.polynomial.hermite.hermgauss(n_nodes)
+    """Gauss-Hermite nodes x and log(weight) + x^2 (computed once per count)."""
+    x, w = np.polynomial.hermite.hermgauss(n_nodes)
+    return x, np.log(w) + x**2
