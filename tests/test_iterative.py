@@ -117,6 +117,21 @@ def test_conjugate_gradients_solves():
     assert X == pytest.approx(np.linalg.solve(A, rhs), rel=1e-9, abs=1e-10)
 
 
+def test_conjugate_gradients_refuse_an_indefinite_system():
+    """A direction of negative curvature is named at once (it used to run to the iteration limit and blame the
+    conditioning)."""
+    indefinite = np.diag(np.r_[np.ones(30), -np.ones(30)])
+    with pytest.raises(MultilevelError, match="not positive definite"):
+        conjugate_gradients(lambda V: indefinite @ V, np.ones((60, 1)), np.ones(60), 1e-10, 200)
+
+
+def test_lanczos_logdet_refuses_one_step():
+    """Its error estimate compares the quadrature with half the steps: one step is refused with a clear message."""
+    A = random_spd(20, 4)
+    with pytest.raises(MultilevelError, match="at least 2 steps"):
+        lanczos_logdet(lambda V: A @ V, np.diag(A).copy(), rademacher_probes(20, 4, 5), 1)
+
+
 def test_lanczos_logdet_within_its_error():
     """Sampling error: the estimate within its stated error of log det; with every eigenvector deflated, exact."""
     A = random_spd(80, 3)

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .crossprod import CrossProducts
-from .engine import LOG_2PI
+from .engine import profiled_criterion
 from .errors import MultilevelError
 from .krylov import LogDet, conjugate_gradients, lanczos_logdet, rademacher_probes
 
@@ -56,8 +56,8 @@ class IterativeEngine:
         self.c = self._rest_block()
         self.term = np.repeat(np.arange(1, len(ms)), ms[1:])  # each rest effect's term
         self.b_squared = self.bt.multiply(self.bt).T
+        self.c_diagonal = self.c.diagonal()
         self.probes, self.steps = rademacher_probes(self.c.shape[0], probes, seed), steps
-        self.held = cp.held
 
     def _rest_block(self) -> sp.csr_matrix:
         """Z_rest'WZ_rest (q2 x q2, sparse): the other terms' diagonals and their cross blocks."""
@@ -88,7 +88,7 @@ class IterativeEngine:
             LV = lam[:, None] * V
             return lam[:, None] * (self.c @ LV - self.b @ (m[:, None] * (self.bt @ LV))) + V
 
-        diagonal = lam**2 * (self.c.diagonal() - self.b_squared @ m) + 1.0
+        diagonal = lam**2 * (self.c_diagonal - self.b_squared @ m) + 1.0
         zxy0 = self.cp.zxy[0]
         s_zxy = lam[:, None] * (np.vstack(self.cp.zxy[1:]) - self.b @ (m[:, None] * zxy0))  # (q2, p + 1)
         solved, iterations = conjugate_gradients(apply, s_zxy, diagonal, CG_TOL, CG_MAX_ITER)
@@ -98,18 +98,15 @@ class IterativeEngine:
         except np.linalg.LinAlgError:
             raise MultilevelError("the fixed effects' block is not positive definite at this theta (collinear "
                                   "columns?): fit with the exact solver, which reports it") from None
-        d = np.diagonal(L) * self.held.scale
+        d = np.diagonal(L) * self.cp.held.scale
         p = self.p
         beta = np.linalg.solve(L[:p, :p].T, L[p, :p]) if p else np.zeros(0)
         u_rest = solved[:, p] - solved[:, :p] @ beta
         u0 = t0 * (zxy0[:, p] - zxy0[:, :p] @ beta - self.bt @ (lam * u_rest)) / a11
         logdet = lanczos_logdet(apply, diagonal, self.probes, self.steps, self._shifts(diagonal))
-        ld = float(np.sum(np.log(a11))) + logdet.value
         r2 = float(d[-1] ** 2)
-        nu = self.n - p if reml else self.n
-        criterion = ld - self.cp.sum_log_w + nu * (1.0 + LOG_2PI + np.log(r2 / nu))
-        if reml:
-            criterion += 2.0 * float(np.sum(np.log(d[:p])))
+        criterion = profiled_criterion(float(np.sum(np.log(a11))) + logdet.value, r2, 2.0 * float(np.sum(np.log(d[:p]))),
+                                       self.n, p, self.cp.sum_log_w, reml)
         offsets = np.cumsum([0] + self.ms[1:])
         modes = [u0[:, None]] + [u_rest[offsets[i] : offsets[i + 1], None] for i in range(len(self.ms) - 1)]
-        return Evaluation(float(criterion), logdet, r2, beta, modes, L[:p, :p], iterations)
+        return Evaluation(criterion, logdet, r2, beta, modes, L[:p, :p], iterations)

@@ -25,6 +25,9 @@ def conjugate_gradients(apply: Operator, rhs: np.ndarray, diagonal: np.ndarray, 
     for iteration in range(1, max_iter + 1):
         AP = apply(P)
         curvature = np.sum(P * AP, axis=0)
+        if np.any((curvature <= 0) & (rz > 0)):
+            raise MultilevelError("conjugate gradients met a direction of non-positive curvature: the system is not "
+                                  "positive definite; fit with the exact solver, which reports where")
         alpha = np.divide(rz, curvature, out=np.zeros_like(rz), where=curvature > 0)
         X += P * alpha
         R -= AP * alpha
@@ -64,6 +67,8 @@ def lanczos_logdet(apply: Operator, diagonal: np.ndarray, probes: np.ndarray, st
     probe columns, each quadratic form z' log(K) z by `steps` Lanczos steps (Gauss quadrature). `directions`
     (orthonormal columns W, e.g. near K's smallest eigenvectors) are deflated: tr log(K) = sum_i w_i' log(K) w_i
     (by their own Lanczos runs, without sampling error) + the estimator over probes projected off W."""
+    if steps < 2:
+        raise MultilevelError(f"the Lanczos quadrature needs at least 2 steps (its error is the change from half of them), not {steps}")
     if directions is None:
         directions = np.zeros((len(diagonal), 0))
     probes = probes - directions @ (directions.T @ probes)
