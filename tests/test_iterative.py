@@ -19,7 +19,7 @@ import multilevel as mlv
 from multilevel.errors import MultilevelError
 from multilevel.iterative_engine import IterativeEngine
 from multilevel.iterative_lmm import PROBES, SEED, STEPS
-from multilevel.krylov import conjugate_gradients, lanczos_logdet, rademacher_probes
+from multilevel.krylov import conjugate_gradients, lanczos_logdet, lanczos_logdet_slopes, rademacher_probes
 
 
 def crossed_data(rows: int, items: int, seed: int = 3) -> pd.DataFrame:
@@ -157,3 +157,83 @@ def test_partitioned_data_give_the_same_fit():
     assert dask.objective == pytest.approx(memory.objective, rel=1e-10)
     assert dask.theta == pytest.approx(memory.theta, abs=1e-5)
     assert "APPROXIMATE" in dask.summary()
+
+
+def central_differences(criterion, theta: np.ndarray, h: float) -> np.ndarray:
+    """d criterion / d theta by central differences of step h."""
+    steps = h * np.eye(len(theta))
+    return np.array([(criterion(theta + e) - criterion(theta - e)) / (2 * h) for e in steps])
+
+
+# Finite differences of step h = 1e-5 err by O(h^2) = 1e-10 relative (truncation) and by the criterion's rounding
+# over 2h (at most 1e-12 |f| in the sums of a few 10^4 terms, so 1e-12 |f| / h absolute): the gradient's tolerance.
+FD_STEP = 1e-5
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+@pytest.mark.parametrize("theta", [[0.8, 0.5], [0.3, 1.2], [1.5, 0.05]])
+def test_gradient_is_the_approximate_criterions(method, theta):
+    """The iterative criterion's analytic gradient (reverse mode through the Lanczos quadrature, probes fixed; the
+    envelope theorem for r^2 and log|R_X|) against central differences of the same approximate criterion."""
+    model = mlv.Model("y ~ x + (1 | user) + (1 | item)", crossed_data(20_000, 100))
+    engine = IterativeEngine(model.cross_products, [1, 1], [b.m for b in model.design.blocks], PROBES, STEPS, SEED)
+    reml, theta = method == "REML", np.array(theta)
+    at = engine.evaluate(theta, reml, gradient=True)
+    assert at.criterion == engine.evaluate(theta, reml).criterion  # asking for the gradient leaves the value alone
+    numeric = central_differences(lambda t: engine.evaluate(t, reml).criterion, theta, FD_STEP)
+    assert at.gradient == pytest.approx(numeric, rel=1e-7, abs=1e-12 * abs(at.criterion) / FD_STEP)
+
+
+def test_gradient_with_three_terms():
+    """Three crossed scalar terms (the first eliminated, two applied by products): the same check."""
+    data = crossed_data(20_000, 100, seed=5)
+    data["site"] = np.random.default_rng(6).integers(0, 40, len(data))
+    model = mlv.Model("y ~ x + (1 | user) + (1 | item) + (1 | site)", data)
+    engine = IterativeEngine(model.cross_products, [1, 1, 1], [b.m for b in model.design.blocks], PROBES, STEPS, SEED)
+    theta = np.array([0.7, 0.4, 0.2])
+    at = engine.evaluate(theta, True, gradient=True)
+    numeric = central_differences(lambda t: engine.evaluate(t, True).criterion, theta, FD_STEP)
+    assert at.gradient == pytest.approx(numeric, rel=1e-7, abs=1e-12 * abs(at.criterion) / FD_STEP)
+
+
+@pytest.mark.parametrize("exhausted", [False, True])
+def test_lanczos_slopes_against_differences(exhausted):
+    """krylov's reverse pass on A(t) = T M T + I, T = diag(t per block): the estimate's derivatives by t (through A,
+    its diagonal and directions built from it) against central differences, with runs that go all the steps and,
+    with M = 0.3 J (K then has at most 4 distinct eigenvalues), runs whose Krylov space is exhausted early."""
+    size = 40
+    M = np.full((size, size), 0.3) if exhausted else random_spd(size, 9)
+    block = np.repeat([0, 1], size // 2)
+    probes = rademacher_probes(size, 6, 10)
+
+    def estimate(t: np.ndarray, slopes: bool = False):
+        lam = t[block]
+        A = lam[:, None] * M * lam + np.eye(size)
+        diagonal = np.diag(A).copy()
+        W = np.zeros((size, 2))
+        W[np.arange(size), block] = np.sqrt(diagonal)
+        W /= np.linalg.norm(W, axis=0)
+
+        def pullback(a, b):
+            slope = [np.sum((b * (M @ (lam[:, None] * a)) + a * (M @ (lam[:, None] * b)))[block == j]) for j in (0, 1)]
+            return A @ a, A @ b, np.array(slope)
+
+        if not slopes:
+            return lanczos_logdet(lambda V: A @ V, diagonal, probes, 8, W).value
+        value, s = lanczos_logdet_slopes(lambda V: A @ V, pullback, diagonal, probes, 8, W)
+        d_diag = 2 * lam * np.diag(M)  # d A_ii / d t_block(i)
+        w_bar = s.directions[np.arange(size), block]
+        w = W[np.arange(size), block]
+        per = np.bincount(block, w_bar * w) / np.bincount(block, diagonal)
+        d_bar = s.diagonal + 0.5 * w_bar * w / diagonal - 0.5 * per[block]
+        return value.value, s.operator + np.bincount(block, d_bar * d_diag)
+
+    t = np.array([0.9, 1.3])
+    value, gradient = estimate(t, True)
+    assert value == estimate(t)
+    if exhausted:  # every run stopped early: its quadrature is exact, no change from half the steps
+        lam = t[block]
+        A = lam[:, None] * M * lam + np.eye(size)
+        assert lanczos_logdet(lambda V: A @ V, np.diag(A).copy(), probes, 8).quadrature_change == 0.0
+    numeric = central_differences(estimate, t, FD_STEP)
+    assert gradient == pytest.approx(numeric, rel=1e-7, abs=1e-12 * abs(value) / FD_STEP)
