@@ -93,8 +93,50 @@ def test_labelled_reproducible_and_refusing(crossed):
         fit.icc()
 
 
+def slope_data(rows: int, items: int, seed: int = 11) -> pd.DataFrame:
+    """`crossed_data` with a random slope of x by user (SD 0.3, correlation 0.25 with the intercept)."""
+    rng = np.random.default_rng(seed)
+    users = rows // 20
+    user, item = rng.integers(0, users, rows), rng.integers(0, items, rows)
+    x = rng.normal(size=rows)
+    a = rng.multivariate_normal([0, 0], [[0.64, 0.06], [0.06, 0.09]], users)
+    y = 1 + 0.5 * x + a[user, 0] + a[user, 1] * x + rng.normal(0, 0.5, items)[item] + rng.normal(size=rows)
+    return pd.DataFrame({"y": y, "x": x, "user": user, "item": item})
+
+
+@pytest.fixture(scope="module")
+def sloped():
+    """5 x 10^4 crossed rows, 2,500 users (intercept and slope) x 100 items."""
+    return mlv.Model("y ~ x + (1 + x | user) + (1 | item)", slope_data(50_000, 100))
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_random_slopes_within_stated_error(sloped, method):
+    """Random slopes on the first term (eliminated per user as 2 x 2 blocks): the bounds of the module's docstring,
+    and the variance components' table as the exact fit's (the same theta to BOBYQA's precision)."""
+    exact, approx = within_stated_error(sloped, method)
+    assert approx.variance_components.columns.tolist() == exact.variance_components.columns.tolist()
+    assert approx.variance_components["term"].tolist() == exact.variance_components["term"].tolist()
+    assert not approx.is_singular and approx.random_effects[0].shape == exact.random_effects[0].shape
+
+
+def test_random_slopes_solves_are_exact_at_a_given_theta(sloped):
+    """At the exact optimum, the iterative engine's sigma^2, beta and modes (users' 2-vectors) are the exact engine's."""
+    exact = sloped.fit()
+    engine = IterativeEngine(sloped.cross_products, [2, 1], [b.m for b in sloped.design.blocks], PROBES, STEPS, SEED)
+    at = engine.evaluate(exact.theta, True)
+    held = sloped.cross_products.held
+    assert held.coefficients(at.beta) == pytest.approx(exact.beta, rel=1e-7)
+    assert np.sqrt(at.r2 / (sloped.nobs - 2)) == pytest.approx(exact.sigma, rel=1e-7)
+    factors = [exact.factor.T[0], exact.factor.T[1]]
+    for T, u, b in zip(factors, at.modes, exact.random_effects):
+        assert held.random_effects([u @ T.T * held.scale[-1]])[0] == pytest.approx(b, rel=1e-7, abs=1e-9 * np.abs(b).max())
+
+
 def test_refused_models(sleep):
-    with pytest.raises(MultilevelError, match="random slope"):
+    with pytest.raises(MultilevelError, match="random slope on a term with fewer levels.*exact solver"):
+        mlv.Model("y ~ x + (1 | user) + (1 + x | item)", slope_data(4_000, 20)).fit(solver="iterative")
+    with pytest.raises(MultilevelError, match="one random term"):
         mlv.Model("Reaction ~ Days + (Days | Subject)", sleep).fit(solver="iterative")
     with pytest.raises(MultilevelError, match="one random term"):
         mlv.Model("Reaction ~ Days + (1 | Subject)", sleep).fit(solver="iterative")

@@ -1,6 +1,7 @@
-"""ML/REML fits of crossed scalar terms by the APPROXIMATE iterative solver (``Model.fit(solver="iterative")``):
+"""ML/REML fits of crossed random terms (random slopes on the first term only) by the APPROXIMATE iterative solver (``Model.fit(solver="iterative")``):
 L-BFGS-B on `iterative_engine`'s criterion (conjugate gradients for the solves, stochastic Lanczos quadrature with
-fixed probes for the log-determinant) and its exact gradient, from the moment start. For designs whose dense block is too large to factor
+fixed probes for the log-determinant) and its exact gradient, from the moment start; BOBYQA from lme4's start
+when the first term has random slopes (the gradient is derived for scalar terms). For designs whose dense block is too large to factor
 at every evaluation (docs/scale.md: 10^7 crossed rows with 20,000 items).
 
 >>> import multilevel as mlv
@@ -20,7 +21,9 @@ from .approximate_fit import ApproximateLmmFit
 from .errors import MultilevelError, emit
 from .iterative_engine import IterativeEngine
 from .lmm import moment_start, moment_start_from, singular_message
-from .optimize import lbfgsb
+from .components import boundary_parameters
+from .engine import theta_to_T, tri_index
+from .optimize import bobyqa, lbfgsb
 from .partitioned import PartitionedDesign
 
 PROBES = 16  # Rademacher probes of the log-determinant (after deflating each term's common shift)
@@ -29,18 +32,28 @@ SEED = 20_140  # the probes' seed: the same criterion at every theta and in ever
 
 
 def fit_iterative(model, method: str, warn: bool = True) -> ApproximateLmmFit:
-    """The approximate ML/REML fit of a model with crossed scalar random terms (see the module's docstring)."""
+    """The approximate ML/REML fit of a model with crossed random terms (see the module's docstring)."""
     design, cp = model.design, model.cross_products
-    engine = IterativeEngine(cp, [b.k for b in design.blocks], [b.m for b in design.blocks], PROBES, STEPS, SEED)
+    ks = [b.k for b in design.blocks]
+    engine = IterativeEngine(cp, ks, [b.m for b in design.blocks], PROBES, STEPS, SEED)
     reml = method == "REML"
-    start = moment_start_from(cp) if isinstance(design, PartitionedDesign) else moment_start(design)
-    info = lbfgsb(lambda theta: _value_and_gradient(engine, theta, reml), lambda theta: engine.evaluate(theta, reml).criterion,
-                  start, np.zeros(len(start)))
+
+    def objective(theta):
+        return engine.evaluate(theta, reml).criterion
+
+    lower = np.concatenate([[0.0 if i == j else -np.inf for i, j in tri_index(k)] for k in ks])
+    if engine.has_gradient:
+        start = moment_start_from(cp) if isinstance(design, PartitionedDesign) else moment_start(design)
+        info = lbfgsb(lambda theta: _value_and_gradient(engine, theta, reml), objective, start, lower)
+    else:  # slopes on the first term: derivative-free from lme4's start
+        start = np.concatenate([[1.0 if i == j else 0.0 for i, j in tri_index(k)] for k in ks])
+        info = bobyqa(objective, start, lower)
     at = engine.evaluate(info.x, reml)
     held = cp.held
     sigma = float(np.sqrt(at.r2 / (engine.n - engine.p if reml else engine.n)))
     beta = held.coefficients(at.beta)
-    b = held.random_effects([t * u * held.scale[-1] for t, u in zip(info.x, at.modes)])
+    factors = [theta_to_T(info.x[: engine.n0], ks[0])] + [np.array([[t]]) for t in info.x[engine.n0:]]
+    b = held.random_effects([u @ T.T * held.scale[-1] for u, T in zip(at.modes, factors)])
     inverse = held.covariance_factor(at.rx) if engine.p else np.zeros((0, 0))
     error = at.logdet.error
     label = (f"APPROXIMATE: solver='iterative' estimates the log-determinant by stochastic Lanczos quadrature "
@@ -48,11 +61,11 @@ def fit_iterative(model, method: str, warn: bool = True) -> ApproximateLmmFit:
              f"probes, {at.logdet.standard_error:.2g} each, plus the quadrature's change {at.logdet.quadrature_change:.2g}); "
              f"the solves are by conjugate gradients to a relative residual of 1e-10, {at.iterations} iterations at the optimum")
     messages = list(info.warnings)
-    if np.any(info.x < 1e-4):
-        messages.append(singular_message(design.blocks, [np.array([[t]]) for t in info.x]))
+    if boundary_parameters(design.blocks, factors):
+        messages.append(singular_message(design.blocks, factors))
     if warn:
         emit(messages)
-    return ApproximateLmmFit(model, method, info, sigma, beta, sigma**2 * inverse.T @ inverse, b, at.criterion,
+    return ApproximateLmmFit(model, method, info, factors, sigma, beta, sigma**2 * inverse.T @ inverse, b, at.criterion,
                              error, label, messages)
 
 
