@@ -1,15 +1,17 @@
-"""The APPROXIMATE profiled criterion of crossed scalar terms with many levels (``fit(solver="iterative")``),
+"""The APPROXIMATE profiled criterion of crossed random terms with many levels (``fit(solver="iterative")``),
 at a cost linear in the cross-products' non-zeros, with no dense block.
 
-As in `engine`, the first term is eliminated level by level (a scalar each). What remains for the other terms'
-effects is S = Lambda'(C - B diag(M) B')Lambda + I, dense when users rate many items (docs/scale.md: 38-84 % of its
-triangle at 3e6-1e7 crossed rows), so it is never formed: it is applied to a block of vectors by sparse products.
-Solves with S are by conjugate gradients preconditioned by its diagonal (to a relative residual of 1e-10, so r^2
-and beta are exact to rounding); log det(S) by stochastic Lanczos quadrature with fixed Rademacher probes from a
-seed (`krylov.lanczos_logdet`), so the criterion is one smooth function of theta for the optimiser, and its
-estimated error is carried into the result. Its gradient in theta is exact for this estimate (the probes fixed):
-reverse mode through the Lanczos runs (`krylov.lanczos_logdet_slopes`) and the envelope theorem for r^2 and R_X. The effects' common shift against the first term's (the
-smallest eigenvalue's direction) is deflated from the probes and computed without sampling error.
+As in `engine`, the first term (the most levels; with or without random slopes) is eliminated level by level (a
+k0 x k0 block each); the other terms are scalar. What remains for their effects is
+S = Lambda'(C - B M B')Lambda + I, M = blockdiag(T0 A11^-1 T0'), dense when users rate many items (docs/scale.md:
+38-84 % of its triangle at 3e6-1e7 crossed rows), so it is never formed: it is applied to a block of vectors by
+sparse products. Solves with S are by conjugate gradients preconditioned by its diagonal (to a relative residual of
+1e-10, so r^2 and beta are exact to rounding); log det(S) by stochastic Lanczos quadrature with fixed Rademacher
+probes from a seed (`krylov.lanczos_logdet`), so the criterion is one smooth function of theta for the optimiser,
+and its estimated error is carried into the result. The effects' common shift against the first term's (the
+smallest eigenvalue's direction) is deflated from the probes and computed without sampling error. For scalar terms
+the criterion's gradient is exact for this estimate (the probes fixed): reverse mode through the Lanczos runs
+(`krylov.lanczos_logdet_slopes`) and the envelope theorem for r^2 and R_X.
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ class Model:
         ``warn=False`` keeps convergence and boundary warnings in ``fit.warnings`` without raising them.
         Binomial, Poisson and negative-binomial models are fitted by ML (`multilevel.glmm.fit_glmm`: ``nAGQ``
         quadrature nodes, 1 = Laplace; ``information="observed" | "expected"``). ``solver="iterative"``: the
-        APPROXIMATE solver for crossed scalar terms with many levels (`multilevel.iterative_lmm`; docs/scale.md)."""
+        APPROXIMATE solver for crossed terms with many levels (random slopes on the first term only) (`multilevel.iterative_lmm`; docs/scale.md)."""
         if solver not in ("exact", "iterative"):
             raise MultilevelError(f"solver must be 'exact' or 'iterative', not {solver!r}")
         if solver == "iterative":
