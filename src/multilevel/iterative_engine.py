@@ -25,7 +25,14 @@ from scipy.linalg import solve_triangular
 from .crossprod import CrossProducts
 from .engine import profiled_criterion, theta_to_T
 from .errors import MultilevelError
-from .krylov import LogDet, LogDetSlopes, conjugate_gradients, lanczos_logdet, lanczos_logdet_slopes, rademacher_probes
+from .krylov import (
+    LogDet,
+    LogDetSlopes,
+    conjugate_gradients,
+    lanczos_logdet,
+    lanczos_logdet_slopes,
+    rademacher_probes,
+)
 
 CG_TOL = 1e-10  # relative residual of the solves: r^2's error is of the square of it
 CG_MAX_ITER = 2_000
