@@ -85,6 +85,8 @@ class IterativeEngine:
     def _times_blocks(self, M: np.ndarray, X: np.ndarray) -> np.ndarray:
         """diag(M_1..M_m0) X for the first term's per-level k0 x k0 blocks M and (m0 k0, c) X."""
         m0, k0 = M.shape[0], self.k0
+        if k0 == 1:  # scalar: a broadcast product (einsum is 1.35x slower at 500,000 users x 18 columns)
+            return M[:, 0, 0, None] * X
         return np.einsum("gab,gbc->gac", M, X.reshape(m0, k0, -1)).reshape(m0 * k0, -1)
 
     def _rest_block(self) -> sp.csr_matrix:
@@ -164,10 +166,11 @@ class IterativeEngine:
         def pullback(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             c = a.shape[1]
             LV = lam[:, None] * np.hstack([a, b])
-            T = self.bt @ LV
-            G = self.c @ LV - self.b @ (m[:, None] * T)
+            T = self.bt @ LV  # (m0, 2c): 144 MB at 500,000 users, so no temporaries of its size
             slope = np.empty(len(self.ms))
-            slope[0] = -float(dm @ np.sum(T[:, :c] * T[:, c:], axis=1))
+            slope[0] = -float(dm @ np.einsum("ij,ij->i", T[:, :c], T[:, c:]))
+            T *= m[:, None]
+            G = self.c @ LV - self.b @ T
             slope[1:] = np.bincount(self.term - 1, np.sum(b * G[:, :c] + a * G[:, c:], axis=1), minlength=len(self.ms) - 1)
             return lam[:, None] * G[:, :c] + a, lam[:, None] * G[:, c:] + b, slope
 
