@@ -129,9 +129,9 @@ class _Tape:
     divisors: np.ndarray  # (steps, columns): the betas, 1 where a run had nothing left
     length: np.ndarray  # steps before each column's Krylov space was exhausted
     vectors: list[np.ndarray]  # the Lanczos vectors of each step (kept for the reverse pass; 0 past a column's length)
-    forms: np.ndarray = None  # e1' log(T) e1 per column, all steps
-    halves: np.ndarray = None  # the same with half the steps
-    form_slopes: list[tuple[np.ndarray, np.ndarray]] = None  # d forms / d (alphas, betas) per column
+    forms: np.ndarray  # e1' log(T) e1 per column, all steps
+    halves: np.ndarray  # the same with half the steps
+    form_slopes: list[tuple[np.ndarray, np.ndarray]]  # d forms / d (alphas, betas) per column
 
 
 def _lanczos(apply: Operator, scale: np.ndarray, columns: np.ndarray, steps: int, keep: bool) -> _Tape:
@@ -158,13 +158,12 @@ def _lanczos(apply: Operator, scale: np.ndarray, columns: np.ndarray, steps: int
         beta = np.where(length > j + 1, beta, 1.0)  # a finished run's next vector is 0, not rounding noise
         divisors[j] = beta
         V_prev, V = V, np.where(length > j + 1, W / beta, 0.0)
-    tape = _Tape(columns, np.where(empty, 0.0, norms2), alphas, divisors, length, vectors)
     quadratures = [_quadrature(alphas[: length[i], i], divisors[: length[i] - 1, i]) for i in range(count)]
-    tape.forms = np.array([value for value, _, _ in quadratures])
-    tape.form_slopes = [(da, db) for _, da, db in quadratures]
-    tape.halves = np.array([_quadrature(alphas[: steps // 2, i], divisors[: steps // 2 - 1, i])[0] if length[i] == steps
-                            else tape.forms[i] for i in range(count)])  # an exhausted Krylov space makes the quadrature exact
-    return tape
+    forms = np.array([value for value, _, _ in quadratures])
+    halves = np.array([_quadrature(alphas[: steps // 2, i], divisors[: steps // 2 - 1, i])[0] if length[i] == steps
+                       else forms[i] for i in range(count)])  # an exhausted Krylov space makes the quadrature exact
+    return _Tape(columns, np.where(empty, 0.0, norms2), alphas, divisors, length, vectors, forms, halves,
+                 [(da, db) for _, da, db in quadratures])
 
 
 def _backward(tape: _Tape, pullback: Pullback, scale: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
