@@ -35,31 +35,33 @@ from results_file import update  # noqa: E402
 from scale_data import FORMULAS  # noqa: E402
 
 CHILD = """
-import json, resource, time, warnings
+import json, resource, sys, time, warnings
 warnings.simplefilter("ignore")
 import multilevel as mlv, pandas as pd
+ARGS = json.loads(sys.argv[1])  # the parent's argparse namespace, with the path to run and the formula
+FOLDER, PATH = ARGS["folder"], ARGS["path"]
 def mark():
     return {"cpu": time.process_time(), "wall": time.perf_counter(), "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 out = {"import": mark()}
 import multilevel.engine as engine
-if DENSE:  # every partition's sums dense over all levels (the path before sparse partials)
+if ARGS["dense"]:  # every partition's sums dense over all levels (the path before sparse partials)
     import multilevel.level_partials as level_partials
     level_partials.SPARSE_SHARE = 0.0
-if FILL != "auto":  # force the first term's fill: the map, the pair list (scalar first term) or the sparse product
-    engine.fill_map_fits = lambda pairs: FILL == "map"
-    engine.pairs_fit = lambda B, q, k0=1: FILL == "pairs"
+if ARGS["fill"] != "auto":  # force the first term's fill: the map, the pair list (scalar first term) or the sparse product
+    engine.fill_map_fits = lambda pairs: ARGS["fill"] == "map"
+    engine.pairs_fit = lambda B, q, k0=1: ARGS["fill"] == "pairs"
 data = pd.read_parquet(FOLDER) if PATH == "memory" else FOLDER
-given = {"levels": json.load(open(FOLDER + "/_levels.json"))} if LEVELS and PATH == "dask" else {}
-if CATEGORIES and PATH == "dask":  # a Dask DataFrame whose grouping factors are categoricals, their categories known or not
+given = {"levels": json.load(open(FOLDER + "/_levels.json"))} if ARGS["levels"] and PATH == "dask" else {}
+if ARGS["categories"] and PATH == "dask":  # a Dask DataFrame whose grouping factors are categoricals, their categories known or not
     import dask.dataframe as dd
     data = dd.read_parquet(FOLDER)
     for name, levels in json.load(open(FOLDER + "/_levels.json")).items():
         data[name] = data[name].astype(pd.CategoricalDtype(levels))
-        data[name] = data[name] if CATEGORIES == "known" else data[name].cat.as_unknown()
-model = mlv.Model(FORMULA, data, **given)
+        data[name] = data[name] if ARGS["categories"] == "known" else data[name].cat.as_unknown()
+model = mlv.Model(ARGS["formula"], data, **given)
 model.cross_products
 out["model"] = mark()
-fit = model.fit(solver=SOLVER)
+fit = model.fit(solver=ARGS["solver"])
 out["fit"] = mark()
 out["objective"], out["theta"] = fit.objective, list(fit.theta)
 out["beta"], out["sigma"] = list(fit.beta), fit.sigma
@@ -68,13 +70,12 @@ print(json.dumps(out))
 """
 
 
-def run(path: str, folder: Path, formula: str, levels: bool, fill: str, categories: str | None, dense: bool,
-        solver: str) -> dict:
-    """One path in a fresh process: its marks (CPU and wall since start, peak RSS) and its fit."""
-    code = (f"FOLDER, PATH, FORMULA, LEVELS, FILL, CATEGORIES, DENSE, SOLVER = {str(folder)!r}, {path!r}, {formula!r}, "
-            f"{levels!r}, {fill!r}, {categories!r}, {dense!r}, {solver!r}\n" + CHILD)
+def run(path: str, args: argparse.Namespace) -> dict:
+    """One path in a fresh process: its marks (CPU and wall since start, peak RSS) and its fit. The child reads the
+    whole namespace as one JSON argument, so a new flag needs no plumbing."""
+    given = dict(vars(args), folder=str(args.folder), path=path, formula=FORMULAS[args.kind])
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(given)], capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"the {path} path failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -135,8 +136,7 @@ def main() -> None:
     runs = {path: [] for path in paths}
     for _ in range(args.repeat):  # alternating, so both paths see the same spells of load
         for path in paths:
-            runs[path].append(run(path, args.folder, FORMULAS[args.kind], args.levels, args.fill, args.categories, args.dense,
-                                 args.solver))
+            runs[path].append(run(path, args))
     results = {path: min(rs, key=lambda r: r["model"]["cpu"] - r["import"]["cpu"]) for path, rs in runs.items()}
     load = os.getloadavg()[0]
     print(f"{args.kind}: {FORMULAS[args.kind]}, {args.folder}; load average {load:.1f}" + ("; levels given" if args.levels else "")

@@ -333,6 +333,42 @@ def test_given_levels_skip_the_levels_pass(formula, dataset, tmp_path, monkeypat
         assert_same_fit(whole.fit(), model.fit())
 
 
+@pytest.mark.parametrize("with_batch", [False, True])
+def test_given_interaction_levels_skip_the_levels_pass(with_batch, tmp_path, monkeypatch):
+    """An interaction of grouping factors given as its level combinations ({"batch:cask": [(b, c), ...]}, with or
+    without batch's own levels, which the combinations imply): no levels pass, and the levels, sums and fit are
+    those of the data in memory, from Parquet files and from a Dask DataFrame (grouping factors as strings)."""
+    import multilevel.partitioned as partitioned
+
+    data = mlv.datasets.load("Pastes").astype({"batch": str, "cask": str})
+    formula = "strength ~ 1 + (1 | batch/cask)"
+    whole = mlv.Model(formula, data)
+    pairs = list(dict.fromkeys(zip(data.batch, data.cask)))[::-1]
+    levels = {"batch:cask": pairs} | ({"batch": data.batch.unique()} if with_batch else {})
+    monkeypatch.setattr(partitioned, "_levels_pass", None)
+    data.to_parquet(tmp_path / "pastes.parquet")
+    for source in (str(tmp_path / "pastes.parquet"), shuffled(data, 3)):
+        model = mlv.Model(formula, source, levels=levels)
+        assert [list(b.levels) for b in model.design.blocks] == [list(b.levels) for b in whole.design.blocks]
+        assert_same_cross_products(whole.cross_products, model.cross_products)
+        assert_same_fit(whole.fit(), model.fit())
+
+
+@pytest.mark.parametrize("levels, match", [
+    ({"batch:cask": [("A", "a", "x")]}, "each a tuple of 2 levels"),
+    ({"batch:cask": "Aa"}, "distinct combinations"),
+    ({"batch:cask": [("A", "a")], "batch": ["B"]}, "'batch' and the combinations given for 'batch:cask' differ"),
+    ({"batch": ["A", "B"]}, r"missing: \['cask', 'batch:cask'\]"),
+    ({"batch:cask": [("A", "a"), ("B", "b")]}, "levels= must list every level in the data"),
+])
+def test_given_interaction_levels_are_checked(tmp_path, levels, match):
+    """Combinations must be tuples of one level per factor, agree with the factors' own given levels, and cover the
+    data; an interaction without them is named as missing."""
+    mlv.datasets.load("Pastes").astype({"batch": str, "cask": str}).to_parquet(tmp_path / "pastes.parquet")
+    with pytest.raises(MultilevelError, match=match):
+        mlv.Model("strength ~ 1 + (1 | batch/cask)", str(tmp_path / "pastes.parquet"), levels=levels)
+
+
 @pytest.mark.parametrize("levels, match", [
     ({"Subject": ["a", "b"]}, "not values of its type"),
     ({"Subject": [308, 309]}, "levels= must list every level in the data"),

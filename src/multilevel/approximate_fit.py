@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from . import predict as _predict
-from .components import variance_table
+from .components import boundary_parameters, variance_table
 from .errors import MultilevelError
 from .kinds import Criteria, OfModel
 from .optimize import OptimumInfo
@@ -30,9 +30,10 @@ REFUSED = ("satterthwaite_df", "conditional_covariances", "group_effects", "icc"
 class ApproximateLmmFit(Criteria, OfModel):
     """An ML/REML fit whose criterion's log-determinant is estimated (stochastic Lanczos quadrature)."""
 
-    def __init__(self, model, method: str, info: OptimumInfo, sigma: float, beta: np.ndarray, beta_covariance: np.ndarray,
-                 b: list[np.ndarray], objective: float, objective_error: float, approximation: str, warnings: list[str]):
-        self.model, self.method, self.info = model, method, info
+    def __init__(self, model, method: str, info: OptimumInfo, factors: list[np.ndarray], sigma: float, beta: np.ndarray,
+                 beta_covariance: np.ndarray, b: list[np.ndarray], objective: float, objective_error: float,
+                 approximation: str, warnings: list[str]):
+        self.model, self.method, self.info, self.factors = model, method, info, factors
         self.reml, self.prior = method == "REML", None
         self.theta = info.x
         self.sigma, self.beta, self._b = sigma, beta, b
@@ -60,7 +61,7 @@ class ApproximateLmmFit(Criteria, OfModel):
 
     @property
     def is_singular(self) -> bool:
-        return bool(np.any(self.theta < 1e-4))
+        return bool(boundary_parameters(self.design.blocks, self.factors))
 
     @cached_property
     def fixed_effects(self) -> pd.DataFrame:
@@ -74,13 +75,16 @@ class ApproximateLmmFit(Criteria, OfModel):
 
     @cached_property
     def variance_components(self) -> pd.DataFrame:
-        """Variances and SDs of each random term, then the residual (as lme4's VarCorr)."""
-        covariances = [np.array([[(self.sigma * t) ** 2]]) for t in self.theta]
+        """Variances, SDs and correlations of each random term, then the residual (as lme4's VarCorr): sigma^2 M T T' M'
+        (M undoes the centring of a far random-slope covariate, identity otherwise)."""
+        held = self.model.cross_products.held
+        maps = [held.random_map(i, b.k) for i, b in enumerate(self.design.blocks)]
+        covariances = [self.sigma**2 * (M @ T) @ (M @ T).T for M, T in zip(maps, self.factors)]
         return variance_table(self.design.blocks, covariances, self.sigma)
 
     @property
     def random_effects(self) -> list[np.ndarray]:
-        """Conditional modes per term as (levels x 1) arrays."""
+        """Conditional modes per term as (levels x k) arrays."""
         return [b.copy() for b in self._b]
 
     def fitted(self):

@@ -38,6 +38,13 @@ FILL_MAP_BYTES_PER_PAIR = 72  # the map's memory per pair while it is built
 FILL_MAP_MEMORY_SHARE = 0.25  # beyond FILL_MAP_PAIRS, a map is built only within this share of the memory available
 
 
+def profiled_criterion(log_det: float, r2: float, log_det_rx: float, n: int, p: int, sum_log_w: float, reml: bool) -> float:
+    """lme4's profiled REML criterion or deviance from log|L|^2 (random effects), r^2 and log|R_X|^2 (REML only)."""
+    nu = n - p if reml else n
+    dev = log_det - sum_log_w + nu * (1.0 + LOG_2PI + np.log(r2 / nu))
+    return float(dev + log_det_rx) if reml else float(dev)
+
+
 def fill_map_fits(pairs: float) -> bool:
     """Whether to build the fill map (fast; ~72 bytes a pair while built) rather than a pair list (any first
     term: 12 bytes a pair, `pair_fill`) or a sparse product at each evaluation (a sixth of the map's memory and 6x
@@ -385,10 +392,7 @@ class Engine:
         return self.criterion(f, reml)
 
     def criterion(self, f: Factor, reml: bool) -> float:
-        n, p = self.n, self.p
-        nu = n - p if reml else n
-        dev = f.ldL2 - self.cp.sum_log_w + nu * (1.0 + LOG_2PI + np.log(f.r2 / nu))
-        return float(dev + f.ldRX2) if reml else float(dev)
+        return profiled_criterion(f.ldL2, f.r2, f.ldRX2, self.n, self.p, self.cp.sum_log_w, reml)
 
     def loglik_fixed_sigma(self, f: Factor, sigma: float, reml: bool) -> float:
         """Log (restricted) likelihood at theta and a given sigma (beta profiled / integrated)."""

@@ -42,7 +42,9 @@ class Model:
         ``"binomial"``, ``"binomial(probit)"``, ``"poisson"``, ``"negbinomial"``...; Gaussian by default.
     levels : dict, optional
         Partitioned data only: each grouping factor's levels, e.g. ``{"g": range(200_000)}``, when known; the pass
-        over the data that finds them is then skipped. Every level must have rows, and every row a listed level.
+        over the data that finds them is then skipped. An interaction of grouping factors (``(1 | a:b)``,
+        ``(1 | a/b)``) is given as its level combinations, ``{"a:b": [("a1", "b1"), ...]}`` (its factors' levels
+        follow). Every level must have rows, and every row a listed level.
     """
 
     def __init__(self, formula: str, data, weights=None, offset=None, family=None, levels=None):
@@ -134,7 +136,7 @@ class Model:
         ``warn=False`` keeps convergence and boundary warnings in ``fit.warnings`` without raising them.
         Binomial, Poisson and negative-binomial models are fitted by ML (`multilevel.glmm.fit_glmm`: ``nAGQ``
         quadrature nodes, 1 = Laplace; ``information="observed" | "expected"``). ``solver="iterative"``: the
-        APPROXIMATE solver for crossed scalar terms with many levels (`multilevel.iterative_lmm`; docs/scale.md)."""
+        APPROXIMATE solver for crossed terms with many levels (random slopes on the first term only) (`multilevel.iterative_lmm`; docs/scale.md)."""
         if solver not in ("exact", "iterative"):
             raise MultilevelError(f"solver must be 'exact' or 'iterative', not {solver!r}")
         if solver == "iterative":

@@ -313,7 +313,7 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     sets = level_sets(f, source.meta, used)
     groups = {g for t in f.random for g in t.group_factors}
     kinds = column_kinds(source.meta, used, groups)
-    given = given_levels(source, sets, groups, levels)
+    given = given_levels(source, sets, groups | {":".join(t.group_factors) for t in f.random}, levels)
     rows = _levels_pass(source, used, sets, kinds).learning_rows if given is None else rows_of_levels(source, used, given)
     coding = learn_coding(f, rows, weights, offset, aliasing=False)
     check_learnable(coding, sets)
@@ -371,7 +371,8 @@ def check_variation_of_sums(coding: Coding, cp: CrossProducts, sketch: Sketch) -
 def given_levels(source, sets: list[tuple[str, ...]], groups: set[str], levels) -> dict | None:
     """The levels that skip the levels pass: those of `levels=` and the data's known categories (a Dask DataFrame's
     categoricals with `cat.known`); None, to run the pass, when some level-bearing column's levels are not known
-    and `levels=` is not given (given, it must then cover them: refused naming the fix)."""
+    and `levels=` is not given (given, it must then cover them: refused naming the fix). An interaction of grouping
+    factors is given as its level combinations, ``{"a:b": [(a1, b1), ...]}``; its factors' levels are theirs."""
     if levels is not None:
         if not isinstance(levels, dict):
             raise MultilevelError(f"levels= must be a dict of grouping factor to its levels, not {type(levels).__name__}")
@@ -379,29 +380,57 @@ def given_levels(source, sets: list[tuple[str, ...]], groups: set[str], levels) 
         if unknown:
             raise MultilevelError(f"levels= names {unknown}, which are not grouping factors of the formula")
     given = {**source.known_categories([s[0] for s in sets if len(s) == 1]), **(levels or {})}
-    missing = [":".join(s) for s in sets if len(s) > 1 or s[0] not in given]
+    for name, combinations in [(n, v) for n, v in given.items() if ":" in n]:
+        for i, factor in enumerate(name.split(":")):
+            implied = _combination_column(name, combinations, i)
+            if factor in (levels or {}) and set(_index_of(factor, levels[factor])) != set(implied):
+                raise MultilevelError(f"levels= for '{factor}' and the combinations given for '{name}' differ: give "
+                                      f"the levels of '{factor}' that its combinations hold, or only the combinations")
+            given.setdefault(factor, implied)
+    missing = [":".join(s) for s in sets if ":".join(s) not in given]
     if not missing:
         return given
     if levels is None:
         return None
     raise MultilevelError(
-        f"levels= skips the pass over the data that finds levels, so it must give every grouping factor's levels, and "
-        f"the formula may have no other factor columns (but categoricals with known categories) nor interactions of "
-        f"grouping factors (missing: {missing}): give them, or omit levels= to learn them in one pass"
+        f"levels= skips the pass over the data that finds levels, so it must give every grouping factor's levels "
+        f"(an interaction's as its level combinations, e.g. {{'a:b': [(a1, b1), ...]}}), and the formula may have no "
+        f"other factor columns (but categoricals with known categories) (missing: {missing}): give them, or omit "
+        f"levels= to learn them in one pass"
     )
+
+
+def _combination_column(name: str, combinations, i: int) -> pd.Index:
+    """The distinct values of the i-th factor among an interaction's given level combinations (checked as tuples)."""
+    width = len(name.split(":"))
+    try:
+        rows = [tuple(c) for c in combinations]
+    except TypeError:
+        rows = None
+    if rows is None or isinstance(combinations, str) or any(len(r) != width for r in rows) or len(set(rows)) != len(rows):
+        raise MultilevelError(f"levels= for '{name}' must be a list of distinct combinations, each a tuple of {width} "
+                              f"levels (one per factor), e.g. [(a1, b1), (a1, b2)]")
+    return pd.Index(list(dict.fromkeys(r[i] for r in rows)))
 
 
 def rows_of_levels(source, used: list[str], given: dict) -> pd.DataFrame:
     """Rows to learn the coding from without a levels pass: the first complete rows of the data (up to SAMPLE_ROWS),
-    repeated to hold each given level of each column once at least (their other columns: real rows, for the scaling)."""
-    given = {c: _index_of(c, values) for c, values in given.items()}
+    repeated to hold each given level of each column once at least, and each given combination of an interaction
+    (their other columns: real rows, for the scaling)."""
+    combinations = {name: [tuple(c) for c in values] for name, values in given.items() if ":" in name}
+    given = {c: _index_of(c, values) for c, values in given.items() if ":" not in c}
     sample = source.first_rows(used, partial(_complete, used=used))
     if not len(sample):
         raise MultilevelError(f"no rows are left after dropping rows with missing values in {used}: check those columns")
-    size = max([min(len(sample), SAMPLE_ROWS)] + [len(index) for index in given.values()])
+    size = max([min(len(sample), SAMPLE_ROWS)] + [len(index) for index in given.values()]
+               + [len(rows) for rows in combinations.values()])
     rows = sample.iloc[np.resize(np.arange(len(sample)), size)].reset_index(drop=True)
     for c, index in given.items():
         rows[c] = _column_of(c, np.resize(index.to_numpy(), size), source.meta[c].dtype)
+    for name, values in combinations.items():  # after the single factors: each row a given combination
+        for i, factor in enumerate(name.split(":")):
+            rows[factor] = _column_of(factor, np.resize(pd.Index([v[i] for v in values]).to_numpy(), size),
+                                      source.meta[factor].dtype)
     return rows
 
 
@@ -433,7 +462,7 @@ def _column_of(name: str, values: np.ndarray, dtype) -> pd.Series | pd.Categoric
 def check_given_levels(coding: Coding, level_rows: list[np.ndarray], levels: dict) -> None:
     """Refuse given levels (`levels=`, or known categories of a grouping factor or fixed factor) without model rows:
     a pass over the data would not have found them, and the fit would differ."""
-    columns = [t.term.group_factors[0] for t in coding.terms] + list(fixed_categories(coding))
+    columns = [":".join(t.term.group_factors) for t in coding.terms] + list(fixed_categories(coding))
     labels = [t.levels for t in coding.terms] + [d.categories for d in fixed_categories(coding).values()]
     for column, names, rows in zip(columns, labels, level_rows):
         empty = [names[i] for i in np.flatnonzero(rows == 0)]
