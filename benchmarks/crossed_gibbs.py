@@ -9,7 +9,8 @@ min bulk ESS per CPU second, peak memory, and the chain's autocorrelations of th
 a fresh process: the Dask path reads the Parquet folder with its levels given (`_levels.json`), then one chain
 of `crossed_gibbs.CrossedChain` sweeps `--warmup` times and keeps `--draws` sweeps of beta, the SDs and sigma
 (the group effects' draws are not kept, so peak memory is the sampler's, not the draws'). `--blocked` also runs
-the blocked Gibbs chain (`gibbs.Chain`, one dense factor per sweep) on the same model, where it fits. Results go
+the blocked Gibbs chain (`gibbs.Chain`, one dense factor per sweep) on the same model, where it fits; `--plain`
+the plain Gibbs chain (nothing collapsed), to show what the collapsing buys as the design grows. Results go
 to benchmarks/results/crossed_gibbs.json; docs/scale.md quotes them.
 """
 
@@ -38,6 +39,25 @@ from multilevel.crossed_gibbs import CrossedChain
 from multilevel.gibbs import Chain
 from multilevel.partitioned import sampler_inputs
 from multilevel.priors import for_centred_response, resolve_priors
+class PlainChain(CrossedChain):
+    # the plain Gibbs sampler PRZ (2020) compare against: beta given all effects, then each term's effects given
+    # beta and the others (nothing collapsed)
+    def sweep(self):
+        s2 = 1.0 if self.sigma is None else self.sigma**2
+        prior = self.coefficient_prior()
+        a = [b[:, 0] for b in self.b]
+        L = np.linalg.cholesky(self.xtx / s2 + np.diag(prior.precision))
+        rhs = (self.xty - sum(z.T @ x for z, x in zip(self.zx, a))) / s2 + prior.precision * prior.mean
+        self.beta = np.linalg.solve(L.T, np.linalg.solve(L, rhs) + self.rng.standard_normal(len(rhs)))
+        earlier = []
+        for k in range(len(a)):
+            lower = sum((self.off[(j, k)].T @ a[j] for j in range(k)), np.zeros(len(a[k])))
+            upper = sum((self.off[(k, j)] @ a[j] for j in range(k + 1, len(a))), np.zeros(len(a[k])))
+            d = self.ztz[k] / s2 + 1.0 / self.cov[k][0, 0]
+            a[k] = (self.zy[k] - lower - upper - self.zx[k] @ self.beta) / (s2 * d) + self.rng.standard_normal(len(d)) / np.sqrt(d)
+            earlier.append(lower)
+        self.b = [x[:, None] for x in a]
+        return self.draw_variances(lambda: self._rss(a, earlier))
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 start = time.process_time()
@@ -49,7 +69,7 @@ out = {"rows": model.nobs, "levels": dict(model.n_levels), "model_cpu": time.pro
 for kind in KINDS:
     begin = time.process_time()
     rng = np.random.default_rng([1, 0])
-    chain = CrossedChain(design, held, rng, cp) if kind == "crossed" else Chain(design, held, rng, cp)
+    chain = {"crossed": CrossedChain, "plain": PlainChain, "blocked": Chain}[kind](design, held, rng, cp)
     built = time.process_time()
     for _ in range(WARMUP):
         chain.sweep()
@@ -90,7 +110,7 @@ def table(results: dict[str, dict]) -> str:
              "intercept, sd_user, sd_item, sigma |", "|---|---|---|---|---|---|---|"]
     for out in results.values():
         levels = " x ".join(f"{v:,}" for v in out["levels"].values())
-        for kind in ("crossed", "blocked"):
+        for kind in ("crossed", "plain", "blocked"):
             if kind not in out:
                 continue
             r = out[kind]
@@ -107,14 +127,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--blocked", action="store_true", help="also run the blocked Gibbs chain (dense factor per sweep)")
+    parser.add_argument("--plain", action="store_true", help="also run the plain Gibbs chain (beta given all effects, then "
+                        "each term's effects: nothing collapsed), the comparison of Papaspiliopoulos, Roberts & Zanella")
     args = parser.parse_args()
-    kinds = ["crossed"] + (["blocked"] if args.blocked else [])
+    kinds = ["crossed"] + (["plain"] if args.plain else []) + (["blocked"] if args.blocked else [])
     results = {}
     for folder in args.folders:
         results[folder.name] = run(folder, args.warmup, args.draws, kinds)
         print(json.dumps(results[folder.name]), flush=True)
     print(table(results))
-    suffix = " with blocked" if args.blocked else ""
+    suffix = "".join(f" with {k}" for k in kinds[1:])
     print("written to", update("crossed_gibbs", {f"crossed {k}{suffix}": v for k, v in results.items()}))
 
 

@@ -34,6 +34,7 @@ from .priors import PriorSet, for_centred_response
 NAME = "crossed-gibbs"
 DENSE_SIDE = 3_000  # `sampler="gibbs"` takes this sampler when the blocked one's dense system is larger (docs/bayes.md)
 MEMORY_SHARE = 0.5  # the kept draws may take at most this share of the memory available
+COPIES = 2  # the chains' draws of the group effects and the posterior's stacked copy (measured: 4.5 GB peak for 2.1 GB)
 
 
 def applies(design: Design) -> str | None:
@@ -125,12 +126,13 @@ def run_chain(design: Design, ps: PriorSet, seed: int, chain: int, warmup: int, 
 def check_kept_size(design: Design, chains: int, draws: int) -> None:
     """Refuse a run whose kept draws of the group effects cannot fit in memory, naming the numbers and the fix."""
     effects = sum(b.q for b in design.blocks)
-    need = 8 * chains * draws * effects
+    need = COPIES * 8 * chains * draws * effects
     free = available_bytes()
     if free is not None and need > MEMORY_SHARE * free:
-        fit = max(1, int(MEMORY_SHARE * free / (8 * chains * effects)))
+        fit = max(1, int(MEMORY_SHARE * free / (COPIES * 8 * chains * effects)))
         raise MultilevelError(
-            f"keeping {chains} chains x {draws} draws of the {effects:,} group effects takes {need / 2**30:.1f} GiB, "
+            f"keeping {chains} chains x {draws} draws of the {effects:,} group effects takes {need / 2**30:.1f} GiB "
+            "(the chains' draws and the posterior's copy), "
             f"more than half the {free / 2**30:.1f} GiB of memory available: ask for fewer draws (at most {fit:,} "
             "with these chains) or chains"
         )
