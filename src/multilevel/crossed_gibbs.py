@@ -6,7 +6,8 @@ effects and the variances: the coefficients from their conditional with term k's
 Gaussian), then term k's effects given them (independent across levels: a diagonal precision). This is the
 collapsed Gibbs sampler of Papaspiliopoulos, Roberts & Zanella (2020, Biometrika 107(1)), who update the global
 mean jointly with each factor and prove that its convergence does not degrade as crossed designs grow (where the
-plain Gibbs sampler's does); here every fixed effect is collapsed with each factor, not only the mean. Then the
+plain Gibbs sampler's does); here every fixed effect is collapsed with each factor, not only the mean. Each term's
+SD is then moved given its standardised effects (interweaving, `CrossedChain._rescale`). Last the
 SDs and sigma are drawn from their conditionals as the blocked sampler draws them (`gibbs.Conditionals`:
 half-t priors by Huang & Wand's augmentation, others by an exact Metropolis step).
 
@@ -82,6 +83,7 @@ class CrossedChain(Conditionals):
             zr = self.zy[k] - lower - upper  # Z_k'W(y - sum_{j != k} Z_j a_j)
             xr = self.xty - sum(self.zx[j].T @ a[j] for j in range(len(a)) if j != k)
             self.beta, a[k] = self._draw_pair(k, zr, xr, s2, prior)
+            a[k] = self._rescale(k, a[k], zr - self.zx[k] @ self.beta, s2)
             earlier.append(lower)
         self.b = [x[:, None] for x in a]
         return self.draw_variances(lambda: self._rss(a, earlier))
@@ -106,6 +108,22 @@ class CrossedChain(Conditionals):
         beta = mean + np.linalg.solve(L.T, self.rng.standard_normal(len(rhs)))
         b = (zr - zx @ beta) / (s2 * d) + self.rng.standard_normal(len(d)) / np.sqrt(d)
         return beta, b
+
+    def _rescale(self, k: int, b: np.ndarray, g: np.ndarray, s2: float) -> np.ndarray:
+        """Term k's SD s given its standardised effects u = b / s (interweaving, Yu & Meng 2011; as
+        `glmm_gibbs.PolyaGammaChain._rescale`): given u, beta and the other terms, the data are Gaussian in s with
+        precision P = u'Z_k'WZ_k u / s2 and mean u'g / (s2 P), g = Z_k'W(y - X beta - other terms); a draw from it on
+        the real line is accepted with the prior ratio p(|s'|) / p(|s|). Exact; it moves the SD where weakly informed
+        levels and their SD pin each other (the centred draw alone then barely moves). Returns the effects s' u."""
+        s = float(np.sqrt(self.cov[k][0, 0]))
+        u = b / s
+        precision = float(u @ (self.ztz[k] * u)) / s2
+        proposal = float(u @ g) / s2 / precision + self.rng.standard_normal() / np.sqrt(precision)
+        prior = self.sd_priors[k][0]
+        if np.log(self.rng.uniform()) >= float(prior.logpdf(abs(proposal))) - float(prior.logpdf(s)):
+            return b
+        self.cov[k] = np.array([[proposal**2]])
+        return proposal * u
 
     def _rss(self, a: list[np.ndarray], earlier: list[np.ndarray]) -> float:
         """|y - X beta - sum_k Z_k b_k|^2_W as a quadratic form in the cross-products; the pairs' products were
