@@ -114,7 +114,7 @@ def table(results: dict[str, dict]) -> str:
             if kind not in out:
                 continue
             r = out[kind]
-            acf = ", ".join(f"{r['autocorrelation_lags_1_5_20'][n][0]:.2f} ({r['autocorrelation_lags_1_5_20'][n][2]:.2f})"
+            acf = ", ".join(f"{r['autocorrelation_lags_1_5_20'][n][0]:.3f} ({r['autocorrelation_lags_1_5_20'][n][2]:.2f})"
                             for n in ("Intercept (centred)", "sd_user", "sd_item", "sigma"))
             lines.append(f"| {out['rows']:,} | {levels} | {kind} | {r['cpu_per_sweep']:.3f} | {r['min_ess_per_cpu_s']:.1f} | "
                          f"{r['peak_mb']:.0f} | {acf} |")

@@ -196,3 +196,9 @@ def test_partitioned_data_give_the_draws_in_memory():
     parts = dd.from_pandas(pen.sample(frac=1.0, random_state=1), npartitions=3)
     b = mlv.Model(formula, parts).sample(**kw).summary()
     np.testing.assert_allclose(b["mean"], a["mean"], rtol=0, atol=1e-9 * a["sd"].min())
+
+
+def test_module_example_runs():
+    import doctest
+
+    assert doctest.testmod(crossed_gibbs).failed == 0

@@ -15,6 +15,12 @@ Everything is read from the cross-products, which hold per level the (weighted) 
 per pair of terms, the sparse Z_j'WZ_k: a sweep is one sparse product per ordered pair of terms (about the rows'
 count of non-zeros each) plus O(levels x p^2); the residual sum of squares for sigma comes from the same
 products. Partitioned data need no second pass.
+
+>>> import multilevel as mlv
+>>> model = mlv.Model("diameter ~ 1 + (1 | plate) + (1 | sample)", mlv.datasets.load("Penicillin"))
+>>> post = model.sample(sampler="crossed-gibbs", chains=2, draws=300, warmup=100, seed=1, progress=False)
+>>> post.sampler, list(post.summary().index)
+('crossed-gibbs', ['b_Intercept', 'sd_plate__Intercept', 'sd_sample__Intercept', 'sigma'])
 """
 
 from __future__ import annotations
