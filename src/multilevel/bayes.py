@@ -18,6 +18,7 @@ from .arguments import check_count, check_seed
 from .centring import uncentre
 from .chains import gc_paused
 from .collapsed import Layout, constrain, jax_data, make_layout
+from .crossed_gibbs import NAME as CROSSED, preferred as crossed_preferred, sample_crossed
 from .dense_memory import check_dense_size
 from .design import Design
 from .diagnostics import exact_fit_message, interrupted_message, sampler_warnings
@@ -51,7 +52,9 @@ def sample(
 
     ``sampler="nuts"`` runs NUTS on the variance parameters (and the centred intercept) with the group
     effects and other coefficients integrated out, then draws those exactly; ``"gibbs"`` is a blocked
-    Gibbs sampler (Pólya–Gamma augmented for binomial-logit models); ``"laplace"`` (binomial, Poisson and
+    Gibbs sampler (Pólya–Gamma augmented for binomial-logit models), which for a Gaussian model whose random terms
+    are all scalar and crossed into a dense system of more than 3,000 rows runs ``"crossed-gibbs"``: collapsed
+    Gibbs with a cost per sweep linear in the rows (docs/bayes.md); ``"laplace"`` (binomial, Poisson and
     negative-binomial models) is NUTS with the group effects integrated out by the Laplace approximation:
     APPROXIMATE, labelled so, with an importance-sampling check of its error in ``post.importance_check``. Chains run in `cores` processes; a seed gives
     the same draws whatever `cores` is. Ctrl-C returns the draws finished by then, marked ``post.partial`` with a
@@ -65,12 +68,16 @@ def sample(
         import sys
 
         progress = sys.stderr.isatty()
-    if sampler not in ("nuts", "gibbs", "laplace"):
-        raise MultilevelError(f"sampler must be 'nuts', 'gibbs' or 'laplace', not {sampler!r}")
+    if sampler not in ("nuts", "gibbs", "laplace", CROSSED):
+        raise MultilevelError(f"sampler must be 'nuts', 'gibbs', '{CROSSED}' or 'laplace', not {sampler!r}")
+    if sampler == CROSSED and not model.gaussian:
+        raise MultilevelError(f"sampler='{CROSSED}' is for Gaussian models; use sampler='gibbs' or 'nuts'")
     if sampler == "laplace" and model.gaussian:
         raise MultilevelError("sampler='laplace' is for binomial, Poisson and negative-binomial models: a Gaussian "
                               "model's group effects integrate out exactly with sampler='nuts' (the default)")
     ps = resolve_priors(model, prior)
+    if model.gaussian and (sampler == CROSSED or (sampler == "gibbs" and crossed_preferred(model.design))):
+        return diagnosed(sample_crossed(model, ps, chains, draws, warmup, seed, cores, progress))
     if model.design.blocks:
         check_dense_size(model.design)
     if not model.gaussian:
@@ -118,7 +125,8 @@ def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
         raise MultilevelError(
             f"this model is too large for the NUTS sampler: after the first term, {engine.r - 1} effects and "
             "coefficients form a dense system refactored at every leapfrog step. Use sampler='gibbs', which "
-            "factors it once per iteration (InstEval-sized models sample in minutes)"
+            "factors it once per iteration (InstEval-sized models sample in minutes), or for scalar random terms "
+            f"sampler='{CROSSED}', which never forms it"
         )
     data = jax_data(engine, layout)
     inits = [_init(layout, model.design, y0, np.random.default_rng([seed, c])) for c in range(chains)]

@@ -13,7 +13,8 @@ COPIES = 3  # the engine's r x r cross-product, the matrix refactored at each ev
 WARN_BYTES = 2**30  # a dense block over 1 GiB is worth a warning even when it fits
 FLOPS_PER_SECOND = 1e10  # one core's dense Cholesky, for the per-evaluation estimate
 ITERATIVE_HINT = ("; crossed terms without slopes can be fitted APPROXIMATELY, without the dense matrix, by "
-                  "model.fit(solver='iterative') (docs/scale.md)")
+                  "model.fit(solver='iterative'), and sampled exactly by model.sample(sampler='crossed-gibbs') "
+                  "(docs/scale.md)")
 
 
 def dense_size(design) -> int:

@@ -130,21 +130,15 @@ def metropolis_cov(rng, S: np.ndarray, m: float, cov: np.ndarray, sd_priors: lis
     return (prop, True) if accept else (cov, False)
 
 
-class Chain:
-    """One Gibbs chain: the state and one full sweep of conditional draws."""
+class Conditionals:
+    """A Gaussian Gibbs chain's priors and variance state (SDs, sigma, the student-t mixture weights) and their
+    conditional draws given the coefficients and group effects, shared by the blocked `Chain` and
+    `crossed_gibbs.CrossedChain`."""
 
     shape: float | None = None  # a negative binomial's shape (`glmm_gibbs.NegativeBinomialChain`)
 
-    def __init__(self, design: Design, ps: PriorSet, rng: np.random.Generator, cp: CrossProducts | None = None):
+    def __init__(self, design: Design, ps: PriorSet, rng: np.random.Generator, sd_y: float):
         self.design, self.rng = design, rng
-        self.block = GaussianBlock(design, cp)
-        self.rows = not isinstance(design, PartitionedDesign)  # else residual sums from the cross-products
-        if self.rows:
-            self.y = response(design)
-            w = design.weights
-            if design.se is not None:
-                w = (1.0 if w is None else w) / design.se**2
-            self.w = w
         names = design.fixed_names
         self.b_priors = [ps.intercept if n == "(Intercept)" else ps.b[n] for n in names]
         self.sd_priors = [[ps.sd[(i, c)] for c in blk.coef_names] for i, blk in enumerate(design.blocks)]
@@ -156,7 +150,7 @@ class Chain:
                     f"the Gibbs sampler needs more levels than coefficients in '({' + '.join(blk.coef_names)} | {blk.group})' "
                     f"({blk.m} levels): use sampler='nuts'"
                 )
-        sd_y = float(np.std(response_values(design) if not self.rows else self.y)) or 1.0
+        sd_y = sd_y or 1.0
         self.cov = [np.diag((sd_y / 2 * np.exp(rng.uniform(-1, 1, blk.k))) ** 2) for blk in design.blocks]
         self.sigma = sd_y / 2 * np.exp(rng.uniform(-1, 1)) if ps.sigma is not None else None
         self.lam = np.ones(len(names))  # student-t scale-mixture weights (1 where unused)
@@ -165,13 +159,14 @@ class Chain:
     def _hw(prior: Prior) -> bool:
         return prior.family == "half_student_t"
 
-    def sweep(self) -> float:
-        """One Gibbs iteration; returns the share of Metropolis steps accepted (1 if there were none)."""
+    def coefficient_prior(self) -> CoefficientPrior:
+        """The coefficients' priors as normals (student-t ones given their current mixture weights)."""
+        return coefficient_prior(self.b_priors, self.lam)
+
+    def draw_variances(self, rss) -> float:
+        """Given the current beta and b: the student-t mixture weights, every term's covariance, then sigma from
+        `rss()` (the weighted residual sum of squares); returns the share of Metropolis steps accepted (1 if none)."""
         rng, design = self.rng, self.design
-        sigma = 1.0 if self.sigma is None else self.sigma
-        T = [np.linalg.cholesky(c) / sigma for c in self.cov]
-        prior = coefficient_prior(self.b_priors, self.lam)  # student-t priors as normals given their mixture weights
-        self.beta, self.b = self.block.draw(T, sigma, prior, rng)
         for j, p in enumerate(self.b_priors):
             if p.family == "student_t":
                 nu, mu, s = p.params
@@ -186,15 +181,37 @@ class Chain:
                 self.cov[i], ok = metropolis_cov(rng, b.T @ b, blk.m, self.cov[i], self.sd_priors[i], self.eta[i])
                 moves.append(ok)
         if self.sigma is not None:
-            rss = self._rss()
+            ss = rss()
             if self._hw(self.sigma_prior):
-                var = huang_wand(rng, rss, design.nobs, self.sigma**2, self.sigma_prior)
+                var = huang_wand(rng, ss, design.nobs, self.sigma**2, self.sigma_prior)
                 self.sigma = float(np.sqrt(var))
             else:
-                cov, ok = metropolis_cov(rng, np.array([[rss]]), design.nobs, np.array([[self.sigma**2]]), [self.sigma_prior], 1.0)
+                cov, ok = metropolis_cov(rng, np.array([[ss]]), design.nobs, np.array([[self.sigma**2]]), [self.sigma_prior], 1.0)
                 self.sigma = float(np.sqrt(cov[0, 0]))
                 moves.append(ok)
         return float(np.mean(moves)) if moves else 1.0
+
+
+class Chain(Conditionals):
+    """One blocked Gibbs chain: the state and one full sweep of conditional draws."""
+
+    def __init__(self, design: Design, ps: PriorSet, rng: np.random.Generator, cp: CrossProducts | None = None):
+        self.block = GaussianBlock(design, cp)
+        self.rows = not isinstance(design, PartitionedDesign)  # else residual sums from the cross-products
+        if self.rows:
+            self.y = response(design)
+            w = design.weights
+            if design.se is not None:
+                w = (1.0 if w is None else w) / design.se**2
+            self.w = w
+        super().__init__(design, ps, rng, float(np.std(response_values(design) if not self.rows else self.y)))
+
+    def sweep(self) -> float:
+        """One Gibbs iteration; returns the share of Metropolis steps accepted (1 if there were none)."""
+        sigma = 1.0 if self.sigma is None else self.sigma
+        T = [np.linalg.cholesky(c) / sigma for c in self.cov]
+        self.beta, self.b = self.block.draw(T, sigma, self.coefficient_prior(), self.rng)
+        return self.draw_variances(self._rss)
 
     def _rss(self) -> float:
         """The weighted residual sum of squares at the current beta and b: over the rows in memory, else as a
@@ -276,7 +293,7 @@ def sample_gibbs(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed
 
 
 def posterior_of(model, centred_names: list[str], columns: Scaling, res: list, draws: int, ps: PriorSet, seed: int,
-                 seconds: float, y0: float = 0.0) -> Posterior:
+                 seconds: float, y0: float = 0.0, sampler: str = "gibbs") -> Posterior:
     """The `Posterior` of the chains' kept sweeps (`keep_sweeps`; after Ctrl-C, the longest equal run of them),
     coefficients back in the user's columns (the response less y0 was sampled)."""
     res, n, finished = runner.kept_chains(res, lambda r: len(r["beta"]), draws)
@@ -285,4 +302,4 @@ def posterior_of(model, centred_names: list[str], columns: Scaling, res: list, d
     sigma, shape = (None if res[0][k] is None else np.stack([r[k] for r in res]) for k in ("sigma", "shape"))
     stats = {"accept_rate": np.stack([r["accept_rate"] for r in res])}
     return Posterior(model, beta, _per_term(res, "sd"), _per_term(res, "corr"), sigma, _per_term(res, "b"), stats, ps,
-                     seed, seconds, "gibbs", shape=shape, finished=finished)
+                     seed, seconds, sampler, shape=shape, finished=finished)
