@@ -1,0 +1,212 @@
+"""An exact independence Metropolis-Hastings sampler for GLMMs whose one scalar term carries the group effects
+(`sampler="imh"`, and what `sampler="auto"` runs when its proposal passes the check).
+
+The target is the marginal posterior of phi = (log SD, [log shape,] alpha, beta), a few dimensions, with the
+group effects integrated out by adaptive quadrature (`scalar_marginal`, vectorised over points). The proposal is
+a multivariate t (DOF degrees of freedom) at the posterior mode with the inverse Hessian's scale; each chain's
+warmup proposals, pooled and Pareto-smoothed importance-weighted, give the sampling proposal's location and scale.
+Every chain then draws all its proposals at once (`numpy.random.default_rng([seed, chain])`: the draws do not
+depend on `cores`), their log densities are one vectorised evaluation, and the accept/reject sequence is cheap.
+The group effects are drawn exactly given each draw. The sampling proposals' Pareto k and the acceptance rate
+diagnose the proposal on the user's model (`diagnose`; docs/bayes.md, "Which sampler runs when").
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from scipy import optimize
+
+from .glmm_bayes import NODES, target_inputs, to_posterior
+from .posterior import Posterior
+from .priors import PriorSet, brms_scale
+from .scalar_marginal import LINKS, ScalarMarginal
+
+DOF = 4  # the split-t proposal's degrees of freedom: tails heavier than the posterior's, so the weights stay bounded
+PARETO_K_LIMIT = 0.5  # above it the importance weights have no finite variance (docs/bayes.md): NUTS runs instead
+MIN_ACCEPTANCE = 0.3  # below it the chains stick at single draws too often (docs/bayes.md)
+STEP = 1e-3  # finite-difference step for the mode's gradient and the Hessian (unconstrained units)
+
+
+class ProposalFailed(Exception):
+    """The proposal cannot be built or is too poor for this model (the reason in words)."""
+
+
+def reason_unsupported(model) -> str | None:
+    """Why the independence sampler does not apply to this model, or None when it does."""
+    blocks = model.design.blocks
+    if len(blocks) != 1 or blocks[0].k != 1:
+        return "it needs one scalar random term (the group effects integrated out by quadrature)"
+    family = model.family
+    if LINKS.get(family.name) != family.link.name:
+        return f"it handles the logit (binomial) and log (Poisson, negative binomial) links, not {family.link.name}"
+    return None
+
+
+def sample_imh(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: int) -> Posterior:
+    """Draws of a GLMM's posterior by independence Metropolis-Hastings, the proposal's check in `proposal_check`
+    (its `reason` empty when it passes); raises `ProposalFailed` when no proposal can be built."""
+    start = time.perf_counter()
+    layout, data, centred, columns = target_inputs(model, ps, NODES)
+    target = ScalarMarginal(layout, data)
+    mode, scale = posterior_mode(target, model)
+    rngs = [np.random.default_rng([seed, c]) for c in range(chains)]
+    proposal = split_t(mode, scale)
+    warm = [_run(target, proposal, rng, warmup, None) for rng in rngs]
+    proposal = adapted(np.concatenate([w[0] for w in warm]), np.concatenate([w[1] for w in warm]), proposal)
+    runs = [_run(target, proposal, rng, draws, w[4]) for rng, w in zip(rngs, warm)]
+    check = diagnose(np.concatenate([r[1] for r in runs]), np.mean([r[3]["accepted"].mean() for r in runs]))
+    positions = np.stack([r[2] for r in runs])
+    stats = {k: np.stack([r[3][k] for r in runs]) for k in runs[0][3]}
+    effects = np.stack([target.draw_effects(r[2], rng) for r, rng in zip(runs, rngs)])
+    post = to_posterior(model, ps, layout, centred, columns, positions, stats, [effects[..., None]], None, seed,
+                        start, "imh")
+    post.proposal_check = check
+    return post
+
+
+def posterior_mode(target: ScalarMarginal, model) -> tuple[np.ndarray, np.ndarray]:
+    """The log posterior's mode (BFGS, gradients by central differences evaluated as one batch) and the inverse
+    of its negative Hessian there (second differences, one batch)."""
+    dim, base = target.dim, target.layout.base
+    x0 = np.zeros(dim)
+    x0[: base.n_sd] = np.log(0.5)
+    if base.intercept:
+        x0[base.dim - 1] = brms_scale(model.design.y, model.family.link.name)[0]
+    eye = STEP * np.eye(dim)
+
+    def value_and_gradient(x):
+        f = target.log_density(np.concatenate([x[None], x + eye, x - eye]))
+        if not np.all(np.isfinite(f)):
+            return np.inf, np.zeros(dim)
+        return -f[0], -(f[1 : dim + 1] - f[dim + 1 :]) / (2 * STEP)
+
+    found = optimize.minimize(value_and_gradient, x0, jac=True, method="BFGS", options={"gtol": 1e-4})
+    mode = found.x
+    H = -hessian(target, mode)
+    try:
+        np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        raise ProposalFailed("the log posterior is not concave at its mode (a flat or improper direction)") from None
+    return mode, np.linalg.inv(H)
+
+
+def hessian(target: ScalarMarginal, x: np.ndarray) -> np.ndarray:
+    """The log density's Hessian at x by central second differences (2 d^2 + 1 points, one batch)."""
+    dim = len(x)
+    eye = STEP * np.eye(dim)
+    i, j = np.triu_indices(dim, 1)
+    corners = [x + s * eye[i] + t * eye[j] for s, t in ((1, 1), (1, -1), (-1, 1), (-1, -1))]
+    f = target.log_density(np.concatenate([x[None], x + eye, x - eye, *corners]))
+    f0, plus, minus = f[0], f[1 : dim + 1], f[dim + 1 : 2 * dim + 1]
+    pp, pm, mp, mm = np.split(f[2 * dim + 1 :], 4)
+    H = np.diag((plus - 2 * f0 + minus) / STEP**2)
+    H[i, j] = H[j, i] = (pp - pm - mp + mm) / (4 * STEP**2)
+    return H
+
+
+def split_t(mode: np.ndarray, cov: np.ndarray):
+    """A split-t proposal at `mode` along the eigenvectors of `cov` with equal scales on both sides."""
+    values, vectors = np.linalg.eigh(cov)
+    if not np.all(values > 0):
+        raise ProposalFailed("the log posterior's curvature at its mode is not positive definite")
+    return mode, vectors, np.sqrt(values), np.sqrt(values)
+
+
+def adapted(x: np.ndarray, log_ratio: np.ndarray, proposal):
+    """The split-t proposal's directions and scales (each side's) about the mode from the warmup proposals x, weighted
+    by their Pareto-smoothed importance ratios; the old proposal if the weights cannot estimate them."""
+    from arviz_stats.base.array import array_stats
+
+    ok = np.isfinite(log_ratio)
+    if ok.sum() < 10 * x.shape[1]:
+        return proposal
+    smoothed, _ = array_stats.psislw(log_ratio[ok].max() - log_ratio[ok])  # ArviZ takes negated log ratios
+    w = np.exp(smoothed - smoothed.max())
+    w /= w.sum()
+    mode = proposal[0]
+    centred = x[ok] - w @ x[ok]
+    _, vectors = np.linalg.eigh((centred * w[:, None]).T @ centred)
+    y = (x[ok] - mode) @ vectors
+    up = y > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        plus = np.sqrt((w @ (y**2 * up)) / (w @ up))
+        minus = np.sqrt((w @ (y**2 * ~up)) / (w @ ~up))
+    if not (np.all(plus > 0) and np.all(minus > 0)):
+        return proposal
+    return mode, vectors, plus, minus
+
+
+def _draw_t(proposal, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n draws of the split-t proposal and their log densities (up to a constant)."""
+    mode, vectors, plus, minus = proposal
+    w = rng.standard_normal((n, len(mode))) / np.sqrt(rng.chisquare(DOF, n) / DOF)[:, None]
+    scaled = np.where(w > 0, plus, minus) * w
+    return mode + scaled @ vectors.T, _log_t(proposal, w)
+
+
+def _log_t(proposal, w: np.ndarray) -> np.ndarray:
+    """The split-t's log density (up to a constant) at standardised points w: the t's, over each side's scale."""
+    _, _, plus, minus = proposal
+    jacobian = np.sum(np.log(np.where(w > 0, plus, minus)), axis=-1)
+    return -0.5 * (DOF + w.shape[-1]) * np.log1p(np.sum(w**2, axis=-1) / DOF) - jacobian
+
+
+def _standardised(proposal, x: np.ndarray) -> np.ndarray:
+    mode, vectors, plus, minus = proposal
+    y = (x - mode) @ vectors
+    return y / np.where(y > 0, plus, minus)
+
+
+def _run(target: ScalarMarginal, proposal, rng: np.random.Generator, n: int, state):
+    """n independence Metropolis-Hastings steps from `state` ((x, log density) or None: the first proposal is
+    taken): (proposals, their log importance ratios, the chain's draws, per-step statistics)."""
+    x, log_q = _draw_t(proposal, rng, n)
+    log_p = target.log_density(x)
+    log_r = log_p - log_q
+    u = np.log(rng.uniform(size=n))
+    if state is None:
+        current, current_r, current_p = x[0], log_r[0], log_p[0]
+    else:
+        current, current_p = state
+        current_r = current_p - _log_t(proposal, _standardised(proposal, current))
+    index = np.empty(n, dtype=np.int64)
+    accept_prob = np.empty(n)
+    at, at_r = -1, current_r
+    for i in range(n):
+        d = log_r[i] - at_r
+        accept_prob[i] = 1.0 if d >= 0 else np.exp(d)
+        if u[i] < d:
+            at, at_r = i, log_r[i]
+        index[i] = at
+    taken = index >= 0
+    chain = np.where(taken[:, None], x[np.maximum(index, 0)], current)
+    lp = np.where(taken, log_p[np.maximum(index, 0)], current_p)
+    accepted = np.concatenate([[index[0] == 0], index[1:] != index[:-1]])
+    stats = {"lp": lp, "acceptance_rate": accept_prob, "accepted": accepted}
+    return x, log_r, chain, stats, (chain[-1], lp[-1])
+
+
+def diagnose(log_ratio: np.ndarray, acceptance: float) -> dict:
+    """The proposal's Pareto k (of its importance ratios on the sampling proposals) and acceptance rate, and the
+    reason it fails (empty when it passes)."""
+    from arviz_stats.base.array import array_stats
+
+    ok = np.isfinite(log_ratio)
+    k = float(array_stats.psislw(log_ratio[ok].max() - log_ratio[ok])[1]) if ok.sum() > 1 else np.inf
+    reason = ""
+    if not k <= PARETO_K_LIMIT:
+        reason = f"its proposal's Pareto k is {k:.2f}, above {PARETO_K_LIMIT}"
+    elif acceptance < MIN_ACCEPTANCE:
+        reason = f"its proposal's acceptance rate is {acceptance:.2f}, below {MIN_ACCEPTANCE}"
+    return {"pareto_k": k, "acceptance_rate": float(acceptance), "reason": reason}
+
+
+def messages(post) -> list[str]:
+    """The warning of an independence sampler run whose proposal failed its check (sampler="imh" asked for)."""
+    check = getattr(post, "proposal_check", None)
+    if post.sampler != "imh" or not check or not check["reason"]:
+        return []
+    return [f"the independence sampler's proposal is poor for this model ({check['reason']}): its chains are exact "
+            "but may mix slowly and miss the tails; sampler='nuts' (or 'auto', which would have chosen it) is safer"]
