@@ -19,13 +19,19 @@ import numpy as np
 from scipy import optimize
 
 from .glmm_bayes import NODES, target_inputs, to_posterior
+from .glmm_density import quadrature_nodes
 from .posterior import Posterior
 from .priors import PriorSet, brms_scale
 from .scalar_marginal import LINKS, ScalarMarginal
 
-DOF = 4  # the split-t proposal's degrees of freedom: tails heavier than the posterior's, so the weights stay bounded
+DOF = 10  # the t proposal's degrees of freedom: tails heavier than the posterior's, so the weights stay bounded
 PARETO_K_LIMIT = 0.5  # above it the importance weights have no finite variance (docs/bayes.md): NUTS runs instead
 MIN_ACCEPTANCE = 0.3  # below it the chains stick at single draws too often (docs/bayes.md)
+ADAPT_PROPOSALS = 1000  # warmup proposals of all chains together (at most `warmup` a chain): the adapted proposal's
+# mean and covariance from ~1,000 weighted draws move its acceptance rate by under 0.01 (docs/bayes.md)
+FEWER_NODES = (7, 9, 11, 15)  # quadrature node counts tried for the sampling proposals, fewest first
+QUADRATURE_TOL = 1e-5  # their log density's largest difference from NODES's allowed on the checked draws
+NODE_CHECKS = 200  # warmup proposals the node counts are checked on
 STEP = 1e-3  # finite-difference step for the mode's gradient and the Hessian (unconstrained units)
 
 
@@ -46,24 +52,47 @@ def reason_unsupported(model) -> str | None:
 
 def sample_imh(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: int) -> Posterior:
     """Draws of a GLMM's posterior by independence Metropolis-Hastings, the proposal's check in `proposal_check`
-    (its `reason` empty when it passes); raises `ProposalFailed` when no proposal can be built."""
+    (its `reason` empty when it passes); raises `ProposalFailed` when no proposal can be built.
+
+    Each chain's warmup is min(warmup, ADAPT_PROPOSALS / chains) steps from the Laplace proposal: they only have
+    to locate and scale the adapted proposal, and a chain forgets its start at its first accepted move."""
     start = time.perf_counter()
     layout, data, centred, columns = target_inputs(model, ps, NODES)
     target = ScalarMarginal(layout, data)
     mode, scale = posterior_mode(target, model)
+    try:
+        proposal = (mode, np.linalg.cholesky(scale))
+    except np.linalg.LinAlgError:
+        raise ProposalFailed("the log posterior's curvature at its mode is not positive definite") from None
     rngs = [np.random.default_rng([seed, c]) for c in range(chains)]
-    proposal = split_t(mode, scale)
-    warm = [_run(target, proposal, rng, warmup, None) for rng in rngs]
-    proposal = adapted(np.concatenate([w[0] for w in warm]), np.concatenate([w[1] for w in warm]), proposal)
-    runs = [_run(target, proposal, rng, draws, w[4]) for rng, w in zip(rngs, warm)]
+    n_warm = min(warmup, -(-ADAPT_PROPOSALS // chains))
+    warm = [_run(target, proposal, rng, n_warm, None) for rng in rngs]
+    x_warm = np.concatenate([w[0] for w in warm])
+    proposal = adapted(x_warm, np.concatenate([w[1] for w in warm]), proposal)
+    target, nodes = fewest_nodes(target, layout, data, x_warm, rngs[0])
+    states = [(w[4][0], target.log_density(w[4][0])[0]) for w in warm]
+    runs = [_run(target, proposal, rng, draws, state) for rng, state in zip(rngs, states)]
     check = diagnose(np.concatenate([r[1] for r in runs]), np.mean([r[3]["accepted"].mean() for r in runs]))
     positions = np.stack([r[2] for r in runs])
     stats = {k: np.stack([r[3][k] for r in runs]) for k in runs[0][3]}
     effects = np.stack([target.draw_effects(r[2], rng) for r, rng in zip(runs, rngs)])
     post = to_posterior(model, ps, layout, centred, columns, positions, stats, [effects[..., None]], None, seed,
                         start, "imh")
-    post.proposal_check = check
+    post.proposal_check = check | {"nodes": nodes, "warmup": n_warm}
     return post
+
+
+def fewest_nodes(target: ScalarMarginal, layout, data: dict, x: np.ndarray, rng: np.random.Generator):
+    """The target with the fewest quadrature nodes (of FEWER_NODES) whose log density is within QUADRATURE_TOL of
+    NODES's at NODE_CHECKS of the warmup proposals x (NODES's own error is below 1e-5: tests/test_glmm_bayes.py),
+    and that count."""
+    check = x[rng.choice(len(x), min(NODE_CHECKS, len(x)), replace=False)]
+    exact = target.log_density(check)
+    for nodes in FEWER_NODES:
+        fewer = ScalarMarginal(layout, data | quadrature_nodes(nodes))
+        if np.max(np.abs(fewer.log_density(check) - exact), initial=0.0) < QUADRATURE_TOL:
+            return fewer, nodes
+    return target, NODES
 
 
 def posterior_mode(target: ScalarMarginal, model) -> tuple[np.ndarray, np.ndarray]:
@@ -84,12 +113,11 @@ def posterior_mode(target: ScalarMarginal, model) -> tuple[np.ndarray, np.ndarra
 
     found = optimize.minimize(value_and_gradient, x0, jac=True, method="BFGS", options={"gtol": 1e-4})
     mode = found.x
-    H = -hessian(target, mode)
     try:
-        np.linalg.cholesky(H)
+        inverse_factor = np.linalg.inv(np.linalg.cholesky(-hessian(target, mode)))
     except np.linalg.LinAlgError:
         raise ProposalFailed("the log posterior is not concave at its mode (a flat or improper direction)") from None
-    return mode, np.linalg.inv(H)
+    return mode, inverse_factor.T @ inverse_factor
 
 
 def hessian(target: ScalarMarginal, x: np.ndarray) -> np.ndarray:
@@ -106,17 +134,9 @@ def hessian(target: ScalarMarginal, x: np.ndarray) -> np.ndarray:
     return H
 
 
-def split_t(mode: np.ndarray, cov: np.ndarray):
-    """A split-t proposal at `mode` along the eigenvectors of `cov` with equal scales on both sides."""
-    values, vectors = np.linalg.eigh(cov)
-    if not np.all(values > 0):
-        raise ProposalFailed("the log posterior's curvature at its mode is not positive definite")
-    return mode, vectors, np.sqrt(values), np.sqrt(values)
-
-
 def adapted(x: np.ndarray, log_ratio: np.ndarray, proposal):
-    """The split-t proposal's directions and scales (each side's) about the mode from the warmup proposals x, weighted
-    by their Pareto-smoothed importance ratios; the old proposal if the weights cannot estimate them."""
+    """The t proposal's location and scale from the warmup proposals x: their mean and covariance weighted by the
+    Pareto-smoothed importance ratios; the old proposal if the weights cannot estimate them."""
     from arviz_stats.base.array import array_stats
 
     ok = np.isfinite(log_ratio)
@@ -125,38 +145,24 @@ def adapted(x: np.ndarray, log_ratio: np.ndarray, proposal):
     smoothed, _ = array_stats.psislw(log_ratio[ok].max() - log_ratio[ok])  # ArviZ takes negated log ratios
     w = np.exp(smoothed - smoothed.max())
     w /= w.sum()
-    mode = proposal[0]
-    centred = x[ok] - w @ x[ok]
-    _, vectors = np.linalg.eigh((centred * w[:, None]).T @ centred)
-    y = (x[ok] - mode) @ vectors
-    up = y > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        plus = np.sqrt((w @ (y**2 * up)) / (w @ up))
-        minus = np.sqrt((w @ (y**2 * ~up)) / (w @ ~up))
-    if not (np.all(plus > 0) and np.all(minus > 0)):
+    mean = w @ x[ok]
+    centred = x[ok] - mean
+    try:
+        return mean, np.linalg.cholesky((centred * w[:, None]).T @ centred / (1 - w @ w))
+    except np.linalg.LinAlgError:
         return proposal
-    return mode, vectors, plus, minus
 
 
 def _draw_t(proposal, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """n draws of the split-t proposal and their log densities (up to a constant)."""
-    mode, vectors, plus, minus = proposal
-    w = rng.standard_normal((n, len(mode))) / np.sqrt(rng.chisquare(DOF, n) / DOF)[:, None]
-    scaled = np.where(w > 0, plus, minus) * w
-    return mode + scaled @ vectors.T, _log_t(proposal, w)
+    """n draws of the multivariate t proposal and their log densities (up to a constant)."""
+    mean, chol = proposal
+    w = rng.standard_normal((n, len(mean))) / np.sqrt(rng.chisquare(DOF, n) / DOF)[:, None]
+    return mean + w @ chol.T, _log_t(w)
 
 
-def _log_t(proposal, w: np.ndarray) -> np.ndarray:
-    """The split-t's log density (up to a constant) at standardised points w: the t's, over each side's scale."""
-    _, _, plus, minus = proposal
-    jacobian = np.sum(np.log(np.where(w > 0, plus, minus)), axis=-1)
-    return -0.5 * (DOF + w.shape[-1]) * np.log1p(np.sum(w**2, axis=-1) / DOF) - jacobian
-
-
-def _standardised(proposal, x: np.ndarray) -> np.ndarray:
-    mode, vectors, plus, minus = proposal
-    y = (x - mode) @ vectors
-    return y / np.where(y > 0, plus, minus)
+def _log_t(w: np.ndarray) -> np.ndarray:
+    """The t proposal's log density at standardised points w, up to a constant."""
+    return -0.5 * (DOF + w.shape[-1]) * np.log1p(np.sum(w**2, axis=-1) / DOF)
 
 
 def _run(target: ScalarMarginal, proposal, rng: np.random.Generator, n: int, state):
@@ -170,7 +176,8 @@ def _run(target: ScalarMarginal, proposal, rng: np.random.Generator, n: int, sta
         current, current_r, current_p = x[0], log_r[0], log_p[0]
     else:
         current, current_p = state
-        current_r = current_p - _log_t(proposal, _standardised(proposal, current))
+        standardised = np.linalg.solve(proposal[1], current - proposal[0])
+        current_r = current_p - _log_t(standardised)
     index = np.empty(n, dtype=np.int64)
     accept_prob = np.empty(n)
     at, at_r = -1, current_r

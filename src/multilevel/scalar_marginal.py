@@ -13,10 +13,13 @@ rejection from the minimum of h's tangents (h is concave for these links). Links
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy import special
 
 from .collapsed import constrain
+from .errors import MultilevelError
 from .glmm_density import MAX_NEWTON_STEP, NEWTON_STEPS, NEWTON_TOL, TANGENTS, GlmmLayout
 
 LINKS = {"binomial": "logit", "poisson": "log", "negative_binomial": "log"}  # the links written here
@@ -36,7 +39,9 @@ class ScalarMarginal:
         self.codes, self.X, self.offset, self.z = codes[first], X[first], offset[first], z[first]
         self.a, self.w = np.bincount(inverse, a, len(rows)), np.bincount(inverse, w, len(rows))
         self.m = layout.base.ms[0]
-        self.indicator = np.eye(self.m)[self.codes]  # (rows, m): per-group sums as a product
+        self.starts = np.searchsorted(self.codes, np.arange(self.m))  # each group's first merged row
+        if np.any(np.bincount(self.codes, minlength=self.m) == 0):
+            raise MultilevelError("a level of the grouping factor has no rows: drop unused levels")
         if layout.family == "negative_binomial":
             self.counts, at = np.unique(data["y"], return_inverse=True)
             self.count_w = np.bincount(at.ravel(), data["w"], len(self.counts))
@@ -45,38 +50,53 @@ class ScalarMarginal:
     def dim(self) -> int:
         return self.layout.n_base + self.layout.p_c
 
-    # ------------------------------------------------------------------ the rows' log-likelihood in eta
-    def _rows(self, eta, shape, order: int):
-        """Each merged row's log-likelihood at eta (order 0) or its first and second derivatives (order 2)."""
-        a, w, family = self.a, self.w, self.layout.family
+    # ------------------------------------------------------------------ per group, the log-likelihood in u
+    def _at(self, x: np.ndarray) -> _At:
+        """What h needs at points x (points, dim), and each point's SD and log prior."""
+        eta0, sd, shape, lp = self.parameters(x)
+        slope = sd[:, None] * self.z
+        if self.layout.family == "negative_binomial":
+            n, log_shape = self.w * shape + self.a, np.log(shape)
+        else:
+            n, log_shape = np.broadcast_to(self.w, eta0.shape), None
+        at = _At(eta0, slope, n, log_shape, self._sum(self.a * eta0), self._sum(self.a * slope))
+        return at, sd, shape, lp
+
+    def _sum(self, v):
+        """Sums of v (..., rows) over each group's rows (the merged rows are sorted by group): (..., m)."""
+        return np.add.reduceat(v, self.starts, axis=-1)
+
+    def _h(self, at: _At, u):
+        """Per group h(u) = its rows' log-likelihood at eta0 + slope u[code] - u^2 / 2, for u (points, m) or
+        (points, nodes, m). The rows' terms linear in eta are summed once per group (`_At.lin0`, `lin1`)."""
+        at = at.widened() if u.ndim == 3 else at
+        eta = at.eta0 + at.slope * u[..., self.codes]
+        family = self.layout.family
         if family == "poisson":
-            mu = np.exp(eta)
-            return a * eta - w * mu if order == 0 else (a - w * mu, -w * mu)
-        if family == "binomial":
-            n, shift = w, eta
-        else:  # negative binomial: a eta - (w shape + a) log(shape + mu), the logistic form about log(shape)
-            n, shift = w * shape + a, eta - np.log(shape)
-        if order == 0:
-            return a * eta - n * (np.logaddexp(0.0, shift) + (0.0 if family == "binomial" else np.log(shape)))
-        p = special.expit(shift)
-        return a - n * p, -n * p * (1.0 - p)
+            f = np.exp(eta)
+        else:  # binomial: log(1 + e^eta); negative binomial: log(shape + mu)
+            f = np.logaddexp(0.0 if at.log_shape is None else at.log_shape, eta)
+        return at.lin0 + u * at.lin1 - self._sum(at.n * f) - 0.5 * u**2
 
-    def _h(self, eta0, shape, slope, u):
-        """Per group h(u) = its rows' log-likelihood at eta0 + slope u[code] - u^2 / 2; u (..., m)."""
-        return self._rows(eta0 + slope * u[..., self.codes], shape, 0) @ self.indicator - 0.5 * u**2
+    def _dh(self, at: _At, u):
+        """h' and h'' per group at u (points, m)."""
+        eta = at.eta0 + at.slope * u[..., self.codes]
+        if self.layout.family == "poisson":
+            q = at.n * np.exp(eta)
+            q2 = q
+        else:
+            p = special.expit(eta if at.log_shape is None else eta - at.log_shape)
+            q = at.n * p
+            q2 = q * (1.0 - p)
+        return at.lin1 - self._sum(q * at.slope) - u, -self._sum(q2 * at.slope**2) - 1.0
 
-    def _dh(self, eta0, shape, slope, u):
-        """h' and h'' per group at u (..., m)."""
-        d1, d2 = self._rows(eta0 + slope * u[..., self.codes], shape, 2)
-        return (d1 * slope) @ self.indicator - u, (d2 * slope**2) @ self.indicator - 1.0
-
-    def _mode(self, eta0, shape, slope):
+    def _mode(self, at: _At):
         """Each group's mode and conditional SD 1 / sqrt(-h'') (the curvature at the last step's start), by the
         damped Newton steps of `glmm_density._mode`, from 0, until no group of any point moves more than NEWTON_TOL."""
-        u = np.zeros(eta0.shape[:-1] + (self.m,))
+        u = np.zeros(at.lin0.shape)
         h2 = -np.ones_like(u)
         for _ in range(NEWTON_STEPS):
-            h1, h2 = self._dh(eta0, shape, slope, u)
+            h1, h2 = self._dh(at, u)
             move = np.clip(-h1 / h2, -MAX_NEWTON_STEP, MAX_NEWTON_STEP)
             u = u + move
             if np.max(np.abs(move)) <= NEWTON_TOL:
@@ -110,14 +130,13 @@ class ScalarMarginal:
 
     def _log_density(self, x):
         data = self.data
-        eta0, sd, shape, lp = self.parameters(x)
-        slope = sd[:, None] * self.z
-        mode, s = self._mode(eta0, shape, slope)
-        gh_x, gh_logw = data["gh_x"][:, None], data["gh_logw"][:, None]
-        t = mode[:, None, :] + np.sqrt(2.0) * s[:, None, :] * gh_x  # (points, nodes, m)
-        sh = None if shape is None else shape[:, :, None]
-        logw = gh_logw + self._h(eta0[:, None, :], sh, slope[:, None, :], t)
-        per_group = np.log(np.sqrt(2.0) * s) + special.logsumexp(logw, axis=1) - 0.5 * np.log(2 * np.pi)
+        at, _, shape, lp = self._at(x)
+        mode, s = self._mode(at)
+        t = mode[:, None, :] + np.sqrt(2.0) * s[:, None, :] * data["gh_x"][:, None]  # (points, nodes, m)
+        logw = data["gh_logw"][:, None] + self._h(at, t)
+        top = logw.max(axis=1)
+        lse = top + np.log(np.sum(np.exp(logw - top[:, None]), axis=1))
+        per_group = np.log(np.sqrt(2.0) * s) + lse - 0.5 * np.log(2 * np.pi)
         return lp + per_group.sum(axis=1) + self._shape_loglik(shape) + float(data["const"])
 
     def _shape_loglik(self, shape):
@@ -131,34 +150,40 @@ class ScalarMarginal:
     # ------------------------------------------------------------------ exact draws of the group effects
     def draw_effects(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One exact draw of every group's effect b (points, m) given each point of x, by rejection from the
-        tangent envelope of `glmm_density._rejection_draw`; proposals are redrawn until each is accepted."""
+        tangent envelope of `glmm_density._rejection_draw`; proposals are redrawn until each is accepted. A point
+        repeated in x (a rejected move) has its envelope built once and gets draws of its own."""
+        distinct, inverse = np.unique(x, axis=0, return_inverse=True)
+        inverse = inverse.ravel()
         out = np.empty((len(x), self.m))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for i in range(0, len(x), CHUNK):
-                eta0, sd, shape, _ = self.parameters(x[i : i + CHUNK])
-                out[i : i + CHUNK] = sd[:, None] * self._draw_u(eta0, shape, sd[:, None] * self.z, rng)
+            for i in range(0, len(distinct), CHUNK):
+                at, sd, _, _ = self._at(distinct[i : i + CHUNK])
+                envelope = self._envelope(at, *self._mode(at))
+                rows = np.flatnonzero((inverse >= i) & (inverse < i + CHUNK))
+                pick = inverse[rows] - i
+                u = self._rejection(at.take(pick), tuple(v[:, pick] for v in envelope), rng)
+                out[rows] = sd[pick, None] * u
         return out
 
-    def _draw_u(self, eta0, shape, slope, rng):
-        mode, s = self._mode(eta0, shape, slope)
-        env = self._envelope(eta0, shape, slope, mode, s)
-        u = np.empty_like(mode)
-        todo = np.ones(mode.shape, bool)
+    def _rejection(self, at: _At, envelope, rng):
+        u = np.empty(at.lin0.shape)
+        todo = np.ones(u.shape, bool)
         while todo.any():
-            prop = _envelope_proposal(env, rng.uniform(size=(2,) + mode.shape))
-            log_env = np.min(env[0] + env[1] * (prop[None] - env[2]), axis=0)
-            accept = np.log(rng.uniform(size=mode.shape)) <= self._h(eta0, shape, slope, prop) - log_env
+            prop = _envelope_proposal(envelope, rng.uniform(size=(2,) + u.shape))
+            h, d, a = envelope[:3]
+            log_env = np.min(h + d * (prop[None] - a), axis=0)
+            accept = np.log(rng.uniform(size=u.shape)) <= self._h(at, prop) - log_env
             take = todo & accept
             u[take] = prop[take]
             todo &= ~accept
         return u
 
-    def _envelope(self, eta0, shape, slope, mode, s):
+    def _envelope(self, at: _At, mode, s):
         """The tangents' values h, slopes d and points a (each (4, points, m)), and the pieces' left ends, widths
         and log masses (the minimum of the tangents, piecewise exponential)."""
         a = mode[None] + TANGENTS[:, None, None] * s[None]
-        h = np.stack([self._h(eta0, shape, slope, ai) for ai in a])
-        d = np.stack([self._dh(eta0, shape, slope, ai)[0] for ai in a])
+        h = np.stack([self._h(at, ai) for ai in a])
+        d = np.stack([self._dh(at, ai)[0] for ai in a])
         zc = (h[1:] - h[:-1] - d[1:] * a[1:] + d[:-1] * a[:-1]) / (d[:-1] - d[1:])  # consecutive tangents meet
         lo = np.concatenate([zc[:1], zc])
         width = np.concatenate([np.zeros_like(zc[:1]), zc[1:] - zc[:-1], np.zeros_like(zc[:1])])
@@ -170,6 +195,25 @@ class ScalarMarginal:
         log_mass = np.where(width > 0, e_lo + middle, e_lo - np.log(np.abs(d)))
         log_mass[1:-1] = np.where(width[1:-1] > 0, log_mass[1:-1], -np.inf)
         return h, d, a, lo, width, log_mass
+
+
+class _At(NamedTuple):
+    """h's inputs at a batch of points: the fixed linear predictor and slopes of the merged rows (points, rows),
+    their weights in the nonlinear term, the log shape (negative binomial), the linear terms' group sums."""
+
+    eta0: np.ndarray
+    slope: np.ndarray
+    n: np.ndarray
+    log_shape: np.ndarray | None
+    lin0: np.ndarray
+    lin1: np.ndarray
+
+    def widened(self) -> _At:
+        """With a nodes axis after the points' (broadcasting against (points, nodes, m))."""
+        return _At(*(None if v is None else v[:, None] for v in self))
+
+    def take(self, index) -> _At:
+        return _At(*(None if v is None else v[index] for v in self))
 
 
 def _envelope_proposal(env, uniforms):
