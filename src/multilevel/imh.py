@@ -4,7 +4,7 @@
 The target is the marginal posterior of phi = (log SD, [log shape,] alpha, beta), a few dimensions, with the
 group effects integrated out by adaptive quadrature (`scalar_marginal`, vectorised over points). The proposal is
 a multivariate t (DOF degrees of freedom) at the posterior mode with the inverse Hessian's scale; each chain's
-warmup proposals, pooled and Pareto-smoothed importance-weighted, give the sampling proposal's location and scale.
+warmup proposals, pooled and weighted by their truncated importance ratios, give the sampling proposal's location and scale.
 Every chain then draws all its proposals at once (`numpy.random.default_rng([seed, chain])`: the draws do not
 depend on `cores`), their log densities are one vectorised evaluation, and the accept/reject sequence is cheap.
 The group effects are drawn exactly given each draw. The sampling proposals' Pareto k and the acceptance rate
@@ -14,10 +14,12 @@ diagnose the proposal on the user's model (`diagnose`; docs/bayes.md, "Which sam
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import numpy as np
 from scipy import optimize
 
+from .draw_statistics import pareto_k
 from .glmm_bayes import NODES, target_inputs, to_posterior
 from .glmm_density import quadrature_nodes
 from .posterior import Posterior
@@ -67,32 +69,31 @@ def sample_imh(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: 
     rngs = [np.random.default_rng([seed, c]) for c in range(chains)]
     n_warm = min(warmup, -(-ADAPT_PROPOSALS // chains))
     warm = [_run(target, proposal, rng, n_warm, None) for rng in rngs]
-    x_warm = np.concatenate([w[0] for w in warm])
-    proposal = adapted(x_warm, np.concatenate([w[1] for w in warm]), proposal)
-    target, nodes = fewest_nodes(target, layout, data, x_warm, rngs[0])
-    states = [(w[4][0], target.log_density(w[4][0])[0]) for w in warm]
-    runs = [_run(target, proposal, rng, draws, state) for rng, state in zip(rngs, states)]
-    check = diagnose(np.concatenate([r[1] for r in runs]), np.mean([r[3]["accepted"].mean() for r in runs]))
-    positions = np.stack([r[2] for r in runs])
-    stats = {k: np.stack([r[3][k] for r in runs]) for k in runs[0][3]}
-    effects = np.stack([target.draw_effects(r[2], rng) for r, rng in zip(runs, rngs)])
+    x_warm = np.concatenate([w.x for w in warm])
+    proposal = adapted(x_warm, np.concatenate([w.log_r for w in warm]), proposal)
+    target, nodes = fewest_nodes(layout, data, x_warm, np.concatenate([w.log_p for w in warm]), rngs[0])
+    runs = [_run(target, proposal, rng, draws, w.chain[-1]) for rng, w in zip(rngs, warm)]
+    check = diagnose(np.concatenate([r.log_r for r in runs]), np.mean([r.stats["accepted"].mean() for r in runs]))
+    positions = np.stack([r.chain for r in runs])
+    stats = {k: np.stack([r.stats[k] for r in runs]) for k in runs[0].stats}
+    effects = np.stack([target.draw_effects(r.chain, rng, r.modes) for r, rng in zip(runs, rngs)])
     post = to_posterior(model, ps, layout, centred, columns, positions, stats, [effects[..., None]], None, seed,
                         start, "imh")
     post.proposal_check = check | {"nodes": nodes, "warmup": n_warm}
     return post
 
 
-def fewest_nodes(target: ScalarMarginal, layout, data: dict, x: np.ndarray, rng: np.random.Generator):
+def fewest_nodes(layout, data: dict, x: np.ndarray, log_p: np.ndarray, rng: np.random.Generator):
     """The target with the fewest quadrature nodes (of FEWER_NODES) whose log density is within QUADRATURE_TOL of
-    NODES's at NODE_CHECKS of the warmup proposals x (NODES's own error is below 1e-5: tests/test_glmm_bayes.py),
-    and that count."""
-    check = x[rng.choice(len(x), min(NODE_CHECKS, len(x)), replace=False)]
-    exact = target.log_density(check)
+    NODES's (`log_p`) at NODE_CHECKS of the warmup proposals x (NODES's own error is below 1e-5:
+    tests/test_glmm_bayes.py), and that count."""
+    pick = rng.choice(len(x), min(NODE_CHECKS, len(x)), replace=False)
+    pick = pick[np.isfinite(log_p[pick])]
     for nodes in FEWER_NODES:
         fewer = ScalarMarginal(layout, data | quadrature_nodes(nodes))
-        if np.max(np.abs(fewer.log_density(check) - exact), initial=0.0) < QUADRATURE_TOL:
+        if np.max(np.abs(fewer.log_density(x[pick]) - log_p[pick]), initial=0.0) < QUADRATURE_TOL:
             return fewer, nodes
-    return target, NODES
+    return ScalarMarginal(layout, data), NODES
 
 
 def posterior_mode(target: ScalarMarginal, model) -> tuple[np.ndarray, np.ndarray]:
@@ -136,14 +137,12 @@ def hessian(target: ScalarMarginal, x: np.ndarray) -> np.ndarray:
 
 def adapted(x: np.ndarray, log_ratio: np.ndarray, proposal):
     """The t proposal's location and scale from the warmup proposals x: their mean and covariance weighted by the
-    Pareto-smoothed importance ratios; the old proposal if the weights cannot estimate them."""
-    from arviz_stats.base.array import array_stats
-
+    importance ratios truncated at their mean times sqrt(S) (Ionides 2008); the old proposal if too few are finite."""
     ok = np.isfinite(log_ratio)
     if ok.sum() < 10 * x.shape[1]:
         return proposal
-    smoothed, _ = array_stats.psislw(log_ratio[ok].max() - log_ratio[ok])  # ArviZ takes negated log ratios
-    w = np.exp(smoothed - smoothed.max())
+    w = np.exp(log_ratio[ok] - log_ratio[ok].max())
+    w = np.minimum(w, w.mean() * np.sqrt(ok.sum()))
     w /= w.sum()
     mean = w @ x[ok]
     centred = x[ok] - mean
@@ -165,43 +164,46 @@ def _log_t(w: np.ndarray) -> np.ndarray:
     return -0.5 * (DOF + w.shape[-1]) * np.log1p(np.sum(w**2, axis=-1) / DOF)
 
 
-def _run(target: ScalarMarginal, proposal, rng: np.random.Generator, n: int, state):
-    """n independence Metropolis-Hastings steps from `state` ((x, log density) or None: the first proposal is
-    taken): (proposals, their log importance ratios, the chain's draws, per-step statistics)."""
+class Run(NamedTuple):
+    """A chain's stretch: its proposals, their log densities and log importance ratios, the chain's draws, their
+    statistics and their groups' conditional modes and SDs."""
+
+    x: np.ndarray
+    log_p: np.ndarray
+    log_r: np.ndarray
+    chain: np.ndarray
+    stats: dict
+    modes: tuple
+
+
+def _run(target: ScalarMarginal, proposal, rng: np.random.Generator, n: int, start: np.ndarray | None) -> Run:
+    """n independence Metropolis-Hastings steps from `start` (None: the first proposal is taken)."""
     x, log_q = _draw_t(proposal, rng, n)
-    log_p = target.log_density(x)
+    log_p, mode, s = target.log_density(x, modes=True)
     log_r = log_p - log_q
     u = np.log(rng.uniform(size=n))
-    if state is None:
-        current, current_r, current_p = x[0], log_r[0], log_p[0]
-    else:
-        current, current_p = state
-        standardised = np.linalg.solve(proposal[1], current - proposal[0])
-        current_r = current_p - _log_t(standardised)
+    if start is not None:  # the chain's state, in the index -1 slot
+        (p0,), m0, s0 = target.log_density(start, modes=True)
+        x, log_p, mode, s = (np.concatenate([v, w]) for v, w in ((x, start[None]), (log_p, [p0]), (mode, m0), (s, s0)))
+        log_r = np.append(log_r, p0 - _log_t(np.linalg.solve(proposal[1], start - proposal[0])))
     index = np.empty(n, dtype=np.int64)
     accept_prob = np.empty(n)
-    at, at_r = -1, current_r
+    at = -1 if start is not None else 0
     for i in range(n):
-        d = log_r[i] - at_r
+        d = log_r[i] - log_r[at]
         accept_prob[i] = 1.0 if d >= 0 else np.exp(d)
         if u[i] < d:
-            at, at_r = i, log_r[i]
+            at = i
         index[i] = at
-    taken = index >= 0
-    chain = np.where(taken[:, None], x[np.maximum(index, 0)], current)
-    lp = np.where(taken, log_p[np.maximum(index, 0)], current_p)
     accepted = np.concatenate([[index[0] == 0], index[1:] != index[:-1]])
-    stats = {"lp": lp, "acceptance_rate": accept_prob, "accepted": accepted}
-    return x, log_r, chain, stats, (chain[-1], lp[-1])
+    stats = {"lp": log_p[index], "acceptance_rate": accept_prob, "accepted": accepted}
+    return Run(x[:n], log_p[:n], log_r[:n], x[index], stats, (mode[index], s[index]))
 
 
 def diagnose(log_ratio: np.ndarray, acceptance: float) -> dict:
     """The proposal's Pareto k (of its importance ratios on the sampling proposals) and acceptance rate, and the
     reason it fails (empty when it passes)."""
-    from arviz_stats.base.array import array_stats
-
-    ok = np.isfinite(log_ratio)
-    k = float(array_stats.psislw(log_ratio[ok].max() - log_ratio[ok])[1]) if ok.sum() > 1 else np.inf
+    k = pareto_k(log_ratio)
     reason = ""
     if not k <= PARETO_K_LIMIT:
         reason = f"its proposal's Pareto k is {k:.2f}, above {PARETO_K_LIMIT}"

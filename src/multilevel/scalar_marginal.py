@@ -119,19 +119,21 @@ class ScalarMarginal:
         eta0 = self.offset + beta @ self.X.T + (alpha[:, None] if layout.base.intercept else 0.0)
         return eta0, sds[0][:, 0], None if shape is None else shape[:, None], lp
 
-    def log_density(self, x: np.ndarray) -> np.ndarray:
-        """Unnormalised log posterior at points x (points, dim), -inf where it is not finite."""
+    def log_density(self, x: np.ndarray, modes: bool = False):
+        """Unnormalised log posterior at points x (points, dim), -inf where it is not finite; with `modes`, also
+        each point's groups' conditional modes and SDs (points, m) (`draw_effects` reuses them)."""
         x = np.atleast_2d(np.asarray(x, float))
-        out = np.empty(len(x))
+        out, mode, s = np.empty(len(x)), np.empty((len(x), self.m)), np.empty((len(x), self.m))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for i in range(0, len(x), CHUNK):
-                out[i : i + CHUNK] = self._log_density(x[i : i + CHUNK])
-        return np.where(np.isfinite(out), out, -np.inf)
+                at, _, shape, lp = self._at(x[i : i + CHUNK])
+                mode[i : i + CHUNK], s[i : i + CHUNK] = self._mode(at)
+                out[i : i + CHUNK] = self._log_density(at, shape, lp, mode[i : i + CHUNK], s[i : i + CHUNK])
+        out = np.where(np.isfinite(out), out, -np.inf)
+        return (out, mode, s) if modes else out
 
-    def _log_density(self, x):
+    def _log_density(self, at: _At, shape, lp, mode, s):
         data = self.data
-        at, _, shape, lp = self._at(x)
-        mode, s = self._mode(at)
         t = mode[:, None, :] + np.sqrt(2.0) * s[:, None, :] * data["gh_x"][:, None]  # (points, nodes, m)
         logw = data["gh_logw"][:, None] + self._h(at, t)
         top = logw.max(axis=1)
@@ -148,17 +150,19 @@ class ScalarMarginal:
         return special.gammaln(self.counts + shape) @ self.count_w - total_w * (special.gammaln(s) - s * np.log(s))
 
     # ------------------------------------------------------------------ exact draws of the group effects
-    def draw_effects(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def draw_effects(self, x: np.ndarray, rng: np.random.Generator, modes=None) -> np.ndarray:
         """One exact draw of every group's effect b (points, m) given each point of x, by rejection from the
         tangent envelope of `glmm_density._rejection_draw`; proposals are redrawn until each is accepted. A point
-        repeated in x (a rejected move) has its envelope built once and gets draws of its own."""
-        distinct, inverse = np.unique(x, axis=0, return_inverse=True)
+        repeated in x (a rejected move) has its envelope built once and gets draws of its own. `modes`: the
+        points' conditional modes and SDs from `log_density` (else found again)."""
+        distinct, first, inverse = np.unique(x, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.ravel()
         out = np.empty((len(x), self.m))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for i in range(0, len(distinct), CHUNK):
                 at, sd, _, _ = self._at(distinct[i : i + CHUNK])
-                envelope = self._envelope(at, *self._mode(at))
+                found = self._mode(at) if modes is None else tuple(v[first[i : i + CHUNK]] for v in modes)
+                envelope = self._envelope(at, *found)
                 rows = np.flatnonzero((inverse >= i) & (inverse < i + CHUNK))
                 pick = inverse[rows] - i
                 u = self._rejection(at.take(pick), tuple(v[:, pick] for v in envelope), rng)
