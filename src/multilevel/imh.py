@@ -61,7 +61,7 @@ def sample_imh(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: 
     start = time.perf_counter()
     layout, data, centred, columns = target_inputs(model, ps, NODES)
     target = ScalarMarginal(layout, data)
-    mode, scale = posterior_mode(target, model)
+    mode, scale = posterior_mode(ScalarMarginal(layout, data | quadrature_nodes(FEWER_NODES[0])), model)
     try:
         proposal = (mode, np.linalg.cholesky(scale))
     except np.linalg.LinAlgError:
@@ -97,7 +97,7 @@ def fewest_nodes(layout, data: dict, x: np.ndarray, log_p: np.ndarray, rng: np.r
 
 
 def posterior_mode(target: ScalarMarginal, model) -> tuple[np.ndarray, np.ndarray]:
-    """The log posterior's mode (BFGS, gradients by central differences evaluated as one batch) and the inverse
+    """(Of a target with few nodes: it only centres and scales the first proposal.) The log posterior's mode (BFGS, gradients by central differences evaluated as one batch) and the inverse
     of its negative Hessian there (second differences, one batch)."""
     dim, base = target.dim, target.layout.base
     x0 = np.zeros(dim)

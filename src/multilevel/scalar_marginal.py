@@ -170,16 +170,21 @@ class ScalarMarginal:
         return out
 
     def _rejection(self, at: _At, envelope, rng):
+        """Proposals from the envelope, accepted with probability exp(h - envelope), until every group of every point
+        has one; each round evaluates h only at the points still waiting."""
         u = np.empty(at.lin0.shape)
         todo = np.ones(u.shape, bool)
-        while todo.any():
-            prop = _envelope_proposal(envelope, rng.uniform(size=(2,) + u.shape))
-            h, d, a = envelope[:3]
+        rows = np.arange(len(u))
+        while len(rows):
+            env = tuple(v[:, rows] for v in envelope)
+            prop = _envelope_proposal(env, rng.uniform(size=(2, len(rows), u.shape[1])))
+            h, d, a = env[:3]
             log_env = np.min(h + d * (prop[None] - a), axis=0)
-            accept = np.log(rng.uniform(size=u.shape)) <= self._h(at, prop) - log_env
-            take = todo & accept
-            u[take] = prop[take]
-            todo &= ~accept
+            accept = np.log(rng.uniform(size=prop.shape)) <= self._h(at.take(rows), prop) - log_env
+            take = todo[rows] & accept
+            u[rows[:, None], np.arange(u.shape[1])] = np.where(take, prop, u[rows])
+            todo[rows] &= ~accept
+            rows = rows[todo[rows].any(axis=1)]
         return u
 
     def _envelope(self, at: _At, mode, s):
