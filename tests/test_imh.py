@@ -103,3 +103,15 @@ def test_draws_do_not_depend_on_cores():
     model = model_of(CBPP)
     one, two = (model.sample(chains=2, draws=200, warmup=200, seed=5, cores=c, progress=False) for c in (1, 2))
     assert np.array_equal(one.beta, two.beta) and np.array_equal(one.b[0], two.b[0])
+
+
+def test_points_evaluated_in_smaller_blocks_give_the_same_density(monkeypatch):
+    """Large data evaluate fewer points at a time (BLOCK_ENTRIES bounds each array): the values do not change."""
+    from multilevel import scalar_marginal
+
+    layout, data = density_inputs(model_of(SALAMANDERS), glmm_bayes.NODES)
+    x = points(layout, np.random.default_rng(4), n=40)
+    whole = ScalarMarginal(layout, data).log_density(x)
+    monkeypatch.setattr(scalar_marginal, "BLOCK_ENTRIES", 3 * 21 * 161)  # 3 points a block
+    assert ScalarMarginal(layout, data)._block(21) == 3
+    assert np.allclose(ScalarMarginal(layout, data).log_density(x), whole, rtol=1e-13, atol=0)

@@ -29,8 +29,8 @@ from .scalar_marginal import LINKS, ScalarMarginal
 DOF = 10  # the t proposal's degrees of freedom: tails heavier than the posterior's, so the weights stay bounded
 PARETO_K_LIMIT = 0.5  # above it the importance weights have no finite variance (docs/bayes.md): NUTS runs instead
 MIN_ACCEPTANCE = 0.3  # below it the chains stick at single draws too often (docs/bayes.md)
-ADAPT_PROPOSALS = 1000  # warmup proposals of all chains together (at most `warmup` a chain): the adapted proposal's
-# mean and covariance from ~1,000 weighted draws move its acceptance rate by under 0.01 (docs/bayes.md)
+ADAPT_PROPOSALS = 1000  # warmup proposals of all chains together (at most `warmup` a chain): 2,000 or 4,000 gave
+# the same acceptance within 0.02 and no more ESS on cbpp and salamanders, at more CPU (docs/bayes.md)
 FEWER_NODES = (7, 9, 11, 15)  # quadrature node counts tried for the sampling proposals, fewest first
 QUADRATURE_TOL = 1e-5  # their log density's largest difference from NODES's allowed on the checked draws
 NODE_CHECKS = 200  # warmup proposals the node counts are checked on
@@ -61,11 +61,7 @@ def sample_imh(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: 
     start = time.perf_counter()
     layout, data, centred, columns = target_inputs(model, ps, NODES)
     target = ScalarMarginal(layout, data)
-    mode, scale = posterior_mode(ScalarMarginal(layout, data | quadrature_nodes(FEWER_NODES[0])), model)
-    try:
-        proposal = (mode, np.linalg.cholesky(scale))
-    except np.linalg.LinAlgError:
-        raise ProposalFailed("the log posterior's curvature at its mode is not positive definite") from None
+    proposal = posterior_mode(ScalarMarginal(layout, data | quadrature_nodes(FEWER_NODES[0])), model)
     rngs = [np.random.default_rng([seed, c]) for c in range(chains)]
     n_warm = min(warmup, -(-ADAPT_PROPOSALS // chains))
     warm = [_run(target, proposal, rng, n_warm, None) for rng in rngs]
@@ -97,8 +93,9 @@ def fewest_nodes(layout, data: dict, x: np.ndarray, log_p: np.ndarray, rng: np.r
 
 
 def posterior_mode(target: ScalarMarginal, model) -> tuple[np.ndarray, np.ndarray]:
-    """(Of a target with few nodes: it only centres and scales the first proposal.) The log posterior's mode (BFGS, gradients by central differences evaluated as one batch) and the inverse
-    of its negative Hessian there (second differences, one batch)."""
+    """The log posterior's mode (BFGS, gradients by central differences evaluated as one batch) and a square root
+    S (S S' = the inverse of the negative Hessian there, by second differences in one batch); on a few-node
+    target, as they only centre and scale the first proposal."""
     dim, base = target.dim, target.layout.base
     x0 = np.zeros(dim)
     x0[: base.n_sd] = np.log(0.5)
@@ -114,11 +111,14 @@ def posterior_mode(target: ScalarMarginal, model) -> tuple[np.ndarray, np.ndarra
 
     found = optimize.minimize(value_and_gradient, x0, jac=True, method="BFGS", options={"gtol": 1e-4})
     mode = found.x
+    H = hessian(target, mode)
     try:
-        inverse_factor = np.linalg.inv(np.linalg.cholesky(-hessian(target, mode)))
+        inverse_factor = np.linalg.inv(np.linalg.cholesky(-H))
     except np.linalg.LinAlgError:
-        raise ProposalFailed("the log posterior is not concave at its mode (a flat or improper direction)") from None
-    return mode, inverse_factor.T @ inverse_factor
+        inverse_factor = np.full_like(H, np.nan)
+    if not np.all(np.isfinite(inverse_factor)):
+        raise ProposalFailed("the log posterior is not concave at its mode (a flat or improper direction)")
+    return mode, inverse_factor.T
 
 
 def hessian(target: ScalarMarginal, x: np.ndarray) -> np.ndarray:
@@ -153,7 +153,7 @@ def adapted(x: np.ndarray, log_ratio: np.ndarray, proposal):
 
 
 def _draw_t(proposal, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """n draws of the multivariate t proposal and their log densities (up to a constant)."""
+    """n draws of the multivariate t proposal (mean, S: scale S S') and their log densities (up to a constant)."""
     mean, chol = proposal
     w = rng.standard_normal((n, len(mean))) / np.sqrt(rng.chisquare(DOF, n) / DOF)[:, None]
     return mean + w @ chol.T, _log_t(w)

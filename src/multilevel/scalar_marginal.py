@@ -23,7 +23,8 @@ from .errors import MultilevelError
 from .glmm_density import MAX_NEWTON_STEP, NEWTON_STEPS, NEWTON_TOL, TANGENTS, GlmmLayout
 
 LINKS = {"binomial": "logit", "poisson": "log", "negative_binomial": "log"}  # the links written here
-CHUNK = 256  # points per block of the quadrature's (points, nodes, rows) arrays (they stay in cache)
+CHUNK = 256  # at most this many points per block of the quadrature's (points, nodes, rows) arrays
+BLOCK_ENTRIES = 1 << 21  # and at most this many entries in one such array (16 MB: large data stay within memory)
 
 
 class ScalarMarginal:
@@ -45,6 +46,10 @@ class ScalarMarginal:
         if layout.family == "negative_binomial":
             self.counts, at = np.unique(data["y"], return_inverse=True)
             self.count_w = np.bincount(at.ravel(), data["w"], len(self.counts))
+
+    def _block(self, per_point: int) -> int:
+        """Points per block when each point needs `per_point` rows-long arrays (nodes or tangents)."""
+        return max(1, min(CHUNK, BLOCK_ENTRIES // (per_point * len(self.codes))))
 
     @property
     def dim(self) -> int:
@@ -124,11 +129,12 @@ class ScalarMarginal:
         each point's groups' conditional modes and SDs (points, m) (`draw_effects` reuses them)."""
         x = np.atleast_2d(np.asarray(x, float))
         out, mode, s = np.empty(len(x)), np.empty((len(x), self.m)), np.empty((len(x), self.m))
+        block = self._block(len(self.data["gh_x"]))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for i in range(0, len(x), CHUNK):
-                at, _, shape, lp = self._at(x[i : i + CHUNK])
-                mode[i : i + CHUNK], s[i : i + CHUNK] = self._mode(at)
-                out[i : i + CHUNK] = self._log_density(at, shape, lp, mode[i : i + CHUNK], s[i : i + CHUNK])
+            for i in range(0, len(x), block):
+                at, _, shape, lp = self._at(x[i : i + block])
+                mode[i : i + block], s[i : i + block] = self._mode(at)
+                out[i : i + block] = self._log_density(at, shape, lp, mode[i : i + block], s[i : i + block])
         out = np.where(np.isfinite(out), out, -np.inf)
         return (out, mode, s) if modes else out
 
@@ -158,12 +164,13 @@ class ScalarMarginal:
         distinct, first, inverse = np.unique(x, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.ravel()
         out = np.empty((len(x), self.m))
+        block = self._block(len(TANGENTS))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for i in range(0, len(distinct), CHUNK):
-                at, sd, _, _ = self._at(distinct[i : i + CHUNK])
-                found = self._mode(at) if modes is None else tuple(v[first[i : i + CHUNK]] for v in modes)
+            for i in range(0, len(distinct), block):
+                at, sd, _, _ = self._at(distinct[i : i + block])
+                found = self._mode(at) if modes is None else tuple(v[first[i : i + block]] for v in modes)
                 envelope = self._envelope(at, *found)
-                rows = np.flatnonzero((inverse >= i) & (inverse < i + CHUNK))
+                rows = np.flatnonzero((inverse >= i) & (inverse < i + block))
                 pick = inverse[rows] - i
                 u = self._rejection(at.take(pick), tuple(v[:, pick] for v in envelope), rng)
                 out[rows] = sd[pick, None] * u
