@@ -217,5 +217,5 @@ def messages(post) -> list[str]:
     check = getattr(post, "proposal_check", None)
     if post.sampler != "imh" or not check or not check["reason"]:
         return []
-    return [f"the independence sampler's proposal is poor for this model ({check['reason']}): its chains are exact "
-            "but may mix slowly and miss the tails; sampler='nuts' (or 'auto', which would have chosen it) is safer"]
+    return [(f"the independence sampler's proposal is poor for this model ({check['reason']}): its chains are exact "
+             "but may mix slowly and miss the tails; sampler='nuts' (or 'auto', which would have chosen it) is safer")]

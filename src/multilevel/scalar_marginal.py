@@ -20,7 +20,13 @@ from scipy import special
 
 from .collapsed import constrain
 from .errors import MultilevelError
-from .glmm_density import MAX_NEWTON_STEP, NEWTON_STEPS, NEWTON_TOL, TANGENTS, GlmmLayout
+from .glmm_density import (
+    MAX_NEWTON_STEP,
+    NEWTON_STEPS,
+    NEWTON_TOL,
+    TANGENTS,
+    GlmmLayout,
+)
 
 LINKS = {"binomial": "logit", "poisson": "log", "negative_binomial": "log"}  # the links written here
 CHUNK = 256  # at most this many points per block of the quadrature's (points, nodes, rows) arrays
