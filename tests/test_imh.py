@@ -68,23 +68,21 @@ def test_salamanders_negative_binomial_matches_brms():
     assert abs(post.waic()["elpd_waic"] - reference("salamanders_nb_brms")["waic"]["elpd_waic"]["estimate"]) < 1.0
 
 
-def separated():
-    """Bernoulli rows, every x = 1 row a success: the likelihood is flat in b_x to the right, the posterior that
-    prior's half-normal tail, far from any t about the mode (the proposal's Pareto k measured 1.1 at seed 2)."""
-    rng = np.random.default_rng(0)
-    g = np.repeat(np.arange(20), 10)
-    x = np.tile(np.arange(10) % 2, 20)
-    y = np.where(x == 1, 1, rng.binomial(1, 0.4, 200))
-    return mlv.Model("y ~ x + (1 | g)", pd.DataFrame({"y": y, "x": x, "g": [f"g{i}" for i in g]}), family="bernoulli")
+def no_successes():
+    """Bernoulli rows that are all failures: the likelihood tends to 1 as the intercept goes to minus infinity, so the
+    intercept's posterior keeps its student_t(3) prior's left tail, heavier than any t(10) proposal's: the
+    importance ratios are unbounded (Pareto k measured 0.59-1.15 at seeds 1, 2, 3, 5 of 2 x 200 draws; seed 4's
+    400 proposals missed the tail, k -0.05: the check is a statistical one)."""
+    g = np.repeat(np.arange(10), 5)
+    return mlv.Model("y ~ 1 + (1 | g)", pd.DataFrame({"y": np.zeros(50, int), "g": [f"g{i}" for i in g]}), family="bernoulli")
 
 
 def test_a_poor_proposal_falls_back_to_nuts_and_says_so():
-    prior = {"b": mlv.prior.normal(0, 30)}
-    post = separated().sample(chains=2, draws=200, warmup=200, seed=2, prior=prior, progress=False)
+    post = no_successes().sample(chains=2, draws=200, warmup=200, seed=1, progress=False)
     assert post.sampler == "nuts" and "independence sampler was not used" in post.sampler_note
     assert "Pareto k" in post.sampler_note and post.sampler_note in repr(post)
     with pytest.warns(mlv.MultilevelWarning, match="proposal is poor"):  # forced, it runs and warns
-        forced = separated().sample(chains=2, draws=200, warmup=200, seed=2, prior=prior, progress=False, sampler="imh")
+        forced = no_successes().sample(chains=2, draws=200, warmup=200, seed=1, progress=False, sampler="imh")
     assert forced.sampler == "imh" and forced.proposal_check["pareto_k"] > imh.PARETO_K_LIMIT
 
 
