@@ -33,7 +33,7 @@ ADAPT_PROPOSALS = 1000  # warmup proposals of all chains together (at most `warm
 # the same acceptance within 0.02 and no more ESS on cbpp and salamanders, at more CPU (docs/bayes.md)
 FEWER_NODES = (7, 9, 11, 15)  # quadrature node counts tried for the sampling proposals, fewest first
 QUADRATURE_TOL = 1e-5  # their log density's largest difference from NODES's allowed on the checked draws
-NODE_CHECKS = 200  # warmup proposals the node counts are checked on
+NODE_CHECKS = 200  # warmup proposals (resampled by weight, duplicates dropped) the node counts are checked on
 STEP = 1e-3  # finite-difference step for the mode's gradient and the Hessian (unconstrained units)
 
 
@@ -66,8 +66,9 @@ def sample_imh(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: 
     n_warm = min(warmup, -(-ADAPT_PROPOSALS // chains))
     warm = [_run(target, proposal, rng, n_warm, None) for rng in rngs]
     x_warm = np.concatenate([w.x for w in warm])
-    proposal = adapted(x_warm, np.concatenate([w.log_r for w in warm]), proposal)
-    target, nodes = fewest_nodes(layout, data, x_warm, np.concatenate([w.log_p for w in warm]), rngs[0])
+    log_p, log_r = (np.concatenate([getattr(w, name) for w in warm]) for name in ("log_p", "log_r"))
+    proposal = adapted(x_warm, log_r, proposal)
+    target, nodes = fewest_nodes(layout, data, x_warm, log_p, log_r, rngs[0])
     runs = [_run(target, proposal, rng, draws, w.chain[-1]) for rng, w in zip(rngs, warm)]
     check = diagnose(np.concatenate([r.log_r for r in runs]), np.mean([r.stats["accepted"].mean() for r in runs]))
     positions = np.stack([r.chain for r in runs])
@@ -79,15 +80,17 @@ def sample_imh(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: 
     return post
 
 
-def fewest_nodes(layout, data: dict, x: np.ndarray, log_p: np.ndarray, rng: np.random.Generator):
+def fewest_nodes(layout, data: dict, x: np.ndarray, log_p: np.ndarray, log_r: np.ndarray, rng: np.random.Generator):
     """The target with the fewest quadrature nodes (of FEWER_NODES) whose log density is within QUADRATURE_TOL of
-    NODES's (`log_p`) at NODE_CHECKS of the warmup proposals x (NODES's own error is below 1e-5:
+    NODES's (`log_p`) at NODE_CHECKS warmup proposals x resampled by their importance ratios `log_r` (so, roughly,
+    posterior draws: where the error moves the posterior; NODES's own error is below 1e-5:
     tests/test_glmm_bayes.py), and that count."""
-    pick = rng.choice(len(x), min(NODE_CHECKS, len(x)), replace=False)
-    pick = pick[np.isfinite(log_p[pick])]
+    ok = np.flatnonzero(np.isfinite(log_r))
+    w = np.exp(log_r[ok] - log_r[ok].max())
+    pick = np.unique(rng.choice(ok, NODE_CHECKS, p=w / w.sum())) if len(ok) else ok
     for nodes in FEWER_NODES:
         fewer = ScalarMarginal(layout, data | quadrature_nodes(nodes))
-        if np.max(np.abs(fewer.log_density(x[pick]) - log_p[pick]), initial=0.0) < QUADRATURE_TOL:
+        if len(pick) and np.max(np.abs(fewer.log_density(x[pick]) - log_p[pick])) < QUADRATURE_TOL:
             return fewer, nodes
     return ScalarMarginal(layout, data), NODES
 
