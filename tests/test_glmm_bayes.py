@@ -96,7 +96,7 @@ def compare(post, name: str, mean_tol: float, sd_tol: float, group_effects: bool
 
 
 def test_cbpp_matches_the_long_brms_run():
-    post = model_of(CBPP).sample(chains=4, draws=2500, warmup=1000, seed=1, progress=False)
+    post = model_of(CBPP).sample(chains=4, draws=2500, warmup=1000, seed=1, progress=False, sampler="nuts")
     assert post.stats["diverging"].sum() == 0 and not post.warnings
     compare(post, "cbpp_binomial_brms_long", 0.05, 0.10, group_effects=True)
     compare(post, "cbpp_binomial_brms", 0.1, 0.10)
@@ -105,7 +105,7 @@ def test_cbpp_matches_the_long_brms_run():
 
 
 def test_salamanders_negative_binomial_matches_brms():
-    post = model_of(SALAMANDERS).sample(chains=4, draws=500, warmup=500, seed=1, progress=False)
+    post = model_of(SALAMANDERS).sample(chains=4, draws=500, warmup=500, seed=1, progress=False, sampler="nuts")
     compare(post, "salamanders_nb_brms", 0.1, 0.10)
     assert "shape" in post.summary().index and post.priors.shape.brms() == "gamma(0.01, 0.01)"
     # the pointwise log-likelihood holds each draw's shape

@@ -1,5 +1,5 @@
-"""Simulation-based calibration (Talts et al. 2018) of the GLMM samplers: NUTS with the group effects integrated
-by quadrature (binomial and Poisson) and Pólya–Gamma Gibbs (binomial; negative binomial with its shape).
+"""Simulation-based calibration (Talts et al. 2018) of the GLMM samplers: NUTS and the independence sampler with the
+group effects integrated by quadrature (binomial and Poisson) and Pólya–Gamma Gibbs (binomial; negative binomial with its shape).
 
 As tests/test_sbc.py: parameters from proper priors, data from them, ranks of the true values among thinned
 posterior draws, which are uniform when the sampler is right. 8 groups x 5 rows, a random intercept and a slope
@@ -23,6 +23,8 @@ X = np.random.default_rng(2013).normal(0.5, 1.0, GROUPS * PER_GROUP)
 RUNS = {  # (family, sampler) -> (warmup, draws before thinning)
     ("binomial", "nuts"): (300, 2 * KEPT),
     ("poisson", "nuts"): (300, 2 * KEPT),
+    ("binomial", "imh"): (300, 4 * KEPT),
+    ("poisson", "imh"): (300, 4 * KEPT),
     ("binomial", "gibbs"): (200, 10 * KEPT),
     ("negbinomial", "gibbs"): (200, 10 * KEPT),
 }

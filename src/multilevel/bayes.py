@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import collapsed, nuts
+from . import collapsed, imh, nuts
 from .arguments import check_count, check_seed
 from .centring import uncentre
 from .chains import gc_paused
@@ -45,13 +45,16 @@ def sample(
     seed: int | None = None,
     cores: int = 1,
     prior: dict | None = None,
-    sampler: str = "nuts",
+    sampler: str = "auto",
     progress: bool | None = None,
 ):
     """Draw from the posterior with brms's default priors (or `prior` overrides).
 
     ``sampler="nuts"`` runs NUTS on the variance parameters (and the centred intercept) with the group
-    effects and other coefficients integrated out, then draws those exactly; ``"gibbs"`` is a blocked
+    effects and other coefficients integrated out, then draws those exactly; ``"imh"`` (binomial-logit, Poisson and
+    negative-binomial models with one scalar random term) is an exact independence Metropolis-Hastings sampler
+    over the same few parameters; ``"auto"`` (the default) runs ``"imh"`` where it applies and its proposal passes
+    its check (``post.proposal_check``), else ``"nuts"``, and says why in ``post.sampler_note``; ``"gibbs"`` is a blocked
     Gibbs sampler (Pólya–Gamma augmented for binomial-logit models), which for a Gaussian model whose random terms
     are all scalar and crossed into a dense system of more than 3,000 rows runs ``"crossed-gibbs"``: collapsed
     Gibbs with a cost per sweep linear in the rows (docs/bayes.md); ``"laplace"`` (binomial, Poisson and
@@ -68,10 +71,14 @@ def sample(
         import sys
 
         progress = sys.stderr.isatty()
-    if sampler not in ("nuts", "gibbs", "laplace", CROSSED):
-        raise MultilevelError(f"sampler must be 'nuts', 'gibbs', '{CROSSED}' or 'laplace', not {sampler!r}")
+    if sampler not in ("auto", "nuts", "imh", "gibbs", "laplace", CROSSED):
+        raise MultilevelError(f"sampler must be 'auto', 'nuts', 'imh', 'gibbs', '{CROSSED}' or 'laplace', not {sampler!r}")
     if sampler == CROSSED and not model.gaussian:
         raise MultilevelError(f"sampler='{CROSSED}' is for Gaussian models; use sampler='gibbs' or 'nuts'")
+    if sampler == "imh" and model.gaussian:
+        raise MultilevelError("sampler='imh' is for binomial, Poisson and negative-binomial models: a Gaussian "
+                              "model's collapsed NUTS sampler (sampler='nuts', the default) already integrates the "
+                              "group effects out exactly")
     if sampler == "laplace" and model.gaussian:
         raise MultilevelError("sampler='laplace' is for binomial, Poisson and negative-binomial models: a Gaussian "
                               "model's group effects integrate out exactly with sampler='nuts' (the default)")
@@ -83,6 +90,8 @@ def sample(
     if not model.gaussian:
         if sampler == "gibbs":
             return diagnosed(sample_polya_gamma(model, ps, chains, draws, warmup, seed, cores, progress))
+        if sampler in ("auto", "imh"):
+            return diagnosed(_independence_or_nuts(model, ps, sampler, chains, draws, warmup, seed, cores, progress))
         with gc_paused():
             run = sample_laplace if sampler == "laplace" else sample_glmm
             post = run(model, ps, chains, draws, warmup, seed, cores, progress)
@@ -94,11 +103,32 @@ def sample(
     return diagnosed(post)
 
 
+def _independence_or_nuts(model, ps, sampler: str, chains, draws, warmup, seed, cores, progress) -> Posterior:
+    """`sampler="imh"`: the independence sampler (an error where it does not apply); `"auto"`: it too, unless it
+    does not apply or its proposal fails its check, then NUTS, with the reason in `sampler_note`."""
+    reason = imh.reason_unsupported(model)
+    if reason is None:
+        try:
+            post = imh.sample_imh(model, ps, chains, draws, warmup, seed)
+        except imh.ProposalFailed as failed:
+            reason = str(failed)
+        else:
+            if sampler == "imh" or not post.proposal_check["reason"]:
+                return post
+            reason = post.proposal_check["reason"]
+    if sampler == "imh":
+        raise MultilevelError(f"sampler='imh' does not apply to this model: {reason}. Use sampler='auto' or 'nuts'")
+    with gc_paused():
+        post = sample_glmm(model, ps, chains, draws, warmup, seed, cores, progress)
+    post.sampler_note = f"NUTS ran: the independence sampler was not used because {reason}"
+    return post
+
+
 def diagnosed(post: Posterior, warn: bool = True) -> Posterior:
     """The posterior with the sampler's diagnostics (an approximate sampler's label and check, interrupted,
     noise-free data, divergences, R-hat, ESS) in `warnings`, raised once."""
     sigma = None if post.sigma is None else float(np.median(post.sigma))
-    post.warnings = (approximation_messages(post) + interrupted_message(post.finished, post.n_chains, post.n_draws)
+    post.warnings = (approximation_messages(post) + imh.messages(post) + interrupted_message(post.finished, post.n_chains, post.n_draws)
                      + exact_fit_message(sigma, post.design) + sampler_warnings(post))
     if warn:
         emit(post.warnings)

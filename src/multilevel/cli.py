@@ -170,9 +170,11 @@ def _show_and_write(results: dict, outputs: dict, report_path: str | None, force
               help="Response family: gaussian, binomial, binomial(probit), poisson, negbinomial ...")
 @click.option("--nagq", type=int, default=None, help="GLMMs: quadrature nodes (1 = Laplace, the default; 0 = fast).")
 @_sampling_options
-@click.option("--sampler", type=click.Choice(("nuts", "gibbs", "crossed-gibbs", "laplace"), case_sensitive=False),
-              default="nuts", show_default=True,
-              help="Bayes: NUTS (exact), Gibbs, crossed-gibbs (Gaussian, scalar random terms: linear in the rows), or for "
+@click.option("--sampler", type=click.Choice(("auto", "nuts", "imh", "gibbs", "crossed-gibbs", "laplace"),
+                                          case_sensitive=False),
+              default="auto", show_default=True,
+              help="Bayes: auto (IMH where its check passes, else NUTS), NUTS (exact), IMH (exact; GLMMs with one "
+                   "scalar term), Gibbs, crossed-gibbs (Gaussian, scalar random terms: linear in the rows), or for "
                    "GLMMs the approximate Laplace-marginalised NUTS.")
 @click.option("--report", "report_path", help="Write an HTML report here.")
 @click.option("--save", help="Save the result: out.json (ML/REML) or out.nc (Bayes); with --method all, a stem.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import draw_statistics
 from .arguments import check_level
 from .partitioned import response_values
 
@@ -14,18 +15,17 @@ ESS_PER_CHAIN = 100  # bulk/tail ESS below 100 per chain is reported (as Stan's 
 
 
 def draw_summary(params: dict[str, np.ndarray], prob: float = 0.95) -> pd.DataFrame:
-    """mean, sd, quantiles, bulk/tail ESS and R-hat for named draws (chains x draws each)."""
-    from arviz_stats.base import array_stats
-
+    """mean, sd, quantiles, bulk/tail ESS and R-hat (ArviZ's definitions, `draw_statistics`) for named draws
+    (chains x draws each)."""
     check_level(prob, "prob")
     names = list(params)
     arr = np.stack([params[n] for n in names], axis=-1)  # chains x draws x P
     lo, hi = (1 - prob) / 2, (1 + prob) / 2
     flat = arr.reshape(-1, arr.shape[-1])
     with np.errstate(invalid="ignore", divide="ignore"):
-        ess_bulk = array_stats.ess(arr, chain_axis=0, draw_axis=1, method="bulk")
-        ess_tail = array_stats.ess(arr, chain_axis=0, draw_axis=1, method="tail", prob=0.05)
-        rhat = array_stats.rhat(arr, chain_axis=0, draw_axis=1, method="rank") if arr.shape[0] > 1 else np.full(len(names), np.nan)
+        ess_bulk = [draw_statistics.ess_bulk(arr[..., j]) for j in range(len(names))]
+        ess_tail = [draw_statistics.ess_tail(arr[..., j]) for j in range(len(names))]
+        rhat = [draw_statistics.rhat_rank(arr[..., j]) for j in range(len(names))]
     return pd.DataFrame(
         {
             "mean": flat.mean(axis=0),

@@ -34,6 +34,8 @@ class Posterior(Bayesian, OfModel):
     approximation (None when exact), whose importance-sampling check is `importance_check`."""
 
     importance_check: pd.DataFrame | None = None  # sampler="laplace": `laplace_check.importance_check`'s table
+    proposal_check: dict | None = None  # sampler="imh": the proposal's Pareto k, acceptance rate and failure reason
+    sampler_note: str = ""  # sampler="auto": why it ran the sampler it ran, when that is not the first choice
 
     def __init__(self, model, beta, sd, corr, sigma, b, stats: dict, priors, seed: int, seconds: float, sampler: str,
                  warnings: list[str] | None = None, shape=None, finished: list[int] | None = None):
@@ -242,7 +244,7 @@ class Posterior(Bayesian, OfModel):
         partial = ", PARTIAL: interrupted" if self.partial else ""
         partial += f", {self.approximation}" if self.approximation else ""
         return [f"Bayesian fit ({self.sampler}, {self.n_chains} chains x {self.n_draws} draws, seed {self.seed}, "
-                f"{self.seconds:.1f} s{partial})", f"Formula: {self.design.formula}"]
+                f"{self.seconds:.1f} s{partial})", f"Formula: {self.design.formula}"] + [self.sampler_note] * bool(self.sampler_note)
 
     def __repr__(self) -> str:
         body = self.summary().round(4).to_string()
@@ -250,5 +252,5 @@ class Posterior(Bayesian, OfModel):
         return "\n".join(self._heading()) + "\n" + body + ("\nWarnings:" + notes if notes else "")
 
     def _repr_html_(self) -> str:
-        title, formula = self._heading()
-        return result_html(title, [formula], [("", self.summary())], self.warnings)
+        title, *lines = self._heading()
+        return result_html(title, lines, [("", self.summary())], self.warnings)
