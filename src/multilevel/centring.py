@@ -106,11 +106,20 @@ def uncentre(names: list[str], centred_names: list[str], beta_c: np.ndarray, col
              y0: float = 0.0) -> np.ndarray:
     """Draws (..., p) of the centred design's coefficients (intercept last; the response less y0) in the user's
     columns: beta = A beta_c, A the map `columns` makes (X_c = X A)."""
-    held = np.empty_like(beta_c)
-    for j, name in enumerate(centred_names):
-        held[..., names.index(name)] = beta_c[..., j]
+    held, _ = held_draws(names, centred_names, beta_c, columns)
     p = len(names)
     beta = held @ columns.matrix[:p, :p].T
     if "(Intercept)" in names:
         beta[..., names.index("(Intercept)")] += y0
     return beta
+
+
+def held_draws(names: list[str], centred_names: list[str], beta_c: np.ndarray, columns: Scaling,
+               y0: float = 0.0) -> tuple[np.ndarray, Scaling]:
+    """Draws of the centred design's coefficients in the user's column order, with the `Scaling` that holds the
+    columns they multiply (`columns`, the response's centre y0 last): what predictions are formed of
+    (`predict.held_predictor`), since X beta of the user's columns loses the digits of a column far from zero."""
+    held = np.empty_like(beta_c)
+    for j, name in enumerate(centred_names):
+        held[..., names.index(name)] = beta_c[..., j]
+    return held, replace(columns, centre=np.append(columns.centre[:-1], y0))

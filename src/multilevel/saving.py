@@ -189,6 +189,10 @@ def _posterior_tree(post):
         "finished": json.dumps(post.finished), "family": json.dumps(_family_record(post.model)),
         "columns": json.dumps(weights_and_offset(post.design)),
     })
+    if post.held is not None:  # the coefficients predictions are formed of (`centring.held_draws`)
+        held = xr.Dataset({"beta": (("chain", "draw", "coefficient"), post.held_beta)},
+                          attrs={"scaling": json.dumps(post.held.record())})
+        tree["held_coefficients"] = xr.DataTree(held)
     if post.importance_check is not None:
         table = post.importance_check
         tree.attrs["importance_check"] = json.dumps({"rows": {str(k): [_finite_or_none(v) for v in row]
@@ -255,6 +259,8 @@ def _occupancy_tree(post):
     tree = post.to_arviz()
     tree["constant_data"] = xr.DataTree(_data_set(post.model.data))
     tree["conditional_occupancy"] = xr.DataTree(xr.Dataset({"w": (("chain", "draw", "site"), post.w)}))
+    if post.held is not None:  # the draws of the held columns' coefficients, which predictions are formed of
+        tree["held_coefficients"] = xr.DataTree(xr.Dataset({"draws": (("chain", "draw", "coefficient"), post.held[1])}))
     tree.attrs.update({
         "multilevel_format": FORMAT, "multilevel_version": OCCUPANCY_VERSION, "kind": "occupancy posterior",
         **occupancy_model_record(post.model), "sampler": post.sampler, "seed": int(post.seed),

@@ -25,6 +25,7 @@ FAR_COVARIATE = 10.0  # a random slope's covariate this many SDs from zero is ce
 CENTRE_RATIO = 1.0  # centre a column whose mean exceeds its SD this many times (below it centring gains < 2x)
 FAR_TRANSFORM = 1e3  # a nonlinear transform of a column this many SDs from zero has lost 6 digits (its square)
 DIGITS_LOST = 1e-4  # warn when rounding a column's values (eps |mean|) exceeds this share of its SD
+UNABSORBED = 100.0  # without a constant column, a response averaging this many SDs from zero exhausts the precision
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Scaling:
     lost: tuple[str, ...] = ()
     terms: tuple = ()  # per random term, the Scaling of its covariates [Z 0] (None: held as given); `random_columns`
     products: tuple = ()  # (column, its parents' columns, expansion: (column or -1 for the unit, parents left out))
+    unabsorbed: tuple = ()  # without a unit: (mean, SD) of a response averaging over UNABSORBED SDs from zero
 
     @classmethod
     def identity(cls, p: int) -> Scaling:
@@ -66,8 +68,31 @@ class Scaling:
         scale = np.where(np.isfinite(size) & (size > 0), 2.0 ** np.round(np.log2(np.where(size > 0, size, 1.0))), 1.0)
         scale = scale if scaled else np.ones_like(scale)
         lost = (sd > 0) & (np.finfo(float).eps * np.abs(mean) > DIGITS_LOST * sd)
+        far = not unit.any() and sd[-1] > 0 and abs(mean[-1]) > UNABSORBED * sd[-1]
         return cls(centre, scale, unit, tuple(n for n, bad in zip([f"column '{n}'" for n in names] + ["the response"], lost) if bad),
-                   products=products)
+                   products=products, unabsorbed=(float(mean[-1]), float(sd[-1])) if far else ())
+
+    def record(self) -> dict:
+        """Plain values (a file's): centres, scales, the unit and the products (random terms' are not kept)."""
+        return {"centre": self.centre.tolist(), "scale": self.scale.tolist(), "unit": self.unit.tolist(),
+                "products": [[k, list(parents), [[row, list(out)] for row, out in expansion]]
+                             for k, parents, expansion in self.products]}
+
+    @classmethod
+    def from_record(cls, record, p: int) -> Scaling:
+        """The `record` of p fixed columns back, checked (a file's values, not trusted)."""
+        try:
+            centre, scale, unit = (np.asarray(record[k], dtype=float) for k in ("centre", "scale", "unit"))
+            products = tuple((_index(k, p), tuple(_index(j, p) for j in parents),
+                              tuple((_index(row, p, -1), tuple(_index(j, p) for j in out)) for row, out in expansion))
+                             for k, parents, expansion in record["products"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise MultilevelError(f"the saved column scaling is not readable ({err}): the file is damaged or altered") from None
+        if centre.shape != (p + 1,) or scale.shape != (p + 1,) or unit.shape != (p,) or not np.all(np.isfinite(centre)) \
+                or not np.all(scale > 0):
+            raise MultilevelError(f"the saved column scaling does not fit the model's {p} fixed columns: the file is "
+                                  "damaged or altered")
+        return cls(centre, scale, unit, products=products)
 
     def apply(self, Xy: np.ndarray) -> np.ndarray:
         """The held columns of a fresh [X y], overwriting it (a second n x (p + 1) array costs more than the arithmetic)."""
@@ -163,6 +188,13 @@ class Scaling:
                        products=tuple(products))
 
 
+def _index(value, p: int, low: int = 0) -> int:
+    """A column index of a file's record, checked to lie in [low, p)."""
+    if type(value) is not int or not low <= value < p:
+        raise ValueError(f"column index {value!r} out of range")
+    return value
+
+
 def precision_message(column: str) -> str:
     """Plain words for a column whose values no longer resolve their own spread (`Scaling.lost`)."""
     return (
@@ -170,6 +202,22 @@ def precision_message(column: str) -> str:
         "that spread: the data themselves have lost digits that tell the rows apart, and the estimates can be off by "
         "a similar share. Subtract a constant from it before the data are stored as floating-point numbers."
     )
+
+
+def unabsorbed_messages(held: Scaling) -> list[str]:
+    """Plain words for a model without an intercept (nor a factor's full set of dummies) whose response lies far from
+    zero for its spread (`Scaling.unabsorbed`): nothing can take the shift out before the sums are formed."""
+    if not held.unabsorbed:
+        return []
+    mean, sd = held.unabsorbed
+    return [
+        f"the response averages {mean:.3g}, {abs(mean) / sd:.3g} times its SD from zero, and the model has no intercept (nor "
+        "a factor's full set of dummies) to absorb that distance: the random effects must carry it, their variance grows "
+        "to its square, and double precision runs out before the criterion resolves sigma and the variances (a fit of "
+        "sleepstudy's Reaction + 1e9 without an intercept gave a sigma 2.3 times too large). The estimates may be off. "
+        "Add an intercept to the fixed part ('y ~ 1 + x + ...'), which absorbs the distance exactly; without one the "
+        "model says the mean response is 0 where the predictors are 0."
+    ]
 
 
 def far_covariate_messages(blocks, held: Scaling) -> list[str]:
