@@ -134,3 +134,59 @@ def test_python_dash_m_with_arguments_is_the_command():
 
     run = subprocess.run([sys.executable, "-m", "multilevel", "--help"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and "Commands:" in run.stdout and "REML criterion" not in run.stdout
+
+
+# ---------------------------------------------------------------- a posterior's held coefficients, tampered with
+@pytest.fixture(scope="module")
+def held_posterior(tmp_path_factory):
+    """A Gibbs posterior whose predictor lies far from zero (held centred), saved: its file keeps the held coefficients."""
+    sleep = mlv.datasets.load("sleepstudy")
+    post = mlv.Model("Reaction ~ Days + (1 | Subject)", sleep.assign(Days=sleep.Days + 1e9)).sample(
+        sampler="gibbs", chains=1, draws=20, warmup=50, seed=1, progress=False)
+    path = tmp_path_factory.mktemp("held") / "post.nc"
+    mlv.save(post, path)
+    return post, path.read_bytes()
+
+
+SCALINGS = {
+    "not-json": "{not json",
+    "a-list": "[1, 2, 3]",
+    "short-centre": '{"centre": [0.0], "scale": [1.0, 1.0, 1.0], "unit": [1.0, 0.0], "products": []}',
+    "negative-scale": '{"centre": [0.0, 1e9, 0.0], "scale": [1.0, -1.0, 1.0], "unit": [1.0, 0.0], "products": []}',
+    "index-out-of-range": '{"centre": [0.0, 1e9, 0.0], "scale": [1.0, 1.0, 1.0], "unit": [1.0, 0.0], "products": [[7, [1], []]]}',
+    "code-as-index": '{"centre": [0.0, 1e9, 0.0], "scale": [1.0, 1.0, 1.0], "unit": [1.0, 0.0], '
+                     '"products": [["__import__(\'os\').system(\'touch pwned\')", [1], []]]}',
+    "nan-centre": '{"centre": [0.0, NaN, 0.0], "scale": [1.0, 1.0, 1.0], "unit": [1.0, 0.0], "products": []}',
+}
+
+
+@pytest.mark.parametrize("scaling", SCALINGS.values(), ids=SCALINGS.keys())
+def test_a_tampered_held_scaling_is_refused_as_damaged(held_posterior, tmp_path, scaling, monkeypatch):
+    """The held coefficients' scaling is data, checked on load (lengths, finite centres, positive scales, column indices
+    in range; an index is never evaluated): anything else is our error naming the file as damaged."""
+    import h5py
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "post.nc"
+    path.write_bytes(held_posterior[1])
+    with h5py.File(path, "r+") as f:
+        f["held_coefficients"].attrs["scaling"] = scaling
+    error = refused(lambda: mlv.load(path), "damaged")
+    assert "post.nc" in str(error) or "scaling" in str(error)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_posterior_file_without_held_coefficients_still_loads(held_posterior, tmp_path):
+    """Files written before the held coefficients were kept reopen with the user's coefficients (predictions formed of
+    the user's columns, as they were then)."""
+    import h5py
+
+    post, whole = held_posterior
+    path = tmp_path / "old.nc"
+    path.write_bytes(whole)
+    with h5py.File(path, "r+") as f:
+        del f["held_coefficients"]
+    back = mlv.load(path)
+    assert back.held is None
+    np.testing.assert_array_equal(back.beta, post.beta)
+    np.testing.assert_allclose(back.predict()["estimate"], post.predict()["estimate"], rtol=1e-6)
