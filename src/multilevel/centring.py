@@ -54,6 +54,19 @@ def columns_from_means(names: list[str], means: np.ndarray, sds: np.ndarray, pro
     return Scaling(np.append(centre, 0.0), np.ones(p + 1), unit, products=products)
 
 
+def product_centres_from_sums(columns: Scaling, cp, intercept: int) -> Scaling:
+    """`columns` with each product's centre moved to the mean of the product of its centred factors as the held
+    cross-products give it (`cp.xy`'s intercept row, mapped exactly by `Scaling.map_to`): from the user's column means
+    it is a difference of numbers near c^2 (x + 1e9: off by ~100, which moves the intercept's prior location)."""
+    if not columns.products:
+        return columns
+    means = cp.xy[intercept] / cp.xy[intercept, intercept] @ cp.held.map_to(columns)  # of the samplers' columns
+    centre = columns.centre.copy()
+    for k, _, _ in columns.products:
+        centre[k] += means[k]
+    return replace(columns, centre=centre)
+
+
 def kept_products(products: tuple, names: list[str], informative) -> tuple:
     """The products none of whose factors has an informative prior."""
     return tuple(pr for pr in products if not any(names[j] in informative for j in pr[1]))
@@ -96,9 +109,7 @@ def centred_cross_products(cp, names: list[str], columns: Scaling, y0: float = 0
     so on. From centred sums, B^-1 A holds only differences of nearby centres: no digits of y + 1e9 are lost."""
     p, i0 = len(names), names.index("(Intercept)")
     order = [j for j in range(p) if j != i0] + [i0, p]
-    A = columns.matrix
-    A[i0, p] = -y0
-    M = cp.held.inverse @ A[:, order]
+    M = cp.held.map_to(replace(columns, centre=np.append(columns.centre[:-1], y0)))[:, order]  # A[i0, p] = -y0
     return replace(cp, zxy=[z @ M for z in cp.zxy], xy=M.T @ cp.xy @ M, scaling=None)
 
 

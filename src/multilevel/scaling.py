@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from itertools import combinations
 
 import numpy as np
@@ -104,26 +105,53 @@ class Scaling:
     @property
     def matrix(self) -> np.ndarray:
         """A, with [X y] A the columns held."""
-        unit = np.append(self.unit, 0.0)
-        A = np.eye(len(unit)) - np.outer(unit, self.centre)
+        return self.matrix_of(float)
+
+    def matrix_of(self, number) -> np.ndarray:
+        """A with entries of the type `number` (float; `Fraction`: exact rational arithmetic on the floats held)."""
+        dtype = float if number is float else object
+        unit, centre, scale = (np.array([number(float(v)) for v in x], dtype=dtype)
+                               for x in (np.append(self.unit, 0.0), self.centre, self.scale))
+        eye = np.eye(len(unit), dtype=dtype)
+        A = eye - np.outer(unit, centre)
         for k, _, expansion in self.products:
-            A[:, k] = -self.centre[k] * unit
+            A[:, k] = -centre[k] * unit
             for row, left_out in expansion:
-                A[:, k] += np.prod(-self.centre[list(left_out)]) * (unit if row < 0 else np.eye(len(unit))[row])
-        return A / self.scale
+                A[:, k] += np.prod(-centre[list(left_out)]) * (unit if row < 0 else eye[row])
+        return A / scale
+
+    def _order(self) -> np.ndarray:
+        """The order of the columns in which A is upper triangular: the unit's first, products after their factors."""
+        unit = np.append(self.unit, 0.0)
+        degree = np.ones(len(unit))
+        for k, parents, _ in self.products:
+            degree[k] = len(parents)
+        return np.lexsort((np.arange(len(unit)), degree, unit == 0))
 
     @property
     def inverse(self) -> np.ndarray:
         """A^-1 by back substitution: A is upper triangular with the unit's columns first and products after their
         factors (without products, diag(scale) (I + [unit; 0] centre'), exactly)."""
-        A, unit = self.matrix, np.append(self.unit, 0.0)
-        degree = np.ones(len(unit))
-        for k, parents, _ in self.products:
-            degree[k] = len(parents)
-        order = np.lexsort((np.arange(len(unit)), degree, unit == 0))
+        A, order = self.matrix, self._order()
         inv = np.empty_like(A)
-        inv[np.ix_(order, order)] = sla.solve_triangular(A[np.ix_(order, order)], np.eye(len(unit)), lower=False)
+        inv[np.ix_(order, order)] = sla.solve_triangular(A[np.ix_(order, order)], np.eye(len(order)), lower=False)
         return inv
+
+    def map_to(self, other: Scaling) -> np.ndarray:
+        """A^-1 A_other, the map from these held columns to `other`'s ([X y] A_other = held A^-1 A_other), in exact
+        rational arithmetic and rounded once: each factor holds products of centres (c^2 for x + 1e9 in a product)
+        that cancel in the map, whose entries are differences of nearby centres (without products, in floats: A^-1
+        is then exact and the map's error that of a centre, absorbed by the intercept)."""
+        if not self.products and not other.products:
+            return self.inverse @ other.matrix
+        A, B, order = self.matrix_of(Fraction), other.matrix_of(Fraction), self._order()
+        A, B = A[np.ix_(order, order)], B[order]
+        M = np.empty_like(B)
+        for i in reversed(range(len(order))):
+            M[i] = (B[i] - A[i, i + 1:] @ M[i + 1:]) / A[i, i]
+        out = np.empty(M.shape)
+        out[order] = M.astype(float)
+        return out
 
     def coefficients(self, beta: np.ndarray) -> np.ndarray:
         """The user's coefficients from those of the held columns: [-beta; 1] = scale_y A [-beta_held; 1]."""
