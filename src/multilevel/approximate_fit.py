@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from . import predict as _predict
+from .arguments import check_level
 from .components import boundary_parameters, variance_table
 from .errors import MultilevelError
 from .kinds import Criteria, OfModel
@@ -113,7 +114,7 @@ class ApproximateLmmFit(Criteria, OfModel):
                                   "Wald intervals for the fixed effects only, confint('Wald'); profile intervals need the exact solver, "
                                   "model.fit()")
         se = np.sqrt(np.diag(self.vcov.to_numpy()))
-        z = stats.norm.ppf(0.5 + level / 2)
+        z = stats.norm.ppf(0.5 + check_level(level, "level") / 2)
         return pd.DataFrame({"lower": self.beta - z * se, "upper": self.beta + z * se}, index=self.design.fixed_names)
 
     def summary(self) -> str:

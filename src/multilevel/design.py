@@ -415,6 +415,9 @@ def _new_columns(coding: Coding, frame: pd.DataFrame, offset, random: bool) -> l
     for name in dict.fromkeys(model):
         col = frame[name]
         numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+        if name not in coding.categories and name not in groups and not numeric and not pd.api.types.is_bool_dtype(col):
+            raise MultilevelError(f"column '{name}' was numeric in the fitted data but holds {col.dtype} values in the "
+                                  f"new data: convert it to numbers first (pd.to_numeric)")
         bad = col.isna().to_numpy() | (np.isinf(col.to_numpy(dtype=float, na_value=np.nan)) if numeric else False)
         if bad.any():
             raise MultilevelError(

@@ -103,7 +103,9 @@ def checked_methods(include, allowed) -> list[str]:
 
 
 def check_model(model) -> None:
-    """Refuse models whose methods cannot be compared (known residual SDs)."""
+    """Refuse what is not a model, and models whose methods cannot be compared (known residual SDs)."""
+    if not hasattr(model, "design") or not hasattr(model, "fit"):
+        raise MultilevelError(f"methods takes a model, mlv.Model(formula, data), not {type(model).__name__} {str(model)[:40]!r}")
     if model.design.se is not None:
         raise MultilevelError("methods() compares fits with an estimated residual variance; this model has se(): use model.sample()")
 

@@ -78,7 +78,11 @@ class Model:
         response's cross-products are recomputed (a GLMM's are PIRLS's, per fit). Bootstrap, profiles and studies
         refit through this. Binomial responses with trials are success counts, as `simulate` draws them. An
         engine already built here is refreshed for the new response (its structure reused), not rebuilt."""
-        y = np.asarray(y, dtype=float)
+        try:
+            y = np.asarray(y, dtype=float)
+        except (TypeError, ValueError):
+            raise MultilevelError(f"the new response must be numbers, one per row used ({self.nobs}), not "
+                                  f"{type(y).__name__} {str(y)[:40]!r}") from None
         if y.shape != (self.nobs,):
             raise MultilevelError(f"the new response has shape {y.shape}; this model uses {self.nobs} rows")
         design = replace(self.design, y=y if self.design.trials is None else y / self.design.trials)

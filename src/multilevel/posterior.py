@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import saving
+from .arguments import check_level, check_seed
 from .components import covariance, variance_table
 from .diagnostics import draw_summary
 from .design import apply_coding
@@ -19,7 +20,7 @@ from .kinds import Bayesian, OfModel
 from .names import brms_coef, fixed_name, group_effect_name, variance_names
 from .pooling import pooling
 from .ppc import ppc
-from .predict import predictor, residual_sd
+from .predict import check_offset, predictor, residual_sd
 from .scaling import Scaling
 from .tables import callable_table, interval_table
 from .variance import icc, r2
@@ -132,7 +133,7 @@ class Posterior(Bayesian, OfModel):
         return callable_table(self._group_effects(), self._group_effects)
 
     def _group_effects(self, prob: float = 0.95) -> pd.DataFrame:
-        rows = []
+        prob, rows = check_level(prob, "prob"), []
         for block, b in zip(self.design.blocks, self.b):
             flat = b.reshape(-1, block.m, block.k)
             for j, coef in enumerate(block.coef_names):
@@ -197,6 +198,7 @@ class Posterior(Bayesian, OfModel):
     def predict(self, new_data=None, include_groups: bool = True, summary: bool = True, offset=None):
         """Posterior mean (and interval) of the expected response for new (or the fitted) rows; the new rows are
         coded once, as the fitted data (unseen groups get no group effect)."""
+        check_offset(self.design, offset)
         rows = self.design if new_data is None else apply_coding(self.design.coding, new_data, offset=offset, new=True,
                                                                  random=include_groups)
         draws = self._predictor_draws(rows, include_groups)
@@ -206,7 +208,7 @@ class Posterior(Bayesian, OfModel):
 
     def posterior_predictive(self, seed=None) -> np.ndarray:
         """Replicated responses, one per draw: (chains, draws, nobs)."""
-        rng = np.random.default_rng(self.seed if seed is None else seed)
+        rng = np.random.default_rng(self.seed if seed is None else check_seed(seed))
         if not self.model.gaussian:
             return self._per_draw(lambda fam, mu: fam.simulate(mu, self.design.family_weights, rng))
         return self.model.family.draw(rng, self.linear_predictor_draws(), self.residual_sd())
