@@ -25,6 +25,7 @@ from .names import interaction_parts
 FAR_COVARIATE = 10.0  # a random slope's covariate this many SDs from zero is centred in its term (beside an intercept)
 CENTRE_RATIO = 1.0  # centre a column whose mean exceeds its SD this many times (below it centring gains < 2x)
 FAR_TRANSFORM = 1e3  # a nonlinear transform of a column this many SDs from zero has lost 6 digits (its square)
+RANGE = 1e140  # values beyond it (or nonzero below its inverse) overflow (underflow) in the sums of squares
 DIGITS_LOST = 1e-4  # warn when rounding a column's values (eps |mean|) exceeds this share of its SD
 UNABSORBED = 100.0  # without a constant column, a response averaging this many SDs from zero exhausts the precision
 
@@ -57,6 +58,7 @@ class Scaling:
         """Centres and scales from the rows at hand (a sample is enough: any nearby centre removes the shift): columns
         averaging more than `ratio` SDs from zero centred; `scaled=False` keeps scale 1."""
         Xy = np.column_stack([X, y])
+        check_range(Xy, [f"column '{n}'" for n in names] + ["the response"])
         mean, sd = Xy.mean(axis=0), Xy.std(axis=0)
         unit = unit_combination(X, names)
         centre = column_centres(Xy, np.append(unit, 0.0), mean, sd, ratio)
@@ -214,6 +216,19 @@ class Scaling:
                              tuple((position[row], tuple(position[j] for j in out)) for row, out in expansion)))
         return replace(self, centre=self.centre[keep], scale=self.scale[keep], unit=self.unit[keep[:-1]],
                        products=tuple(products))
+
+
+def check_range(Xy: np.ndarray, labels: list[str]) -> None:
+    """Refuse columns whose largest magnitude lies beyond RANGE (or below 1 / RANGE, not 0): their squares and sums
+    overflow (or underflow to 0) before any centring or scaling can help (y * 1e-200 gave sigma = 0, silently)."""
+    big = np.max(np.abs(Xy), axis=0, initial=0.0)
+    for label, b in zip(labels, big):
+        if b > RANGE or 0 < b < 1 / RANGE:
+            raise MultilevelError(
+                f"{label} reaches {b:.3g}: beyond about 1e{'+' if b > 1 else '-'}140 the squares and sums a fit forms "
+                "overflow double precision (or underflow to 0). Express it in other units first (multiply it by a power of "
+                "ten that brings it near 1)"
+            )
 
 
 def _index(value, p: int, low: int = 0) -> int:
