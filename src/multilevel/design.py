@@ -432,6 +432,9 @@ def _learned_categories(coding: Coding, frame: pd.DataFrame, needed: list[str], 
     line up); refuse levels the coding lacks, except new rows' grouping levels, which become missing."""
     f = coding.formula
     held = {n for n, d in coding.categories.items() if n in needed and _holds_categories(frame[n], d)}
+    for g in _group_factors(f) if new else ():  # new rows' ids as the fitted ones': warned where inexact
+        if g in needed and g not in held:
+            check_group_ids(frame[g], g)
     frame = prepare_categoricals(frame, [c for c in needed if c not in held], _group_factors(f))  # held: unused kept
     fixed = names_in(f.fixed, needed)
     model = set(fixed).union(*(names_in(t.term.expr, needed) for t in coding.terms))

@@ -271,7 +271,7 @@ def _occupancy_posterior(attrs: dict, frame: pd.DataFrame, groups: dict, stats: 
     post.finished = _finished(attrs)
     if "held_coefficients" in groups:  # the draws of the held columns' coefficients (files before them: none)
         held, held_draws = model.held_model(scaled=False)[0], groups["held_coefficients"]["draws"].values
-        if held is model or held_draws.shape != draws.shape:
+        if held is model or held_draws.shape != draws.shape or not np.all(np.isfinite(held_draws)):
             raise MultilevelError("the saved occupancy posterior's held coefficients do not match its data: the file is "
                                   "damaged or altered")
         post.held = (held, held_draws)
@@ -320,9 +320,9 @@ def _held_draws(held, shape: tuple) -> tuple[np.ndarray, Scaling] | None:
     if held is None:
         return None
     beta = held["beta"].values
-    if beta.shape != shape:
-        raise MultilevelError(f"the saved held coefficients have shape {beta.shape} for draws of shape {shape}: the file is "
-                              "damaged or altered")
+    if beta.shape != shape or not np.all(np.isfinite(beta)):
+        raise MultilevelError(f"the saved held coefficients (shape {beta.shape}, for draws of shape {shape}) are not finite "
+                              "draws of that shape: the file is damaged or altered")
     return beta, Scaling.from_record(json.loads(held.attrs["scaling"]), shape[-1])
 
 

@@ -190,3 +190,23 @@ def test_a_posterior_file_without_held_coefficients_still_loads(held_posterior, 
     assert back.held is None
     np.testing.assert_array_equal(back.beta, post.beta)
     np.testing.assert_allclose(back.predict()["estimate"], post.predict()["estimate"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["posterior", "occupancy"])
+def test_held_draws_that_are_not_finite_are_refused(held_posterior, tmp_path, kind):
+    """Held coefficients overwritten with NaN: before, the file loaded and every prediction was NaN."""
+    import h5py
+
+    path = tmp_path / "post.nc"
+    if kind == "posterior":
+        path.write_bytes(held_posterior[1])
+        variable = "held_coefficients/beta"
+    else:
+        oven = mlv.datasets.load("oven_occupancy")
+        far = oven.assign(Elevation_scaled=oven.Elevation_scaled + 1e6)
+        mlv.save(mlv.Occupancy("~ Elevation_scaled", "~ day_scaled", far).sample(chains=1, draws=20, warmup=50, seed=1,
+                                                                                 sampler="gibbs"), path)
+        variable = "held_coefficients/draws"
+    with h5py.File(path, "r+") as f:
+        f[variable][...] = np.nan
+    refused(lambda: mlv.load(path), "held coefficients", "damaged")

@@ -125,3 +125,14 @@ def test_interaction_of_float_and_text_ids():
     frame = grouped().assign(h=np.where(grouped()["x"] < 2, "a", "b"))
     fit = mlv.Model("y ~ x + (1 | g:h)", frame.assign(g=frame["g"].astype(float))).fit(warn=False)
     np.testing.assert_allclose(fit.predict(frame), fit.fitted(), rtol=1e-13)
+
+
+def test_predicting_with_big_ids_stored_as_floats_warns():
+    """Fitted with integer ids beyond 2**53, predicted with the same ids as floats: rounded, they match no fitted group
+    and get the population prediction. Before: silently; now the new rows' ids are checked as the fitted ones are."""
+    sleep = mlv.datasets.load("sleepstudy")
+    big = sleep.assign(Subject=sleep.Subject.astype(int) + 2**60)
+    fit = mlv.Model("Reaction ~ Days + (1 | Subject)", big).fit()
+    rows = big.head(3)
+    warned(lambda: fit.predict(rows.assign(Subject=rows.Subject.astype(float))), r"2\*\*53 or more.*floating-point")
+    np.testing.assert_array_equal(fit.predict(rows), fit.predict(rows.assign(Subject=rows.Subject.astype(object))))
