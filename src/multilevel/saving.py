@@ -87,6 +87,9 @@ def write_atomically(path, write: Callable[[Path], object]) -> None:
 def check_writable(path, force: bool) -> None:
     """Refuse to overwrite an existing file unless asked; refuse a missing directory."""
     path = Path(path)
+    if path.is_dir():
+        raise MultilevelError(f"'{path}' is a folder: give a file name in it (e.g. '{path / 'report.html'}'); a folder is "
+                              "never overwritten, not even with force=True (--force)")
     if path.exists() and not force:
         raise MultilevelError(f"'{path}' already exists: choose another name or overwrite it with force=True (--force)")
     if not path.parent.is_dir():

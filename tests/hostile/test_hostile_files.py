@@ -210,3 +210,19 @@ def test_held_draws_that_are_not_finite_are_refused(held_posterior, tmp_path, ki
     with h5py.File(path, "r+") as f:
         f[variable][...] = np.nan
     refused(lambda: mlv.load(path), "held coefficients", "damaged")
+
+
+def test_a_folder_as_the_target_is_refused_even_with_force(sleep_fit, tmp_path):
+    """Before: with force=True the atomic rename failed with '[Errno 21] Is a directory' naming the hidden partial file
+    (which was removed; the folder was kept). Now refused before anything is written, in the API and the CLI."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "keep").write_text("x")
+    refused(lambda: mlv.report(sleep_fit, folder, force=True), "is a folder", "file name")
+    (tmp_path / "fit.json").mkdir()
+    refused(lambda: mlv.save(sleep_fit, tmp_path / "fit.json", force=True), "is a folder")
+    data = tmp_path / "s.csv"
+    mlv.datasets.load("sleepstudy").to_csv(data, index=False)
+    out = CliRunner().invoke(main, ["fit", str(data), "Reaction ~ Days + (1 | Subject)", "--report", str(folder), "--force"])
+    assert out.exit_code == 2 and "is a folder" in out.stderr and "Traceback" not in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.json", "out", "s.csv"] and (folder / "keep").read_text() == "x"
