@@ -158,7 +158,7 @@ def held_design(design: Design) -> tuple[Design, Scaling]:
     formed of centred parents, spreads scaled by powers of two; a random slope's far covariate centred in its term),
     with that `Scaling`; the design as given (an identity scaling) when no column needs it, as is usual."""
     held = design_scaling(design, with_response=False)
-    if not (np.any(held.centre) or held.random_centred or np.any(np.abs(np.log2(held.scale)) > SPREAD_BITS)):
+    if not (np.any(held.centre) or held.random_held or np.any(np.abs(np.log2(held.scale)) > SPREAD_BITS)):
         return design, Scaling.identity(design.p)
     X = held.apply(np.column_stack([design.X, np.zeros(design.nobs)]))[:, :-1]
     return replace(design, X=X, blocks=held_blocks(design, held)), held

@@ -34,7 +34,7 @@ from .optimize import OptimumInfo
 from .posterior import Posterior
 from .priors import Prior, PriorSet
 from .saved_fit import SavedFit
-from .scaling import Scaling
+from .scaling import Scaling, random_columns, term_scales
 from .stored_formula import check_stored_formula
 from .study_result import StudyResult
 from .saving import (FIT_SUFFIXES, FORMAT, OCCUPANCY_VERSION, POSTERIOR_SUFFIXES, POSTERIOR_VERSION, VERSION,
@@ -103,6 +103,11 @@ def _rebuilt_fit(record: dict):
     theta = np.asarray(record["theta"], dtype=float)
     if theta.shape != (model.engine.n_theta,):
         raise MultilevelError(f"the saved fit's theta has {theta.size} values but its formula needs {model.engine.n_theta}")
+    scales = term_scales(random_columns(model.design.blocks), len(model.design.blocks))
+    if record.get("term_scales", [None] * len(scales)) != scales:
+        raise MultilevelError(f"the saved fit's theta refers to random-slope covariates held at scales "
+                              f"{record.get('term_scales', 'as given')}, but this version holds them at {scales}: the "
+                              "file is damaged or was written by an older multilevel (refit the model from its data)")
     info = OptimumInfo(theta, np.nan if opt["fun"] is None else opt["fun"], opt["evaluations"], opt["message"],
                        warnings=list(opt["warnings"]))
     if "glmm" in record:

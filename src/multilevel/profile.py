@@ -148,7 +148,7 @@ def check_resolvable(prof) -> None:
 def held_theta(held, theta: np.ndarray, ks: list[int]) -> np.ndarray:
     """theta of the terms as the fit holds them (`Scaling.random_map`: Sigma_held = M^-1 Sigma M^-T) from the
     user's; the factor of M^-1 T by QR, not a Cholesky of its square (singular at the boundary)."""
-    if not held.random_centred:
+    if not held.random_held:
         return theta
     out, pos = [], 0
     for i, k in enumerate(ks):

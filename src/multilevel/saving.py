@@ -24,6 +24,7 @@ import pandas as pd
 from .errors import MultilevelError
 from .kinds import Bayesian, Generalized, OccupancyResult, Study, require_result
 from .partitioned import PartitionedDesign
+from .scaling import term_scales
 
 FORMAT = "multilevel"
 VERSION = 2  # fits: 2 carries theta, the optimiser's report and the data (version 1 files still load)
@@ -132,6 +133,7 @@ def fit_record(fit) -> dict:
             for b in d.blocks
         ],
         "theta": plain(fit.theta),
+        "term_scales": term_scales(fit.held.terms, len(d.blocks)),  # what theta's terms are held in (`scaling.random_columns`)
         "optimizer": {"fun": _finite_or_none(info.fun), "evaluations": int(info.evaluations), "message": info.message,
                       "warnings": list(info.warnings)},
         "data": [_column_record(name, d.frame[name]) for name in d.frame.columns],

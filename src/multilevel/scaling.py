@@ -23,6 +23,7 @@ from .errors import MultilevelError
 from .names import interaction_parts
 
 FAR_COVARIATE = 10.0  # a random slope's covariate this many SDs from zero is centred in its term (beside an intercept)
+FAR_SPREAD = 32.0  # a random slope's covariate whose spread lies beyond 32 (or below 1/32) is held scaled in its term
 CENTRE_RATIO = 1.0  # centre a column whose mean exceeds its SD this many times (below it centring gains < 2x)
 FAR_TRANSFORM = 1e3  # a nonlinear transform of a column this many SDs from zero has lost 6 digits (its square)
 RANGE = 1e140  # values beyond it (or nonzero below its inverse) overflow (underflow) in the sums of squares
@@ -197,7 +198,13 @@ class Scaling:
     @property
     def random_centred(self) -> bool:
         """True when a random slope's covariate is held centred."""
+        return any(c is not None and np.any(c.centre) for c in self.terms)
+
+    @property
+    def random_held(self) -> bool:
+        """True when a random slope's covariate is held otherwise than given (centred or scaled)."""
         return any(c is not None for c in self.terms)
+
 
     def drop(self, keep: np.ndarray) -> Scaling:
         """The scaling of the columns `keep` of [X y] (aliased columns dropped; the last is the response)."""
@@ -282,17 +289,28 @@ def far_covariate_messages(blocks, held: Scaling) -> list[str]:
 
 
 def random_columns(blocks) -> tuple:
-    """Per random term with an intercept and a covariate averaging more than FAR_COVARIATE SDs from zero, the
-    `Scaling` (scale 1) that holds its covariates centred (products of them formed of centred factors); None for the
-    others. Held so, the term's covariance is that of the covariates near their mean, which floating point
-    resolves; `random_map` undoes it."""
+    """Per random term with a covariate, the `Scaling` that holds its covariates centred where one averages more than
+    FAR_COVARIATE SDs from zero beside the term's intercept (products of them formed of centred factors), and scaled by
+    a power of two where one's spread lies beyond FAR_SPREAD or below its inverse; None for the others (held as
+    given). Held so, the term's covariance is that of covariates near their mean and of a spread near 1, which
+    floating point and the optimiser resolve (Days * 1e-8 gave a sigma 21 % off; * 1e8 failed); `random_map`
+    undoes it."""
     out = []
     for block in blocks:
         columns = None
-        if "(Intercept)" in block.coef_names and block.k > 1:
-            columns = Scaling.learn(block.Z, np.zeros(len(block.Z)), block.coef_names, FAR_COVARIATE, scaled=False)
-        out.append(columns if columns is not None and np.any(columns.centre) else None)
+        if any(name != "(Intercept)" for name in block.coef_names):
+            learned = Scaling.learn(block.Z, np.zeros(len(block.Z)), block.coef_names, FAR_COVARIATE)
+            far = (learned.scale > FAR_SPREAD) | (learned.scale < 1 / FAR_SPREAD)
+            columns = replace(learned, scale=np.where(far, learned.scale, 1.0))
+        held = columns is not None and (np.any(columns.centre) or np.any(columns.scale != 1.0))
+        out.append(columns if held else None)
     return tuple(out)
+
+
+def term_scales(terms: tuple, n: int) -> list:
+    """Per random term (n of them), the scales its covariates are held by (None: as given; `random_columns`): what a
+    saved theta refers to."""
+    return [None if i >= len(terms) or terms[i] is None else terms[i].scale[:-1].tolist() for i in range(n)]
 
 
 def held_random(block, columns: Scaling | None):
