@@ -80,9 +80,20 @@ def write_atomically(path, write: Callable[[Path], object]) -> None:
     partial = Path(name)
     try:
         write(partial)
+        os.chmod(partial, _file_mode(path))
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _file_mode(path: Path) -> int:
+    """The permissions the file gets: an overwritten file's own, else those of a new file under the umask (mkstemp's
+    hidden file is private, 0600: a report renamed from it could not be read by anyone else)."""
+    if path.exists():
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def check_writable(path, force: bool) -> None:

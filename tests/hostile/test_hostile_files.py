@@ -226,3 +226,22 @@ def test_a_folder_as_the_target_is_refused_even_with_force(sleep_fit, tmp_path):
     out = CliRunner().invoke(main, ["fit", str(data), "Reaction ~ Days + (1 | Subject)", "--report", str(folder), "--force"])
     assert out.exit_code == 2 and "is a folder" in out.stderr and "Traceback" not in out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.json", "out", "s.csv"] and (folder / "keep").read_text() == "x"
+
+
+def test_written_files_get_ordinary_permissions(sleep_fit, tmp_path):
+    """The atomic write's hidden file is private (mkstemp: 0600); renamed as it was, every report and result could be
+    read by its owner only. A new file now gets the umask's permissions, an overwritten one keeps its own."""
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        mlv.report(sleep_fit, tmp_path / "r.html")
+        assert stat.S_IMODE((tmp_path / "r.html").stat().st_mode) == 0o644
+        mlv.save(sleep_fit, tmp_path / "fit.json")
+        assert stat.S_IMODE((tmp_path / "fit.json").stat().st_mode) == 0o644
+        (tmp_path / "fit.json").chmod(0o640)
+        mlv.save(sleep_fit, tmp_path / "fit.json", force=True)
+        assert stat.S_IMODE((tmp_path / "fit.json").stat().st_mode) == 0o640
+    finally:
+        os.umask(umask)
