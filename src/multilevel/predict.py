@@ -65,7 +65,8 @@ def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, da
 
 def check_offset(design: Design, offset) -> None:
     """Refuse an offset for new rows of a model fitted without one (it would be silently left out)."""
-    if offset is not None and design.offset is None:
+    coding = design.coding
+    if offset is not None and coding.offset is None and "(offset)" not in coding.columns and not coding.offsets:
         raise MultilevelError("offset= was given for the new rows, but the model was fitted without an offset, so its "
                               "predictions have none: drop offset=, or refit with Model(..., offset=...)")
 
