@@ -116,3 +116,20 @@ def test_pooling_of_a_quadratic_far_from_zero_is_not_refused(c):
     formula = "Reaction ~ Days + I(Days^2) + (1 | Subject)"
     t = shifted_fit(c, formula).pooling()
     assert np.all(np.isfinite(t[["no_pooling", "complete_pooling", "partial_pooling"]].to_numpy()))
+
+
+@pytest.mark.parametrize("c", [1e6, 1e9, 1e12])
+def test_ridge_toward_the_group_mean_with_a_far_predictor(c):
+    """mlv.methods' 'ridge toward group mean' projects the fixed columns out: of x + c's columns as given the projection
+    lost the slope (b_Days 3e-7 instead of 10.47 at c = 1e9, sigma 44 instead of 31), silently. Now of the centred
+    columns: b_Days, sigma and the implied SD equal the unshifted ones to 1e-6."""
+    data = sleep()
+    formula = "Reaction ~ Days + (1 | Subject)"
+
+    def table(frame):
+        t = mlv.methods(mlv.Model(formula, frame), include=["ridge toward group mean"]).table
+        return t.set_index("parameter")["estimate"]
+
+    t0, t = table(data), table(data.assign(Days=data.Days + c))
+    for name in ("b_Days", "sigma", "sd_Subject__Intercept"):
+        assert abs(t[name] / t0[name] - 1) < 1e-6, (name, t[name], t0[name])
