@@ -23,7 +23,8 @@ from .families import GAUSSIAN, Family, Gaussian, parse
 from .glmm import fit_glmm, prepare_data, validate
 from .iterative_lmm import check_iterative, fit_iterative
 from .lmm import checked_method, fit_lmm
-from .partitioned import is_partitioned, partitioned_design
+from .partitioned import PartitionedDesign, is_partitioned, partitioned_design
+from .scaling import check_range
 
 
 class Model:
@@ -156,6 +157,9 @@ class Model:
 
     def sample(self, **kwargs):
         """Full Bayesian fit by MCMC; see `multilevel.bayes.sample` for the arguments."""
+        if not isinstance(self.design, PartitionedDesign):  # (partitioned: the cross-products' scaling checked them)
+            d = self.design
+            check_range(np.column_stack([d.X, d.y]), [f"column '{n}'" for n in d.fixed_names] + ["the response"])
         return sample(self, **kwargs)
 
     def __repr__(self) -> str:

@@ -173,3 +173,13 @@ def test_values_within_the_range_fit_as_the_unscaled_data(factor):
     np.testing.assert_allclose(f.sigma / factor, f0.sigma, rtol=1e-6)
     np.testing.assert_allclose(f.beta / factor, f0.beta, rtol=1e-6)
     np.testing.assert_allclose(f.theta, f0.theta, rtol=1e-6)
+
+
+@pytest.mark.parametrize("factor", [1e200, 1e-200], ids=["y-1e200", "y-1e-200"])
+def test_sampling_values_beyond_the_range_is_refused(factor):
+    """Before: an OverflowError from the Gibbs sampler at 1e200; at 1e-200 a 'not positive definite' error blaming
+    collinear columns."""
+    data = grouped()
+    model = mlv.Model("y ~ x + (1 | g)", data.assign(y=data.y * factor))
+    refused(lambda: model.sample(sampler="gibbs", chains=1, draws=20, warmup=20, progress=False), "reaches",
+            "double precision")
