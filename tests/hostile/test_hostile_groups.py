@@ -136,3 +136,15 @@ def test_predicting_with_big_ids_stored_as_floats_warns():
     rows = big.head(3)
     warned(lambda: fit.predict(rows.assign(Subject=rows.Subject.astype(float))), r"2\*\*53 or more.*floating-point")
     np.testing.assert_array_equal(fit.predict(rows), fit.predict(rows.assign(Subject=rows.Subject.astype(object))))
+
+
+def test_occupancy_site_ids_beyond_2_53_as_floats_warn():
+    """Site ids of 2**60 + k stored as floats round onto one another: before, the merged sites only surfaced as 'the
+    site covariate varies within site 1.15e+18'; now the ids are warned about first, as grouping factors' are."""
+    oven = mlv.datasets.load("oven_occupancy")
+    ids = (oven.site.astype("category").cat.codes.astype("int64") + 2**60).astype(float)
+    with pytest.warns(mlv.MultilevelWarning, match=r"2\*\*53 or more.*floating-point"):
+        with pytest.raises(mlv.MultilevelError):
+            mlv.Occupancy("~ Elevation_scaled", "~ day_scaled", oven.assign(site=ids))
+    exact = oven.site.astype("category").cat.codes.astype("int64") + 2**60  # as integers: every site kept
+    assert len(mlv.Occupancy("~ Elevation_scaled", "~ day_scaled", oven.assign(site=exact)).sites) == 373
