@@ -1095,3 +1095,16 @@ def test_glmm_random_slope_covariate_scale(s):
     vc, vc0 = f.variance_components, f0.variance_components
     sds = (vc["term2"] == "").to_numpy()
     close((vc["sd"].to_numpy() * np.where((vc["term"] == "p").to_numpy() & sds, s, 1.0))[sds], vc0["sd"].to_numpy()[sds])
+
+
+@pytest.mark.parametrize("s", [1e-8, 1e4])
+def test_profile_intervals_of_a_scaled_random_slope_covariate(s):
+    """Profile intervals with Days * s: every bound equals the unscaled fit's (the slope's SD and fixed effect times
+    1 / s) to 1e-6. The profile maps the user's SDs to the held (scaled) term, and its inner optimiser's step for an
+    SD is floored at 0.05 sigma in that SD's own units (`profile.response_units`): floored in y's units, the slope's
+    SD at * 1e4 was stepped 2,000 times its size and the intercept SD's lower bound came out 0.23 % off."""
+    sleep = data("sleepstudy")
+    c0 = fit(SLOPES, sleep, "ML").confint("profile")
+    c = fit(SLOPES, sleep.assign(Days=sleep.Days * s), "ML").confint("profile")
+    undo = np.where(np.isin(c0.index, ["sd_Days|Subject", "Days"]), s, 1.0)[:, None]
+    close((c[["lower", "upper"]].to_numpy() * undo), c0[["lower", "upper"]].to_numpy())
