@@ -133,3 +133,33 @@ def test_ridge_toward_the_group_mean_with_a_far_predictor(c):
     t0, t = table(data), table(data.assign(Days=data.Days + c))
     for name in ("b_Days", "sigma", "sd_Subject__Intercept"):
         assert abs(t[name] / t0[name] - 1) < 1e-6, (name, t[name], t0[name])
+
+
+def weighted_sleep():
+    data = sleep()
+    return data.assign(w=np.random.default_rng(1).uniform(0.5, 2, len(data)))
+
+
+@pytest.mark.parametrize("k", [1e-6, 1e4, 1e8])
+def test_weights_far_from_1_warn(k):
+    """Prior weights times k: sigma moves by 1 / sqrt(k) and theta = SD / sigma by sqrt(k), so lme4's absolute boundary
+    rules misjudge (k = 1e8: a false singular fit, beta 0.2 % off; k = 1e4: beta 4e-6 off), before without a word.
+    Now the fit says so and names the fix."""
+    data = weighted_sleep()
+    warned(lambda: mlv.Model("Reaction ~ Days + (Days | Subject)", data.assign(w=data.w * k), weights="w").fit(),
+           r"weights average.*Divide the weights by their mean")
+
+
+def test_weights_divided_by_their_mean_give_the_same_fixed_effects_and_sds():
+    """The fix the warning names: weights / mean(w) give the fit of the weights as they were, up to sigma's scale (the
+    fixed effects and the random effects' SDs to 1e-6; sigma divided by sqrt(mean(w)))."""
+    data = weighted_sleep().assign(w=lambda d: d.w * 3.7)
+    formula = "Reaction ~ Days + (Days | Subject)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MultilevelWarning)
+        f = mlv.Model(formula, data, weights="w").fit()
+        g = mlv.Model(formula, data.assign(w=data.w / data.w.mean()), weights="w").fit()
+    np.testing.assert_allclose(g.beta, f.beta, rtol=1e-6)
+    sds = (f.variance_components["term2"] == "") & (f.variance_components["group"] != "Residual")
+    np.testing.assert_allclose(g.variance_components["sd"][sds], f.variance_components["sd"][sds], rtol=1e-6)
+    np.testing.assert_allclose(g.sigma, f.sigma / np.sqrt(data.w.mean()), rtol=1e-6)  # sigma^2 / w = sigma_g^2 / (w / m)
