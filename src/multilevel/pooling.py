@@ -56,7 +56,7 @@ def no_pooling(design, block) -> np.ndarray:
     centred columns (`_centred`), so covariates far from zero (x + 1e9) keep their digits."""
     m, k = block.m, block.k
     common = [j for j, name in enumerate(design.fixed_names) if name not in block.coef_names]
-    Z, X, shift = _centred(block, design.X[:, common])
+    Z, X, shift, means = _centred(block, design.X[:, common])
     Zg = np.zeros((design.nobs, m * k))
     rows = np.arange(design.nobs)
     for a in range(k):
@@ -86,29 +86,25 @@ def no_pooling(design, block) -> np.ndarray:
     out = np.full((m, k), np.nan)
     out[ok] = coef[len(common):].reshape(-1, k)
     if "(Intercept)" in block.coef_names:  # undo the centring: the intercepts at the covariates' zero
-        out[:, block.coef_names.index("(Intercept)")] -= np.sum(out * shift, axis=1) + shift_common(X, design.X[:, common], coef[:len(common)])
+        out[:, block.coef_names.index("(Intercept)")] -= np.sum(out * shift, axis=1) + means @ coef[:len(common)]
     return out
 
 
-def _centred(block, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _centred(block, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The term's covariates centred within each group and the common columns X at their means, where the term has
     an intercept to absorb the shifts (as given otherwise), with each group's covariate means (m, k; 0 for the
-    intercept). Exact reparametrisations: without them a covariate far from zero leaves a group's [1, x] nearly
-    collinear (x + 1e9: every slope NaN)."""
+    intercept) and the common columns' means. Exact reparametrisations: without them a covariate far from zero
+    leaves a group's [1, x] nearly collinear (x + 1e9: every slope NaN)."""
     Z, shift = block.Z.copy(), np.zeros((block.m, block.k))
     if "(Intercept)" not in block.coef_names:
-        return Z, X, shift
+        return Z, X, shift, np.zeros(X.shape[1])
     n = np.bincount(block.codes, minlength=block.m)
     for a, name in enumerate(block.coef_names):
         if name != "(Intercept)":
             shift[:, a] = np.bincount(block.codes, Z[:, a], minlength=block.m) / np.maximum(n, 1)
             Z[:, a] -= shift[block.codes, a]
-    return Z, X - X.mean(axis=0), shift
-
-
-def shift_common(X_centred: np.ndarray, X: np.ndarray, beta: np.ndarray) -> float:
-    """What centring the common columns moved every group's intercept by: their means times their coefficients."""
-    return float((X - X_centred)[0] @ beta) if len(X) else 0.0
+    means = X.mean(axis=0)
+    return Z, X - means, shift, means
 
 
 def complete_pooling(design, coef_names: list[str]) -> np.ndarray:
