@@ -980,9 +980,10 @@ def test_posterior_predictions_of_a_shifted_quadratic(sampler, c, tmp_path):
 
 
 @pytest.mark.parametrize("c", [1e6, 1e12])
-def test_glmm_posterior_predictions_of_a_shifted_quadratic(c):
+def test_glmm_posterior_predictions_of_a_shifted_quadratic(c, tmp_path):
     """A binomial GLMM's posterior (cbpp, period as a number p + c in a quadratic; the default sampler) predicts on the
-    link scale from its held coefficients: the unshifted posterior's predictions, same seed, to 1e-6."""
+    link scale from its held coefficients: the unshifted posterior's predictions, same seed, to 1e-6; saved, it
+    reopens with them (and its latent-scale R^2, formed of them too)."""
     frame = cbpp_numeric()
     kw = dict(chains=1, draws=200, warmup=200, seed=2, progress=False)
     post0 = mlv.Model(GLMM_QUADRATIC, frame, family="binomial").sample(**kw)
@@ -991,6 +992,10 @@ def test_glmm_posterior_predictions_of_a_shifted_quadratic(c):
     close(post.predict()["estimate"], post0.predict()["estimate"])
     close(post.predict(rows.assign(p=rows.p + c), include_groups=False)["estimate"],
           post0.predict(rows, include_groups=False)["estimate"])
+    close(post.r2()["estimate"], post0.r2()["estimate"])
+    post.save(tmp_path / "glmm.nc")
+    back = mlv.load(tmp_path / "glmm.nc")
+    np.testing.assert_array_equal(back.predict()["estimate"], post.predict()["estimate"])
 
 
 @pytest.mark.parametrize("c", [1e6, 1e9])
