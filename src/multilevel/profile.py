@@ -34,6 +34,7 @@ from .errors import MultilevelError
 from .kinds import Generalized
 from .names import variance_names
 from .optimize import bobyqa
+from .scaling import term_scales
 
 
 def intervals(fit, method: str = "Wald", level: float = 0.95) -> pd.DataFrame:
@@ -297,13 +298,15 @@ class FixedProfile:
 
 
 def response_units(fit) -> np.ndarray:
-    """Per `sdcor_parameters` entry of an LMM, one unit of the response in that parameter's units: 1 / the RMS of an
-    SD's covariate (a slope's SD is in y per unit of x), 1 for correlations and sigma. A floor of 0.05 sigma for a
-    slope's SD of Days * 1e4 was 2,000 times its size, and the profile's inner optimiser lost 0.2 % of a bound."""
+    """Per `sdcor_parameters` entry of an LMM, one unit of the response in that parameter's units: 1 / the scale a
+    random slope's covariate is held by (`scaling.random_columns`: a power of two near its SD when that lies beyond
+    32 or below 1/32; a slope's SD is in y per unit of x), 1 otherwise and for correlations and sigma. Floored at
+    0.05 sigma in y's units, the slope's SD of Days * 1e4 was stepped 2,000 times its size and the profile's inner
+    optimiser lost 0.2 % of a bound."""
+    scales = term_scales(fit.engine.held.terms, len(fit.design.blocks))
     out = []
-    for block in fit.design.blocks:
-        rms = np.sqrt(np.mean(block.Z**2, axis=0))
-        out += list(1.0 / np.where(rms > 0, rms, 1.0)) + [1.0] * (block.k * (block.k - 1) // 2)
+    for block, scale in zip(fit.design.blocks, scales):
+        out += list(1.0 / np.asarray(scale if scale is not None else np.ones(block.k))) + [1.0] * (block.k * (block.k - 1) // 2)
     return np.array(out + [1.0])
 
 
