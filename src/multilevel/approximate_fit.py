@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from . import predict as _predict
+from .arguments import check_level
 from .components import boundary_parameters, variance_table
 from .errors import MultilevelError
 from .kinds import Criteria, OfModel
@@ -30,13 +31,15 @@ REFUSED = ("satterthwaite_df", "conditional_covariances", "group_effects", "icc"
 class ApproximateLmmFit(Criteria, OfModel):
     """An ML/REML fit whose criterion's log-determinant is estimated (stochastic Lanczos quadrature)."""
 
-    def __init__(self, model, method: str, info: OptimumInfo, factors: list[np.ndarray], sigma: float, beta: np.ndarray,
-                 beta_covariance: np.ndarray, b: list[np.ndarray], objective: float, objective_error: float,
+    def __init__(self, model, method: str, info: OptimumInfo, factors: list[np.ndarray], sigma: float, held_beta: np.ndarray,
+                 beta_covariance: np.ndarray, held_b: list[np.ndarray], objective: float, objective_error: float,
                  approximation: str, warnings: list[str]):
         self.model, self.method, self.info, self.factors = model, method, info, factors
         self.reml, self.prior = method == "REML", None
         self.theta = info.x
-        self.sigma, self.beta, self._b = sigma, beta, b
+        self.held = model.cross_products.held
+        self.held_beta, self.held_b = held_beta, held_b  # of the columns as the cross-products hold them: fitted values use these
+        self.sigma, self.beta, self._b = sigma, self.held.coefficients(held_beta), self.held.random_effects(held_b)
         self.objective, self.objective_error = objective, objective_error
         self.approximation = approximation
         self.warnings = warnings
@@ -89,19 +92,20 @@ class ApproximateLmmFit(Criteria, OfModel):
 
     def fitted(self):
         """Fitted values X beta + Z b for the rows used (partitioned data: a lazy Dask series)."""
-        return self._linear_predictor(self._b)
+        return self._linear_predictor(self.held_b)
 
-    def _linear_predictor(self, b: list[np.ndarray] | None):
+    def _linear_predictor(self, held_b: list[np.ndarray] | None):
+        """On the model's rows, formed of the held columns (`predict.held_predictor`), as `LmmFit`'s."""
         if isinstance(self.design, PartitionedDesign):
-            return self.design.fitted(self.beta, b)
-        return _predict.linear_predictor(self.design, self.beta, b)
+            return self.design.fitted(self.held_beta, held_b, self.held)
+        return _predict.held_predictor(self.design, self.held, self.held_beta, held_b)
 
     def predict(self, new_data=None, include_groups: bool = True, offset=None):
         """Predictions X beta + Z b for new rows (the fitted rows if None), as `LmmFit.predict`."""
-        b = self._b if include_groups else None
+        b = self.held_b if include_groups else None
         if new_data is None:
             return self._linear_predictor(b)
-        return _predict.predict_new(self.design, self.beta, b, new_data, offset)
+        return _predict.predict_new(self.design, self.held_beta, b, new_data, offset, held=self.held)
 
     def confint(self, method: str = "Wald", level: float = 0.95) -> pd.DataFrame:
         """Wald intervals for the fixed effects (profile intervals need the exact criterion: refused)."""
@@ -110,7 +114,7 @@ class ApproximateLmmFit(Criteria, OfModel):
                                   "Wald intervals for the fixed effects only, confint('Wald'); profile intervals need the exact solver, "
                                   "model.fit()")
         se = np.sqrt(np.diag(self.vcov.to_numpy()))
-        z = stats.norm.ppf(0.5 + level / 2)
+        z = stats.norm.ppf(0.5 + check_level(level, "level") / 2)
         return pd.DataFrame({"lower": self.beta - z * se, "upper": self.beta + z * se}, index=self.design.fixed_names)
 
     def summary(self) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import collapsed, imh, nuts
 from .arguments import check_count, check_seed
-from .centring import uncentre
+from .centring import held_draws, uncentre
 from .chains import gc_paused
 from .collapsed import Layout, constrain, jax_data, make_layout
 from .crossed_gibbs import NAME as CROSSED, preferred as crossed_preferred, sample_crossed
@@ -168,7 +168,8 @@ def _sample_nuts(model, ps, chains, draws, warmup, seed, cores, progress):
         beta_c = np.concatenate([beta_c, alpha[..., None]], axis=-1)
     beta = uncentre(model.design.fixed_names, design.fixed_names, beta_c, columns, y0)
     corr = [np.einsum("...ab,...cb->...ac", L, L) for L in chols]
-    return Posterior(model, beta, sds, corr, sigma, b, stats, ps, seed, sampling_time, "nuts", finished=finished)
+    return Posterior(model, beta, sds, corr, sigma, b, stats, ps, seed, sampling_time, "nuts", finished=finished,
+                     held=held_draws(model.design.fixed_names, design.fixed_names, beta_c, columns, y0))
 
 
 def _init(layout: Layout, design: Design, y0: float, rng: np.random.Generator) -> np.ndarray:

@@ -54,6 +54,19 @@ def columns_from_means(names: list[str], means: np.ndarray, sds: np.ndarray, pro
     return Scaling(np.append(centre, 0.0), np.ones(p + 1), unit, products=products)
 
 
+def product_centres_from_sums(columns: Scaling, cp, intercept: int) -> Scaling:
+    """`columns` with each product's centre moved to the mean of the product of its centred factors as the held
+    cross-products give it (`cp.xy`'s intercept row, mapped exactly by `Scaling.map_to`): from the user's column means
+    it is a difference of numbers near c^2 (x + 1e9: off by ~100, which moves the intercept's prior location)."""
+    if not columns.products:
+        return columns
+    means = cp.xy[intercept] / cp.xy[intercept, intercept] @ cp.held.map_to(columns)  # of the samplers' columns
+    centre = columns.centre.copy()
+    for k, _, _ in columns.products:
+        centre[k] += means[k]
+    return replace(columns, centre=centre)
+
+
 def kept_products(products: tuple, names: list[str], informative) -> tuple:
     """The products none of whose factors has an informative prior."""
     return tuple(pr for pr in products if not any(names[j] in informative for j in pr[1]))
@@ -96,9 +109,7 @@ def centred_cross_products(cp, names: list[str], columns: Scaling, y0: float = 0
     so on. From centred sums, B^-1 A holds only differences of nearby centres: no digits of y + 1e9 are lost."""
     p, i0 = len(names), names.index("(Intercept)")
     order = [j for j in range(p) if j != i0] + [i0, p]
-    A = columns.matrix
-    A[i0, p] = -y0
-    M = cp.held.inverse @ A[:, order]
+    M = cp.held.map_to(replace(columns, centre=np.append(columns.centre[:-1], y0)))[:, order]  # A[i0, p] = -y0
     return replace(cp, zxy=[z @ M for z in cp.zxy], xy=M.T @ cp.xy @ M, scaling=None)
 
 
@@ -106,11 +117,20 @@ def uncentre(names: list[str], centred_names: list[str], beta_c: np.ndarray, col
              y0: float = 0.0) -> np.ndarray:
     """Draws (..., p) of the centred design's coefficients (intercept last; the response less y0) in the user's
     columns: beta = A beta_c, A the map `columns` makes (X_c = X A)."""
-    held = np.empty_like(beta_c)
-    for j, name in enumerate(centred_names):
-        held[..., names.index(name)] = beta_c[..., j]
+    held, _ = held_draws(names, centred_names, beta_c, columns)
     p = len(names)
     beta = held @ columns.matrix[:p, :p].T
     if "(Intercept)" in names:
         beta[..., names.index("(Intercept)")] += y0
     return beta
+
+
+def held_draws(names: list[str], centred_names: list[str], beta_c: np.ndarray, columns: Scaling,
+               y0: float = 0.0) -> tuple[np.ndarray, Scaling]:
+    """Draws of the centred design's coefficients in the user's column order, with the `Scaling` that holds the
+    columns they multiply (`columns`, the response's centre y0 last): what predictions are formed of
+    (`predict.held_predictor`), since X beta of the user's columns loses the digits of a column far from zero."""
+    held = np.empty_like(beta_c)
+    for j, name in enumerate(centred_names):
+        held[..., names.index(name)] = beta_c[..., j]
+    return held, replace(columns, centre=np.append(columns.centre[:-1], y0))

@@ -415,6 +415,9 @@ def _new_columns(coding: Coding, frame: pd.DataFrame, offset, random: bool) -> l
     for name in dict.fromkeys(model):
         col = frame[name]
         numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+        if name not in coding.categories and name not in groups and not numeric and not pd.api.types.is_bool_dtype(col):
+            raise MultilevelError(f"column '{name}' was numeric in the fitted data but holds {col.dtype} values in the "
+                                  f"new data: convert it to numbers first (pd.to_numeric)")
         bad = col.isna().to_numpy() | (np.isinf(col.to_numpy(dtype=float, na_value=np.nan)) if numeric else False)
         if bad.any():
             raise MultilevelError(
@@ -429,6 +432,9 @@ def _learned_categories(coding: Coding, frame: pd.DataFrame, needed: list[str], 
     line up); refuse levels the coding lacks, except new rows' grouping levels, which become missing."""
     f = coding.formula
     held = {n for n, d in coding.categories.items() if n in needed and _holds_categories(frame[n], d)}
+    for g in _group_factors(f) if new else ():  # new rows' ids as the fitted ones': warned where inexact
+        if g in needed and g not in held:
+            check_group_ids(frame[g], g)
     frame = prepare_categoricals(frame, [c for c in needed if c not in held], _group_factors(f))  # held: unused kept
     fixed = names_in(f.fixed, needed)
     model = set(fixed).union(*(names_in(t.term.expr, needed) for t in coding.terms))

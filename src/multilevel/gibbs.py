@@ -24,7 +24,7 @@ import time
 import numpy as np
 import scipy.linalg as sla
 
-from .centring import uncentre
+from .centring import held_draws, uncentre
 from . import chains as runner
 from .coefficient_prior import CoefficientPrior
 from .crossprod import CrossProducts, cross_products, residual_sum_of_squares, response
@@ -298,8 +298,10 @@ def posterior_of(model, centred_names: list[str], columns: Scaling, res: list, d
     coefficients back in the user's columns (the response less y0 was sampled)."""
     res, n, finished = runner.kept_chains(res, lambda r: len(r["beta"]), draws)
     res = [_first(r, n) for r in res]
-    beta = uncentre(model.design.fixed_names, centred_names, np.stack([r["beta"] for r in res]), columns, y0)
+    beta_c = np.stack([r["beta"] for r in res])
+    beta = uncentre(model.design.fixed_names, centred_names, beta_c, columns, y0)
     sigma, shape = (None if res[0][k] is None else np.stack([r[k] for r in res]) for k in ("sigma", "shape"))
     stats = {"accept_rate": np.stack([r["accept_rate"] for r in res])}
     return Posterior(model, beta, _per_term(res, "sd"), _per_term(res, "corr"), sigma, _per_term(res, "b"), stats, ps,
-                     seed, seconds, sampler, shape=shape, finished=finished)
+                     seed, seconds, sampler, shape=shape, finished=finished,
+                     held=held_draws(model.design.fixed_names, centred_names, beta_c, columns, y0))

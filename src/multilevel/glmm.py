@@ -132,12 +132,33 @@ def explain_failure(design: Design, family: Family) -> str:
     return message
 
 
+def check_separating_groups(design: Design, family: Family) -> None:
+    """Refuse a binomial model whose every level of a term with an intercept has all its responses 0 or all 1: the
+    groups separate the outcome and the likelihood rises without bound as that term's SD grows (a fit stops where
+    the optimiser gives up: an SD of 59 on the logit scale, said nowhere)."""
+    if not isinstance(family, Binomial):
+        return
+    y = design.y
+    for block in design.blocks:
+        if "(Intercept)" not in block.coef_names:
+            continue
+        n = np.bincount(block.codes, minlength=block.m)
+        edge = [np.bincount(block.codes, y == v, block.m) == n for v in (0.0, 1.0)]
+        if np.all(edge[0] | edge[1]) and edge[0].any() and edge[1].any():
+            raise MultilevelError(
+                f"every level of '{block.group}' has responses all 0 or all 1 ({int(edge[0].sum())} levels all 0, "
+                f"{int(edge[1].sum())} all 1): the groups separate the outcome, so the likelihood rises without bound as "
+                f"the SD of {block.term} grows and there is no maximum-likelihood fit. Model the groups as a fixed effect "
+                "only if other rows inform them, or use model.sample(), whose prior keeps the SD finite"
+            )
+
+
 def held_design(design: Design) -> tuple[Design, Scaling]:
     """The design as PIRLS holds it (`Scaling`, as the LMM's cross-products: columns far from zero centred, products
     formed of centred parents, spreads scaled by powers of two; a random slope's far covariate centred in its term),
     with that `Scaling`; the design as given (an identity scaling) when no column needs it, as is usual."""
     held = design_scaling(design, with_response=False)
-    if not (np.any(held.centre) or held.random_centred or np.any(np.abs(np.log2(held.scale)) > SPREAD_BITS)):
+    if not (np.any(held.centre) or held.random_held or np.any(np.abs(np.log2(held.scale)) > SPREAD_BITS)):
         return design, Scaling.identity(design.p)
     X = held.apply(np.column_stack([design.X, np.zeros(design.nobs)]))[:, :-1]
     return replace(design, X=X, blocks=held_blocks(design, held)), held
@@ -280,6 +301,7 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     ``warn=False`` the warnings are only kept in ``fit.warnings`` (refits in a loop)."""
     design, family = model.design, model.family
     n_agq = _check_nagq(nAGQ, design)
+    check_separating_groups(design, family)
     held_rows, held = held_design(design)
     pirls = Pirls(held_rows, family, information)
     estimate_size = family.has_dispersion and family.dispersion is None

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from . import glmm_density, nuts
-from .centring import centred_design, uncentre
+from .centring import centred_design, held_draws, uncentre
 from .collapsed import Layout, constrain
 from .errors import MultilevelError
 from .glmm_density import GlmmLayout, make_data
@@ -65,7 +65,7 @@ def to_posterior(model, ps: PriorSet, layout: GlmmLayout, centred, columns, posi
     beta = uncentre(model.design.fixed_names, centred.fixed_names, beta_c, columns)
     corr = [np.einsum("...ab,...cb->...ac", L, L) for L in chols]
     return Posterior(model, beta, sds, corr, None, cond, stats, ps, seed, time.perf_counter() - start, sampler,
-                     shape=shape, finished=finished)
+                     shape=shape, finished=finished, held=held_draws(model.design.fixed_names, centred.fixed_names, beta_c, columns))
 
 
 def _layout(model, ps: PriorSet, p_c: int, intercept: bool, nodes: int) -> GlmmLayout:

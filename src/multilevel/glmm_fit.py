@@ -203,12 +203,16 @@ class GlmmFit(GlmmText, Criteria, Generalized, OfModel):
         """X beta (+ offset) on the model's rows, formed of the columns as PIRLS holds them (`predict.held_predictor`)."""
         return _predict.held_predictor(self.design, self.held, self.mode.beta, None)
 
+    @property
+    def held_covariances(self) -> list[np.ndarray]:
+        """Covariance of each term's group effects as held (a far random-slope covariate centred): T T'."""
+        return [T @ T.T for T in self.mode.T]
+
     def simulate(self, n: int = 1, seed=None) -> np.ndarray:
         """n new response vectors (n x nobs) with new group effects; binomial responses as success counts
         when the model has trials (cbind or trials()), else on the response's own scale."""
-        held = [T @ T.T for T in self.mode.T]  # group effects drawn as held, as fitted values are
-        return _predict.simulate(_predict.held_rows(self.design, self.held), self.family, self._fixed_predictor(), held,
-                                 None, n, seed)
+        return _predict.simulate(_predict.held_rows(self.design, self.held), self.family, self._fixed_predictor(),
+                                 self.held_covariances, None, n, seed)
 
     def confint(self, method: str = "Wald", level: float = 0.95) -> pd.DataFrame:
         """Intervals: ``"Wald"`` for fixed effects, ``"profile"`` for SDs, correlations and fixed effects (glmer's)."""

@@ -13,7 +13,7 @@ from scipy.special import logsumexp
 from .components import covariance
 from .errors import MultilevelError, MultilevelWarning
 from .families import LOG_2PI
-from .predict import linear_predictor, residual_sd
+from .predict import predictor, residual_sd
 
 
 def waic(log_lik: np.ndarray) -> pd.Series:
@@ -75,14 +75,13 @@ def group_marginal_log_likelihood(post) -> np.ndarray:
     n_g = np.bincount(codes, minlength=m)
     rows, cols = np.tril_indices(K)
     ZZ = Z[:, rows] * Z[:, cols]
-    beta = post.beta.reshape(-1, post.beta.shape[-1])
+    fixed = post.predict(include_groups=False, summary=False)  # X beta + offset, of the held columns
     sd_res = post.residual_sd().reshape(-1, design.nobs)
     Ls = _stacked_factors(post)
-    y = design.y if design.offset is None else design.y - design.offset
-    out = np.empty((beta.shape[0], m))
-    for d in range(beta.shape[0]):
+    out = np.empty((fixed.shape[0], m))
+    for d in range(fixed.shape[0]):
         r_inv = 1.0 / sd_res[d] ** 2
-        e = y - design.X @ beta[d]
+        e = design.y - fixed[d]
         sums = G @ np.column_stack([ZZ * r_inv[:, None], Z * (e * r_inv)[:, None], e * e * r_inv, np.log(sd_res[d] ** 2)])
         S = np.zeros((m, K, K))
         S[:, rows, cols] = sums[:, : len(rows)]
@@ -157,9 +156,9 @@ def loo(post, kind: str = "conditional", log_lik: np.ndarray | None = None):
 def posterior_dic(post, log_lik: np.ndarray | None = None) -> pd.Series:
     """DIC of a Bayesian fit from the conditional log-likelihood (`log_lik`, if already computed), plugging in
     the posterior means of beta, b and sigma."""
-    beta = post.beta.reshape(-1, post.beta.shape[-1]).mean(axis=0)
+    beta = post.beta if post.held is None else post.held_beta
     b = [x.reshape(-1, *x.shape[2:]).mean(axis=0) for x in post.b]
-    mu = linear_predictor(post.design, beta, b)
+    mu = predictor(post.design, beta.reshape(-1, beta.shape[-1]).mean(axis=0), b, post.held)
     sd = residual_sd(post.design, None if post.sigma is None else float(post.sigma.mean()))
     at_mean = post.model.family.log_likelihood(post.design.y, mu, sd)
     return dic(post.log_likelihood() if log_lik is None else log_lik, at_mean)

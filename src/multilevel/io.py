@@ -34,6 +34,7 @@ from .optimize import OptimumInfo
 from .posterior import Posterior
 from .priors import Prior, PriorSet
 from .saved_fit import SavedFit
+from .scaling import Scaling, random_columns, term_scales
 from .stored_formula import check_stored_formula
 from .study_result import StudyResult
 from .saving import (FIT_SUFFIXES, FORMAT, OCCUPANCY_VERSION, POSTERIOR_SUFFIXES, POSTERIOR_VERSION, VERSION,
@@ -102,6 +103,11 @@ def _rebuilt_fit(record: dict):
     theta = np.asarray(record["theta"], dtype=float)
     if theta.shape != (model.engine.n_theta,):
         raise MultilevelError(f"the saved fit's theta has {theta.size} values but its formula needs {model.engine.n_theta}")
+    scales = term_scales(random_columns(model.design.blocks), len(model.design.blocks))
+    if record.get("term_scales", [None] * len(scales)) != scales:
+        raise MultilevelError(f"the saved fit's theta refers to random-slope covariates held at scales "
+                              f"{record.get('term_scales', 'as given')}, but this version holds them at {scales}: the "
+                              "file is damaged or was written by an older multilevel (refit the model from its data)")
     info = OptimumInfo(theta, np.nan if opt["fun"] is None else opt["fun"], opt["evaluations"], opt["message"],
                        warnings=list(opt["warnings"]))
     if "glmm" in record:
@@ -236,6 +242,7 @@ def _load_posterior(path: Path) -> Posterior | OccupancyPosterior:
         if int(attrs.get("multilevel_version", 0)) > (OCCUPANCY_VERSION if occupancy else POSTERIOR_VERSION):
             raise MultilevelError(f"'{path}' was written by a newer multilevel: upgrade")
         names = ["constant_data", "posterior", "sample_stats"] + (["log_likelihood", "conditional_occupancy"] if occupancy else [])
+        names += ["held_coefficients"] * ("held_coefficients" in tree.children)
         groups = {name: tree[name].to_dataset().load() for name in names}
     data = groups["constant_data"]
     stats = {k: v.values for k, v in groups["sample_stats"].data_vars.items()}
@@ -243,7 +250,7 @@ def _load_posterior(path: Path) -> Posterior | OccupancyPosterior:
         frame = pd.DataFrame({data[v].attrs["column"]: _decode(data[v].values, data[v].attrs) for v in data.data_vars})
         if occupancy:
             return _occupancy_posterior(attrs, frame, groups, stats)
-        return _posterior(attrs, frame, groups["posterior"], stats)
+        return _posterior(attrs, frame, groups["posterior"], stats, groups.get("held_coefficients"))
 
 
 def _occupancy_posterior(attrs: dict, frame: pd.DataFrame, groups: dict, stats: dict) -> OccupancyPosterior:
@@ -267,6 +274,12 @@ def _occupancy_posterior(attrs: dict, frame: pd.DataFrame, groups: dict, stats: 
                               float(attrs["prior_variance"]), str(attrs["sampler"]))
     post.warnings = [str(x) for x in json.loads(attrs["warnings"])]
     post.finished = _finished(attrs)
+    if "held_coefficients" in groups:  # the draws of the held columns' coefficients (files before them: none)
+        held, held_draws = model.held_model(scaled=False)[0], groups["held_coefficients"]["draws"].values
+        if held is model or held_draws.shape != draws.shape or not np.all(np.isfinite(held_draws)):
+            raise MultilevelError("the saved occupancy posterior's held coefficients do not match its data: the file is "
+                                  "damaged or altered")
+        post.held = (held, held_draws)
     return post
 
 
@@ -278,8 +291,9 @@ def _finished(attrs: dict) -> list[int] | None:
     return finished
 
 
-def _posterior(attrs: dict, frame: pd.DataFrame, posterior, stats: dict) -> Posterior:
-    """The posterior of a saved file, its arrays checked against its own formula."""
+def _posterior(attrs: dict, frame: pd.DataFrame, posterior, stats: dict, held=None) -> Posterior:
+    """The posterior of a saved file, its arrays checked against its own formula (`held`: the held coefficients'
+    draws, which files before them lack)."""
     model = _model(attrs["formula"], frame, _family(json.loads(attrs.get("family", "null"))),
                    json.loads(attrs["columns"]) if "columns" in attrs else None)
     d = model.design
@@ -301,9 +315,20 @@ def _posterior(attrs: dict, frame: pd.DataFrame, posterior, stats: dict) -> Post
     shape = posterior["shape"].values if "shape" in posterior else None
     post = Posterior(model, beta, sds, corrs, sigma, b, stats, _priors_from(json.loads(attrs["priors"])),
                      int(attrs["seed"]), float(attrs["seconds"]), str(attrs["sampler"]), json.loads(attrs["warnings"]),
-                     shape=shape, finished=_finished(attrs))
+                     shape=shape, finished=_finished(attrs), held=_held_draws(held, beta.shape))
     post.importance_check = _importance_check(attrs)
     return post
+
+
+def _held_draws(held, shape: tuple) -> tuple[np.ndarray, Scaling] | None:
+    """A posterior's held coefficients and their columns' scaling (None for a file without them), checked."""
+    if held is None:
+        return None
+    beta = held["beta"].values
+    if beta.shape != shape or not np.all(np.isfinite(beta)):
+        raise MultilevelError(f"the saved held coefficients (shape {beta.shape}, for draws of shape {shape}) are not finite "
+                              "draws of that shape: the file is damaged or altered")
+    return beta, Scaling.from_record(json.loads(held.attrs["scaling"]), shape[-1])
 
 
 def _importance_check(attrs: dict) -> pd.DataFrame | None:

@@ -27,6 +27,7 @@ from .iterative_engine import IterativeEngine
 from .lmm import moment_start, moment_start_from, singular_message
 from .optimize import OptimumInfo, bobyqa, finite_difference_checks, lbfgsb
 from .partitioned import PartitionedDesign
+from .scaling import precision_message, unabsorbed_messages
 
 PROBES = 16  # Rademacher probes of the log-determinant (after deflating each term's common shift)
 STEPS = 12  # Lanczos steps a probe (the quadrature's change from 6 to 12 steps is reported)
@@ -54,22 +55,21 @@ def fit_iterative(model, method: str, warn: bool = True) -> ApproximateLmmFit:
     at = engine.evaluate(info.x, reml)
     held = cp.held
     sigma = float(np.sqrt(at.r2 / (engine.n - engine.p if reml else engine.n)))
-    beta = held.coefficients(at.beta)
     factors = [theta_to_T(info.x[: engine.n0], ks[0])] + [np.array([[t]]) for t in info.x[engine.n0:]]
-    b = held.random_effects([u @ T.T * held.scale[-1] for u, T in zip(at.modes, factors)])
+    held_b = [u @ T.T * held.scale[-1] for u, T in zip(at.modes, factors)]
     inverse = held.covariance_factor(at.rx) if engine.p else np.zeros((0, 0))
     error = at.logdet.error
     label = (f"APPROXIMATE: solver='iterative' estimates the log-determinant by stochastic Lanczos quadrature "
              f"({PROBES} probes, seed {SEED}; estimated error of the criterion {error:.2g}: 3 standard errors of the "
              f"probes, {at.logdet.standard_error:.2g} each, plus the quadrature's change {at.logdet.quadrature_change:.2g}); "
              f"the solves are by conjugate gradients to a relative residual of 1e-10, {at.iterations} iterations at the optimum")
-    messages = list(info.warnings)
+    messages = list(info.warnings) + [precision_message(c) for c in held.lost] + unabsorbed_messages(held)
     if boundary_parameters(design.blocks, factors):
         messages.append(singular_message(design.blocks, factors))
     if warn:
         emit(messages)
-    return ApproximateLmmFit(model, method, info, factors, sigma, beta, sigma**2 * inverse.T @ inverse, b, at.criterion,
-                             error, label, messages)
+    return ApproximateLmmFit(model, method, info, factors, sigma, at.beta, sigma**2 * inverse.T @ inverse, held_b,
+                             at.criterion, error, label, messages)
 
 
 def _scaled_lbfgsb(engine: IterativeEngine, reml: bool, start: np.ndarray, scale: np.ndarray) -> OptimumInfo:

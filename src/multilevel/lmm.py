@@ -17,13 +17,13 @@ import numpy as np
 
 from .components import boundary_parameters
 from .crossprod import CrossProducts
-from .diagnostics import exact_fit_message
+from .diagnostics import exact_fit_message, weight_scale_message
 from .engine import Engine
 from .errors import MultilevelError, emit
 from .lmm_fit import LmmFit
 from .optimize import OptimumInfo, bobyqa, boundary_polish, finite_difference_checks, lbfgsb
 from .partitioned import PartitionedDesign
-from .scaling import far_covariate_messages, precision_message
+from .scaling import far_covariate_messages, precision_message, unabsorbed_messages
 
 BLME_EXTRA_DF = 2.5  # blme's default Wishart df = q + 2.5
 GRADIENT_MIN_SIZE = 200  # the analytic gradient pays only when one evaluation is expensive (docs/performance.md)
@@ -140,8 +140,10 @@ def fit_at(model, method: str, prior: str | None, info: OptimumInfo, warn: bool 
     beta, b = engine.solve_held(factor)  # the held columns': LmmFit reports the user's
     objective = engine.criterion(factor, reml)
     penalized = objective + (blme_penalty(engine, info.x) if prior else 0.0)
-    messages = exact_fit_message(sigma, model.design) + list(info.warnings)
-    messages += [precision_message(c) for c in engine.held.lost]
+    in_memory = not isinstance(model.design, PartitionedDesign)  # partitions' weights are not held in memory
+    messages = exact_fit_message(sigma, model.design) + (weight_scale_message(model.design) if in_memory else [])
+    messages += list(info.warnings)
+    messages += [precision_message(c) for c in engine.held.lost] + unabsorbed_messages(engine.held)
     messages += far_covariate_messages(model.design.blocks, engine.held)
     if boundary_parameters(model.design.blocks, factor.T):
         messages.append(singular_message(model.design.blocks, factor.T))

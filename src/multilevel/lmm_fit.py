@@ -169,11 +169,20 @@ class LmmFit(LmmText, Criteria, Frequentist, OfModel):
         return _predict.predict_new(self.design, self.held_beta, self.held_b if include_groups else None, new_data, offset,
                                     held=self.engine.held)
 
+    @property
+    def held(self):
+        """The `Scaling` of the columns as the engine holds them (what `held_beta`, `held_b` are coefficients of)."""
+        return self.engine.held
+
+    @property
+    def held_covariances(self) -> list[np.ndarray]:
+        """Covariance of each term's group effects as held (a far random-slope covariate centred): sigma^2 T T'."""
+        return [self.sigma**2 * T @ T.T for T in self.factor.T]
+
     def simulate(self, n: int = 1, seed=None) -> np.ndarray:
         """n new response vectors (n x nobs) drawn from the fitted model, new group effects included."""
-        held = [self.sigma**2 * T @ T.T for T in self.factor.T]  # group effects drawn as held, as fitted values are
         return _predict.simulate(_predict.held_rows(self.design, self.engine.held), self.model.family,
-                                 self._linear_predictor(False), held, self.sigma, n, seed)
+                                 self._linear_predictor(False), self.held_covariances, self.sigma, n, seed)
 
     def confint(self, method: str = "Wald", level: float = 0.95) -> pd.DataFrame:
         """Intervals: ``"Wald"`` for fixed effects, ``"profile"`` for every parameter (as lme4's confint)."""

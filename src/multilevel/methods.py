@@ -34,6 +34,7 @@ from .html_tables import result_html
 from .bootstrap import parameter_values
 from .components import SINGULAR_TOL
 from .names import fixed_name, group_effect_name, sd_name, variance_names
+from .scaling import Scaling
 
 SD_BOUNDARY = SINGULAR_TOL  # an SD below this fraction of sigma is on the boundary (lme4's isSingular tolerance)
 COR_BOUNDARY = 1 - SINGULAR_TOL
@@ -103,7 +104,9 @@ def checked_methods(include, allowed) -> list[str]:
 
 
 def check_model(model) -> None:
-    """Refuse models whose methods cannot be compared (known residual SDs)."""
+    """Refuse what is not a model, and models whose methods cannot be compared (known residual SDs)."""
+    if not hasattr(model, "design") or not hasattr(model, "fit"):
+        raise MultilevelError(f"methods takes a model, mlv.Model(formula, data), not {type(model).__name__} {str(model)[:40]!r}")
     if model.design.se is not None:
         raise MultilevelError("methods() compares fits with an estimated residual variance; this model has se(): use model.sample()")
 
@@ -294,16 +297,19 @@ def _ridge_to_mean(design):
     """
     from sklearn.linear_model import RidgeCV
 
-    X, y, Zg = design.X, response(design), _indicator_columns(design)
+    y, Zg = response(design), _indicator_columns(design)
+    held = Scaling.learn(design.X, np.zeros(design.nobs), design.fixed_names)  # centred: x + 1e9 keeps its digits
+    X = held.apply(np.column_stack([design.X, np.zeros(design.nobs)]))[:, :-1]
     Q, _ = np.linalg.qr(X)
     Zr, yr = Zg - Q @ (Q.T @ Zg), y - Q @ (Q.T @ y)
     est = RidgeCV(alphas=RIDGE_ALPHAS, fit_intercept=False).fit(Zr, yr)
     b = est.coef_
-    beta = np.linalg.lstsq(X, y - Zg @ b, rcond=None)[0]
+    held_beta = np.linalg.lstsq(X, y - Zg @ b, rcond=None)[0]
     lam = float(est.alpha_)
     d = np.linalg.svd(Zr, compute_uv=False)
     edf = X.shape[1] + float(np.sum(d**2 / (d**2 + lam)))
-    sigma = float(np.sqrt(np.sum((y - X @ beta - Zg @ b) ** 2) / (design.nobs - edf)))
+    sigma = float(np.sqrt(np.sum((y - X @ held_beta - Zg @ b) ** 2) / (design.nobs - edf)))
+    beta = held.coefficients(held_beta)
     implied = {}
     for block in design.blocks:
         for coef in block.coef_names:

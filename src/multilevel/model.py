@@ -23,7 +23,8 @@ from .families import GAUSSIAN, Family, Gaussian, parse
 from .glmm import fit_glmm, prepare_data, validate
 from .iterative_lmm import check_iterative, fit_iterative
 from .lmm import checked_method, fit_lmm
-from .partitioned import is_partitioned, partitioned_design
+from .partitioned import PartitionedDesign, is_partitioned, partitioned_design
+from .scaling import check_range
 
 
 class Model:
@@ -78,7 +79,11 @@ class Model:
         response's cross-products are recomputed (a GLMM's are PIRLS's, per fit). Bootstrap, profiles and studies
         refit through this. Binomial responses with trials are success counts, as `simulate` draws them. An
         engine already built here is refreshed for the new response (its structure reused), not rebuilt."""
-        y = np.asarray(y, dtype=float)
+        try:
+            y = np.asarray(y, dtype=float)
+        except (TypeError, ValueError):
+            raise MultilevelError(f"the new response must be numbers, one per row used ({self.nobs}), not "
+                                  f"{type(y).__name__} {str(y)[:40]!r}") from None
         if y.shape != (self.nobs,):
             raise MultilevelError(f"the new response has shape {y.shape}; this model uses {self.nobs} rows")
         design = replace(self.design, y=y if self.design.trials is None else y / self.design.trials)
@@ -152,6 +157,9 @@ class Model:
 
     def sample(self, **kwargs):
         """Full Bayesian fit by MCMC; see `multilevel.bayes.sample` for the arguments."""
+        if not isinstance(self.design, PartitionedDesign):  # (partitioned: the cross-products' scaling checked them)
+            d = self.design
+            check_range(np.column_stack([d.X, d.y]), [f"column '{n}'" for n in d.fixed_names] + ["the response"])
         return sample(self, **kwargs)
 
     def __repr__(self) -> str:

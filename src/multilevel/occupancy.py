@@ -21,7 +21,7 @@ import scipy.linalg as sla
 from scipy import optimize
 
 from .arguments import check_column_name, check_formula_text
-from .data import as_frame
+from .data import as_frame, check_group_ids
 from .design import apply_coding, learn_coding, used_columns
 from .errors import MultilevelError, emit
 from .formula import RandomTerm, parse
@@ -82,6 +82,7 @@ class Occupancy:
         occ, det = _formula(occupancy, response, "occupancy"), _formula(detection, response, "detection")
         if frame[site].isna().any():
             raise MultilevelError(f"the site column '{site}' is missing on row {int(np.flatnonzero(frame[site].isna())[0])}")
+        check_group_ids(frame[site], site)  # big ids stored as floats may have merged sites: said before they merge
         frame = frame.assign(**{site: frame[site].astype(str)})
         if pd.api.types.is_bool_dtype(frame[response]):  # True/False detections (missing: a visit not made)
             frame = frame.assign(**{response: frame[response].map({True: 1.0, False: 0.0}).astype(float)})

@@ -42,6 +42,7 @@ def sample(model, chains: int = 4, draws: int = 1000, warmup: int = 1000, seed: 
     held, B, lost = model.held_model(scaled=False)  # centred far covariates; unscaled: the priors are per unit
     post = sample_with(held, chains, draws, warmup, seed, cores, float(prior_variance), tuple(map(float, sd_prior)), progress)
     if B is not None:  # the user's coefficients
+        post.held = (held, post.draws)  # predictions are formed of these: no digits lost to a far covariate
         post.model, post.draws = model, post.draws @ B.T
     post.warnings = (interrupted_message(post.finished, post.n_chains, post.n_draws) + sampler_warnings(post)
                      + [precision_message(c) for c in lost])

@@ -63,8 +63,9 @@ def posterior_predictive_check(post, statistic: str = "freeman-tukey", seed: int
     if statistic not in ("freeman-tukey", "chi-squared"):
         raise MultilevelError(f"statistic must be 'freeman-tukey' or 'chi-squared', not {statistic!r}")
     seed = check_seed(seed)
-    a = post.model.arrays
-    eta = np.einsum("sjk,cdk->cdsj", a.V, post.draws[..., a.X.shape[1]:])
+    model, draws = post.columns
+    a = model.arrays
+    eta = np.einsum("sjk,cdk->cdsj", a.V, draws[..., a.X.shape[1]:])
     if post.b is not None and post.model.random[1].part == "p":
         eta = eta + post.b[..., post.model.random[1].codes][..., None]
     p = expit(eta) * a.mask

@@ -28,6 +28,13 @@ class OccupancyPosterior(Bayesian, OccupancyResult):
         self.stats, self.seed, self.seconds, self.prior_variance = stats, seed, seconds, prior_variance
         self.sampler = sampler
         self.warnings: list[str] = []
+        self.held: tuple | None = None  # (the held model, its draws) where the sampler centred far covariates
+
+    @property
+    def columns(self) -> tuple:
+        """The model whose columns the draws are formed of and those draws: the held ones (`Occupancy.held_model`)
+        where the sampler held the columns, whose X beta loses no digits to a covariate far from zero."""
+        return self.held if self.held is not None else (self.model, self.draws)
 
     @property
     def n_chains(self) -> int:
@@ -81,8 +88,9 @@ class OccupancyPosterior(Bayesian, OccupancyResult):
         """psi or p for new sites or surveys: posterior mean, SD and interval of the probability (random effects
         left out: the population value)."""
         prob = check_level(prob, "prob")
-        M, cols = self.model.new_matrix(newdata, part)
-        values = expit(np.einsum("ij,cdj->cdi", M, self.draws[..., cols])).reshape(-1, M.shape[0])
+        model, draws = self.columns
+        M, cols = model.new_matrix(newdata, part)
+        values = expit(np.einsum("ij,cdj->cdi", M, draws[..., cols])).reshape(-1, M.shape[0])
         lo, hi = (1 - prob) / 2, (1 + prob) / 2
         index = newdata.index if isinstance(newdata, pd.DataFrame) else None
         return pd.DataFrame({"estimate": values.mean(axis=0), "std_error": values.std(axis=0, ddof=1),

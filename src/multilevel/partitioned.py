@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from .centring import centred_cross_products, centred_design, columns_from_means
+from .centring import centred_cross_products, centred_design, columns_from_means, product_centres_from_sums
 from .crossprod import CrossProducts, cross_products, design_scaling, rescaled
 from .data import check_finite, names_in
 from .design import (
@@ -598,8 +598,8 @@ def sampler_inputs(model, y0: float = 0.0, informative=frozenset()) -> tuple[Des
     keep = [j for j, n in enumerate(names) if n != "(Intercept)"]
     centred.fixed_names = [names[j] for j in keep] + ["(Intercept)"]
     cp = model.cross_products
-    columns = columns_from_means(names, design.x_means, column_sds(cp, names.index("(Intercept)")), cp.held.products,
-                                 informative)
+    columns = product_centres_from_sums(columns_from_means(names, design.x_means, column_sds(cp, names.index("(Intercept)")),
+                                                           cp.held.products, informative), cp, names.index("(Intercept)"))
     return centred, centred_cross_products(cp, names, columns, y0), columns, True
 
 

@@ -33,6 +33,7 @@ import pandas as pd
 from .crossprod import response
 from .errors import MultilevelError, MultilevelWarning
 from .kinds import Frequentist
+from .scaling import Scaling
 
 
 def _block(design, group: str | None):
@@ -51,14 +52,16 @@ def _block(design, group: str | None):
 
 
 def no_pooling(design, block) -> np.ndarray:
-    """Per-group least-squares coefficients (m, k); NaN where a group's own data cannot identify them."""
+    """Per-group least-squares coefficients (m, k); NaN where a group's own data cannot identify them. Solved in
+    centred columns (`_centred`), so covariates far from zero (x + 1e9) keep their digits."""
     m, k = block.m, block.k
     common = [j for j, name in enumerate(design.fixed_names) if name not in block.coef_names]
+    Z, X, shift, means = _centred(block, design.X[:, common])
     Zg = np.zeros((design.nobs, m * k))
     rows = np.arange(design.nobs)
     for a in range(k):
-        Zg[rows, block.codes * k + a] = block.Z[:, a]
-    ok = np.array([np.linalg.matrix_rank(block.Z[block.codes == g]) == k for g in range(m)])
+        Zg[rows, block.codes * k + a] = Z[:, a]
+    ok = np.array([np.linalg.matrix_rank(Z[block.codes == g]) == k for g in range(m)])
     if not ok.all():
         warnings.warn(
             f"{int((~ok).sum())} level(s) of '{block.group}' have too few distinct rows to estimate their own "
@@ -68,23 +71,48 @@ def no_pooling(design, block) -> np.ndarray:
         )
     keep_rows = ok[block.codes]
     keep_cols = np.repeat(ok, k)
-    A = np.column_stack([design.X[:, common], Zg[:, keep_cols]])[keep_rows]
+    A = np.column_stack([X, Zg[:, keep_cols]])[keep_rows]
+    norms = np.linalg.norm(A, axis=0)
+    norms[norms == 0] = 1.0
     y = response(design)[keep_rows]
-    coef, _, rank, _ = np.linalg.lstsq(A, y, rcond=None)
+    coef, _, rank, _ = np.linalg.lstsq(A / norms, y, rcond=None)
     if rank < A.shape[1]:
         raise MultilevelError(
             f"the no-pooling regression is not identified: a covariate is constant within every level of "
             f"'{block.group}' (a group-level predictor), so it cannot be told apart from the groups' own "
             "coefficients. Fit the model without it to see no-pooling estimates."
         )
+    coef = coef / norms
     out = np.full((m, k), np.nan)
     out[ok] = coef[len(common):].reshape(-1, k)
+    if "(Intercept)" in block.coef_names:  # undo the centring: the intercepts at the covariates' zero
+        out[:, block.coef_names.index("(Intercept)")] -= np.sum(out * shift, axis=1) + means @ coef[:len(common)]
     return out
 
 
+def _centred(block, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The term's covariates centred within each group and the common columns X at their means, where the term has
+    an intercept to absorb the shifts (as given otherwise), with each group's covariate means (m, k; 0 for the
+    intercept) and the common columns' means. Exact reparametrisations: without them a covariate far from zero
+    leaves a group's [1, x] nearly collinear (x + 1e9: every slope NaN)."""
+    Z, shift = block.Z.copy(), np.zeros((block.m, block.k))
+    if "(Intercept)" not in block.coef_names:
+        return Z, X, shift, np.zeros(X.shape[1])
+    n = np.bincount(block.codes, minlength=block.m)
+    for a, name in enumerate(block.coef_names):
+        if name != "(Intercept)":
+            shift[:, a] = np.bincount(block.codes, Z[:, a], minlength=block.m) / np.maximum(n, 1)
+            Z[:, a] -= shift[block.codes, a]
+    means = X.mean(axis=0)
+    return Z, X - means, shift, means
+
+
 def complete_pooling(design, coef_names: list[str]) -> np.ndarray:
-    """Least-squares coefficients ignoring the groups, for the named coefficients (0 if not in X)."""
-    beta = np.linalg.lstsq(design.X, response(design), rcond=None)[0]
+    """Least-squares coefficients ignoring the groups, for the named coefficients (0 if not in X), solved in the
+    columns as the cross-products hold them (`scaling.Scaling`)."""
+    held = Scaling.learn(design.X, response(design), design.fixed_names)  # centred columns: no digits lost to x + 1e9
+    Xy = held.apply(np.column_stack([design.X, response(design)]))
+    beta = held.coefficients(np.linalg.lstsq(Xy[:, :-1], Xy[:, -1], rcond=None)[0])
     return np.array([beta[design.fixed_names.index(c)] if c in design.fixed_names else 0.0 for c in coef_names])
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import saving
+from .arguments import check_level, check_seed
 from .components import covariance, variance_table
 from .diagnostics import draw_summary
 from .design import apply_coding
@@ -19,7 +20,8 @@ from .kinds import Bayesian, OfModel
 from .names import brms_coef, fixed_name, group_effect_name, variance_names
 from .pooling import pooling
 from .ppc import ppc
-from .predict import linear_predictor, residual_sd
+from .predict import check_offset, predictor, residual_sd
+from .scaling import Scaling
 from .tables import callable_table, interval_table
 from .variance import icc, r2
 
@@ -38,9 +40,13 @@ class Posterior(Bayesian, OfModel):
     sampler_note: str = ""  # sampler="auto": why it ran the sampler it ran, when that is not the first choice
 
     def __init__(self, model, beta, sd, corr, sigma, b, stats: dict, priors, seed: int, seconds: float, sampler: str,
-                 warnings: list[str] | None = None, shape=None, finished: list[int] | None = None):
+                 warnings: list[str] | None = None, shape=None, finished: list[int] | None = None,
+                 held: tuple[np.ndarray, Scaling] | None = None):
         self.model, self.priors, self.seed, self.seconds, self.sampler = model, priors, seed, seconds, sampler
         self.beta, self.sd, self.corr, self.sigma, self.b, self.stats = beta, sd, corr, sigma, b, stats
+        # the draws of the coefficients of the columns as the sampler held them (`centring.held_draws`): predictions
+        # are formed of these, which lose no digits to a column far from zero (None: the user's columns)
+        self.held_beta, self.held = held if held is not None else (None, None)
         self.shape, self.finished = shape, finished
         self.warnings = list(warnings or [])
 
@@ -127,7 +133,7 @@ class Posterior(Bayesian, OfModel):
         return callable_table(self._group_effects(), self._group_effects)
 
     def _group_effects(self, prob: float = 0.95) -> pd.DataFrame:
-        rows = []
+        prob, rows = check_level(prob, "prob"), []
         for block, b in zip(self.design.blocks, self.b):
             flat = b.reshape(-1, block.m, block.k)
             for j, coef in enumerate(block.coef_names):
@@ -158,11 +164,16 @@ class Posterior(Bayesian, OfModel):
     # ------------------------------------------------------------------ predictions and checks
     def linear_predictor_draws(self) -> np.ndarray:
         """X beta + Z b for every draw: (chains, draws, nobs)."""
-        out = np.empty(self.beta.shape[:2] + (self.design.nobs,))
-        for c in range(self.n_chains):
-            for d in range(self.n_draws):
-                out[c, d] = linear_predictor(self.design, self.beta[c, d], [b[c, d] for b in self.b])
-        return out
+        return self._predictor_draws(self.design, True).reshape(self.beta.shape[:2] + (self.design.nobs,))
+
+    def _predictor_draws(self, rows, include_groups: bool) -> np.ndarray:
+        """X beta (+ Z b) on `rows` for every draw, chains flattened (draws, rows): of the held columns where the
+        sampler held them (`predict.predictor`)."""
+        beta = self.beta if self.held is None else self.held_beta
+        flat_beta = beta.reshape(-1, beta.shape[-1])
+        flat_b = [b.reshape(-1, *b.shape[2:]) for b in self.b]
+        return np.stack([predictor(rows, flat_beta[i], [b[i] for b in flat_b] if include_groups else None, self.held)
+                         for i in range(flat_beta.shape[0])])
 
     def residual_sd(self) -> np.ndarray:
         """Per draw and row, the residual SD (sigma / sqrt(w), or the known se)."""
@@ -187,19 +198,17 @@ class Posterior(Bayesian, OfModel):
     def predict(self, new_data=None, include_groups: bool = True, summary: bool = True, offset=None):
         """Posterior mean (and interval) of the expected response for new (or the fitted) rows; the new rows are
         coded once, as the fitted data (unseen groups get no group effect)."""
+        check_offset(self.design, offset)
         rows = self.design if new_data is None else apply_coding(self.design.coding, new_data, offset=offset, new=True,
                                                                  random=include_groups)
-        flat_beta = self.beta.reshape(-1, self.beta.shape[-1])
-        flat_b = [b.reshape(-1, *b.shape[2:]) for b in self.b]
-        draws = np.stack([linear_predictor(rows, flat_beta[i], [b[i] for b in flat_b] if include_groups else None)
-                          for i in range(flat_beta.shape[0])])
+        draws = self._predictor_draws(rows, include_groups)
         if not summary:
             return draws
         return pd.DataFrame({"estimate": draws.mean(0), "ci_lower": np.quantile(draws, 0.025, 0), "ci_upper": np.quantile(draws, 0.975, 0)})
 
     def posterior_predictive(self, seed=None) -> np.ndarray:
         """Replicated responses, one per draw: (chains, draws, nobs)."""
-        rng = np.random.default_rng(self.seed if seed is None else seed)
+        rng = np.random.default_rng(self.seed if seed is None else check_seed(seed))
         if not self.model.gaussian:
             return self._per_draw(lambda fam, mu: fam.simulate(mu, self.design.family_weights, rng))
         return self.model.family.draw(rng, self.linear_predictor_draws(), self.residual_sd())

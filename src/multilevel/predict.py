@@ -53,6 +53,7 @@ def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, da
     (population level); without group effects (b None) the grouping columns are not needed. With `held`, beta and b
     are the held columns' (`held_predictor`). A Dask DataFrame gives a lazy Dask Series in its partitions (its
     offset a column name)."""
+    check_offset(design, offset)
     if type(data).__module__.split(".")[0] == "dask":
         if not isinstance(getattr(data, "_meta", None), pd.DataFrame):
             raise MultilevelError(f"new data must be a data frame, not a Dask {type(data).__name__}: use .to_frame()")
@@ -60,6 +61,14 @@ def predict_new(design: Design, beta: np.ndarray, b: list[np.ndarray] | None, da
             raise MultilevelError("with a Dask DataFrame give offset= as a column name: an array cannot follow the partitions")
         return data.map_partitions(_predicted, design.coding, beta, b, offset, held, meta=("prediction", float))
     return _predicted(data, design.coding, beta, b, offset, held, index=False)
+
+
+def check_offset(design: Design, offset) -> None:
+    """Refuse an offset for new rows of a model fitted without one (it would be silently left out)."""
+    coding = design.coding
+    if offset is not None and coding.offset is None and "(offset)" not in coding.columns and not coding.offsets:
+        raise MultilevelError("offset= was given for the new rows, but the model was fitted without an offset, so its "
+                              "predictions have none: drop offset=, or refit with Model(..., offset=...)")
 
 
 def _predicted(data, coding, beta: np.ndarray, b: list[np.ndarray] | None, offset, held: Scaling | None,

@@ -34,6 +34,7 @@ from .errors import MultilevelError
 from .kinds import Generalized
 from .names import variance_names
 from .optimize import bobyqa
+from .scaling import term_scales
 
 
 def intervals(fit, method: str = "Wald", level: float = 0.95) -> pd.DataFrame:
@@ -148,7 +149,7 @@ def check_resolvable(prof) -> None:
 def held_theta(held, theta: np.ndarray, ks: list[int]) -> np.ndarray:
     """theta of the terms as the fit holds them (`Scaling.random_map`: Sigma_held = M^-1 Sigma M^-T) from the
     user's; the factor of M^-1 T by QR, not a Cholesky of its square (singular at the boundary)."""
-    if not held.random_centred:
+    if not held.random_held:
         return theta
     out, pos = [], 0
     for i, k in enumerate(ks):
@@ -167,7 +168,7 @@ class VarianceProfile:
     def __init__(self, ml):
         self.engine, self.ks, self.base = ml.engine, ml.engine.ks, ml.objective
         self.names, self.start, self.kinds = sdcor_parameters(ml)
-        self.scale = np.where(self.kinds == "cor", 0.2, np.maximum(self.start, 0.05 * ml.sigma))
+        self.scale = np.where(self.kinds == "cor", 0.2, np.maximum(self.start, 0.05 * ml.sigma * response_units(ml)))
         self._warm = {}
 
     def limits(self, w: int) -> tuple[float, float]:
@@ -294,6 +295,19 @@ class FixedProfile:
     def zeta(self, j: int, value: float) -> float:
         info = bobyqa(lambda th: self.deviance(th, j, value), self.theta, self.engine.theta_lower())
         return float(np.sign(value - self.est[j]) * np.sqrt(max(info.fun - self.base, 0.0)))
+
+
+def response_units(fit) -> np.ndarray:
+    """Per `sdcor_parameters` entry of an LMM, one unit of the response in that parameter's units: 1 / the scale a
+    random slope's covariate is held by (`scaling.random_columns`: a power of two near its SD when that lies beyond
+    32 or below 1/32; a slope's SD is in y per unit of x), 1 otherwise and for correlations and sigma. Floored at
+    0.05 sigma in y's units, the slope's SD of Days * 1e4 was stepped 2,000 times its size and the profile's inner
+    optimiser lost 0.2 % of a bound."""
+    scales = term_scales(fit.engine.held.terms, len(fit.design.blocks))
+    out = []
+    for block, scale in zip(fit.design.blocks, scales):
+        out += list(1.0 / np.asarray(scale if scale is not None else np.ones(block.k))) + [1.0] * (block.k * (block.k - 1) // 2)
+    return np.array(out + [1.0])
 
 
 def sdcor_parameters(fit) -> tuple[list[str], np.ndarray, np.ndarray]:

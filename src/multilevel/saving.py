@@ -24,6 +24,7 @@ import pandas as pd
 from .errors import MultilevelError
 from .kinds import Bayesian, Generalized, OccupancyResult, Study, require_result
 from .partitioned import PartitionedDesign
+from .scaling import term_scales
 
 FORMAT = "multilevel"
 VERSION = 2  # fits: 2 carries theta, the optimiser's report and the data (version 1 files still load)
@@ -79,14 +80,28 @@ def write_atomically(path, write: Callable[[Path], object]) -> None:
     partial = Path(name)
     try:
         write(partial)
+        os.chmod(partial, _file_mode(path))
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
 
 
+def _file_mode(path: Path) -> int:
+    """The permissions the file gets: an overwritten file's own, else those of a new file under the umask (mkstemp's
+    hidden file is private, 0600: a report renamed from it could not be read by anyone else)."""
+    if path.exists():
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def check_writable(path, force: bool) -> None:
     """Refuse to overwrite an existing file unless asked; refuse a missing directory."""
     path = Path(path)
+    if path.is_dir():
+        raise MultilevelError(f"'{path}' is a folder: give a file name in it (e.g. '{path / 'report.html'}'); a folder is "
+                              "never overwritten, not even with force=True (--force)")
     if path.exists() and not force:
         raise MultilevelError(f"'{path}' already exists: choose another name or overwrite it with force=True (--force)")
     if not path.parent.is_dir():
@@ -129,6 +144,7 @@ def fit_record(fit) -> dict:
             for b in d.blocks
         ],
         "theta": plain(fit.theta),
+        "term_scales": term_scales(fit.held.terms, len(d.blocks)),  # what theta's terms are held in (`scaling.random_columns`)
         "optimizer": {"fun": _finite_or_none(info.fun), "evaluations": int(info.evaluations), "message": info.message,
                       "warnings": list(info.warnings)},
         "data": [_column_record(name, d.frame[name]) for name in d.frame.columns],
@@ -189,6 +205,10 @@ def _posterior_tree(post):
         "finished": json.dumps(post.finished), "family": json.dumps(_family_record(post.model)),
         "columns": json.dumps(weights_and_offset(post.design)),
     })
+    if post.held is not None:  # the coefficients predictions are formed of (`centring.held_draws`)
+        held = xr.Dataset({"beta": (("chain", "draw", "coefficient"), post.held_beta)},
+                          attrs={"scaling": json.dumps(post.held.record())})
+        tree["held_coefficients"] = xr.DataTree(held)
     if post.importance_check is not None:
         table = post.importance_check
         tree.attrs["importance_check"] = json.dumps({"rows": {str(k): [_finite_or_none(v) for v in row]
@@ -255,6 +275,8 @@ def _occupancy_tree(post):
     tree = post.to_arviz()
     tree["constant_data"] = xr.DataTree(_data_set(post.model.data))
     tree["conditional_occupancy"] = xr.DataTree(xr.Dataset({"w": (("chain", "draw", "site"), post.w)}))
+    if post.held is not None:  # the draws of the held columns' coefficients, which predictions are formed of
+        tree["held_coefficients"] = xr.DataTree(xr.Dataset({"draws": (("chain", "draw", "coefficient"), post.held[1])}))
     tree.attrs.update({
         "multilevel_format": FORMAT, "multilevel_version": OCCUPANCY_VERSION, "kind": "occupancy posterior",
         **occupancy_model_record(post.model), "sampler": post.sampler, "seed": int(post.seed),

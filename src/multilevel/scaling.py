@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from itertools import combinations
 
 import numpy as np
@@ -22,9 +23,12 @@ from .errors import MultilevelError
 from .names import interaction_parts
 
 FAR_COVARIATE = 10.0  # a random slope's covariate this many SDs from zero is centred in its term (beside an intercept)
+FAR_SPREAD = 32.0  # a random slope's covariate whose spread lies beyond 32 (or below 1/32) is held scaled in its term
 CENTRE_RATIO = 1.0  # centre a column whose mean exceeds its SD this many times (below it centring gains < 2x)
 FAR_TRANSFORM = 1e3  # a nonlinear transform of a column this many SDs from zero has lost 6 digits (its square)
+RANGE = 1e140  # values beyond it (or nonzero below its inverse) overflow (underflow) in the sums of squares
 DIGITS_LOST = 1e-4  # warn when rounding a column's values (eps |mean|) exceeds this share of its SD
+UNABSORBED = 100.0  # without a constant column, a response averaging this many SDs from zero exhausts the precision
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Scaling:
     lost: tuple[str, ...] = ()
     terms: tuple = ()  # per random term, the Scaling of its covariates [Z 0] (None: held as given); `random_columns`
     products: tuple = ()  # (column, its parents' columns, expansion: (column or -1 for the unit, parents left out))
+    unabsorbed: tuple = ()  # without a unit: (mean, SD) of a response averaging over UNABSORBED SDs from zero
 
     @classmethod
     def identity(cls, p: int) -> Scaling:
@@ -54,6 +59,7 @@ class Scaling:
         """Centres and scales from the rows at hand (a sample is enough: any nearby centre removes the shift): columns
         averaging more than `ratio` SDs from zero centred; `scaled=False` keeps scale 1."""
         Xy = np.column_stack([X, y])
+        check_range(Xy, [f"column '{n}'" for n in names] + ["the response"])
         mean, sd = Xy.mean(axis=0), Xy.std(axis=0)
         unit = unit_combination(X, names)
         centre = column_centres(Xy, np.append(unit, 0.0), mean, sd, ratio)
@@ -66,8 +72,31 @@ class Scaling:
         scale = np.where(np.isfinite(size) & (size > 0), 2.0 ** np.round(np.log2(np.where(size > 0, size, 1.0))), 1.0)
         scale = scale if scaled else np.ones_like(scale)
         lost = (sd > 0) & (np.finfo(float).eps * np.abs(mean) > DIGITS_LOST * sd)
+        far = not unit.any() and sd[-1] > 0 and abs(mean[-1]) > UNABSORBED * sd[-1]
         return cls(centre, scale, unit, tuple(n for n, bad in zip([f"column '{n}'" for n in names] + ["the response"], lost) if bad),
-                   products=products)
+                   products=products, unabsorbed=(float(mean[-1]), float(sd[-1])) if far else ())
+
+    def record(self) -> dict:
+        """Plain values (a file's): centres, scales, the unit and the products (random terms' are not kept)."""
+        return {"centre": self.centre.tolist(), "scale": self.scale.tolist(), "unit": self.unit.tolist(),
+                "products": [[k, list(parents), [[row, list(out)] for row, out in expansion]]
+                             for k, parents, expansion in self.products]}
+
+    @classmethod
+    def from_record(cls, record, p: int) -> Scaling:
+        """The `record` of p fixed columns back, checked (a file's values, not trusted)."""
+        try:
+            centre, scale, unit = (np.asarray(record[k], dtype=float) for k in ("centre", "scale", "unit"))
+            products = tuple((_index(k, p), tuple(_index(j, p) for j in parents),
+                              tuple((_index(row, p, -1), tuple(_index(j, p) for j in out)) for row, out in expansion))
+                             for k, parents, expansion in record["products"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise MultilevelError(f"the saved column scaling is not readable ({err}): the file is damaged or altered") from None
+        if centre.shape != (p + 1,) or scale.shape != (p + 1,) or unit.shape != (p,) or not np.all(np.isfinite(centre)) \
+                or not np.all(scale > 0):
+            raise MultilevelError(f"the saved column scaling does not fit the model's {p} fixed columns: the file is "
+                                  "damaged or altered")
+        return cls(centre, scale, unit, products=products)
 
     def apply(self, Xy: np.ndarray) -> np.ndarray:
         """The held columns of a fresh [X y], overwriting it (a second n x (p + 1) array costs more than the arithmetic)."""
@@ -79,26 +108,53 @@ class Scaling:
     @property
     def matrix(self) -> np.ndarray:
         """A, with [X y] A the columns held."""
-        unit = np.append(self.unit, 0.0)
-        A = np.eye(len(unit)) - np.outer(unit, self.centre)
+        return self.matrix_of(float)
+
+    def matrix_of(self, number) -> np.ndarray:
+        """A with entries of the type `number` (float; `Fraction`: exact rational arithmetic on the floats held)."""
+        dtype = float if number is float else object
+        unit, centre, scale = (np.array([number(float(v)) for v in x], dtype=dtype)
+                               for x in (np.append(self.unit, 0.0), self.centre, self.scale))
+        eye = np.eye(len(unit), dtype=dtype)
+        A = eye - np.outer(unit, centre)
         for k, _, expansion in self.products:
-            A[:, k] = -self.centre[k] * unit
+            A[:, k] = -centre[k] * unit
             for row, left_out in expansion:
-                A[:, k] += np.prod(-self.centre[list(left_out)]) * (unit if row < 0 else np.eye(len(unit))[row])
-        return A / self.scale
+                A[:, k] += np.prod(-centre[list(left_out)]) * (unit if row < 0 else eye[row])
+        return A / scale
+
+    def _order(self) -> np.ndarray:
+        """The order of the columns in which A is upper triangular: the unit's first, products after their factors."""
+        unit = np.append(self.unit, 0.0)
+        degree = np.ones(len(unit))
+        for k, parents, _ in self.products:
+            degree[k] = len(parents)
+        return np.lexsort((np.arange(len(unit)), degree, unit == 0))
 
     @property
     def inverse(self) -> np.ndarray:
         """A^-1 by back substitution: A is upper triangular with the unit's columns first and products after their
         factors (without products, diag(scale) (I + [unit; 0] centre'), exactly)."""
-        A, unit = self.matrix, np.append(self.unit, 0.0)
-        degree = np.ones(len(unit))
-        for k, parents, _ in self.products:
-            degree[k] = len(parents)
-        order = np.lexsort((np.arange(len(unit)), degree, unit == 0))
+        A, order = self.matrix, self._order()
         inv = np.empty_like(A)
-        inv[np.ix_(order, order)] = sla.solve_triangular(A[np.ix_(order, order)], np.eye(len(unit)), lower=False)
+        inv[np.ix_(order, order)] = sla.solve_triangular(A[np.ix_(order, order)], np.eye(len(order)), lower=False)
         return inv
+
+    def map_to(self, other: Scaling) -> np.ndarray:
+        """A^-1 A_other, the map from these held columns to `other`'s ([X y] A_other = held A^-1 A_other), in exact
+        rational arithmetic and rounded once: each factor holds products of centres (c^2 for x + 1e9 in a product)
+        that cancel in the map, whose entries are differences of nearby centres (without products, in floats: A^-1
+        is then exact and the map's error that of a centre, absorbed by the intercept)."""
+        if not self.products and not other.products:
+            return self.inverse @ other.matrix
+        A, B, order = self.matrix_of(Fraction), other.matrix_of(Fraction), self._order()
+        A, B = A[np.ix_(order, order)], B[order]
+        M = np.empty_like(B)
+        for i in reversed(range(len(order))):
+            M[i] = (B[i] - A[i, i + 1:] @ M[i + 1:]) / A[i, i]
+        out = np.empty(M.shape)
+        out[order] = M.astype(float)
+        return out
 
     def coefficients(self, beta: np.ndarray) -> np.ndarray:
         """The user's coefficients from those of the held columns: [-beta; 1] = scale_y A [-beta_held; 1]."""
@@ -142,7 +198,13 @@ class Scaling:
     @property
     def random_centred(self) -> bool:
         """True when a random slope's covariate is held centred."""
+        return any(c is not None and np.any(c.centre) for c in self.terms)
+
+    @property
+    def random_held(self) -> bool:
+        """True when a random slope's covariate is held otherwise than given (centred or scaled)."""
         return any(c is not None for c in self.terms)
+
 
     def drop(self, keep: np.ndarray) -> Scaling:
         """The scaling of the columns `keep` of [X y] (aliased columns dropped; the last is the response)."""
@@ -163,6 +225,26 @@ class Scaling:
                        products=tuple(products))
 
 
+def check_range(Xy: np.ndarray, labels: list[str]) -> None:
+    """Refuse columns whose largest magnitude lies beyond RANGE (or below 1 / RANGE, not 0): their squares and sums
+    overflow (or underflow to 0) before any centring or scaling can help (y * 1e-200 gave sigma = 0, silently)."""
+    big = np.max(np.abs(Xy), axis=0, initial=0.0)
+    for label, b in zip(labels, big):
+        if b > RANGE or 0 < b < 1 / RANGE:
+            raise MultilevelError(
+                f"{label} reaches {b:.3g}: beyond about 1e{'+' if b > 1 else '-'}140 the squares and sums a fit forms "
+                "overflow double precision (or underflow to 0). Express it in other units first (multiply it by a power of "
+                "ten that brings it near 1)"
+            )
+
+
+def _index(value, p: int, low: int = 0) -> int:
+    """A column index of a file's record, checked to lie in [low, p)."""
+    if type(value) is not int or not low <= value < p:
+        raise ValueError(f"column index {value!r} out of range")
+    return value
+
+
 def precision_message(column: str) -> str:
     """Plain words for a column whose values no longer resolve their own spread (`Scaling.lost`)."""
     return (
@@ -170,6 +252,22 @@ def precision_message(column: str) -> str:
         "that spread: the data themselves have lost digits that tell the rows apart, and the estimates can be off by "
         "a similar share. Subtract a constant from it before the data are stored as floating-point numbers."
     )
+
+
+def unabsorbed_messages(held: Scaling) -> list[str]:
+    """Plain words for a model without an intercept (nor a factor's full set of dummies) whose response lies far from
+    zero for its spread (`Scaling.unabsorbed`): nothing can take the shift out before the sums are formed."""
+    if not held.unabsorbed:
+        return []
+    mean, sd = held.unabsorbed
+    return [
+        f"the response averages {mean:.3g}, {abs(mean) / sd:.3g} times its SD from zero, and the model has no intercept (nor "
+        "a factor's full set of dummies) to absorb that distance: the random effects must carry it, their variance grows "
+        "to its square, and double precision runs out before the criterion resolves sigma and the variances (a fit of "
+        "sleepstudy's Reaction + 1e9 without an intercept gave a sigma 2.3 times too large). The estimates may be off. "
+        "Add an intercept to the fixed part ('y ~ 1 + x + ...'), which absorbs the distance exactly; without one the "
+        "model says the mean response is 0 where the predictors are 0."
+    ]
 
 
 def far_covariate_messages(blocks, held: Scaling) -> list[str]:
@@ -191,17 +289,28 @@ def far_covariate_messages(blocks, held: Scaling) -> list[str]:
 
 
 def random_columns(blocks) -> tuple:
-    """Per random term with an intercept and a covariate averaging more than FAR_COVARIATE SDs from zero, the
-    `Scaling` (scale 1) that holds its covariates centred (products of them formed of centred factors); None for the
-    others. Held so, the term's covariance is that of the covariates near their mean, which floating point
-    resolves; `random_map` undoes it."""
+    """Per random term with a covariate, the `Scaling` that holds its covariates centred where one averages more than
+    FAR_COVARIATE SDs from zero beside the term's intercept (products of them formed of centred factors), and scaled by
+    a power of two where one's spread lies beyond FAR_SPREAD or below its inverse; None for the others (held as
+    given). Held so, the term's covariance is that of covariates near their mean and of a spread near 1, which
+    floating point and the optimiser resolve (Days * 1e-8 gave a sigma 21 % off; * 1e8 failed); `random_map`
+    undoes it."""
     out = []
     for block in blocks:
         columns = None
-        if "(Intercept)" in block.coef_names and block.k > 1:
-            columns = Scaling.learn(block.Z, np.zeros(len(block.Z)), block.coef_names, FAR_COVARIATE, scaled=False)
-        out.append(columns if columns is not None and np.any(columns.centre) else None)
+        if any(name != "(Intercept)" for name in block.coef_names):
+            learned = Scaling.learn(block.Z, np.zeros(len(block.Z)), block.coef_names, FAR_COVARIATE)
+            far = (learned.scale > FAR_SPREAD) | (learned.scale < 1 / FAR_SPREAD)
+            columns = replace(learned, scale=np.where(far, learned.scale, 1.0))
+        held = columns is not None and (np.any(columns.centre) or np.any(columns.scale != 1.0))
+        out.append(columns if held else None)
     return tuple(out)
+
+
+def term_scales(terms: tuple, n: int) -> list:
+    """Per random term (n of them), the scales its covariates are held by (None: as given; `random_columns`): what a
+    saved theta refers to."""
+    return [None if i >= len(terms) or terms[i] is None else terms[i].scale[:-1].tolist() for i in range(n)]
 
 
 def held_random(block, columns: Scaling | None):

@@ -34,38 +34,40 @@ from .arguments import check_level
 from .components import covariance
 from .errors import MultilevelError
 from .kinds import Frequentist, Generalized
+from .scaling import held_blocks
 from .tables import interval_table
 
 
-def _term_moments(design) -> list[np.ndarray]:
+def _term_moments(blocks, nobs: int) -> list[np.ndarray]:
     """Per random term, the k x k mean of z_i z_i' over rows: mean_i z_i' Sigma z_i = sum(Sigma * M)."""
-    return [block.Z.T @ block.Z / design.nobs for block in design.blocks]
+    return [block.Z.T @ block.Z / nobs for block in blocks]
 
 
 LATENT_VARIANCE = {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}  # Nakagawa et al. 2017, table 1
 LATENT_ROW = "Residual (latent)"
 
 
-def _components(design, beta: np.ndarray, covs: list[np.ndarray], residual: np.ndarray) -> dict[str, np.ndarray]:
-    """Variances (one value per draw) of the fixed part, each grouping factor and the residual."""
-    eta = beta @ design.X.T  # (draws, nobs)
+def _components(blocks, eta: np.ndarray, covs: list[np.ndarray], residual: np.ndarray) -> dict[str, np.ndarray]:
+    """Variances (one value per draw) of the fixed part (X beta: eta, draws x nobs), each grouping factor (`blocks`,
+    whose covariates `covs` describe) and the residual."""
     out = {"fixed": eta.var(axis=-1, ddof=1)}
-    for block, cov, M in zip(design.blocks, covs, _term_moments(design)):
+    for block, cov, M in zip(blocks, covs, _term_moments(blocks, eta.shape[-1])):
         v = np.einsum("dab,ab->d", cov, M)
         out[block.group] = out.get(block.group, 0.0) + v
     out["Residual"] = residual
     return out
 
 
-def latent_variance(family, design, beta: np.ndarray, random_total: np.ndarray, shape=None) -> np.ndarray:
-    """Per draw, the distribution-specific residual variance on the link scale (Nakagawa et al. 2017)."""
+def latent_variance(family, design, eta: np.ndarray, random_total: np.ndarray, shape=None) -> np.ndarray:
+    """Per draw, the distribution-specific residual variance on the link scale (Nakagawa et al. 2017); eta: X beta
+    (draws x nobs)."""
     link = family.link.name
     if family.name == "binomial":
-        return np.full(len(beta), LATENT_VARIANCE[link])
+        return np.full(len(eta), LATENT_VARIANCE[link])
     if link != "log":
         raise MultilevelError(f"latent-scale variance shares of a {family.name} model need the log link, not {link}")
     offset = 0.0 if design.offset is None else float(np.mean(design.offset))
-    lam = np.exp((beta @ design.X.T).mean(axis=-1) + offset + random_total / 2)
+    lam = np.exp(eta.mean(axis=-1) + offset + random_total / 2)
     return np.log1p(1 / lam + (0.0 if shape is None else 1 / np.asarray(shape, float)))
 
 
@@ -78,20 +80,31 @@ def _draws(result) -> dict[str, np.ndarray]:
             "variance shares need an estimated residual variance; this model has known standard errors (se()), "
             "so there is no residual level to share with"
         )
-    if isinstance(result, Frequentist):
-        beta, covs = result.beta[None], [c[None] for c in result.covariances]
+    blocks = design.blocks if result.held is None else held_blocks(design, result.held)
+    if isinstance(result, Frequentist):  # as held: a far random slope's covariate centred (z' Sigma z is the same)
+        covs = [c[None] for c in result.held_covariances]
         sigma = None if _latent(result) else np.array([result.sigma])
         shape = None if sigma is not None or result.nb_theta is None else np.array([result.nb_theta])
     else:
-        beta = result.beta.reshape(-1, result.beta.shape[-1])
         covs = [covariance(s, c).reshape(-1, s.shape[-1], s.shape[-1]) for s, c in zip(result.sd, result.corr)]
         sigma = None if _latent(result) else result.sigma.ravel()
         shape = _posterior_shape(result)
-    parts = _components(design, beta, covs, None if sigma is None else sigma**2)
+    eta = _fixed_part(result)
+    parts = _components(blocks, eta, covs, None if sigma is None else sigma**2)
     if sigma is None:
         random_total = sum(v for k, v in parts.items() if k not in ("fixed", "Residual"))
-        parts["Residual"] = latent_variance(result.model.family, design, beta, random_total, shape)
+        parts["Residual"] = latent_variance(result.model.family, design, eta, random_total, shape)
     return parts
+
+
+def _fixed_part(result) -> np.ndarray:
+    """X beta on the result's rows (draws x nobs; one row for a fit), offset left out, as its predictions form it: of
+    the held columns where the result holds them, so a predictor far from zero costs no digits."""
+    if isinstance(result, Frequentist):
+        eta = np.asarray(result.predict(include_groups=False), dtype=float)[None]
+    else:
+        eta = result.predict(include_groups=False, summary=False)
+    return eta if result.design.offset is None else eta - result.design.offset
 
 
 def _latent(result) -> bool:
@@ -114,7 +127,7 @@ def icc_draws(result) -> dict[str, np.ndarray]:
 
 def icc_at(design, beta: np.ndarray, covariances: list[np.ndarray], sigma: float) -> dict[str, float]:
     """Each grouping factor's ICC (adjusted) at given parameter values (a study's truth)."""
-    parts = _components(design, beta[None], [c[None] for c in covariances], np.array([sigma]) ** 2)
+    parts = _components(design.blocks, (design.X @ beta)[None], [c[None] for c in covariances], np.array([sigma]) ** 2)
     return {k: float(v[0]) for k, v in _icc_values(parts, False).items() if k != "Residual"}
 
 

@@ -180,3 +180,68 @@ def test_small_crossed_models_are_silent():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.engine
+
+
+# ---------------------------------------------------------------- found in a second pass (issue 16)
+@pytest.fixture(scope="module")
+def approximate_fit():
+    """The APPROXIMATE (iterative) fit of sleepstudy with a crossed day term."""
+    sleep = mlv.datasets.load("sleepstudy")
+    data = sleep.assign(day=sleep.Days.astype(str))
+    return mlv.Model("Reaction ~ Days + (1 | Subject) + (1 | day)", data).fit(solver="iterative", warn=False)
+
+
+@pytest.mark.parametrize("level", [95, 0, 1, -0.5, float("nan"), "0.95", None], ids=repr)
+def test_approximate_confint_level_outside_0_1(approximate_fit, level):
+    """Before: level=95 gave NaN intervals and level=0 intervals of width 0, silently."""
+    refused(lambda: approximate_fit.confint(level=level), "level", "between 0 and 1")
+
+
+def test_approximate_confint_at_90_is_the_wald_interval(approximate_fit):
+    ci = approximate_fit.confint(level=0.9)
+    se = approximate_fit.fixed_effects["std_error"].to_numpy()
+    np.testing.assert_allclose(ci["upper"] - ci["lower"], 2 * stats.norm.ppf(0.95) * se, rtol=1e-12)
+
+
+@pytest.mark.parametrize("prob", [1.5, 95, 0, "0.9"], ids=repr)
+def test_posterior_group_effects_prob_outside_0_1(sleep_post, prob):
+    """Before: a numpy 'Quantiles must be in the range [0, 1]' ValueError."""
+    refused(lambda: sleep_post.group_effects(prob=prob), "prob", "between 0 and 1")
+
+
+@pytest.mark.parametrize("seed", ["abc", -1, 1.5, [1, 2]], ids=repr)
+@pytest.mark.parametrize("call", ["posterior_predictive", "ppc"])
+def test_posterior_predictive_seeds(sleep_post, call, seed):
+    """Before: numpy's 'SeedSequence expects int or sequence of ints' TypeError."""
+    refused(lambda: getattr(sleep_post, call)(seed=seed), "seed", "whole number")
+
+
+def test_an_offset_for_a_model_without_one_is_refused(sleep_fit, sleep_post):
+    """Before: the offset was silently left out of the predictions."""
+    rows = mlv.datasets.load("sleepstudy").head()
+    for result in (sleep_fit, sleep_post):
+        refused(lambda: result.predict(rows, offset=np.ones(5)), "offset", "fitted without an offset")
+
+
+def test_text_where_a_numeric_predictor_was_fitted(sleep_fit):
+    """Before: pandas' 'could not convert string to float' ValueError."""
+    rows = mlv.datasets.load("sleepstudy").head().assign(Days="x")
+    refused(lambda: sleep_fit.predict(rows), "'Days'", "numeric", "pd.to_numeric")
+
+
+def test_numbers_given_as_another_numeric_type_still_predict(sleep_fit):
+    rows = mlv.datasets.load("sleepstudy").head()
+    np.testing.assert_array_equal(sleep_fit.predict(rows.assign(Days=rows.Days.astype("int32"))), sleep_fit.predict(rows))
+
+
+@pytest.mark.parametrize("y", ["abc", [["a"] * 180], {"a": 1}], ids=["str", "nested-text", "dict"])
+def test_with_response_of_text(y):
+    """Before: numpy's 'could not convert string to float' ValueError."""
+    model = mlv.Model("Reaction ~ Days + (1 | Subject)", mlv.datasets.load("sleepstudy"))
+    refused(lambda: model.with_response(y), "new response", "numbers")
+
+
+@pytest.mark.parametrize("value", ["abc", None, 3, {"a": 1}], ids=repr)
+def test_methods_of_something_not_a_model(value):
+    """Before: AttributeError: 'str' object has no attribute 'design'."""
+    refused(lambda: mlv.methods(value), "methods takes a model")

@@ -127,3 +127,59 @@ def test_noise_free_nuts_is_named():
     model = mlv.Model(NOISE_FREE["intercepts"][0], frame(NOISE_FREE["intercepts"][1]))
     post = warned(lambda: model.sample(chains=1, draws=200, warmup=200, seed=1, progress=False), "noise-free")
     assert np.median(post.sigma) < 1e-4 * np.std(NOISE_FREE["intercepts"][1])
+
+
+# ---------------------------------------------------------------- found in a second pass (issue 16)
+def _binary(seed: int = 1) -> pd.DataFrame:
+    data = grouped(10, 5, seed)
+    return data.assign(s=(data.y > data.y.median()).astype(int))
+
+
+@pytest.mark.parametrize("edges", [(0, 1), (1, 0)], ids=["even-groups-0", "even-groups-1"])
+def test_binomial_groups_that_separate_the_outcome_are_refused(edges):
+    """Every group all 0 or all 1: the ML group SD is infinite. Before: an SD of 59 on the logit scale, no warning."""
+    data = _binary()
+    s = np.where(data.g % 2 == 0, *edges)
+    refused(lambda: mlv.Model("s ~ x + (1 | g)", data.assign(s=s), family="binomial").fit(),
+            "'g'", "all 0 or all 1", "no maximum", "sample()")
+
+
+def test_binomial_groups_with_one_mixed_group_still_fit():
+    """One group with both outcomes: the SD has a finite maximum, and the fit runs (the check is not a heuristic)."""
+    data = _binary()
+    s = np.where(data.g % 2 == 0, 0, 1)
+    s[:2] = [0, 1]  # group 0 has both
+    fit = mlv.Model("s ~ x + (1 | g)", data.assign(s=s), family="binomial").fit(warn=False)
+    assert np.isfinite(fit.variance_components["sd"].iloc[0])
+
+
+@pytest.mark.parametrize("column, factor", [("y", 1e200), ("y", 1e-200), ("x", 1e300), ("x", 1e-170)],
+                         ids=["y-1e200", "y-1e-200", "x-1e300", "x-1e-170"])
+def test_values_beyond_the_range_of_sums_of_squares_are_refused(column, factor):
+    """Before: y * 1e-200 gave sigma = 0 with numpy's 'divide by zero' warning; y * 1e200 'numerically degenerate';
+    x * 1e300 numbers after numpy overflow warnings."""
+    data = grouped()
+    refused(lambda: mlv.Model("y ~ x + (1 | g)", data.assign(**{column: data[column] * factor})).fit(),
+            "reaches", "double precision", "other units")
+
+
+@pytest.mark.parametrize("factor", [1e-100, 1e100])
+def test_values_within_the_range_fit_as_the_unscaled_data(factor):
+    """Scalings far beyond 1e+-8 but within range: the fit of y * s is the fit of y scaled (powers of ten are not exact
+    in binary, so to 1e-6 relative)."""
+    data = grouped()
+    f0 = mlv.Model("y ~ x + (1 | g)", data).fit()
+    f = mlv.Model("y ~ x + (1 | g)", data.assign(y=data.y * factor)).fit()
+    np.testing.assert_allclose(f.sigma / factor, f0.sigma, rtol=1e-6)
+    np.testing.assert_allclose(f.beta / factor, f0.beta, rtol=1e-6)
+    np.testing.assert_allclose(f.theta, f0.theta, rtol=1e-6)
+
+
+@pytest.mark.parametrize("factor", [1e200, 1e-200], ids=["y-1e200", "y-1e-200"])
+def test_sampling_values_beyond_the_range_is_refused(factor):
+    """Before: an OverflowError from the Gibbs sampler at 1e200; at 1e-200 a 'not positive definite' error blaming
+    collinear columns."""
+    data = grouped()
+    model = mlv.Model("y ~ x + (1 | g)", data.assign(y=data.y * factor))
+    refused(lambda: model.sample(sampler="gibbs", chains=1, draws=20, warmup=20, progress=False), "reaches",
+            "double precision")

@@ -134,3 +134,114 @@ def test_python_dash_m_with_arguments_is_the_command():
 
     run = subprocess.run([sys.executable, "-m", "multilevel", "--help"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and "Commands:" in run.stdout and "REML criterion" not in run.stdout
+
+
+# ---------------------------------------------------------------- a posterior's held coefficients, tampered with
+@pytest.fixture(scope="module")
+def held_posterior(tmp_path_factory):
+    """A Gibbs posterior whose predictor lies far from zero (held centred), saved: its file keeps the held coefficients."""
+    sleep = mlv.datasets.load("sleepstudy")
+    post = mlv.Model("Reaction ~ Days + (1 | Subject)", sleep.assign(Days=sleep.Days + 1e9)).sample(
+        sampler="gibbs", chains=1, draws=20, warmup=50, seed=1, progress=False)
+    path = tmp_path_factory.mktemp("held") / "post.nc"
+    mlv.save(post, path)
+    return post, path.read_bytes()
+
+
+SCALINGS = {
+    "not-json": "{not json",
+    "a-list": "[1, 2, 3]",
+    "short-centre": '{"centre": [0.0], "scale": [1.0, 1.0, 1.0], "unit": [1.0, 0.0], "products": []}',
+    "negative-scale": '{"centre": [0.0, 1e9, 0.0], "scale": [1.0, -1.0, 1.0], "unit": [1.0, 0.0], "products": []}',
+    "index-out-of-range": '{"centre": [0.0, 1e9, 0.0], "scale": [1.0, 1.0, 1.0], "unit": [1.0, 0.0], "products": [[7, [1], []]]}',
+    "code-as-index": '{"centre": [0.0, 1e9, 0.0], "scale": [1.0, 1.0, 1.0], "unit": [1.0, 0.0], '
+                     '"products": [["__import__(\'os\').system(\'touch pwned\')", [1], []]]}',
+    "nan-centre": '{"centre": [0.0, NaN, 0.0], "scale": [1.0, 1.0, 1.0], "unit": [1.0, 0.0], "products": []}',
+}
+
+
+@pytest.mark.parametrize("scaling", SCALINGS.values(), ids=SCALINGS.keys())
+def test_a_tampered_held_scaling_is_refused_as_damaged(held_posterior, tmp_path, scaling, monkeypatch):
+    """The held coefficients' scaling is data, checked on load (lengths, finite centres, positive scales, column indices
+    in range; an index is never evaluated): anything else is our error naming the file as damaged."""
+    import h5py
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "post.nc"
+    path.write_bytes(held_posterior[1])
+    with h5py.File(path, "r+") as f:
+        f["held_coefficients"].attrs["scaling"] = scaling
+    error = refused(lambda: mlv.load(path), "damaged")
+    assert "post.nc" in str(error) or "scaling" in str(error)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_posterior_file_without_held_coefficients_still_loads(held_posterior, tmp_path):
+    """Files written before the held coefficients were kept reopen with the user's coefficients (predictions formed of
+    the user's columns, as they were then)."""
+    import h5py
+
+    post, whole = held_posterior
+    path = tmp_path / "old.nc"
+    path.write_bytes(whole)
+    with h5py.File(path, "r+") as f:
+        del f["held_coefficients"]
+    back = mlv.load(path)
+    assert back.held is None
+    np.testing.assert_array_equal(back.beta, post.beta)
+    np.testing.assert_allclose(back.predict()["estimate"], post.predict()["estimate"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["posterior", "occupancy"])
+def test_held_draws_that_are_not_finite_are_refused(held_posterior, tmp_path, kind):
+    """Held coefficients overwritten with NaN: before, the file loaded and every prediction was NaN."""
+    import h5py
+
+    path = tmp_path / "post.nc"
+    if kind == "posterior":
+        path.write_bytes(held_posterior[1])
+        variable = "held_coefficients/beta"
+    else:
+        oven = mlv.datasets.load("oven_occupancy")
+        far = oven.assign(Elevation_scaled=oven.Elevation_scaled + 1e6)
+        mlv.save(mlv.Occupancy("~ Elevation_scaled", "~ day_scaled", far).sample(chains=1, draws=20, warmup=50, seed=1,
+                                                                                 sampler="gibbs"), path)
+        variable = "held_coefficients/draws"
+    with h5py.File(path, "r+") as f:
+        f[variable][...] = np.nan
+    refused(lambda: mlv.load(path), "held coefficients", "damaged")
+
+
+def test_a_folder_as_the_target_is_refused_even_with_force(sleep_fit, tmp_path):
+    """Before: with force=True the atomic rename failed with '[Errno 21] Is a directory' naming the hidden partial file
+    (which was removed; the folder was kept). Now refused before anything is written, in the API and the CLI."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "keep").write_text("x")
+    refused(lambda: mlv.report(sleep_fit, folder, force=True), "is a folder", "file name")
+    (tmp_path / "fit.json").mkdir()
+    refused(lambda: mlv.save(sleep_fit, tmp_path / "fit.json", force=True), "is a folder")
+    data = tmp_path / "s.csv"
+    mlv.datasets.load("sleepstudy").to_csv(data, index=False)
+    out = CliRunner().invoke(main, ["fit", str(data), "Reaction ~ Days + (1 | Subject)", "--report", str(folder), "--force"])
+    assert out.exit_code == 2 and "is a folder" in out.stderr and "Traceback" not in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.json", "out", "s.csv"] and (folder / "keep").read_text() == "x"
+
+
+def test_written_files_get_ordinary_permissions(sleep_fit, tmp_path):
+    """The atomic write's hidden file is private (mkstemp: 0600); renamed as it was, every report and result could be
+    read by its owner only. A new file now gets the umask's permissions, an overwritten one keeps its own."""
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        mlv.report(sleep_fit, tmp_path / "r.html")
+        assert stat.S_IMODE((tmp_path / "r.html").stat().st_mode) == 0o644
+        mlv.save(sleep_fit, tmp_path / "fit.json")
+        assert stat.S_IMODE((tmp_path / "fit.json").stat().st_mode) == 0o644
+        (tmp_path / "fit.json").chmod(0o640)
+        mlv.save(sleep_fit, tmp_path / "fit.json", force=True)
+        assert stat.S_IMODE((tmp_path / "fit.json").stat().st_mode) == 0o640
+    finally:
+        os.umask(umask)

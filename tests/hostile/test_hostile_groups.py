@@ -125,3 +125,26 @@ def test_interaction_of_float_and_text_ids():
     frame = grouped().assign(h=np.where(grouped()["x"] < 2, "a", "b"))
     fit = mlv.Model("y ~ x + (1 | g:h)", frame.assign(g=frame["g"].astype(float))).fit(warn=False)
     np.testing.assert_allclose(fit.predict(frame), fit.fitted(), rtol=1e-13)
+
+
+def test_predicting_with_big_ids_stored_as_floats_warns():
+    """Fitted with integer ids beyond 2**53, predicted with the same ids as floats: rounded, they match no fitted group
+    and get the population prediction. Before: silently; now the new rows' ids are checked as the fitted ones are."""
+    sleep = mlv.datasets.load("sleepstudy")
+    big = sleep.assign(Subject=sleep.Subject.astype(int) + 2**60)
+    fit = mlv.Model("Reaction ~ Days + (1 | Subject)", big).fit()
+    rows = big.head(3)
+    warned(lambda: fit.predict(rows.assign(Subject=rows.Subject.astype(float))), r"2\*\*53 or more.*floating-point")
+    np.testing.assert_array_equal(fit.predict(rows), fit.predict(rows.assign(Subject=rows.Subject.astype(object))))
+
+
+def test_occupancy_site_ids_beyond_2_53_as_floats_warn():
+    """Site ids of 2**60 + k stored as floats round onto one another: before, the merged sites only surfaced as 'the
+    site covariate varies within site 1.15e+18'; now the ids are warned about first, as grouping factors' are."""
+    oven = mlv.datasets.load("oven_occupancy")
+    ids = (oven.site.astype("category").cat.codes.astype("int64") + 2**60).astype(float)
+    with pytest.warns(mlv.MultilevelWarning, match=r"2\*\*53 or more.*floating-point"):
+        with pytest.raises(mlv.MultilevelError):
+            mlv.Occupancy("~ Elevation_scaled", "~ day_scaled", oven.assign(site=ids))
+    exact = oven.site.astype("category").cat.codes.astype("int64") + 2**60  # as integers: every site kept
+    assert len(mlv.Occupancy("~ Elevation_scaled", "~ day_scaled", oven.assign(site=exact)).sites) == 373
