@@ -25,6 +25,7 @@ from .glmm_checks import is_binary
 from .html_tables import escape as _e
 from .html_tables import table as _table
 from .kinds import Generalized, OccupancyResult, Study, require_result
+from .partitioned import refuse_rows
 from .saving import check_writable, write_atomically
 
 CSS = """
@@ -58,6 +59,8 @@ def report(results, path, title: str | None = None, force: bool = False, figures
     path = Path(path)
     check_writable(path, force)
     items = _labelled(results)
+    for r in items.values():
+        refuse_rows(getattr(r, "design", None), "the HTML report (group sizes, pooling and predictive-check figures)")
     page = render(items, title or "Multilevel model report", figures or {})
     write_atomically(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path

@@ -40,7 +40,7 @@ from .errors import MultilevelError, UnseenLevelError
 from .formula import parse
 from .level_partials import add_cross_products, localised, summed, total
 from .partition_sources import as_source, compute
-from .predict import predictor
+from .predict import predictor, row_log_likelihood
 from .scaling import Scaling
 
 SPLIT_EVERY = 2  # partial results combined per task of the reduction tree: two keep the fewest partials alive (docs/scale.md)
@@ -316,6 +316,9 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     given = given_levels(source, sets, groups | {":".join(t.group_factors) for t in f.random}, levels)
     rows = _levels_pass(source, used, sets, kinds).learning_rows if given is None else rows_of_levels(source, used, given)
     coding = learn_coding(f, rows, weights, offset, aliasing=False)
+    if coding.se is not None:
+        raise MultilevelError("known standard errors (se()) are not supported for partitioned data (the samplers read "
+                              "them per row): a meta-analysis's rows fit in memory, pass them as a pandas frame (ddf.compute())")
     check_learnable(coding, sets)
     check_factor_levels(coding.fixed_spec, coding.terms)
     sums = _accumulate(source, used, coding, design_scaling(apply_coding(coding, rows)), kinds, levels is not None)
@@ -324,9 +327,9 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     coding, sums = drop_aliased(coding, sums)
     n = sums.cp.n
     check_counts(coding, n)
-    if coding.se is None:  # as in memory: the residual variance needs variation within groups
-        check_variation_of_sums(coding, sums.cp, sums.sketch)
-    return PartitionedDesign(coding, source, n, sums.n_dropped, sums.x_sums / n, sums.sketch.sample()), sums.cp
+    check_variation_of_sums(coding, sums.cp, sums.sketch)  # as in memory: the residual variance needs variation within groups
+    moments = RowMoments.of(sums.cp, sums.x_sums) if coding.weights is None else None
+    return PartitionedDesign(coding, source, n, sums.n_dropped, sums.x_sums / n, sums.sketch.sample(), moments), sums.cp
 
 
 def _accumulate(source, used: list[str], coding: Coding, scaling: Scaling, kinds: dict[str, bool], levels_given: bool) -> Reduced:
@@ -494,12 +497,46 @@ def _levels_pass(source, used: list[str], sets: list[tuple[str, ...]], kinds: di
     return seen
 
 
+@dataclass(frozen=True)
+class RowMoments:
+    """Unweighted moments of the model rows read from the sums (ICC, R²): X'X and each term's sum of z z' as the
+    cross-products hold them, the map back to the user's columns, and X's column sums."""
+
+    n: int
+    gram: np.ndarray  # (p, p): X'X of the held columns
+    held: Scaling
+    x_sums: np.ndarray  # (p,): the user's columns' sums
+    terms: list[np.ndarray]  # per term (k, k): the mean of z z' over the rows, the user's covariates
+
+    @classmethod
+    def of(cls, cp: CrossProducts, x_sums: np.ndarray) -> RowMoments:
+        """From unweighted cross-products (a held term's covariates Z M mapped back: Z'Z = M^-T (Z M)'(Z M) M^-1)."""
+        terms = []
+        for t, diag in enumerate(cp.diag):
+            back = np.linalg.inv(cp.held.random_map(t, diag.shape[1]))
+            terms.append(back.T @ diag.sum(axis=0) @ back / cp.n)
+        return cls(cp.n, cp.xy[: cp.p, : cp.p], cp.held, x_sums, terms)
+
+    def fixed_variance(self, beta: np.ndarray) -> np.ndarray:
+        """var(X beta) over the rows (ddof 1) for each row of beta (draws, p): X beta less its mean is X_held g with g
+        the held coefficients less the mean times the unit's (X unit = 1), so no mean squared cancels."""
+        p = len(self.x_sums)
+        inverse = self.held.inverse[:p, :p]
+        mean = beta @ self.x_sums / self.n
+        g = beta @ inverse.T - mean[:, None] * (inverse @ self.held.unit)[None, :]
+        held_sums = self.x_sums @ self.held.matrix[:p, :p]
+        sum_sq = np.einsum("da,ab,db->d", g, self.gram, g)
+        return (sum_sq - (g @ held_sums) ** 2 / self.n) / (self.n - 1)
+
+
 class PartitionedDesign(Design):
     """A design whose rows stay in their partitions: the coding, the counts and the random terms' levels.
     Reading its rows (`X`, `y`, ...) is refused naming the alternatives; `fitted` and `residuals` are lazy."""
 
-    def __init__(self, coding: Coding, source, nobs: int, n_dropped: int, x_means: np.ndarray, response_sample: np.ndarray):
+    def __init__(self, coding: Coding, source, nobs: int, n_dropped: int, x_means: np.ndarray, response_sample: np.ndarray,
+                 moments: RowMoments | None = None):
         self.coding, self._source, self._nobs, self.n_dropped = coding, source, nobs, n_dropped
+        self._moments = moments
         self.x_means, self.response_sample = x_means, response_sample
         self.formula, self.fixed_names, self.aliased = coding.formula, list(coding.fixed_names), list(coding.aliased)
         self.blocks = [PartitionedBlock(t) for t in coding.terms]
@@ -520,21 +557,36 @@ class PartitionedDesign(Design):
     def p(self) -> int:
         return len(self.fixed_names)
 
+    @property
+    def moments(self) -> RowMoments:
+        """The rows' unweighted moments (ICC, R²); refused for weighted data, whose sums are weighted."""
+        if self._moments is None:
+            raise MultilevelError(
+                "ICC and R² average the variances over the rows unweighted (as in memory), and the sums of weighted "
+                "partitioned data hold weighted ones: fit a subsample in memory for them, or build the model without weights="
+            )
+        return self._moments
+
     y = property(lambda self: _refuse("the response"))
     X = property(lambda self: _refuse("the fixed-effect matrix"))
     frame = property(lambda self: _refuse("the data rows"))
     weights = property(lambda self: None if self.coding.weights is None else _refuse("the weights"))
     offset = property(lambda self: None if self.coding.offset is None else _refuse("the offset"))
-    se = property(lambda self: None if self.coding.se is None else _refuse("the known standard errors (se())"))
+    se = None  # known standard errors are refused for partitioned data
 
     def fitted(self, beta: np.ndarray, b: list[np.ndarray] | None, held: Scaling | None = None):
         """X beta (+ Z b) (+ offset) of every model row, as a lazy Dask Series in the data's partitions (with `held`,
         beta and b are the held columns': `predict.held_predictor`)."""
-        return self.source.map_partitions(_fitted, self.coding, beta, b, held, meta=("fitted", float))
+        return self.source.map_partitions(_row_values, self.coding, beta, b, held, meta=("fitted", float))
 
     def residuals(self, beta: np.ndarray, b: list[np.ndarray], held: Scaling | None = None):
         """y - fitted of every model row, as a lazy Dask Series."""
-        return self.source.map_partitions(_fitted, self.coding, beta, b, held, True, meta=("residual", float))
+        return self.source.map_partitions(_row_values, self.coding, beta, b, held, "residual", meta=("residual", float))
+
+    def log_likelihood(self, beta: np.ndarray, b: list[np.ndarray], held: Scaling | None, family, sigma: float):
+        """Each model row's log density given its fitted value (`predict.row_log_likelihood`), as a lazy Dask Series."""
+        return self.source.map_partitions(_row_values, self.coding, beta, b, held, "log_likelihood", family, sigma,
+                                          meta=("log_likelihood", float))
 
 
 class PartitionedBlock(RandomBlock):
@@ -554,24 +606,42 @@ class PartitionedBlock(RandomBlock):
     Z = property(lambda self: _refuse("the random-effect covariates of the rows"))
 
 
-def _fitted(frame: pd.DataFrame, coding: Coding, beta, b, held: Scaling | None, residual: bool = False) -> pd.Series:
-    """Fitted values (or residuals) of one partition's model rows, on their index (`predict.predictor`)."""
+def _row_values(frame: pd.DataFrame, coding: Coding, beta, b, held: Scaling | None, what: str = "fitted", family=None,
+                sigma: float | None = None) -> pd.Series:
+    """Fitted values, residuals or log-likelihoods of one partition's model rows, on their index (`predict.predictor`,
+    `predict.row_log_likelihood`)."""
     rows = _complete(frame, list(coding.columns))
     values = np.empty(0)
     if len(rows):
         design = apply_coding(coding, rows)
         values = predictor(design, beta, b, held)
-        values = design.y - values if residual else values
-    return pd.Series(values, index=rows.index, name="residual" if residual else "fitted")
+        if what == "residual":
+            values = design.y - values
+        elif what == "log_likelihood":
+            values = row_log_likelihood(design, family, values, sigma)
+    return pd.Series(values, index=rows.index, name=what)
 
 
 def _refuse(what: str):
     raise MultilevelError(
         f"this needs {what}, and the rows of partitioned data are not held in memory. Everything computed from the cross-products works "
-        "(fit, summaries, intervals, Satterthwaite, profiles, sampling); fit.fitted() and fit.residuals() are lazy "
-        "Dask series, predict(new_data) works on new rows; for per-row checks (LOO, predictive checks, bootstrap) "
+        "(fit, summaries, intervals, Satterthwaite, profiles, ICC/R², sampling); fit.fitted(), fit.residuals() and "
+        "fit.log_likelihood() are lazy Dask series, predict(new_data) works on new rows; for per-row checks (LOO, "
+        "predictive checks, bootstrap) "
         "fit a subsample in memory or use group-level K-fold"
     )
+
+
+def refuse_rows(design: Design, what: str) -> None:
+    """Refuse, naming the alternatives, a statistic that reads the rows (for every draw, refit or group) when they
+    stay in their partitions."""
+    if isinstance(design, PartitionedDesign):
+        raise MultilevelError(
+            f"{what} reads the rows of the data, and partitioned data (Dask, Parquet) are not held in memory: fit a "
+            "subsample in memory for it (e.g. mlv.Model(formula, ddf.sample(frac=0.01).compute())), or compare models by group-level K-fold (fit each model without some groups' rows, score the held-out rows "
+            "with predict(new_data)). From the sums on all the data: fits, summaries, intervals, ICC/R², sampling; "
+            "fitted(), residuals() and log_likelihood() are lazy Dask series"
+        )
 
 
 def response_values(design: Design) -> np.ndarray:

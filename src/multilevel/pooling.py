@@ -33,6 +33,7 @@ import pandas as pd
 from .crossprod import response
 from .errors import MultilevelError, MultilevelWarning
 from .kinds import Frequentist
+from .partitioned import refuse_rows
 
 
 def _block(design, group: str | None):
@@ -105,6 +106,7 @@ def _partial(result, block) -> tuple[np.ndarray, np.ndarray]:
 def pooling(result, group: str | None = None) -> pd.DataFrame:
     """Per group and coefficient: size, no-, complete- and partial-pooling estimates, and the shrinkage."""
     design = result.design
+    refuse_rows(design, "pooling (each group's own least-squares fit)")
     block = _block(design, group)
     none = no_pooling(design, block)
     complete = complete_pooling(design, block.coef_names)

@@ -34,12 +34,23 @@ from .arguments import check_level
 from .components import covariance
 from .errors import MultilevelError
 from .kinds import Frequentist, Generalized
+from .partitioned import PartitionedDesign
 from .tables import interval_table
 
 
 def _term_moments(design) -> list[np.ndarray]:
-    """Per random term, the k x k mean of z_i z_i' over rows: mean_i z_i' Sigma z_i = sum(Sigma * M)."""
+    """Per random term, the k x k mean of z_i z_i' over rows: mean_i z_i' Sigma z_i = sum(Sigma * M) (partitioned
+    data: from the sums)."""
+    if isinstance(design, PartitionedDesign):
+        return design.moments.terms
     return [block.Z.T @ block.Z / design.nobs for block in design.blocks]
+
+
+def _fixed_variance(design, beta: np.ndarray) -> np.ndarray:
+    """var(X beta) over the rows (ddof 1) per row of beta (draws, p) (partitioned data: from the sums)."""
+    if isinstance(design, PartitionedDesign):
+        return design.moments.fixed_variance(beta)
+    return (beta @ design.X.T).var(axis=-1, ddof=1)
 
 
 LATENT_VARIANCE = {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}  # Nakagawa et al. 2017, table 1
@@ -48,8 +59,7 @@ LATENT_ROW = "Residual (latent)"
 
 def _components(design, beta: np.ndarray, covs: list[np.ndarray], residual: np.ndarray) -> dict[str, np.ndarray]:
     """Variances (one value per draw) of the fixed part, each grouping factor and the residual."""
-    eta = beta @ design.X.T  # (draws, nobs)
-    out = {"fixed": eta.var(axis=-1, ddof=1)}
+    out = {"fixed": _fixed_variance(design, beta)}
     for block, cov, M in zip(design.blocks, covs, _term_moments(design)):
         v = np.einsum("dab,ab->d", cov, M)
         out[block.group] = out.get(block.group, 0.0) + v
