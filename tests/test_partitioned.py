@@ -125,13 +125,14 @@ def test_zero_avoiding_fits_are_those_in_memory(formula, dataset, partitions):
     assert_same_fit(whole.fit(prior="zero-avoiding"), model.fit(prior="zero-avoiding"))
 
 
+@pytest.mark.parametrize("partitions", [1, 3, 17])
 @pytest.mark.parametrize("name", ["insteval_reml", "insteval_ml"])
-def test_insteval_at_lme4s_optimum(name):
-    """InstEval (73k rows, 4k effects) in 17 shuffled partitions: the same cross-products, and at lme4's theta
-    the same criterion and beta as in memory (and lme4's criterion to 1e-8)."""
+def test_insteval_at_lme4s_optimum(name, partitions):
+    """InstEval (73k rows, 4k effects) in 1, 3 and 17 shuffled partitions: the same cross-products, at lme4's
+    theta the same criterion and beta as in memory (and lme4's criterion to 1e-8), and the same fit."""
     ref = reference(name)
     whole = in_memory(INSTEVAL, "InstEval")
-    model = mlv.Model(INSTEVAL, shuffled(mlv.datasets.load("InstEval"), 17))
+    model = from_partitions(INSTEVAL, "InstEval", partitions)
     assert_same_cross_products(whole.cross_products, model.cross_products)
     optimum = ref["objective_checks"]["points"][0]
     info = OptimumInfo(np.asarray(optimum["theta"]), 0.0, 0, "")
@@ -140,6 +141,12 @@ def test_insteval_at_lme4s_optimum(name):
     assert b.objective == pytest.approx(a.objective, rel=1e-12)
     assert b.objective == pytest.approx(optimum["objective"], rel=1e-8)
     np.testing.assert_allclose(b.beta, a.beta, rtol=1e-10)
+    assert_same_fit(memory_fit(INSTEVAL, "InstEval", method), model.fit(method=method))
+
+
+@lru_cache(maxsize=None)
+def memory_fit(formula: str, dataset: str, method: str):
+    return in_memory(formula, dataset).fit(method=method)
 
 
 def test_in_process_cluster_gives_the_same_fit():
@@ -148,8 +155,11 @@ def test_in_process_cluster_gives_the_same_fit():
     with distributed.LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster, distributed.Client(cluster):
         model = mlv.Model(formula, shuffled(mlv.datasets.load(dataset), 3))
         fit = model.fit()
+        at_whole = fit_at(model, "REML", None, OptimumInfo(in_memory(formula, dataset).fit().theta, 0.0, 0, ""), warn=False)
+        log_likelihood = at_whole.log_likelihood().compute().sort_index().to_numpy()  # the second pass on the cluster
     assert_same_cross_products(in_memory(formula, dataset).cross_products, model.cross_products)
     assert_same_fit(in_memory(formula, dataset).fit(), fit)
+    np.testing.assert_allclose(log_likelihood, in_memory(formula, dataset).fit().log_likelihood(), rtol=1e-10)
 
 
 @pytest.mark.slow
