@@ -696,18 +696,22 @@ ROWS_PER_DRAW = {
     "simulate": lambda fit, post: fit.simulate(2),
     "pooling": lambda fit, post: fit.pooling(),
     "methods": lambda fit, post: mlv.methods(fit.model),
+    "posterior log-likelihood": lambda fit, post: post.log_likelihood(),
+    "posterior predictive": lambda fit, post: post.posterior_predictive(),
+    "to_arviz": lambda fit, post: post.to_arviz(),
+    "posterior predictions of the rows": lambda fit, post: post.predict(),
 }
 
 
 @pytest.fixture(scope="module")
 def partitioned_results():
     model = from_partitions(*MODELS[0], 3)
-    return model.fit(), model.sample(chains=1, draws=200, warmup=100, seed=2, sampler="gibbs", progress=False)
+    return model.fit(), model.sample(chains=1, draws=600, warmup=100, seed=2, sampler="gibbs", progress=False)
 
 
 @pytest.mark.parametrize("what", ROWS_PER_DRAW)
 def test_what_needs_rows_per_draw_is_refused_naming_the_alternatives(partitioned_results, what):
-    with pytest.raises(MultilevelError, match="not held in memory: fit a subsample in memory.*group-level K-fold"):
+    with pytest.raises(MultilevelError, match="not held in memory.*subsample in memory.*group-level K-fold"):
         ROWS_PER_DRAW[what](*partitioned_results)
 
 
@@ -717,7 +721,7 @@ def test_report_and_save_are_refused_and_posterior_shares_work(partitioned_resul
         mlv.report([fit, post], tmp_path / "report.html")
     with pytest.raises(MultilevelError, match="cannot be saved"):
         fit.save(tmp_path / "fit.json")
-    whole = in_memory(*MODELS[0]).sample(chains=1, draws=200, warmup=100, seed=2, sampler="gibbs", progress=False)
+    whole = in_memory(*MODELS[0]).sample(chains=1, draws=600, warmup=100, seed=2, sampler="gibbs", progress=False)
     for table in ("icc", "r2"):
         np.testing.assert_allclose(getattr(post, table)().to_numpy(float), getattr(whole, table)().to_numpy(float),
                                    rtol=1e-8)
