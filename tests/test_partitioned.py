@@ -643,18 +643,22 @@ def test_row_moments_of_shifted_slopes_and_products_are_those_of_the_rows(sleep)
     np.testing.assert_allclose(_fixed_variance(model.design, beta), _fixed_variance(whole.design, beta), rtol=1e-10)
 
 
-def test_weighted_icc_is_refused_and_log_likelihood_weighted(messy_sleep):
-    """With weights the sums are weighted: ICC/R² (unweighted row averages in memory) are refused naming the fix;
-    the log-likelihood (sigma / sqrt(w) per row) and the posterior's variance shares are those in memory."""
-    formula = "Reaction ~ Days + (Days | Subject)"
-    whole = mlv.Model(formula, messy_sleep, weights="w", offset="off").fit()
-    model = mlv.Model(formula, dd.from_pandas(messy_sleep, npartitions=3), weights="w", offset="off")
+@pytest.mark.parametrize("partitions", [1, 3, 17])
+def test_weighted_icc_r2_and_log_likelihood_are_those_in_memory(messy_sleep, partitions):
+    """With weights (and missing values, an offset, an aliased column) the sums are weighted: ICC and R² average
+    over the rows unweighted, as in memory, from the unweighted moments the pass adds (1e-8); the log-likelihood
+    (sigma / sqrt(w) per row) is the in-memory one (1e-10)."""
+    formula = "Reaction ~ Days + Days2 + (Days | Subject)"
+    with pytest.warns(MultilevelWarning, match="Days2"):
+        whole = mlv.Model(formula, messy_sleep, weights="w", offset="off").fit()
+    with pytest.warns(MultilevelWarning, match="Days2"):
+        model = mlv.Model(formula, shuffled(messy_sleep, partitions), weights="w", offset="off")
     fit = fit_at(model, "REML", None, OptimumInfo(whole.theta, 0.0, 0, ""), warn=False)
-    for statistic in (fit.icc, fit.r2):
-        with pytest.raises(MultilevelError, match="unweighted.*without weights="):
-            statistic()
-    np.testing.assert_allclose(fit.log_likelihood().compute(scheduler="synchronous").to_numpy(), whole.log_likelihood(),
-                               rtol=1e-10)
+    for table in ("icc", "r2", "variance_decomposition"):
+        np.testing.assert_allclose(getattr(fit, table)().to_numpy(float), getattr(whole, table)().to_numpy(float),
+                                   rtol=1e-8)
+    np.testing.assert_allclose(fit.log_likelihood().compute(scheduler="synchronous").sort_index().to_numpy(),
+                               whole.log_likelihood(), rtol=1e-10)
 
 
 @pytest.mark.parametrize("partitions", [1, 3, 17])

@@ -41,7 +41,7 @@ from .formula import parse
 from .level_partials import add_cross_products, localised, summed, total
 from .partition_sources import as_source, compute
 from .predict import predictor, row_log_likelihood
-from .scaling import Scaling
+from .scaling import Scaling, held_blocks
 
 SPLIT_EVERY = 2  # partial results combined per task of the reduction tree: two keep the fewest partials alive (docs/scale.md)
 SAMPLE_ROWS = 10_000  # rows of the data the coding is learned from beside one per level (a Dask partition may hold 10^6)
@@ -161,6 +161,7 @@ class Reduced:
     n_dropped: int
     seen: list[np.ndarray | None] | None = None  # per term, the levels its sums are held over (None: all; level_partials)
     m: list[int] | None = None  # per term, its number of levels
+    unweighted: np.ndarray | None = None  # weighted data: the held X'X and each term's sum of z z' unweighted, flat
 
 
 @dataclass
@@ -233,8 +234,16 @@ def partial_sums(frame: pd.DataFrame, coding: Coding, scaling: Scaling, kinds: d
     local, seen = localised(design)
     level_rows = [np.bincount(b.codes, minlength=b.m) for b in local.blocks]
     level_rows += [np.bincount(design.frame[c].cat.codes, minlength=len(d.categories)) for c, d in fixed_categories(coding).items()]
+    unweighted = _unweighted_moments(design, scaling) if coding.weights is not None else None
     return Reduced(cross_products(local, scaling), x_sums, Sketch.of(design.y, None), level_rows, len(frame) - n_complete,
-                   seen, [b.m for b in design.blocks])
+                   seen, [b.m for b in design.blocks], unweighted)
+
+
+def _unweighted_moments(design: Design, scaling: Scaling) -> np.ndarray:
+    """For weighted data, X'X and each term's sum of z z' of the columns as held, unweighted (ICC and R² average over
+    the rows unweighted, as in memory), flat: p^2 + sum of k^2 numbers."""
+    X = scaling.apply(np.column_stack([design.X, np.zeros(design.nobs)]))[:, :-1]
+    return np.concatenate([(X.T @ X).ravel()] + [(b.Z.T @ b.Z).ravel() for b in held_blocks(design, scaling)])
 
 
 def add_partial_sums(*parts: Reduced, into_first: bool = False, dense: bool = False) -> Reduced:
@@ -250,7 +259,8 @@ def add_partial_sums(*parts: Reduced, into_first: bool = False, dense: bool = Fa
                   for i in range(len(m))]
     level_rows += [total([p.level_rows[i] for p in parts], into_first) for i in range(len(m), len(parts[0].level_rows))]
     sketch = Sketch.merge(*(p.sketch for p in parts))
-    return Reduced(cp, total([p.x_sums for p in parts], into_first), sketch, level_rows, n_dropped, unions, m)
+    unweighted = None if parts[0].unweighted is None else total([p.unweighted for p in parts], into_first)
+    return Reduced(cp, total([p.x_sums for p in parts], into_first), sketch, level_rows, n_dropped, unions, m, unweighted)
 
 
 def level_sets(f, meta: pd.DataFrame, used: list[str]) -> list[tuple[str, ...]]:
@@ -297,8 +307,13 @@ def drop_aliased(coding: Coding, sums: Reduced) -> tuple[Coding, Reduced]:
     warn_aliased(aliased, stacklevel=6)
     keep = np.append(np.flatnonzero(~bad), cp.p)  # and the response column
     coding = replace(coding, fixed_names=tuple(n for n, b in zip(names, bad) if not b), aliased=tuple(aliased))
+    unweighted = sums.unweighted
+    if unweighted is not None:  # its X'X without the aliased columns
+        p = cp.p
+        gram = unweighted[: p * p].reshape(p, p)[np.ix_(~bad, ~bad)]
+        unweighted = np.concatenate([gram.ravel(), unweighted[p * p :]])
     cp = replace(cp, p=len(keep) - 1, zxy=[z[:, keep] for z in cp.zxy], xy=cp.xy[np.ix_(keep, keep)], scaling=cp.held.drop(keep))
-    return coding, replace(sums, cp=cp, x_sums=sums.x_sums[~bad])
+    return coding, replace(sums, cp=cp, x_sums=sums.x_sums[~bad], unweighted=unweighted)
 
 
 def partitioned_design(formula, data, weights=None, offset=None, levels=None) -> tuple[PartitionedDesign, CrossProducts]:
@@ -328,7 +343,7 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     n = sums.cp.n
     check_counts(coding, n)
     check_variation_of_sums(coding, sums.cp, sums.sketch)  # as in memory: the residual variance needs variation within groups
-    moments = RowMoments.of(sums.cp, sums.x_sums) if coding.weights is None else None
+    moments = RowMoments.of(sums.cp, sums.x_sums, sums.unweighted)
     return PartitionedDesign(coding, source, n, sums.n_dropped, sums.x_sums / n, sums.sketch.sample(), moments), sums.cp
 
 
@@ -509,13 +524,21 @@ class RowMoments:
     terms: list[np.ndarray]  # per term (k, k): the mean of z z' over the rows, the user's covariates
 
     @classmethod
-    def of(cls, cp: CrossProducts, x_sums: np.ndarray) -> RowMoments:
-        """From unweighted cross-products (a held term's covariates Z M mapped back: Z'Z = M^-T (Z M)'(Z M) M^-1)."""
+    def of(cls, cp: CrossProducts, x_sums: np.ndarray, unweighted: np.ndarray | None) -> RowMoments:
+        """From the cross-products, or for weighted data from their unweighted moments (`Reduced.unweighted`); a held
+        term's covariates Z M mapped back: Z'Z = M^-T (Z M)'(Z M) M^-1."""
+        p, at = cp.p, cp.p * cp.p
+        gram = cp.xy[:p, :p] if unweighted is None else unweighted[:at].reshape(p, p)
         terms = []
         for t, diag in enumerate(cp.diag):
-            back = np.linalg.inv(cp.held.random_map(t, diag.shape[1]))
-            terms.append(back.T @ diag.sum(axis=0) @ back / cp.n)
-        return cls(cp.n, cp.xy[: cp.p, : cp.p], cp.held, x_sums, terms)
+            k = diag.shape[1]
+            if unweighted is None:
+                zz = diag.sum(axis=0)
+            else:
+                zz, at = unweighted[at : at + k * k].reshape(k, k), at + k * k
+            back = np.linalg.inv(cp.held.random_map(t, k))
+            terms.append(back.T @ zz @ back / cp.n)
+        return cls(cp.n, gram, cp.held, x_sums, terms)
 
     def fixed_variance(self, beta: np.ndarray) -> np.ndarray:
         """var(X beta) over the rows (ddof 1) for each row of beta (draws, p): X beta less its mean is X_held g with g
@@ -534,9 +557,9 @@ class PartitionedDesign(Design):
     Reading its rows (`X`, `y`, ...) is refused naming the alternatives; `fitted` and `residuals` are lazy."""
 
     def __init__(self, coding: Coding, source, nobs: int, n_dropped: int, x_means: np.ndarray, response_sample: np.ndarray,
-                 moments: RowMoments | None = None):
+                 moments: RowMoments):
         self.coding, self._source, self._nobs, self.n_dropped = coding, source, nobs, n_dropped
-        self._moments = moments
+        self.moments = moments  # the rows' unweighted averages (ICC, R²)
         self.x_means, self.response_sample = x_means, response_sample
         self.formula, self.fixed_names, self.aliased = coding.formula, list(coding.fixed_names), list(coding.aliased)
         self.blocks = [PartitionedBlock(t) for t in coding.terms]
@@ -556,16 +579,6 @@ class PartitionedDesign(Design):
     @property
     def p(self) -> int:
         return len(self.fixed_names)
-
-    @property
-    def moments(self) -> RowMoments:
-        """The rows' unweighted moments (ICC, R²); refused for weighted data, whose sums are weighted."""
-        if self._moments is None:
-            raise MultilevelError(
-                "ICC and R² average the variances over the rows unweighted (as in memory), and the sums of weighted "
-                "partitioned data hold weighted ones: fit a subsample in memory for them, or build the model without weights="
-            )
-        return self._moments
 
     y = property(lambda self: _refuse("the response"))
     X = property(lambda self: _refuse("the fixed-effect matrix"))
