@@ -719,10 +719,16 @@ def test_what_needs_rows_per_draw_is_refused_naming_the_alternatives(partitioned
         ROWS_PER_DRAW[what](*partitioned_results)
 
 
-def test_report_and_save_are_refused_and_posterior_shares_work(partitioned_results, tmp_path):
+def test_report_from_the_sums_save_refused_and_posterior_shares_work(partitioned_results, tmp_path):
+    """The HTML report of partitioned results: group sizes from the per-level row counts of the pass (sleepstudy:
+    18 subjects of 10 rows), the figures reading every row left out and said so."""
     fit, post = partitioned_results
-    with pytest.raises(MultilevelError, match="HTML report.*subsample"):
-        mlv.report([fit, post], tmp_path / "report.html")
+    page = mlv.report([fit, post], tmp_path / "report.html").read_text()
+    whole = mlv.report([in_memory(*MODELS[0]).fit()], tmp_path / "memory.html").read_text()
+    start = whole.index("Rows used")
+    groups = whole[start : whole.index("</table>", start)]  # rows used, group sizes: those of the rows
+    assert groups in page and "Rows used: 180" in groups and 'data-value="18"' in groups
+    assert "figures that read every row" in page and "Posterior predictive check" not in page
     with pytest.raises(MultilevelError, match="cannot be saved"):
         fit.save(tmp_path / "fit.json")
     whole = in_memory(*MODELS[0]).sample(chains=1, draws=600, warmup=100, seed=2, sampler="gibbs", progress=False)

@@ -344,7 +344,8 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     check_counts(coding, n)
     check_variation_of_sums(coding, sums.cp, sums.sketch)  # as in memory: the residual variance needs variation within groups
     moments = RowMoments.of(sums.cp, sums.x_sums, sums.unweighted)
-    return PartitionedDesign(coding, source, n, sums.n_dropped, sums.x_sums / n, sums.sketch.sample(), moments), sums.cp
+    return (PartitionedDesign(coding, source, n, sums.n_dropped, sums.x_sums / n, sums.sketch.sample(), moments,
+                              sums.level_rows), sums.cp)
 
 
 def _accumulate(source, used: list[str], coding: Coding, scaling: Scaling, kinds: dict[str, bool], levels_given: bool) -> Reduced:
@@ -557,12 +558,12 @@ class PartitionedDesign(Design):
     Reading its rows (`X`, `y`, ...) is refused naming the alternatives; `fitted` and `residuals` are lazy."""
 
     def __init__(self, coding: Coding, source, nobs: int, n_dropped: int, x_means: np.ndarray, response_sample: np.ndarray,
-                 moments: RowMoments):
+                 moments: RowMoments, level_rows: list[np.ndarray]):
         self.coding, self._source, self._nobs, self.n_dropped = coding, source, nobs, n_dropped
         self.moments = moments  # the rows' unweighted averages (ICC, R²)
         self.x_means, self.response_sample = x_means, response_sample
         self.formula, self.fixed_names, self.aliased = coding.formula, list(coding.fixed_names), list(coding.aliased)
-        self.blocks = [PartitionedBlock(t) for t in coding.terms]
+        self.blocks = [PartitionedBlock(t, rows) for t, rows in zip(coding.terms, level_rows)]
 
     def __repr__(self) -> str:
         return f"PartitionedDesign({str(self.formula)!r}, nobs={self.nobs}, partitions={self._source.npartitions})"
@@ -603,10 +604,12 @@ class PartitionedDesign(Design):
 
 
 class PartitionedBlock(RandomBlock):
-    """A random term of partitioned data: its names and levels; its rows (`codes`, `Z`) are refused."""
+    """A random term of partitioned data: its names, levels and rows per level (`sizes`); its rows (`codes`, `Z`) are
+    refused."""
 
-    def __init__(self, t):
+    def __init__(self, t, sizes: np.ndarray):
         self.term, self.coef_names, self.levels, self.spec = t.term, list(t.coef_names), t.levels, t.spec
+        self.sizes = sizes
 
     def __repr__(self) -> str:
         return f"PartitionedBlock({self.term}, levels={self.m})"
