@@ -698,7 +698,7 @@ ROWS_PER_DRAW = {
     "bootstrap": lambda fit, post: fit.bootstrap(n=2),
     "bootstrap icc": lambda fit, post: fit.icc(bootstrap=2),
     "simulate": lambda fit, post: fit.simulate(2),
-    "pooling": lambda fit, post: fit.pooling(),
+    "pooling of levels that cannot identify their coefficients": lambda fit, post: from_partitions(*MODELS[6], 3).fit().pooling(),
     "methods": lambda fit, post: mlv.methods(fit.model),
     "posterior log-likelihood": lambda fit, post: post.log_likelihood(),
     "posterior predictive": lambda fit, post: post.posterior_predictive(),
@@ -735,3 +735,26 @@ def test_report_from_the_sums_save_refused_and_posterior_shares_work(partitioned
     for table in ("icc", "r2"):
         np.testing.assert_allclose(getattr(post, table)().to_numpy(float), getattr(whole, table)().to_numpy(float),
                                    rtol=1e-8)
+
+
+@pytest.mark.parametrize("formula, dataset, group", [
+    (MODELS[0][0], "sleepstudy", None), (MODELS[3][0], "Penicillin", "sample"), (MODELS[10][0], "radon", None),
+    ("mAch ~ ses + minrty + (1 | school)", "Hsb82", None),
+])
+@pytest.mark.parametrize("partitions", [1, 3, 17])
+def test_pooling_tables_from_the_sums_are_those_in_memory(formula, dataset, group, partitions):
+    """Group sizes, no- and complete-pooling estimates from the sums (each level's block eliminated in the normal
+    equations) equal the in-memory least squares to 1e-8; partial pooling is the fit's."""
+    whole = in_memory(formula, dataset).fit().pooling(group)
+    fit = from_partitions(formula, dataset, partitions).fit()
+    ours = fit.pooling(group)
+    for column in ("n", "no_pooling", "complete_pooling"):
+        np.testing.assert_allclose(ours[column], whole[column], rtol=1e-8)
+    np.testing.assert_allclose(ours["partial_pooling"], whole["partial_pooling"], rtol=1e-6)
+
+
+def test_unidentified_pooling_is_refused_as_in_memory():
+    formula = "mAch ~ meanses*cses + sector*cses + (1 + cses | school)"
+    for model in (in_memory(formula, "Hsb82"), from_partitions(formula, "Hsb82", 3)):
+        with pytest.raises(MultilevelError, match="not identified.*group-level predictor"):
+            model.fit().pooling()
