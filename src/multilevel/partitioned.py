@@ -554,8 +554,9 @@ class RowMoments:
 
 
 class PartitionedDesign(Design):
-    """A design whose rows stay in their partitions: the coding, the counts and the random terms' levels.
-    Reading its rows (`X`, `y`, ...) is refused naming the alternatives; `fitted` and `residuals` are lazy."""
+    """A design whose rows stay in their partitions: the coding, the counts, the random terms' levels and the rows'
+    moments. Reading its rows (`X`, `y`, ...) is refused naming the alternatives; `fitted`, `residuals` and
+    `log_likelihood` are lazy."""
 
     def __init__(self, coding: Coding, source, nobs: int, n_dropped: int, x_means: np.ndarray, response_sample: np.ndarray,
                  moments: RowMoments, level_rows: list[np.ndarray]):
