@@ -3,13 +3,14 @@ as the in-memory path on the reference models, whatever the partitioning, row or
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import reference
+from conftest import REFERENCE, reference
 
 import multilevel as mlv
 from multilevel.errors import MultilevelError, MultilevelWarning
@@ -30,6 +31,10 @@ MODELS = [
     ("strength ~ 1 + (1 | batch/cask)", "Pastes"),
     ("mAch ~ meanses*cses + sector*cses + (1 + cses | school)", "Hsb82"),
     ("log_radon ~ floor + (1 + floor | county)", "radon"),
+    ("Yield ~ 1 + (1 | Batch)", "Dyestuff2"),
+    ("Reaction ~ 1 + Days + (1 | Subject)", "sleepstudy"),
+    ("mAch ~ 1 + (1 | school)", "Hsb82"),
+    ("log_radon ~ floor + (1 | county)", "radon"),
 ]
 INSTEVAL = "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)"
 
@@ -37,6 +42,11 @@ INSTEVAL = "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)"
 @lru_cache(maxsize=None)
 def in_memory(formula: str, dataset: str) -> mlv.Model:
     return mlv.Model(formula, mlv.datasets.load(dataset))
+
+
+@lru_cache(maxsize=None)
+def from_partitions(formula: str, dataset: str, partitions: int) -> mlv.Model:
+    return mlv.Model(formula, shuffled(mlv.datasets.load(dataset), partitions))
 
 
 def shuffled(data: pd.DataFrame, partitions: int) -> dd.DataFrame:
@@ -61,8 +71,9 @@ def assert_same_fit(a, b):
     of squares is y'y less its fitted part, so rounding of y'y grows by y'y / r2, 5e3 on Pastes); optimised on
     their own they reach the same criterion (1e-10), theta within the optimiser's stopping precision (1e-5)."""
     info = OptimumInfo(a.theta, 0.0, 0, "")
-    at_a = fit_at(b.model, a.method, None, info, warn=False)
+    at_a = fit_at(b.model, a.method, a.prior, info, warn=False)
     assert at_a.objective == pytest.approx(a.objective, rel=1e-10)
+    assert at_a.penalized_objective == pytest.approx(a.penalized_objective, rel=1e-10)
     assert at_a.sigma == pytest.approx(a.sigma, rel=1e-10)
     np.testing.assert_allclose(at_a.beta, a.beta, rtol=1e-10, atol=1e-10 * np.max(np.abs(a.beta)))
     assert b.objective == pytest.approx(a.objective, rel=1e-10)
@@ -73,7 +84,7 @@ def assert_same_fit(a, b):
 @pytest.mark.parametrize("partitions", [1, 3, 17])
 def test_same_cross_products_and_fit_as_in_memory(formula, dataset, partitions):
     whole = in_memory(formula, dataset)
-    model = mlv.Model(formula, shuffled(mlv.datasets.load(dataset), partitions))
+    model = from_partitions(formula, dataset, partitions)
     assert (model.nobs, model.fixed_names, model.n_levels) == (whole.nobs, whole.fixed_names, whole.n_levels)
     for ours, theirs in zip(model.design.blocks, whole.design.blocks, strict=True):
         np.testing.assert_array_equal(ours.levels, theirs.levels)
@@ -82,13 +93,46 @@ def test_same_cross_products_and_fit_as_in_memory(formula, dataset, partitions):
         assert_same_fit(whole.fit(method=method), model.fit(method=method))
 
 
+def gaussian_references() -> dict[str, tuple[str, str]]:
+    """Every Gaussian linear mixed model of ../shared/reference (lme4, blme, brms, rstanarm, JAGS, exact posteriors),
+    by file: its (formula, data set)."""
+    out = {}
+    for path in sorted(REFERENCE.glob("*.json")):
+        ref = json.loads(path.read_text())
+        family = str(ref.get("family") or "gaussian")
+        if "formula" in ref and "occupancy" not in path.stem and family.startswith("gaussian") and "glm" not in ref["kind"]:
+            out[path.stem] = (ref["formula"], ref["dataset"])
+    return out
+
+
+def test_every_gaussian_reference_model_is_covered():
+    """Each Gaussian reference model is among MODELS (1, 3, 17 shuffled partitions: the same sums and fits), is
+    InstEval (at lme4's optimum below), or is refused for partitioned data (known se(): eight schools)."""
+    spaced = {(f.replace(" ", ""), d) for f, d in MODELS} | {(INSTEVAL.replace(" ", ""), "InstEval")}
+    refused = {("y|se(sigma)~1+(1|school)", "eight_schools")}
+    found = {(f.replace(" ", ""), d) for f, d in gaussian_references().values()}
+    assert len(gaussian_references()) >= 26 and found <= spaced | refused
+    formula, dataset = next(iter(refused))
+    with pytest.raises(MultilevelError, match="se\\(\\).*pandas frame"):
+        mlv.Model("y | se(sigma) ~ 1 + (1 | school)", shuffled(mlv.datasets.load(dataset), 3))
+
+
+@pytest.mark.parametrize("formula, dataset", [MODELS[0], MODELS[7]], ids=["sleepstudy", "Dyestuff2"])
+@pytest.mark.parametrize("partitions", [1, 3, 17])
+def test_zero_avoiding_fits_are_those_in_memory(formula, dataset, partitions):
+    """blme's references (sleepstudy slopes, Dyestuff2): the penalised fit from the sums is the in-memory one."""
+    whole, model = in_memory(formula, dataset), from_partitions(formula, dataset, partitions)
+    assert_same_fit(whole.fit(prior="zero-avoiding"), model.fit(prior="zero-avoiding"))
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 17])
 @pytest.mark.parametrize("name", ["insteval_reml", "insteval_ml"])
-def test_insteval_at_lme4s_optimum(name):
-    """InstEval (73k rows, 4k effects) in 17 shuffled partitions: the same cross-products, and at lme4's theta
-    the same criterion and beta as in memory (and lme4's criterion to 1e-8)."""
+def test_insteval_at_lme4s_optimum(name, partitions):
+    """InstEval (73k rows, 4k effects) in 1, 3 and 17 shuffled partitions: the same cross-products, at lme4's
+    theta the same criterion and beta as in memory (and lme4's criterion to 1e-8), and the same fit."""
     ref = reference(name)
     whole = in_memory(INSTEVAL, "InstEval")
-    model = mlv.Model(INSTEVAL, shuffled(mlv.datasets.load("InstEval"), 17))
+    model = from_partitions(INSTEVAL, "InstEval", partitions)
     assert_same_cross_products(whole.cross_products, model.cross_products)
     optimum = ref["objective_checks"]["points"][0]
     info = OptimumInfo(np.asarray(optimum["theta"]), 0.0, 0, "")
@@ -97,6 +141,12 @@ def test_insteval_at_lme4s_optimum(name):
     assert b.objective == pytest.approx(a.objective, rel=1e-12)
     assert b.objective == pytest.approx(optimum["objective"], rel=1e-8)
     np.testing.assert_allclose(b.beta, a.beta, rtol=1e-10)
+    assert_same_fit(memory_fit(INSTEVAL, "InstEval", method), model.fit(method=method))
+
+
+@lru_cache(maxsize=None)
+def memory_fit(formula: str, dataset: str, method: str):
+    return in_memory(formula, dataset).fit(method=method)
 
 
 def test_in_process_cluster_gives_the_same_fit():
@@ -105,8 +155,11 @@ def test_in_process_cluster_gives_the_same_fit():
     with distributed.LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster, distributed.Client(cluster):
         model = mlv.Model(formula, shuffled(mlv.datasets.load(dataset), 3))
         fit = model.fit()
+        at_whole = fit_at(model, "REML", None, OptimumInfo(in_memory(formula, dataset).fit().theta, 0.0, 0, ""), warn=False)
+        log_likelihood = at_whole.log_likelihood().compute().sort_index().to_numpy()  # the second pass on the cluster
     assert_same_cross_products(in_memory(formula, dataset).cross_products, model.cross_products)
     assert_same_fit(in_memory(formula, dataset).fit(), fit)
+    np.testing.assert_allclose(log_likelihood, in_memory(formula, dataset).fit().log_likelihood(), rtol=1e-10)
 
 
 @pytest.mark.slow
@@ -208,7 +261,7 @@ def test_fitted_and_residuals_are_a_lazy_second_pass(messy_sleep):
 
 def test_reading_rows_is_refused_naming_the_alternatives(sleep):
     fit = mlv.Model("Reaction ~ Days + (Days | Subject)", dd.from_pandas(sleep, npartitions=2)).fit()
-    with pytest.raises(MultilevelError, match="not held in memory.*fitted.*K-fold"):
+    with pytest.raises(MultilevelError, match="not held in memory.*K-fold.*fitted"):
         fit.simulate(2)
     with pytest.raises(MultilevelError, match="not held in memory"):
         fit.model.design.X
@@ -496,11 +549,6 @@ INFERENCE = [  # sleepstudy's correlated slopes and Penicillin's crossed interce
 ]
 
 
-@lru_cache(maxsize=None)
-def from_partitions(formula: str, dataset: str, partitions: int) -> mlv.Model:
-    return mlv.Model(formula, shuffled(mlv.datasets.load(dataset), partitions))
-
-
 @pytest.mark.parametrize("partitions", [1, 3, 17])
 @pytest.mark.parametrize("spec", INFERENCE, ids=["sleepstudy", "Penicillin"])
 def test_satterthwaite_profiles_and_predictions_are_those_in_memory(spec, partitions):
@@ -548,3 +596,165 @@ def test_samplers_read_the_in_memory_posterior_from_partitions(spec, partitions)
     kwargs = dict(chains=1, draws=100, warmup=100, seed=4, sampler="gibbs", progress=False)
     a, b = whole.sample(**kwargs).summary(), model.sample(**kwargs).summary()
     np.testing.assert_allclose(b["mean"], a["mean"], rtol=0, atol=1e-9 * a["sd"].min())
+
+
+# ---------------------------------------------------------------------------- statistics of a fit from the sums
+def at_in_memory_optimum(formula: str, dataset: str, partitions: int, method: str = "REML"):
+    """The in-memory fit and the partitioned model's fit at its theta (the same parameters, to the sums' rounding)."""
+    whole = in_memory(formula, dataset).fit(method=method)
+    info = OptimumInfo(whole.theta, 0.0, 0, "")
+    return whole, fit_at(from_partitions(formula, dataset, partitions), method, None, info, warn=False)
+
+
+@pytest.mark.parametrize("formula, dataset", MODELS)
+@pytest.mark.parametrize("partitions", [1, 3, 17])
+def test_icc_r2_and_log_likelihood_are_those_in_memory(formula, dataset, partitions):
+    """ICC (adjusted and conditional), R² and the variance decomposition from the sums equal those of the rows to
+    1e-8; the pointwise log-likelihood, a lazy Dask series, equals the in-memory one to 1e-10."""
+    whole, fit = at_in_memory_optimum(formula, dataset, partitions)
+    for table in ("icc", "r2", "variance_decomposition"):
+        np.testing.assert_allclose(getattr(fit, table)().to_numpy(float), getattr(whole, table)().to_numpy(float),
+                                   rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(fit.icc(conditional=True)["estimate"], whole.icc(conditional=True)["estimate"], rtol=1e-8)
+    lazy = fit.log_likelihood()
+    assert isinstance(lazy, dd.Series)
+    np.testing.assert_allclose(lazy.compute(scheduler="synchronous").sort_index().to_numpy(), whole.log_likelihood(),
+                               rtol=1e-10)
+
+
+def test_icc_from_the_sums_matches_lme4():
+    """Hsb82's null model in 17 shuffled partitions: the ICC of lme4's reference (0.180351792300722)."""
+    fit = from_partitions("mAch ~ 1 + (1 | school)", "Hsb82", 17).fit()
+    assert fit.icc()["estimate"]["school"] == pytest.approx(reference("hsb82_null_reml")["ICC"]["value"], rel=1e-6)
+
+
+def test_row_moments_of_shifted_slopes_and_products_are_those_of_the_rows(sleep):
+    """A random slope far from zero (held centred in its term) and a product of far columns: the mean z z' of each
+    term and var(X beta) from the sums equal those of the rows (1e-12)."""
+    from multilevel.variance import _fixed_variance, _term_moments
+
+    data = sleep.assign(Days=sleep.Days + 1000.0, x=np.sin(np.arange(len(sleep))) + 50.0)
+    formula = "Reaction ~ Days * x + (Days | Subject)"
+    whole, model = mlv.Model(formula, data), mlv.Model(formula, shuffled(data, 17))
+    assert model.cross_products.held.terms[0] is not None and model.cross_products.held.products
+    for ours, theirs in zip(_term_moments(model.design), _term_moments(whole.design), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+    beta = np.random.default_rng(1).normal(size=(5, whole.design.p))
+    np.testing.assert_allclose(_fixed_variance(model.design, beta), _fixed_variance(whole.design, beta), rtol=1e-10)
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 17])
+def test_weighted_icc_r2_and_log_likelihood_are_those_in_memory(messy_sleep, partitions):
+    """With weights (and missing values, an offset, an aliased column) the sums are weighted: ICC and R² average
+    over the rows unweighted, as in memory, from the unweighted moments the pass adds (1e-8); the log-likelihood
+    (sigma / sqrt(w) per row) is the in-memory one (1e-10)."""
+    formula = "Reaction ~ Days + Days2 + (Days | Subject)"
+    with pytest.warns(MultilevelWarning, match="Days2"):
+        whole = mlv.Model(formula, messy_sleep, weights="w", offset="off").fit()
+    with pytest.warns(MultilevelWarning, match="Days2"):
+        model = mlv.Model(formula, shuffled(messy_sleep, partitions), weights="w", offset="off")
+    fit = fit_at(model, "REML", None, OptimumInfo(whole.theta, 0.0, 0, ""), warn=False)
+    for table in ("icc", "r2", "variance_decomposition"):
+        np.testing.assert_allclose(getattr(fit, table)().to_numpy(float), getattr(whole, table)().to_numpy(float),
+                                   rtol=1e-8)
+    np.testing.assert_allclose(fit.log_likelihood().compute(scheduler="synchronous").sort_index().to_numpy(),
+                               whole.log_likelihood(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 17])
+def test_likelihood_ratio_tests_are_those_in_memory(partitions):
+    """anova / compare of two partitioned fits (ML refits from the sums) is the in-memory table (1e-6: each fit's
+    theta within the optimiser's precision)."""
+    small, big = MODELS[8], MODELS[0]
+    whole = mlv.anova(in_memory(*small).fit(), in_memory(*big).fit())
+    ours = mlv.compare({"model1": from_partitions(*small, partitions).fit(), "model2": from_partitions(*big, partitions).fit()})
+    np.testing.assert_allclose(ours.to_numpy(float), whole.to_numpy(float), rtol=1e-6)
+
+
+def test_fits_of_different_partitioned_data_are_not_compared(sleep):
+    a = mlv.Model(MODELS[0][0], shuffled(sleep, 3)).fit(method="ML")
+    b = mlv.Model(MODELS[0][0], shuffled(sleep.iloc[1:], 3)).fit(method="ML")
+    with pytest.raises(MultilevelError, match="different data"):
+        mlv.anova(a, b)
+
+
+def test_tables_of_a_partitioned_fit_are_those_in_memory():
+    """summary, confint, variance components, group effects and the notebook view run from the sums (values: the
+    in-memory fit's, 1e-6 as the fits' theta)."""
+    whole, fit = in_memory(*MODELS[0]).fit(), from_partitions(*MODELS[0], 3).fit()
+    assert fit.summary().splitlines()[3:] and "Subject" in fit._repr_html_()
+    np.testing.assert_allclose(fit.confint().to_numpy(float), whole.confint().to_numpy(float), rtol=1e-6)
+    np.testing.assert_allclose(fit.variance_components["variance"], whole.variance_components["variance"], rtol=1e-6)
+    np.testing.assert_allclose(fit.group_effects["estimate"], whole.group_effects["estimate"], rtol=1e-6, atol=1e-6)
+
+
+ROWS_PER_DRAW = {
+    "loo": lambda fit, post: post.loo(),
+    "waic": lambda fit, post: post.waic(),
+    "dic": lambda fit, post: post.dic(),
+    "posterior ppc": lambda fit, post: post.ppc(),
+    "compare posteriors": lambda fit, post: mlv.compare({"a": post, "b": post}),
+    "ppc": lambda fit, post: fit.ppc(n=2),
+    "bootstrap": lambda fit, post: fit.bootstrap(n=2),
+    "bootstrap icc": lambda fit, post: fit.icc(bootstrap=2),
+    "simulate": lambda fit, post: fit.simulate(2),
+    "pooling of levels that cannot identify their coefficients": lambda fit, post: from_partitions(*MODELS[6], 3).fit().pooling(),
+    "methods": lambda fit, post: mlv.methods(fit.model),
+    "posterior log-likelihood": lambda fit, post: post.log_likelihood(),
+    "posterior predictive": lambda fit, post: post.posterior_predictive(),
+    "to_arviz": lambda fit, post: post.to_arviz(),
+    "posterior predictions of the rows": lambda fit, post: post.predict(),
+}
+
+
+@pytest.fixture(scope="module")
+def partitioned_results():
+    model = from_partitions(*MODELS[0], 3)
+    return model.fit(), model.sample(chains=1, draws=600, warmup=100, seed=2, sampler="gibbs", progress=False)
+
+
+@pytest.mark.parametrize("what", ROWS_PER_DRAW)
+def test_what_needs_rows_per_draw_is_refused_naming_the_alternatives(partitioned_results, what):
+    with pytest.raises(MultilevelError, match="not held in memory.*subsample in memory.*group-level K-fold"):
+        ROWS_PER_DRAW[what](*partitioned_results)
+
+
+def test_report_from_the_sums_save_refused_and_posterior_shares_work(partitioned_results, tmp_path):
+    """The HTML report of partitioned results: group sizes from the per-level row counts of the pass (sleepstudy:
+    18 subjects of 10 rows), the figures reading every row left out and said so."""
+    fit, post = partitioned_results
+    page = mlv.report([fit, post], tmp_path / "report.html").read_text()
+    whole = mlv.report([in_memory(*MODELS[0]).fit()], tmp_path / "memory.html").read_text()
+    start = whole.index("Rows used")
+    groups = whole[start : whole.index("</table>", start)]  # rows used, group sizes: those of the rows
+    assert groups in page and "Rows used: 180" in groups and 'data-value="18"' in groups
+    assert "figures that read every row" in page and "Posterior predictive check" not in page
+    with pytest.raises(MultilevelError, match="cannot be saved"):
+        fit.save(tmp_path / "fit.json")
+    whole = in_memory(*MODELS[0]).sample(chains=1, draws=600, warmup=100, seed=2, sampler="gibbs", progress=False)
+    for table in ("icc", "r2"):
+        np.testing.assert_allclose(getattr(post, table)().to_numpy(float), getattr(whole, table)().to_numpy(float),
+                                   rtol=1e-8)
+
+
+@pytest.mark.parametrize("formula, dataset, group", [
+    (MODELS[0][0], "sleepstudy", None), (MODELS[3][0], "Penicillin", "sample"), (MODELS[10][0], "radon", None),
+    ("mAch ~ ses + minrty + (1 | school)", "Hsb82", None),
+])
+@pytest.mark.parametrize("partitions", [1, 3, 17])
+def test_pooling_tables_from_the_sums_are_those_in_memory(formula, dataset, group, partitions):
+    """Group sizes, no- and complete-pooling estimates from the sums (each level's block eliminated in the normal
+    equations) equal the in-memory least squares to 1e-8; partial pooling is the fit's."""
+    whole = in_memory(formula, dataset).fit().pooling(group)
+    fit = from_partitions(formula, dataset, partitions).fit()
+    ours = fit.pooling(group)
+    for column in ("n", "no_pooling", "complete_pooling"):
+        np.testing.assert_allclose(ours[column], whole[column], rtol=1e-8)
+    np.testing.assert_allclose(ours["partial_pooling"], whole["partial_pooling"], rtol=1e-6)
+
+
+def test_unidentified_pooling_is_refused_as_in_memory():
+    formula = "mAch ~ meanses*cses + sector*cses + (1 + cses | school)"
+    for model in (in_memory(formula, "Hsb82"), from_partitions(formula, "Hsb82", 3)):
+        with pytest.raises(MultilevelError, match="not identified.*group-level predictor"):
+            model.fit().pooling()

@@ -23,6 +23,7 @@ from scipy import stats
 
 from .errors import MultilevelError
 from .kinds import Generalized
+from .partitioned import response_values
 
 
 def anova(*fits, names: list[str] | None = None) -> pd.DataFrame:
@@ -56,11 +57,12 @@ def anova(*fits, names: list[str] | None = None) -> pd.DataFrame:
 
 
 def check_same_data(fits, names: list[str]) -> None:
-    """Refuse fits to different rows: their likelihoods are not comparable."""
+    """Refuse fits to different rows: their likelihoods are not comparable (partitioned data: the same count and
+    response sketch, `partitioned.response_values`)."""
     first = fits[0].design
     for fit, name in zip(fits[1:], names[1:]):
         d = fit.design
-        if d.nobs != first.nobs or not np.array_equal(d.y, first.y):
+        if d.nobs != first.nobs or not np.array_equal(response_values(d), response_values(first)):
             raise MultilevelError(
                 f"'{name}' was fitted to different data than '{names[0]}' ({d.nobs} vs {first.nobs} rows, or a "
                 "different response): likelihood-ratio tests need the same rows. Drop missing values from the "

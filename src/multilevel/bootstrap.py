@@ -28,6 +28,7 @@ from .errors import MultilevelError, MultilevelWarning
 from .html_tables import result_html
 from .kinds import Frequentist, Generalized
 from .names import fixed_name, variance_names
+from .partitioned import refuse_rows
 
 
 def parameters(fit) -> pd.Series:
@@ -105,6 +106,7 @@ def bootstrap(fit, n: int = 1000, seed: int | None = None, cores: int = 1, stati
     n, cores, seed = check_count(n, "n"), check_count(cores, "cores"), check_seed(seed, generators=False)
     if not isinstance(fit, Frequentist):
         raise MultilevelError("bootstrap needs a frequentist fit from model.fit(); for Bayesian fits use the draws")
+    refuse_rows(fit.design, "the parametric bootstrap (every row simulated and refitted, n times)")
     statistic = statistic or parameters
     estimate = _as_series(statistic(fit))
     if seed is None:

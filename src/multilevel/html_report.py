@@ -25,6 +25,7 @@ from .glmm_checks import is_binary
 from .html_tables import escape as _e
 from .html_tables import table as _table
 from .kinds import Generalized, OccupancyResult, Study, require_result
+from .partitioned import PartitionedDesign
 from .saving import check_writable, write_atomically
 
 CSS = """
@@ -122,7 +123,7 @@ def _model_section(items: dict) -> str:
         out.append(f'<p class="meta">Rows used: {d.nobs}{dropped}. Fixed effects: {_e(", ".join(d.fixed_names))}.</p>')
         rows = []
         for b in d.blocks:
-            sizes = np.bincount(np.asarray(b.codes), minlength=b.m)
+            sizes = b.sizes if isinstance(d, PartitionedDesign) else np.bincount(np.asarray(b.codes), minlength=b.m)
             rows.append([b.group, ", ".join(b.coef_names), b.m, sizes.min(), float(np.median(sizes)), sizes.max()])
         table = pd.DataFrame(rows, columns=["group", "varying", "levels", "smallest", "median size", "largest"])
         out.append(_table(table, f"groups-{_slug(key)}", index=False))
@@ -205,7 +206,7 @@ def _plots_section(items: dict, extra: dict) -> str:
     figs = [("Group effects with 95 % intervals", plots.caterpillar(items))]
     if all(_has_intercepts(r) for r in results):
         figs.append(("Where the variance lives (intercept variances and residual)", plots.variance_decomposition(items)))
-    for f in fits:
+    for f in [f for f in fits if not _partitioned(f)]:
         if not isinstance(f, Generalized):
             figs.append((f"Residuals: {plots.label(f)}", plots.residuals(f)))
             continue
@@ -217,10 +218,19 @@ def _plots_section(items: dict, extra: dict) -> str:
         figs.append((f"Posterior of the SDs with the frequentist estimates marked: {name}", plots.variance_posteriors(post, fits)))
         figs.append((f"Trace plots: {name}", plots.trace(post)))
         figs.append((f"Rank plots: {name}", plots.rank(post)))
+        if _partitioned(post):
+            continue
         figs.append((f"Posterior predictive check: {name}", plots.ppc_overlay(post.design.y, post.posterior_predictive())))
         figs.append((f"PSIS-LOO Pareto k: {name}", plots.pareto_k(post.loo())))
     figs += list(extra.items())
-    return "<h2>Plots</h2>" + "".join(_figure(caption, fig) for caption, fig in figs)
+    left_out = ("<p class='meta'>Data in partitions (Dask, Parquet): the figures that read every row (residuals, "
+                "posterior predictive checks, PSIS-LOO) are left out.</p>") if any(_partitioned(r) for r in results) else ""
+    return "<h2>Plots</h2>" + left_out + "".join(_figure(caption, fig) for caption, fig in figs)
+
+
+def _partitioned(r) -> bool:
+    """Whether the result's rows stay in their partitions (figures reading every row are left out)."""
+    return isinstance(r.design, PartitionedDesign)
 
 
 def _occupancy_section(name: str, r) -> str:

@@ -13,6 +13,7 @@ from scipy.special import logsumexp
 from .components import covariance
 from .errors import MultilevelError, MultilevelWarning
 from .families import LOG_2PI
+from .partitioned import refuse_rows
 from .predict import predictor, residual_sd
 
 
@@ -118,6 +119,7 @@ def _stacked_factors(post) -> np.ndarray:
 def pointwise_log_likelihood(post, kind: str = "conditional") -> np.ndarray:
     """Per draw, the log-likelihood of each observation given the group effects (``"conditional"``, as brms)
     or of each group with its effects integrated out (``"marginal"``, right for predicting new groups)."""
+    refuse_rows(post.design, "LOO/WAIC (the log-likelihood of every row for every draw)")
     if kind == "conditional":
         return post.log_likelihood()
     if kind == "marginal":
@@ -156,6 +158,7 @@ def loo(post, kind: str = "conditional", log_lik: np.ndarray | None = None):
 def posterior_dic(post, log_lik: np.ndarray | None = None) -> pd.Series:
     """DIC of a Bayesian fit from the conditional log-likelihood (`log_lik`, if already computed), plugging in
     the posterior means of beta, b and sigma."""
+    refuse_rows(post.design, "DIC (the log-likelihood of every row for every draw)")
     beta = post.beta if post.held is None else post.held_beta
     b = [x.reshape(-1, *x.shape[2:]).mean(axis=0) for x in post.b]
     mu = predictor(post.design, beta.reshape(-1, beta.shape[-1]).mean(axis=0), b, post.held)

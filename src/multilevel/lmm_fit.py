@@ -21,7 +21,7 @@ from .components import SINGULAR_TOL, variance_table
 from .engine import Engine, Factor
 from .kinds import Criteria, Frequentist, OfModel
 from .optimize import OptimumInfo
-from .partitioned import PartitionedDesign
+from .partitioned import PartitionedDesign, refuse_rows
 from .pooling import pooling
 from .ppc import ppc
 from .profile import intervals
@@ -152,6 +152,13 @@ class LmmFit(LmmText, Criteria, Frequentist, OfModel):
             return self.design.residuals(self.held_beta, self.held_b, self.engine.held)
         return self.design.y - self.fitted()
 
+    def log_likelihood(self):
+        """Each row's log-likelihood given the conditional modes, log N(y | fitted, sigma / sqrt(weight)), at the
+        estimates (partitioned data: a lazy Dask series, one more pass when computed)."""
+        if isinstance(self.design, PartitionedDesign):
+            return self.design.log_likelihood(self.held_beta, self.held_b, self.engine.held, self.model.family, self.sigma)
+        return _predict.row_log_likelihood(self.design, self.model.family, self.fitted(), self.sigma)
+
     def _linear_predictor(self, include_groups: bool):
         """On the model's rows, formed of the held columns (`predict.held_predictor`)."""
         b = self.held_b if include_groups else None
@@ -181,6 +188,7 @@ class LmmFit(LmmText, Criteria, Frequentist, OfModel):
 
     def simulate(self, n: int = 1, seed=None) -> np.ndarray:
         """n new response vectors (n x nobs) drawn from the fitted model, new group effects included."""
+        refuse_rows(self.design, "simulating responses")
         return _predict.simulate(_predict.held_rows(self.design, self.engine.held), self.model.family,
                                  self._linear_predictor(False), self.held_covariances, self.sigma, n, seed)
 

@@ -34,6 +34,7 @@ from .html_tables import result_html
 from .bootstrap import parameter_values
 from .components import SINGULAR_TOL
 from .names import fixed_name, group_effect_name, sd_name, variance_names
+from .partitioned import refuse_rows
 from .scaling import Scaling
 
 SD_BOUNDARY = SINGULAR_TOL  # an SD below this fraction of sigma is on the boundary (lme4's isSingular tolerance)
@@ -104,9 +105,10 @@ def checked_methods(include, allowed) -> list[str]:
 
 
 def check_model(model) -> None:
-    """Refuse what is not a model, and models whose methods cannot be compared (known residual SDs)."""
+    """Refuse what is not a model, and models whose methods cannot be compared (known residual SDs, data in partitions)."""
     if not hasattr(model, "design") or not hasattr(model, "fit"):
         raise MultilevelError(f"methods takes a model, mlv.Model(formula, data), not {type(model).__name__} {str(model)[:40]!r}")
+    refuse_rows(model.design, "mlv.methods (ridge and elastic net fit the rows)")
     if model.design.se is not None:
         raise MultilevelError("methods() compares fits with an estimated residual variance; this model has se(): use model.sample()")
 

@@ -40,8 +40,8 @@ from .errors import MultilevelError, UnseenLevelError
 from .formula import parse
 from .level_partials import add_cross_products, localised, summed, total
 from .partition_sources import as_source, compute
-from .predict import predictor
-from .scaling import Scaling
+from .predict import predictor, row_log_likelihood
+from .scaling import Scaling, held_blocks
 
 SPLIT_EVERY = 2  # partial results combined per task of the reduction tree: two keep the fewest partials alive (docs/scale.md)
 SAMPLE_ROWS = 10_000  # rows of the data the coding is learned from beside one per level (a Dask partition may hold 10^6)
@@ -161,6 +161,7 @@ class Reduced:
     n_dropped: int
     seen: list[np.ndarray | None] | None = None  # per term, the levels its sums are held over (None: all; level_partials)
     m: list[int] | None = None  # per term, its number of levels
+    unweighted: np.ndarray | None = None  # weighted data: the held X'X and each term's sum of z z' unweighted, flat
 
 
 @dataclass
@@ -233,8 +234,16 @@ def partial_sums(frame: pd.DataFrame, coding: Coding, scaling: Scaling, kinds: d
     local, seen = localised(design)
     level_rows = [np.bincount(b.codes, minlength=b.m) for b in local.blocks]
     level_rows += [np.bincount(design.frame[c].cat.codes, minlength=len(d.categories)) for c, d in fixed_categories(coding).items()]
+    unweighted = _unweighted_moments(design, scaling) if coding.weights is not None else None
     return Reduced(cross_products(local, scaling), x_sums, Sketch.of(design.y, None), level_rows, len(frame) - n_complete,
-                   seen, [b.m for b in design.blocks])
+                   seen, [b.m for b in design.blocks], unweighted)
+
+
+def _unweighted_moments(design: Design, scaling: Scaling) -> np.ndarray:
+    """For weighted data, X'X and each term's sum of z z' of the columns as held, unweighted (ICC and R² average over
+    the rows unweighted, as in memory), flat: p^2 + sum of k^2 numbers."""
+    X = scaling.apply(np.column_stack([design.X, np.zeros(design.nobs)]))[:, :-1]
+    return np.concatenate([(X.T @ X).ravel()] + [(b.Z.T @ b.Z).ravel() for b in held_blocks(design, scaling)])
 
 
 def add_partial_sums(*parts: Reduced, into_first: bool = False, dense: bool = False) -> Reduced:
@@ -250,7 +259,8 @@ def add_partial_sums(*parts: Reduced, into_first: bool = False, dense: bool = Fa
                   for i in range(len(m))]
     level_rows += [total([p.level_rows[i] for p in parts], into_first) for i in range(len(m), len(parts[0].level_rows))]
     sketch = Sketch.merge(*(p.sketch for p in parts))
-    return Reduced(cp, total([p.x_sums for p in parts], into_first), sketch, level_rows, n_dropped, unions, m)
+    unweighted = None if parts[0].unweighted is None else total([p.unweighted for p in parts], into_first)
+    return Reduced(cp, total([p.x_sums for p in parts], into_first), sketch, level_rows, n_dropped, unions, m, unweighted)
 
 
 def level_sets(f, meta: pd.DataFrame, used: list[str]) -> list[tuple[str, ...]]:
@@ -297,8 +307,13 @@ def drop_aliased(coding: Coding, sums: Reduced) -> tuple[Coding, Reduced]:
     warn_aliased(aliased, stacklevel=6)
     keep = np.append(np.flatnonzero(~bad), cp.p)  # and the response column
     coding = replace(coding, fixed_names=tuple(n for n, b in zip(names, bad) if not b), aliased=tuple(aliased))
+    unweighted = sums.unweighted
+    if unweighted is not None:  # its X'X without the aliased columns
+        p = cp.p
+        gram = unweighted[: p * p].reshape(p, p)[np.ix_(~bad, ~bad)]
+        unweighted = np.concatenate([gram.ravel(), unweighted[p * p :]])
     cp = replace(cp, p=len(keep) - 1, zxy=[z[:, keep] for z in cp.zxy], xy=cp.xy[np.ix_(keep, keep)], scaling=cp.held.drop(keep))
-    return coding, replace(sums, cp=cp, x_sums=sums.x_sums[~bad])
+    return coding, replace(sums, cp=cp, x_sums=sums.x_sums[~bad], unweighted=unweighted)
 
 
 def partitioned_design(formula, data, weights=None, offset=None, levels=None) -> tuple[PartitionedDesign, CrossProducts]:
@@ -316,6 +331,9 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     given = given_levels(source, sets, groups | {":".join(t.group_factors) for t in f.random}, levels)
     rows = _levels_pass(source, used, sets, kinds).learning_rows if given is None else rows_of_levels(source, used, given)
     coding = learn_coding(f, rows, weights, offset, aliasing=False)
+    if coding.se is not None:
+        raise MultilevelError("known standard errors (se()) are not supported for partitioned data (the samplers read "
+                              "them per row): a meta-analysis's rows fit in memory, pass them as a pandas frame (ddf.compute())")
     check_learnable(coding, sets)
     check_factor_levels(coding.fixed_spec, coding.terms)
     sums = _accumulate(source, used, coding, design_scaling(apply_coding(coding, rows)), kinds, levels is not None)
@@ -324,9 +342,10 @@ def partitioned_design(formula, data, weights=None, offset=None, levels=None) ->
     coding, sums = drop_aliased(coding, sums)
     n = sums.cp.n
     check_counts(coding, n)
-    if coding.se is None:  # as in memory: the residual variance needs variation within groups
-        check_variation_of_sums(coding, sums.cp, sums.sketch)
-    return PartitionedDesign(coding, source, n, sums.n_dropped, sums.x_sums / n, sums.sketch.sample()), sums.cp
+    check_variation_of_sums(coding, sums.cp, sums.sketch)  # as in memory: the residual variance needs variation within groups
+    moments = RowMoments.of(sums.cp, sums.x_sums, sums.unweighted)
+    return (PartitionedDesign(coding, source, n, sums.n_dropped, sums.x_sums / n, sums.sketch.sample(), moments,
+                              sums.level_rows), sums.cp)
 
 
 def _accumulate(source, used: list[str], coding: Coding, scaling: Scaling, kinds: dict[str, bool], levels_given: bool) -> Reduced:
@@ -494,15 +513,58 @@ def _levels_pass(source, used: list[str], sets: list[tuple[str, ...]], kinds: di
     return seen
 
 
-class PartitionedDesign(Design):
-    """A design whose rows stay in their partitions: the coding, the counts and the random terms' levels.
-    Reading its rows (`X`, `y`, ...) is refused naming the alternatives; `fitted` and `residuals` are lazy."""
+@dataclass(frozen=True)
+class RowMoments:
+    """Unweighted moments of the model rows read from the sums (ICC, R²): X'X and each term's sum of z z' as the
+    cross-products hold them, the map back to the user's columns, and X's column sums."""
 
-    def __init__(self, coding: Coding, source, nobs: int, n_dropped: int, x_means: np.ndarray, response_sample: np.ndarray):
+    n: int
+    gram: np.ndarray  # (p, p): X'X of the held columns
+    held: Scaling
+    x_sums: np.ndarray  # (p,): the user's columns' sums
+    terms: list[np.ndarray]  # per term (k, k): the mean of z z' over the rows, the user's covariates
+
+    @classmethod
+    def of(cls, cp: CrossProducts, x_sums: np.ndarray, unweighted: np.ndarray | None) -> RowMoments:
+        """From the cross-products, or for weighted data from their unweighted moments (`Reduced.unweighted`); a held
+        term's covariates Z M mapped back: Z'Z = M^-T (Z M)'(Z M) M^-1."""
+        p, at = cp.p, cp.p * cp.p
+        gram = cp.xy[:p, :p] if unweighted is None else unweighted[:at].reshape(p, p)
+        terms = []
+        for t, diag in enumerate(cp.diag):
+            k = diag.shape[1]
+            if unweighted is None:
+                zz = diag.sum(axis=0)
+            else:
+                zz, at = unweighted[at : at + k * k].reshape(k, k), at + k * k
+            back = np.linalg.inv(cp.held.random_map(t, k))
+            terms.append(back.T @ zz @ back / cp.n)
+        return cls(cp.n, gram, cp.held, x_sums, terms)
+
+    def fixed_variance(self, beta: np.ndarray) -> np.ndarray:
+        """var(X beta) over the rows (ddof 1) for each row of beta (draws, p): X beta less its mean is X_held g with g
+        the held coefficients less the mean times the unit's (X unit = 1), so no mean squared cancels."""
+        p = len(self.x_sums)
+        inverse = self.held.inverse[:p, :p]
+        mean = beta @ self.x_sums / self.n
+        g = beta @ inverse.T - mean[:, None] * (inverse @ self.held.unit)[None, :]
+        held_sums = self.x_sums @ self.held.matrix[:p, :p]
+        sum_sq = np.einsum("da,ab,db->d", g, self.gram, g)
+        return (sum_sq - (g @ held_sums) ** 2 / self.n) / (self.n - 1)
+
+
+class PartitionedDesign(Design):
+    """A design whose rows stay in their partitions: the coding, the counts, the random terms' levels and the rows'
+    moments. Reading its rows (`X`, `y`, ...) is refused naming the alternatives; `fitted`, `residuals` and
+    `log_likelihood` are lazy."""
+
+    def __init__(self, coding: Coding, source, nobs: int, n_dropped: int, x_means: np.ndarray, response_sample: np.ndarray,
+                 moments: RowMoments, level_rows: list[np.ndarray]):
         self.coding, self._source, self._nobs, self.n_dropped = coding, source, nobs, n_dropped
+        self.moments = moments  # the rows' unweighted averages (ICC, R²)
         self.x_means, self.response_sample = x_means, response_sample
         self.formula, self.fixed_names, self.aliased = coding.formula, list(coding.fixed_names), list(coding.aliased)
-        self.blocks = [PartitionedBlock(t) for t in coding.terms]
+        self.blocks = [PartitionedBlock(t, rows) for t, rows in zip(coding.terms, level_rows)]
 
     def __repr__(self) -> str:
         return f"PartitionedDesign({str(self.formula)!r}, nobs={self.nobs}, partitions={self._source.npartitions})"
@@ -525,23 +587,30 @@ class PartitionedDesign(Design):
     frame = property(lambda self: _refuse("the data rows"))
     weights = property(lambda self: None if self.coding.weights is None else _refuse("the weights"))
     offset = property(lambda self: None if self.coding.offset is None else _refuse("the offset"))
-    se = property(lambda self: None if self.coding.se is None else _refuse("the known standard errors (se())"))
+    se = None  # known standard errors are refused for partitioned data
 
     def fitted(self, beta: np.ndarray, b: list[np.ndarray] | None, held: Scaling | None = None):
         """X beta (+ Z b) (+ offset) of every model row, as a lazy Dask Series in the data's partitions (with `held`,
         beta and b are the held columns': `predict.held_predictor`)."""
-        return self.source.map_partitions(_fitted, self.coding, beta, b, held, meta=("fitted", float))
+        return self.source.map_partitions(_row_values, self.coding, beta, b, held, meta=("fitted", float))
 
     def residuals(self, beta: np.ndarray, b: list[np.ndarray], held: Scaling | None = None):
         """y - fitted of every model row, as a lazy Dask Series."""
-        return self.source.map_partitions(_fitted, self.coding, beta, b, held, True, meta=("residual", float))
+        return self.source.map_partitions(_row_values, self.coding, beta, b, held, "residual", meta=("residual", float))
+
+    def log_likelihood(self, beta: np.ndarray, b: list[np.ndarray], held: Scaling | None, family, sigma: float):
+        """Each model row's log density given its fitted value (`predict.row_log_likelihood`), as a lazy Dask Series."""
+        return self.source.map_partitions(_row_values, self.coding, beta, b, held, "log_likelihood", family, sigma,
+                                          meta=("log_likelihood", float))
 
 
 class PartitionedBlock(RandomBlock):
-    """A random term of partitioned data: its names and levels; its rows (`codes`, `Z`) are refused."""
+    """A random term of partitioned data: its names, levels and rows per level (`sizes`); its rows (`codes`, `Z`) are
+    refused."""
 
-    def __init__(self, t):
+    def __init__(self, t, sizes: np.ndarray):
         self.term, self.coef_names, self.levels, self.spec = t.term, list(t.coef_names), t.levels, t.spec
+        self.sizes = sizes
 
     def __repr__(self) -> str:
         return f"PartitionedBlock({self.term}, levels={self.m})"
@@ -554,24 +623,42 @@ class PartitionedBlock(RandomBlock):
     Z = property(lambda self: _refuse("the random-effect covariates of the rows"))
 
 
-def _fitted(frame: pd.DataFrame, coding: Coding, beta, b, held: Scaling | None, residual: bool = False) -> pd.Series:
-    """Fitted values (or residuals) of one partition's model rows, on their index (`predict.predictor`)."""
+def _row_values(frame: pd.DataFrame, coding: Coding, beta, b, held: Scaling | None, what: str = "fitted", family=None,
+                sigma: float | None = None) -> pd.Series:
+    """Fitted values, residuals or log-likelihoods of one partition's model rows, on their index (`predict.predictor`,
+    `predict.row_log_likelihood`)."""
     rows = _complete(frame, list(coding.columns))
     values = np.empty(0)
     if len(rows):
         design = apply_coding(coding, rows)
         values = predictor(design, beta, b, held)
-        values = design.y - values if residual else values
-    return pd.Series(values, index=rows.index, name="residual" if residual else "fitted")
+        if what == "residual":
+            values = design.y - values
+        elif what == "log_likelihood":
+            values = row_log_likelihood(design, family, values, sigma)
+    return pd.Series(values, index=rows.index, name=what)
 
 
 def _refuse(what: str):
     raise MultilevelError(
         f"this needs {what}, and the rows of partitioned data are not held in memory. Everything computed from the cross-products works "
-        "(fit, summaries, intervals, Satterthwaite, profiles, sampling); fit.fitted() and fit.residuals() are lazy "
-        "Dask series, predict(new_data) works on new rows; for per-row checks (LOO, predictive checks, bootstrap) "
+        "(fit, summaries, intervals, Satterthwaite, profiles, ICC/R², sampling); fit.fitted(), fit.residuals() and "
+        "fit.log_likelihood() are lazy Dask series, predict(new_data) works on new rows; for per-row checks (LOO, "
+        "predictive checks, bootstrap) "
         "fit a subsample in memory or use group-level K-fold"
     )
+
+
+def refuse_rows(design: Design, what: str) -> None:
+    """Refuse, naming the alternatives, a statistic that reads the rows (for every draw, refit or group) when they
+    stay in their partitions."""
+    if isinstance(design, PartitionedDesign):
+        raise MultilevelError(
+            f"{what} reads the rows of the data, and partitioned data (Dask, Parquet) are not held in memory: fit a "
+            "subsample in memory for it (e.g. mlv.Model(formula, ddf.sample(frac=0.01).compute())), or compare models by group-level K-fold (fit each model without some groups' rows, score the held-out rows "
+            "with predict(new_data)). From the sums on all the data: fits, summaries, intervals, ICC/R², sampling; "
+            "fitted(), residuals() and log_likelihood() are lazy Dask series"
+        )
 
 
 def response_values(design: Design) -> np.ndarray:

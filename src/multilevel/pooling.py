@@ -30,9 +30,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .crossprod import response
+from .crossprod import rescaled, response
 from .errors import MultilevelError, MultilevelWarning
 from .kinds import Frequentist
+from .partitioned import PartitionedDesign, refuse_rows
 from .scaling import Scaling
 
 
@@ -49,6 +50,11 @@ def _block(design, group: str | None):
         if b.group == group:
             return b
     raise MultilevelError(f"no random term for group {group!r}; the model has {[b.group for b in blocks]}")
+
+
+def _term_index(design, block) -> int:
+    """The block's position among the design's terms (by identity: comparing blocks would read their rows)."""
+    return next(i for i, b in enumerate(design.blocks) if b is block)
 
 
 def no_pooling(design, block) -> np.ndarray:
@@ -77,11 +83,7 @@ def no_pooling(design, block) -> np.ndarray:
     y = response(design)[keep_rows]
     coef, _, rank, _ = np.linalg.lstsq(A / norms, y, rcond=None)
     if rank < A.shape[1]:
-        raise MultilevelError(
-            f"the no-pooling regression is not identified: a covariate is constant within every level of "
-            f"'{block.group}' (a group-level predictor), so it cannot be told apart from the groups' own "
-            "coefficients. Fit the model without it to see no-pooling estimates."
-        )
+        raise _not_identified(block)
     coef = coef / norms
     out = np.full((m, k), np.nan)
     out[ok] = coef[len(common):].reshape(-1, k)
@@ -107,6 +109,42 @@ def _centred(block, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return Z, X - means, shift, means
 
 
+def _not_identified(block) -> MultilevelError:
+    return MultilevelError(
+        f"the no-pooling regression is not identified: a covariate is constant within every level of "
+        f"'{block.group}' (a group-level predictor), so it cannot be told apart from the groups' own "
+        "coefficients. Fit the model without it to see no-pooling estimates."
+    )
+
+
+NOT_IDENTIFIED = 1e-10  # a common column whose part not explained by the groups' columns is below this share of it
+
+
+def pooling_from_sums(cp, design, block) -> tuple[np.ndarray, np.ndarray]:
+    """`no_pooling` and `complete_pooling` of unweighted partitioned data from the cross-products, by the normal
+    equations with each level's k x k block eliminated (a Schur complement in the common columns); refused when a
+    level cannot identify its own coefficients (the in-memory path leaves its rows out, which the sums cannot)."""
+    m, k, t, p = block.m, block.k, _term_index(design, block), cp.p
+    user, back = rescaled(cp, None), np.linalg.inv(cp.held.random_map(t, k))  # the user's columns
+    A = np.einsum("ba,gbc,cd->gad", back, cp.diag[t], back)
+    zxy = np.einsum("ba,gbc->gac", back, user.zxy[t].reshape(m, k, p + 1))
+    if design.coding.weights is not None or np.any(np.linalg.matrix_rank(A) < k):
+        refuse_rows(design, f"pooling with weights, or with levels of '{block.group}' whose rows cannot estimate their "
+                            f"own {block.coef_names} (the in-memory table leaves those rows out),")
+    common = [j for j, name in enumerate(design.fixed_names) if name not in block.coef_names]
+    B = zxy[:, :, common + [p]]  # Z_g'[C y]
+    solved = np.linalg.solve(A, B)
+    schur = user.xy[np.ix_(common + [p], common + [p])] - np.einsum("gka,gkb->ab", B, solved)
+    n_common = len(common)
+    if np.any(np.diag(schur)[:n_common] <= NOT_IDENTIFIED * np.diag(user.xy)[common]):
+        raise _not_identified(block)
+    gamma = np.linalg.solve(schur[:n_common, :n_common], schur[:n_common, -1])
+    none = solved[:, :, -1] - solved[:, :, :n_common] @ gamma
+    beta = np.linalg.solve(user.xy[:p, :p], user.xy[:p, p])
+    names = design.fixed_names
+    return none, np.array([beta[names.index(c)] if c in names else 0.0 for c in block.coef_names])
+
+
 def complete_pooling(design, coef_names: list[str]) -> np.ndarray:
     """Least-squares coefficients ignoring the groups, for the named coefficients (0 if not in X), solved in the
     columns as the cross-products hold them (`scaling.Scaling`)."""
@@ -120,7 +158,7 @@ def _partial(result, block) -> tuple[np.ndarray, np.ndarray]:
     """Population coefficients (k,) and partial-pooling group coefficients (m, k) of one term."""
     names = result.design.fixed_names
     idx = [names.index(c) if c in names else None for c in block.coef_names]
-    t = result.design.blocks.index(block)
+    t = _term_index(result.design, block)
     if isinstance(result, Frequentist):
         pop = np.array([result.beta[j] if j is not None else 0.0 for j in idx])
         return pop, pop + result.random_effects[t]
@@ -134,10 +172,12 @@ def pooling(result, group: str | None = None) -> pd.DataFrame:
     """Per group and coefficient: size, no-, complete- and partial-pooling estimates, and the shrinkage."""
     design = result.design
     block = _block(design, group)
-    none = no_pooling(design, block)
-    complete = complete_pooling(design, block.coef_names)
+    if isinstance(design, PartitionedDesign):
+        (none, complete), n = pooling_from_sums(result.model.cross_products, design, block), block.sizes
+    else:
+        none, complete = no_pooling(design, block), complete_pooling(design, block.coef_names)
+        n = np.bincount(block.codes, minlength=block.m)
     population, partial = _partial(result, block)
-    n = np.bincount(block.codes, minlength=block.m)
     rows = []
     for a, coef in enumerate(block.coef_names):
         with np.errstate(invalid="ignore", divide="ignore"):

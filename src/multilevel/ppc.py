@@ -24,6 +24,7 @@ import pandas as pd
 from .errors import MultilevelError
 from .html_tables import result_html
 from .kinds import Frequentist
+from .partitioned import refuse_rows
 
 DEFAULT_STATS = ("mean", "sd", "min", "max", "between_sd")
 
@@ -116,6 +117,7 @@ def ppc(result, stats=None, n: int = 1000, seed=None) -> PredictiveCheck:
     Bayesian fits use every posterior draw; frequentist fits `n` parametric-bootstrap data sets.
     """
     design = result.design
+    refuse_rows(design, "a predictive check (a statistic of every row of each simulated data set)")
     functions = _statistics(stats, design)
     if isinstance(result, Frequentist):
         yrep, kind = result.simulate(n, seed), "parametric bootstrap"

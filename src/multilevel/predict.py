@@ -122,3 +122,8 @@ def residual_sd(design: Design, sigma) -> np.ndarray:
     if design.se is not None:
         sd = np.sqrt(sd**2 + design.se**2)
     return sd
+
+
+def row_log_likelihood(design: Design, family, mu: np.ndarray, sigma) -> np.ndarray:
+    """Each row's Gaussian log density given its mean and `residual_sd` (sigma one value, or draws (..., 1))."""
+    return family.log_likelihood(design.y, mu, residual_sd(design, sigma))

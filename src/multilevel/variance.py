@@ -34,6 +34,7 @@ from .arguments import check_level
 from .components import covariance
 from .errors import MultilevelError
 from .kinds import Frequentist, Generalized
+from .partitioned import PartitionedDesign
 from .scaling import held_blocks
 from .tables import interval_table
 
@@ -47,13 +48,14 @@ LATENT_VARIANCE = {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6
 LATENT_ROW = "Residual (latent)"
 
 
-def _components(blocks, eta: np.ndarray, covs: list[np.ndarray], residual: np.ndarray) -> dict[str, np.ndarray]:
-    """Variances (one value per draw) of the fixed part (X beta: eta, draws x nobs), each grouping factor (`blocks`,
-    whose covariates `covs` describe) and the residual."""
-    out = {"fixed": eta.var(axis=-1, ddof=1)}
-    for block, cov, M in zip(blocks, covs, _term_moments(blocks, eta.shape[-1])):
+def _components(groups: list[str], fixed: np.ndarray, covs: list[np.ndarray], moments: list[np.ndarray],
+                residual: np.ndarray) -> dict[str, np.ndarray]:
+    """Variances (one value per draw) of the fixed part (`fixed`), each grouping factor (`groups`, whose covariates'
+    mean z z' are `moments` for the covariances `covs`) and the residual."""
+    out = {"fixed": fixed}
+    for group, cov, M in zip(groups, covs, moments):
         v = np.einsum("dab,ab->d", cov, M)
-        out[block.group] = out.get(block.group, 0.0) + v
+        out[group] = out.get(group, 0.0) + v
     out["Residual"] = residual
     return out
 
@@ -80,17 +82,24 @@ def _draws(result) -> dict[str, np.ndarray]:
             "variance shares need an estimated residual variance; this model has known standard errors (se()), "
             "so there is no residual level to share with"
         )
-    blocks = design.blocks if result.held is None else held_blocks(design, result.held)
-    if isinstance(result, Frequentist):  # as held: a far random slope's covariate centred (z' Sigma z is the same)
-        covs = [c[None] for c in result.held_covariances]
+    groups = [block.group for block in design.blocks]
+    if isinstance(result, Frequentist):
         sigma = None if _latent(result) else np.array([result.sigma])
         shape = None if sigma is not None or result.nb_theta is None else np.array([result.nb_theta])
     else:
         covs = [covariance(s, c).reshape(-1, s.shape[-1], s.shape[-1]) for s, c in zip(result.sd, result.corr)]
         sigma = None if _latent(result) else result.sigma.ravel()
         shape = _posterior_shape(result)
-    eta = _fixed_part(result)
-    parts = _components(blocks, eta, covs, None if sigma is None else sigma**2)
+    if isinstance(design, PartitionedDesign):  # from the sums, in the user's columns
+        beta = result.beta.reshape(-1, result.beta.shape[-1])
+        covs = [c[None] for c in result.covariances] if isinstance(result, Frequentist) else covs
+        eta, fixed, moments = None, design.moments.fixed_variance(beta), design.moments.terms
+    else:  # as held: a far random slope's covariate centred (z' Sigma z is the same)
+        blocks = design.blocks if result.held is None else held_blocks(design, result.held)
+        covs = [c[None] for c in result.held_covariances] if isinstance(result, Frequentist) else covs
+        eta = _fixed_part(result)
+        fixed, moments = eta.var(axis=-1, ddof=1), _term_moments(blocks, eta.shape[-1])
+    parts = _components(groups, fixed, covs, moments, None if sigma is None else sigma**2)
     if sigma is None:
         random_total = sum(v for k, v in parts.items() if k not in ("fixed", "Residual"))
         parts["Residual"] = latent_variance(result.model.family, design, eta, random_total, shape)
@@ -127,7 +136,9 @@ def icc_draws(result) -> dict[str, np.ndarray]:
 
 def icc_at(design, beta: np.ndarray, covariances: list[np.ndarray], sigma: float) -> dict[str, float]:
     """Each grouping factor's ICC (adjusted) at given parameter values (a study's truth)."""
-    parts = _components(design.blocks, (design.X @ beta)[None], [c[None] for c in covariances], np.array([sigma]) ** 2)
+    groups, eta = [block.group for block in design.blocks], (design.X @ beta)[None]
+    parts = _components(groups, eta.var(axis=-1, ddof=1), [c[None] for c in covariances],
+                        _term_moments(design.blocks, design.nobs), np.array([sigma]) ** 2)
     return {k: float(v[0]) for k, v in _icc_values(parts, False).items() if k != "Residual"}
 
 
