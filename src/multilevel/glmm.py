@@ -323,8 +323,7 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
     the warnings."""
     pirls, p, n_theta = objective.pirls, model.design.p, objective.n_theta
     family = objective.family(info.x)
-    vcov_rx = _vcov_rx(objective, mode, family)
-    cov, vcov, log_size_se = None, vcov_rx, np.nan
+    cov, vcov, log_size_se = None, None, np.nan  # no Hessian (nAGQ = 0): the PIRLS-based covariance, made by the fit
     if hessian is not None:
         lower = np.concatenate([_theta_lower(pirls), np.full(len(info.x) - n_theta, -np.inf)])
         idx = np.flatnonzero(free_coordinates(info.x, lower))
@@ -343,7 +342,7 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
     if warn:
         emit(messages)
     n_params = p + n_theta + int(objective.estimate_size)
-    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, vcov_rx, cov, log_size_se, messages)
+    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, cov, log_size_se, messages)
 
 
 def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: np.ndarray, size: float | None,
@@ -358,13 +357,7 @@ def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: n
     family = model.family if size is None else model.family.with_dispersion(size)
     mode = objective.final_mode(theta, held.held_coefficients(beta) if held_beta is None else held_beta, family)
     n_params = model.design.p + objective.n_theta + int(objective.estimate_size)
-    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, _vcov_rx(objective, mode, family),
-                   parameter_covariance, log_size_se, [])
-
-
-def _vcov_rx(objective: GlmmObjective, mode: Mode, family: Family) -> np.ndarray:
-    """Covariance of beta-hat (of the user's columns) from the PIRLS information given theta (lme4's RX)."""
-    return objective.held.coefficient_covariance(objective.held_beta_covariance(mode, family))
+    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, parameter_covariance, log_size_se, [])
 
 
 def _check_nagq(nAGQ, design: Design) -> int:
@@ -412,14 +405,6 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
     """Central-difference Hessian of -2 log L at the optimum (all free parameters), and whether the optimum is
     still far: a last Newton step is taken when it lowers the objective, and 'far' if it is longer than NEWTON_TRUST."""
     free = free_coordinates(info.x, lower)
-    objective(info.x)
-    pirls = objective.pirls
-    u, beta = [x.copy() for x in pirls.u], pirls.beta.copy()
-
-    def from_optimum(x):  # every evaluation starts PIRLS from the optimum's modes: a smooth function for differences
-        pirls.u, pirls.beta = [a.copy() for a in u], beta.copy()
-        return objective(x)
-
     if objective.has_gradient:
         def gradient(x):
             return objective.value_and_gradient(x)[1]
@@ -430,6 +415,14 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
         if not exact or _nearly_singular(hess[np.ix_(free, free)]):  # central: ~1e-6, and tells singularity apart
             grad, hess = hessian_from_gradient(gradient, info.x, free, h=GRADIENT_HESSIAN_STEP)
     else:
+        objective(info.x)
+        pirls = objective.pirls
+        u, beta = [x.copy() for x in pirls.u], pirls.beta.copy()
+
+        def from_optimum(x):  # every evaluation starts PIRLS from the optimum's modes: a smooth function for differences
+            pirls.u, pirls.beta = [a.copy() for a in u], beta.copy()
+            return objective(x)
+
         grad, hess = gradient_hessian(from_optimum, info.x, free, h=HESSIAN_STEP, f0=info.fun, paired=True)
     idx = np.flatnonzero(free)
     try:
@@ -440,13 +433,13 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
     trial = info.x.copy()
     trial[idx] += step
     trial = np.maximum(trial, lower)
-    value = objective(trial)
+    value, trial_gradient = objective.value_and_gradient(trial) if objective.has_gradient else (objective(trial), None)
     if value >= info.fun:
         return hess, False
     info.x, info.fun = trial, value
     far = bool(np.max(np.abs(step)) > NEWTON_TRUST)
     if not far:  # the convergence check reads the gradient where the fit now is, not where the optimiser stopped
-        info.gradient = gradient(trial) if objective.has_gradient else _central_gradient(from_optimum, trial, free)
+        info.gradient = trial_gradient if objective.has_gradient else _central_gradient(from_optimum, trial, free)
         info.checked_at = trial.copy()
     return hess, far
 
