@@ -47,7 +47,8 @@ from .vector_pirls import VectorTermGradient
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
 GRADIENT_HESSIAN_STEP = 1e-3  # the same from central differences of the exact gradient (error ~1e-6)
 FORWARD_HESSIAN_STEP = 3e-5  # forward differences of the exact gradient (half the gradients): SEs within 1e-4 of those
-NEARLY_SINGULAR = 1e-3  # smallest / largest eigenvalue below which forward differences' O(h) error could hide singularity
+NEARLY_SINGULAR = 1e-3  # smallest / largest eigenvalue (unit diagonal) below which forward differences' O(h) error
+# could hide singularity
 STAGE2_FTOL, STAGE2_GTOL = 1e-10, 1e-5  # L-BFGS-B stops ~1e-5 from the optimum: the final Newton step goes the rest
 FINAL_STEP_TOL = 1e-13  # PIRLS's stopping step for the modes a fit reports (STEP_TOL leaves them ~1e-12 from exact)
 MAX_NAGQ = 100  # quadrature nodes, as lme4's GHrule
@@ -455,8 +456,13 @@ def _central_gradient(fun, x: np.ndarray, free: np.ndarray) -> np.ndarray:
 
 
 def _nearly_singular(hess: np.ndarray) -> bool:
-    """Whether the symmetric matrix's smallest eigenvalue is below NEARLY_SINGULAR times its largest (or not positive)."""
+    """Whether the symmetric matrix scaled to a unit diagonal has its smallest eigenvalue below NEARLY_SINGULAR times
+    its largest (or a diagonal element not positive): the coordinates' own scales (toenail's, whitened far from the
+    optimum) do not count, a direction the data cannot tell apart does."""
     if hess.size == 0:
         return False
-    eigenvalues = np.linalg.eigvalsh(hess)
+    diagonal = np.diag(hess)
+    if not np.all(diagonal > 0):
+        return True
+    eigenvalues = np.linalg.eigvalsh(hess / np.sqrt(np.outer(diagonal, diagonal)))
     return bool(eigenvalues[0] <= NEARLY_SINGULAR * abs(eigenvalues[-1]))
