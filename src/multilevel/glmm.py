@@ -172,7 +172,7 @@ class GlmmObjective:
     def whiten(self, beta0: np.ndarray, precision_factor: np.ndarray) -> None:
         """beta = beta0 + L'^-1 gamma, L the lower Cholesky factor of beta's information (cov(gamma) ~ I)."""
         self.beta0 = beta0.copy()
-        self.J = sla.solve_triangular(precision_factor.T, np.eye(len(beta0)), lower=False)
+        self.J = sla.solve_triangular(precision_factor.T, np.eye(len(beta0)), lower=False, check_finite=False)
         self._last = (None, np.inf, None)
 
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, Family]:

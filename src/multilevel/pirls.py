@@ -104,12 +104,18 @@ class Pirls:
         self.ms = [b.m for b in design.blocks]
         sizes = np.cumsum([0] + [k * (k + 1) // 2 for k in self.ks])
         self.theta_slices = [slice(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
-        spherical = replace(design, X=np.empty((design.nobs, 0)), offset=None, se=None)
-        self._systems = {False: Reweighting(spherical), True: Reweighting(replace(design, offset=None, se=None))}
         self._engines: dict[bool, Engine] = {}  # the last engine of each system: the next one refreshes its values
         self.u = [np.zeros((m, k)) for m, k in zip(self.ms, self.ks)]
         self.beta = start_beta(design, family, self.offset)
         self._normaliser: tuple = (None, 0.0)
+
+    @cached_property
+    def _systems(self) -> dict[bool, Reweighting]:
+        """The reweighted cross-products in u alone and in (beta, u): built when the engine's PIRLS first needs them
+        (the vectorised mode finders never do)."""
+        design = self.design
+        spherical = replace(design, X=np.empty((design.nobs, 0)), offset=None, se=None)
+        return {False: Reweighting(spherical), True: Reweighting(replace(design, offset=None, se=None))}
 
     # ------------------------------------------------------------------ pieces
     def factors(self, theta: np.ndarray) -> list[np.ndarray]:
