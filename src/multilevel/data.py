@@ -123,8 +123,11 @@ def drop_missing(frame: pd.DataFrame, used: list[str]) -> tuple[pd.DataFrame, in
     """Keep rows complete in every used column; return them and how many were dropped."""
     if not used:
         return frame, 0
-    keep = frame[used].notna().all(axis=1).to_numpy()
-    dropped = int((~keep).sum())
+    missing = np.zeros(len(frame), dtype=bool)
+    for name in used:  # column by column: a sub-frame costs more than the test on small data
+        missing |= np.asarray(pd.isna(frame[name].array))
+    keep = ~missing
+    dropped = int(missing.sum())
     if not keep.any():
         raise MultilevelError(
             f"no rows are left after dropping rows with missing values in {used}: check those columns"
@@ -136,7 +139,9 @@ def check_finite(frame: pd.DataFrame, used: list[str]) -> None:
     """Refuse infinite values in numeric columns, naming the column and the count."""
     for name in used:
         col = frame[name]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iub":
+            continue  # integers and booleans are finite
+        if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
             values = col.to_numpy(dtype=float, na_value=np.nan)
             bad = np.isinf(values)
             if bad.any():
@@ -163,7 +168,7 @@ def as_factor(col: pd.Series) -> pd.Categorical:
     """A column as a categorical with R's level order: its own categories, else sorted labels (numbers in
     numeric order). Labels are `level_key`s, so 1, 1.0, np.int64(1) and '1' name one level wherever they occur."""
     if isinstance(col.dtype, pd.CategoricalDtype):
-        return col.cat.remove_unused_categories().array
+        return col.array if _uses_every_category(col.array) else col.cat.remove_unused_categories().array
     if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
         levels, codes = np.unique(col.to_numpy(), return_inverse=True)
         plain_integers = levels.dtype.kind in "iu"  # their labels are their digits, without a Python call each
@@ -207,9 +212,9 @@ EXACT_INTEGERS = 2**53  # floats hold every integer below this; above it neighbo
 def check_group_ids(col: pd.Series, name: str) -> None:
     """Warn where group ids cannot be told apart exactly: integers too large for the floats they are stored as,
     and text equal to a number's label in the same column ('1' and 1 are one group)."""
-    dtype = col.cat.categories.dtype if isinstance(col.dtype, pd.CategoricalDtype) else col.dtype
-    if isinstance(dtype, np.dtype) and dtype.kind in "biu":  # neither floats nor text (a categorical's: its categories')
-        return
+    dtype = col.dtype.categories.dtype if isinstance(col.dtype, pd.CategoricalDtype) else col.dtype
+    if isinstance(dtype, pd.StringDtype) or (isinstance(dtype, np.dtype) and dtype.kind in "biuU"):
+        return  # integers or text alone (a categorical's: its categories'): no float to round, no text to read as a number
     values = pd.unique(col.dropna())
     floats = [v for v in values if isinstance(v, (float, np.floating))]
     if any(abs(v) >= EXACT_INTEGERS for v in floats if np.isfinite(v)):
@@ -237,10 +242,17 @@ def prepare_categoricals(frame: pd.DataFrame, used: list[str], factors: Iterable
         if _holds_numbers(col) and name not in factors:
             changed[name] = col.astype(float)
         elif isinstance(col.dtype, pd.CategoricalDtype):
-            if len(col.cat.categories) != col.nunique(dropna=True):
+            if not _uses_every_category(col.array):
                 changed[name] = col.cat.remove_unused_categories()
         elif pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col) or pd.api.types.is_bool_dtype(col):
             changed[name] = pd.Series(as_factor(col), index=col.index)
     if changed:
         frame = frame.assign(**changed)
     return frame
+
+
+def _uses_every_category(cat: pd.Categorical) -> bool:
+    """Whether every category of the categorical occurs in it."""
+    seen = np.zeros(len(cat.categories) + 1, dtype=bool)
+    seen[cat.codes] = True  # code -1 (missing) marks the extra last slot
+    return bool(seen[:-1].all())

@@ -276,12 +276,13 @@ def learn_coding(formula: str | Formula, data, weights=None, offset=None, aliasi
         for message in transform_messages(X, names, frame, lambda rows: probe(rows)[0]):
             warnings.warn(message, MultilevelWarning, stacklevel=4)
     aliased = _aliased(X, names) if aliasing else []
-    terms = sorted((_learn_term(t, frame, columns) for t in f.random), key=lambda t: -len(t.levels))  # lme4's order
+    terms = sorted((_learn_term(t, frame, columns, evaluated) for t in f.random), key=lambda t: -len(t.levels))  # lme4's order
     for t in terms:
         _check_levels(t)
     if aliasing:  # all the rows (partitioned data: a sample spanning the levels, checked after `check_learnable`)
         check_factor_levels(fixed_spec, terms)
-    categories = {c: frame[c].dtype for c in used if isinstance(frame[c].dtype, pd.CategoricalDtype)}
+    dtypes = {c: frame[c].dtype for c in used}
+    categories = {c: d for c, d in dtypes.items() if isinstance(d, pd.CategoricalDtype)}
     kept = tuple(n for n in names if n not in aliased)
     w = weights if weights is not None else f.weights
     offsets = tuple(learn_column(o, frame, f"offset({o})", evaluated) for o in f.offsets)
@@ -318,7 +319,8 @@ def apply_coding(coding: Coding, data, weights=None, offset=None, *, new: bool =
             frame, n_dropped = _clean(f, frame, needed)
         frame = _learned_categories(coding, frame, needed, new)
     columns = list(frame.columns)
-    blocks = [_apply_term(t, frame, columns, new) for t in coding.terms] if random else []
+    learned = evaluated if not new and "rows" in evaluated else {}
+    blocks = [_apply_term(t, frame, columns, new, learned.get(t)) for t in coding.terms] if random else []
     y, trials = (None, None) if new else _response(coding, frame, evaluated)
     X = _apply_fixed(coding, frame, columns, evaluated.get("fixed"))
     w = None if new else _positive_column(coding.weights, frame, "weights")
@@ -465,7 +467,8 @@ def _learned_categories(coding: Coding, frame: pd.DataFrame, needed: list[str], 
 
 def _holds_categories(col: pd.Series, dtype: pd.CategoricalDtype) -> bool:
     """Whether a column is categorical with exactly the learned categories (its codes are then the learned ones)."""
-    return isinstance(col.dtype, pd.CategoricalDtype) and col.cat.ordered == dtype.ordered and col.cat.categories.equals(dtype.categories)
+    own = col.dtype  # the dtype's fields, not the `.cat` accessor (which costs more than the test)
+    return isinstance(own, pd.CategoricalDtype) and own.ordered == dtype.ordered and own.categories.equals(dtype.categories)
 
 
 def _group_factors(f: Formula) -> list[str]:
@@ -739,10 +742,12 @@ def _aliased_columns(X: np.ndarray) -> np.ndarray:
     return bad
 
 
-def _learn_term(term: RandomTerm, frame: pd.DataFrame, columns: list[str]) -> TermCoding:
-    """Learn a random term: its grouping factor's levels, and the spec and names of its covariates."""
-    _, levels = group_codes(frame, term.group_factors)
+def _learn_term(term: RandomTerm, frame: pd.DataFrame, columns: list[str], evaluated: dict) -> TermCoding:
+    """Learn a random term: its grouping factor's levels, and the spec and names of its covariates (the rows' codes
+    and covariates kept in `evaluated` under the coding, for `apply_coding` to the same rows)."""
+    codes, levels = group_codes(frame, term.group_factors)
     simple = NumericColumns.parse(term.expr, frame)
+    mm = None
     if simple is not None:  # '1', '1 + x', '0 + x + z' of numeric columns: no formula machinery needed
         names, spec = simple.names, simple
     else:
@@ -750,11 +755,19 @@ def _learn_term(term: RandomTerm, frame: pd.DataFrame, columns: list[str]) -> Te
         names, spec = [lme4_name(c, names_in(term.expr, frame.columns)) for c in mm.columns], mm.model_spec
     if not names:
         raise MultilevelError(f"the random term {term} has no columns: write at least '1 | {term.group}'")
-    return TermCoding(term, tuple(names), levels, spec)
+    coding = TermCoding(term, tuple(names), levels, spec)
+    evaluated[coding] = (codes, mm)
+    return coding
 
 
-def _apply_term(t: TermCoding, frame: pd.DataFrame, columns: list[str], new: bool) -> RandomBlock:
-    """A random term on the rows: each row's index into the learned levels, and its covariates."""
+def _apply_term(t: TermCoding, frame: pd.DataFrame, columns: list[str], new: bool, learned=None) -> RandomBlock:
+    """A random term on the rows: each row's index into the learned levels, and its covariates (`learned`: the codes
+    and covariate matrix learning made of the same rows, used as they are)."""
+    if learned is not None:
+        codes, mm = learned
+        where = f"the random term {t.term}"
+        Z = t.spec.matrix(frame) if mm is None else _finite_matrix(mm, list(t.coef_names), where)
+        return RandomBlock(t.term, list(t.coef_names), t.levels, codes, Z, t.spec)
     factors = t.term.group_factors
     col = frame[factors[0]]
     codes = _numeric_codes(col, t.numeric_levels, new) if len(factors) == 1 else None
@@ -763,7 +776,7 @@ def _apply_term(t: TermCoding, frame: pd.DataFrame, columns: list[str], new: boo
         return RandomBlock(t.term, list(t.coef_names), t.levels, codes, Z, t.spec)
     index = None
     if len(factors) == 1 and isinstance(col.dtype, pd.CategoricalDtype):  # learned categories: no pass to drop unused
-        local, categories = col.cat.codes.to_numpy(dtype=np.int64), col.cat.categories
+        local, categories = col.array.codes.astype(np.int64), col.dtype.categories
         index = _numeric_codes(categories.to_series(), t.numeric_levels, True)  # numbers: no 10^5 labels a partition
         labels = np.asarray(categories.astype(str), dtype=object) if index is None else categories.to_numpy()
     else:
@@ -912,8 +925,8 @@ class PlainTerms:
         col, levels = frame[name], self.levels[name]
         if levels is None:
             return col.to_numpy(dtype=float)[:, None]
-        same = isinstance(col.dtype, pd.CategoricalDtype) and tuple(col.cat.categories) == levels
-        codes = col.cat.codes if same else pd.Categorical(col, categories=list(levels)).codes
+        same = isinstance(col.dtype, pd.CategoricalDtype) and tuple(col.dtype.categories) == levels
+        codes = col.array.codes if same else pd.Categorical(col, categories=list(levels)).codes
         return (np.asarray(codes)[:, None] == np.arange(1, len(levels))).astype(float)
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
@@ -985,9 +998,8 @@ def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
     """Integer codes and labels of the (interaction of the) grouping factors; unused levels dropped, and code -1
     for a row missing a factor (only new rows have them)."""
     cats = [as_factor(frame[g]) for g in factors]
-    if len(cats) == 1:
-        cat = cats[0].remove_unused_categories()
-        return cat.codes.astype(np.int64), np.asarray(cat.categories.astype(str), dtype=object)
+    if len(cats) == 1:  # `as_factor` keeps only the levels that occur
+        return cats[0].codes.astype(np.int64), np.asarray(cats[0].categories.astype(str), dtype=object)
     combined = np.zeros(len(frame), dtype=np.int64)
     for cat in cats:  # mixed-radix number of the level codes: one integer per combination
         combined = combined * len(cat.categories) + cat.codes

@@ -344,7 +344,7 @@ class Binomial(Family):
         return special.xlogy(k, mu) + special.xlog1py(w - k, -mu)
 
     def _canonical_mean(self, eta):
-        if self.link.name != "logit" or np.abs(eta).max(initial=0.0) > CANONICAL_LOGIT_BOUND:
+        if self.link.name != "logit" or np.maximum.reduce(np.abs(eta), axis=None, initial=0.0) > CANONICAL_LOGIT_BOUND:
             return None
         return special.expit(eta)
 
@@ -392,7 +392,7 @@ class Poisson(Family):
         return w * (special.xlogy(y, mu) - mu)
 
     def _canonical_mean(self, eta):
-        if self.link.name != "log" or eta.min(initial=0.0) < CANONICAL_LOG_BOUND:
+        if self.link.name != "log" or np.minimum.reduce(eta, axis=None, initial=0.0) < CANONICAL_LOG_BOUND:
             return None
         return np.exp(eta)
 

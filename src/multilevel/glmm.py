@@ -47,8 +47,11 @@ from .vector_pirls import VectorTermGradient
 HESSIAN_STEP = 1e-2  # relative finite-difference step of the final Hessian: ~1e-3 SE in whitened coordinates
 GRADIENT_HESSIAN_STEP = 1e-3  # the same from central differences of the exact gradient (error ~1e-6)
 FORWARD_HESSIAN_STEP = 3e-5  # forward differences of the exact gradient (half the gradients): SEs within 1e-4 of those
-NEARLY_SINGULAR = 1e-3  # smallest / largest eigenvalue below which forward differences' O(h) error could hide singularity
+NEARLY_SINGULAR = 1e-3  # smallest / largest eigenvalue (unit diagonal) below which forward differences' O(h) error
+# could hide singularity
 STAGE2_FTOL, STAGE2_GTOL = 1e-10, 1e-5  # L-BFGS-B stops ~1e-5 from the optimum: the final Newton step goes the rest
+THETA_SCALE = 4.0  # L-BFGS-B sees theta times this: its curvature (20-850 on the references) is that much above the
+# whitened fixed effects' (2), and the first step's unit length then stays in reach (a third fewer gradients)
 FINAL_STEP_TOL = 1e-13  # PIRLS's stopping step for the modes a fit reports (STEP_TOL leaves them ~1e-12 from exact)
 MAX_NAGQ = 100  # quadrature nodes, as lme4's GHrule
 LARGE_COUNT = 1e5  # counts from here on can stall PIRLS at a rounding floor (Poisson counts of 1e6: steps of ~1e-8)
@@ -192,7 +195,7 @@ class GlmmObjective:
     def whiten(self, beta0: np.ndarray, precision_factor: np.ndarray) -> None:
         """beta = beta0 + L'^-1 gamma, L the lower Cholesky factor of beta's information (cov(gamma) ~ I)."""
         self.beta0 = beta0.copy()
-        self.J = sla.solve_triangular(precision_factor.T, np.eye(len(beta0)), lower=False)
+        self.J = sla.solve_triangular(precision_factor.T, np.eye(len(beta0)), lower=False, check_finite=False)
         self._last = (None, np.inf, None)
 
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, Family]:
@@ -324,8 +327,9 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     x0 = np.concatenate([stage1.x[: objective.n_theta], np.zeros(design.p), stage1.x[objective.n_theta :]])
     lower = np.concatenate([_theta_lower(pirls), np.full(design.p + estimate_size, -np.inf)])
     if objective.has_gradient:
+        scale = np.concatenate([np.full(objective.n_theta, THETA_SCALE), np.ones(design.p + estimate_size)])
         info = lbfgsb(objective.value_and_gradient, objective, x0, lower, polish=False, ftol=STAGE2_FTOL,
-                      gtol=STAGE2_GTOL)
+                      gtol=STAGE2_GTOL, scale=scale)
     else:
         info = bobyqa(objective, x0, lower, polish=False)
     hessian, far = _final_hessian(objective, info, lower)
@@ -345,8 +349,7 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
     the warnings."""
     pirls, p, n_theta = objective.pirls, model.design.p, objective.n_theta
     family = objective.family(info.x)
-    vcov_rx = _vcov_rx(objective, mode, family)
-    cov, vcov, log_size_se = None, vcov_rx, np.nan
+    cov, vcov, log_size_se = None, None, np.nan  # no Hessian (nAGQ = 0): the PIRLS-based covariance, made by the fit
     if hessian is not None:
         lower = np.concatenate([_theta_lower(pirls), np.full(len(info.x) - n_theta, -np.inf)])
         idx = np.flatnonzero(free_coordinates(info.x, lower))
@@ -365,7 +368,7 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
     if warn:
         emit(messages)
     n_params = p + n_theta + int(objective.estimate_size)
-    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, vcov_rx, cov, log_size_se, messages)
+    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, cov, log_size_se, messages)
 
 
 def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: np.ndarray, size: float | None,
@@ -380,13 +383,7 @@ def restore_glmm(model, n_agq: int, information: str, theta: np.ndarray, beta: n
     family = model.family if size is None else model.family.with_dispersion(size)
     mode = objective.final_mode(theta, held.held_coefficients(beta) if held_beta is None else held_beta, family)
     n_params = model.design.p + objective.n_theta + int(objective.estimate_size)
-    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, _vcov_rx(objective, mode, family),
-                   parameter_covariance, log_size_se, [])
-
-
-def _vcov_rx(objective: GlmmObjective, mode: Mode, family: Family) -> np.ndarray:
-    """Covariance of beta-hat (of the user's columns) from the PIRLS information given theta (lme4's RX)."""
-    return objective.held.coefficient_covariance(objective.held_beta_covariance(mode, family))
+    return GlmmFit(model, family, info, mode, objective, value, n_params, vcov, parameter_covariance, log_size_se, [])
 
 
 def _check_nagq(nAGQ, design: Design) -> int:
@@ -434,14 +431,6 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
     """Central-difference Hessian of -2 log L at the optimum (all free parameters), and whether the optimum is
     still far: a last Newton step is taken when it lowers the objective, and 'far' if it is longer than NEWTON_TRUST."""
     free = free_coordinates(info.x, lower)
-    objective(info.x)
-    pirls = objective.pirls
-    u, beta = [x.copy() for x in pirls.u], pirls.beta.copy()
-
-    def from_optimum(x):  # every evaluation starts PIRLS from the optimum's modes: a smooth function for differences
-        pirls.u, pirls.beta = [a.copy() for a in u], beta.copy()
-        return objective(x)
-
     if objective.has_gradient:
         def gradient(x):
             return objective.value_and_gradient(x)[1]
@@ -452,6 +441,14 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
         if not exact or _nearly_singular(hess[np.ix_(free, free)]):  # central: ~1e-6, and tells singularity apart
             grad, hess = hessian_from_gradient(gradient, info.x, free, h=GRADIENT_HESSIAN_STEP)
     else:
+        objective(info.x)
+        pirls = objective.pirls
+        u, beta = [x.copy() for x in pirls.u], pirls.beta.copy()
+
+        def from_optimum(x):  # every evaluation starts PIRLS from the optimum's modes: a smooth function for differences
+            pirls.u, pirls.beta = [a.copy() for a in u], beta.copy()
+            return objective(x)
+
         grad, hess = gradient_hessian(from_optimum, info.x, free, h=HESSIAN_STEP, f0=info.fun, paired=True)
     idx = np.flatnonzero(free)
     try:
@@ -462,13 +459,13 @@ def _final_hessian(objective: GlmmObjective, info: OptimumInfo, lower: np.ndarra
     trial = info.x.copy()
     trial[idx] += step
     trial = np.maximum(trial, lower)
-    value = objective(trial)
+    value, trial_gradient = objective.value_and_gradient(trial) if objective.has_gradient else (objective(trial), None)
     if value >= info.fun:
         return hess, False
     info.x, info.fun = trial, value
     far = bool(np.max(np.abs(step)) > NEWTON_TRUST)
     if not far:  # the convergence check reads the gradient where the fit now is, not where the optimiser stopped
-        info.gradient = gradient(trial) if objective.has_gradient else _central_gradient(from_optimum, trial, free)
+        info.gradient = trial_gradient if objective.has_gradient else _central_gradient(from_optimum, trial, free)
         info.checked_at = trial.copy()
     return hess, far
 
@@ -484,8 +481,13 @@ def _central_gradient(fun, x: np.ndarray, free: np.ndarray) -> np.ndarray:
 
 
 def _nearly_singular(hess: np.ndarray) -> bool:
-    """Whether the symmetric matrix's smallest eigenvalue is below NEARLY_SINGULAR times its largest (or not positive)."""
+    """Whether the symmetric matrix scaled to a unit diagonal has its smallest eigenvalue below NEARLY_SINGULAR times
+    its largest (or a diagonal element not positive): the coordinates' own scales (toenail's, whitened far from the
+    optimum) do not count, a direction the data cannot tell apart does."""
     if hess.size == 0:
         return False
-    eigenvalues = np.linalg.eigvalsh(hess)
+    diagonal = np.diag(hess)
+    if not np.all(diagonal > 0):
+        return True
+    eigenvalues = np.linalg.eigvalsh(hess / np.sqrt(np.outer(diagonal, diagonal)))
     return bool(eigenvalues[0] <= NEARLY_SINGULAR * abs(eigenvalues[-1]))

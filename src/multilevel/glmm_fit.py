@@ -37,7 +37,7 @@ class GlmmFit(GlmmText, Criteria, Generalized, OfModel):
     """Results of a GLMM fit, with the vocabulary of the Gaussian `LmmFit`."""
 
     def __init__(self, model, family: Family, info: OptimumInfo, mode: Mode, deviance_function,
-                 objective: float, n_params: int, vcov: np.ndarray, vcov_rx: np.ndarray,
+                 objective: float, n_params: int, vcov: np.ndarray | None,
                  parameter_covariance: np.ndarray | None, log_size_se: float, warnings: list[str]):
         self.model, self.family, self.info, self.mode = model, family, info, mode
         self.nAGQ, self.information_kind = deviance_function.n_agq, deviance_function.pirls.information
@@ -46,7 +46,7 @@ class GlmmFit(GlmmText, Criteria, Generalized, OfModel):
         self._deviance_function, self.held = deviance_function, deviance_function.held
         self.theta, self.beta = mode.theta, self.held.coefficients(mode.beta)
         self.objective, self.n_params = objective, n_params
-        self._vcov, self._vcov_rx = vcov, vcov_rx
+        self._hessian_vcov = vcov  # None (nAGQ = 0): the PIRLS-based one, `vcov_rx`
         self.log_size_se = log_size_se  # SE of log NB size (NaN unless estimated with a Hessian)
         self.parameter_covariance = parameter_covariance  # 2 H^-1 of the optimiser's parameters (None for nAGQ = 0)
         self.warnings = warnings
@@ -114,6 +114,15 @@ class GlmmFit(GlmmText, Criteria, Generalized, OfModel):
     def vcov_rx(self) -> pd.DataFrame:
         """Covariance of beta-hat from the PIRLS information given theta (lme4's use.hessian = FALSE)."""
         return self._frame(self._vcov_rx)
+
+    @property
+    def _vcov(self) -> np.ndarray:
+        return self._vcov_rx if self._hessian_vcov is None else self._hessian_vcov
+
+    @cached_property
+    def _vcov_rx(self) -> np.ndarray:
+        """`vcov_rx`'s values (the user's columns), computed when first asked for."""
+        return self.held.coefficient_covariance(self.held_beta_covariance)
 
     def _frame(self, values: np.ndarray) -> pd.DataFrame:
         names = self.design.fixed_names

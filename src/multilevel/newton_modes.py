@@ -22,8 +22,8 @@ def step_size(beta: np.ndarray, u: list[np.ndarray], new_beta: np.ndarray, new_u
     for a, b in zip([beta, *u], [new_beta, *new_u]):
         if a.size:
             if b is not a:
-                change = max(change, float(abs(b - a).max()))
-            size = max(size, float(abs(a).max()))
+                change = max(change, float(np.maximum.reduce(np.abs(b - a), axis=None)))
+            size = max(size, float(np.maximum.reduce(np.abs(a), axis=None)))
     return change / (1.0 + size)
 
 

@@ -104,12 +104,18 @@ class Pirls:
         self.ms = [b.m for b in design.blocks]
         sizes = np.cumsum([0] + [k * (k + 1) // 2 for k in self.ks])
         self.theta_slices = [slice(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
-        spherical = replace(design, X=np.empty((design.nobs, 0)), offset=None, se=None)
-        self._systems = {False: Reweighting(spherical), True: Reweighting(replace(design, offset=None, se=None))}
         self._engines: dict[bool, Engine] = {}  # the last engine of each system: the next one refreshes its values
         self.u = [np.zeros((m, k)) for m, k in zip(self.ms, self.ks)]
         self.beta = start_beta(design, family, self.offset)
         self._normaliser: tuple = (None, 0.0)
+
+    @cached_property
+    def _systems(self) -> dict[bool, Reweighting]:
+        """The reweighted cross-products in u alone and in (beta, u): built when the engine's PIRLS first needs them
+        (the vectorised mode finders never do)."""
+        design = self.design
+        spherical = replace(design, X=np.empty((design.nobs, 0)), offset=None, se=None)
+        return {False: Reweighting(spherical), True: Reweighting(replace(design, offset=None, se=None))}
 
     # ------------------------------------------------------------------ pieces
     def factors(self, theta: np.ndarray) -> list[np.ndarray]:
@@ -128,7 +134,7 @@ class Pirls:
 
     def normaliser(self, family: Family) -> float:
         """The rows' log-likelihood terms free of eta, summed (kept for the last family asked)."""
-        if self._normaliser[0] != family:
+        if self._normaliser[0] is not family and self._normaliser[0] != family:
             self._normaliser = (family, float(np.sum(family.log_normaliser(self.y, self.prior_weights))))
         return self._normaliser[1]
 
@@ -152,10 +158,10 @@ class Pirls:
     def evaluation(self, eta: np.ndarray, family: Family) -> tuple[float, np.ndarray, np.ndarray]:
         """`minus2_loglik`, the score and the observed `weights` at eta, from one evaluation of the link."""
         kernel, score, w = family.kernel_score_information(self.y, eta, self.prior_weights, "observed")
-        return -2.0 * (float(np.sum(kernel)) + self.normaliser(family)), score, self._positive(w, eta, family, "observed")
+        return -2.0 * (float(np.add.reduce(kernel)) + self.normaliser(family)), score, self._positive(w, eta, family, "observed")
 
     def _positive(self, w: np.ndarray, eta: np.ndarray, family: Family, kind: str) -> np.ndarray:
-        if kind == "observed" and not (w > 0).all():
+        if kind == "observed" and w.size and not np.minimum.reduce(w, axis=None) > 0:  # (NaN: not positive either)
             w = np.where(w > 0, w, family.expected_information(eta, self.prior_weights))
         return np.maximum(w, TINY)
 

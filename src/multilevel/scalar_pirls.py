@@ -24,6 +24,7 @@ from .newton_modes import STEP_TOL, iterate
 from .pirls import Pirls
 
 LOG2PI = float(np.log(2 * np.pi))
+NEAR_MOVE = 1e-2  # modes predicted to move less than this (relative) start there without trying the last modes
 SQRT2 = float(np.sqrt(2.0))
 
 
@@ -53,6 +54,7 @@ class ScalarPirls:
         self.pirls, self.codes, self.m = pirls, block.codes, block.m
         self.z = np.asarray(block.Z[:, 0], dtype=float)
         self.zsq = self.z * self.z
+        self.unit = bool(np.all(self.z == 1.0))  # a random intercept: products with z (which change no bit) skipped
         self.X = pirls.design.X
         n = len(self.codes)
         order = np.argsort(self.codes, kind="stable")
@@ -61,7 +63,7 @@ class ScalarPirls:
         if np.any(np.bincount(self.codes, minlength=self.m) == 0):
             self._starts = None  # a level without rows: sums column by column
         self._normaliser: tuple = (None, np.zeros(self.m))
-        self._tangent: tuple | None = None  # (theta, beta, modes, their derivatives) at the last gradient
+        self._tangent: tuple | None = None  # (theta, beta, modes, their derivatives, NEAR_MOVE reach) at the last gradient
 
     @staticmethod
     def applies(design) -> bool:
@@ -71,6 +73,14 @@ class ScalarPirls:
     def _sum(self, v: np.ndarray) -> np.ndarray:
         """Per-group sums of a row vector."""
         return np.bincount(self.codes, v, self.m)
+
+    def _zsum(self, v: np.ndarray) -> np.ndarray:
+        """Per-group sums of z v."""
+        return self._sum(v if self.unit else self.z * v)
+
+    def _zsqsum(self, v: np.ndarray) -> np.ndarray:
+        """Per-group sums of z^2 v."""
+        return self._sum(v if self.unit else self.zsq * v)
 
     def _sum_rows(self, M: np.ndarray) -> np.ndarray:
         """Per-group sums of the rows of an (n, j) array, (m, j): contiguous runs of rows summed in place."""
@@ -86,18 +96,22 @@ class ScalarPirls:
         joint = beta is None
         beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
         base = self.X @ beta + p.offset
-        u, state, pdev = self._start(p.u[0][:, 0].copy(), theta, base, family)
         if not joint and self._tangent is not None:  # the first-order prediction where it is the better start
-            guess = self._start(self._predicted(theta, beta), theta, base, family)
-            u, state, pdev = guess if guess[2] < pdev else (u, state, pdev)
+            predicted, move, reach = self._predicted(theta, beta)
+            u, state, pdev = self._start(predicted, theta, base, family)
+            if np.maximum.reduce(np.abs(move), initial=0.0) > reach:
+                last = self._start(p.u[0][:, 0].copy(), theta, base, family)  # a long move: the better of the two
+                u, state, pdev = (u, state, pdev) if pdev < last[2] else last
+        else:
+            u, state, pdev = self._start(p.u[0][:, 0].copy(), theta, base, family)
 
         def newton_step(beta, u, state):
             eta, score, w = state
             if joint:
                 new_beta, new_u = self._joint_step(theta, eta, w, score)
                 return new_beta, [new_u], None
-            H = 1.0 + theta**2 * self._sum(self.zsq * w)
-            return beta, [u[0] + (theta * self._sum(self.z * score) - u[0]) / H], None
+            H = 1.0 + theta**2 * self._zsqsum(w)
+            return beta, [u[0] + (theta * self._zsum(score) - u[0]) / H], None
 
         def evaluate(beta, u):
             _, state, pdev = self._start(u[0], theta, base if beta is base_beta else self.X @ beta + p.offset, family)
@@ -112,8 +126,8 @@ class ScalarPirls:
     def _beta_information(self, theta, w):
         """beta's information given theta at weights w, X'WX less what the groups take (the Schur complement S of
         the groups' diagonal block H), with the coupling C = theta Z'WX per group and H."""
-        H = 1.0 + theta**2 * self._sum(self.zsq * w)
-        C = theta * (self._sum_rows((self.z * w)[:, None] * self.X))  # (m, p)
+        H = 1.0 + theta**2 * self._zsqsum(w)
+        C = theta * (self._sum_rows((w if self.unit else self.z * w)[:, None] * self.X))  # (m, p)
         return (self.X * w[:, None]).T @ self.X - C.T @ (C / H[:, None]), C, H
 
     def beta_precision_factor(self, mode: ScalarMode, family: Family) -> np.ndarray:
@@ -123,22 +137,24 @@ class ScalarPirls:
     def _start(self, u: np.ndarray, theta: float, base: np.ndarray, family: Family):
         """Modes u with the state there (the linear predictor, the score and the observed weights) and the
         penalised deviance."""
-        eta = base + theta * self.z * u[self.codes]
+        eta = base + (theta if self.unit else theta * self.z) * u[self.codes]
         minus2, score, w = self.pirls.evaluation(eta, family)
         return u, (eta, score, w), minus2 + float(u @ u)
 
-    def _predicted(self, theta: float, beta: np.ndarray) -> np.ndarray:
+    def _predicted(self, theta: float, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Modes at (theta, beta) predicted from the last gradient's modes and their derivatives (first order: near
-        that point PIRLS then needs about one Newton step fewer than from the last modes alone)."""
-        theta0, beta0, u0, du_dtheta, du_dbeta = self._tangent
-        return u0 + du_dtheta * (theta - theta0) + du_dbeta @ (beta - beta0)
+        that point PIRLS then needs about one Newton step fewer than from the last modes alone), the predicted move
+        and the largest move (NEAR_MOVE) taken without trying the last modes."""
+        theta0, beta0, u0, du_dtheta, du_dbeta, reach = self._tangent
+        move = du_dtheta * (theta - theta0) + du_dbeta @ (beta - beta0)
+        return u0 + move, move, reach
 
     def _joint_step(self, theta, eta, w, score):
         """Newton step in (beta, u) together: the groups' diagonal block eliminated (a Schur complement in beta)."""
         p = self.pirls
         r = eta - p.offset + score / w  # working response without the offset
         S, C, H = self._beta_information(theta, w)
-        c = theta * self._sum(self.z * w * r)
+        c = theta * self._zsum(w * r)
         rhs = (self.X * w[:, None]).T @ r - C.T @ (c / H)
         try:
             beta = np.linalg.solve(S, rhs)
@@ -150,7 +166,7 @@ class ScalarPirls:
         """The curvature with the Laplace weights (the expected information if `pirls` asks for it)."""
         eta, score, w_observed = state
         w = self._laplace_weights(eta, family, w_observed)
-        return ScalarMode(theta, beta, u, eta, 1.0 + theta**2 * self._sum(self.zsq * w), minus2, score, w_observed)
+        return ScalarMode(theta, beta, u, eta, 1.0 + theta**2 * self._zsqsum(w), minus2, score, w_observed)
 
     def _laplace_weights(self, eta, family, w_observed=None):
         if self.pirls.information == "expected" and not family.canonical:
@@ -166,7 +182,7 @@ class ScalarPirls:
         x, log_weight = _hermite(n_nodes)
         scale = 1.0 / np.sqrt(mode.curvature)
         shift = (SQRT2 * scale)[:, None] * x[None, :]  # (m, K): u - u-hat at the nodes
-        eta = mode.eta[:, None] + (theta * self.z)[:, None] * shift[self.codes]
+        eta = mode.eta[:, None] + (theta if self.unit else (theta * self.z)[:, None]) * shift[self.codes]
         if with_score:
             ll, score = family.loglik_kernel_and_score(p.y[:, None], eta, p.prior_weights[:, None])
         else:
@@ -207,25 +223,26 @@ class ScalarPirls:
         score, w_obs = mode.score, mode.w_observed
         V = self._laplace_weights(eta, family, w_obs)
         dV = p.weights_slope(eta, family, "expected" if p.information == "expected" and not family.canonical else "observed")
-        zw, sz = self._sum(self.zsq * w_obs), self._sum(z * score)
+        zw, sz = self._zsqsum(w_obs), self._zsum(score)
         H = mode.curvature
         H_obs = H if V is w_obs else 1.0 + theta**2 * zw
         du_dtheta = (sz - theta * u * zw) / H_obs
-        du_dbeta = -theta * (self._sum_rows((z * w_obs)[:, None] * X)) / H_obs[:, None]  # (m, p)
-        self._tangent = (theta, beta.copy(), u.copy(), du_dtheta, du_dbeta)
-        c = theta**2 * self.zsq * dV / H[g]  # d log H_g / d eta_i
-        cz = self._sum(c * z)
-        dlogH_dtheta = 2 * theta * (zw if V is w_obs else self._sum(self.zsq * V)) / H + cz * (u + theta * du_dtheta)
+        du_dbeta = -theta * (self._sum_rows((w_obs if self.unit else z * w_obs)[:, None] * X)) / H_obs[:, None]  # (m, p)
+        reach = NEAR_MOVE * (1.0 + float(np.maximum.reduce(np.abs(u), initial=0.0)))
+        self._tangent = (theta, beta.copy(), u.copy(), du_dtheta, du_dbeta, reach)
+        c = (theta**2 if self.unit else theta**2 * self.zsq) * dV / H[g]  # d log H_g / d eta_i
+        cz = self._zsum(c)
+        dlogH_dtheta = 2 * theta * (zw if V is w_obs else self._zsqsum(V)) / H + cz * (u + theta * du_dtheta)
         dlogH_dbeta = self._sum_rows(c[:, None] * X) + theta * cz[:, None] * du_dbeta
         if n_nodes == 1:  # Laplace: the one node is the mode itself (weight 1, kappa = -1/2), where all is known
             value, kappa, eta_k, P = mode.laplace, -0.5, None, None
             a1 = theta * sz - u  # d log integrand / d u at the modes
-            d_theta = -2.0 * (float(z @ (score * u[g])) + float(a1 @ du_dtheta) + kappa * float(np.sum(dlogH_dtheta)))
+            d_theta = -2.0 * (float(sz @ u) + float(a1 @ du_dtheta) + kappa * float(np.sum(dlogH_dtheta)))
             d_beta = -2.0 * (X.T @ score + du_dbeta.T @ a1 + kappa * np.sum(dlogH_dbeta, axis=0))
         else:
             x, t, eta_k, P, per_group, score_k = self._quadrature(theta, mode, family, n_nodes, True)
             averaged = P[g] * score_k
-            d = theta * (self._sum_rows(z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
+            d = theta * (self._sum_rows(score_k if self.unit else z[:, None] * score_k)) - t  # d log integrand / d t, (m, K)
             Pd = P * d
             a1 = np.sum(Pd, axis=1)
             kappa = -0.5 - np.sum(Pd * x[None, :], axis=1) / (SQRT2 * np.sqrt(H))
@@ -237,8 +254,8 @@ class ScalarPirls:
         if with_size:
             kind = "expected" if p.information == "expected" and not family.canonical else "observed"
             dl, ds, dw = p.size_partials(eta, family, kind)
-            du = theta * self._sum(z * ds) / H_obs
-            dlogH = theta**2 * self._sum(self.zsq * dw) / H + cz * theta * du
+            du = theta * self._zsum(ds) / H_obs
+            dlogH = theta**2 * self._zsqsum(dw) / H + cz * theta * du
             if n_nodes == 1:
                 nodes_dl = float(np.sum(dl))
             else:

@@ -396,11 +396,14 @@ def transform_messages(X: np.ndarray, names: list[str], frame, evaluate) -> list
     formula library evaluates it before any centring, so its values have lost digits (a square: twice the decimal
     digits of the column's distance from zero in SDs). `evaluate(rows)` gives the columns of other rows (affinity is
     judged on three rows along the inputs' line, x = 0, m, 2m: rounding hides the curvature near the data)."""
-    handled = {k for k, _, _ in Scaling.learn(X, np.zeros(len(X)), names).products}
-    columns, out = set(frame.columns), []
+    columns, out, handled = set(frame.columns), [], None
     for k, name in enumerate(names):
         x = X[:, k]
-        if name in columns or k in handled or np.all((x == 0) | (x == 1)) or (name.startswith("poly(") and "raw" not in name):
+        if name in columns or np.all((x == 0) | (x == 1)) or (name.startswith("poly(") and "raw" not in name):
+            continue
+        if handled is None:  # learned only when a computed column needs the test
+            handled = {j for j, _, _ in Scaling.learn(X, np.zeros(len(X)), names).products}
+        if k in handled:
             continue
         far = [c for c in names_in(name, columns) if _far(frame[c])]
         if far and not _affine_in(evaluate, frame, far, k):
