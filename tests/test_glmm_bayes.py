@@ -225,6 +225,6 @@ def test_verbagg_crossed_bernoulli_matches_brms():
     """Crossed subjects x items, 7,584 Bernoulli rows, by joint NUTS with both terms centred. Measured: means
     within 0.092 SD (b_GenderM), SDs within 8.8 % (b_Anger, bulk ESS 329); ~70 CPU s (Gibbs is the fast sampler
     here, tests/test_glmm_gibbs.py)."""
-    post = model_of(VERBAGG).sample(chains=4, draws=1000, warmup=1000, seed=1, progress=False)
+    post = model_of(VERBAGG).sample(chains=4, draws=1000, warmup=1000, seed=1, progress=False, sampler="nuts")
     assert post.stats["diverging"].sum() == 0
     compare(post, "verbagg_bernoulli_brms", 0.1, 0.10)
