@@ -23,6 +23,7 @@ from .glmm_density import GlmmLayout, make_data
 from .posterior import Posterior
 from .priors import PriorSet, brms_scale, coefficient_prior
 
+MAX_INFORMATION = 1e12  # a level's information is capped here (w = 1 to rounding; never inf / inf in the density)
 CENTRE_MIN_ROWS = 10  # without an ML fit, a scalar term whose levels average this many rows is sampled centred
 # NUTS's acceptance target for the joint: 0.99 with a non-centred term (grouseticks: 178 divergences at 0.8, 3 at
 # 0.95, none at 0.99, as brms needed adapt_delta 0.99), 0.95 when every term is centred (VerbAgg: none)
@@ -66,7 +67,7 @@ def term_data(model, layout: GlmmLayout) -> dict:
 def centring_weights(model, layout: GlmmLayout) -> dict:
     """Per partially centred term t, data["information<t>"]: each level's information I = 1 / conditional variance -
     1 / variance at the ML (Laplace) fit, from which the density centres level j by w = I sd^2 / (1 + I sd^2) (the
-    best w for a Gaussian level, Papaspiliopoulos, Roberts & Skold 2007); without that fit, I = 1e6 (centred) where
+    best w for a Gaussian level, Papaspiliopoulos, Roberts & Skold 2007); without that fit, I = MAX_INFORMATION (centred) where
     the term's levels average CENTRE_MIN_ROWS rows, else 0."""
     blocks = model.design.blocks
     try:
@@ -80,9 +81,11 @@ def centring_weights(model, layout: GlmmLayout) -> dict:
         if not layout.centred[t]:
             continue
         if fit is None or not sds[t][0] > 0:
-            information[f"information{t}"] = np.full(block.m, 1e6 * (model.design.nobs >= CENTRE_MIN_ROWS * block.m))
+            information[f"information{t}"] = np.full(block.m, MAX_INFORMATION * (model.design.nobs >= CENTRE_MIN_ROWS * block.m))
         else:
-            information[f"information{t}"] = np.maximum(1.0 / conditional[t] ** 2 - 1.0 / sds[t][0] ** 2, 0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):  # a zero conditional SD: fully centred
+                info = 1.0 / conditional[t] ** 2 - 1.0 / sds[t][0] ** 2
+            information[f"information{t}"] = np.nan_to_num(np.clip(info, 0.0, MAX_INFORMATION))
     return information
 
 
