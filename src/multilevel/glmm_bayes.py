@@ -4,8 +4,9 @@ NUTS on the coefficients, the SDs and correlations (and the negative binomial's 
 when scalar, is integrated out by adaptive Gauss-Hermite quadrature and drawn exactly per draw, and NUTS adapts a
 dense mass matrix over the few parameters left; with several terms (or a vector one) every term's effects are
 sampled (the joint posterior: one quadrature evaluation cost 27-53x a joint one on VerbAgg and grouseticks), a
-scalar term's levels partially centred by how much the data tell of each (`centring_weights`). Exact; see
-`glmm_density` and docs/bayes.md.
+scalar term's levels partially centred by how much the data tell of each (`centring_weights`), and the outer of
+two nested random intercepts integrated out in closed form (`nested_pair`). Exact; see `glmm_density` and
+docs/bayes.md.
 """
 
 from __future__ import annotations
