@@ -27,7 +27,8 @@ from .priors import PriorSet, brms_scale, coefficient_prior
 MAX_INFORMATION = 1e12  # a level's information is capped here (w = 1 to rounding; never inf / inf in the density)
 CENTRE_MIN_ROWS = 10  # without an ML fit, a scalar term whose levels average this many rows is sampled centred
 # NUTS's acceptance target for the joint: 0.99 with a non-centred term (grouseticks: 178 divergences at 0.8, 3 at
-# 0.95, none at 0.99, as brms needed adapt_delta 0.99), 0.95 when every term is centred (VerbAgg: none)
+# 0.95, none at 0.99, as brms needed adapt_delta 0.99), 0.95 when every term is scalar, so partially centred
+# (VerbAgg, grouseticks: none)
 JOINT_TARGET_ACCEPT = {False: 0.99, True: 0.95}
 NODES = 21  # quadrature nodes per group: log-density error below 1e-5 for SDs from 0.1 to 3 on cbpp and salamanders (tested)
 
@@ -68,8 +69,8 @@ def term_data(model, layout: GlmmLayout) -> dict:
 def centring_weights(model, layout: GlmmLayout) -> dict:
     """Per partially centred term t, data["information<t>"]: each level's information I = 1 / conditional variance -
     1 / variance at the ML (Laplace) fit, from which the density centres level j by w = I sd^2 / (1 + I sd^2) (the
-    best w for a Gaussian level, Papaspiliopoulos, Roberts & Skold 2007); without that fit, I = MAX_INFORMATION (centred) where
-    the term's levels average CENTRE_MIN_ROWS rows, else 0."""
+    best w for a Gaussian level, Papaspiliopoulos, Roberts & Skold 2007); without that fit, I = MAX_INFORMATION
+    (centred) where the term's levels average CENTRE_MIN_ROWS rows, else 0."""
     blocks = model.design.blocks
     try:
         fit = fit_glmm(model, 1, warn=False)
@@ -82,7 +83,8 @@ def centring_weights(model, layout: GlmmLayout) -> dict:
         if not layout.centred[t]:
             continue
         if fit is None or not sds[t][0] > 0:
-            information[f"information{t}"] = np.full(block.m, MAX_INFORMATION * (model.design.nobs >= CENTRE_MIN_ROWS * block.m))
+            centre = model.design.nobs >= CENTRE_MIN_ROWS * block.m
+            information[f"information{t}"] = np.full(block.m, MAX_INFORMATION * centre)
         else:
             with np.errstate(divide="ignore", invalid="ignore"):  # a zero conditional SD: fully centred
                 info = 1.0 / conditional[t] ** 2 - 1.0 / sds[t][0] ** 2
@@ -125,7 +127,7 @@ def nested_pair(blocks) -> tuple:
     are integrated out in closed form (`glmm_density`): its SD's funnel goes (grouseticks' LOCATION)."""
     plain = [t for t, b in enumerate(blocks) if b.k == 1 and np.all(np.asarray(b.Z) == 1.0)]
     pairs = [(blocks[a].m, blocks[i].m, a, i) for a in plain for i in plain
-             if blocks[i].m > blocks[a].m and len(np.unique(np.stack([blocks[i].codes, blocks[a].codes]), axis=1)[0]) == blocks[i].m]
+             if blocks[i].m > blocks[a].m and len(set(zip(blocks[i].codes, blocks[a].codes))) == blocks[i].m]
     return min(pairs)[2:] if pairs else ()
 
 
