@@ -232,16 +232,25 @@ def _effects(layout: GlmmLayout, data: dict, sds, chols, u):
             b, lp_t = _totals(layout, data, sds, v[:, 0])
             lp = lp + lp_t
         elif layout.centred and layout.centred[t]:  # scalar: b = sd^(1 - w) v, w = I sd^2 / (1 + I sd^2) per level
-            info, log_sd = data[f"information{t}"], jnp.log(sds[t][0])
-            w = info / (info + jnp.exp(-2.0 * log_sd))  # I: the level's information from the data (0: non-centred)
-            b = (jnp.exp((1.0 - w) * log_sd) * v[:, 0])[:, None]
+            log_sd = jnp.log(sds[t][0])
+            b, w = _partially_centred(data[f"information{t}"], log_sd, v[:, 0])
             lp = lp - 0.5 * jnp.sum(v[:, 0] ** 2 * jnp.exp(-2.0 * w * log_sd)) - jnp.sum(w) * log_sd
+            b = b[:, None]
         else:
             b = v @ (sds[t][:, None] * chols[t]).T
             lp = lp - 0.5 * jnp.sum(v**2)
         blocks.append(b)
         eta = eta + jnp.sum(data[f"Z{t}"] * b[data[f"codes{t}"]], axis=1)
     return blocks, eta, lp
+
+
+def _partially_centred(info, log_sd, v):
+    """Effects b = sd^(1 - w) v per level, w = I sd^2 / (1 + I sd^2) from each level's information I (0: non-centred),
+    and the weights w."""
+    import jax.numpy as jnp
+
+    w = info / (info + jnp.exp(-2.0 * log_sd))
+    return jnp.exp((1.0 - w) * log_sd) * v, w
 
 
 def _totals(layout: GlmmLayout, data: dict, sds, v):
@@ -254,9 +263,7 @@ def _totals(layout: GlmmLayout, data: dict, sds, v):
     outer, inner = layout.nested
     a2, b2 = sds[outer][0] ** 2, sds[inner][0] ** 2
     log_s = 0.5 * jnp.log(a2 + b2)
-    info = data[f"information{inner}"]
-    w = info / (info + jnp.exp(-2.0 * log_s))
-    c = jnp.exp((1.0 - w) * log_s) * v
+    c, w = _partially_centred(data[f"information{inner}"], log_s, v)
     n, S, Q = _outer_sums(layout, data, c)
     d = b2 + n * a2
     lp = (-0.5 * jnp.sum((Q - a2 * S**2 / d) / b2) - 0.5 * jnp.sum((n - 1.0) * jnp.log(b2) + jnp.log(d))
