@@ -225,6 +225,7 @@ def test_verbagg_crossed_bernoulli_matches_brms():
     """Crossed subjects x items, 7,584 Bernoulli rows, by joint NUTS with both terms partially centred (nearly
     centred: 24 and 316 rows a level). 4 x 3000 draws: at 4 x 1000 b_GenderM's bulk ESS is ~415 (Monte Carlo SE
     0.049 posterior SD, brms's 0.032), so 0.1 SD was two combined SEs (that run: 0.115 SD off, b_Anger's SD 9 % wide).
+    Measured at 4 x 3000: means within 0.076 SD (b_GenderM, bulk ESS 1384), SDs within 6.0 % (b_Anger), no divergences.
     Gibbs is the default and the fast sampler here (tests/test_glmm_gibbs.py)."""
     post = model_of(VERBAGG).sample(chains=4, draws=3000, warmup=1000, seed=1, progress=False, sampler="nuts")
     assert post.stats["diverging"].sum() == 0
