@@ -21,7 +21,8 @@ def density_inputs(model, nodes):
     p_c = centred.p - int(intercept)
     layout = glmm_bayes._layout(model, ps, p_c, intercept, nodes)
     b_prior = coefficient_prior([ps.b[n] for n in centred.fixed_names[:p_c]])
-    return layout, glmm_density.make_data(layout, model.design, centred.X[:, :p_c], np.zeros(model.nobs), b_prior)
+    data = glmm_density.make_data(layout, model.design, centred.X[:, :p_c], np.zeros(model.nobs), b_prior)
+    return layout, {**data, **glmm_bayes.term_data(model, layout)}
 
 
 def points(layout, rng, n=6):
@@ -131,18 +132,19 @@ def test_negative_binomial_icc_uses_each_draws_shape():
 
 
 def test_sampler_layout_follows_the_terms():
-    """One scalar term: quadrature and a dense metric; several: the joint, each term centred when its levels
-    average CENTRE_MIN_ROWS rows or more, and a higher acceptance target (highest with a non-centred term)."""
+    """One scalar term: quadrature and a dense metric; several: the joint, every scalar term partially centred, and
+    of nested random intercepts the outer one integrated out (grouseticks: LOCATION, within which BROOD lies)."""
     cbpp, verbagg, ticks = (density_inputs(model_of(s), glmm_bayes.NODES)[0] for s in (CBPP, VERBAGG, GROUSETICKS))
     assert cbpp.nodes == glmm_bayes.NODES and cbpp.dense_metric and cbpp.q_sampled == 0
-    assert verbagg.nodes == 0 and verbagg.centred == (True, True) and not verbagg.dense_metric  # 24 and 316 rows a level
-    assert ticks.centred == (False, False, False) and ticks.target_accept == 0.99  # non-centred terms' funnels
-    assert verbagg.target_accept == 0.95
+    assert verbagg.nodes == 0 and verbagg.centred == (True, True) and not verbagg.dense_metric and verbagg.nested == ()
+    blocks = model_of(GROUSETICKS).design.blocks
+    assert [blocks[t].group for t in ticks.nested] == ["LOCATION", "BROOD"] and ticks.centred == (True, True, True)
+    assert ticks.q_sampled == 403 + 118 and ticks.target_accept == verbagg.target_accept == 0.95
 
 
-def test_centred_terms_change_the_density_by_the_jacobian_only():
-    """Sampling a scalar term's b rather than u = b / sd is a change of variables: at matching points the two
-    log densities differ by -m log(sd) exactly."""
+def test_partial_centring_changes_the_density_by_the_jacobian_only():
+    """Sampling a scalar term's v = b / sd^(1 - w) rather than u = b / sd is a change of variables: at matching
+    points the two log densities differ by -sum(w) log(sd), w = I sd^2 / (1 + I sd^2)."""
     from dataclasses import replace
 
     from multilevel.nuts import setup_jax
@@ -150,32 +152,81 @@ def test_centred_terms_change_the_density_by_the_jacobian_only():
     setup_jax()
     layout, data = density_inputs(model_of(VERBAGG), 0)
     rng = np.random.default_rng(4)
+    m = layout.base.ms[1]
+    info = rng.uniform(0, 5, m)
+    data = {**data, "information1": info}
     for _ in range(3):
         x = rng.normal(0, 0.5, layout.dim)
         start = layout.n_base + layout.p_c + layout.base.ms[0]  # the second term's block
-        centred = x.copy()
-        centred[start:] *= np.exp(x[1])  # the second term's b = sd u (its log SD is x[1])
+        sd = np.exp(x[1])  # the second term's log SD is x[1]
+        w = info * sd**2 / (1 + info * sd**2)
+        partial = x.copy()
+        partial[start:] *= sd**w  # v = sd u / sd^(1 - w)
         mixed = replace(layout, centred=(False, True))
         plain = replace(layout, centred=(False, False))
-        diff = float(glmm_density.log_density(mixed, data, centred)) - float(glmm_density.log_density(plain, data, x))
-        assert diff == pytest.approx(-layout.base.ms[1] * x[1], abs=1e-8)
+        diff = float(glmm_density.log_density(mixed, data, partial)) - float(glmm_density.log_density(plain, data, x))
+        assert diff == pytest.approx(-np.sum(w) * x[1], abs=1e-8)
+
+
+def test_nested_outer_term_is_integrated_out_exactly():
+    """The inner term's totals c = b_BROOD + b_LOCATION have, per location, the Gaussian N(0, sd_B^2 I + sd_L^2 J)
+    prior (scipy's density), and the outer effects drawn given c have the exact conditional mean and variance."""
+    from scipy import stats
+
+    from multilevel.nuts import setup_jax
+
+    setup_jax()
+    layout, data = density_inputs(model_of(GROUSETICKS), 0)
+    outer, inner = layout.nested
+    rng = np.random.default_rng(2)
+    sd = {outer: np.array([0.4]), inner: np.array([0.9])}
+    v = rng.normal(0, 1, layout.base.ms[inner])
+    c, lp = glmm_density._totals(layout, data, sd, v)
+    c = np.asarray(c)[:, 0]
+    s2, info = 0.4**2 + 0.9**2, data[f"information{inner}"]
+    jacobian = np.sum(1 - info * s2 / (1 + info * s2)) * 0.5 * np.log(s2)
+    expected = jacobian + 0.5 * len(c) * np.log(2 * np.pi)  # _effects adds the 2 pi constant for every sampled value
+    for level in range(layout.q_outer):
+        cs = c[data["parent"] == level]
+        cov = 0.81 * np.eye(len(cs)) + 0.16 * np.ones((len(cs), len(cs)))
+        expected += stats.multivariate_normal(np.zeros(len(cs)), cov).logpdf(cs)
+    assert float(lp) == pytest.approx(expected, abs=1e-9)
+    level = int(np.argmax(data["outer_count"]))  # the location with most broods
+    z = np.zeros(layout.q_outer)
+    b_outer, b_inner = glmm_density._outer_draw(layout, data, sd, c, z)
+    cs = c[data["parent"] == level]
+    cov = 0.81 * np.eye(len(cs)) + 0.16 * np.ones((len(cs), len(cs)))
+    mean = 0.16 * np.ones(len(cs)) @ np.linalg.solve(cov, cs)  # E[b_L | c] = Cov(b_L, c) Cov(c)^-1 c
+    assert float(b_outer[level, 0]) == pytest.approx(mean, abs=1e-12)
+    assert np.allclose(np.asarray(b_inner)[:, 0] + np.asarray(b_outer)[data["parent"], 0], c, atol=1e-14)
+    one = np.zeros(layout.q_outer)
+    one[level] = 1.0
+    spread = float(glmm_density._outer_draw(layout, data, sd, c, one)[0][level, 0]) - mean
+    assert spread**2 == pytest.approx(0.16 - 0.16**2 * np.ones(len(cs)) @ np.linalg.solve(cov, np.ones(len(cs))), rel=1e-10)
 
 
 @pytest.mark.slow
 def test_grouseticks_three_terms_match_brms_adapt_delta_099():
-    """Three Poisson terms (INDEX one row per level) by joint NUTS, against brms with adapt_delta 0.99 (its default
-    run had 188 divergences and is no truth). Measured: means within 0.089 SD (sd_LOCATION, which mixes slowly in
-    both samplers: bulk ESS 281 here, 258 in brms's run), SDs within 3.9 %; ~80 CPU s."""
+    """Three Poisson terms (INDEX one row per level) by joint NUTS, LOCATION integrated out, against brms with
+    adapt_delta 0.99 (its default run had 188 divergences and is no truth); the first five broods' effects (drawn
+    given the totals and LOCATION's exact conditional draw) too. Measured: means within 0.076 SD (sd_LOCATION:
+    bulk ESS 1064 here, 258 in brms's run), SDs within 2 %; ~25 CPU s."""
     post = model_of(GROUSETICKS).sample(chains=4, draws=1000, warmup=1000, seed=1, progress=False)
     assert post.stats["diverging"].sum() == 0
     compare(post, "grouseticks_poisson_brms_ad099", 0.1, 0.10)
+    ours = post.summary(group_effects=True)
+    for row in reference("grouseticks_poisson_brms_ad099")["group_level_first5"]:
+        assert abs(ours.loc[row["variable"], "mean"] - row["mean"]) < 0.1 * row["sd"], row["variable"]
+        assert abs(ours.loc[row["variable"], "sd"] / row["sd"] - 1) < 0.10, row["variable"]
 
 
 @pytest.mark.slow
 def test_verbagg_crossed_bernoulli_matches_brms():
-    """Crossed subjects x items, 7,584 Bernoulli rows, by joint NUTS with both terms centred. Measured: means
-    within 0.092 SD (b_GenderM), SDs within 8.8 % (b_Anger, bulk ESS 329); ~70 CPU s (Gibbs is the fast sampler
-    here, tests/test_glmm_gibbs.py)."""
-    post = model_of(VERBAGG).sample(chains=4, draws=1000, warmup=1000, seed=1, progress=False)
+    """Crossed subjects x items, 7,584 Bernoulli rows, by joint NUTS with both terms partially centred (nearly
+    centred: 24 and 316 rows a level). 4 x 3000 draws: at 4 x 1000 b_GenderM's bulk ESS is ~415 (Monte Carlo SE
+    0.049 posterior SD, brms's 0.032), so 0.1 SD was two combined SEs (that run: 0.115 SD off, b_Anger's SD 9 % wide).
+    Measured at 4 x 3000: means within 0.076 SD (b_GenderM, bulk ESS 1384), SDs within 6.0 % (b_Anger), no divergences.
+    Gibbs is the default and the fast sampler here (tests/test_glmm_gibbs.py)."""
+    post = model_of(VERBAGG).sample(chains=4, draws=3000, warmup=1000, seed=1, progress=False, sampler="nuts")
     assert post.stats["diverging"].sum() == 0
     compare(post, "verbagg_bernoulli_brms", 0.1, 0.10)

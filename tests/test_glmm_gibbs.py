@@ -95,6 +95,21 @@ def test_verbagg_crossed_bernoulli_matches_brms():
     within_mcse(post, "verbagg_bernoulli_brms")
 
 
+def test_auto_runs_gibbs_for_crossed_binomial_logit_terms():
+    """sampler="auto" takes Pólya–Gamma Gibbs for a binomial-logit model with crossed scalar terms (VerbAgg), not for
+    one term (cbpp: the independence sampler's), nested terms (NUTS integrates the outer out), probit or Poisson."""
+    from multilevel.bayes import polya_gamma_preferred
+
+    cbpp = mlv.datasets.load("cbpp")
+    assert polya_gamma_preferred(model_of(VERBAGG)) and not polya_gamma_preferred(model_of(CBPP))
+    nested = mlv.Model("incidence | trials(size) ~ period + (1 | herd) + (1 | herd:period)", cbpp, family="binomial")
+    probit = mlv.Model(VERBAGG[0], mlv.datasets.load("VerbAgg"), family="binomial(probit)")
+    poisson = mlv.Model("incidence ~ period + (1 | herd) + (1 | period)", cbpp, family="poisson")
+    assert not any(polya_gamma_preferred(m) for m in (nested, probit, poisson))
+    post = model_of(VERBAGG).sample(chains=1, draws=30, warmup=50, seed=1, progress=False)
+    assert post.sampler == "gibbs" and post.sampler_note.startswith("Pólya–Gamma Gibbs ran")
+
+
 def test_salamanders_negative_binomial_matches_brms():
     """PG(y + shape, eta - log shape) augmentation with the shape slice-sampled: every mean within 0.1 posterior SD of
     brms's and every SD within 10 %; the shape's draws feed the pointwise log-likelihood (WAIC as brms's)."""

@@ -1,5 +1,6 @@
 """Simulation-based calibration (Talts et al. 2018) of the GLMM samplers: NUTS and the independence sampler with the
-group effects integrated by quadrature (binomial and Poisson) and Pólya–Gamma Gibbs (binomial; negative binomial with its shape).
+group effects integrated by quadrature (binomial and Poisson) and Pólya–Gamma Gibbs (binomial; negative binomial with its shape);
+and the joint NUTS sampler on a Poisson model with nested terms (partial centring, the outer term integrated out).
 
 As tests/test_sbc.py: parameters from proper priors, data from them, ranks of the true values among thinned
 posterior draws, which are uniform when the sampler is right. 8 groups x 5 rows, a random intercept and a slope
@@ -77,4 +78,36 @@ def ranks(family: str, sampler: str, replicates: range) -> np.ndarray:
 def test_glmm_sbc(family, sampler):
     """60 replicates, five bins: gross miscalibration of any exact GLMM sampler fails it."""
     p = uniformity_pvalues(ranks(family, sampler, range(60)), parameters(family), bins=5)
+    assert min(p.values()) > 0.001, p
+
+
+NESTED = ["b_Intercept", "b_x", "sd_a__Intercept", "sd_b__Intercept", "r_a[a0,Intercept]", "r_b[a0b0,Intercept]"]
+
+
+def simulate_nested(replicate: int, outer: int = 6, inner: int = 3, rows: int = 3) -> tuple[pd.DataFrame, dict]:
+    """Poisson counts with a random intercept b nested in a (each b level in one a level): NUTS samples b's totals
+    partially centred and integrates a out (its effects drawn exactly given them)."""
+    rng = np.random.default_rng([2014, replicate])
+    alpha, slope, tau_a, tau_b = (PRIORS[k].sample(rng) for k in ("Intercept", "b", "sd", "sd"))
+    u_a, u_b = rng.normal(0, tau_a, outer), rng.normal(0, tau_b, outer * inner)
+    b = np.repeat(np.arange(outer * inner), rows)
+    a = b // inner
+    x = np.random.default_rng(2014).normal(0.5, 1.0, len(b))
+    y = rng.poisson(np.exp(alpha + slope * (x - x.mean()) + u_a[a] + u_b[b]))
+    truth = dict(zip(NESTED, [alpha - slope * x.mean(), slope, tau_a, tau_b, u_a[0], u_b[0]]))
+    data = pd.DataFrame({"y": y, "x": x, "a": [f"a{i}" for i in a], "b": [f"a{i // inner}b{i % inner}" for i in b]})
+    return data, truth
+
+
+@pytest.mark.slow
+def test_nested_poisson_sbc():
+    """The joint NUTS sampler with partial centring and the outer nested term integrated out: 60 replicates, five
+    bins, the outer effect (drawn from its exact conditional) among the parameters."""
+    out = []
+    for r in range(60):
+        data, truth = simulate_nested(r)
+        post = mlv.Model("y ~ x + (1 | a) + (1 | b)", data, family="poisson").sample(
+            chains=1, draws=10 * KEPT, warmup=500, seed=r, prior=PRIORS, sampler="nuts", progress=False)
+        out.append(ranks_of_truth(post.parameters() | post.group_effect_draws(), truth, NESTED))
+    p = uniformity_pvalues(np.array(out), NESTED, bins=5)
     assert min(p.values()) > 0.001, p

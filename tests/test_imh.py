@@ -39,7 +39,7 @@ def test_group_effects_are_drawn_from_their_exact_conditional():
     n = 20_000
     b = target.draw_effects(np.repeat(x[None], n, axis=0), np.random.default_rng(3))
     at, sd, _, _ = target._at(x[None])
-    mode, s = target._mode(at)
+    mode, s = target._mode(at, sd)
     t = mode[:, None, :] + np.sqrt(2.0) * s[:, None, :] * data["gh_x"][:, None]
     logw = data["gh_logw"][:, None] + target._h(at, t)
     w = np.exp(logw - logw.max(axis=1, keepdims=True))[0]
@@ -113,3 +113,20 @@ def test_points_evaluated_in_smaller_blocks_give_the_same_density(monkeypatch):
     monkeypatch.setattr(scalar_marginal, "BLOCK_ENTRIES", 3 * 21 * 161)  # 3 points a block
     assert ScalarMarginal(layout, data)._block(21) == 3
     assert np.allclose(ScalarMarginal(layout, data).log_density(x), whole, rtol=1e-13, atol=0)
+
+
+def test_anchor_and_fast_link_functions_change_nothing():
+    """Newton steps begun at an anchor's modes give the density begun at 0 (to the steps' tolerance), and the
+    stable softplus and logistic equal NumPy's and SciPy's from -800 to 800."""
+    from scipy import special
+
+    from multilevel.scalar_marginal import logistic, softplus
+
+    layout, data = density_inputs(model_of(SALAMANDERS), glmm_bayes.NODES)
+    x = points(layout, np.random.default_rng(5))
+    plain = ScalarMarginal(layout, data)
+    anchored = ScalarMarginal(layout, data, plain.effect_modes(x[2]))
+    assert np.allclose(anchored.log_density(x), plain.log_density(x), rtol=0, atol=1e-9)
+    v = np.linspace(-800, 800, 100_001)
+    assert np.allclose(softplus(v), np.logaddexp(0.0, v), rtol=1e-15, atol=1e-300)
+    assert np.allclose(logistic(v), special.expit(v), rtol=1e-15, atol=1e-300)

@@ -25,11 +25,12 @@ from .diagnostics import exact_fit_message, interrupted_message, sampler_warning
 from .engine import Engine
 from .errors import MultilevelError, emit
 from .gibbs import sample_gibbs
-from .glmm_bayes import sample_glmm
+from .glmm_bayes import nested_pair, sample_glmm
 from .glmm_gibbs import sample_polya_gamma
 from .glmm_laplace import sample_laplace
 from .laplace_check import messages as approximation_messages
 from .partitioned import response_values, sampler_inputs
+from .polya_gamma import check_shapes
 from .posterior import Posterior
 from .priors import brms_scale, for_centred_response, resolve_priors
 
@@ -54,7 +55,8 @@ def sample(
     effects and other coefficients integrated out, then draws those exactly; ``"imh"`` (binomial-logit, Poisson and
     negative-binomial models with one scalar random term) is an exact independence Metropolis-Hastings sampler
     over the same few parameters; ``"auto"`` (the default) runs ``"imh"`` where it applies and its proposal passes
-    its check (``post.proposal_check``), else ``"nuts"``, and says why in ``post.sampler_note``; ``"gibbs"`` is a blocked
+    its check (``post.proposal_check``), else ``"gibbs"`` for a binomial-logit model with crossed scalar terms, else
+    ``"nuts"``, and says why in ``post.sampler_note``; ``"gibbs"`` is a blocked
     Gibbs sampler (Pólya–Gamma augmented for binomial-logit models), which for a Gaussian model whose random terms
     are all scalar and crossed into a dense system of more than 3,000 rows runs ``"crossed-gibbs"``: collapsed
     Gibbs with a cost per sweep linear in the rows (docs/bayes.md); ``"laplace"`` (binomial, Poisson and
@@ -105,7 +107,8 @@ def sample(
 
 def _independence_or_nuts(model, ps, sampler: str, chains, draws, warmup, seed, cores, progress) -> Posterior:
     """`sampler="imh"`: the independence sampler (an error where it does not apply); `"auto"`: it too, unless it
-    does not apply or its proposal fails its check, then NUTS, with the reason in `sampler_note`."""
+    does not apply or its proposal fails its check, then Pólya–Gamma Gibbs where `polya_gamma_preferred`, else NUTS,
+    with the reason in `sampler_note`."""
     reason = imh.reason_unsupported(model)
     if reason is None:
         try:
@@ -118,10 +121,31 @@ def _independence_or_nuts(model, ps, sampler: str, chains, draws, warmup, seed, 
             reason = post.proposal_check["reason"]
     if sampler == "imh":
         raise MultilevelError(f"sampler='imh' does not apply to this model: {reason}. Use sampler='auto' or 'nuts'")
+    if polya_gamma_preferred(model):
+        post = sample_polya_gamma(model, ps, chains, draws, warmup, seed, cores, progress)
+        post.sampler_note = (f"Pólya–Gamma Gibbs ran (crossed scalar terms of a binomial-logit model: faster than NUTS "
+                             f"here, docs/bayes.md): the independence sampler was not used because {reason}")
+        return post
     with gc_paused():
         post = sample_glmm(model, ps, chains, draws, warmup, seed, cores, progress)
     post.sampler_note = f"NUTS ran: the independence sampler was not used because {reason}"
     return post
+
+
+def polya_gamma_preferred(model) -> bool:
+    """`"auto"`'s choice of Pólya–Gamma Gibbs over NUTS, by measurement (docs/bayes.md): a binomial-logit model with
+    whole trials and two or more scalar random terms none of which nests another (VerbAgg: 11.5x brms's ESS/s, NUTS
+    below)."""
+    blocks = model.design.blocks
+    if model.family.name != "binomial" or model.family.link.name != "logit" or len(blocks) < 2:
+        return False
+    if any(b.k != 1 for b in blocks) or nested_pair(blocks):
+        return False
+    try:
+        check_shapes(model.design.family_weights, "trials")
+    except MultilevelError:
+        return False
+    return True
 
 
 def diagnosed(post: Posterior, warn: bool = True) -> Posterior:

@@ -2,7 +2,9 @@
 
 NUTS runs on [log sds, CPC-transformed correlations, log shape (negative binomial), alpha (the centred
 intercept), the other centred coefficients] and 
-the standardised effects u (b = diag(sd) L u per level, non-centred) of the sampled terms. With `nodes` > 0 the
+the sampled terms' effects: a vector term's standardised (b = diag(sd) L u per level, non-centred), a scalar term's
+partially centred (b = sd^(1 - w) v per level, w = I sd^2 / (1 + I sd^2) from 0 to 1 with I the level's information:
+Papaspiliopoulos, Roberts & Skold 2007; w depends on sd only, so the Jacobian is sd^(1 - w) per level). With `nodes` > 0 the
 first term (the only one, for `glmm_bayes`), when scalar (e.g. ``(1 | herd)``), is not sampled: given everything else its groups'
 effects are independent (each row has one level), so each is integrated out by adaptive Gauss-Hermite
 quadrature (nodes centred at the group's mode, scaled by its curvature; the mode and scale enter as constants,
@@ -44,8 +46,14 @@ class GlmmLayout:
     p_c: int  # centred coefficients other than the intercept
     nodes: int  # quadrature nodes per group of the first term; 0: every term sampled
     dense_metric: bool = False  # NUTS adapts a dense mass matrix (nuts.py reads it)
-    centred: tuple = ()  # per term: True samples a scalar term's effects b themselves rather than b / sd
+    centred: tuple = ()  # per term: True samples a scalar term partially centred by its levels' data["information<t>"]
     target_accept: float = 0.8  # NUTS's step-size adaptation target (nuts.py reads it)
+    nested: tuple = ()  # (outer, inner): scalar intercept terms, inner's levels within outer's; outer integrated out
+
+    @property
+    def q_outer(self) -> int:
+        """Levels of the integrated-out outer term (0 without one)."""
+        return self.base.ms[self.nested[0]] if self.nested else 0
 
     @property
     def dim(self) -> int:
@@ -54,7 +62,7 @@ class GlmmLayout:
     @property
     def q_sampled(self) -> int:
         """Standardised group effects NUTS samples: every term's, but for the quadrature's first term."""
-        return sum(k * m for t, (k, m) in enumerate(zip(self.base.ks, self.base.ms)) if t or not self.nodes)
+        return sum(k * m for t, (k, m) in enumerate(zip(self.base.ks, self.base.ms)) if t or not self.nodes) - self.q_outer
 
     @property
     def n_base(self) -> int:
@@ -215,17 +223,73 @@ def _effects(layout: GlmmLayout, data: dict, sds, chols, u):
     for t, (k, m) in enumerate(zip(layout.base.ks, layout.base.ms)):
         if t == 0 and layout.nodes:
             continue
+        if layout.nested and t == layout.nested[0]:
+            blocks.append(None)  # integrated out: drawn given the inner totals (`conditional_draw`)
+            continue
         v = u[start : start + k * m].reshape(m, k)
         start += k * m
-        if layout.centred and layout.centred[t]:  # scalar: v is b itself, b ~ N(0, sd^2)
-            b = v
-            lp = lp - 0.5 * jnp.sum((v[:, 0] / sds[t][0]) ** 2) - m * jnp.log(sds[t][0])
+        if layout.nested and t == layout.nested[1]:
+            b, lp_t = _totals(layout, data, sds, v[:, 0])
+            lp = lp + lp_t
+        elif layout.centred and layout.centred[t]:  # scalar: b = sd^(1 - w) v, w = I sd^2 / (1 + I sd^2) per level
+            log_sd = jnp.log(sds[t][0])
+            b, w = _partially_centred(data[f"information{t}"], log_sd, v[:, 0])
+            lp = lp - 0.5 * jnp.sum(v[:, 0] ** 2 * jnp.exp(-2.0 * w * log_sd)) - jnp.sum(w) * log_sd
+            b = b[:, None]
         else:
             b = v @ (sds[t][:, None] * chols[t]).T
             lp = lp - 0.5 * jnp.sum(v**2)
         blocks.append(b)
         eta = eta + jnp.sum(data[f"Z{t}"] * b[data[f"codes{t}"]], axis=1)
     return blocks, eta, lp
+
+
+def _partially_centred(info, log_sd, v):
+    """Effects b = sd^(1 - w) v per level, w = I sd^2 / (1 + I sd^2) from each level's information I (0: non-centred),
+    and the weights w."""
+    import jax.numpy as jnp
+
+    w = info / (info + jnp.exp(-2.0 * log_sd))
+    return jnp.exp((1.0 - w) * log_sd) * v, w
+
+
+def _totals(layout: GlmmLayout, data: dict, sds, v):
+    """The inner nested term's totals c = b_inner + b_outer[parent] (m, 1), partially centred as a scalar term with
+    SD s = sqrt(sd_outer^2 + sd_inner^2), and their log prior with the outer effects integrated out: the c of one
+    outer level are N(0, sd_inner^2 I + sd_outer^2 J), so with n of them, S = sum c and Q = sum c^2, -1/2 (Q -
+    sd_outer^2 S^2 / d) / sd_inner^2 - (n - 1) log sd_inner - log(d) / 2, d = sd_inner^2 + n sd_outer^2."""
+    import jax.numpy as jnp
+
+    outer, inner = layout.nested
+    a2, b2 = sds[outer][0] ** 2, sds[inner][0] ** 2
+    log_s = 0.5 * jnp.log(a2 + b2)
+    c, w = _partially_centred(data[f"information{inner}"], log_s, v)
+    n, S, Q = _outer_sums(layout, data, c)
+    d = b2 + n * a2
+    lp = (-0.5 * jnp.sum((Q - a2 * S**2 / d) / b2) - 0.5 * jnp.sum((n - 1.0) * jnp.log(b2) + jnp.log(d))
+          + jnp.sum(1.0 - w) * log_s)
+    return c[:, None], lp
+
+
+def _outer_sums(layout: GlmmLayout, data: dict, c):
+    """Per outer level: the number of inner levels, the sum of their totals and of their squares."""
+    import jax
+
+    m = layout.q_outer
+    return data["outer_count"], jax.ops.segment_sum(c, data["parent"], m), jax.ops.segment_sum(c**2, data["parent"], m)
+
+
+def _outer_draw(layout: GlmmLayout, data: dict, sds, c, z):
+    """The integrated-out outer effects given the inner totals c (exact Gaussian: mean sd_outer^2 S / d, variance
+    sd_outer^2 sd_inner^2 / d per level), and the inner effects c - b_outer[parent]."""
+    import jax.numpy as jnp
+
+    outer, inner = layout.nested
+    a2, b2 = sds[outer][0] ** 2, sds[inner][0] ** 2
+    n, S, _ = _outer_sums(layout, data, c)
+    d = b2 + n * a2
+    b_outer = a2 * S / d + jnp.sqrt(a2 * b2 / d) * z
+    return b_outer[:, None], (c - b_outer[data["parent"]])[:, None]
 
 
 def log_density(layout: GlmmLayout, data: dict, x):
@@ -257,8 +321,8 @@ def first_term_integral(layout: GlmmLayout, data: dict, eta0, shape, slope, star
 
 
 def noise_size(layout: GlmmLayout) -> int:
-    """Uniforms on (0, 1) each conditional draw consumes (three per proposal)."""
-    return 3 * TRIES * layout.base.ms[0] if layout.nodes else 0
+    """Uniforms on (0, 1) each conditional draw consumes (three per proposal; one per integrated-out outer level)."""
+    return 3 * TRIES * layout.base.ms[0] if layout.nodes else layout.q_outer
 
 
 def work(data: dict) -> int:
@@ -272,6 +336,11 @@ def conditional_draw(layout: GlmmLayout, data: dict, x, z):
     drawn exactly given x."""
     sds, chols, shape, _, eta0 = _parameters(layout, data, x)
     sampled, eta_b, _ = _effects(layout, data, sds, chols, x[layout.n_base + layout.p_c :])
+    if layout.nested:
+        from jax.scipy.special import ndtri
+
+        outer, inner = layout.nested
+        sampled[outer], sampled[inner] = _outer_draw(layout, data, sds, sampled[inner][:, 0], ndtri(z))
     if not layout.nodes:
         return tuple(sampled)
     slope = sds[0][0] * data["Z0"][:, 0]

@@ -60,15 +60,17 @@ def sample_imh(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: 
     to locate and scale the adapted proposal, and a chain forgets its start at its first accepted move."""
     start = time.perf_counter()
     layout, data, centred, columns = target_inputs(model, ps, NODES)
-    target = ScalarMarginal(layout, data)
-    proposal = posterior_mode(ScalarMarginal(layout, data | quadrature_nodes(FEWER_NODES[0])), model)
+    few = ScalarMarginal(layout, data | quadrature_nodes(FEWER_NODES[0]))
+    proposal = posterior_mode(few, model)
+    anchor = few.effect_modes(proposal[0])  # the modes at phi's mode: every point's Newton steps begin there
+    target = ScalarMarginal(layout, data, anchor)
     rngs = [np.random.default_rng([seed, c]) for c in range(chains)]
     n_warm = min(warmup, -(-ADAPT_PROPOSALS // chains))
     warm = [_run(target, proposal, rng, n_warm, None) for rng in rngs]
     x_warm = np.concatenate([w.x for w in warm])
     log_p, log_r = (np.concatenate([getattr(w, name) for w in warm]) for name in ("log_p", "log_r"))
     proposal = adapted(x_warm, log_r, proposal)
-    target, nodes = fewest_nodes(layout, data, x_warm, log_p, log_r, rngs[0])
+    target, nodes = fewest_nodes(layout, data, x_warm, log_p, log_r, rngs[0], anchor)
     runs = [_run(target, proposal, rng, draws, w.chain[-1]) for rng, w in zip(rngs, warm)]
     check = diagnose(np.concatenate([r.log_r for r in runs]), np.mean([r.stats["accepted"].mean() for r in runs]))
     positions = np.stack([r.chain for r in runs])
@@ -80,7 +82,8 @@ def sample_imh(model, ps: PriorSet, chains: int, draws: int, warmup: int, seed: 
     return post
 
 
-def fewest_nodes(layout, data: dict, x: np.ndarray, log_p: np.ndarray, log_r: np.ndarray, rng: np.random.Generator):
+def fewest_nodes(layout, data: dict, x: np.ndarray, log_p: np.ndarray, log_r: np.ndarray, rng: np.random.Generator,
+                 anchor: np.ndarray | None = None):
     """The target with the fewest quadrature nodes (of FEWER_NODES) whose log density is within QUADRATURE_TOL of
     NODES's (`log_p`) at NODE_CHECKS warmup proposals x resampled by their importance ratios `log_r` (so, roughly,
     posterior draws: where the error moves the posterior; NODES's own error is below 1e-5:
@@ -89,10 +92,10 @@ def fewest_nodes(layout, data: dict, x: np.ndarray, log_p: np.ndarray, log_r: np
     w = np.exp(log_r[ok] - log_r[ok].max())
     pick = np.unique(rng.choice(ok, NODE_CHECKS, p=w / w.sum())) if len(ok) else ok
     for nodes in FEWER_NODES:
-        fewer = ScalarMarginal(layout, data | quadrature_nodes(nodes))
+        fewer = ScalarMarginal(layout, data | quadrature_nodes(nodes), anchor)
         if len(pick) and np.max(np.abs(fewer.log_density(x[pick]) - log_p[pick])) < QUADRATURE_TOL:
             return fewer, nodes
-    return ScalarMarginal(layout, data), NODES
+    return ScalarMarginal(layout, data, anchor), NODES
 
 
 def posterior_mode(target: ScalarMarginal, model) -> tuple[np.ndarray, np.ndarray]:
