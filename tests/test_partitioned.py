@@ -631,16 +631,17 @@ def test_icc_from_the_sums_matches_lme4():
 def test_row_moments_of_shifted_slopes_and_products_are_those_of_the_rows(sleep):
     """A random slope far from zero (held centred in its term) and a product of far columns: the mean z z' of each
     term and var(X beta) from the sums equal those of the rows (1e-12)."""
-    from multilevel.variance import _fixed_variance, _term_moments
+    from multilevel.variance import _term_moments
 
     data = sleep.assign(Days=sleep.Days + 1000.0, x=np.sin(np.arange(len(sleep))) + 50.0)
     formula = "Reaction ~ Days * x + (Days | Subject)"
     whole, model = mlv.Model(formula, data), mlv.Model(formula, shuffled(data, 17))
     assert model.cross_products.held.terms[0] is not None and model.cross_products.held.products
-    for ours, theirs in zip(_term_moments(model.design), _term_moments(whole.design), strict=True):
+    for ours, theirs in zip(model.design.moments.terms, _term_moments(whole.design.blocks, whole.design.nobs), strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-12)
     beta = np.random.default_rng(1).normal(size=(5, whole.design.p))
-    np.testing.assert_allclose(_fixed_variance(model.design, beta), _fixed_variance(whole.design, beta), rtol=1e-10)
+    np.testing.assert_allclose(model.design.moments.fixed_variance(beta), (beta @ whole.design.X.T).var(axis=-1, ddof=1),
+                               rtol=1e-10)
 
 
 @pytest.mark.parametrize("partitions", [1, 3, 17])
