@@ -1,15 +1,18 @@
-"""PIRLS and the exact gradient of the Laplace objective for one vector random-effect term, e.g. (1 + x | g).
+"""PIRLS and the exact gradient of the Laplace objective for one vector random-effect term, e.g. (1 + x | g), with any
+number of scalar terms beside it, e.g. (1 | h).
 
-With eta = X beta + offset + z_i' T u_g (T the term's lower-triangular relative factor, theta its entries column by
-column as lme4), every group's modes solve their own k-dimensional problem: the Newton steps of `pirls.Pirls` are
-k x k systems solved for all groups at once, H_g = I + T' G_g T with G_g = sum_{i in g} w_i z_i z_i'. The objective
+With eta = X beta + offset + z_i' T u_g + sum_t z_ti theta_t v_t[level] (T the vector term's lower-triangular relative
+factor, theta its entries column by column as lme4), A = Z Lambda and M = A'WA + I, the vector term's block of M is
+each group's k x k H_g = I + T' G_g T (G_g = sum_{i in g} w_i z_i z_i'), solved for all groups at once; the scalar
+terms' levels (q2 of them) couple to it through B_g = T' sum_{i in g} w_i z_i a2_i' and are left in the dense Schur
+complement S = M22 - sum_g B_g' H_g^-1 B_g (one term only: S empty, each group on its own). The objective
 
-    D(theta, beta) = -2 sum log f(y | u-hat) + |u-hat|^2 + sum_g log det H_g    (H_g with the Laplace weights V)
+    D(theta, beta) = -2 sum log f(y | u-hat) + |u-hat|^2 + log det M    (M with the Laplace weights V)
 
 has the exact gradient of implicit differentiation (as `laplace_gradient`): the first two terms need their partial
-derivatives only; d log det H_g = tr(H_g^-1 dH_g) takes T's own move, 2 G_g T H_g^-1 at T's entries, and the
-weights' move with eta, sum_i V'_i h_i d eta_i (h_i = z_i' T H_g^-1 T' z_i the leverages), whose part through the
-modes' move is carried by one more solve, r_g = (H_g^W)^-1 T' sum_{i in g} V'_i h_i z_i (observed information W).
+derivatives only; d log det M = tr(M^-1 dM) takes Lambda's own move, 2 sum_i V_i z_i' dLambda M^-1 a_i, and the
+weights' move with eta, sum_i V'_i h_i d eta_i (h_i = a_i' M^-1 a_i the leverages), whose part through the modes'
+move is carried by one more solve, r = M_W^-1 A'(V' h) (observed information W).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import cho_solve
 
 from .engine import theta_to_T, tri_index
 from .errors import MultilevelError
@@ -26,28 +30,49 @@ from .newton_modes import STEP_TOL, iterate
 from .pirls import Pirls
 
 NOT_POSITIVE = "penalised IRLS failed: the weighted system is not positive definite"
+MAX_DENSE_ROWS = 4_000_000  # n x k x (levels of the scalar terms) entries held at once; larger: derivative-free search
+
+
+@dataclass
+class VectorSystem:
+    """M = A'diag(w)A + I in blocks: the rows' entries of A (vector term (n, k), scalar terms (n, T - 1)), each group's
+    H_g (m, k, k), H_g^-1 B_g (m, k, q2) and the lower Cholesky factor L of S (q2 x q2)."""
+
+    a1: np.ndarray
+    a2: np.ndarray
+    H: np.ndarray
+    HB: np.ndarray
+    L: np.ndarray
+
+    @property
+    def logdet(self) -> float:
+        """log det M = sum_g log det H_g + log det S."""
+        return _logdet(self.H) + 2.0 * float(np.sum(np.log(np.diagonal(self.L))))
 
 
 @dataclass
 class VectorMode:
-    """Conditional modes at one (theta, beta), with each group's curvature H_g at the Laplace weights."""
+    """Conditional modes at one (theta, beta): the vector term's (m, k) and the scalar terms' (q2,), with the system
+    at the Laplace weights."""
 
     theta: np.ndarray
     beta: np.ndarray
-    u: np.ndarray  # (m, k) spherical modes
+    u1: np.ndarray
+    u2: np.ndarray
     eta: np.ndarray
-    curvature: np.ndarray  # (m, k, k)
+    system: VectorSystem
     minus2_cond_loglik: float
     score: np.ndarray  # per row at the modes
     w_observed: np.ndarray  # the observed information per row at the modes
+    observed: VectorSystem  # the system with the observed information (`system` itself unless lme4's expected)
 
     @property
     def laplace(self) -> float:
-        return self.minus2_cond_loglik + float(np.sum(self.u * self.u)) + _logdet(self.curvature)
+        return self.minus2_cond_loglik + float(np.sum(self.u1 * self.u1) + self.u2 @ self.u2) + self.system.logdet
 
 
 def _cholesky(H: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factors of a stack of k x k matrices; a MultilevelError if one is not positive definite."""
+    """Lower Cholesky factors of a matrix or a stack of them; a MultilevelError if one is not positive definite."""
     try:
         return np.linalg.cholesky(H)
     except np.linalg.LinAlgError:
@@ -68,11 +93,14 @@ def _solve(H: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class VectorTermGradient:
-    """Modes, value and exact gradient in (theta, beta) of `pirls`'s Laplace objective for one vector term; warm
-    starts shared with `pirls`."""
+    """Modes, value and exact gradient in (theta, beta) of `pirls`'s Laplace objective for one vector term and any
+    scalar terms; warm starts shared with `pirls`."""
 
     def __init__(self, pirls: Pirls):
-        block = pirls.design.blocks[0]
+        blocks = pirls.design.blocks
+        self.first = next(t for t, b in enumerate(blocks) if b.k > 1)
+        self.rest = [t for t in range(len(blocks)) if t != self.first]
+        block = blocks[self.first]
         self.pirls, self.codes, self.m, self.k = pirls, block.codes, block.m, block.k
         self.Z = np.asarray(block.Z, dtype=float)  # (n, k)
         self.X = pirls.design.X
@@ -80,24 +108,58 @@ class VectorTermGradient:
         self.zz = (self.Z[:, :, None] * self.Z[:, None, :]).reshape(n, k * k)  # each row's z z'
         self.group_sum = sp.csr_matrix((np.ones(n), (self.codes, np.arange(n))), shape=(self.m, n))
         self.tri = tuple(np.array(tri_index(k)).T)  # theta's entries of T
+        self.starts = np.cumsum([0] + [blocks[t].m for t in self.rest])
+        self.q2 = int(self.starts[-1])
+        # each row's column among the scalar terms' levels and its covariate, per scalar term: (n, T - 1)
+        self.cols = np.column_stack([blocks[t].codes + s for t, s in zip(self.rest, self.starts)] or [np.zeros((n, 0), int)])
+        self.z2 = np.column_stack([blocks[t].Z[:, 0] for t in self.rest] or [np.zeros((n, 0))]).astype(float)
+        self.rows = np.arange(n)
+        # where each row's products land in M22 (q2 x q2) and in B (m, k, q2), flat
+        self._m22_index = (self.cols[:, :, None] * self.q2 + self.cols[:, None, :]).ravel()
+        self._b_index = ((self.codes[:, None, None] * k + np.arange(k)[None, :, None]) * self.q2
+                         + self.cols[:, None, :]).ravel()
 
     @staticmethod
     def applies(design) -> bool:
-        """Whether the model has exactly one random-effect term, and it is a vector (k > 1)."""
-        return len(design.blocks) == 1 and design.blocks[0].k > 1
+        """Whether exactly one random-effect term is a vector (k > 1), the others scalar, and n x k x (levels of the
+        scalar terms) small enough to hold."""
+        blocks = design.blocks
+        vectors = [b for b in blocks if b.k > 1]
+        if len(vectors) != 1:
+            return False
+        return design.nobs * vectors[0].k * sum(b.m for b in blocks if b.k == 1) <= MAX_DENSE_ROWS
 
-    def _gram(self, w: np.ndarray) -> np.ndarray:
-        """G_g = sum_{i in g} w_i z_i z_i', (m, k, k)."""
-        return (self.group_sum @ (w[:, None] * self.zz)).reshape(self.m, self.k, self.k)
+    # ------------------------------------------------------------------ the blocked system
+    def _entries(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """T and the rows' entries of A = Z Lambda: the vector term's a1_i = T' z_i (n, k), the scalar terms' (n, T - 1)."""
+        slices = self.pirls.theta_slices
+        T = theta_to_T(theta[slices[self.first]], self.k)
+        return T, self.Z @ T, self.z2 * np.array([theta[slices[t].start] for t in self.rest])
 
-    def _curvature(self, T: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """H_g = I + T' G_g T at weights w, with G."""
-        G = self._gram(w)
-        return np.eye(self.k) + T.T @ G @ T, G
+    def _system(self, a1: np.ndarray, a2: np.ndarray, w: np.ndarray) -> VectorSystem:
+        """M at weights w in blocks; a MultilevelError if it is not positive definite."""
+        m, k, q2 = self.m, self.k, self.q2
+        H = np.eye(k) + (self.group_sum @ (w[:, None, None] * a1[:, :, None] * a1[:, None, :]).reshape(-1, k * k)
+                         ).reshape(m, k, k)
+        wa2 = w[:, None] * a2
+        B = np.bincount(self._b_index, (a1[:, :, None] * wa2[:, None, :]).ravel(), m * k * q2).reshape(m, k, q2)
+        HB = _solve(H, B)
+        S = np.bincount(self._m22_index, (wa2[:, :, None] * a2[:, None, :]).ravel(), q2 * q2).reshape(q2, q2)
+        S = S + np.eye(q2) - np.einsum("gkp,gkq->pq", B, HB)
+        return VectorSystem(a1, a2, H, HB, _cholesky(S))
 
-    def _random(self, T: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """z_i' T u_g per row."""
-        return np.einsum("ij,ij->i", self.Z, (u @ T.T)[self.codes])
+    def _solve_system(self, system: VectorSystem, v1: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """M^-1 [v1; v2] (v1 (m, k), v2 (q2,)) by block elimination."""
+        y2 = cho_solve((system.L, True), v2 - np.einsum("gkq,gk->q", system.HB, v1)) if self.q2 else v2
+        return _solve(system.H, v1) - system.HB @ y2, y2
+
+    def _transpose_times(self, a1: np.ndarray, a2: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A'v in the two blocks."""
+        return self.group_sum @ (v[:, None] * a1), np.bincount(self.cols.ravel(), (a2 * v[:, None]).ravel(), self.q2)
+
+    def _times(self, a1: np.ndarray, a2: np.ndarray, u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
+        """A u."""
+        return np.einsum("ij,ij->i", a1, u1[self.codes]) + np.sum(a2 * u2[self.cols], axis=1)
 
     # ------------------------------------------------------------------ modes
     def mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family, tol: float = STEP_TOL) -> VectorMode:
@@ -105,96 +167,108 @@ class VectorTermGradient:
         MultilevelError as Pirls. `tol`: the stopping rule's step size (Pirls's unless asked for tighter)."""
         p, X = self.pirls, self.X
         theta = np.asarray(theta, dtype=float)
-        T = theta_to_T(theta, self.k)
+        _, a1, a2 = self._entries(theta)
         joint = beta is None
         beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
 
         def evaluate(beta, u):
-            eta = X @ beta + p.offset + self._random(T, u[0])
+            eta = X @ beta + p.offset + self._times(a1, a2, *u)
             minus2, score, w = p.evaluation(eta, family)
-            return minus2 + float(np.sum(u[0] * u[0])), (eta, score, w)
+            return minus2 + float(np.sum(u[0] * u[0]) + u[1] @ u[1]), (eta, score, w)
 
         def newton_step(beta, u, state):
-            eta, score, w = state
-            if joint:
-                new_beta, new_u = self._joint_step(T, eta, w, score)
-                return new_beta, [new_u], None
-            H, _ = self._curvature(T, w)
-            s = self.group_sum @ (score[:, None] * self.Z)
-            return beta, [u[0] + _solve(H, s @ T - u[0])], None
+            _, score, w = state
+            system = self._system(a1, a2, w)
+            s1, s2 = self._transpose_times(a1, a2, score)
+            d1, d2 = self._solve_system(system, s1 - u[0], s2 - u[1])
+            if not joint:
+                return beta, [u[0] + d1, u[1] + d2], system
+            db, d1, d2 = self._joint_step(system, w, score, d1, d2)
+            return beta + db, [u[0] + d1, u[1] + d2], system
 
-        u = p.u[0].copy()
-        pdev, state = evaluate(beta, [u])
-        beta, (u,), (eta, score, w), pdev, _ = iterate(beta, [u], state, pdev, newton_step, evaluate, tol,
-                                                       lambda: f"theta = {np.round(theta, 4)}")
-        p.u = [u.copy()]
+        u = [p.u[self.first].copy(), np.concatenate([p.u[t][:, 0] for t in self.rest] or [np.zeros(0)])]
+        pdev, state = evaluate(beta, u)
+        beta, (u1, u2), (eta, score, w), pdev, system = iterate(beta, u, state, pdev, newton_step, evaluate, tol,
+                                                                lambda: f"theta = {np.round(theta, 4)}")
+        p.u[self.first] = u1.copy()
+        for j, t in enumerate(self.rest):
+            p.u[t] = u2[self.starts[j] : self.starts[j + 1], None].copy()
         if joint:
             p.beta = beta.copy()
-        H, _ = self._curvature(T, self._laplace_weights(eta, family, w))
-        return VectorMode(theta, beta, u, eta, H, pdev - float(np.sum(u * u)), score, w)
+        observed = system
+        if p.information == "expected" and not family.canonical:
+            system = self._system(a1, a2, p.weights(eta, family, "expected"))
+        minus2 = pdev - float(np.sum(u1 * u1) + u2 @ u2)
+        return VectorMode(theta, beta, u1, u2, eta, system, minus2, score, w, observed)
 
-    def _laplace_weights(self, eta, family, w_observed=None):
-        """V: the expected information if `pirls` asks for it (non-canonical links), else the observed."""
-        if self.pirls.information == "expected" and not family.canonical:
-            return self.pirls.weights(eta, family, "expected")
-        return self.pirls.weights(eta, family, "observed") if w_observed is None else w_observed
-
-    def _beta_information(self, T, w):
-        """beta's information given theta at weights w (X'WX less what the groups take), with the coupling
-        C_g = T' sum_{i in g} w_i z_i x_i' (m, k, p) and H."""
-        n, p = self.X.shape
-        H, _ = self._curvature(T, w)
-        wzx = (w[:, None, None] * self.Z[:, :, None] * self.X[:, None, :]).reshape(n, self.k * p)
-        C = T.T @ (self.group_sum @ wzx).reshape(self.m, self.k, p)
-        HC = _solve(H, C)
-        return (self.X * w[:, None]).T @ self.X - np.einsum("gkp,gkq->pq", C, HC), C, H, HC
-
-    def _joint_step(self, T, eta, w, score):
-        """Newton step in (beta, u) together: the groups' blocks eliminated (a Schur complement in beta)."""
-        r = eta - self.pirls.offset + score / w  # working response without the offset
-        S, C, H, HC = self._beta_information(T, w)
-        Hc = _solve(H, (self.group_sum @ ((w * r)[:, None] * self.Z)) @ T)
+    def _joint_step(self, system: VectorSystem, w: np.ndarray, score: np.ndarray, r1: np.ndarray, r2: np.ndarray):
+        """The Newton step in (beta, u) together from the step in u alone (r = M^-1 (A's - u)): beta's by the Schur
+        complement X'WX - X'WA M^-1 A'WX, the modes' by one solve per fixed-effect column."""
+        information, F, Q = self._beta_information(system, w)
         try:
-            beta = np.linalg.solve(S, (self.X * w[:, None]).T @ r - np.einsum("gkp,gk->p", C, Hc))
+            db = np.linalg.solve(information, self.X.T @ score - np.array([np.sum(f1 * r1) + f2 @ r2 for f1, f2 in F]))
         except np.linalg.LinAlgError:
             raise MultilevelError(NOT_POSITIVE) from None
-        return beta, Hc - HC @ beta
+        Q1, Q2 = np.array([q[0] for q in Q]), np.array([q[1] for q in Q]).reshape(len(Q), -1)
+        return db, r1 - np.einsum("jgk,j->gk", Q1, db), r2 - Q2.T @ db
+
+    def _beta_information(self, system: VectorSystem, w: np.ndarray):
+        """beta's information given theta, X'WX - X'WA M^-1 A'WX (system: M at w), with A'WX and M^-1 A'WX by column."""
+        WX = w[:, None] * self.X
+        F = [self._transpose_times(system.a1, system.a2, column) for column in WX.T]
+        Q = [self._solve_system(system, f1, f2) for f1, f2 in F]
+        cross = np.array([[np.sum(f1 * q1) + f2 @ q2 for q1, q2 in Q] for f1, f2 in F])
+        return self.X.T @ WX - cross, F, Q
 
     def beta_precision_factor(self, mode: VectorMode, family: Family) -> np.ndarray:
         """Lower Cholesky factor of beta's information given theta at the modes, with the Laplace weights (lme4's RX)."""
-        T = theta_to_T(mode.theta, self.k)
-        return np.linalg.cholesky(self._beta_information(T, self._laplace_weights(mode.eta, family))[0])
+        p = self.pirls
+        kind = "expected" if p.information == "expected" and not family.canonical else "observed"
+        return np.linalg.cholesky(self._beta_information(mode.system, p.weights(mode.eta, family, kind))[0])
 
     def laplace(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> float:
         """The Laplace objective (-2 log-likelihood) at theta and beta."""
         return self.mode(theta, beta, family).laplace
 
     # ------------------------------------------------------------------ the gradient
+    def _leverage_solutions(self, system: VectorSystem) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's M^-1 a_i: its vector term's part at its own group (n, k) and the scalar terms' part (n, q2),
+        Y_i = S^-1 c_i with c_i = a2_i - B_g' H_g^-1 a1_i."""
+        g, a1 = self.codes, system.a1
+        HB = system.HB[g]  # (n, k, q2)
+        c = -np.einsum("ikq,ik->iq", HB, a1)
+        c[self.rows[:, None], self.cols] += system.a2
+        Y = cho_solve((system.L, True), c.T).T if self.q2 else c
+        return _solve(system.H[g], a1) - np.einsum("ikq,iq->ik", HB, Y), Y
+
     def gradient(self, theta: np.ndarray, beta: np.ndarray, family: Family,
                  with_size: bool = False) -> tuple[float, np.ndarray, np.ndarray, float | None]:
-        """The Laplace objective and its derivatives in theta, beta and (with_size) log NB size: at fixed eta,
-        sum_i -2 dl_i + h_i dV_i + (Z T r)_i ds_i (the modes' move carried by r)."""
-        p, Z, g = self.pirls, self.Z, self.codes
+        """The Laplace objective and its derivatives in theta (lme4's order), beta and (with_size) log NB size: at
+        fixed eta, sum_i -2 dl_i + h_i dV_i + (A r)_i ds_i (the modes' move carried by r)."""
+        p, g = self.pirls, self.codes
         mode = self.mode(theta, beta, family)
-        T, eta, u = theta_to_T(mode.theta, self.k), mode.eta, mode.u
+        eta, system = mode.eta, mode.system
+        a1, a2 = system.a1, system.a2
         score, W = mode.score, mode.w_observed
         expected = p.information == "expected" and not family.canonical
         kind = "expected" if expected else "observed"
         V = p.weights(eta, family, kind) if expected else W
-        HV, GV = self._curvature(T, V)
-        HW, GW = self._curvature(T, W) if expected else (HV, GV)
-        P = np.linalg.inv(HV)
-        h = np.sum(self.zz * (T @ P @ T.T).reshape(self.m, -1)[g], axis=1)  # z_i' T P_g T' z_i
+        P1, Y = self._leverage_solutions(system)
+        own = Y[self.rows[:, None], self.cols]  # (M^-1 a_i) at the row's own scalar levels
+        h = np.sum(a1 * P1, axis=1) + np.sum(a2 * own, axis=1)
         vh = p.weights_slope(eta, family, kind) * h
-        s = self.group_sum @ (score[:, None] * Z)  # (m, k)
-        q = self.group_sum @ (vh[:, None] * Z)
-        r = _solve(HW, q @ T)
-        Ar = self._random(T, r)
-        GWTr = (GW @ (r @ T.T)[:, :, None])[:, :, 0]
-        d_T = (-2.0 * s + q - GWTr).T @ u + s.T @ r + 2.0 * np.sum(GV @ T @ P, axis=0)
-        d_beta = self.X.T @ (-2.0 * score + vh - W * Ar)
+        r1, r2 = self._solve_system(mode.observed, *self._transpose_times(a1, a2, vh))
+        Ar = self._times(a1, a2, r1, r2)
+        coef = -2.0 * score + vh - W * Ar
+        d_theta = np.empty(len(mode.theta))
+        slices = p.theta_slices
+        per_row = coef[:, None] * mode.u1[g] + score[:, None] * r1[g] + 2.0 * V[:, None] * P1
+        d_theta[slices[self.first]] = (self.Z.T @ per_row)[self.tri]
+        per_level = coef[:, None] * mode.u2[self.cols] + score[:, None] * r2[self.cols] + 2.0 * V[:, None] * own
+        d_theta[[slices[t].start for t in self.rest]] = np.sum(self.z2 * per_level, axis=0)
+        d_beta = self.X.T @ coef
         d_size = None
         if with_size:
             dl, ds, dw = p.size_partials(eta, family, kind)
             d_size = float(np.sum(-2.0 * dl + h * dw + Ar * ds))
-        return mode.laplace, d_T[self.tri], d_beta, d_size
+        return mode.laplace, d_theta, d_beta, d_size
