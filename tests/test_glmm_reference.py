@@ -324,3 +324,20 @@ def test_vector_and_scalar_terms_fit_with_gradient_is_the_derivative_free_optimu
     se = fit.fixed_effects["std_error"].to_numpy()
     np.testing.assert_allclose(fit.beta, free.beta, atol=1e-3 * se.min())
     np.testing.assert_allclose(fit.variance_components["sd"], free.variance_components["sd"], atol=1e-3)
+
+
+@pytest.mark.parametrize("formula", ["cnt ~ Days + (1 + Days | Subject)", "cnt ~ Days + (1 + Days | Subject) + (1 | night)"])
+def test_gradient_fit_leaves_a_diagonal_bound_by_the_columns_sign(formula, sleep, monkeypatch):
+    """Underdispersed counts from sleepstudy: L-BFGS-B stops at T = [[0, 0], [-0.011, 0.012]], -2 log L 1.22 above the
+    optimum (the bound T_11 >= 0 holds it; T_21 of the other sign is the same covariance and descends). With the
+    column's sign flipped and the search resumed, the fit reaches BOBYQA's optimum (no higher beyond 1e-9 relative)."""
+    from multilevel.vector_pirls import VectorTermGradient
+
+    data = sleep.assign(cnt=np.round(sleep["Reaction"] / 25).astype(int),
+                        night=np.random.default_rng(5).integers(0, 6, len(sleep)).astype(str))
+    model = mlv.Model(formula, data, family="poisson")
+    fit = model.fit(warn=False)
+    monkeypatch.setattr(VectorTermGradient, "applies", staticmethod(lambda design: False))
+    free = model.fit(warn=False)
+    assert fit.deviance <= free.deviance * (1 + 1e-9)
+    assert fit.deviance == pytest.approx(free.deviance, rel=1e-6)

@@ -330,6 +330,12 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
         scale = np.concatenate([np.full(objective.n_theta, THETA_SCALE), np.ones(design.p + estimate_size)])
         info = lbfgsb(objective.value_and_gradient, objective, x0, lower, polish=False, ftol=STAGE2_FTOL,
                       gtol=STAGE2_GTOL, scale=scale)
+        flipped = _flipped_columns(pirls, info.x)
+        if flipped is not None:  # a column's diagonal stuck at its bound 0: the same covariance with the column's sign
+            again = lbfgsb(objective.value_and_gradient, objective, flipped, lower, polish=False, ftol=STAGE2_FTOL,
+                           gtol=STAGE2_GTOL, scale=scale)
+            best = again if again.fun < info.fun else info
+            info = OptimumInfo(best.x, best.fun, info.evaluations + again.evaluations, best.message)
     else:
         info = bobyqa(objective, x0, lower, polish=False)
     hessian, far = _final_hessian(objective, info, lower)
@@ -414,6 +420,19 @@ def _theta_lower(pirls: Pirls) -> np.ndarray:
     for k in pirls.ks:
         out += [0.0 if i == j else -np.inf for j in range(k) for i in range(j, k)]
     return np.array(out)
+
+
+def _flipped_columns(pirls: Pirls, x: np.ndarray) -> np.ndarray | None:
+    """x with the entries below the diagonal negated in every relative-factor column whose diagonal is 0 (T T', the
+    covariance, unchanged; the bound T_jj >= 0 can hold a gradient method on the wrong sign); None if there are none."""
+    out, start = np.array(x, dtype=float), 0
+    for k in pirls.ks:
+        for j in range(k):
+            column = slice(start, start + k - j)  # T[j:, j], the diagonal first
+            if out[column.start] == 0.0 and np.any(out[column.start + 1 : column.stop] != 0.0):
+                out[column.start + 1 : column.stop] *= -1.0
+            start = column.stop
+    return None if np.array_equal(out, x) else out
 
 
 def _log_size_start(objective: GlmmObjective) -> float:
