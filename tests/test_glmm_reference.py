@@ -267,8 +267,9 @@ def slopes_data() -> "pd.DataFrame":
     ("y ~ x + (1 + x | g) + (1 | h)", "negbinomial", "observed"),
 ])
 def test_vector_term_gradient_is_the_derivative(formula, family, information):
-    """One vector term (with scalar terms beside it or not): the per-group PIRLS gives the engine PIRLS's Laplace value and joint beta; its gradient in
-    theta (T's lower triangle, lme4's order), beta and log size matches central differences of the engine PIRLS."""
+    """One vector term (with scalar terms beside it or not): the per-group PIRLS gives the engine PIRLS's Laplace
+    value and joint beta; its gradient in theta (T's lower triangle, lme4's order, the scalar terms' entries where
+    they fall), beta and log size matches central differences of the engine PIRLS."""
     from multilevel.vector_pirls import VectorTermGradient
 
     data = slopes_data()
@@ -276,8 +277,8 @@ def test_vector_term_gradient_is_the_derivative(formula, family, information):
     model = mlv.Model(formula, data, family=family)
     family = model.family.with_dispersion(2.0) if model.family.has_dispersion else model.family
     pirls = Pirls(model.design, model.family, information)
-    vector = [[0.7, 0.15, 0.4] if b.k == 2 else [0.7, 0.15, -0.1, 0.4, 0.05, 0.3] for b in model.design.blocks if b.k > 1]
-    theta = np.array([v for b in model.design.blocks for v in (vector[0] if b.k > 1 else [0.5])])
+    vector = {2: [0.7, 0.15, 0.4], 3: [0.7, 0.15, -0.1, 0.4, 0.05, 0.3]}
+    theta = np.array([v for b in model.design.blocks for v in (vector[b.k] if b.k > 1 else [0.5])])
     beta = np.linspace(-0.3, 0.4, model.design.p)
     vector = VectorTermGradient(Pirls(model.design, model.family, information))
     joint, expected = vector.mode(theta, None, family), pirls.mode(theta, None, family)  # beta found with the modes
@@ -326,7 +327,8 @@ def test_vector_and_scalar_terms_fit_with_gradient_is_the_derivative_free_optimu
     np.testing.assert_allclose(fit.variance_components["sd"], free.variance_components["sd"], atol=1e-3)
 
 
-@pytest.mark.parametrize("formula", ["cnt ~ Days + (1 + Days | Subject)", "cnt ~ Days + (1 + Days | Subject) + (1 | night)"])
+@pytest.mark.parametrize("formula", ["cnt ~ Days + (1 + Days | Subject)",
+                                     "cnt ~ Days + (1 + Days | Subject) + (1 | night)"])
 def test_gradient_fit_leaves_a_diagonal_bound_by_the_columns_sign(formula, sleep, monkeypatch):
     """Underdispersed counts from sleepstudy: L-BFGS-B stops at T = [[0, 0], [-0.011, 0.012]], -2 log L 1.22 above the
     optimum (the bound T_11 >= 0 holds it; T_21 of the other sign is the same covariance and descends). With the

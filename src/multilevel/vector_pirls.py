@@ -111,7 +111,8 @@ class VectorTermGradient:
         self.starts = np.cumsum([0] + [blocks[t].m for t in self.rest])
         self.q2 = int(self.starts[-1])
         # each row's column among the scalar terms' levels and its covariate, per scalar term: (n, T - 1)
-        self.cols = np.column_stack([blocks[t].codes + s for t, s in zip(self.rest, self.starts)] or [np.zeros((n, 0), int)])
+        self.cols = np.column_stack([blocks[t].codes + s for t, s in zip(self.rest, self.starts)]
+                                    or [np.zeros((n, 0), int)])
         self.z2 = np.column_stack([blocks[t].Z[:, 0] for t in self.rest] or [np.zeros((n, 0))]).astype(float)
         self.rows = np.arange(n)
         # where each row's products land in M22 (q2 x q2) and in B (m, k, q2), flat
@@ -130,11 +131,12 @@ class VectorTermGradient:
         return design.nobs * vectors[0].k * sum(b.m for b in blocks if b.k == 1) <= MAX_DENSE_ROWS
 
     # ------------------------------------------------------------------ the blocked system
-    def _entries(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """T and the rows' entries of A = Z Lambda: the vector term's a1_i = T' z_i (n, k), the scalar terms' (n, T - 1)."""
+    def _entries(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' entries of A = Z Lambda: the vector term's a1_i = T' z_i (n, k), the scalar terms'
+        (n, T - 1)."""
         slices = self.pirls.theta_slices
         T = theta_to_T(theta[slices[self.first]], self.k)
-        return T, self.Z @ T, self.z2 * np.array([theta[slices[t].start] for t in self.rest])
+        return self.Z @ T, self.z2 * np.array([theta[slices[t].start] for t in self.rest])
 
     def _system(self, a1: np.ndarray, a2: np.ndarray, w: np.ndarray) -> VectorSystem:
         """M at weights w in blocks; a MultilevelError if it is not positive definite."""
@@ -167,7 +169,7 @@ class VectorTermGradient:
         MultilevelError as Pirls. `tol`: the stopping rule's step size (Pirls's unless asked for tighter)."""
         p, X = self.pirls, self.X
         theta = np.asarray(theta, dtype=float)
-        _, a1, a2 = self._entries(theta)
+        a1, a2 = self._entries(theta)
         joint = beta is None
         beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
 
