@@ -36,11 +36,12 @@ MAX_DENSE_ROWS = 4_000_000  # n x k x (levels of the scalar terms) entries held 
 @dataclass
 class VectorSystem:
     """M = A'diag(w)A + I in blocks: the rows' entries of A (vector term (n, k), scalar terms (n, T - 1)), each group's
-    H_g (m, k, k), H_g^-1 B_g (m, k, q2) and the lower Cholesky factor L of S (q2 x q2)."""
+    H_g and its inverse (m, k, k), H_g^-1 B_g (m, k, q2) and the lower Cholesky factor L of S (q2 x q2)."""
 
     a1: np.ndarray
     a2: np.ndarray
     H: np.ndarray
+    Hinv: np.ndarray
     HB: np.ndarray
     L: np.ndarray
 
@@ -84,10 +85,10 @@ def _logdet(H: np.ndarray) -> float:
     return 2.0 * float(np.sum(np.log(np.diagonal(_cholesky(H), axis1=1, axis2=2))))
 
 
-def _solve(H: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """H_g^-1 b_g for every group (b (m, k) or (m, k, j))."""
+def _inverse(H: np.ndarray) -> np.ndarray:
+    """H_g^-1 for every group (k x k each: one inverse is cheaper than solves against many right-hand sides)."""
     try:
-        return np.linalg.solve(H, b[..., None])[..., 0] if b.ndim == 2 else np.linalg.solve(H, b)
+        return np.linalg.inv(H)
     except np.linalg.LinAlgError:
         raise MultilevelError(NOT_POSITIVE) from None
 
@@ -143,17 +144,20 @@ class VectorTermGradient:
         m, k, q2 = self.m, self.k, self.q2
         H = np.eye(k) + (self.group_sum @ (w[:, None, None] * a1[:, :, None] * a1[:, None, :]).reshape(-1, k * k)
                          ).reshape(m, k, k)
+        Hinv = _inverse(H)
+        if not q2:  # one term: each group on its own
+            return VectorSystem(a1, a2, H, Hinv, np.zeros((m, k, 0)), np.zeros((0, 0)))
         wa2 = w[:, None] * a2
         B = np.bincount(self._b_index, (a1[:, :, None] * wa2[:, None, :]).ravel(), m * k * q2).reshape(m, k, q2)
-        HB = _solve(H, B)
+        HB = Hinv @ B
         S = np.bincount(self._m22_index, (wa2[:, :, None] * a2[:, None, :]).ravel(), q2 * q2).reshape(q2, q2)
         S = S + np.eye(q2) - np.einsum("gkp,gkq->pq", B, HB)
-        return VectorSystem(a1, a2, H, HB, _cholesky(S))
+        return VectorSystem(a1, a2, H, Hinv, HB, _cholesky(S))
 
     def _solve_system(self, system: VectorSystem, v1: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """M^-1 [v1; v2] (v1 (m, k), v2 (q2,)) by block elimination."""
         y2 = cho_solve((system.L, True), v2 - np.einsum("gkq,gk->q", system.HB, v1)) if self.q2 else v2
-        return _solve(system.H, v1) - system.HB @ y2, y2
+        return (system.Hinv @ v1[:, :, None])[:, :, 0] - system.HB @ y2, y2
 
     def _transpose_times(self, a1: np.ndarray, a2: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A'v in the two blocks."""
@@ -241,7 +245,7 @@ class VectorTermGradient:
         c = -np.einsum("ikq,ik->iq", HB, a1)
         c[self.rows[:, None], self.cols] += system.a2
         Y = cho_solve((system.L, True), c.T).T if self.q2 else c
-        return _solve(system.H[g], a1) - np.einsum("ikq,iq->ik", HB, Y), Y
+        return np.einsum("ikl,il->ik", system.Hinv[g], a1) - np.einsum("ikq,iq->ik", HB, Y), Y
 
     def gradient(self, theta: np.ndarray, beta: np.ndarray, family: Family,
                  with_size: bool = False) -> tuple[float, np.ndarray, np.ndarray, float | None]:
