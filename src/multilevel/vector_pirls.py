@@ -132,18 +132,17 @@ class VectorTermGradient:
         return design.nobs * vectors[0].k * sum(b.m for b in blocks if b.k == 1) <= MAX_DENSE_ROWS
 
     # ------------------------------------------------------------------ the blocked system
-    def _entries(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The rows' entries of A = Z Lambda: the vector term's a1_i = T' z_i (n, k), the scalar terms'
+    def _entries(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """T and the rows' entries of A = Z Lambda: the vector term's a1_i = T' z_i (n, k), the scalar terms'
         (n, T - 1)."""
         slices = self.pirls.theta_slices
         T = theta_to_T(theta[slices[self.first]], self.k)
-        return self.Z @ T, self.z2 * np.array([theta[slices[t].start] for t in self.rest])
+        return T, self.Z @ T, self.z2 * np.array([theta[slices[t].start] for t in self.rest])
 
-    def _system(self, a1: np.ndarray, a2: np.ndarray, w: np.ndarray) -> VectorSystem:
-        """M at weights w in blocks; a MultilevelError if it is not positive definite."""
+    def _system(self, T: np.ndarray, a1: np.ndarray, a2: np.ndarray, w: np.ndarray) -> VectorSystem:
+        """M at weights w in blocks (a1 = Z T); a MultilevelError if it is not positive definite."""
         m, k, q2 = self.m, self.k, self.q2
-        H = np.eye(k) + (self.group_sum @ (w[:, None, None] * a1[:, :, None] * a1[:, None, :]).reshape(-1, k * k)
-                         ).reshape(m, k, k)
+        H = np.eye(k) + T.T @ (self.group_sum @ (w[:, None] * self.zz)).reshape(m, k, k) @ T  # I + T' G_g T
         Hinv = _inverse(H)
         if not q2:  # one term: each group on its own
             return VectorSystem(a1, a2, H, Hinv, np.zeros((m, k, 0)), np.zeros((0, 0)))
@@ -173,7 +172,7 @@ class VectorTermGradient:
         MultilevelError as Pirls. `tol`: the stopping rule's step size (Pirls's unless asked for tighter)."""
         p, X = self.pirls, self.X
         theta = np.asarray(theta, dtype=float)
-        a1, a2 = self._entries(theta)
+        T, a1, a2 = self._entries(theta)
         joint = beta is None
         beta = p.beta.copy() if joint else np.asarray(beta, dtype=float)
 
@@ -184,7 +183,7 @@ class VectorTermGradient:
 
         def newton_step(beta, u, state):
             _, score, w = state
-            system = self._system(a1, a2, w)
+            system = self._system(T, a1, a2, w)
             s1, s2 = self._transpose_times(a1, a2, score)
             d1, d2 = self._solve_system(system, s1 - u[0], s2 - u[1])
             if not joint:
@@ -203,7 +202,7 @@ class VectorTermGradient:
             p.beta = beta.copy()
         observed = system
         if p.information == "expected" and not family.canonical:
-            system = self._system(a1, a2, p.weights(eta, family, "expected"))
+            system = self._system(T, a1, a2, p.weights(eta, family, "expected"))
         minus2 = pdev - float(np.sum(u1 * u1) + u2 @ u2)
         return VectorMode(theta, beta, u1, u2, eta, system, minus2, score, w, observed)
 
