@@ -31,7 +31,7 @@ from scipy.linalg import lapack
 
 from .errors import MultilevelError
 from .families import Family
-from .newton_modes import STEP_TOL, iterate
+from .newton_modes import STEP_TOL, JointMode, iterate
 from .pirls import Pirls
 
 MAX_DENSE_SOLUTION = 4_000_000  # n x (levels of the other terms) entries held at once; larger: derivative-free search
@@ -130,27 +130,6 @@ class TermsSystem:
     def logdet(self) -> float:
         """log det M."""
         return float(np.sum(np.log(self.D)) + np.sum(np.log(self.D2)) + 2.0 * np.sum(np.log(self.L if self.L.ndim == 1 else np.diag(self.L))))
-
-
-@dataclass
-class TermsMode:
-    """Conditional modes at one (theta, beta): u of the first term and of the others, and the system with the
-    Laplace weights."""
-
-    theta: np.ndarray
-    beta: np.ndarray
-    u1: np.ndarray
-    u2: np.ndarray
-    eta: np.ndarray
-    system: TermsSystem
-    minus2_cond_loglik: float
-    score: np.ndarray  # per row at the modes
-    w_observed: np.ndarray  # the observed information per row at the modes
-    observed: TermsSystem  # the system with the observed information (`system` itself unless lme4's expected)
-
-    @property
-    def laplace(self) -> float:
-        return self.minus2_cond_loglik + float(self.u1 @ self.u1 + self.u2 @ self.u2) + self.system.logdet
 
 
 class ScalarTermsGradient:
@@ -288,7 +267,7 @@ class ScalarTermsGradient:
         return a1 * u1[self.codes] + np.sum(a2 * u2[self.cols], axis=1)
 
     # ------------------------------------------------------------------ modes
-    def mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family, tol: float = STEP_TOL) -> TermsMode:
+    def mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family, tol: float = STEP_TOL) -> JointMode:
         """Modes at theta and beta by PIRLS (as `Pirls.mode`; beta None: found jointly, lme4's nAGQ = 0); raises
         MultilevelError as Pirls. `tol`: the stopping rule's step size (Pirls's unless asked for tighter)."""
         p, X = self.pirls, self.pirls.design.X
@@ -342,13 +321,13 @@ class ScalarTermsGradient:
         Q1, Q2 = np.column_stack([q[0] for q in Q]), np.column_stack([q[1] for q in Q])
         return X.T @ WX - F1.T @ Q1 - F2.T @ Q2, F1, F2, Q1, Q2
 
-    def beta_precision_factor(self, mode: TermsMode, family: Family) -> np.ndarray:
+    def beta_precision_factor(self, mode: JointMode, family: Family) -> np.ndarray:
         """Lower Cholesky factor of beta's information given theta at the modes, with the Laplace weights (lme4's RX)."""
         p = self.pirls
         kind = "expected" if p.information == "expected" and not family.canonical else "observed"
         return np.linalg.cholesky(self._beta_information(mode.system, p.weights(mode.eta, family, kind))[0])
 
-    def _finish(self, theta, beta, u1, u2, state, pdev, products, system, family) -> TermsMode:
+    def _finish(self, theta, beta, u1, u2, state, pdev, products, system, family) -> JointMode:
         """Store the modes for the next start; the system with the expected information if `pirls` asks for it."""
         p = self.pirls
         p.u[self.first] = u1[:, None].copy()
@@ -358,7 +337,7 @@ class ScalarTermsGradient:
         observed = system
         if p.information == "expected" and not family.canonical:
             system = self._system(products, p.weights(eta, family, "expected"))
-        return TermsMode(theta, beta, u1, u2, eta, system, pdev - float(u1 @ u1 + u2 @ u2), score, w, observed)
+        return JointMode(theta, beta, u1, u2, eta, system, pdev - float(u1 @ u1 + u2 @ u2), score, w, observed)
 
     def laplace(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> float:
         """The Laplace objective (-2 log-likelihood) at theta and beta."""

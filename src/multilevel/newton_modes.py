@@ -4,6 +4,7 @@ stopping rule and the step halving live here once; each solver brings only its N
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,27 @@ from .errors import MultilevelError
 MAX_ITERATIONS = 100
 MAX_HALVINGS = 30
 STEP_TOL = 1e-11  # Newton steps this small (relative): the mode is exact to rounding, the objective to ~1e-12
+
+
+@dataclass
+class JointMode:
+    """Conditional modes at one (theta, beta) of the Laplace solvers with a gradient (`laplace_gradient`,
+    `vector_pirls`): the first term's u and the others', and the system (with a `logdet`) at the Laplace weights."""
+
+    theta: np.ndarray
+    beta: np.ndarray
+    u1: np.ndarray
+    u2: np.ndarray
+    eta: np.ndarray
+    system: Any
+    minus2_cond_loglik: float
+    score: np.ndarray  # per row at the modes
+    w_observed: np.ndarray  # the observed information per row at the modes
+    observed: Any  # the system with the observed information (`system` itself unless lme4's expected)
+
+    @property
+    def laplace(self) -> float:
+        return self.minus2_cond_loglik + float(np.sum(self.u1 * self.u1) + self.u2 @ self.u2) + self.system.logdet
 
 
 def step_size(beta: np.ndarray, u: list[np.ndarray], new_beta: np.ndarray, new_u: list[np.ndarray]) -> float:

@@ -26,7 +26,7 @@ from scipy.linalg import cho_solve
 from .engine import theta_to_T, tri_index
 from .errors import MultilevelError
 from .families import Family
-from .newton_modes import STEP_TOL, iterate
+from .newton_modes import STEP_TOL, JointMode, iterate
 from .pirls import Pirls
 
 NOT_POSITIVE = "penalised IRLS failed: the weighted system is not positive definite"
@@ -49,27 +49,6 @@ class VectorSystem:
     def logdet(self) -> float:
         """log det M = sum_g log det H_g + log det S."""
         return _logdet(self.H) + 2.0 * float(np.sum(np.log(np.diagonal(self.L))))
-
-
-@dataclass
-class VectorMode:
-    """Conditional modes at one (theta, beta): the vector term's (m, k) and the scalar terms' (q2,), with the system
-    at the Laplace weights."""
-
-    theta: np.ndarray
-    beta: np.ndarray
-    u1: np.ndarray
-    u2: np.ndarray
-    eta: np.ndarray
-    system: VectorSystem
-    minus2_cond_loglik: float
-    score: np.ndarray  # per row at the modes
-    w_observed: np.ndarray  # the observed information per row at the modes
-    observed: VectorSystem  # the system with the observed information (`system` itself unless lme4's expected)
-
-    @property
-    def laplace(self) -> float:
-        return self.minus2_cond_loglik + float(np.sum(self.u1 * self.u1) + self.u2 @ self.u2) + self.system.logdet
 
 
 def _cholesky(H: np.ndarray) -> np.ndarray:
@@ -167,7 +146,7 @@ class VectorTermGradient:
         return np.einsum("ij,ij->i", a1, u1[self.codes]) + np.sum(a2 * u2[self.cols], axis=1)
 
     # ------------------------------------------------------------------ modes
-    def mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family, tol: float = STEP_TOL) -> VectorMode:
+    def mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family, tol: float = STEP_TOL) -> JointMode:
         """Modes at theta and beta by PIRLS (as `Pirls.mode`; beta None: found jointly, lme4's nAGQ = 0); raises
         MultilevelError as Pirls. `tol`: the stopping rule's step size (Pirls's unless asked for tighter)."""
         p, X = self.pirls, self.X
@@ -204,7 +183,7 @@ class VectorTermGradient:
         if p.information == "expected" and not family.canonical:
             system = self._system(T, a1, a2, p.weights(eta, family, "expected"))
         minus2 = pdev - float(np.sum(u1 * u1) + u2 @ u2)
-        return VectorMode(theta, beta, u1, u2, eta, system, minus2, score, w, observed)
+        return JointMode(theta, beta, u1, u2, eta, system, minus2, score, w, observed)
 
     def _joint_step(self, system: VectorSystem, w: np.ndarray, score: np.ndarray, r1: np.ndarray, r2: np.ndarray):
         """The Newton step in (beta, u) together from the step in u alone (r = M^-1 (A's - u)): beta's by the Schur
@@ -225,7 +204,7 @@ class VectorTermGradient:
         cross = np.array([[np.sum(f1 * q1) + f2 @ q2 for q1, q2 in Q] for f1, f2 in F])
         return self.X.T @ WX - cross, F, Q
 
-    def beta_precision_factor(self, mode: VectorMode, family: Family) -> np.ndarray:
+    def beta_precision_factor(self, mode: JointMode, family: Family) -> np.ndarray:
         """Lower Cholesky factor of beta's information given theta at the modes, with the Laplace weights (lme4's RX)."""
         p = self.pirls
         kind = "expected" if p.information == "expected" and not family.canonical else "observed"
