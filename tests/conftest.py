@@ -54,6 +54,16 @@ def occupancy_site_loglik(params, arrays, shift_psi=0.0, shift_p=0.0):
     return np.log(psi * given_occupied + (1 - psi) * ((arrays.Y * arrays.mask).max(axis=1) == 0))
 
 
+def assert_same_optimum(fit, free):
+    """A gradient fit reaches the derivative-free (BOBYQA) fit's optimum: -2 log L never above it (1e-9) and within
+    1e-6, fixed effects within 1e-3 SE, SDs within 1e-3."""
+    assert fit.deviance <= free.deviance * (1 + 1e-9)
+    assert fit.deviance == pytest.approx(free.deviance, rel=1e-6)
+    se = fit.fixed_effects["std_error"].to_numpy()
+    np.testing.assert_allclose(fit.beta, free.beta, atol=1e-3 * se.min())
+    np.testing.assert_allclose(fit.variance_components["sd"], free.variance_components["sd"], atol=1e-3)
+
+
 @pytest.fixture(scope="session")
 def sleep():
     """The sleepstudy data, read once (tests must not modify it)."""
