@@ -324,7 +324,7 @@ class ScalarTermsGradient:
     def beta_precision_factor(self, mode: JointMode, family: Family) -> np.ndarray:
         """Lower Cholesky factor of beta's information given theta at the modes, with the Laplace weights (lme4's RX)."""
         p = self.pirls
-        kind = "expected" if p.information == "expected" and not family.canonical else "observed"
+        kind = p.determinant_kind(family)
         return np.linalg.cholesky(self._beta_information(mode.system, p.weights(mode.eta, family, kind))[0])
 
     def _finish(self, theta, beta, u1, u2, state, pdev, products, system, family) -> JointMode:
@@ -335,7 +335,7 @@ class ScalarTermsGradient:
             p.u[t] = u2[self.starts[j] : self.starts[j + 1], None].copy()
         eta, score, w = state
         observed = system
-        if p.information == "expected" and not family.canonical:
+        if p.determinant_kind(family) == "expected":
             system = self._system(products, p.weights(eta, family, "expected"))
         return JointMode(theta, beta, u1, u2, eta, system, pdev - float(u1 @ u1 + u2 @ u2), score, w, observed)
 
@@ -390,8 +390,8 @@ class ScalarTermsGradient:
         eta, system = mode.eta, mode.system
         a1, a2 = system.a1, system.a2
         score, W = mode.score, mode.w_observed
-        expected = p.information == "expected" and not family.canonical
-        kind = "expected" if expected else "observed"
+        kind = p.determinant_kind(family)
+        expected = kind == "expected"
         V = p.weights(eta, family, kind) if expected else W
         dV = p.weights_slope(eta, family, kind)
         h, C = self._leverages(system)

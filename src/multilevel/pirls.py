@@ -171,6 +171,11 @@ class Pirls:
         shape = (-1,) + (1,) * (np.ndim(eta) - 1)
         return family.loglik_size_partial(self.y.reshape(shape), eta, self.prior_weights.reshape(shape))
 
+    def determinant_kind(self, family: Family) -> str:
+        """The information the Laplace log-determinant uses: lme4's expected one for a non-canonical link when asked
+        (information="expected"), else the observed one."""
+        return "expected" if self.information == "expected" and not family.canonical else "observed"
+
     def size_partials(self, eta: np.ndarray, family: Family, kind: str):
         """Per row, d/d log(size) at fixed eta of the log-likelihood, the score and the `kind` weights."""
         return family.size_partials(self.y, eta, self.prior_weights, kind)
@@ -217,7 +222,7 @@ class Pirls:
     def _finish(self, theta, beta, u, eta, pdev, engine, factor, family) -> Mode:
         """Store the modes for the next start; refactor with the expected information if asked for."""
         self.u, self.beta = [x.copy() for x in u], beta.copy()
-        if self.information == "expected" and not family.canonical:
+        if self.determinant_kind(family) == "expected":
             fixed = self.offset if engine.p else self.offset + self.design.X @ beta
             engine = self.engine(eta, fixed, family, "expected", engine.p > 0)
             factor = engine.factor(theta)

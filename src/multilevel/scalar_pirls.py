@@ -169,7 +169,7 @@ class ScalarPirls:
         return ScalarMode(theta, beta, u, eta, 1.0 + theta**2 * self._zsqsum(w), minus2, score, w_observed)
 
     def _laplace_weights(self, eta, family, w_observed=None):
-        if self.pirls.information == "expected" and not family.canonical:
+        if self.pirls.determinant_kind(family) == "expected":
             return self.pirls.weights(eta, family, "expected")
         return self.pirls.weights(eta, family, "observed") if w_observed is None else w_observed
 
@@ -222,7 +222,7 @@ class ScalarPirls:
         eta, u = mode.eta, mode.u
         score, w_obs = mode.score, mode.w_observed
         V = self._laplace_weights(eta, family, w_obs)
-        dV = p.weights_slope(eta, family, "expected" if p.information == "expected" and not family.canonical else "observed")
+        dV = p.weights_slope(eta, family, p.determinant_kind(family))
         zw, sz = self._zsqsum(w_obs), self._zsum(score)
         H = mode.curvature
         H_obs = H if V is w_obs else 1.0 + theta**2 * zw
@@ -252,7 +252,7 @@ class ScalarPirls:
             value = float(np.sum(per_group))
         d_size = None
         if with_size:
-            kind = "expected" if p.information == "expected" and not family.canonical else "observed"
+            kind = p.determinant_kind(family)
             dl, ds, dw = p.size_partials(eta, family, kind)
             du = theta * self._zsum(ds) / H_obs
             dlogH = theta**2 * self._zsqsum(dw) / H + cz * theta * du

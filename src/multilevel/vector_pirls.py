@@ -180,7 +180,7 @@ class VectorTermGradient:
         if joint:
             p.beta = beta.copy()
         observed = system
-        if p.information == "expected" and not family.canonical:
+        if p.determinant_kind(family) == "expected":
             system = self._system(T, a1, a2, p.weights(eta, family, "expected"))
         minus2 = pdev - float(np.sum(u1 * u1) + u2 @ u2)
         return JointMode(theta, beta, u1, u2, eta, system, minus2, score, w, observed)
@@ -207,7 +207,7 @@ class VectorTermGradient:
     def beta_precision_factor(self, mode: JointMode, family: Family) -> np.ndarray:
         """Lower Cholesky factor of beta's information given theta at the modes, with the Laplace weights (lme4's RX)."""
         p = self.pirls
-        kind = "expected" if p.information == "expected" and not family.canonical else "observed"
+        kind = p.determinant_kind(family)
         return np.linalg.cholesky(self._beta_information(mode.system, p.weights(mode.eta, family, kind))[0])
 
     def laplace(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> float:
@@ -234,8 +234,8 @@ class VectorTermGradient:
         eta, system = mode.eta, mode.system
         a1, a2 = system.a1, system.a2
         score, W = mode.score, mode.w_observed
-        expected = p.information == "expected" and not family.canonical
-        kind = "expected" if expected else "observed"
+        kind = p.determinant_kind(family)
+        expected = kind == "expected"
         V = p.weights(eta, family, kind) if expected else W
         P1, Y = self._leverage_solutions(system)
         own = Y[self.rows[:, None], self.cols]  # (M^-1 a_i) at the row's own scalar levels
