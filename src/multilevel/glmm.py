@@ -184,7 +184,8 @@ class GlmmObjective:
             self.terms = ScalarTermsGradient(pirls)
         elif n_agq == 1 and VectorTermGradient.applies(pirls.design):
             self.terms = VectorTermGradient(pirls)
-        self._last: tuple = (None, np.inf, None)  # the last (x, value, gradient): the optimiser's last point is the Hessian's
+        self._last: list = []  # the last two (x, value, gradient): the optimiser's best point is the Hessian's, though the
+        # bounds' check (`optimize.lbfgsb`) may have probed another since
 
     @property
     def has_gradient(self) -> bool:
@@ -196,7 +197,7 @@ class GlmmObjective:
         """beta = beta0 + L'^-1 gamma, L the lower Cholesky factor of beta's information (cov(gamma) ~ I)."""
         self.beta0 = beta0.copy()
         self.J = sla.solve_triangular(precision_factor.T, np.eye(len(beta0)), lower=False, check_finite=False)
-        self._last = (None, np.inf, None)
+        self._last = []
 
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, Family]:
         theta = x[: self.n_theta]
@@ -275,12 +276,12 @@ class GlmmObjective:
         return mode.laplace if self.n_agq == 1 else self.scalar.agq(mode, fam, self.n_agq)
 
     def value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """The objective and its gradient in x = (theta, gamma, [log size]) (the last point's are kept)."""
-        last, value, grad = self._last
-        if last is not None and np.array_equal(last, x):
-            return value, grad.copy()
+        """The objective and its gradient in x = (theta, gamma, [log size]) (the last two points' are kept)."""
+        for last, value, grad in self._last:
+            if np.array_equal(last, x):
+                return value, grad.copy()
         value, grad = self._value_and_gradient(x)
-        self._last = (np.array(x, dtype=float), value, grad.copy())
+        self._last = [(np.array(x, dtype=float), value, grad.copy())] + self._last[:1]
         return value, grad
 
     def _value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -326,27 +327,36 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     objective.whiten(beta1, rx)
     x0 = np.concatenate([stage1.x[: objective.n_theta], np.zeros(design.p), stage1.x[objective.n_theta :]])
     lower = np.concatenate([_theta_lower(pirls), np.full(design.p + estimate_size, -np.inf)])
-    if objective.has_gradient:
-        scale = np.concatenate([np.full(objective.n_theta, THETA_SCALE), np.ones(design.p + estimate_size)])
-        info = lbfgsb(objective.value_and_gradient, objective, x0, lower, polish=False, ftol=STAGE2_FTOL,
-                      gtol=STAGE2_GTOL, scale=scale)
-        flipped = _flipped_columns(pirls, info.x)
-        if flipped is not None:  # a column's diagonal stuck at its bound 0: the same covariance with the column's sign
-            again = lbfgsb(objective.value_and_gradient, objective, flipped, lower, polish=False, ftol=STAGE2_FTOL,
-                           gtol=STAGE2_GTOL, scale=scale)
-            best = again if again.fun < info.fun else info
-            info = OptimumInfo(best.x, best.fun, info.evaluations + again.evaluations, best.message)
-    else:
-        info = bobyqa(objective, x0, lower, polish=False)
+    info = _gradient_search(objective, x0, lower) if objective.has_gradient else bobyqa(objective, x0, lower, polish=False)
     hessian, far = _final_hessian(objective, info, lower)
-    if far:  # the optimiser stopped short of the optimum: BOBYQA once more, from the Newton step
-        info = bobyqa(objective, info.x, lower)
+    if far:  # the optimiser stopped short of the optimum: once more from the Newton step
+        again = (_gradient_search(objective, info.x, lower) if objective.has_gradient
+                 else bobyqa(objective, info.x, lower))
+        info = replace(again, evaluations=info.evaluations + again.evaluations)
         hessian, _ = _final_hessian(objective, info, lower)
     finite_difference_checks(objective, info, lower)
     theta, beta, fam = objective.split(info.x)
     mode = objective.final_mode(theta, beta, fam)
     value = float(info.fun) if n_agq > 1 or objective.has_gradient else mode.laplace
     return _fit_at(model, objective, info, mode, hessian, value, warn)
+
+
+def _gradient_search(objective: GlmmObjective, x0: np.ndarray, lower: np.ndarray) -> OptimumInfo:
+    """Stage 2 with the exact gradient: L-BFGS-B from x0 (resumed off a variance's bound 0 it should leave), and again
+    with a relative factor's column sign flipped where its diagonal is stuck at 0 (the lower value kept)."""
+    scale = np.concatenate([np.full(objective.n_theta, THETA_SCALE), np.ones(len(x0) - objective.n_theta)])
+
+    def search(start):
+        return lbfgsb(objective.value_and_gradient, objective, start, lower, polish=False, ftol=STAGE2_FTOL,
+                      gtol=STAGE2_GTOL, scale=scale)
+
+    info = search(x0)
+    flipped = _flipped_columns(objective.pirls, info.x)
+    if flipped is None:
+        return info
+    again = search(flipped)  # a column's diagonal stuck at its bound 0: the same covariance with the column's sign
+    best = again if again.fun < info.fun else info
+    return OptimumInfo(best.x, best.fun, info.evaluations + again.evaluations, best.message)
 
 
 def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hessian: np.ndarray | None, value: float,

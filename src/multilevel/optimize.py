@@ -19,6 +19,8 @@ import numpy as np
 BOBYQA_XTOL_REL = 1e-3  # BOBYQA's stop; the Newton step takes the error from ~1e-3 to ~1e-6 and below
 NEWTON_TRUST = 1e-2  # a larger Newton step means BOBYQA stopped far from the optimum: run it again
 AT_BOUND = 1e-6  # a coordinate this close to its bound is on it: no derivatives across it
+OFF_BOUND_PROBE = 1e-2  # how far inside a coordinate on its bound the slope is read (the KKT check of `lbfgsb`)
+MAX_RESTARTS = 3  # L-BFGS-B resumed at most this often off bounds it should leave
 
 
 @dataclass
@@ -177,9 +179,9 @@ def lbfgsb(
     scale: np.ndarray | None = None,
 ) -> OptimumInfo:
     """Minimise with an analytic gradient (L-BFGS-B, bounds x >= lower), then the same derivative checks
-    (``polish=False``: none, for callers that take their own; BOBYQA still takes over from a bound it should leave).
-    `ftol`, `gtol`: L-BFGS-B's stopping rules (looser for callers that finish with a Newton step of their own).
-    `scale`: L-BFGS-B works in x * scale (its first step has unit length; powers of two change no bit of x).
+    (``polish=False``: none, for callers that take their own; L-BFGS-B is resumed off a bound it should leave,
+    `_off_bounds`). `ftol`, `gtol`: L-BFGS-B's stopping rules (looser for callers that finish with a Newton step of
+    their own). `scale`: L-BFGS-B works in x * scale (its first step has unit length; powers of two change no bit of x).
 
     Used when the engine has the gradient (scalar terms): it needs 3-5x fewer evaluations than BOBYQA,
     which pays on large models where one evaluation costs tens of milliseconds (docs/performance.md).
@@ -201,17 +203,45 @@ def lbfgsb(
         return value, grad / scale
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower * scale]
-    result = minimize(wrapped, np.maximum(x0, lower) * scale, jac=True, method="L-BFGS-B", bounds=bounds,
-                      options={"ftol": ftol, "gtol": gtol, "maxiter": 1000})
-    message = "converged" if result.success else f"L-BFGS-B: {result.message}"
+
+    def search(start):
+        result = minimize(wrapped, np.maximum(start, lower) * scale, jac=True, method="L-BFGS-B", bounds=bounds,
+                          options={"ftol": ftol, "gtol": gtol, "maxiter": 1000})
+        return "converged" if result.success else f"L-BFGS-B: {result.message}"
+
+    message = search(x0)
     if not polish:
-        if _leaves_bound(tracked, lower):
-            return bobyqa(fun, tracked.x, lower, polish=False)
+        for _ in range(MAX_RESTARTS):
+            start = _off_bounds(lambda x: wrapped(x * scale), tracked.x, lower, gtol)
+            if start is None:
+                break
+            message = search(start)
         return OptimumInfo(tracked.x, float(tracked.f), tracked.n + calls[0], message)
     checked_at, grad, hess, step = _polish(tracked, lower)
     if step is None or np.max(np.abs(step), initial=0.0) > NEWTON_TRUST or _leaves_bound(tracked, lower):
         return bobyqa(fun, tracked.x, lower)  # not at a minimum: derivative-free from here
     return OptimumInfo(tracked.x, float(tracked.f), tracked.n + calls[0], message, grad, hess, checked_at=checked_at)
+
+
+def _off_bounds(fun_and_grad, x: np.ndarray, lower: np.ndarray, tol: float) -> np.ndarray | None:
+    """x with the coordinates on their bound that should leave it moved OFF_BOUND_PROBE off; None if none should (the
+    KKT condition). The criterion is even in a last diagonal element of a relative factor (a scalar term's theta), so
+    its slope there is 0 whatever the optimum: the slope a probe's step inside tells which way it curves (theta_j = 0
+    is optimal when d/dtheta_j >= 0 there, i.e. when the criterion rises with the variance theta_j^2). A coordinate
+    leaves when that slope, as fun_and_grad gives it (the optimiser's coordinates), is below -tol (its own gradient
+    tolerance: it would not move for less)."""
+    at = np.flatnonzero(~free_coordinates(x, lower))
+    if at.size == 0:
+        return None
+    probe = np.array(x, dtype=float)
+    probe[at] = lower[at] + OFF_BOUND_PROBE
+    grad = fun_and_grad(probe)[1]
+    leave = at[grad[at] < -tol]
+    if leave.size == 0:
+        return None
+    start = np.array(x, dtype=float)
+    start[leave] = probe[leave]
+    return start
 
 
 def _leaves_bound(fun: _Tracked, lower: np.ndarray, probe: float = 1e-2) -> bool:
