@@ -255,8 +255,7 @@ class GlmmObjective:
             inv = np.linalg.inv(self.beta_precision_factor(mode.theta, mode.beta, family))
         else:
             pirls = self.pirls
-            kind = "expected" if pirls.information == "expected" else "observed"
-            engine = pirls.engine(mode.eta, pirls.offset, family, kind, True)
+            engine = pirls.engine(mode.eta, pirls.offset, family, pirls.determinant_kind(family), True)
             inv = engine.beta_covariance_factor(engine.factor(mode.theta))
         return inv.T @ inv
 
