@@ -209,22 +209,25 @@ def test_salamanders_nb2_is_glmmtmb():
     assert fit.aic == pytest.approx(ref["AIC"], rel=1e-6)
 
 
-@pytest.mark.parametrize("formula, family, information", [
-    (LAPLACE["grouseticks_poisson"][0], "poisson", "observed"),
-    ("TICKS ~ cHEIGHT + (1 | LOCATION) + (1 | YEAR)", "poisson", "observed"),  # crossed: levels share rows
-    (NB_FORMULA[0], "negbinomial", "expected"),
-    (NB_FORMULA[0], "negbinomial", "observed"),
+@pytest.mark.parametrize("data, formula, family, information, dense", [
+    ("grouseticks", LAPLACE["grouseticks_poisson"][0], "poisson", "observed", False),
+    ("grouseticks", "TICKS ~ cHEIGHT + (1 | LOCATION) + (1 | YEAR)", "poisson", "observed", True),  # crossed
+    ("grouseticks", NB_FORMULA[0], "negbinomial", "expected", False),
+    ("grouseticks", NB_FORMULA[0], "negbinomial", "observed", False),
+    ("VerbAgg", "r2 ~ Anger + (1 | id) + (1 | item) + (1 | btype)", "binomial", "observed", True),  # every id meets every item
+    ("VerbAgg", "r2 ~ Anger + (1 | id) + (1 | item)", "binomial(probit)", "expected", True),
 ])
-def test_laplace_gradient_of_several_scalar_terms_is_the_derivative(formula, family, information):
+def test_laplace_gradient_of_several_scalar_terms_is_the_derivative(data, formula, family, information, dense):
     """The value of the fixed-pattern PIRLS is the engine PIRLS's; its gradient (leverages, implicit derivative of the
-    modes) matches central differences of the engine PIRLS."""
+    modes) matches central differences of the engine PIRLS, with the coupling B held as pairs of levels or dense."""
     from multilevel.laplace_gradient import ScalarTermsGradient
 
-    model = mlv.Model(formula, mlv.datasets.load("grouseticks"), family=family)
+    model = mlv.Model(formula, mlv.datasets.load(data), family=family)
     family = model.family.with_dispersion(2.0) if model.family.has_dispersion else model.family
     pirls = Pirls(model.design, model.family, information)
     theta, beta = np.linspace(0.5, 1.1, len(model.design.blocks)), np.linspace(-0.3, 0.4, model.design.p)
     terms = ScalarTermsGradient(Pirls(model.design, model.family, information))
+    assert terms._dense_b == dense
     joint, expected = terms.mode(theta, None, family), pirls.mode(theta, None, family)  # beta found with the modes
     assert joint.laplace == pytest.approx(expected.laplace, rel=1e-12)
     np.testing.assert_allclose(joint.beta, expected.beta, rtol=1e-8, atol=1e-10)

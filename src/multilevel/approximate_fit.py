@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from . import predict as _predict
-from .arguments import check_level
+from .arguments import check_flag, check_level
 from .components import boundary_parameters, variance_table
 from .errors import MultilevelError
 from .kinds import Criteria, OfModel
@@ -102,7 +102,7 @@ class ApproximateLmmFit(Criteria, OfModel):
 
     def predict(self, new_data=None, include_groups: bool = True, offset=None):
         """Predictions X beta + Z b for new rows (the fitted rows if None), as `LmmFit.predict`."""
-        b = self.held_b if include_groups else None
+        b = self.held_b if check_flag(include_groups, "include_groups") else None
         if new_data is None:
             return self._linear_predictor(b)
         return _predict.predict_new(self.design, self.held_beta, b, new_data, offset, held=self.held)

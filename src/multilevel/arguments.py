@@ -24,6 +24,13 @@ def check_count(value, name: str, low: int = 1) -> int:
     return int(value)
 
 
+def check_flag(value, name: str) -> bool:
+    """True or False (numpy's too); anything else, such as the text "no", which would count as true, is refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise MultilevelError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_seed(value, name: str = "seed", generators: bool = True):
     """None, a whole number from 0 to 2**63 - 1, or (if `generators`) a numpy Generator/SeedSequence."""
     if value is None or (generators and isinstance(value, (np.random.Generator, np.random.SeedSequence))):

@@ -17,6 +17,7 @@ from scipy import stats
 
 from . import predict as _predict
 from . import saving
+from .arguments import check_flag
 from .bootstrap import bootstrap
 from .components import SINGULAR_TOL, variance_table
 from .errors import MultilevelError
@@ -201,6 +202,7 @@ class GlmmFit(GlmmText, Criteria, Generalized, OfModel):
         """Predictions on the link or response scale; unseen group levels get no group effect. Offsets written
         in the formula are evaluated on the new rows; ``offset`` is needed if the model was given one. New rows in a
         Dask DataFrame give a lazy Dask Series."""
+        include_groups = check_flag(include_groups, "include_groups")
         if new_data is None:
             eta = self.mode.eta if include_groups else self._fixed_predictor()
         else:

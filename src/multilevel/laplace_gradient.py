@@ -34,6 +34,7 @@ from .families import Family
 from .newton_modes import STEP_TOL, JointMode, iterate
 from .pirls import Pirls
 
+DENSE_PAIRS = 8  # B is held dense when its level pairs are at least 1/8 of m x q2^2 (the dense product's size)
 MAX_DENSE_SOLUTION = 4_000_000  # n x (levels of the other terms) entries held at once; larger: derivative-free search
 
 
@@ -185,6 +186,14 @@ class ScalarTermsGradient:
         s33 = self._s_target[self._s_target >= m2 + m2 * r] - (m2 + m2 * r)
         self._diagonal_s3 = bool(np.all(s33 // max(r, 1) == s33 % max(r, 1))) and self._sparse_e and bool(
             np.all(self._e_pair_target // max(r, 1) == self._e_pair_target % max(r, 1)))
+        # B dense (m x q2) when its pairs fill much of B'D^-1 B (crossed terms whose levels all meet, as subjects and
+        # items): B'D^-1 B and the leverages are then a few matrix products (BLAS) rather than sums over pairs
+        self._dense_b = m2 == 0 and DENSE_PAIRS * len(self._pair_a) >= self.m * self.q2**2 and (
+            self.m * self.q2 <= MAX_DENSE_SOLUTION)
+        if self._dense_b:
+            self._b_flat = pat.b_row * self.q2 + pat.b_col
+            self._pair_a = self._pair_b = self._pair_row = np.zeros(0, int)
+            self._s_target = self._s_target[: len(self._m22_keep)]
         self._K = sp.csr_matrix((np.zeros(len(e_flat)), e_col, np.concatenate([[0], np.cumsum(counts)])), shape=(m2, r))
         # the rows' right-hand sides as a sparse matrix whose values `_leverages` replaces; their nonzeros in the
         # second diagonal's levels and in the dense part (flat in the rows' dense solutions), and for the first, K's
@@ -237,6 +246,9 @@ class ScalarTermsGradient:
             raise MultilevelError("penalised IRLS failed: the weighted system is not positive definite")
         E, S33 = blocks[m2 : m2 + m2 * r].reshape(m2, r), blocks[m2 + m2 * r :].reshape(r, r)
         S33.flat[:: r + 1] += 1.0
+        if self._dense_b:
+            dense = self._dense(B)
+            S33 -= (dense / D[:, None]).T @ dense
         K = E / D2[:, None]
         if self._sparse_e:
             e = E.ravel()[self._e_flat]
@@ -351,10 +363,38 @@ class ScalarTermsGradient:
         out[:, self.first] = self.z * v1[self.codes]
         return out
 
+    def _dense(self, B: np.ndarray) -> np.ndarray:
+        """B's nonzeros as the dense m x q2 matrix."""
+        dense = np.zeros(self.m * self.q2)
+        dense[self._b_flat] = B
+        return dense.reshape(self.m, self.q2)
+
+    def _dense_leverages(self, system: TermsSystem) -> tuple[np.ndarray, np.ndarray]:
+        """`_leverages` with B dense and no second diagonal: with c_i = sum_t a2_it e_col_t(i) - f_i B_g (f_i = a1_i /
+        D_g), S^-1 c_i at the row's own columns and c_i'S^-1 c_i come from S^-1's entries among them, G = B S^-1 and
+        B_g S^-1 B_g', per row O(T^2)."""
+        g, a1, a2 = self.codes, system.a1, system.a2
+        dense = self._dense(system.B)
+        inverse = _cho_inverse(system.L)
+        G = dense @ inverse
+        BSB = np.einsum("gq,gq->g", G, dense)[g]
+        f = a1 / system.D[g]
+        own = inverse[self.cols[:, :, None], self.cols[:, None, :]]  # (n, T - 1, T - 1)
+        G_own = G[g[:, None], self.cols]
+        y = np.einsum("its,is->it", own, a2) - f[:, None] * G_own  # (S^-1 c_i) at the row's own columns
+        b_solution = np.sum(a2 * G_own, axis=1) - f * BSB  # B_g S^-1 c_i
+        h = a1 * f + np.sum(a2 * y, axis=1) - f * b_solution
+        C = np.zeros((len(g), self.n_terms))
+        C[:, self.rest] = self.z2 * y
+        C[:, self.first] = self.z * (a1 - b_solution) / system.D[g]
+        return h, C
+
     def _leverages(self, system: TermsSystem) -> tuple[np.ndarray, np.ndarray]:
         """h_i = a_i' M^-1 a_i and C[i, t] = z_ti (M^-1 a_i)[col_t(i)], from each row's right-hand side c_i (the
         other terms' part of M^-1 a_i is S^-1 c_i, needed only where c_i is not zero): the dense part S3^-1 by
         potri, the second diagonal's part from it as in `_solve`."""
+        if self._dense_b:
+            return self._dense_leverages(system)
         pat, g, n = self.pattern, self.codes, len(self.codes)
         a1, D, B, K = system.a1, system.D, system.B, system.K
         c = -(a1 / D[g])[pat.c_row] * B[pat.c_nz] + np.bincount(pat.c_own, system.a2.ravel(), len(pat.c_row))

@@ -16,6 +16,7 @@ from scipy import stats
 
 from . import predict as _predict
 from . import saving
+from .arguments import check_flag
 from .bootstrap import bootstrap
 from .components import SINGULAR_TOL, variance_table
 from .engine import Engine, Factor
@@ -171,6 +172,7 @@ class LmmFit(LmmText, Criteria, Frequentist, OfModel):
         gets no group effect (its expected value, 0): the population-level prediction for that term.
         ``include_groups=False`` gives X beta for every row; ``offset`` is needed if the model has one. New rows in
         a Dask DataFrame (and the fitted rows of partitioned data) give a lazy Dask Series."""
+        include_groups = check_flag(include_groups, "include_groups")
         if new_data is None:
             return self._linear_predictor(include_groups)
         return _predict.predict_new(self.design, self.held_beta, self.held_b if include_groups else None, new_data, offset,

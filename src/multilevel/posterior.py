@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import saving
-from .arguments import check_level, check_seed
+from .arguments import check_flag, check_level, check_seed
 from .components import covariance, variance_table
 from .diagnostics import draw_summary
 from .design import apply_coding
@@ -199,6 +199,7 @@ class Posterior(Bayesian, OfModel):
         """Posterior mean (and interval) of the expected response for new (or the fitted) rows; the new rows are
         coded once, as the fitted data (unseen groups get no group effect)."""
         check_offset(self.design, offset)
+        include_groups, summary = check_flag(include_groups, "include_groups"), check_flag(summary, "summary")
         rows = self.design if new_data is None else apply_coding(self.design.coding, new_data, offset=offset, new=True,
                                                                  random=include_groups)
         draws = self._predictor_draws(rows, include_groups)

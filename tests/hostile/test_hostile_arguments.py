@@ -245,3 +245,23 @@ def test_with_response_of_text(y):
 def test_methods_of_something_not_a_model(value):
     """Before: AttributeError: 'str' object has no attribute 'design'."""
     refused(lambda: mlv.methods(value), "methods takes a model")
+
+
+@pytest.fixture(scope="module")
+def cbpp_fit():
+    """glmer's cbpp model."""
+    return mlv.Model("cbind(incidence, size - incidence) ~ period + (1 | herd)", mlv.datasets.load("cbpp"),
+                     family="binomial").fit(warn=False)
+
+
+@pytest.mark.parametrize("flag", ["no", "False", 0, 1, None, [True]], ids=repr)
+def test_predict_flags_are_true_or_false(sleep_fit, sleep_post, approximate_fit, cbpp_fit, flag):
+    """Before: summary="no" or include_groups="False" counted as true and silently gave the other answer."""
+    for result in (sleep_fit, sleep_post, approximate_fit, cbpp_fit):
+        refused(lambda: result.predict(include_groups=flag), "include_groups", "True or False")
+    refused(lambda: sleep_post.predict(summary=flag), "summary", "True or False")
+
+
+def test_numpy_booleans_are_flags(sleep_fit, sleep_post):
+    np.testing.assert_array_equal(sleep_fit.predict(include_groups=np.False_), sleep_fit.predict(include_groups=False))
+    assert isinstance(sleep_post.predict(summary=np.True_), pd.DataFrame)
