@@ -334,7 +334,7 @@ def test_vector_and_scalar_terms_fit_with_gradient_is_the_derivative_free_optimu
     assert_same_optimum(fit, free)
 
 
-def two_vector_terms_data(family: str) -> "pd.DataFrame":
+def two_vector_terms_data(family: str):
     """Counts, or successes of 6 trials (and the failures), with correlated random intercepts and slopes in x over 30
     subjects crossed with 20 items and over 40 classes nested in 10 schools (800 rows), and a 6-level factor h."""
     import pandas as pd
