@@ -271,6 +271,7 @@ def slopes_data() -> "pd.DataFrame":
     ("y ~ x + x2 + (1 + x | g) + (1 + x2 | h) + (1 | x2g)", "poisson", "observed"),  # two vectors and a scalar
     ("y ~ x + x2 + (1 + x | g) + (1 + x + x2 | h)", "poisson", "observed"),  # k = 3 among the others
     ("y ~ x + (1 | g) + (1 + x | h)", "poisson", "observed"),  # the scalar term has most levels: eliminated first
+    ("y ~ x + (1 + x | g) + (1 | obs)", "poisson", "observed"),  # an observation-level effect: 1 x 1 blocks
     ("yb ~ x + (1 + x | g) + (1 + x | h)", "binomial(probit)", "expected"),
     ("y ~ x + (1 + x | g) + (1 + x | h)", "negbinomial", "observed"),
     ("y ~ x + (1 + x | g) + (1 + x | h)", "negbinomial", "expected"),
@@ -284,6 +285,7 @@ def test_vector_term_gradient_is_the_derivative(formula, family, information):
     data = slopes_data()
     data["x2g"] = (data["x2"] > 0).astype(str) + data["h"]  # a second crossed factor, 24 levels
     data["gg"] = (data["g"].astype(int) // 4).astype(str)  # 10 groups of 4 g's
+    data["obs"] = np.arange(len(data)).astype(str)
     model = mlv.Model(formula, data, family=family)
     assert VectorTermGradient.applies(model.design)
     family = model.family.with_dispersion(2.0) if model.family.has_dispersion else model.family
