@@ -33,8 +33,7 @@ from .newton_modes import STEP_TOL, JointMode, iterate
 from .pirls import Pirls
 
 NOT_POSITIVE = "penalised IRLS failed: the weighted system is not positive definite"
-MAX_DENSE_ROWS = 4_000_000  # n x k x q2 (the other terms' levels x k_t) entries held at once; larger: derivative-free
-# search
+MAX_DENSE_ROWS = 4_000_000  # n x k x q2 entries held at once (q2: the other terms' levels x k_t); larger: BOBYQA
 
 
 @dataclass
