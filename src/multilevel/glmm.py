@@ -5,9 +5,11 @@ theta and beta jointly on the Laplace approximation (nAGQ = 1) or adaptive Gauss
 one scalar random-effect term). Stage 2 works in fixed effects whitened by stage 1's information, so the
 optimiser sees a round problem whatever the scaling of the predictors. Every objective value is exact (PIRLS
 converged to rounding): the optimum is the true Laplace / quadrature optimum, which lme4's defaults approach
-to ~1e-3. When every random-effect term is scalar, or one term is a vector and the others scalar, the objective has an exact gradient
-(`scalar_pirls`, `laplace_gradient`, `vector_pirls`): stage 2 is then L-BFGS-B from lme4's start (stage 1 only whitens there) and the Hessian comes
-from differences of the gradient; otherwise both stages are BOBYQA. Negative-binomial sizes are estimated jointly
+to ~1e-3. With the Laplace approximation (and quadrature of one scalar term) the objective has an exact gradient
+(`scalar_pirls`; `laplace_gradient` when every term is scalar; `vector_pirls` for any terms with a vector among them,
+crossed or nested) unless the dense part of the system is too large to hold: stage 2 is then L-BFGS-B from lme4's
+start (stage 1 only whitens there) and the Hessian comes from differences of the gradient; otherwise both stages are
+BOBYQA. Negative-binomial sizes are estimated jointly
 on the log scale. Standard errors come from the Hessian of -2 log-likelihood in all parameters (lme4's default;
 the PIRLS-based ones are `vcov_rx`), which also serves lme4's convergence checks. The values at the optimum
 become a `GlmmFit`; the warnings are raised here, once.
@@ -179,7 +181,7 @@ class GlmmObjective:
         self.beta0 = np.zeros(pirls.design.p)
         self.J = np.eye(pirls.design.p)
         self.scalar = ScalarPirls(pirls) if ScalarPirls.applies(pirls.design) else None
-        self.terms = None  # the Laplace solver with a gradient for several scalar terms or one vector term (and scalar ones)
+        self.terms = None  # the Laplace solver with a gradient for several scalar terms or terms with a vector among them
         if self.scalar is None and n_agq == 1 and ScalarTermsGradient.applies(pirls.design):
             self.terms = ScalarTermsGradient(pirls)
         elif n_agq == 1 and VectorTermGradient.applies(pirls.design):
@@ -189,8 +191,9 @@ class GlmmObjective:
 
     @property
     def has_gradient(self) -> bool:
-        """Whether `value_and_gradient` exists: one scalar term (Laplace or quadrature), all terms scalar or one vector
-        term beside scalar ones (Laplace)."""
+        """Whether `value_and_gradient` exists: one scalar term (Laplace or quadrature), or (Laplace) several scalar terms
+        or any terms with a vector among them whose dense part fits in memory (`ScalarTermsGradient.applies`,
+        `VectorTermGradient.applies`)."""
         return (self.scalar is not None and self.n_agq >= 1) or self.terms is not None
 
     def whiten(self, beta0: np.ndarray, precision_factor: np.ndarray) -> None:

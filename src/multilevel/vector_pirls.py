@@ -1,18 +1,21 @@
-"""PIRLS and the exact gradient of the Laplace objective for one vector random-effect term, e.g. (1 + x | g), with any
-number of scalar terms beside it, e.g. (1 | h).
+"""PIRLS and the exact gradient of the Laplace objective for random-effect terms with at least one vector among them,
+e.g. (1 + x | g), (1 + x | g) + (1 | h) or crossed and nested vector terms (1 + x | subject) + (1 + x | item).
 
-With eta = X beta + offset + z_i' T u_g + sum_t z_ti theta_t v_t[level] (T the vector term's lower-triangular relative
-factor, theta its entries column by column as lme4), A = Z Lambda and M = A'WA + I, the vector term's block of M is
-each group's k x k H_g = I + T' G_g T (G_g = sum_{i in g} w_i z_i z_i'), solved for all groups at once; the scalar
-terms' levels (q2 of them) couple to it through B_g = T' sum_{i in g} w_i z_i a2_i' and are left in the dense Schur
-complement S = M22 - sum_g B_g' H_g^-1 B_g (one term only: S empty, each group on its own). The objective
+With eta = X beta + offset + sum_t z_ti' T_t u_t[level] (T_t term t's lower-triangular relative factor, theta its
+entries column by column as lme4; a scalar term's T_t is theta_t), A = Z Lambda and M = A'WA + I, the first term (the
+one of most levels x k, so that the rest is smallest) is eliminated group by group: each group's k x k
+H_g = I + T' G_g T (G_g = sum_{i in g} w_i z_i z_i'), solved for all groups at once. The other terms' levels
+(q2 = sum_t m_t k_t of them; each row has entries a2_i = T_t' z_ti at its levels' k_t columns) couple to it through
+B_g = T' sum_{i in g} w_i z_i a2_i' and are left in the dense Schur complement S = M22 - sum_g B_g' H_g^-1 B_g (one
+term only: S empty, each group on its own). The objective
 
     D(theta, beta) = -2 sum log f(y | u-hat) + |u-hat|^2 + log det M    (M with the Laplace weights V)
 
 has the exact gradient of implicit differentiation (as `laplace_gradient`): the first two terms need their partial
 derivatives only; d log det M = tr(M^-1 dM) takes Lambda's own move, 2 sum_i V_i z_i' dLambda M^-1 a_i, and the
 weights' move with eta, sum_i V'_i h_i d eta_i (h_i = a_i' M^-1 a_i the leverages), whose part through the modes'
-move is carried by one more solve, r = M_W^-1 A'(V' h) (observed information W).
+move is carried by one more solve, r = M_W^-1 A'(V' h) (observed information W). Every term's derivative in its T_t
+is then Z_t' P_t (P_t: each row's k_t coefficients of a_i at its own levels), T_t's lower triangle.
 """
 
 from __future__ import annotations
@@ -30,12 +33,12 @@ from .newton_modes import STEP_TOL, JointMode, iterate
 from .pirls import Pirls
 
 NOT_POSITIVE = "penalised IRLS failed: the weighted system is not positive definite"
-MAX_DENSE_ROWS = 4_000_000  # n x k x (levels of the scalar terms) entries held at once; larger: derivative-free search
+MAX_DENSE_ROWS = 4_000_000  # n x k x q2 entries held at once (q2: the other terms' levels x k_t); larger: BOBYQA
 
 
 @dataclass
 class VectorSystem:
-    """M = A'diag(w)A + I in blocks: the rows' entries of A (vector term (n, k), scalar terms (n, T - 1)), each group's
+    """M = A'diag(w)A + I in blocks: the rows' entries of A (first term (n, k), the others (n, c2)), each group's
     H_g and its inverse (m, k, k), H_g^-1 B_g (m, k, q2) and the lower Cholesky factor L of S (q2 x q2)."""
 
     a1: np.ndarray
@@ -64,6 +67,17 @@ def _logdet(H: np.ndarray) -> float:
     return 2.0 * float(np.sum(np.log(np.diagonal(_cholesky(H), axis1=1, axis2=2))))
 
 
+def _first_term(blocks) -> int:
+    """The term eliminated group by group: the one of most levels x k (the dense rest is then smallest)."""
+    return int(np.argmax([b.m * b.k for b in blocks]))
+
+
+def _factor_gradient(Z: np.ndarray, per_row: np.ndarray) -> np.ndarray:
+    """A term's derivative in its theta (T's lower triangle, lme4's order) from each row's coefficients of
+    a_i = T'z_i: sum_i z_i per_row_i', its entries in T's lower triangle."""
+    return (Z.T @ per_row)[tuple(np.array(tri_index(Z.shape[1])).T)]
+
+
 def _inverse(H: np.ndarray) -> np.ndarray:
     """H_g^-1 for every group (k x k each: one inverse is cheaper than solves against many right-hand sides)."""
     try:
@@ -73,12 +87,12 @@ def _inverse(H: np.ndarray) -> np.ndarray:
 
 
 class VectorTermGradient:
-    """Modes, value and exact gradient in (theta, beta) of `pirls`'s Laplace objective for one vector term and any
-    scalar terms; warm starts shared with `pirls`."""
+    """Modes, value and exact gradient in (theta, beta) of `pirls`'s Laplace objective for terms with a vector among
+    them (any number of vector and scalar terms); warm starts shared with `pirls`."""
 
     def __init__(self, pirls: Pirls):
         blocks = pirls.design.blocks
-        self.first = next(t for t, b in enumerate(blocks) if b.k > 1)
+        self.first = _first_term(blocks)
         self.rest = [t for t in range(len(blocks)) if t != self.first]
         block = blocks[self.first]
         self.pirls, self.codes, self.m, self.k = pirls, block.codes, block.m, block.k
@@ -87,13 +101,14 @@ class VectorTermGradient:
         n, k = self.Z.shape
         self.zz = (self.Z[:, :, None] * self.Z[:, None, :]).reshape(n, k * k)  # each row's z z'
         self.group_sum = sp.csr_matrix((np.ones(n), (self.codes, np.arange(n))), shape=(self.m, n))
-        self.tri = tuple(np.array(tri_index(k)).T)  # theta's entries of T
-        self.starts = np.cumsum([0] + [blocks[t].m for t in self.rest])
+        ks = [blocks[t].k for t in self.rest]
+        self.starts = np.cumsum([0] + [blocks[t].m * blocks[t].k for t in self.rest])  # each term's levels x k_t
         self.q2 = int(self.starts[-1])
-        # each row's column among the scalar terms' levels and its covariate, per scalar term: (n, T - 1)
-        self.cols = np.column_stack([blocks[t].codes + s for t, s in zip(self.rest, self.starts)]
-                                    or [np.zeros((n, 0), int)])
-        self.z2 = np.column_stack([blocks[t].Z[:, 0] for t in self.rest] or [np.zeros((n, 0))]).astype(float)
+        self.entries = np.cumsum([0] + ks)  # each other term's entries in a row: c2 = sum_t k_t in all
+        # each row's columns among the other terms' levels (level * k_t + j within its term) and its covariates: (n, c2)
+        self.cols = np.column_stack([blocks[t].codes[:, None] * kt + s + np.arange(kt)
+                                     for t, kt, s in zip(self.rest, ks, self.starts)] or [np.zeros((n, 0), int)])
+        self.z2 = np.column_stack([blocks[t].Z for t in self.rest] or [np.zeros((n, 0))]).astype(float)
         self.rows = np.arange(n)
         # where each row's products land in M22 (q2 x q2) and in B (m, k, q2), flat
         self._m22_index = (self.cols[:, :, None] * self.q2 + self.cols[:, None, :]).ravel()
@@ -102,21 +117,25 @@ class VectorTermGradient:
 
     @staticmethod
     def applies(design) -> bool:
-        """Whether exactly one random-effect term is a vector (k > 1), the others scalar, and n x k x (levels of the
-        scalar terms) small enough to hold."""
+        """Whether a random-effect term is a vector (k > 1) and n x k x q2 (k the first term's, q2 the other terms'
+        levels x k_t) small enough to hold."""
         blocks = design.blocks
-        vectors = [b for b in blocks if b.k > 1]
-        if len(vectors) != 1:
+        if not any(b.k > 1 for b in blocks):
             return False
-        return design.nobs * vectors[0].k * sum(b.m for b in blocks if b.k == 1) <= MAX_DENSE_ROWS
+        first = _first_term(blocks)
+        q2 = sum(b.m * b.k for t, b in enumerate(blocks) if t != first)
+        return design.nobs * blocks[first].k * q2 <= MAX_DENSE_ROWS
 
     # ------------------------------------------------------------------ the blocked system
     def _entries(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """T and the rows' entries of A = Z Lambda: the vector term's a1_i = T' z_i (n, k), the scalar terms'
-        (n, T - 1)."""
+        """T and the rows' entries of A = Z Lambda: the first term's a1_i = T' z_i (n, k), the others' T_t' z_ti side
+        by side (n, c2)."""
         slices = self.pirls.theta_slices
         T = theta_to_T(theta[slices[self.first]], self.k)
-        return T, self.Z @ T, self.z2 * np.array([theta[slices[t].start] for t in self.rest])
+        a2 = np.empty_like(self.z2)
+        for t, lo, hi in zip(self.rest, self.entries[:-1], self.entries[1:]):
+            a2[:, lo:hi] = self.z2[:, lo:hi] @ theta_to_T(theta[slices[t]], hi - lo)
+        return T, self.Z @ T, a2
 
     def _system(self, T: np.ndarray, a1: np.ndarray, a2: np.ndarray, w: np.ndarray) -> VectorSystem:
         """M at weights w in blocks (a1 = Z T); a MultilevelError if it is not positive definite."""
@@ -170,13 +189,13 @@ class VectorTermGradient:
             db, d1, d2 = self._joint_step(system, w, score, d1, d2)
             return beta + db, [u[0] + d1, u[1] + d2], system
 
-        u = [p.u[self.first].copy(), np.concatenate([p.u[t][:, 0] for t in self.rest] or [np.zeros(0)])]
+        u = [p.u[self.first].copy(), np.concatenate([p.u[t].ravel() for t in self.rest] or [np.zeros(0)])]
         pdev, state = evaluate(beta, u)
         beta, (u1, u2), (eta, score, w), pdev, system = iterate(beta, u, state, pdev, newton_step, evaluate, tol,
                                                                 lambda: f"theta = {np.round(theta, 4)}")
         p.u[self.first] = u1.copy()
         for j, t in enumerate(self.rest):
-            p.u[t] = u2[self.starts[j] : self.starts[j + 1], None].copy()
+            p.u[t] = u2[self.starts[j] : self.starts[j + 1]].reshape(-1, p.ks[t]).copy()
         if joint:
             p.beta = beta.copy()
         observed = system
@@ -216,7 +235,7 @@ class VectorTermGradient:
 
     # ------------------------------------------------------------------ the gradient
     def _leverage_solutions(self, system: VectorSystem) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's M^-1 a_i: its vector term's part at its own group (n, k) and the scalar terms' part (n, q2),
+        """Each row's M^-1 a_i: the first term's part at its own group (n, k) and the other terms' part (n, q2),
         Y_i = S^-1 c_i with c_i = a2_i - B_g' H_g^-1 a1_i."""
         g, a1 = self.codes, system.a1
         HB = system.HB[g]  # (n, k, q2)
@@ -238,7 +257,7 @@ class VectorTermGradient:
         expected = kind == "expected"
         V = p.weights(eta, family, kind) if expected else W
         P1, Y = self._leverage_solutions(system)
-        own = Y[self.rows[:, None], self.cols]  # (M^-1 a_i) at the row's own scalar levels
+        own = Y[self.rows[:, None], self.cols]  # (M^-1 a_i) at the row's own levels of the other terms
         h = np.sum(a1 * P1, axis=1) + np.sum(a2 * own, axis=1)
         vh = p.weights_slope(eta, family, kind) * h
         r1, r2 = self._solve_system(mode.observed, *self._transpose_times(a1, a2, vh))
@@ -247,9 +266,10 @@ class VectorTermGradient:
         d_theta = np.empty(len(mode.theta))
         slices = p.theta_slices
         per_row = coef[:, None] * mode.u1[g] + score[:, None] * r1[g] + 2.0 * V[:, None] * P1
-        d_theta[slices[self.first]] = (self.Z.T @ per_row)[self.tri]
-        per_level = coef[:, None] * mode.u2[self.cols] + score[:, None] * r2[self.cols] + 2.0 * V[:, None] * own
-        d_theta[[slices[t].start for t in self.rest]] = np.sum(self.z2 * per_level, axis=0)
+        d_theta[slices[self.first]] = _factor_gradient(self.Z, per_row)
+        per_entry = coef[:, None] * mode.u2[self.cols] + score[:, None] * r2[self.cols] + 2.0 * V[:, None] * own
+        for t, lo, hi in zip(self.rest, self.entries[:-1], self.entries[1:]):
+            d_theta[slices[t]] = _factor_gradient(self.z2[:, lo:hi], per_entry[:, lo:hi])
         d_beta = self.X.T @ coef
         d_size = None
         if with_size:
