@@ -237,8 +237,17 @@ class GlmmObjective:
 
     def _solver_mode(self, theta: np.ndarray, beta: np.ndarray | None, family: Family, tol: float = STEP_TOL):
         if self.terms is not None:
-            return self.terms.mode(theta, beta, family, tol)
-        return self.scalar.mode(float(theta[0]), beta, family, tol)
+            return self.from_zero_if_failed(lambda: self.terms.mode(theta, beta, family, tol))
+        return self.from_zero_if_failed(lambda: self.scalar.mode(float(theta[0]), beta, family, tol))
+
+    def from_zero_if_failed(self, solve):
+        """solve() (PIRLS from the last modes); where it fails, once more from modes 0 (lme4's start): the last modes,
+        of a point far off (a line search's trial), can start PIRLS where its weights overflow."""
+        try:
+            return solve()
+        except MultilevelError:
+            self.pirls.u = [np.zeros_like(u) for u in self.pirls.u]
+            return solve()
 
     def final_mode(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> Mode:
         """The modes at the optimum as a `Mode`: by the objective's own solver where it has one (the engine is then
@@ -269,7 +278,7 @@ class GlmmObjective:
         """-2 log-likelihood (Laplace or quadrature) at theta and beta; inf where PIRLS fails."""
         try:
             if self.terms is not None:
-                return self.terms.laplace(theta, beta, fam)
+                return self.from_zero_if_failed(lambda: self.terms.laplace(theta, beta, fam))
             if self.scalar is None:
                 return self.pirls.mode(theta, beta, fam).laplace
             mode = self.scalar.mode(float(theta[0]), beta, fam)
@@ -293,7 +302,8 @@ class GlmmObjective:
                 value, d_theta, d_beta, d_size = self.scalar.gradient(float(theta[0]), beta, fam, self.n_agq,
                                                                       self.estimate_size)
             else:
-                value, d_theta, d_beta, d_size = self.terms.gradient(theta, beta, fam, self.estimate_size)
+                value, d_theta, d_beta, d_size = self.from_zero_if_failed(
+                    lambda: self.terms.gradient(theta, beta, fam, self.estimate_size))
         except MultilevelError:
             return np.inf, np.zeros_like(x)
         return value, np.concatenate([np.atleast_1d(d_theta), self.J.T @ d_beta, [d_size] if self.estimate_size else []])

@@ -55,11 +55,15 @@ class VectorSystem:
 
 
 def _cholesky(H: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factors of a matrix or a stack of them; a MultilevelError if one is not positive definite."""
+    """Lower Cholesky factors of a matrix or a stack of them; a MultilevelError if one is not positive definite (or
+    not finite: weights that overflowed)."""
     try:
-        return np.linalg.cholesky(H)
+        L = np.linalg.cholesky(H)
     except np.linalg.LinAlgError:
         raise MultilevelError(NOT_POSITIVE) from None
+    if not np.all(np.isfinite(L)):
+        raise MultilevelError(NOT_POSITIVE)
+    return L
 
 
 def _logdet(H: np.ndarray) -> float:
