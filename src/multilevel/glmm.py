@@ -33,14 +33,24 @@ from .components import boundary_parameters
 from .crossprod import design_scaling
 from .data import as_frame
 from .design import Design
+from .engine import theta_to_T, tri_index
 from .errors import MultilevelError, emit
 from .families import Binomial, Family, Gaussian, Poisson
 from .formula import Formula, parse
 from .glmm_fit import GlmmFit
 from .laplace_gradient import ScalarTermsGradient
 from .newton_modes import STEP_TOL
-from .optimize import (NEWTON_TRUST, OptimumInfo, bobyqa, finite_difference_checks, free_coordinates, gradient_hessian,
-                       hessian_from_gradient, lbfgsb)
+from .optimize import (
+    NEWTON_TRUST,
+    OFF_BOUND_PROBE,
+    OptimumInfo,
+    bobyqa,
+    finite_difference_checks,
+    free_coordinates,
+    gradient_hessian,
+    hessian_from_gradient,
+    lbfgsb,
+)
 from .pirls import Mode, Pirls
 from .scalar_pirls import ScalarPirls
 from .scaling import Scaling, far_covariate_messages, held_blocks, precision_message
@@ -363,12 +373,13 @@ def _gradient_search(objective: GlmmObjective, x0: np.ndarray, lower: np.ndarray
                       gtol=STAGE2_GTOL, scale=scale)
 
     info = search(x0)
-    flipped = _flipped_columns(objective.pirls, info.x)
-    if flipped is None:
-        return info
-    again = search(flipped)  # a column's diagonal stuck at its bound 0: the same covariance with the column's sign
-    best = again if again.fun < info.fun else info
-    return OptimumInfo(best.x, best.fun, info.evaluations + again.evaluations, best.message)
+    for restart in (_flipped_columns, _correlated_off_bound):  # the same covariance with a column's sign flipped; a
+        start = restart(objective.pirls, info.x)  # correlation of +/-1 left (its boundary can hold a worse optimum)
+        if start is not None:
+            again = search(start)
+            best = again if again.fun < info.fun else info
+            info = OptimumInfo(best.x, best.fun, info.evaluations + again.evaluations, best.message)
+    return info
 
 
 def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hessian: np.ndarray | None, value: float,
@@ -454,6 +465,20 @@ def _flipped_columns(pirls: Pirls, x: np.ndarray) -> np.ndarray | None:
             if out[column.start] == 0.0 and np.any(out[column.start + 1 : column.stop] != 0.0):
                 out[column.start + 1 : column.stop] *= -1.0
             start = column.stop
+    return None if np.array_equal(out, x) else out
+
+
+def _correlated_off_bound(pirls: Pirls, x: np.ndarray) -> np.ndarray | None:
+    """x with every relative factor's diagonal T_jj (j > 0) moved OFF_BOUND_PROBE off its bound 0 where row j has an
+    entry left of it (effect j perfectly correlated with those before it); None if there are none."""
+    out, start = np.array(x, dtype=float), 0
+    for k in pirls.ks:
+        index = tri_index(k)
+        T = theta_to_T(x[start : start + len(index)], k)
+        for j in range(1, k):
+            if T[j, j] == 0.0 and np.any(T[j, :j] != 0.0):
+                out[start + index.index((j, j))] = OFF_BOUND_PROBE
+        start += len(index)
     return None if np.array_equal(out, x) else out
 
 

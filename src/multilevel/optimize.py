@@ -189,7 +189,7 @@ def lbfgsb(
     from scipy.optimize import minimize
 
     tracked = _Tracked(fun, x0)
-    calls = [0]
+    calls, failed = [0], [False]
     scale = np.ones(len(x0)) if scale is None else np.asarray(scale, dtype=float)
 
     def wrapped(y):
@@ -199,12 +199,14 @@ def lbfgsb(
         if value < tracked.f:
             tracked.x, tracked.f = np.array(x, dtype=float), value
         if not np.isfinite(value) or not np.all(np.isfinite(grad)):
+            failed[0] = True
             return 1e300, np.zeros_like(x)
         return value, grad / scale
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower * scale]
 
     def search(start):
+        failed[0] = False
         result = minimize(wrapped, np.maximum(start, lower) * scale, jac=True, method="L-BFGS-B", bounds=bounds,
                           options={"ftol": ftol, "gtol": gtol, "maxiter": 1000})
         return "converged" if result.success else f"L-BFGS-B: {result.message}"
@@ -213,6 +215,8 @@ def lbfgsb(
     if not polish:
         for _ in range(MAX_RESTARTS):
             start = _off_bounds(lambda x: wrapped(x * scale), tracked.x, lower, gtol)
+            if start is None and failed[0] and _projected_gradient(wrapped(tracked.x * scale)[1], tracked.x, lower) > gtol:
+                start = tracked.x  # a failed evaluation (no slope) cut the line search short: resumed, memory cleared
             if start is None:
                 break
             message = search(start)
@@ -221,6 +225,11 @@ def lbfgsb(
     if step is None or np.max(np.abs(step), initial=0.0) > NEWTON_TRUST or _leaves_bound(tracked, lower):
         return bobyqa(fun, tracked.x, lower)  # not at a minimum: derivative-free from here
     return OptimumInfo(tracked.x, float(tracked.f), tracked.n + calls[0], message, grad, hess, checked_at=checked_at)
+
+
+def _projected_gradient(grad: np.ndarray, x: np.ndarray, lower: np.ndarray) -> float:
+    """The largest entry of the gradient projected on the bounds x >= lower (L-BFGS-B's own stopping measure)."""
+    return float(np.max(np.abs(np.where(free_coordinates(x, lower), grad, np.minimum(grad, 0.0))), initial=0.0))
 
 
 def _off_bounds(fun_and_grad, x: np.ndarray, lower: np.ndarray, tol: float) -> np.ndarray | None:
