@@ -445,12 +445,13 @@ class NegativeBinomial(Family):
         return 1 + 2 * mu / self.theta
 
     def _kernel(self, y, mu, w):
-        t = self.theta
-        return w * (special.xlogy(y, mu) - special.xlogy(y, t + mu) - t * np.log(t + mu))
+        t = self.theta  # -t log(1 + mu / t), not t log t - t log(t + mu): those cancel to nothing for a large size
+        return w * (special.xlogy(y, mu) - special.xlogy(y, t + mu) - t * np.log1p(mu / t))
 
     def _normaliser(self, y, w):
-        t = self.theta
-        return w * (special.gammaln(y + t) - special.gammaln(t) - special.gammaln(y + 1) + t * np.log(t))
+        t, some = self.theta, np.where(y > 0, y, 1.0)  # log Gamma(y + t) / Gamma(t) = log Gamma(y) - log B(t, y), 0 at y 0
+        rising = np.where(y > 0, special.gammaln(some) - special.betaln(t, some), 0.0)  # (as the lgamma: stable in t)
+        return w * (rising - special.gammaln(y + 1))
 
     @property
     def exact_information_slope(self) -> bool:

@@ -252,12 +252,19 @@ class GlmmObjective:
 
     def from_zero_if_failed(self, solve):
         """solve() (PIRLS from the last modes); where it fails, once more from modes 0 (lme4's start): the last modes,
-        of a point far off (a line search's trial), can start PIRLS where its weights overflow."""
+        of a point far off (a line search's trial), can start PIRLS where its weights overflow. Where both fail, the last
+        modes are kept for the next start."""
+        last = [u.copy() for u in self.pirls.u]
         try:
             return solve()
         except MultilevelError:
-            self.pirls.u = [np.zeros_like(u) for u in self.pirls.u]
+            pass
+        self.pirls.u = [np.zeros_like(u) for u in last]
+        try:
             return solve()
+        except MultilevelError:
+            self.pirls.u = last
+            raise
 
     def final_mode(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> Mode:
         """The modes at the optimum as a `Mode`: by the objective's own solver where it has one (the engine is then

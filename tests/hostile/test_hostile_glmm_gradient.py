@@ -53,9 +53,9 @@ def test_gradient_fit_is_not_stopped_by_a_failed_evaluation(monkeypatch):
     assert_same_optimum(fit, free)
 
 
-def random_design(seed: int) -> pd.DataFrame:
+def random_design(seed: int, counts: bool = False) -> pd.DataFrame:
     """One of the fuzzing designs: 40-400 rows, 2-24 subjects s crossed with 2-14 items i, a 4-level h, x of SD 1 or
-    10, 0/1 or counts from intercepts and slopes of SD 0, 0.05, 0.5 or 1."""
+    10, 0/1 (or Poisson counts) from intercepts and slopes of SD 0, 0.05, 0.5 or 1."""
     rng = np.random.default_rng(1000 + seed)
     n, ms, mi = int(rng.integers(40, 400)), int(rng.integers(2, 25)), int(rng.integers(2, 15))
     s, i, h = rng.integers(0, ms, n), rng.integers(0, mi, n), rng.integers(0, 4, n)
@@ -66,7 +66,7 @@ def random_design(seed: int) -> pd.DataFrame:
     eta = (-0.3 + 0.4 * z + rng.normal(0, sd[0], ms)[s] + rng.normal(0, sd[1], ms)[s] * z + rng.normal(0, sd[2], mi)[i]
            + rng.normal(0, sd[3], mi)[i] * z)
     rng.choice(5), rng.choice(6)
-    y = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    y = rng.poisson(np.exp(eta)) if counts else rng.binomial(1, 1 / (1 + np.exp(-eta)))
     return pd.DataFrame({"y": y, "x": x, "s": s.astype(str), "i": i.astype(str), "h": h.astype(str)})
 
 
@@ -94,3 +94,40 @@ def test_gradient_fit_leaves_a_correlation_of_one_for_a_lower_optimum(monkeypatc
     assert fit.deviance == pytest.approx(free.deviance, rel=1e-6)
     np.testing.assert_array_less(np.abs(fit.beta - free.beta), 1e-3 * fit.fixed_effects["std_error"].to_numpy())
     np.testing.assert_allclose(fit.variance_components["sd"], free.variance_components["sd"], atol=1e-3)
+
+
+@pytest.mark.parametrize("size", [1e8, 1.3e11, 1e14])
+def test_negative_binomial_loglik_of_a_huge_size_is_the_poisson_one(size):
+    """NB2's log-likelihood tends to Poisson's as the size grows (the difference ~ ((y - mu)^2 - y) / 2 size, below
+    2e-6 here). Written as t log t - t log(t + mu) and lgamma(y + t) - lgamma(t), it cancelled to 3e-4 per row at size
+    1.3e11 (where a Poisson-like NB fit's log size goes), enough to hand L-BFGS-B a false optimum."""
+    from scipy import stats
+
+    from multilevel.families import NegativeBinomial
+
+    y, mu = np.array([0, 1, 5, 30, 200.0]), np.array([0.5, 2.0, 4.0, 25.0, 180.0])
+    bound = np.abs((y - mu) ** 2 - y) / size
+    np.testing.assert_array_less(np.abs(NegativeBinomial(size).loglik(y, mu) - stats.poisson.logpmf(y, mu)), bound + 1e-11)
+
+
+def test_negative_binomial_loglik_of_a_small_size_is_scipys():
+    """The stable form keeps NB2's log-likelihood at ordinary sizes (scipy's nbinom: size t, p = t / (t + mu))."""
+    from scipy import stats
+
+    from multilevel.families import NegativeBinomial
+
+    y, mu = np.array([0, 1, 5, 30, 200.0]), np.array([0.5, 2.0, 4.0, 25.0, 180.0])
+    for size in (0.3, 2.0, 50.0):
+        np.testing.assert_allclose(NegativeBinomial(size).loglik(y, mu), stats.nbinom.logpmf(y, size, size / (size + mu)),
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_negative_binomial_gradient_fit_near_the_poisson_limit_is_not_held_by_rounding(monkeypatch):
+    """NB with (1 + x | s) + (1 | i) on Poisson counts: L-BFGS-B's line search went to log size 25.6, where the
+    cancelling log-likelihood gave -2 log L 1048.130 (PIRLS failing next to it) and it stopped there with the gradient
+    125. With the stable log-likelihood it reaches 1047.960, below BOBYQA's (1047.967, itself not converged)."""
+    model = mlv.Model("y ~ x + (1 + x | s) + (1 | i)", random_design(61, counts=True), family="negbinomial")
+    fit = model.fit(warn=False)
+    monkeypatch.setattr(VectorTermGradient, "applies", staticmethod(lambda design: False))
+    free = model.fit(warn=False)
+    assert fit.deviance <= free.deviance * (1 + 1e-9)
