@@ -253,18 +253,20 @@ class GlmmObjective:
     def from_zero_if_failed(self, solve):
         """solve() (PIRLS from the last modes); where it fails, once more from modes 0 (lme4's start): the last modes,
         of a point far off (a line search's trial), can start PIRLS where its weights overflow. Where both fail, the last
-        modes are kept for the next start."""
+        modes are kept for the next start. Overflow at a far trial point (weights exp(eta)) is such a failure, judged by
+        the solver (a system not positive definite), not numpy's warning."""
         last = [u.copy() for u in self.pirls.u]
-        try:
-            return solve()
-        except MultilevelError:
-            pass
-        self.pirls.u = [np.zeros_like(u) for u in last]
-        try:
-            return solve()
-        except MultilevelError:
-            self.pirls.u = last
-            raise
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                return solve()
+            except MultilevelError:
+                pass
+            self.pirls.u = [np.zeros_like(u) for u in last]
+            try:
+                return solve()
+            except MultilevelError:
+                self.pirls.u = last
+                raise
 
     def final_mode(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> Mode:
         """The modes at the optimum as a `Mode`: by the objective's own solver where it has one (the engine is then
