@@ -415,6 +415,9 @@ class Poisson(Family):
         return y + 0.1
 
 
+LARGE_SIZE = 1e6  # NB sizes above: lgamma(y + t) - lgamma(t) cancels (2e-8 per row at 1e6, 5e-3 at 1e11); lbeta's form
+
+
 class NegativeBinomial(Family):
     """NB2 counts, Var(y) = mu + mu^2 / theta, log link; theta (the size: lme4/MASS theta, glmmTMB's phi,
     brms's shape; 1/theta is the 'alpha' of Stata and statsmodels) is estimated when None."""
@@ -449,8 +452,11 @@ class NegativeBinomial(Family):
         return w * (special.xlogy(y, mu) - special.xlogy(y, t + mu) - t * np.log1p(mu / t))
 
     def _normaliser(self, y, w):
-        t, some = self.theta, np.where(y > 0, y, 1.0)  # log Gamma(y + t) / Gamma(t) = log Gamma(y) - log B(t, y), 0 at y 0
-        rising = np.where(y > 0, special.gammaln(some) - special.betaln(t, some), 0.0)  # (as the lgamma: stable in t)
+        t = self.theta
+        if t <= LARGE_SIZE:
+            return w * (special.gammaln(y + t) - special.gammaln(t) - special.gammaln(y + 1))
+        some = np.where(y > 0, y, 1.0)  # log Gamma(y + t) / Gamma(t) = log Gamma(y) - log B(t, y) (0 at y = 0): lbeta's
+        rising = np.where(y > 0, special.gammaln(some) - special.betaln(t, some), 0.0)  # large-t expansion, no cancelling
         return w * (rising - special.gammaln(y + 1))
 
     @property
