@@ -148,3 +148,18 @@ def test_gradient_fit_keeps_numpys_overflow_warnings_to_itself(seed, formula, fa
         warnings.simplefilter("error", RuntimeWarning)
         fit = model.fit(warn=False)
     assert np.isfinite(fit.deviance)
+
+
+@pytest.mark.xfail(strict=True, raises=mlv.errors.MultilevelError,
+                   reason="the derivative-free path (models past VectorTermGradient's memory bound) runs stage 1's PIRLS "
+                          "from modes 0 at theta = 1 with the engine's Pirls, which fails where x has SD 10 "
+                          "(weights exp(eta) overflow) and has no fallback; the gradient path fits the same model")
+def test_derivative_free_fit_of_a_slope_in_tens_fits(monkeypatch):
+    """The same model as `test_gradient_fit_restarts_pirls_from_zero_where_the_last_modes_fail` (seed 1), fitted
+    without the gradient (as models too large for it are): it should reach the gradient fit's optimum."""
+    data = slope_in_tens(1, 300, 9, 4, "poisson")
+    model = mlv.Model("y ~ x + (1 + x | s) + (1 | i)", data, family="poisson")
+    fit = model.fit(warn=False)
+    monkeypatch.setattr(VectorTermGradient, "applies", staticmethod(lambda design: False))
+    free = model.fit(warn=False)
+    assert free.deviance == pytest.approx(fit.deviance, rel=1e-6)
