@@ -224,9 +224,9 @@ class GlmmObjective:
     def stage1(self, x: np.ndarray) -> float:
         """nAGQ = 0: x = (theta, [log size]), beta inside PIRLS."""
         fam = self.family(x)
-        if self.scalar is None:
-            return self.pirls.laplace(x[: self.n_theta], None, fam)
         try:
+            if self.scalar is None:
+                return self.from_zero_if_failed(lambda: self.pirls.mode(x[: self.n_theta], None, fam)).laplace
             return self.scalar.mode(float(x[0]), None, fam).laplace
         except MultilevelError:
             return np.inf
@@ -251,28 +251,30 @@ class GlmmObjective:
         return self.from_zero_if_failed(lambda: self.scalar.mode(float(theta[0]), beta, family, tol))
 
     def from_zero_if_failed(self, solve):
-        """solve() (PIRLS from the last modes); where it fails, once more from modes 0 (lme4's start): the last modes,
-        of a point far off (a line search's trial), can start PIRLS where its weights overflow. Where both fail, the last
-        modes are kept for the next start. Overflow at a far trial point (weights exp(eta)) is such a failure, judged by
-        the solver (a system not positive definite), not numpy's warning."""
-        last = [u.copy() for u in self.pirls.u]
+        """solve() (PIRLS from the last modes, and beta's where found with them); where it fails, once more from modes 0
+        and glm's beta (lme4's start): the last ones, of a point far off (a line search's trial), can start PIRLS where
+        its weights overflow. Where both fail, the last ones are kept for the next start. Overflow at a far trial point
+        (weights exp(eta)) is such a failure, judged by the solver (a system not positive definite), not numpy's
+        warning."""
+        pirls = self.pirls
+        last = ([u.copy() for u in pirls.u], pirls.beta.copy())
         with np.errstate(over="ignore", invalid="ignore"):
             try:
                 return solve()
             except MultilevelError:
                 pass
-            self.pirls.u = [np.zeros_like(u) for u in last]
+            pirls.u, pirls.beta = [np.zeros_like(u) for u in last[0]], pirls.beta_start.copy()
             try:
                 return solve()
             except MultilevelError:
-                self.pirls.u = last
+                pirls.u, pirls.beta = last
                 raise
 
     def final_mode(self, theta: np.ndarray, beta: np.ndarray, family: Family) -> Mode:
         """The modes at the optimum as a `Mode`: by the objective's own solver where it has one (the engine is then
         built only if a result asks for it), else by the engine's PIRLS."""
         if not self.has_gradient:
-            return self.pirls.mode(theta, beta, family)
+            return self.from_zero_if_failed(lambda: self.pirls.mode(theta, beta, family))
         try:  # modes exact to rounding, whatever the start (a fit and its saved copy agree)
             mode = self._solver_mode(theta, beta, family, FINAL_STEP_TOL)
         except MultilevelError:
@@ -299,7 +301,7 @@ class GlmmObjective:
             if self.terms is not None:
                 return self.from_zero_if_failed(lambda: self.terms.laplace(theta, beta, fam))
             if self.scalar is None:
-                return self.pirls.mode(theta, beta, fam).laplace
+                return self.from_zero_if_failed(lambda: self.pirls.mode(theta, beta, fam)).laplace
             mode = self.scalar.mode(float(theta[0]), beta, fam)
         except MultilevelError:
             return np.inf
@@ -349,7 +351,8 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
             stage1 = OptimumInfo(start, value1, 1, "the start")
         else:
             stage1 = bobyqa(objective.stage1, start, lower1, polish=n_agq == 0)  # else only stage 2's start
-            mode1 = pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x))
+            mode1 = objective.from_zero_if_failed(
+                lambda: pirls.mode(stage1.x[: objective.n_theta], None, objective.family(stage1.x)))
             beta1, rx = mode1.beta, mode1.engine.beta_precision_factor(mode1.factor)
     except MultilevelError as exc:
         raise MultilevelError(f"{explain_failure(design, family)}({exc})") from None

@@ -106,7 +106,8 @@ class Pirls:
         self.theta_slices = [slice(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
         self._engines: dict[bool, Engine] = {}  # the last engine of each system: the next one refreshes its values
         self.u = [np.zeros((m, k)) for m, k in zip(self.ms, self.ks)]
-        self.beta = start_beta(design, family, self.offset)
+        self.beta_start = start_beta(design, family, self.offset)  # glm's start, also where a failed warm start retries
+        self.beta = self.beta_start.copy()
         self._normaliser: tuple = (None, 0.0)
 
     @cached_property
