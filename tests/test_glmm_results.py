@@ -237,3 +237,30 @@ def test_failure_names_the_groups_with_only_zero_responses():
     data = data.assign(x=np.where(data["g"] < 3, -np.abs(data["x"]), data["x"]), y=lambda d: (d["x"] > 0).astype(float))
     with pytest.raises(MultilevelError, match=r"(?s)'x' separates.*3 of 20 'g' groups have only responses 0 \(0, 1, 2\)"):
         mlv.Model("y ~ x + (1 | g)", data, family="binomial").fit()
+
+
+def test_a_size_with_negative_hessian_variance_gets_no_se_and_a_warning_not_a_numpy_warning():
+    """NB with an observation-level effect at the Poisson limit: the Hessian is not positive definite in log size;
+    its SE is NaN and the user is told, without numpy's 'invalid value in sqrt'."""
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(20), 10)
+    x = rng.normal(size=200)
+    y = rng.poisson(np.exp(0.5 + 0.3 * x + rng.normal(0, 0.5, 20)[g]))
+    data = pd.DataFrame({"y": y, "x": x, "g": g, "obs": np.arange(200)})
+    with pytest.warns(mlv.MultilevelWarning, match="not positive definite"):
+        with np.errstate(invalid="raise"):
+            fit = mlv.Model("y ~ x + (1 | g) + (1 | obs)", data, family="negbinomial").fit()
+    assert np.isnan(fit.log_size_se) and np.isnan(fit.dispersion["std_error_log"]).all()
+    assert np.all(np.isfinite(fit.fixed_effects["std_error"]))
+
+
+def test_an_indefinite_hessian_falls_back_to_the_pirls_covariance_as_lme4_does(cbpp, cbpp_fit):
+    """lme4's vcov: where the Hessian-based covariance is not positive definite, the RX-based one, with a warning."""
+    from multilevel.glmm import _fit_at
+
+    n = cbpp_fit.parameter_covariance.shape[0]
+    refit = _fit_at(cbpp_fit.model, cbpp_fit._deviance_function, cbpp_fit.info, cbpp_fit.mode, -np.eye(n),
+                    cbpp_fit.deviance, warn=False)
+    assert any("PIRLS-based" in w for w in refit.warnings)
+    np.testing.assert_array_equal(refit.vcov.to_numpy(), cbpp_fit.vcov_rx.to_numpy())
+    assert not any("PIRLS-based" in w for w in cbpp_fit.warnings)

@@ -375,6 +375,17 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     return _fit_at(model, objective, info, mode, hessian, value, warn)
 
 
+def _positive_definite(matrix: np.ndarray) -> bool:
+    """Finite and positive definite (a Cholesky factor exists)."""
+    if not np.all(np.isfinite(matrix)):
+        return False
+    try:
+        np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
+        return False
+    return True
+
+
 def _gradient_search(objective: GlmmObjective, x0: np.ndarray, lower: np.ndarray) -> OptimumInfo:
     """Stage 2 with the exact gradient: L-BFGS-B from x0 (resumed off a variance's bound 0 it should leave), and again
     with a relative factor's column sign flipped where its diagonal is stuck at 0 (the lower value kept)."""
@@ -407,10 +418,13 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
         cov = np.full(hessian.shape, np.nan)
         cov[np.ix_(idx, idx)] = 2.0 * np.linalg.inv(hessian[np.ix_(idx, idx)])
         held_vcov = objective.J @ cov[n_theta : n_theta + p, n_theta : n_theta + p] @ objective.J.T
-        vcov = objective.held.coefficient_covariance(held_vcov)
-        if objective.estimate_size:
+        vcov = objective.held.coefficient_covariance(held_vcov) if _positive_definite(held_vcov) else None
+        if objective.estimate_size and cov[-1, -1] > 0:
             log_size_se = float(np.sqrt(cov[-1, -1]))
     messages = list(info.warnings) + [precision_message(c) for c in objective.held.lost]
+    if hessian is not None and vcov is None:
+        messages.append("the covariance of the fixed effects from the Hessian is not positive definite: their standard "
+                        "errors are the PIRLS-based ones (vcov_rx), as lme4 falls back to; simplify the model")
     messages += far_covariate_messages(model.design.blocks, objective.held)
     boundary = boundary_parameters(model.design.blocks, mode.T)
     if boundary:
