@@ -221,6 +221,7 @@ class GlmmObjective:
         fam = self.pirls.family
         return fam.with_dispersion(float(np.exp(x[-1]))) if self.estimate_size else fam
 
+    @np.errstate(over="ignore", invalid="ignore")  # exp(eta) overflowing at a far point: a failure PIRLS reports
     def stage1(self, x: np.ndarray) -> float:
         """nAGQ = 0: x = (theta, [log size]), beta inside PIRLS."""
         fam = self.family(x)
@@ -295,6 +296,7 @@ class GlmmObjective:
     def __call__(self, x: np.ndarray) -> float:
         return self.deviance(*self.split(x))
 
+    @np.errstate(over="ignore", invalid="ignore")  # as in `from_zero_if_failed`: the one scalar term's solver too
     def deviance(self, theta: np.ndarray, beta: np.ndarray, fam: Family) -> float:
         """-2 log-likelihood (Laplace or quadrature) at theta and beta; inf where PIRLS fails."""
         try:
@@ -316,6 +318,7 @@ class GlmmObjective:
         self._last = [(np.array(x, dtype=float), value, grad.copy())] + self._last[:1]
         return value, grad
 
+    @np.errstate(over="ignore", invalid="ignore")  # as in `from_zero_if_failed`: the one scalar term's solver too
     def _value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         theta, beta, fam = self.split(x)
         try:
