@@ -238,19 +238,30 @@ def _off_bounds(fun_and_grad, x: np.ndarray, lower: np.ndarray, tol: float) -> n
     its slope there is 0 whatever the optimum: the slope a probe's step inside tells which way it curves (theta_j = 0
     is optimal when d/dtheta_j >= 0 there, i.e. when the criterion rises with the variance theta_j^2). A coordinate
     leaves when that slope, as fun_and_grad gives it (the optimiser's coordinates), is below -tol (its own gradient
-    tolerance: it would not move for less)."""
+    tolerance: it would not move for less) at OFF_BOUND_PROBE or, failing that, at a tenth of it (an optimum SD of
+    0.004 between them: the slope at 0.01 is up; L-BFGS-B from the near probe stops on its relative-reduction rule in a
+    well of depth ~1e-6, short of it, so the start is the root of the slope as a cubic A t + B t^3 through both)."""
     at = np.flatnonzero(~free_coordinates(x, lower))
     if at.size == 0:
         return None
+    start, far, near = np.array(x, dtype=float), OFF_BOUND_PROBE, OFF_BOUND_PROBE / 10
     probe = np.array(x, dtype=float)
-    probe[at] = lower[at] + OFF_BOUND_PROBE
-    grad = fun_and_grad(probe)[1]
-    leave = at[grad[at] < -tol]
-    if leave.size == 0:
-        return None
-    start = np.array(x, dtype=float)
-    start[leave] = probe[leave]
-    return start
+    probe[at] = lower[at] + far
+    slope_far = fun_and_grad(probe)[1][at]
+    start[at] = np.where(slope_far < -tol, probe[at], start[at])
+    stay = slope_far >= -tol  # an optimum inside the probe: the slope there is up again (the criterion's quartic
+    if np.any(stay):  # term), a tenth of the way in still down
+        probe = np.array(x, dtype=float)
+        probe[at[stay]] = lower[at[stay]] + near
+        slope_near = fun_and_grad(probe)[1][at[stay]]
+        # the slope s(t) = A t + B t^3 through both probes; its root sqrt(-A / B) is the start (curving up there)
+        B = (slope_far[stay] / far - slope_near / near) / (far**2 - near**2)
+        A = slope_near / near - B * near**2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            root = np.clip(np.sqrt(-A / B), near, far)
+        root = np.where(np.isfinite(root), root, near)
+        start[at[stay]] = np.where(slope_near < -tol, lower[at[stay]] + root, start[at[stay]])
+    return None if np.array_equal(start, x) else start
 
 
 def _leaves_bound(fun: _Tracked, lower: np.ndarray, probe: float = 1e-2) -> bool:

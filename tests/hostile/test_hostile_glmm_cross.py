@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import ndtr
 
 import multilevel as mlv
 from multilevel.scalar_pirls import ScalarPirls
@@ -41,4 +42,25 @@ def test_one_scalar_term_keeps_numpys_overflow_warnings_to_itself(nagq, monkeypa
         assert fit.deviance <= free.deviance * (1 + 1e-9)
         assert fit.deviance == pytest.approx(free.deviance, rel=1e-6)
         np.testing.assert_array_less(np.abs(fit.beta - free.beta), 1e-3 * fit.fixed_effects["std_error"].to_numpy())
+
+
+def probit_crossed(seed: int) -> pd.DataFrame:
+    """2000 0/1 responses by probit, a's 60 intercepts of SD 0.03 crossed with b's 25 of SD 0.72 (probit scale)."""
+    rng = np.random.default_rng(seed)
+    a, b, x = rng.integers(0, 60, 2000), rng.integers(0, 25, 2000), rng.normal(size=2000)
+    eta = 0.6 * (-0.2 + 0.5 * x + rng.normal(0, 0.05, 60)[a] + rng.normal(0, 1.2, 25)[b])
+    y = rng.binomial(1, ndtr(eta))
+    return pd.DataFrame({"y": y, "x": x, "a": a.astype(str), "b": b.astype(str)})
+
+
+def test_variance_held_at_zero_leaves_for_an_optimum_nearer_than_the_probe():
+    """-2 log L is even in a scalar term's theta, so L-BFGS-B stops at theta = 0 with slope 0 and the KKT check reads
+    the slope at a probe 0.01 inside. Here the optimum is at ~0.007 and the slope at the probe is already up: the fit
+    reported theta 0 ('boundary (singular) fit') with -2 log L 1.8e-5 above the same objective at theta 0.0067 and the
+    fit's other parameters. No point on a grid of a's theta (1e-4 to 0.02) may be lower than the fit."""
+    fit = mlv.Model("y ~ x + (1 | a) + (1 | b)", probit_crossed(18), family="binomial(probit)").fit(warn=False)
+    grid = np.geomspace(1e-4, 2e-2, 30)
+    lowest = min(fit.deviance_at([t, fit.theta[1]], fit.beta) for t in grid)
+    assert fit.deviance <= lowest + 1e-8
+    assert fit.theta[0] > 0 and not any("boundary" in m for m in fit.warnings)
 
