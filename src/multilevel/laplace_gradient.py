@@ -422,11 +422,12 @@ class ScalarTermsGradient:
         return h, C
 
     def gradient(self, theta: np.ndarray, beta: np.ndarray, family: Family,
-                 with_size: bool = False) -> tuple[float, np.ndarray, np.ndarray, float | None]:
+                 with_size: bool = False, tol: float = STEP_TOL) -> tuple[float, np.ndarray, np.ndarray, float | None]:
         """The Laplace objective and its derivatives in theta (per term), beta and (with_size) log NB size: at fixed
-        eta, sum_i -2 dl_i + h_i dV_i + (A r)_i ds_i (the modes' move carried by r, as for beta)."""
+        eta, sum_i -2 dl_i + h_i dV_i + (A r)_i ds_i (the modes' move carried by r, as for beta). `tol`: PIRLS's
+        stopping step (`mode`)."""
         p = self.pirls
-        mode = self.mode(theta, beta, family)
+        mode = self.mode(theta, beta, family, tol)
         eta, system = mode.eta, mode.system
         a1, a2 = system.a1, system.a2
         score, W = mode.score, mode.w_observed

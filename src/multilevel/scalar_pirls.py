@@ -210,15 +210,15 @@ class ScalarPirls:
         return float(np.sum(self._quadrature(mode.theta, mode, family, n_nodes)[4]))
 
     def gradient(self, theta: float, beta: np.ndarray, family: Family, n_nodes: int,
-                 with_size: bool = False) -> tuple[float, float, np.ndarray, float | None]:
+                 with_size: bool = False, tol: float = STEP_TOL) -> tuple[float, float, np.ndarray, float | None]:
         """-2 log-likelihood (Laplace for n_nodes = 1, else quadrature) and its exact derivatives in theta, beta and
         (with_size) log NB size (its partials at fixed eta, `Pirls.size_partials`).
 
         The nodes move with the modes and the curvature: d t / d phi = d u-hat / d phi - t-shift / 2 d log H / d phi,
         with d u-hat / d phi by implicit differentiation (observed information) and d log H / d phi through the
-        weights' derivative in eta."""
+        weights' derivative in eta. `tol`: PIRLS's stopping step (`mode`)."""
         p, g, z, X = self.pirls, self.codes, self.z, self.X
-        mode = self.mode(theta, beta, family)
+        mode = self.mode(theta, beta, family, tol)
         eta, u = mode.eta, mode.u
         score, w_obs = mode.score, mode.w_observed
         V = self._laplace_weights(eta, family, w_obs)

@@ -249,11 +249,12 @@ class VectorTermGradient:
         return np.einsum("ikl,il->ik", system.Hinv[g], a1) - np.einsum("ikq,iq->ik", HB, Y), Y
 
     def gradient(self, theta: np.ndarray, beta: np.ndarray, family: Family,
-                 with_size: bool = False) -> tuple[float, np.ndarray, np.ndarray, float | None]:
+                 with_size: bool = False, tol: float = STEP_TOL) -> tuple[float, np.ndarray, np.ndarray, float | None]:
         """The Laplace objective and its derivatives in theta (lme4's order), beta and (with_size) log NB size: at
-        fixed eta, sum_i -2 dl_i + h_i dV_i + (A r)_i ds_i (the modes' move carried by r)."""
+        fixed eta, sum_i -2 dl_i + h_i dV_i + (A r)_i ds_i (the modes' move carried by r). `tol`: PIRLS's stopping step
+        (`mode`)."""
         p, g = self.pirls, self.codes
-        mode = self.mode(theta, beta, family)
+        mode = self.mode(theta, beta, family, tol)
         eta, system = mode.eta, mode.system
         a1, a2 = system.a1, system.a2
         score, W = mode.score, mode.w_observed
