@@ -54,22 +54,27 @@ class GlmmFit(GlmmText, Criteria, Generalized, OfModel):
 
     # ---- scalars
     def deviance_at(self, theta: np.ndarray, beta: np.ndarray, size: float | None = None) -> float:
-        """-2 log-likelihood by this fit's approximation at other parameters, the user's (theta of the terms'
-        covariances M T T' M'; NB size: None keeps the fit's)."""
+        """-2 log-likelihood by this fit's approximation at other parameters, given as the fit holds its own: theta as
+        `fit.theta` (so `deviance_at(fit.theta, fit.beta)` is `fit.deviance`), beta as `fit.beta` (NB size: None
+        keeps the fit's)."""
         theta, beta = np.asarray(theta, float), np.asarray(beta, float)
         if theta.shape != self.theta.shape or beta.shape != self.beta.shape:
             raise MultilevelError(f"deviance_at takes theta of {self.theta.size} and beta of {self.beta.size} values (this "
                                   f"fit's), not {theta.size} and {beta.size}")
         if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(beta))):
             raise MultilevelError(f"deviance_at takes finite parameters, not theta {theta} and beta {beta}")
-        return self.held_deviance_at(theta, self.held.held_coefficients(beta), size)
+        return self._deviance(theta, self.held.held_coefficients(beta), size)
 
     def held_deviance_at(self, theta: np.ndarray, beta_held: np.ndarray, size: float | None = None) -> float:
-        """`deviance_at` with the fixed effects of the columns as PIRLS holds them (`held`): well conditioned where
-        the user's are not (a predictor far from zero beside the intercept); what profiles minimise over."""
+        """The deviance at theta of the user's columns (the factor of the terms' covariances M T T' M') and the fixed
+        effects of the columns as PIRLS holds them (`held`): well conditioned where the user's are not (a predictor far
+        from zero beside the intercept); what profiles minimise over."""
+        return self._deviance(held_theta(self.held, np.asarray(theta, float), [b.k for b in self.design.blocks]),
+                              np.asarray(beta_held, float), size)
+
+    def _deviance(self, theta_held: np.ndarray, beta_held: np.ndarray, size: float | None) -> float:
         family = self.family if size is None else self.family.with_dispersion(float(size))
-        theta = held_theta(self.held, np.asarray(theta, float), [b.k for b in self.design.blocks])
-        return self._deviance_function.deviance(theta, np.asarray(beta_held, float), family)
+        return self._deviance_function.deviance(theta_held, beta_held, family)
 
     @cached_property
     def held_beta_covariance(self) -> np.ndarray:

@@ -94,3 +94,19 @@ def test_standard_errors_from_the_gradient_match_the_objectives_own_curvature(se
     from the objective's values (these seeds: 7.6e-4 and 1.4e-3). Within 1e-4 (glmm.py's FORWARD_HESSIAN_STEP)."""
     fit = mlv.Model("y ~ x + (1 + x | g)", poisson_slopes(seed), family="poisson").fit(warn=False)
     np.testing.assert_allclose(fit.fixed_effects["std_error"].to_numpy(), value_hessian_se(fit), rtol=1e-4)
+
+
+def test_deviance_at_the_fits_own_parameters_is_its_deviance_when_a_slope_is_held_rescaled():
+    """A random slope in a covariate around 1000 is held centred and scaled (`Scaling`); `deviance_at` took theta in
+    the user's columns while `fit.theta` is as PIRLS holds it, so `deviance_at(fit.theta, fit.beta)` gave another
+    model's value (543.44 against 142.64 on a cross-check data set), silently."""
+    rng = np.random.default_rng(92)
+    g = np.repeat(np.arange(15), 12)
+    x = 1000 + rng.normal(0, 2, g.size)
+    eta = -1 + 0.3 * (x - 1000) + rng.normal(0, 0.5, 15)[g] + rng.normal(0, 0.2, 15)[g] * (x - 1000)
+    data = pd.DataFrame({"y": rng.poisson(np.exp(eta)), "x": x, "g": g})
+    fit = mlv.Model("y ~ x + (1 + x | g)", data, family="poisson").fit(warn=False)
+    assert fit.held.random_held  # the case: the slope's column held rescaled
+    assert fit.deviance_at(fit.theta, fit.beta) == pytest.approx(fit.deviance, rel=1e-9)
+    moved = fit.theta * np.array([1.1, 1.0, 0.9])  # and elsewhere it is the objective there, above the optimum
+    assert fit.deviance_at(moved, fit.beta) > fit.deviance
