@@ -45,6 +45,7 @@ from .optimize import (
     OFF_BOUND_PROBE,
     OptimumInfo,
     bobyqa,
+    cholesky_or_none,
     finite_difference_checks,
     free_coordinates,
     gradient_hessian,
@@ -198,7 +199,6 @@ class GlmmObjective:
             self.terms = VectorTermGradient(pirls)
         self._last: list = []  # the last two (x, value, gradient): the optimiser's best point is the Hessian's, though the
         # bounds' check (`optimize.lbfgsb`) may have probed another since
-        self.tol = STEP_TOL  # PIRLS's stopping step in `_value_and_gradient` (`exact_gradient` tightens it)
 
     @property
     def has_gradient(self) -> bool:
@@ -320,15 +320,16 @@ class GlmmObjective:
         return value, grad
 
     @np.errstate(over="ignore", invalid="ignore")  # as in `from_zero_if_failed`: the one scalar term's solver too
-    def _value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+    def _value_and_gradient(self, x: np.ndarray, tol: float = STEP_TOL) -> tuple[float, np.ndarray]:
+        """`value_and_gradient` uncached, PIRLS run to the step `tol`."""
         theta, beta, fam = self.split(x)
         try:
             if self.scalar is not None:
                 value, d_theta, d_beta, d_size = self.scalar.gradient(float(theta[0]), beta, fam, self.n_agq,
-                                                                      self.estimate_size, self.tol)
+                                                                      self.estimate_size, tol)
             else:
                 value, d_theta, d_beta, d_size = self.from_zero_if_failed(
-                    lambda: self.terms.gradient(theta, beta, fam, self.estimate_size, self.tol))
+                    lambda: self.terms.gradient(theta, beta, fam, self.estimate_size, tol))
         except MultilevelError:
             return np.inf, np.zeros_like(x)
         return value, np.concatenate([np.atleast_1d(d_theta), self.J.T @ d_beta, [d_size] if self.estimate_size else []])
@@ -337,11 +338,7 @@ class GlmmObjective:
         """The gradient with PIRLS run to FINAL_STEP_TOL (not cached), for the Hessian's differences: at STEP_TOL it
         moves ~1e-7 with the modes' start, which forward differences of 3e-5 made SEs 1e-3 off (a Poisson random slope;
         5e-2 for a binomial with crossed terms). Where PIRLS cannot get there (a rounding floor), at STEP_TOL."""
-        self.tol = FINAL_STEP_TOL
-        try:
-            value, grad = self._value_and_gradient(x)
-        finally:
-            self.tol = STEP_TOL
+        value, grad = self._value_and_gradient(x, FINAL_STEP_TOL)
         return grad if np.isfinite(value) else self._value_and_gradient(x)[1]
 
 
@@ -390,17 +387,6 @@ def fit_glmm(model, nAGQ: int = 1, information: str = "observed", warn: bool = T
     return _fit_at(model, objective, info, mode, hessian, value, warn)
 
 
-def _positive_definite(matrix: np.ndarray) -> bool:
-    """Finite and positive definite (a Cholesky factor exists)."""
-    if not np.all(np.isfinite(matrix)):
-        return False
-    try:
-        np.linalg.cholesky(matrix)
-    except np.linalg.LinAlgError:
-        return False
-    return True
-
-
 def _gradient_search(objective: GlmmObjective, x0: np.ndarray, lower: np.ndarray) -> OptimumInfo:
     """Stage 2 with the exact gradient: L-BFGS-B from x0 (resumed off a variance's bound 0 it should leave), and again
     with a relative factor's column sign flipped where its diagonal is stuck at 0 (the lower value kept)."""
@@ -433,7 +419,7 @@ def _fit_at(model, objective: GlmmObjective, info: OptimumInfo, mode: Mode, hess
         cov = np.full(hessian.shape, np.nan)
         cov[np.ix_(idx, idx)] = 2.0 * np.linalg.inv(hessian[np.ix_(idx, idx)])
         held_vcov = objective.J @ cov[n_theta : n_theta + p, n_theta : n_theta + p] @ objective.J.T
-        vcov = objective.held.coefficient_covariance(held_vcov) if _positive_definite(held_vcov) else None
+        vcov = objective.held.coefficient_covariance(held_vcov) if cholesky_or_none(held_vcov) is not None else None
         if objective.estimate_size and cov[-1, -1] > 0:
             log_size_se = float(np.sqrt(cov[-1, -1]))
     messages = list(info.warnings) + [precision_message(c) for c in objective.held.lost]

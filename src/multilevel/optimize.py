@@ -87,6 +87,16 @@ def free_coordinates(x: np.ndarray, lower: np.ndarray) -> np.ndarray:
     return ~(np.isfinite(lower) & (x - lower < AT_BOUND))
 
 
+def cholesky_or_none(matrix: np.ndarray) -> np.ndarray | None:
+    """The lower Cholesky factor of a finite, positive-definite matrix; None for any other."""
+    if not np.all(np.isfinite(matrix)):
+        return None
+    try:
+        return np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
+        return None
+
+
 def _newton_step(grad: np.ndarray, hess: np.ndarray, free: np.ndarray) -> np.ndarray | None:
     """-H^{-1} g over the free coordinates; None where the Hessian is not positive definite."""
     idx = np.flatnonzero(free)
@@ -94,11 +104,8 @@ def _newton_step(grad: np.ndarray, hess: np.ndarray, free: np.ndarray) -> np.nda
     if idx.size == 0:
         return step
     H, g = hess[np.ix_(idx, idx)], grad[idx]
-    if not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
-        return None
-    try:
-        C = np.linalg.cholesky(H)
-    except np.linalg.LinAlgError:
+    C = cholesky_or_none(H)
+    if C is None or not np.all(np.isfinite(g)):
         return None
     step[idx] = -np.linalg.solve(C.T, np.linalg.solve(C, g))
     return step
@@ -264,7 +271,7 @@ def _off_bounds(fun_and_grad, x: np.ndarray, lower: np.ndarray, tol: float) -> n
     return None if np.array_equal(start, x) else start
 
 
-def _leaves_bound(fun: _Tracked, lower: np.ndarray, probe: float = 1e-2) -> bool:
+def _leaves_bound(fun: _Tracked, lower: np.ndarray, probe: float = OFF_BOUND_PROBE) -> bool:
     """True if moving a coordinate off its bound lowers the criterion: the even criterion has zero slope at a
     zero diagonal element, so a gradient method can stop there on a maximum along that coordinate."""
     x, f0 = fun.x.copy(), fun.f
